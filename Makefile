@@ -1,0 +1,44 @@
+# The two set-up commands are `make demo` and `make test`; everything else here serves them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint install system-deps bench models clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,controller,demo]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m edgefleet demo
+
+system-deps:
+	bash deploy/dev/ensure-test-deps.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install system-deps lint
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run_all.py
+
+# Rebuilds the shipped demo models; needs the heavy build-only extra (TensorFlow) in its own venv.
+models:
+	$(PYTHON) -m venv .venv-build
+	.venv-build/bin/pip install --quiet -e '.[build]'
+	.venv-build/bin/python models/build_demo.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
