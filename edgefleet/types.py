@@ -23,4 +23,4 @@ BackpressurePolicy: TypeAlias = Literal["drop_oldest", "drop_newest", "block"]
 NanPolicy: TypeAlias = Literal["reject", "zero", "allow"]
 """What the runtime does with NaN/inf in an input batch."""
 
-JSONValue: TypeAlias = "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
+JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
