@@ -1,0 +1,289 @@
+"""Envelope and body models of the sync protocol (normative text: docs/protocol.md).
+
+Every MQTT payload is one :class:`Envelope`: who sent it, what kind it is, its identity
+(``message_id``, stable across resends so receivers de-duplicate by ``(device_id,
+message_id, part)``), its ordering key ``seq`` (device clocks are never trusted for
+ordering) and a typed body. :mod:`edgefleet.cloud_sync.codec` turns envelopes into bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgefleet.cloud_sync.topics import MessageKind, validate_device_id
+from edgefleet.types import AnsweredBy
+
+__all__ = [
+    "BODY_TYPES",
+    "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "Body",
+    "ChannelDrift",
+    "CommandBody",
+    "CommandName",
+    "ConfigBody",
+    "DriftBody",
+    "Envelope",
+    "EventItem",
+    "EventsBody",
+    "InferRequestBody",
+    "InferResponseBody",
+    "MetricPoint",
+    "OtaOfferBody",
+    "OtaProgressBody",
+    "ResultItem",
+    "ResultsBody",
+    "StatusBody",
+    "TelemetryBody",
+    "make_envelope",
+]
+
+SCHEMA_VERSION = 1
+"""Version written by this code. Receivers refuse versions they do not know."""
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+_MAX_ID = 2**63 - 1  # fits a signed 64-bit column on the controller side
+
+
+class _Model(BaseModel):
+    # Bodies refuse unknown fields: a newer sender must bump the schema version instead.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- uplink bodies
+
+
+class ResultItem(_Model):
+    """One inference result, as the agent store keeps it."""
+
+    stream: str
+    window_seq: int | None = None
+    window_start: float
+    window_end: float
+    model_name: str
+    model_version: str
+    label: str | None = None
+    score: float | None = None
+    latency_ms: float
+    answered_by: AnsweredBy = "edge"
+    fallback_reason: str | None = None
+    outputs: list[float] | None = None
+    created_at: float | None = None
+
+
+class ResultsBody(_Model):
+    """A batch of results; on the wire it is columnar (see codec)."""
+
+    results: list[ResultItem]
+
+
+class MetricPoint(_Model):
+    ts: float
+    name: str
+    value: float
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TelemetryBody(_Model):
+    samples: list[MetricPoint]
+
+
+class StatusBody(_Model):
+    """Device state. Published retained; the broker publishes the ``offline`` last will."""
+
+    state: Literal["online", "offline"]
+    agent_version: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    uptime_s: float | None = None
+    backlog: dict[str, int] = Field(default_factory=dict)
+    bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class EventItem(_Model):
+    ts: float
+    kind: str
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class EventsBody(_Model):
+    events: list[EventItem]
+
+
+class ChannelDrift(_Model):
+    channel: str
+    mean: float
+    std: float
+    reference_mean: float | None = None
+    reference_std: float | None = None
+    psi: float | None = None
+    drifted: bool = False
+
+
+class DriftBody(_Model):
+    stream: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    window_start: float
+    window_end: float
+    samples: int = 0
+    channels: list[ChannelDrift] = Field(default_factory=list)
+    psi: float | None = None
+    drifted: bool = False
+
+
+class OtaProgressBody(_Model):
+    offer_id: str
+    state: Literal["received", "downloading", "verifying", "installing", "done", "failed", "rolled_back"]
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    detail: str | None = None
+
+
+class InferRequestBody(_Model):
+    """A window the edge model could not answer, sent for a cloud answer."""
+
+    request_id: str
+    stream: str
+    window_seq: int | None = None
+    window_start: float
+    window_end: float
+    shape: list[int]
+    dtype: Literal["float32"] = "float32"
+    data: bytes
+    fallback_reason: str
+
+
+# ---------------------------------------------------------------- downlink bodies
+
+CommandName: TypeAlias = Literal["restart_pipeline", "set_config", "report_status", "flush_outbox", "ping"]
+
+
+class CommandBody(_Model):
+    command_id: str
+    command: CommandName
+    args: dict[str, Any] = Field(default_factory=dict)
+    expires_at: float | None = None
+
+
+class ConfigBody(_Model):
+    """A configuration patch (same keys as the agent config) with a controller version number."""
+
+    config_version: int = Field(ge=0)
+    config: dict[str, Any]
+
+
+class OtaOfferBody(_Model):
+    offer_id: str
+    bundle_name: str
+    bundle_version: str
+    url: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+
+
+class InferResponseBody(_Model):
+    request_id: str
+    model_name: str | None = None
+    model_version: str | None = None
+    label: str | None = None
+    score: float | None = None
+    outputs: list[float] | None = None
+    error: str | None = None
+
+
+Body: TypeAlias = (
+    ResultsBody
+    | TelemetryBody
+    | StatusBody
+    | EventsBody
+    | DriftBody
+    | OtaProgressBody
+    | InferRequestBody
+    | CommandBody
+    | ConfigBody
+    | OtaOfferBody
+    | InferResponseBody
+)
+
+BODY_TYPES: dict[str, type[Body]] = {
+    "status": StatusBody,
+    "telemetry": TelemetryBody,
+    "results": ResultsBody,
+    "drift": DriftBody,
+    "events": EventsBody,
+    "ota/progress": OtaProgressBody,
+    "infer/request": InferRequestBody,
+    "cmd": CommandBody,
+    "config": ConfigBody,
+    "ota/offer": OtaOfferBody,
+    "infer/response": InferResponseBody,
+}
+
+
+class Envelope(BaseModel):
+    """One protocol message.
+
+    ``message_id``: for stored uplink messages, the agent store's outbox row id (never reused);
+    ``0`` marks a message that is not stored and not de-duplicated (live status, last will).
+    ``part``/``parts``: an outbox row too big for one MQTT message travels as several parts.
+    ``seq``: per-device ordering key (the outbox row id for stored messages); receivers order by
+    it, never by ``created_at``/``sent_at`` which come from the device clock.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    message_id: Annotated[int, Field(ge=0, le=_MAX_ID)]
+    device_id: str
+    kind: MessageKind
+    seq: Annotated[int, Field(ge=0, le=_MAX_ID)] = 0
+    part: Annotated[int, Field(ge=0)] = 0
+    parts: Annotated[int, Field(ge=1)] = 1
+    created_at: float
+    sent_at: float | None = None
+    body: Body
+
+    @model_validator(mode="after")
+    def _check(self) -> Envelope:
+        validate_device_id(self.device_id)
+        expected = BODY_TYPES[self.kind]
+        if not isinstance(self.body, expected):
+            raise ValueError(
+                f"body of a {self.kind!r} message must be {expected.__name__}, got {type(self.body).__name__}"
+            )
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} out of range for parts={self.parts}")
+        return self
+
+    @property
+    def dedup_key(self) -> tuple[str, int, int]:
+        """What receivers de-duplicate on. Meaningless when ``message_id == 0``."""
+        return (self.device_id, self.message_id, self.part)
+
+
+def make_envelope(
+    device_id: str,
+    kind: MessageKind,
+    body: Body | dict[str, Any],
+    *,
+    message_id: int = 0,
+    seq: int | None = None,
+    created_at: float | None = None,
+) -> Envelope:
+    """Build an envelope; ``body`` may be a model or a plain dict validated as ``kind``'s body."""
+    if isinstance(body, dict):
+        body = BODY_TYPES[kind].model_validate(body)
+    return Envelope(
+        message_id=message_id,
+        device_id=device_id,
+        kind=kind,
+        seq=message_id if seq is None else seq,
+        created_at=time.time() if created_at is None else created_at,
+        body=body,
+    )
