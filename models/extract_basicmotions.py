@@ -11,7 +11,7 @@ then run
 
 (a directory holding the two ``.ts`` files works too). It writes
 
-- ``models/data/basicmotions.npz``: ``x_train`` (40, 100, 6) and ``x_test`` (40, 100, 6) float32,
+- ``models/data/basicmotions.npz``: ``X_train`` (40, 100, 6) and ``X_test`` (40, 100, 6) float32,
   time-major and channels-last; ``y_train``/``y_test`` int64 class indices into ``labels``;
   ``labels`` and ``channel_names`` (acc_x..gyr_z) as unicode arrays; ``sample_rate_hz`` (10.0).
 - ``models/data/basicmotions_test_stream.csv`` and ``.npz``: the 40 test series concatenated in a
@@ -93,7 +93,7 @@ def write_test_stream(
     CSV columns: ``timestamp`` (seconds from 0, sample index / 10 Hz), the six channels,
     ``label`` (true activity of the series the sample came from). The ``.npz`` twin holds
     ``timestamp`` (n,) float64, ``samples`` (n, 6) float32, ``label`` (n,) int64 class indices,
-    ``series_index`` (n,) int64 (row in ``x_test``), ``order``, ``labels`` and ``channel_names``.
+    ``series_index`` (n,) int64 (row in ``X_test``), ``order``, ``labels`` and ``channel_names``.
     """
     order = np.random.default_rng(STREAM_SEED).permutation(len(x_test)).astype(np.int64)
     samples = x_test[order].reshape(-1, x_test.shape[2])
