@@ -1,0 +1,282 @@
+"""``replay``: plays a recording (CSV, ``.npy`` or ``.npz``) back as a live stream.
+
+Channels are chosen by name (CSV header, or the ``channel_names`` array of an ``.npz``)
+or by position; by default every numeric column except the timestamp column and
+``ignore_columns`` (``["label"]``) is a channel. Samples are paced at the recorded
+rate - from the timestamp column, or ``rate_hz`` when set - divided by ``speed``, or
+sent as fast as possible (``realtime = false``). Emitted timestamps keep the recorded
+spacing and start at the current wall-clock time (``timestamps = "wall"``) or at the
+recorded values (``"recorded"``); when looping they keep increasing.
+
+Values that do not parse as numbers, NaN and infinity are counted as bad samples and
+skipped. Without ``loop`` the source marks itself :attr:`~Source.finished` at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+
+from edgefleet.agent.sources.base import BaseSourceConfig, Sink, Source, SourceError
+from edgefleet.errors import ConfigIssue
+from edgefleet.types import FloatArray
+
+__all__ = ["Recording", "ReplaySource", "ReplaySourceConfig", "load_recording"]
+
+FORMATS = (".csv", ".npy", ".npz")
+
+
+class ReplaySourceConfig(BaseSourceConfig):
+    type: Literal["replay"] = "replay"
+    file: Path = Field(description="recording: .csv (with header), .npy (n, channels) or .npz")
+    columns: list[str | int] | None = Field(
+        default=None, description="channel columns by name or 0-based position; default: all numeric"
+    )
+    ignore_columns: list[str] = Field(
+        default_factory=lambda: ["label"], description="never channels (labels, ids, ...)"
+    )
+    timestamp_column: str | None = Field(
+        default="timestamp",
+        description="epoch or relative seconds; CSV column or .npz array. Used when present "
+        "(an explicitly named one must exist); none = pace by rate_hz",
+    )
+    samples_key: str = Field(default="samples", description=".npz array holding (n, channels) samples")
+    rate_hz: float | None = Field(default=None, gt=0, description="sample rate; overrides file timestamps")
+    speed: float = Field(
+        default=1.0, gt=0, le=10_000, description="playback speed factor (2 = twice as fast)"
+    )
+    realtime: bool = Field(default=True, description="false: send as fast as possible")
+    loop: bool = Field(default=False, description="start over at the end instead of finishing")
+    block_size: int = Field(default=64, ge=1, le=100_000, description="samples per sink call at most")
+    timestamps: Literal["wall", "recorded"] = Field(
+        default="wall", description="emit times starting now ('wall') or the file's own ('recorded')"
+    )
+
+    @model_validator(mode="after")
+    def _known_format(self) -> ReplaySourceConfig:
+        if self.file.suffix.lower() not in FORMATS:
+            raise ValueError(f"file {str(self.file)!r} must end in one of {', '.join(FORMATS)}")
+        return self
+
+
+class Recording:
+    """A loaded recording: samples (n, C) float32 (NaN where unreadable) and relative times (n,)."""
+
+    def __init__(
+        self,
+        samples: FloatArray,
+        offsets: npt.NDArray[np.float64],
+        *,
+        start: float,
+        period: float,
+        channel_names: list[str],
+    ) -> None:
+        self.samples = samples
+        self.offsets = offsets
+        self.start = start
+        self.period = period
+        self.channel_names = channel_names
+
+
+def _issue(config: ReplaySourceConfig, key: str, value: object, expected: str) -> SourceError:
+    return SourceError(
+        f"replay source {config.name!r} cannot use {config.file}",
+        issues=[ConfigIssue(f"{config.name}.{key}", value, expected)],
+        hint="check the recording and the source's columns/timestamp_column/rate_hz keys",
+    )
+
+
+def _pick(config: ReplaySourceConfig, names: list[str], numeric: list[bool]) -> tuple[list[int], int | None]:
+    """Indices of the channel columns and of the timestamp column (or None)."""
+    ts_index: int | None = None
+    explicit_ts = "timestamp_column" in config.model_fields_set and config.timestamp_column is not None
+    if config.timestamp_column is not None and config.timestamp_column in names:
+        ts_index = names.index(config.timestamp_column)
+    elif explicit_ts:
+        raise _issue(config, "timestamp_column", config.timestamp_column, f"one of {names}")
+    if config.columns is not None:
+        chosen: list[int] = []
+        for col in config.columns:
+            if isinstance(col, int):
+                if not 0 <= col < len(names):
+                    raise _issue(config, "columns", col, f"a position in 0..{len(names) - 1}")
+                chosen.append(col)
+            elif col in names:
+                chosen.append(names.index(col))
+            else:
+                raise _issue(config, "columns", col, f"one of {names}")
+    else:
+        skip = set(config.ignore_columns)
+        chosen = [i for i, n in enumerate(names) if i != ts_index and n not in skip and numeric[i]]
+    if not chosen:
+        raise _issue(config, "columns", config.columns, f"at least one numeric channel among {names}")
+    return chosen, ts_index
+
+
+def _read_csv(config: ReplaySourceConfig) -> tuple[list[str], npt.NDArray[np.float64], list[bool]]:
+    with config.file.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise _issue(config, "file", str(config.file), "a CSV file with a header row")
+        names = [h.strip() for h in header]
+        rows = list(reader)
+    values = np.full((len(rows), len(names)), np.nan, np.float64)
+    numeric = [False] * len(names)
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row[: len(names)]):
+            try:
+                values[r, c] = float(cell)
+            except ValueError:
+                continue
+            numeric[c] = True
+    return names, values, numeric
+
+
+def load_recording(config: ReplaySourceConfig) -> Recording:
+    """Read and select the recording's channels; raises :class:`SourceError` naming the bad key."""
+    path = config.file
+    if not path.is_file():
+        raise _issue(config, "file", str(path), "an existing .csv/.npy/.npz file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            names, table, numeric = _read_csv(config)
+            chosen, ts_index = _pick(config, names, numeric)
+            data = table[:, chosen]
+            stamps = table[:, ts_index] if ts_index is not None else None
+        else:
+            stamps = None
+            if suffix == ".npy":
+                array = np.load(path, allow_pickle=False)
+                names = [str(i) for i in range(array.shape[1])] if array.ndim == 2 else []
+            else:
+                with np.load(path, allow_pickle=False) as npz:
+                    if config.samples_key not in npz.files:
+                        raise _issue(config, "samples_key", config.samples_key, f"one of {npz.files}")
+                    array = npz[config.samples_key]
+                    names = (
+                        [str(n) for n in npz["channel_names"]]
+                        if "channel_names" in npz.files and array.ndim == 2
+                        else [str(i) for i in range(array.shape[-1])]
+                    )
+                    if config.timestamp_column is not None and config.timestamp_column in npz.files:
+                        stamps = np.asarray(npz[config.timestamp_column], np.float64)
+                    elif "timestamp_column" in config.model_fields_set and config.timestamp_column:
+                        raise _issue(
+                            config, "timestamp_column", config.timestamp_column, f"one of {npz.files}"
+                        )
+            if array.ndim != 2:
+                raise _issue(
+                    config, "file", f"array of shape {array.shape}", "a 2-D (samples, channels) array"
+                )
+            chosen, _ = _pick(
+                config.model_copy(update={"timestamp_column": None}), names, [True] * len(names)
+            )
+            data = np.asarray(array, np.float64)[:, chosen]
+            if stamps is not None and stamps.shape != (data.shape[0],):
+                raise _issue(
+                    config,
+                    "timestamp_column",
+                    f"shape {stamps.shape}",
+                    f"one time per sample ({data.shape[0]},)",
+                )
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise _issue(config, "file", str(path), f"a readable {suffix} recording ({exc})") from exc
+    if data.shape[0] == 0:
+        raise _issue(config, "file", str(path), "at least one sample")
+    return _timed(config, data, stamps, [names[i] for i in chosen])
+
+
+def _timed(
+    config: ReplaySourceConfig,
+    data: npt.NDArray[np.float64],
+    stamps: npt.NDArray[np.float64] | None,
+    channel_names: list[str],
+) -> Recording:
+    n = data.shape[0]
+    if config.rate_hz is not None or stamps is None:
+        if config.rate_hz is None:
+            raise _issue(config, "rate_hz", None, "a sample rate, since the recording has no timestamps")
+        offsets = np.arange(n, dtype=np.float64) / config.rate_hz
+        start = float(stamps[0]) if stamps is not None and np.isfinite(stamps[0]) else 0.0
+        step = 1.0 / config.rate_hz
+    else:
+        finite = np.isfinite(stamps)
+        if not finite.any():
+            raise _issue(config, "timestamp_column", config.timestamp_column, "finite timestamps")
+        start = float(stamps[finite][0])
+        # a NaN time stays NaN so that row is refused as a bad sample when emitted
+        offsets = stamps - start
+        diffs = np.diff(stamps[finite])
+        positive = diffs[diffs > 0]
+        step = float(np.median(positive)) if positive.size else 1.0
+    period = float(np.nanmax(offsets)) + step
+    return Recording(
+        data.astype(np.float32), offsets, start=start, period=period, channel_names=channel_names
+    )
+
+
+class ReplaySource(Source[ReplaySourceConfig]):
+    type_key = "replay"
+    config_model = ReplaySourceConfig
+
+    MIN_TICK_S = 0.02  # real-time playback wakes at most ~50 times a second
+
+    def __init__(self, config: ReplaySourceConfig, sink: Sink) -> None:
+        super().__init__(config, sink)
+        self.recording = load_recording(config)
+        self._position = 0
+        self._cycle = 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.recording.samples.shape[1])
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.recording.channel_names)
+
+    def _run(self) -> None:
+        cfg, rec = self.config, self.recording
+        n = rec.samples.shape[0]
+        base = time.time() if cfg.timestamps == "wall" else rec.start
+        # pacing clock: stream time t is due at mono0 + t / speed (playback resumes in place)
+        mono0 = time.monotonic() - self._stream_time() / cfg.speed
+        while not self._stopping.is_set():
+            if self._position >= n:
+                if not cfg.loop:
+                    self._mark_finished()
+                    return
+                self._position = 0
+                self._cycle += 1
+            end = min(n, self._position + cfg.block_size)
+            if cfg.realtime:
+                now_t = (time.monotonic() - mono0) * cfg.speed
+                offsets = rec.offsets[self._position : end] + self._cycle * rec.period
+                due = int(np.searchsorted(offsets, now_t, side="right"))
+                if due == 0:
+                    wait = (float(offsets[0]) - now_t) / cfg.speed if np.isfinite(offsets[0]) else 0.0
+                    if wait > 0:
+                        self._stopping.wait(max(self.MIN_TICK_S, wait))
+                        continue
+                    due = 1  # a NaN time: let it through to be counted as bad
+                end = self._position + due
+            chunk = slice(self._position, end)
+            times = base + rec.offsets[chunk] + self._cycle * rec.period
+            self._position = end
+            self._count_frame()
+            self._emit(rec.samples[chunk], times)
+
+    def _stream_time(self) -> float:
+        rec = self.recording
+        if self._position == 0:
+            return self._cycle * rec.period
+        last = rec.offsets[self._position - 1]
+        return float(last if np.isfinite(last) else 0.0) + self._cycle * rec.period
