@@ -26,7 +26,7 @@ class Backoff:
         self._rng = rng
 
     def ceiling(self) -> float:
-        return min(self.max_s, self.min_s * 2 ** min(self.attempt, 62))
+        return float(min(self.max_s, self.min_s * 2.0 ** min(self.attempt, 62)))
 
     def next_delay(self) -> float:
         delay = self._rng(0.0, self.ceiling())

@@ -68,7 +68,9 @@ class SyncConfig(BaseModel):
     username: str | None = Field(default=None, description="MQTT user name (password authentication).")
     password: SecretStr | None = Field(default=None, description="MQTT password; never logged.")
     topic_prefix: str = Field(
-        default=DEFAULT_PREFIX, min_length=1, description="Topic namespace; topics are <prefix>/<device>/<kind>."
+        default=DEFAULT_PREFIX,
+        min_length=1,
+        description="Topic namespace; topics are <prefix>/<device>/<kind>.",
     )
     qos: Literal[1, 2] = Field(
         default=1, description="QoS of uplink publishes. 1 plus receiver de-dup gives exactly-once."

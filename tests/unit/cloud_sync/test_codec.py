@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import pytest
 import zstandard
@@ -125,14 +127,17 @@ def test_zip_bomb_is_oversize() -> None:
 def test_fuzz_random_bytes_only_raise_protocol_error(payload: bytes, kind: str) -> None:
     topic = device_topic(DEVICE, kind)  # type: ignore[arg-type]
     for candidate in (payload, MAGIC + bytes((1, 0)) + payload, MAGIC + bytes((1, 1)) + payload):
-        try:
+        with contextlib.suppress(ProtocolError):
             decode_message(topic, candidate)
-        except ProtocolError:
-            pass
 
 
 _msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8) | st.binary(max_size=16),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=16),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=20,
 )
@@ -144,10 +149,8 @@ def test_fuzz_structured_envelopes_only_raise_protocol_error(body: object, seq: 
     for kind, raw_body in (("results", {"n": n, "seq": body, "out": body, "ws": body}), ("cmd", body)):
         doc = {"i": seq, "d": DEVICE, "k": kind, "q": seq, "c": 1.0, "b": raw_body}
         payload = MAGIC + bytes((1, 0)) + msgpack.packb(doc, use_bin_type=True)
-        try:
+        with contextlib.suppress(ProtocolError):
             decode_message(device_topic(DEVICE, kind), payload)  # type: ignore[arg-type]
-        except ProtocolError:
-            pass
 
 
 @settings(max_examples=100, deadline=None)
@@ -155,7 +158,5 @@ def test_fuzz_structured_envelopes_only_raise_protocol_error(body: object, seq: 
 def test_fuzz_corrupted_real_results_only_raise_protocol_error(flip: int, value: int) -> None:
     wire = bytearray(encode_message(make_envelope(DEVICE, "results", _results(20), message_id=3)))
     wire[flip % len(wire)] = value
-    try:
+    with contextlib.suppress(ProtocolError):
         decode_message(device_topic(DEVICE, "results"), bytes(wire))
-    except ProtocolError:
-        pass
