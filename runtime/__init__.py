@@ -1,1 +1,25 @@
-"""runtime"""
+"""Model runtime: load ``.tflite`` (LiteRT) and ``.onnx`` (ONNX Runtime) models and run them.
+
+>>> from edgefleet.runtime import load_model
+>>> with load_model("models/demo/har_int8.tflite") as model:   # doctest: +SKIP
+...     scores = model.predict(windows)["scores"]                  # float32, any batch size
+"""
+
+from __future__ import annotations
+
+from edgefleet.runtime.backends import BACKENDS, BackendConfig, available_backends, supported_extensions
+from edgefleet.runtime.model import Model, load_model
+from edgefleet.runtime.tensors import ModelFormat, ModelInfo, QuantParams, TensorSpec
+
+__all__ = [
+    "BACKENDS",
+    "BackendConfig",
+    "Model",
+    "ModelFormat",
+    "ModelInfo",
+    "QuantParams",
+    "TensorSpec",
+    "available_backends",
+    "load_model",
+    "supported_extensions",
+]

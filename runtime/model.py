@@ -1,0 +1,480 @@
+"""Load a model file and run it: the runtime's public face.
+
+:func:`load_model` picks a backend plugin from the file extension; :class:`Model` converts
+between caller space and tensor space. Callers see float32 for float and quantized tensors,
+any batch size, outputs keyed exactly as the model names them; other tensor types (ids, a
+sample rate) pass through, cast only when the cast is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import get_args
+
+import numpy as np
+
+from edgefleet.errors import EdgefleetError, ModelError, ModelInputError, ModelLoadError
+from edgefleet.runtime.backends import BackendSession, OpenOptions, backend_for
+from edgefleet.runtime.backends.base import run_looped
+from edgefleet.runtime.quantization import dequantize, quantize
+from edgefleet.runtime.tensors import ModelInfo, TensorSpec, format_shape
+from edgefleet.types import AnyArray, NanPolicy
+
+__all__ = ["Model", "load_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _InputPlan:
+    """How one caller array becomes one tensor, decided once at load time."""
+
+    spec: TensorSpec
+    caller_dtype: np.dtype[np.generic]
+    tensor_dtype: np.dtype[np.generic]
+    batched: bool
+
+    @property
+    def is_float(self) -> bool:
+        return self.caller_dtype.kind == "f"
+
+
+def _plan(spec: TensorSpec) -> _InputPlan:
+    return _InputPlan(
+        spec=spec,
+        caller_dtype=np.dtype(spec.caller_dtype),
+        tensor_dtype=spec.numpy_dtype,
+        batched=bool(spec.shape) and spec.shape[0] in (None, 1),
+    )
+
+
+class Model:
+    """A loaded model. Thread-safe (calls are serialised); use as a context manager or ``close()``."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        session: BackendSession,
+        *,
+        nan_policy: NanPolicy = "reject",
+        state_map: Mapping[str, str] | None = None,
+    ) -> None:
+        self.info = info
+        self._session: BackendSession | None = session
+        self._nan_policy: NanPolicy = nan_policy
+        self._lock = threading.Lock()
+        self._plans = {spec.name: _plan(spec) for spec in info.inputs}
+        self._outputs = {spec.name: spec for spec in info.outputs}
+        self._state_map = dict(state_map or {})
+        self._check_state_map()
+        self._caller_inputs = [n for n in self._plans if n not in self._state_map]
+        self._batched = frozenset(n for n, p in self._plans.items() if p.batched)
+        # A state tensor without a dynamic batch dimension carries one stream's state, so a batch
+        # is a sequence of steps of that stream: run sample by sample, threading the state through.
+        self._sequential = any(self._plans[n].spec.shape[:1] != (None,) for n in self._state_map)
+        self._state: dict[str, AnyArray] = {}
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """Inputs the caller passes (state inputs are fed by the model itself)."""
+        return [self._plans[n].spec for n in self._caller_inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self.info.outputs)
+
+    def predict(self, inputs: AnyArray | Mapping[str, AnyArray]) -> dict[str, AnyArray]:
+        """Run a batch. ``inputs``: one array for a single-input model, else arrays keyed by input name."""
+        with self._lock:
+            if self._session is None:
+                raise ModelError(
+                    f"{self.info.path}: the model is closed", path=self.info.path, hint="load it again"
+                )
+            feeds, batch = self._prepare(self._by_name(inputs))
+            if self._sequential and batch > 1:
+                return run_looped(lambda one: self._step(one, 1), feeds, self._batched, batch)
+            return self._step(feeds, batch)
+
+    def reset_state(self) -> None:
+        """Forget the recurrent state: the next predict starts from zeros."""
+        with self._lock:
+            self._state.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Model({self.info.path!r}, format={self.info.format!r}, backend={self.info.backend!r})"
+
+    # -- caller space -> tensor space ---------------------------------------------------------
+
+    def _error(
+        self, message: str, *, tensor: str | None, expected: str, got: str, hint: str
+    ) -> ModelInputError:
+        return ModelInputError(
+            f"{Path(self.info.path).name}: {message}",
+            tensor=tensor,
+            expected=expected,
+            got=got,
+            path=self.info.path,
+            hint=hint,
+        )
+
+    def _by_name(self, inputs: AnyArray | Mapping[str, AnyArray]) -> dict[str, AnyArray]:
+        names = self._caller_inputs
+        if not isinstance(inputs, Mapping):
+            if len(names) != 1:
+                raise self._error(
+                    f"a bare array was given but the model has {len(names)} inputs",
+                    tensor=None,
+                    expected=f"a mapping with keys {names}",
+                    got="one array",
+                    hint="pass a dict keyed by input name",
+                )
+            return {names[0]: inputs}
+        unknown = [k for k in inputs if k not in self._plans]
+        if unknown:
+            raise self._error(
+                f"unknown input {unknown[0]!r}; the model's inputs are {names}",
+                tensor=str(unknown[0]),
+                expected=", ".join(names),
+                got=", ".join(map(str, inputs)),
+                hint="key inputs exactly as `edgefleet model inspect` names them",
+            )
+        fed_state = [k for k in inputs if k in self._state_map]
+        if fed_state:
+            raise self._error(
+                f"input {fed_state[0]!r} is recurrent state, fed from output "
+                f"{self._state_map[fed_state[0]]!r}",
+                tensor=fed_state[0],
+                expected=", ".join(names),
+                got=", ".join(inputs),
+                hint="do not pass state inputs; call reset_state() to start from zeros",
+            )
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise self._error(
+                f"missing input {missing[0]!r}",
+                tensor=missing[0],
+                expected=", ".join(names),
+                got=", ".join(inputs) or "nothing",
+                hint="pass every input listed by `edgefleet model inspect`",
+            )
+        return dict(inputs)
+
+    def _prepare(self, arrays: dict[str, AnyArray]) -> tuple[dict[str, AnyArray], int]:
+        feeds: dict[str, AnyArray] = {}
+        batch = 0
+        for name, value in arrays.items():
+            plan = self._plans[name]
+            arr = self._converted(plan, value)
+            if plan.batched:
+                batch = max(batch, arr.shape[0])
+            feeds[name] = arr
+        if not self._batched & feeds.keys():
+            batch = 1
+        for name in self._batched & feeds.keys():
+            rows = feeds[name].shape[0]
+            if rows == batch:
+                continue
+            if rows == 1:  # one row for the whole batch, like numpy broadcasting
+                feeds[name] = np.ascontiguousarray(
+                    np.broadcast_to(feeds[name], (batch, *feeds[name].shape[1:]))
+                )
+                continue
+            raise self._error(
+                f"input {name!r} has {rows} rows but other inputs have {batch}",
+                tensor=name,
+                expected=f"{batch} (or 1) rows",
+                got=str(rows),
+                hint="every batched input needs the same batch size",
+            )
+        if batch == 0:
+            raise self._error(
+                "empty batch",
+                tensor=next(iter(feeds), None),
+                expected="at least 1 sample",
+                got="0",
+                hint="skip predict() when there is nothing to run",
+            )
+        return feeds, batch
+
+    def _converted(self, plan: _InputPlan, value: AnyArray) -> AnyArray:
+        spec = plan.spec
+        try:
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise self._error(
+                f"input {spec.name!r} is not an array ({exc})",
+                tensor=spec.name,
+                expected=f"{format_shape(spec.shape)} {spec.caller_dtype}",
+                got=type(value).__name__,
+                hint="pass a numpy array",
+            ) from None
+        if arr.dtype != plan.caller_dtype:
+            arr = self._cast(plan, arr)
+        self._check_shape(plan, arr)
+        if plan.is_float and self._nan_policy != "allow":
+            arr = self._apply_nan_policy(spec.name, arr)
+        return arr
+
+    def _cast(self, plan: _InputPlan, arr: AnyArray) -> AnyArray:
+        target = plan.caller_dtype
+        ok = np.can_cast(arr.dtype, target, "same_kind")
+        if ok and not plan.is_float and not np.can_cast(arr.dtype, target, "safe") and arr.size:
+            # Narrowing integers (int64 -> int32) is safe only when every value fits.
+            info = np.iinfo(target)  # type: ignore[type-var]
+            ok = arr.dtype.kind in "iu" and info.min <= int(arr.min()) and int(arr.max()) <= info.max
+        if not ok:
+            raise self._error(
+                f"input {plan.spec.name!r} has dtype {arr.dtype}, which cannot be cast safely to {target}",
+                tensor=plan.spec.name,
+                expected=str(target),
+                got=str(arr.dtype),
+                hint=f"convert it yourself, e.g. x.astype(np.{target})",
+            )
+        return arr.astype(target)
+
+    def _check_shape(self, plan: _InputPlan, arr: AnyArray) -> None:
+        spec = plan.spec
+        expected = spec.shape
+        bad = arr.ndim != len(expected) or any(
+            want is not None and got != want and not (i == 0 and plan.batched)
+            for i, (got, want) in enumerate(zip(arr.shape, expected, strict=True))
+        )
+        if not bad:
+            return
+        hint = "the first dimension is the batch; other fixed dimensions must match exactly"
+        if arr.ndim == len(expected) - 1 and plan.batched:
+            hint = "add a batch axis, e.g. x[np.newaxis]"
+        raise self._error(
+            f"input {spec.name!r} has shape {format_shape(arr.shape)}, expected {format_shape(expected)}",
+            tensor=spec.name,
+            expected=format_shape(expected),
+            got=format_shape(arr.shape),
+            hint=hint,
+        )
+
+    def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
+        # One reduction instead of an isfinite mask: the sum is finite iff every value is
+        # (a float overflow only sends us to the exact check below).
+        if arr.size == 0 or np.isfinite(np.add.reduce(arr, axis=None)):
+            return arr
+        bad = ~np.isfinite(arr)
+        count = int(np.count_nonzero(bad))
+        if count == 0:
+            return arr
+        if self._nan_policy == "zero":
+            return np.where(bad, arr.dtype.type(0), arr)
+        raise self._error(
+            f"input {name!r} contains {count} NaN/inf value(s) out of {arr.size}",
+            tensor=name,
+            expected="finite values",
+            got=f"{count} non-finite",
+            hint="clean the data upstream, or load the model with nan_policy='zero' or 'allow'",
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _initial_state(self, name: str, batch: int) -> AnyArray:
+        plan = self._plans[name]
+        shape = tuple(
+            (batch if i == 0 and plan.batched else 1) if d is None else d
+            for i, d in enumerate(plan.spec.shape)
+        )
+        return np.zeros(shape, dtype=plan.caller_dtype)
+
+    def _step(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
+        tensors: dict[str, AnyArray] = {}
+        for name, arr in feeds.items():
+            tensors[name] = self._to_tensor(self._plans[name], arr)
+        for state_in in self._state_map:
+            state = self._state.get(state_in)
+            if state is None or (self._plans[state_in].spec.shape[:1] == (None,) and state.shape[0] != batch):
+                state = self._initial_state(state_in, batch)
+            tensors[state_in] = self._to_tensor(self._plans[state_in], state)
+        session = self._session
+        assert session is not None  # predict() checked under the lock
+        try:
+            raw = session.run(tensors, batch)
+        except EdgefleetError:
+            raise
+        except Exception as exc:  # the native runtime's own exception types
+            raise ModelError(
+                f"{self.info.path}: inference failed: {str(exc).strip()}",
+                path=self.info.path,
+                hint="check the input values and shapes against `edgefleet model inspect`",
+            ) from None
+        outputs = {name: self._to_caller(self._outputs[name], arr) for name, arr in raw.items()}
+        for state_in, state_out in self._state_map.items():
+            self._state[state_in] = self._fit_state(state_in, outputs[state_out])
+        return outputs
+
+    def _fit_state(self, state_in: str, value: AnyArray) -> AnyArray:
+        plan = self._plans[state_in]
+        if value.dtype != plan.caller_dtype:
+            value = value.astype(plan.caller_dtype)
+        return value
+
+    def _to_tensor(self, plan: _InputPlan, arr: AnyArray) -> AnyArray:
+        spec = plan.spec
+        if spec.quantization is not None:
+            if self._nan_policy == "allow":
+                arr = np.nan_to_num(arr, nan=0.0)
+            return quantize(arr, spec.quantization, plan.tensor_dtype)
+        if arr.dtype != plan.tensor_dtype:
+            arr = arr.astype(plan.tensor_dtype)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        return arr
+
+    @staticmethod
+    def _to_caller(spec: TensorSpec | None, arr: AnyArray) -> AnyArray:
+        if spec is not None and spec.quantization is not None:
+            return dequantize(arr, spec.quantization)
+        if arr.dtype.kind == "f" and arr.dtype != np.float32:
+            return arr.astype(np.float32)
+        return arr
+
+    # -- load-time checks ---------------------------------------------------------------------
+
+    def _check_state_map(self) -> None:
+        for state_in, state_out in self._state_map.items():
+            problem = None
+            if state_in not in self._plans:
+                problem = (
+                    f"state input {state_in!r} is not an input of the model (inputs: {list(self._plans)})"
+                )
+            elif state_out not in self._outputs:
+                problem = (
+                    f"state output {state_out!r} is not an output of the model "
+                    f"(outputs: {list(self._outputs)})"
+                )
+            elif len(self._plans[state_in].spec.shape) != len(self._outputs[state_out].shape):
+                problem = (
+                    f"state {state_in!r} {format_shape(self._plans[state_in].spec.shape)} and "
+                    f"{state_out!r} {format_shape(self._outputs[state_out].shape)} differ in rank"
+                )
+            if problem:
+                raise ModelLoadError(
+                    f"{self.info.path}: {problem}",
+                    path=self.info.path,
+                    hint="state_map maps each state input name to the output that feeds it",
+                )
+
+    def warm_up(self) -> None:
+        """Run one zero batch so first-call costs (allocation, kernel selection) happen at load."""
+        zeros = {
+            n: np.zeros(
+                tuple(1 if d is None else d for d in self._plans[n].spec.shape), self._plans[n].caller_dtype
+            )
+            for n in self._caller_inputs
+        }
+        self.predict(zeros)
+        self.reset_state()
+
+
+def _read_model_file(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelLoadError(
+            f"{path}: no such model file",
+            path=str(path),
+            hint="check the path (relative paths start at the cwd)",
+        )
+    if path.is_dir():
+        raise ModelLoadError(
+            f"{path}: is a directory, not a model file",
+            path=str(path),
+            hint="point at the .tflite/.onnx file; for a bundle directory use `edgefleet bundle`",
+        )
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{path}: cannot read the model file: {exc.strerror}",
+            path=str(path),
+            hint="check file permissions",
+        ) from None
+    if not content:
+        raise ModelLoadError(
+            f"{path}: the model file is empty (0 bytes)",
+            path=str(path),
+            hint="the copy was probably interrupted; copy the model again",
+        )
+    return content
+
+
+def load_model(
+    path: str | Path,
+    *,
+    backend: str | None = None,
+    providers: list[str] | tuple[str, ...] | None = None,
+    threads: int | None = None,
+    inter_op_threads: int | None = None,
+    nan_policy: NanPolicy = "reject",
+    state_map: Mapping[str, str] | None = None,
+    warmup: bool = True,
+) -> Model:
+    """Load a ``.tflite`` or ``.onnx`` model. Raises ModelLoadError with a hint on any failure."""
+    model_path = Path(path)
+    if nan_policy not in get_args(NanPolicy):
+        raise ModelLoadError(
+            f"unknown nan_policy {nan_policy!r}; expected one of {list(get_args(NanPolicy))}",
+            path=str(model_path),
+            hint="'reject' raises on NaN/inf, 'zero' replaces them with 0, 'allow' passes them on",
+        )
+    for label, count in (("threads", threads), ("inter_op_threads", inter_op_threads)):
+        if count is not None and count < 1:
+            raise ModelLoadError(
+                f"{label} must be at least 1, got {count}",
+                path=str(model_path),
+                hint="leave it unset for the default",
+            )
+    plugin = backend_for(model_path, backend)
+    content = _read_model_file(model_path)
+    options = OpenOptions(providers=providers, threads=threads, inter_op_threads=inter_op_threads)
+    session = plugin.open(model_path, content, options)
+    info = ModelInfo(
+        path=str(model_path),
+        format=plugin.format,
+        backend=plugin.type,
+        runtime=plugin.runtime_version() or "unknown",
+        sha256=hashlib.sha256(content).hexdigest(),
+        size_bytes=len(content),
+        inputs=session.inputs,
+        outputs=session.outputs,
+        providers=session.providers,
+        threads=threads,
+    )
+    model = Model(info, session, nan_policy=nan_policy, state_map=state_map)
+    if warmup:
+        try:
+            model.warm_up()
+        except EdgefleetError as exc:
+            model.close()
+            raise ModelLoadError(
+                f"{model_path}: the model fails on a zero batch during warm-up: {exc.message}",
+                path=str(model_path),
+                hint="load with warmup=False if the model needs non-zero or larger inputs",
+            ) from None
+    log.debug("loaded %s (%s, %s)", model_path, info.backend, info.sha256[:12])
+    return model
