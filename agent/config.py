@@ -1,0 +1,425 @@
+"""The agent's configuration: one TOML file, one pydantic model per section.
+
+:func:`load_config` reads the file, lets ``EDGEFLEET_...`` environment variables override
+any key (``EDGEFLEET_STORE__PATH``, ``EDGEFLEET_DEVICE__ID``: prefix, then the section
+and key joined by ``__``), validates everything at once and resolves relative paths
+against the file's directory. An invalid file raises one :class:`ConfigError` listing
+every bad key with its dotted path (``sources[1].rate_hz``), the value found and what
+was expected; unknown keys come with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edgefleet.agent.sources import SourceConfig
+from edgefleet.agent.sources.base import STREAM_NAME_PATTERN
+from edgefleet.agent.store.config import StoreConfig
+from edgefleet.cloud_sync.config import SyncConfig
+from edgefleet.errors import ConfigError, ConfigIssue
+from edgefleet.types import BackpressurePolicy, NanPolicy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "ENV_PREFIX",
+    "AgentConfig",
+    "BatchingConfig",
+    "DeviceConfig",
+    "DriftConfig",
+    "FallbackConfig",
+    "HealthConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "PrometheusConfig",
+    "load_config",
+    "parse_config",
+    "resolve_paths",
+]
+
+ENV_PREFIX = "EDGEFLEET_"
+ENV_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(_Section):
+    """``[device]``: who this device is."""
+
+    id: str = Field(
+        pattern=STREAM_NAME_PATTERN,
+        description="unique device id, used in MQTT topics: letters, digits, '_', '.', '-' (max 64)",
+    )
+    name: str | None = Field(default=None, description="human-readable name for the dashboard")
+    tags: list[str] = Field(default_factory=list, description="free-form labels, e.g. 'site:lyon'")
+    state_dir: Path = Field(
+        default=Path("/var/lib/edgefleet"), description="writable directory for the agent's own state"
+    )
+
+
+class ModelConfig(_Section):
+    """``[model]``: the bundle to run and how."""
+
+    bundle: Path = Field(description="model bundle directory or .tar (see `edgefleet bundle`)")
+    backend: Literal["auto", "litert", "onnxruntime"] = Field(
+        default="auto", description="'auto' picks by the model file's extension"
+    )
+    providers: list[str] | None = Field(
+        default=None, description="ONNX Runtime execution providers in preference order"
+    )
+    threads: int | None = Field(default=None, ge=1, le=256, description="inference threads")
+    nan_policy: NanPolicy = Field(default="reject", description="NaN/inf in a batch: reject, zero or allow")
+    cloud_bundle: Path | None = Field(
+        default=None, description="larger model the cloud runs for fallback answers (optional)"
+    )
+
+
+class BatchingConfig(_Section):
+    """``[batching]``: how windows are grouped into inference batches."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=4096, description="windows per inference call")
+    batch_timeout_s: float = Field(
+        default=0.05, gt=0, le=10, description="longest a ready window waits for a fuller batch"
+    )
+    buffer_capacity: int = Field(default=4096, ge=1, le=10_000_000, description="samples buffered per stream")
+    backpressure: BackpressurePolicy = Field(
+        default="drop_oldest", description="when a buffer is full: drop_oldest, drop_newest or block"
+    )
+
+
+class FallbackConfig(_Section):
+    """``[fallback]``: when to ask the cloud model instead of trusting the edge answer."""
+
+    enabled: bool = False
+    min_confidence: float = Field(default=0.6, ge=0, le=1, description="edge scores below go to the cloud")
+    max_queue_windows: int = Field(default=256, ge=1, description="windows awaiting a cloud answer at most")
+    latency_slo_ms: float = Field(
+        default=500.0, gt=0, description="cloud answers later than this are replaced by the edge answer"
+    )
+    on_drift: bool = Field(default=False, description="also send windows while input drift is detected")
+
+
+class DriftConfig(_Section):
+    """``[drift]``: comparing live inputs and outputs to the bundle's reference profile."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=60.0, gt=0, description="how often drift is computed")
+    windows: int = Field(default=256, ge=8, description="recent windows compared per check")
+    psi_threshold: float = Field(default=0.2, gt=0, description="population stability index that flags drift")
+
+
+class PrometheusConfig(_Section):
+    """``[health.prometheus]``: an optional /metrics endpoint."""
+
+    enabled: bool = False
+    host: str = Field(default="127.0.0.1", description="bind address; localhost unless scraped remotely")
+    port: int = Field(default=9108, ge=1, le=65535)
+
+
+class HealthConfig(_Section):
+    """``[health]``: self-monitoring."""
+
+    metrics_interval_s: float = Field(default=10.0, gt=0, description="how often metrics are sampled")
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    watchdog: bool = Field(default=True, description="ping the systemd watchdog when the unit sets one")
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LoggingConfig(_Section):
+    """``[logging]``."""
+
+    format: Literal["json", "logfmt", "text"] = "text"
+    level: LogLevel = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class AgentConfig(BaseSettings):
+    """The whole agent configuration; see ``edgefleet config example``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, extra="forbid", case_sensitive=False
+    )
+
+    device: DeviceConfig
+    sources: list[SourceConfig] = Field(min_length=1, description="one [[sources]] table per stream")
+    model: ModelConfig
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Any]) -> list[Any]:
+        seen: dict[str, int] = {}
+        for i, source in enumerate(sources):
+            if source.name in seen:
+                raise ValueError(
+                    f"stream names must be unique; {source.name!r} is used by "
+                    f"sources[{seen[source.name]}] and sources[{i}]"
+                )
+            seen[source.name] = i
+        return sources
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: the environment overrides the file (passed as init values).
+        return env_settings, init_settings
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read, override from the environment, validate and resolve one agent config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"agent config {path} does not exist",
+            source=str(path),
+            hint=f"write a commented example with `edgefleet config example > {path}` and edit it",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read agent config {path}: {exc}",
+            source=str(path),
+            hint="check the path and its permissions",
+        ) from None
+    return parse_config(text, source=str(path), base_dir=path.resolve().parent)
+
+
+_TOML_POSITION = re.compile(r"^(?P<msg>.*?) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> AgentConfig:
+    """Validate TOML text as an :class:`AgentConfig`; relative paths resolve against ``base_dir``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _toml_error(exc, text, source) from None
+    try:
+        config = AgentConfig(**data)
+    except ValidationError as exc:
+        issues = [_issue_from(error, data) for error in exc.errors()]
+        count = len(issues)
+        raise ConfigError(
+            f"agent config {source} has {count} invalid key{'s' if count != 1 else ''}",
+            issues=issues,
+            source=source,
+            hint="fix the keys listed above; `edgefleet config example` shows every section with comments",
+        ) from None
+    return resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> ConfigError:
+    found = _TOML_POSITION.match(str(exc))
+    if found is None:
+        return ConfigError(f"agent config {source} is not valid TOML: {exc}", source=source)
+    line, col = int(found["line"]), int(found["col"])
+    lines = text.splitlines()
+    content = lines[line - 1] if 0 < line <= len(lines) else ""
+    return ConfigError(
+        f"agent config {source} is not valid TOML at line {line}, column {col}: {found['msg']}",
+        issues=[ConfigIssue(f"line {line}, column {col}", _Shown(content.strip()), "valid TOML syntax")],
+        source=source,
+        hint="TOML strings need quotes, tables are [section], each key = value on its own line",
+    )
+
+
+# -- path resolution -------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def resolve_paths(config: M, base_dir: Path) -> M:
+    """A copy of ``config`` where every relative ``Path`` value is made absolute under ``base_dir``."""
+    updates: dict[str, Any] = {}
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        resolved = _resolve_value(value, base_dir)
+        if resolved is not value:
+            updates[name] = resolved
+    return config.model_copy(update=updates) if updates else config
+
+
+def _resolve_value(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else (base_dir / value).resolve()
+    if isinstance(value, BaseModel):
+        return resolve_paths(value, base_dir)
+    if isinstance(value, list):
+        items = [_resolve_value(v, base_dir) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+# -- error reporting -------------------------------------------------------------------------------
+
+
+class _Shown:
+    """A value shown verbatim in an issue (no quotes), e.g. a TOML line or a shortened table."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Shown) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+MISSING = _Shown("nothing")
+
+
+def _shorten(value: object) -> object:
+    if isinstance(value, (dict, list)):
+        text = repr(value)
+        return _Shown(text if len(text) <= 80 else text[:77] + "...")
+    return value
+
+
+def _issue_from(error: Any, data: dict[str, Any]) -> ConfigIssue:
+    """One pydantic error as a ConfigIssue keyed by the dotted path a user would write."""
+    path, raw, models = _walk(error["loc"], data)
+    key = _dotted(path)
+    kind = error["type"]
+    message = str(error["msg"])
+    env_name = ENV_PREFIX + ENV_DELIMITER.join(str(p).upper() for p in path)
+    from_env = env_name in {k.upper() for k in os.environ}
+    if kind == "extra_forbidden":
+        section = _dotted(path[:-1]) or "the top level"
+        name = str(path[-1])
+        known = list(models[-1].model_fields) if models and models[-1] is not None else []
+        close = difflib.get_close_matches(name, known, n=1)
+        expected = f"unknown key {name!r} in [{section}]"
+        expected += f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    elif kind == "string_pattern_mismatch":
+        owner = models[-1] if models else None
+        field = owner.model_fields.get(str(path[-1])) if owner is not None and path else None
+        pattern = error.get("ctx", {}).get("pattern", "")
+        expected = (
+            field.description if field is not None and field.description else f"text matching {pattern}"
+        )
+    elif kind == "missing":
+        expected = "a value: this key is required"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        key = f"{key}.type" if key else "type"
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        expected = f"a source type, one of {tags}"
+        raw = raw.get("type", MISSING) if isinstance(raw, dict) else raw
+    else:
+        expected = message.removeprefix("Value error, ").removeprefix("Input should be ")
+    if from_env:
+        expected += f" (set by environment variable {env_name})"
+    value = MISSING if kind == "missing" else _shorten(raw if raw is not MISSING else error.get("input"))
+    return ConfigIssue(key, value, expected)
+
+
+def _walk(loc: tuple[Any, ...], data: Any) -> tuple[list[str | int], Any, list[type[BaseModel] | None]]:
+    """Follow a pydantic ``loc`` through the raw data, dropping discriminator tags.
+
+    Returns the user-facing path, the raw value there (MISSING if absent), and the model
+    holding each step's key (used to suggest known keys and describe fields).
+    """
+    path: list[str | int] = []
+    node: Any = data
+    annotation: Any = AgentConfig
+    owners: list[type[BaseModel] | None] = []
+    for part in loc:
+        if isinstance(part, str) and isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # the union's tag pydantic inserts for the chosen arm
+        owner = _pick_model(annotation, node)
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else MISSING
+            annotation = _item_type(annotation)
+            owner = None
+        else:
+            node = node.get(part, MISSING) if isinstance(node, dict) else MISSING
+            field = owner.model_fields.get(part) if owner is not None else None
+            annotation = field.annotation if field is not None else None
+        path.append(part)
+        owners.append(owner)
+    return path, node, owners
+
+
+def _item_type(annotation: Any) -> Any:
+    """``X`` for ``list[X]`` (through Optional/Annotated), else None."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _item_type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0]
+    for arg in typing.get_args(annotation):
+        found = _item_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
+    """The BaseModel inside ``annotation`` (through Optional, list, Annotated, unions)."""
+    candidates: list[type[BaseModel]] = []
+
+    def collect(tp: Any) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            candidates.append(tp)
+            return
+        if typing.get_origin(tp) is typing.Annotated:
+            collect(typing.get_args(tp)[0])
+            return
+        if typing.get_origin(tp) is list:
+            return  # a list's items are not the list's own keys
+        for arg in typing.get_args(tp):
+            collect(arg)
+
+    collect(annotation)
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    tag = node.get("type") if isinstance(node, dict) else None
+    for candidate in candidates:
+        field = candidate.model_fields.get("type")
+        if field is not None and field.default == tag:
+            return candidate
+    return None
+
+
+def _dotted(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
