@@ -6,8 +6,8 @@ import argparse
 import importlib
 import json
 import zipfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.errors import EdgefleetError, ModelInputError
