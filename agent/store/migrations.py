@@ -1,0 +1,246 @@
+"""Numbered schema migrations of the device store.
+
+Each migration runs in its own ``BEGIN IMMEDIATE`` transaction together with the row that
+records it in ``schema_version``, so a crash mid-migration leaves the previous version intact
+and the next open simply tries again. Migrations only go forward; a store written by a newer
+edgefleet is refused rather than guessed at.
+
+To change the schema: append a ``Migration`` with the next number. Never edit a released one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edgefleet.errors import StoreError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "decode_outputs",
+    "encode_outputs",
+    "migrate",
+    "read_schema_version",
+]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def encode_outputs(values: Sequence[float] | None) -> bytes | None:
+    """Pack an output vector as little-endian float64 (exact, 8 bytes per value)."""
+    if values is None:
+        return None
+    packed = array("d", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def decode_outputs(blob: bytes | None) -> list[float] | None:
+    if blob is None:
+        return None
+    values = array("d")
+    values.frombytes(blob)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
+def _run(conn: sqlite3.Connection, statements: Sequence[str]) -> None:
+    # conn.executescript() would COMMIT first and break the migration's transaction.
+    for statement in statements:
+        conn.execute(statement)
+
+
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    _run(
+        conn,
+        [
+            """CREATE TABLE results (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                stream TEXT NOT NULL,
+                window_start REAL NOT NULL,
+                window_end REAL NOT NULL,
+                model_name TEXT NOT NULL,
+                model_version TEXT NOT NULL,
+                label TEXT,
+                score REAL,
+                outputs TEXT,
+                latency_ms REAL NOT NULL,
+                answered_by TEXT NOT NULL DEFAULT 'edge' CHECK (answered_by IN ('edge', 'cloud')),
+                fallback_reason TEXT,
+                window_seq INTEGER,
+                created_at REAL NOT NULL,
+                synced_at REAL
+            )""",
+            "CREATE INDEX results_stream_created ON results(stream, created_at)",
+            """CREATE TABLE metrics (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                ts REAL NOT NULL,
+                name TEXT NOT NULL,
+                value REAL NOT NULL,
+                labels TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX metrics_name_ts ON metrics(name, ts)",
+            """CREATE TABLE events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                ts REAL NOT NULL,
+                kind TEXT NOT NULL,
+                level TEXT NOT NULL,
+                message TEXT NOT NULL,
+                data TEXT
+            )""",
+            """CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                payload TEXT,
+                first_result_id INTEGER,
+                last_result_id INTEGER,
+                approx_bytes INTEGER NOT NULL
+            )""",
+            "CREATE INDEX outbox_priority_id ON outbox(priority, id)",
+        ],
+    )
+
+
+def _json_to_float64(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    return encode_outputs([float(v) for v in json.loads(text)])
+
+
+def _v2_packed_outputs_and_retention_indexes(conn: sqlite3.Connection) -> None:
+    # JSON text spends ~20 bytes per float; packed float64 is 8 and round-trips exactly.
+    # SQLite cannot change a column's type in place, so the table is rebuilt.
+    conn.create_function("edgefleet_json_to_f64", 1, _json_to_float64, deterministic=True)
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'results'").fetchone()
+    columns = (
+        "id, stream, window_start, window_end, model_name, model_version, label, score, outputs, "
+        "latency_ms, answered_by, fallback_reason, window_seq, created_at, synced_at"
+    )
+    _run(
+        conn,
+        [
+            """CREATE TABLE results_v2 (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                stream TEXT NOT NULL,
+                window_start REAL NOT NULL,
+                window_end REAL NOT NULL,
+                model_name TEXT NOT NULL,
+                model_version TEXT NOT NULL,
+                label TEXT,
+                score REAL,
+                outputs BLOB,
+                latency_ms REAL NOT NULL,
+                answered_by TEXT NOT NULL DEFAULT 'edge' CHECK (answered_by IN ('edge', 'cloud')),
+                fallback_reason TEXT,
+                window_seq INTEGER,
+                created_at REAL NOT NULL,
+                synced_at REAL
+            )""",
+            f"INSERT INTO results_v2 ({columns}) "
+            f"SELECT {columns.replace('outputs', 'edgefleet_json_to_f64(outputs)')} FROM results ORDER BY id",
+            "DROP TABLE results",
+            "ALTER TABLE results_v2 RENAME TO results",
+            "CREATE INDEX results_stream_created ON results(stream, created_at)",
+            # Retention deletes synced rows by age and counts the unsynced backlog; both stay cheap.
+            "CREATE INDEX results_created ON results(created_at)",
+            "CREATE INDEX results_unsynced ON results(id) WHERE synced_at IS NULL",
+            "CREATE INDEX metrics_ts ON metrics(ts)",
+            "CREATE INDEX events_ts ON events(ts)",
+            """CREATE TABLE store_meta (
+                key TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            )""",
+            "INSERT INTO store_meta (key, value) VALUES ('evicted_unsynced_total', 0)",
+        ],
+    )
+    if row is not None:
+        # Ids are never reused (outbox items reference them): keep the high-water mark.
+        conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'results'", (row[0],))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "results, metrics, events, outbox", _v1_initial),
+    Migration(
+        2,
+        "results.outputs as packed float64; retention indexes; store_meta",
+        _v2_packed_outputs_and_retention_indexes,
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def read_schema_version(conn: sqlite3.Connection) -> int:
+    """The version recorded in ``schema_version``; 0 for an empty database."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if has_table is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def _refuse_newer(version: int, path: str | None) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path or ''} has schema version {version}, newer than the {SCHEMA_VERSION} "
+            "this edgefleet understands; refusing to downgrade it",
+            path=path,
+            hint="upgrade edgefleet to the version that wrote this store, or restore a backup made "
+            "by this version (edgefleet store restore)",
+        )
+
+
+def migrate(conn: sqlite3.Connection, *, target: int = SCHEMA_VERSION, path: str | None = None) -> list[int]:
+    """Bring the schema forward to ``target``; return the versions applied.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) so the transactions here are
+    the only ones. Safe against concurrent openers: the version is re-read under the write lock.
+    """
+    if target > SCHEMA_VERSION or target < 0:
+        raise ValueError(f"target schema version must be 0..{SCHEMA_VERSION}, got {target}")
+    _refuse_newer(read_schema_version(conn), path)
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version > target:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL, description TEXT NOT NULL)"
+            )
+            current = read_schema_version(conn)
+            _refuse_newer(current, path)
+            if current >= migration.version:
+                conn.execute("COMMIT")
+                continue
+            migration.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+                (migration.version, time.time(), migration.description),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        applied.append(migration.version)
+    return applied

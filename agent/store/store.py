@@ -1,0 +1,664 @@
+"""``Store``: the agent's local SQLite store and the outbox that sync drains.
+
+One WAL-mode file. Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a
+kill -9 at any moment leaves either the whole batch or none of it; WAL keeps the file
+consistent. A Store is safe to share between threads (one connection behind a lock).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import numbers
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from edgefleet.agent.store.config import StoreConfig
+from edgefleet.agent.store.migrations import decode_outputs, encode_outputs, migrate, read_schema_version
+from edgefleet.agent.store.records import (
+    PRIORITY_EVENTS,
+    PRIORITY_RESULTS,
+    PRIORITY_TELEMETRY,
+    MetricSample,
+    OutboxItem,
+    ResultRecord,
+    StoreStats,
+)
+from edgefleet.agent.store.retention import RetentionReport, disk_bytes, enforce_retention
+from edgefleet.agent.store.wear import WriteMeter
+from edgefleet.errors import StoreError
+
+__all__ = ["EVENT_LEVELS", "Store", "lock_path_for"]
+
+log = logging.getLogger(__name__)
+
+EVENT_LEVELS = ("debug", "info", "warning", "error", "critical")
+CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+
+_RESULT_COLUMNS = (
+    "stream",
+    "window_start",
+    "window_end",
+    "model_name",
+    "model_version",
+    "label",
+    "score",
+    "outputs",
+    "latency_ms",
+    "answered_by",
+    "fallback_reason",
+    "window_seq",
+    "created_at",
+)
+_INSERT_RESULT = (
+    f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(_RESULT_COLUMNS))})"
+)
+_SELECT_RESULT = f"SELECT id, {', '.join(_RESULT_COLUMNS)}, synced_at FROM results"
+# Rough wire size of one result row without its outputs; sync only uses it to cap a batch.
+_RESULT_ROW_BYTES = 160
+_IN_CHUNK = 500
+_TABLES = ("results", "metrics", "events", "outbox")
+
+
+def lock_path_for(path: Path) -> Path:
+    """The sidecar file every open Store holds a shared flock on; restore takes it exclusively."""
+    return path.with_name(path.name + ".lock")
+
+
+def _result_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("id", *_RESULT_COLUMNS, "synced_at")
+    record = dict(zip(keys, row, strict=False))
+    record["outputs"] = decode_outputs(record["outputs"])
+    return record
+
+
+def _is_finite_number(value: object) -> bool:
+    if type(value) is bool or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(float(value))
+
+
+def _check_record(record: object) -> str | None:
+    """Why a result record cannot be stored, or None. Only run when a batch was refused."""
+    if not isinstance(record, ResultRecord):
+        return f"expected a ResultRecord, got {type(record).__name__}"
+    for name in ("stream", "model_name", "model_version"):
+        if not isinstance(getattr(record, name), str) or not getattr(record, name):
+            return f"{name} must be a non-empty string, got {getattr(record, name)!r}"
+    for name in ("window_start", "window_end", "latency_ms", "created_at", "score"):
+        value = getattr(record, name)
+        if value is None and name == "score":
+            continue
+        if not _is_finite_number(value):
+            return f"{name} must be a finite number, got {value!r}"
+    for name in ("label", "fallback_reason"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} must be a string or None, got {value!r}"
+    if record.answered_by not in ("edge", "cloud"):
+        return f"answered_by must be 'edge' or 'cloud', got {record.answered_by!r}"
+    seq: object = record.window_seq
+    if seq is not None and not isinstance(seq, numbers.Integral):
+        return f"window_seq must be an integer or None, got {record.window_seq!r}"
+    if record.outputs is not None:
+        try:
+            encode_outputs(record.outputs)
+        except (TypeError, ValueError):
+            return f"outputs must be a list of numbers or None, got {record.outputs!r:.80}"
+    return None
+
+
+class Store:
+    """Open with :meth:`open`; see ``docs/store.md`` for the schema and the durability modes."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, config: StoreConfig, lock_fd: int) -> None:
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self.path = path
+        self.config = config
+        self._lock_fd: int | None = lock_fd
+        self._lock = threading.RLock()
+        self._meter = WriteMeter()
+        # Due at once: a store already over its cap at start-up is trimmed by the first write.
+        self._next_retention = time.monotonic()
+        self.last_retention: RetentionReport | None = None
+
+    # -- opening and closing --------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, config: StoreConfig | None = None) -> Store:
+        """Open (creating or migrating forward) the store at ``path`` (default ``config.path``)."""
+        config = config or StoreConfig()
+        db_path = Path(path if path is not None else config.path)
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(lock_path_for(db_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store at {db_path}: {exc.strerror}",
+                path=str(db_path),
+                hint="check that the state directory exists and is writable by the agent's user, "
+                "or set store.path",
+            ) from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise StoreError(
+                f"store {db_path} is being restored by another process",
+                path=str(db_path),
+                hint="wait for `edgefleet store restore` to finish, then start again",
+            ) from exc
+        try:
+            conn = cls._connect(db_path, config)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(conn, db_path, config, lock_fd)
+
+    @staticmethod
+    def _connect(path: Path, config: StoreConfig) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=config.busy_timeout_ms / 1000
+        )
+        try:
+            if int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0:
+                # Only settable before the first table exists; lets retention shrink the file.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"store {path} could not be switched to WAL mode (journal_mode is {mode})",
+                    path=str(path),
+                    hint="put the store on a local filesystem that supports shared memory "
+                    "(not a network mount)",
+                )
+            conn.execute(f"PRAGMA synchronous = {config.synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(config.wal_autocheckpoint_pages)}")
+            conn.execute(f"PRAGMA journal_size_limit = {int(config.journal_size_limit_bytes)}")
+            migrate(conn, path=str(path))
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"cannot open the store at {path}: {exc}",
+                path=str(path),
+                hint="if the file is not an edgefleet store or is damaged, move it aside or restore "
+                "a backup with `edgefleet store restore`",
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._lock_fd is None:
+                return
+            try:
+                self._conn.close()
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._lock_fd is None
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, metered for flash wear; SQLite errors become StoreError."""
+        with self._lock:
+            if self._lock_fd is None:
+                raise StoreError(f"cannot {what}: the store {self.path} is closed", path=str(self.path))
+            conn = self._conn
+            try:
+                with self._meter.measure():
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise self._store_error(what, exc) from exc
+
+    def _store_error(self, what: str, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "full" in text:
+            hint = "free space on the state partition, or lower store.hard_max_bytes below the free space"
+        elif "locked" in text or "busy" in text:
+            hint = "another process holds the store's write lock; raise store.busy_timeout_ms or stop it"
+        elif "readonly" in text:
+            hint = "make the store file and its directory writable by the agent's user"
+        else:
+            hint = "run `edgefleet store check` on it; restore a backup if it reports damage"
+        return StoreError(f"cannot {what} in store {self.path}: {text}", path=str(self.path), hint=hint)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for multi-statement reads."""
+        with self._lock:
+            if self._lock_fd is None:
+                raise StoreError(f"the store {self.path} is closed", path=str(self.path))
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _result_rows(self, records: Sequence[ResultRecord]) -> list[tuple[Any, ...]]:
+        raw = self.config.store_raw_outputs
+        return [
+            (
+                r.stream,
+                # float()/int(): numpy scalars are welcome but sqlite3 cannot bind them.
+                float(r.window_start),
+                float(r.window_end),
+                r.model_name,
+                r.model_version,
+                r.label,
+                None if r.score is None else float(r.score),
+                encode_outputs(r.outputs) if raw and r.outputs is not None else None,
+                float(r.latency_ms),
+                r.answered_by,
+                r.fallback_reason,
+                None if r.window_seq is None else int(r.window_seq),
+                float(r.created_at),
+            )
+            for r in records
+        ]
+
+    def write_results(self, records: Sequence[ResultRecord]) -> list[int]:
+        """Store a batch in one transaction, plus one outbox item referencing its id range.
+
+        Returns the new ids in the order of ``records``. Records that cannot be stored (wrong
+        types, NaN times, unknown ``answered_by``) are skipped, logged and raised as a
+        ``store.rejected_results`` event; the ids returned are those of the others.
+        """
+        if not records:
+            return []
+        try:
+            rows = self._result_rows(records)
+            ids = self._insert_results(rows)
+        except (
+            sqlite3.IntegrityError,
+            sqlite3.InterfaceError,
+            sqlite3.ProgrammingError,
+            TypeError,
+            ValueError,
+        ):
+            ids = self._write_valid_results(records)
+        self._maybe_retention()
+        return ids
+
+    def _insert_results(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        if not rows:
+            return []
+        chunk = self.config.write_chunk_rows
+        outputs_bytes = sum(len(row[7]) for row in rows if row[7] is not None)
+        with self._write("write results") as conn:
+            for start in range(0, len(rows), chunk):
+                conn.executemany(_INSERT_RESULT, rows[start : start + chunk])
+            last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            # One writer under BEGIN IMMEDIATE and AUTOINCREMENT: the batch's ids are contiguous.
+            first = last - len(rows) + 1
+            conn.execute(
+                "INSERT INTO outbox (kind, priority, created_at, payload, first_result_id, last_result_id, "
+                "approx_bytes) VALUES ('results', ?, ?, NULL, ?, ?, ?)",
+                (PRIORITY_RESULTS, time.time(), first, last, len(rows) * _RESULT_ROW_BYTES + outputs_bytes),
+            )
+        return list(range(first, last + 1))
+
+    def _write_valid_results(self, records: Sequence[ResultRecord]) -> list[int]:
+        good: list[ResultRecord] = []
+        problems: list[str] = []
+        for index, record in enumerate(records):
+            problem = _check_record(record)
+            if problem is None:
+                good.append(record)
+            else:
+                problems.append(f"record {index}: {problem}")
+        if not problems:
+            raise StoreError(
+                f"could not write {len(records)} results to {self.path} although every record is valid",
+                path=str(self.path),
+                hint="run `edgefleet store check`; this is a bug if it reports ok",
+            )
+        log.warning(
+            "store: rejected %d of %d results: %s", len(problems), len(records), "; ".join(problems[:5])
+        )
+        ids = self._insert_results(self._result_rows(good))
+        self.add_event(
+            "store.rejected_results",
+            f"rejected {len(problems)} of {len(records)} results",
+            level="error",
+            data={"count": len(problems), "problems": problems[:20]},
+        )
+        return ids
+
+    def write_metrics(self, samples: Sequence[MetricSample]) -> int:
+        """Store samples in the ``metrics`` time series and queue them as one "telemetry" item.
+
+        Returns the outbox id. Samples with a non-numeric value or non-string labels are rejected
+        with a StoreError naming the first bad one (nothing is written).
+        """
+        if not samples:
+            raise StoreError("write_metrics() got no samples", hint="pass at least one MetricSample")
+        rows: list[tuple[float, str, float, str]] = []
+        wire: list[dict[str, Any]] = []
+        for index, s in enumerate(samples):
+            try:
+                ts, value = float(s.ts), float(s.value)
+                labels = {str(k): str(v) for k, v in dict(s.labels).items()}
+                if not s.name or not isinstance(s.name, str):
+                    raise ValueError("name must be a non-empty string")
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise StoreError(
+                    f"metric sample {index} ({s!r:.120}) is invalid: {exc}",
+                    hint="a MetricSample needs ts (epoch s), a non-empty name, a numeric value and "
+                    "labels as a str->str dict",
+                ) from exc
+            rows.append((ts, s.name, value, json.dumps(labels, sort_keys=True)))
+            wire.append({"ts": ts, "name": s.name, "value": value, "labels": labels})
+        payload = json.dumps({"samples": wire}, allow_nan=True)
+        with self._write("write metrics") as conn:
+            conn.executemany("INSERT INTO metrics (ts, name, value, labels) VALUES (?, ?, ?, ?)", rows)
+            outbox_id = self._enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
+        self._maybe_retention()
+        return outbox_id
+
+    def add_event(
+        self, kind: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> int:
+        """Record an event (error, drop, model change, ...) and queue it for sync; returns its id."""
+        if level not in EVENT_LEVELS:
+            raise StoreError(
+                f"event level {level!r} is not one of {', '.join(EVENT_LEVELS)}", hint="use 'info' or 'error'"
+            )
+        if not kind:
+            raise StoreError("an event needs a non-empty kind", hint="e.g. 'model.changed'")
+        ts = time.time()
+        data_text = self._json(data, f"event {kind!r} data") if data is not None else None
+        with self._write("add an event") as conn:
+            event_id = int(
+                conn.execute(
+                    "INSERT INTO events (ts, kind, level, message, data) VALUES (?, ?, ?, ?, ?)",
+                    (ts, kind, level, message, data_text),
+                ).lastrowid
+                or 0
+            )
+            payload = {
+                "id": event_id,
+                "ts": ts,
+                "kind": kind,
+                "level": level,
+                "message": message,
+                "data": data,
+            }
+            self._enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
+        return event_id
+
+    def enqueue(self, kind: str, payload: dict[str, Any], *, priority: int) -> int:
+        """Queue any other message for sync (status, drift, ota/progress, ...); returns its outbox id."""
+        if kind == "results" or not kind:
+            raise StoreError(
+                f"outbox kind {kind!r} is reserved or empty", hint="results go through write_results()"
+            )
+        if not isinstance(priority, int) or priority < 0:
+            raise StoreError(
+                f"outbox priority must be an integer >= 0, got {priority!r}", hint="0 drains first"
+            )
+        if not isinstance(payload, dict):
+            raise StoreError(f"outbox payload must be a dict, got {type(payload).__name__}", hint="wrap it")
+        text = self._json(payload, f"{kind!r} payload")
+        with self._write(f"enqueue {kind}") as conn:
+            outbox_id = self._enqueue_in(conn, kind, text, priority)
+        self._maybe_retention()
+        return outbox_id
+
+    @staticmethod
+    def _json(value: object, what: str) -> str:
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"{what} is not JSON-serialisable: {exc}",
+                hint="use str, int, float, bool, None, lists and str-keyed dicts only",
+            ) from exc
+
+    @staticmethod
+    def _enqueue_in(conn: sqlite3.Connection, kind: str, payload: str, priority: int) -> int:
+        cursor = conn.execute(
+            "INSERT INTO outbox (kind, priority, created_at, payload, approx_bytes) VALUES (?, ?, ?, ?, ?)",
+            (kind, priority, time.time(), payload, len(payload)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    # -- outbox ---------------------------------------------------------------------------------
+
+    def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> list[OutboxItem]:
+        """The next pending items, priority then id order, without removing them.
+
+        With ``max_bytes``, stops before the item that would exceed it (but always returns at
+        least one item, so one oversize item cannot block the queue).
+        """
+        items: list[OutboxItem] = []
+        total = 0
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, kind, priority, created_at, payload, first_result_id, last_result_id, "
+                "approx_bytes FROM outbox ORDER BY priority, id LIMIT ?",
+                (max(int(limit), 0),),
+            ).fetchall()
+            for item_id, kind, priority, created_at, payload, first, last, approx in rows:
+                if max_bytes is not None and items and total + approx > max_bytes:
+                    break
+                total += approx
+                body: dict[str, Any] | list[dict[str, Any]]
+                if kind == "results":
+                    body = [
+                        _result_dict(row)
+                        for row in conn.execute(
+                            f"{_SELECT_RESULT} WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
+                        )
+                    ]
+                else:
+                    body = json.loads(payload)
+                items.append(OutboxItem(item_id, kind, priority, created_at, body, approx))
+        return items
+
+    def outbox_ack(self, ids: Sequence[int]) -> int:
+        """Remove delivered items; results they reference are marked synced. Returns items removed."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        removed = 0
+        now = time.time()
+        with self._write("acknowledge outbox items") as conn:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                ranges = conn.execute(
+                    "SELECT first_result_id, last_result_id FROM outbox "
+                    f"WHERE kind = 'results' AND id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE results SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL",
+                    [(now, first, last) for first, last in ranges],
+                )
+                removed += conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk).rowcount
+        return removed
+
+    def outbox_backlog(self) -> dict[str, int]:
+        """Pending items per kind (``results`` counted in rows); kinds with nothing pending are absent."""
+        with self._read() as conn:
+            backlog = {
+                str(kind): int(n)
+                for kind, n in conn.execute(
+                    "SELECT kind, count(*) FROM outbox WHERE kind != 'results' GROUP BY kind ORDER BY kind"
+                )
+            }
+            unsynced = int(conn.execute("SELECT count(*) FROM results WHERE synced_at IS NULL").fetchone()[0])
+        if unsynced:
+            backlog["results"] = unsynced
+        return backlog
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def query_results(
+        self, *, since: float | None = None, stream: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Stored results, newest first; ``since`` is an epoch-seconds lower bound on created_at."""
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(float(since))
+        if stream is not None:
+            where.append("stream = ?")
+            params.append(stream)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        params.append(max(int(limit), 0))
+        with self._lock:
+            rows = self.db.query(
+                f"{_SELECT_RESULT}{clause} ORDER BY created_at DESC, id DESC LIMIT ?", params
+            )
+            return [_result_dict(tuple(row.values())) for row in rows]
+
+    def query_events(self, *, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored events, newest first."""
+        clause, params = (" WHERE kind = ?", [kind]) if kind else ("", [])
+        with self._lock:
+            rows = list(
+                self.db.query(f"SELECT * FROM events{clause} ORDER BY id DESC LIMIT ?", [*params, int(limit)])
+            )
+        for row in rows:
+            row["data"] = json.loads(row["data"]) if row["data"] is not None else None
+        return rows
+
+    def stats(self) -> StoreStats:
+        with self._read() as conn:
+            rows = {table: self.db.table(table).count for table in _TABLES}
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            freelist = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            version = read_schema_version(conn)
+            evicted = conn.execute(
+                "SELECT value FROM store_meta WHERE key = 'evicted_unsynced_total'"
+            ).fetchone()
+        backlog = self.outbox_backlog()
+        wal = self.path.with_name(self.path.name + "-wal")
+        return StoreStats(
+            path=str(self.path),
+            schema_version=version,
+            size_bytes=disk_bytes(self.path),
+            page_size=page_size,
+            page_count=page_count,
+            freelist=freelist,
+            wal_bytes=wal.stat().st_size if wal.exists() else 0,
+            rows=rows,
+            unsynced_results=backlog.get("results", 0),
+            outbox_backlog=backlog,
+            bytes_written_total=self._meter.total,
+            bytes_written_per_hour=self._meter.per_hour(),
+            bytes_written_source=self._meter.source,
+            evicted_unsynced_total=int(evicted[0]) if evicted else 0,
+        )
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def _maybe_retention(self) -> None:
+        if time.monotonic() >= self._next_retention:
+            self.enforce_retention()
+
+    def enforce_retention(self, *, now: float | None = None) -> RetentionReport:
+        """Run retention now (writes also run it every ``retention_interval_s``)."""
+        with self._lock:
+            self._next_retention = time.monotonic() + self.config.retention_interval_s
+            try:
+                with self._meter.measure():
+                    report = enforce_retention(self._conn, self.path, self.config, now=now)
+            except sqlite3.OperationalError as exc:
+                raise self._store_error("enforce retention", exc) from exc
+            self.last_retention = report
+            evicted = report.evicted_unsynced_total
+            if evicted:
+                with self._write("count evictions") as conn:
+                    conn.execute(
+                        "UPDATE store_meta SET value = value + ? WHERE key = 'evicted_unsynced_total'",
+                        (evicted,),
+                    )
+                log.warning(
+                    "store over its hard cap (%d bytes): evicted %d unsynced items %s",
+                    self.config.hard_max_bytes,
+                    evicted,
+                    report.evicted_unsynced,
+                )
+                self.add_event(
+                    "store.evicted_unsynced",
+                    f"store over its hard cap of {self.config.hard_max_bytes} bytes: evicted {evicted} "
+                    "unsynced items, oldest first",
+                    level="error",
+                    data={"count": evicted, "by_kind": dict(report.evicted_unsynced)},
+                )
+            return report
+
+    def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int, int]:
+        """Checkpoint the WAL now; returns SQLite's (busy, wal frames, frames checkpointed)."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise StoreError(f"unknown checkpoint mode {mode!r}", hint="PASSIVE, FULL, RESTART or TRUNCATE")
+        with self._lock, self._meter.measure():
+            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return int(busy), int(frames), int(done)
+
+    def vacuum(self, *, full: bool = False) -> int:
+        """Give free pages back to the filesystem; returns bytes saved on disk.
+
+        The default is an incremental vacuum plus a WAL truncation (cheap, in bounded steps).
+        ``full=True`` rewrites the whole file (VACUUM): it needs as much free disk as the store.
+        """
+        with self._lock:
+            before = disk_bytes(self.path)
+            try:
+                with self._meter.measure():
+                    if full:
+                        self._conn.execute("VACUUM")
+                    else:
+                        self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:
+                raise self._store_error("vacuum", exc) from exc
+            return before - disk_bytes(self.path)
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's integrity_check lines; ``["ok"]`` when the file is sound."""
+        with self._lock:
+            return [str(row[0]) for row in self._conn.execute("PRAGMA integrity_check")]
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return read_schema_version(self._conn)
