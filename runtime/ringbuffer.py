@@ -1,0 +1,453 @@
+"""Per-stream ring buffer that cuts sliding windows out of a sensor stream.
+
+One :class:`StreamBuffer` per stream. Storage is preallocated once: a ``(capacity, channels)``
+float32 sample ring (time-major, so a window is one or two contiguous row slices), a float64
+timestamp ring and a float64 ring of arrival times (``clock()`` when the sample was pushed).
+
+Indices below are *accepted-sample* indices: the n-th sample the buffer stored is index n.
+The buffer keeps three counters:
+
+* ``write``: index of the next sample to store (producer thread only);
+* ``next_start``: first sample of the next window to emit (consumer thread; the producer moves it
+  forward only under ``drop_oldest``, holding the lock);
+* ``decided``: every accepted sample below it is either covered by an emitted window or dropped.
+
+Window continuity (the rule the property tests encode): **a window never contains a dropped
+sample and never straddles a gap.** Its ``window_length`` rows are consecutive in the stream as
+the producer offered it. ``hop`` must be ``<= window_length``, so without drops every sample is
+delivered in at least one window.
+
+* ``drop_oldest`` (default): when storing a sample would overwrite one a pending window still
+  needs, ``next_start`` advances by whole hops (the window grid stays aligned) until there is room.
+  Samples skipped that no emitted window covered are counted as dropped; the next emitted window
+  has ``gap_before=True`` when at least one sample was lost.
+* ``drop_newest``: the new samples are refused and counted. The refusal marks a gap; windows that
+  end at or before the gap are still emitted, then the window grid restarts at the first sample
+  accepted after the gap. Accepted samples before the gap that no window covered (fewer than
+  ``window_length`` of them) are dropped too and counted.
+* ``block``: the producer waits until the consumer frees room; on ``block_timeout`` (or after
+  :meth:`StreamBuffer.close`) the rest are refused exactly as under ``drop_newest``.
+
+Accounting, exact whenever neither thread is inside a call::
+
+    stats.pushed == stats.covered + stats.dropped + stats.pending
+
+``pushed`` counts every sample offered, ``covered`` the distinct samples delivered in windows,
+``dropped`` every sample lost to backpressure, ``pending`` the accepted samples that may still be
+delivered.
+
+Threading: one producer thread and one consumer thread per buffer. The producer's common path
+takes no lock (it only reads ``next_start``, which can only grow, so a stale value under-estimates
+the room); ``pop_windows`` holds the lock while it copies, and the producer takes it only to drop
+or to wait under ``block``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeAlias, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.errors import ConfigError, ConfigIssue, EdgefleetError
+from edgefleet.types import BackpressurePolicy, FloatArray
+
+__all__ = ["BufferInputError", "BufferStats", "Notify", "StreamBuffer", "Window"]
+
+Notify: TypeAlias = threading.Condition | Callable[[], object]
+"""What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable."""
+
+_POLICIES: tuple[str, ...] = get_args(BackpressurePolicy)
+
+
+class BufferInputError(EdgefleetError, ValueError):
+    """A pushed sample or block does not have the shape the stream was configured with."""
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Window:
+    """One window of a stream, ready for the model.
+
+    ``data`` is ``(window_length, channels)`` float32, C-contiguous and owned by the window.
+    ``seq`` counts the stream's emitted windows from 0. ``start_index`` is the accepted-sample
+    index of ``data[0]``. ``gap_before`` is True when samples were lost between the previous
+    window of this stream and this one (a stateful model should reset its state).
+    """
+
+    stream: str
+    seq: int
+    start_ts: float
+    end_ts: float
+    data: FloatArray
+    ready_at: float
+    start_index: int = 0
+    gap_before: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    """A snapshot of one buffer's counters; see the module docstring for the exact invariant."""
+
+    pushed: int
+    dropped: int
+    windows_emitted: int
+    fill: int
+    capacity: int
+    covered: int = 0
+    pending: int = 0
+    refused: int = 0
+
+
+def _validate_config(
+    name: object,
+    channels: object,
+    capacity: object,
+    window_length: object,
+    hop: object,
+    policy: object,
+    block_timeout: object,
+) -> None:
+    issues: list[ConfigIssue] = []
+
+    def positive_int(key: str, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            issues.append(ConfigIssue(key, value, "an integer >= 1"))
+            return False
+        return True
+
+    if not isinstance(name, str) or not name:
+        issues.append(ConfigIssue("name", name, "a non-empty stream name"))
+    positive_int("channels", channels)
+    ok_len = positive_int("window_length", window_length)
+    if positive_int("hop", hop) and ok_len and hop > window_length:  # type: ignore[operator]
+        issues.append(ConfigIssue("hop", hop, f"<= window_length ({window_length}); a larger hop drops data"))
+    if positive_int("capacity", capacity) and ok_len and capacity < window_length:  # type: ignore[operator]
+        issues.append(ConfigIssue("capacity", capacity, f">= window_length ({window_length})"))
+    if policy not in _POLICIES:
+        issues.append(ConfigIssue("policy", policy, " | ".join(_POLICIES)))
+    if block_timeout is not None and (
+        isinstance(block_timeout, bool) or not isinstance(block_timeout, int | float) or block_timeout < 0
+    ):
+        issues.append(ConfigIssue("block_timeout", block_timeout, "None or seconds >= 0"))
+    if issues:
+        raise ConfigError(
+            f"invalid ring buffer settings for stream {name!r}",
+            issues=issues,
+            hint="fix the stream's batching settings (window_length, hop, capacity, policy)",
+        )
+
+
+class StreamBuffer:
+    """Preallocated ring buffer of one stream; cuts sliding windows for the batcher."""
+
+    def __init__(
+        self,
+        name: str,
+        channels: int,
+        capacity: int,
+        *,
+        window_length: int,
+        hop: int,
+        policy: BackpressurePolicy = "drop_oldest",
+        notify: Notify | None = None,
+        block_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _validate_config(name, channels, capacity, window_length, hop, policy, block_timeout)
+        self.name = name
+        self.channels = channels
+        self.capacity = capacity
+        self.window_length = window_length
+        self.hop = hop
+        self.policy: BackpressurePolicy = policy
+        self.block_timeout = block_timeout
+        self._clock = clock
+        self._data: FloatArray = np.zeros((capacity, channels), dtype=np.float32)
+        self._ts: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
+        self._arrival: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._closed = False
+        # producer-owned
+        self._write = 0
+        self._refused = 0
+        self._announce_at = window_length
+        self._last_gap = -1
+        self._waiting = False
+        # consumer-owned (the producer touches them under the lock in drop_oldest only)
+        self._next_start = 0
+        self._decided = 0
+        self._covered = 0
+        self._lost = 0
+        self._windows = 0
+        self._gap_flag = False
+        # accepted-sample indices just after a loss; appended by the producer, consumed by pop_windows
+        self._gaps: deque[int] = deque()
+        self._notify: Notify | None = None
+        self._signal: Callable[[], object] | None = None
+        self.notify = notify
+
+    # -- notification -------------------------------------------------------------------------
+
+    @property
+    def notify(self) -> Notify | None:
+        return self._notify
+
+    @notify.setter
+    def notify(self, target: Notify | None) -> None:
+        self._notify = target
+        if target is None:
+            self._signal = None
+        elif isinstance(target, threading.Condition):
+            cond = target
+
+            def signal() -> None:
+                with cond:
+                    cond.notify_all()
+
+            self._signal = signal
+        elif callable(target):
+            self._signal = target
+        else:
+            raise TypeError(f"notify must be a threading.Condition, a callable or None, got {target!r}")
+
+    def _announce(self, end: int) -> None:
+        # Called by the producer once ``write`` reached a window end; moves to the next grid end.
+        steps = (end - self._announce_at) // self.hop + 1
+        self._announce_at += steps * self.hop
+        signal = self._signal
+        if signal is not None:
+            signal()
+
+    # -- producer side ------------------------------------------------------------------------
+
+    def push(self, sample: npt.ArrayLike, timestamp: float) -> bool:
+        """Store one sample (``channels`` values); False when backpressure refused it."""
+        try:
+            n = len(sample)  # type: ignore[arg-type]
+        except TypeError:
+            n = -1
+        if n != self.channels:
+            raise self._shape_error(f"a sample of {self.channels} values", f"{sample!r}")
+        w = self._write
+        if w - self._next_start >= self.capacity or self._closed:
+            return self._push_slow(np.asarray(sample, dtype=np.float32)[None, :], [timestamp]) == 1
+        p = w % self.capacity
+        self._data[p] = sample
+        self._ts[p] = timestamp
+        self._arrival[p] = self._clock()
+        self._write = w + 1
+        if w + 1 >= self._announce_at:
+            self._announce(w + 1)
+        return True
+
+    def push_block(self, samples: npt.ArrayLike, timestamps: npt.ArrayLike) -> int:
+        """Store ``samples`` ``(n, channels)`` stamped ``timestamps`` ``(n,)``; returns the accepted count."""
+        block = np.asarray(samples, dtype=np.float32)
+        stamps = np.asarray(timestamps, dtype=np.float64)
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise self._shape_error(f"samples of shape (n, {self.channels})", f"shape {block.shape}")
+        n = int(block.shape[0])
+        if stamps.shape != (n,):
+            raise self._shape_error(f"timestamps of shape ({n},)", f"shape {stamps.shape}")
+        if n == 0:
+            return 0
+        w = self._write
+        if w + n - self._next_start > self.capacity or self._closed:
+            return self._push_slow(block, stamps)
+        self._store(w, block, stamps)
+        return n
+
+    def close(self) -> None:
+        """Refuse further samples and wake a producer blocked under the ``block`` policy."""
+        with self._lock:
+            self._closed = True
+            self._space.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _store(self, w: int, block: FloatArray, stamps: npt.NDArray[np.float64] | list[float]) -> None:
+        """Copy a block that fits into the ring at index ``w`` and publish it."""
+        n = len(block)
+        cap = self.capacity
+        if n > cap:  # only under drop_oldest: the block's own tail overwrites its head
+            skip = n - cap
+            block, stamps, w, n = block[skip:], stamps[skip:], w + skip, cap
+        p = w % cap
+        first = min(n, cap - p)
+        self._data[p : p + first] = block[:first]
+        self._ts[p : p + first] = stamps[:first]
+        now = self._clock()
+        self._arrival[p : p + first] = now
+        if first < n:
+            self._data[: n - first] = block[first:]
+            self._ts[: n - first] = stamps[first:]
+            self._arrival[: n - first] = now
+        end = w + n
+        self._write = end  # publish only after the data is in place
+        if end >= self._announce_at:
+            self._announce(end)
+
+    def _push_slow(self, block: FloatArray, stamps: npt.NDArray[np.float64] | list[float]) -> int:
+        n = len(block)
+        if self._closed:
+            return self._refuse(n)
+        if self.policy == "drop_oldest":
+            self._make_room_dropping_oldest(n)
+            self._store(self._write, block, stamps)
+            return n
+        if self.policy == "drop_newest":
+            room = self.capacity - (self._write - self._next_start)
+            accepted = max(0, min(n, room))
+            if accepted:
+                self._store(self._write, block[:accepted], stamps[:accepted])
+            self._refuse(n - accepted)
+            return accepted
+        return self._push_blocking(block, stamps)
+
+    def _make_room_dropping_oldest(self, n: int) -> None:
+        with self._lock:
+            end = self._write + n
+            need = end - self.capacity  # next_start must reach this so nothing needed is overwritten
+            start = self._next_start
+            if start >= need:
+                return
+            steps = -(-(need - start) // self.hop)
+            start += steps * self.hop
+            self._next_start = start
+            if start > self._decided:
+                self._lost += start - self._decided
+                self._decided = start
+                self._gaps.append(start)
+
+    def _push_blocking(self, block: FloatArray, stamps: npt.NDArray[np.float64] | list[float]) -> int:
+        n = len(block)
+        done = 0
+        deadline = None if self.block_timeout is None else self._clock() + self.block_timeout
+        while done < n:
+            room = self.capacity - (self._write - self._next_start)
+            if room > 0:
+                take = min(room, n - done)
+                self._store(self._write, block[done : done + take], stamps[done : done + take])
+                done += take
+                continue
+            with self._lock:
+                while not self._closed and self.capacity - (self._write - self._next_start) <= 0:
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._waiting = True
+                    self._space.wait(remaining)
+                self._waiting = False
+                if self._closed or self.capacity - (self._write - self._next_start) <= 0:
+                    break
+        self._refuse(n - done)
+        return done
+
+    def _refuse(self, count: int) -> int:
+        if count <= 0:
+            return 0
+        self._refused += count
+        g = self._write
+        if g != self._last_gap:
+            self._last_gap = g
+            self._gaps.append(g)
+            # the window grid restarts at the gap, so the next announcement is one window later
+            self._announce_at = g + self.window_length
+        return 0
+
+    def _shape_error(self, expected: str, got: str) -> BufferInputError:
+        return BufferInputError(
+            f"stream {self.name!r}: expected {expected}, got {got}",
+            hint=f"send {self.channels} float values per sample, in the stream's channel order",
+        )
+
+    # -- consumer side ------------------------------------------------------------------------
+
+    def pop_windows(self, max_windows: int) -> list[Window]:
+        """Remove and return up to ``max_windows`` complete windows, oldest first."""
+        if max_windows <= 0:
+            return []
+        length, hop, cap = self.window_length, self.hop, self.capacity
+        out: list[Window] = []
+        with self._lock:
+            write = self._write  # read before the gaps: a gap below it is already published
+            gaps = self._gaps
+            start = self._next_start
+            while len(out) < max_windows:
+                while gaps and gaps[0] <= start:
+                    gaps.popleft()
+                    self._gap_flag = True
+                if gaps and gaps[0] < start + length:
+                    # this window would straddle a gap: restart the grid after it
+                    start = gaps.popleft()
+                    self._gap_flag = True
+                    if start > self._decided:
+                        self._lost += start - self._decided
+                        self._decided = start
+                    continue
+                end = start + length
+                if end > write:
+                    break
+                p = start % cap
+                if p + length <= cap:
+                    data = self._data[p : p + length].copy()
+                else:
+                    data = np.concatenate((self._data[p:], self._data[: p + length - cap]))
+                last = (end - 1) % cap
+                out.append(
+                    Window(
+                        stream=self.name,
+                        seq=self._windows,
+                        start_ts=float(self._ts[p]),
+                        end_ts=float(self._ts[last]),
+                        data=data,
+                        ready_at=float(self._arrival[last]),
+                        start_index=start,
+                        gap_before=self._gap_flag,
+                    )
+                )
+                self._gap_flag = False
+                self._windows += 1
+                self._covered += end - max(start, self._decided)
+                self._decided = end
+                start += hop
+            self._next_start = start
+            if self._waiting and out:
+                self._space.notify_all()
+        return out
+
+    def windows_ready(self) -> int:
+        """How many windows could be popped now (an estimate that ignores pending gaps)."""
+        avail = self._write - self._next_start - self.window_length
+        return 0 if avail < 0 else avail // self.hop + 1
+
+    @property
+    def stats(self) -> BufferStats:
+        with self._lock:
+            write, start, decided = self._write, self._next_start, self._decided
+            refused, lost = self._refused, self._lost
+            covered, windows = self._covered, self._windows
+        return BufferStats(
+            pushed=write + refused,
+            dropped=refused + lost,
+            windows_emitted=windows,
+            fill=min(self.capacity, max(0, write - start)),
+            capacity=self.capacity,
+            covered=covered,
+            pending=write - decided,
+            refused=refused,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamBuffer({self.name!r}, channels={self.channels}, capacity={self.capacity}, "
+            f"window_length={self.window_length}, hop={self.hop}, policy={self.policy!r})"
+        )
