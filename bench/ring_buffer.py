@@ -88,7 +88,8 @@ def main() -> int:
             totals[name][1] += elapsed
     rate = {name: c / t for name, (c, t) in totals.items()}
 
-    print(f"ring buffer push rates ({args.channels} channels, window {WINDOW}, hop {HOP}, capacity {CAPACITY})")
+    setup = f"{args.channels} channels, window {WINDOW}, hop {HOP}, capacity {CAPACITY}"
+    print(f"ring buffer push rates ({setup})")
     print(f"{'case':<28}{'StreamBuffer':>16}{'deque baseline':>18}{'ratio':>9}{'target':>12}")
     for label, ours, base, target in (
         (f"push_block({args.block} rows)", "ours_block", "base_block", 1_000_000),
