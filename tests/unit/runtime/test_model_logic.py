@@ -1,0 +1,155 @@
+"""Pure logic of the model runtime: quantization, provider choice, error parsing, looping."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefleet.errors import ModelError, ModelLoadError
+from edgefleet.runtime.backends import backend_for, supported_extensions
+from edgefleet.runtime.backends.base import batched_inputs, custom_op_error, run_looped
+from edgefleet.runtime.backends.onnx import resolve_providers
+from edgefleet.runtime.quantization import dequantize, quantize
+from edgefleet.runtime.tensors import QuantParams, TensorSpec, format_shape
+
+pytestmark = pytest.mark.unit
+
+
+def test_quantize_rounds_and_clips_to_int8() -> None:
+    params = QuantParams(scale=0.5, zero_point=-3)
+    values = np.array([0.0, 0.24, 0.26, -1.0, 1000.0, -1000.0], dtype=np.float32)
+    q = quantize(values, params, np.dtype(np.int8))
+    assert q.dtype == np.int8
+    assert q.tolist() == [-3, -3, -2, -5, 127, -128]
+
+
+def test_quantize_uint8_range() -> None:
+    q = quantize(
+        np.array([-5.0, 0.0, 300.0], np.float32), QuantParams(scale=1.0, zero_point=10), np.dtype(np.uint8)
+    )
+    assert q.tolist() == [5, 10, 255]
+
+
+def test_dequantize_inverts_quantize_within_half_a_step() -> None:
+    params = QuantParams(scale=0.1, zero_point=7)
+    values = np.linspace(-10, 10, 101, dtype=np.float32)
+    back = dequantize(quantize(values, params, np.dtype(np.int8)), params)
+    assert back.dtype == np.float32
+    assert np.max(np.abs(back - values)) <= 0.05 + 1e-6
+
+
+def test_format_shape_marks_dynamic_dims() -> None:
+    assert format_shape((None, 8, 3)) == "[?, 8, 3]"
+    assert format_shape(()) == "[]"
+
+
+def test_tensor_spec_reports_caller_dtype() -> None:
+    quantized = TensorSpec(
+        name="x", shape=(None, 2), dtype="int8", quantization=QuantParams(scale=1, zero_point=0)
+    )
+    plain = TensorSpec(name="ids", shape=(None,), dtype="int64")
+    assert quantized.caller_dtype == "float32"
+    assert plain.caller_dtype == "int64"
+    assert "quantized" in quantized.describe()
+
+
+def test_resolve_providers_keeps_available_and_ends_with_cpu() -> None:
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers(["cuda"], available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers(None, available) == ["CPUExecutionProvider"]
+
+
+def test_resolve_providers_warns_and_lists_available(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        chosen = resolve_providers(["tensorrt", "openvino"], ["CPUExecutionProvider"])
+    assert chosen == ["CPUExecutionProvider"]
+    assert "'tensorrt' is not available" in caplog.text
+    assert "available: CPUExecutionProvider" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("message", "op"),
+    [
+        (
+            "[ONNXRuntimeError] : 1 : FAIL : Fatal error: "
+            "com.acme:FancyGelu(-1) is not a registered function/op",
+            "FancyGelu",
+        ),
+        ("INVALID_GRAPH : Error No Op registered for Gelux with domain_version of 17", "Gelux"),
+        ("Encountered unresolved custom op: MyCustomOp.", "MyCustomOp"),
+        (
+            "See instructions: ...Node number 1 (FlexMatrixDeterminant) failed to prepare.",
+            "FlexMatrixDeterminant",
+        ),
+    ],
+)
+def test_custom_op_error_names_the_op(message: str, op: str) -> None:
+    error = custom_op_error(message, path=Path("m.onnx"), runtime="rt")
+    assert error is not None
+    assert error.op == op
+    assert op in error.message
+    assert error.hint
+
+
+def test_custom_op_error_ignores_other_failures() -> None:
+    assert (
+        custom_op_error(
+            "Node number 3 (TfLiteXNNPackDelegate) failed to prepare.", path=Path("m"), runtime="rt"
+        )
+        is None
+    )
+    assert custom_op_error("protobuf parsing failed", path=Path("m"), runtime="rt") is None
+
+
+def test_batched_inputs_are_dynamic_or_fixed_one() -> None:
+    specs = [
+        TensorSpec(name="a", shape=(None, 3), dtype="float32"),
+        TensorSpec(name="b", shape=(1, 3), dtype="float32"),
+        TensorSpec(name="c", shape=(), dtype="int32"),
+        TensorSpec(name="d", shape=(4, 3), dtype="float32"),
+    ]
+    assert batched_inputs(specs) == frozenset({"a", "b"})
+
+
+def test_run_looped_splits_batched_inputs_and_concatenates() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def run_one(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+        calls.append(feeds["x"].shape)
+        return {"y": feeds["x"] * feeds["k"], "s": np.float32(feeds["x"].sum())}
+
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    out = run_looped(run_one, {"x": x, "k": np.float32(2)}, frozenset({"x"}), 3)  # type: ignore[arg-type]
+    assert calls == [(1, 2)] * 3
+    np.testing.assert_array_equal(out["y"], x * 2)
+    np.testing.assert_array_equal(out["s"], x.sum(axis=1))
+
+
+def test_run_looped_rejects_outputs_that_change_shape() -> None:
+    sizes = iter([1, 2])
+
+    def run_one(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+        return {"y": np.zeros((1, next(sizes)), np.float32)}
+
+    with pytest.raises(ModelError, match="changes shape"):
+        run_looped(run_one, {"x": np.zeros((2, 1), np.float32)}, frozenset({"x"}), 2)  # type: ignore[arg-type]
+
+
+def test_unknown_extension_lists_supported_ones() -> None:
+    with pytest.raises(ModelLoadError) as info:
+        backend_for(Path("model.pt"))
+    assert "'.pt'" in info.value.message
+    for ext in supported_extensions():
+        assert ext in info.value.message
+    assert info.value.hint
+
+
+def test_backend_must_match_the_format() -> None:
+    with pytest.raises(ModelLoadError, match=r"reads \.onnx models, not \.tflite"):
+        backend_for(Path("m.tflite"), "onnxruntime")
+    with pytest.raises(ModelLoadError, match="unknown backend 'torch'"):
+        backend_for(Path("m.onnx"), "torch")
+    assert backend_for(Path("m.TFLITE"), "tflite").type == "litert"
