@@ -1,0 +1,263 @@
+"""The controller's configuration: one TOML file, validated by pydantic (unknown keys are errors).
+
+Secrets (MQTT password, bootstrap admin token and password) are never written in the file itself;
+the file names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgefleet.errors import ConfigError, ConfigIssue
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "UPLINK_KINDS",
+    "AuthConfig",
+    "ControllerConfig",
+    "DatabaseConfig",
+    "HttpConfig",
+    "IngestConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
+    "RetentionConfig",
+    "UplinkKind",
+    "example_config_text",
+    "load_controller_config",
+]
+
+
+UplinkKind = Literal["results", "telemetry", "status", "events", "drift"]
+UPLINK_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttTlsConfig(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(default=False, description="skip hostname verification (testing only)")
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
+    client_id: str = Field(default="", description="empty: controller-<hostname>-<pid>")
+    share_group: str = Field(
+        default="edgefleet-controller",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="MQTT 5 shared-subscription group; controllers in one group split the uplink load",
+    )
+    username: str = ""
+    password_env: str = Field(default="", description="environment variable holding the MQTT password")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    topic_prefix: str = "edgefleet/v1"
+    tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig)
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(
+        default="",
+        description="postgresql://user@host:port/db for PostgreSQL; empty: the SQLite file at sqlite_path",
+    )
+    sqlite_path: Path = Path("controller.db")
+    schema_name: str = Field(
+        default="public", pattern=r"^[a-z_][a-z0-9_]*$", description="PostgreSQL schema (search_path)"
+    )
+    pool_size: int = Field(default=4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check_url(self) -> DatabaseConfig:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError(
+                f"database.url {self.url!r} is not supported; expected postgresql://... or sqlite:///path"
+            )
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
+
+    def resolved_sqlite_path(self) -> Path:
+        if self.url.startswith("sqlite:///"):
+            return Path(self.url.removeprefix("sqlite:///"))
+        return self.sqlite_path
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    cookie_secure: bool = Field(default=False, description="set the Secure flag (serve behind HTTPS)")
+    session_ttl_s: int = Field(default=12 * 3600, ge=60)
+    stream_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class AuthConfig(_Section):
+    bootstrap_admin_token_env: str = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
+    bootstrap_admin_user: str = "admin"
+    bootstrap_admin_password_env: str = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+
+
+class IngestConfig(_Section):
+    batch_max_messages: int = Field(default=500, ge=1, le=100_000)
+    batch_max_delay_ms: int = Field(default=150, ge=1, le=10_000)
+    queue_max: int = Field(default=200_000, ge=100)
+    max_message_bytes: int = Field(default=512 * 1024, ge=1024)
+    result_bucket_s: int = Field(default=60, ge=1, le=3600)
+    kinds: list[UplinkKind] = Field(default_factory=lambda: list(UPLINK_KINDS))
+
+
+class RetentionConfig(_Section):
+    interval_s: float = Field(default=60.0, gt=0)
+    late_data_s: int = Field(default=300, ge=0, description="re-aggregate telemetry this far back each run")
+    raw_telemetry_s: int = Field(default=86_400, ge=60)
+    minute_aggregates_s: int = Field(default=7 * 86_400, ge=60)
+    hour_aggregates_s: int = Field(default=365 * 86_400, ge=3600)
+    results_s: int = Field(default=90 * 86_400, ge=60)
+    events_s: int = Field(default=30 * 86_400, ge=60)
+    drift_s: int = Field(default=30 * 86_400, ge=60)
+    commands_s: int = Field(default=30 * 86_400, ge=60)
+    dedup_s: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="remember message ids this long (resends older than this re-ingest)",
+    )
+
+
+class ControllerConfig(_Section):
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
+def _issues(exc: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        expected = err["msg"]
+        if err["type"] == "extra_forbidden":
+            expected = "no such key (check the spelling; `edgefleet controller example-config` lists them)"
+        issues.append(ConfigIssue(key=key, value=err.get("input"), expected=expected))
+    return issues
+
+
+def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -> ControllerConfig:
+    """Read and validate ``path`` (None: all defaults). Relative SQLite paths resolve against the file."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "(defaults)"
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"controller config {path} does not exist",
+                source=source,
+                hint="write one with `edgefleet controller example-config > controller.toml`",
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read controller config {path}: {exc}", source=source) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"controller config {path} is not valid TOML: {exc}",
+                source=source,
+                hint="check quoting and [section] headers",
+            ) from None
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    try:
+        config = ControllerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"controller config {source} is invalid",
+            issues=_issues(exc),
+            source=source,
+            hint="fix the keys listed above",
+        ) from None
+    if path is not None and not config.database.sqlite_path.is_absolute():
+        config.database.sqlite_path = (path.parent / config.database.sqlite_path).resolve()
+    return config
+
+
+def example_config_text() -> str:
+    """A commented controller.toml with every key at its default."""
+    return """\
+# edgefleet cloud controller configuration (edgefleet controller serve --config controller.toml)
+
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+protocol = "mqtt5"                  # "mqtt5" (shared subscriptions) or "mqtt311"
+client_id = ""                      # empty: controller-<hostname>-<pid>
+share_group = "edgefleet-controller"  # controllers in one group split the fleet's uplink messages
+username = ""
+password_env = ""                   # name of the environment variable holding the MQTT password
+keepalive_s = 30
+topic_prefix = "edgefleet/v1"
+
+[mqtt.tls]
+enabled = false
+# ca_file = "/etc/edgefleet/ca.pem"
+# cert_file = "/etc/edgefleet/controller.pem"
+# key_file = "/etc/edgefleet/controller.key"
+
+[database]
+url = ""                            # e.g. "postgresql://edgefleet@db.internal:5432/edgefleet"
+sqlite_path = "controller.db"       # used when url is empty; relative to this file
+schema_name = "public"              # PostgreSQL only
+pool_size = 4
+
+[http]
+host = "127.0.0.1"
+port = 8080
+cookie_secure = false               # true when served behind HTTPS
+session_ttl_s = 43200
+stream_interval_s = 1.0
+
+[auth]
+# On start, the token in this variable (if set) is stored (hashed) as an admin token,
+# and the password in the second variable (if set) becomes the page login of the admin user.
+bootstrap_admin_token_env = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
+bootstrap_admin_user = "admin"
+bootstrap_admin_password_env = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+
+[ingest]
+batch_max_messages = 500            # one database transaction per batch ...
+batch_max_delay_ms = 150            # ... or per this many milliseconds, whichever comes first
+queue_max = 200000
+max_message_bytes = 524288
+result_bucket_s = 60                # result summaries are kept per label per this many seconds
+kinds = ["results", "telemetry", "status", "events", "drift"]
+
+[retention]
+interval_s = 60
+late_data_s = 300
+raw_telemetry_s = 86400             # raw telemetry for a day, then per-minute and per-hour aggregates
+minute_aggregates_s = 604800
+hour_aggregates_s = 31536000
+results_s = 7776000
+events_s = 2592000
+drift_s = 2592000
+commands_s = 2592000
+dedup_s = 604800
+"""

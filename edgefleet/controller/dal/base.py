@@ -1,0 +1,197 @@
+"""The controller's one data-access interface; SQLite and PostgreSQL implement it."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edgefleet.controller.records import IngestMessage
+from edgefleet.controller.schemas import (
+    CommandRecord,
+    CommandStatus,
+    DeviceDetail,
+    DeviceInfo,
+    DeviceList,
+    DeviceSort,
+    DriftReport,
+    EventRecord,
+    FleetSummary,
+    ResultsSummary,
+    Role,
+    TelemetrySeries,
+    TokenInfo,
+)
+
+__all__ = ["Database", "IngestOutcome", "PurgeReport", "Resolution", "RetentionCutoffs"]
+
+Resolution = Literal["raw", "minute", "hour", "auto"]
+
+
+@dataclass
+class IngestOutcome:
+    """What one ingest transaction did. ``changed_devices`` feeds the live stream."""
+
+    stored: int = 0
+    duplicates: int = 0
+    new_devices: list[str] = field(default_factory=list)
+    changed_devices: set[str] = field(default_factory=set)
+    status_changes: dict[str, bool] = field(default_factory=dict)
+    acked_commands: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RetentionCutoffs:
+    """Rows older than each epoch timestamp are deleted."""
+
+    raw_telemetry: float
+    minute_aggregates: float
+    hour_aggregates: float
+    results: float
+    events: float
+    drift: float
+    commands: float
+    dedup: float
+    sessions: float
+
+
+@dataclass
+class PurgeReport:
+    deleted: dict[str, int] = field(default_factory=dict)
+    aggregated_rows: int = 0
+
+
+class Database(abc.ABC):
+    """Storage for the controller. Thread-safe: the ingest writer and the HTTP workers share one."""
+
+    dialect: str
+
+    # --- life -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; returns the versions applied now."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # --- ingest ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ingest(self, messages: Sequence[IngestMessage], *, result_bucket_s: int) -> IngestOutcome:
+        """Store a batch in one transaction, skipping (device_id, message_id) pairs already stored."""
+
+    # --- devices and their data -----------------------------------------------------------------
+    @abc.abstractmethod
+    def list_devices(
+        self,
+        *,
+        online: bool | None = None,
+        model_version: str | None = None,
+        search: str | None = None,
+        sort: DeviceSort = "device_id",
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> DeviceList: ...
+
+    @abc.abstractmethod
+    def get_device(self, device_id: str) -> DeviceInfo | None: ...
+
+    @abc.abstractmethod
+    def device_detail(self, device_id: str) -> DeviceDetail | None: ...
+
+    @abc.abstractmethod
+    def telemetry(
+        self,
+        device_id: str,
+        metric: str,
+        *,
+        since: float,
+        until: float,
+        resolution: Resolution = "auto",
+        raw_horizon: float | None = None,
+        limit: int = 10_000,
+    ) -> TelemetrySeries: ...
+
+    @abc.abstractmethod
+    def telemetry_metrics(self, device_id: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def drift_reports(self, device_id: str, *, since: float, limit: int = 100) -> list[DriftReport]: ...
+
+    @abc.abstractmethod
+    def events(
+        self, device_id: str | None, *, since: float, kind: str | None = None, limit: int = 100
+    ) -> list[EventRecord]: ...
+
+    @abc.abstractmethod
+    def results_summary(
+        self, device_id: str | None, *, since: float, until: float, bucket_s: int
+    ) -> ResultsSummary: ...
+
+    @abc.abstractmethod
+    def fleet_summary(self, *, now: float, window_s: int) -> FleetSummary: ...
+
+    # --- commands -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def insert_command(self, record: CommandRecord) -> None: ...
+
+    @abc.abstractmethod
+    def set_command_status(
+        self, command_id: str, status: CommandStatus, *, at: float, detail: str | None = None
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    def get_command(self, command_id: str) -> CommandRecord | None: ...
+
+    @abc.abstractmethod
+    def list_commands(self, device_id: str, *, limit: int = 50) -> list[CommandRecord]: ...
+
+    # --- auth -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_token(self, token_id: str, name: str, role: Role, token_hash: str, *, at: float) -> None: ...
+
+    @abc.abstractmethod
+    def find_token(self, token_hash: str, *, at: float) -> TokenInfo | None:
+        """The live (not revoked) token with this hash; records the use."""
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenInfo]: ...
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str, *, at: float) -> bool: ...
+
+    @abc.abstractmethod
+    def upsert_user(self, username: str, password_hash: str, role: Role, *, at: float) -> None: ...
+
+    @abc.abstractmethod
+    def get_user(self, username: str) -> tuple[str, Role] | None:
+        """(password hash, role) of the user, or None."""
+
+    @abc.abstractmethod
+    def add_session(
+        self, session_hash: str, username: str, role: Role, *, at: float, expires_at: float
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def get_session(self, session_hash: str, *, at: float) -> tuple[str, Role] | None: ...
+
+    @abc.abstractmethod
+    def delete_session(self, session_hash: str) -> None: ...
+
+    # --- retention ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def downsample_telemetry(self, *, since: float, until: float) -> int:
+        """(Re)compute minute aggregates from raw and hour aggregates from minutes over [since, until)."""
+
+    @abc.abstractmethod
+    def purge(self, cutoffs: RetentionCutoffs) -> PurgeReport: ...
+
+    @abc.abstractmethod
+    def get_state(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def set_state(self, key: str, value: str) -> None: ...

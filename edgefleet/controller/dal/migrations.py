@@ -1,0 +1,138 @@
+"""Numbered schema migrations, one text for both databases.
+
+``{real}``, ``{bigint}`` and ``{id_pk}`` are filled in per dialect. Migrations are append-only:
+never edit a released one, add the next number.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+_V1 = """
+CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY,
+    first_seen {real} NOT NULL,
+    last_seen {real} NOT NULL,
+    online INTEGER NOT NULL DEFAULT 0,
+    status_changed_at {real},
+    agent_version TEXT,
+    model_name TEXT,
+    model_version TEXT,
+    hardware TEXT NOT NULL DEFAULT '{{}}',
+    drifted INTEGER NOT NULL DEFAULT 0,
+    drift_at {real}
+);
+CREATE INDEX devices_last_seen ON devices (last_seen);
+CREATE TABLE seen_messages (
+    device_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    received_at {real} NOT NULL,
+    PRIMARY KEY (device_id, message_id)
+);
+CREATE INDEX seen_messages_received ON seen_messages (received_at);
+CREATE TABLE telemetry_raw (
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts {real} NOT NULL,
+    value {real} NOT NULL
+);
+CREATE INDEX telemetry_raw_lookup ON telemetry_raw (device_id, metric, ts);
+CREATE INDEX telemetry_raw_ts ON telemetry_raw (ts);
+CREATE TABLE telemetry_agg (
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    resolution_s INTEGER NOT NULL,
+    bucket_start {real} NOT NULL,
+    count {bigint} NOT NULL,
+    sum {real} NOT NULL,
+    min {real} NOT NULL,
+    max {real} NOT NULL,
+    PRIMARY KEY (device_id, metric, resolution_s, bucket_start)
+);
+CREATE INDEX telemetry_agg_bucket ON telemetry_agg (resolution_s, bucket_start);
+CREATE TABLE result_buckets (
+    device_id TEXT NOT NULL,
+    bucket_start {real} NOT NULL,
+    label TEXT NOT NULL,
+    model_version TEXT NOT NULL DEFAULT '',
+    count {bigint} NOT NULL,
+    cloud_count {bigint} NOT NULL,
+    latency_sum_ms {real} NOT NULL,
+    latency_count {bigint} NOT NULL,
+    latency_max_ms {real} NOT NULL,
+    PRIMARY KEY (device_id, bucket_start, label, model_version)
+);
+CREATE INDEX result_buckets_bucket ON result_buckets (bucket_start);
+CREATE TABLE result_latency_bins (
+    device_id TEXT NOT NULL,
+    bucket_start {real} NOT NULL,
+    bin INTEGER NOT NULL,
+    count {bigint} NOT NULL,
+    PRIMARY KEY (device_id, bucket_start, bin)
+);
+CREATE INDEX result_latency_bins_bucket ON result_latency_bins (bucket_start);
+CREATE TABLE drift_reports (
+    id {id_pk},
+    device_id TEXT NOT NULL,
+    ts {real} NOT NULL,
+    received_at {real} NOT NULL,
+    drifted INTEGER NOT NULL,
+    score {real},
+    details TEXT NOT NULL
+);
+CREATE INDEX drift_reports_device_ts ON drift_reports (device_id, ts);
+CREATE TABLE events (
+    id {id_pk},
+    device_id TEXT NOT NULL,
+    ts {real} NOT NULL,
+    received_at {real} NOT NULL,
+    kind TEXT NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX events_device_ts ON events (device_id, ts);
+CREATE INDEX events_ts ON events (ts);
+CREATE TABLE commands (
+    command_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    args TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    created_by TEXT,
+    detail TEXT
+);
+CREATE INDEX commands_device ON commands (device_id, created_at);
+CREATE TABLE api_tokens (
+    token_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at {real} NOT NULL,
+    last_used_at {real},
+    revoked_at {real}
+);
+CREATE TABLE users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at {real} NOT NULL
+);
+CREATE TABLE sessions (
+    session_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    expires_at {real} NOT NULL
+);
+CREATE TABLE controller_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "initial schema", _V1),)
+"""(version, description, SQL template); statements are separated by ``;`` at line ends."""
