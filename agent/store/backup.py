@@ -96,6 +96,8 @@ def check_database(path: str | os.PathLike[str]) -> tuple[DatabaseInfo, list[str
     finally:
         conn.close()
     problems = [] if lines == ["ok"] else lines
+    if not info.tables:
+        problems.append("the database is empty (no tables): not a store or database written by edgefleet")
     if (
         info.kind == "device-store"
         and info.schema_version is not None
