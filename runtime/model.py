@@ -201,8 +201,9 @@ class Model:
                     np.broadcast_to(feeds[name], (batch, *feeds[name].shape[1:]))
                 )
                 continue
+            counts = ", ".join(f"{n}={feeds[n].shape[0]}" for n in feeds if n in self._batched)
             raise self._error(
-                f"input {name!r} has {rows} rows but other inputs have {batch}",
+                f"input {name!r} has {rows} rows but the batch has {batch} ({counts})",
                 tensor=name,
                 expected=f"{batch} (or 1) rows",
                 got=str(rows),
