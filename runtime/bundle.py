@@ -1,0 +1,532 @@
+"""Model bundles: one model file plus everything needed to run and trust it.
+
+A bundle is a directory (or an uncompressed ``.tar`` of one) holding
+
+- ``manifest.json``: :class:`BundleManifest` - name, semver version, task, the model file's
+  sha256/size/format, input/output specs, labels, preprocessing (window, hop, per-channel
+  normalization), a reference profile of the training data (drift baseline) and canary cases;
+- the model file (``.tflite`` or ``.onnx``);
+- ``canary.npz``: raw canary windows (``inputs``, (K, window_length, channels) float32) whose
+  expected outputs the manifest records.
+
+:func:`load_bundle` checks sizes and hashes and raises :class:`~edgefleet.errors.BundleError`
+listing every problem; :func:`verify_bundle` also loads the model, compares its tensors with the
+manifest and replays the canaries. :func:`build_bundle` writes one (implemented in
+:mod:`edgefleet.runtime.bundle_build`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.errors import BundleError, EdgefleetError, ModelInputError
+from edgefleet.runtime.bundle_manifest import (
+    HINT_REBUILD,
+    MANIFEST_NAME,
+    BundleManifest,
+    CanaryCase,
+    FileRef,
+    ModelFileSpec,
+    Preprocessing,
+    Task,
+    TensorEntry,
+    parse_manifest,
+)
+from edgefleet.types import FloatArray
+
+if TYPE_CHECKING:
+    from edgefleet.runtime.model import Model
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Bundle",
+    "BundleManifest",
+    "CanaryCase",
+    "FileRef",
+    "ModelFileSpec",
+    "Prediction",
+    "Preprocessing",
+    "TensorEntry",
+    "VerifyCheck",
+    "VerifyReport",
+    "build_bundle",
+    "load_bundle",
+    "parse_manifest",
+    "sha256_file",
+    "verify_bundle",
+]
+
+MAX_TAR_BYTES = 512 * 1024 * 1024  # refuse tar bombs; real bundles are a few MB
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One window's answer: ``label``/``score`` for classification (argmax and its probability),
+    ``None`` otherwise; ``values`` is the primary output row, flattened."""
+
+    label: str | None
+    score: float | None
+    values: FloatArray
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(root: Path, ref: FileRef, what: str) -> list[str]:
+    path = root / ref.path
+    if not path.is_file():
+        return [f"{what} {ref.path!r} is missing from {root}"]
+    size = path.stat().st_size
+    if size != ref.size_bytes:
+        return [f"{what} {ref.path!r} is {size} bytes; manifest says {ref.size_bytes}"]
+    digest = sha256_file(path)
+    if digest != ref.sha256:
+        return [f"{what} {ref.path!r} has sha256 {digest[:12]}...; manifest says {ref.sha256[:12]}..."]
+    return []
+
+
+def _safe_members(tar: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
+    """Every member, or BundleError when any could escape the extraction directory."""
+    problems: list[str] = []
+    members = tar.getmembers()
+    total = 0
+    for m in members:
+        p = PurePosixPath(m.name)
+        if p.is_absolute() or ".." in p.parts or m.name.startswith(("/", "\\")) or "\\" in m.name:
+            problems.append(f"member {m.name!r} points outside the bundle (absolute path or '..')")
+        elif not (m.isfile() or m.isdir()):
+            problems.append(f"member {m.name!r} is a link or device; only regular files are allowed")
+        total += max(m.size, 0)
+    if total > MAX_TAR_BYTES:
+        problems.append(f"members total {total} bytes; the limit is {MAX_TAR_BYTES}")
+    if problems:
+        raise BundleError(
+            f"refusing to extract bundle archive {source}",
+            path=str(source),
+            problems=problems,
+            hint="build archives with `edgefleet bundle build --tar`; never trust hand-made tars",
+        )
+    return members
+
+
+def _extract_tar(source: Path, cache_dir: Path | None) -> Path:
+    """Extract ``source`` into a cache directory keyed by its sha256; return the bundle root."""
+    base = cache_dir if cache_dir is not None else Path(tempfile.gettempdir()) / "edgefleet-bundles"
+    key = sha256_file(source)[:16]
+    target = base / f"{source.stem}-{key}"
+    if not (target / MANIFEST_NAME).is_file():
+        base.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=base))
+        try:
+            try:
+                with tarfile.open(source, "r:*") as tar:
+                    for m in _safe_members(tar, source):
+                        dest = staging.joinpath(*PurePosixPath(m.name).parts)
+                        if m.isdir():
+                            dest.mkdir(parents=True, exist_ok=True)
+                            continue
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        fh = tar.extractfile(m)
+                        if fh is None:  # pragma: no cover - isfile() members always have data
+                            continue
+                        with fh, dest.open("wb") as out:
+                            shutil.copyfileobj(fh, out)
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise BundleError(
+                    f"cannot read bundle archive {source}: {exc}", path=str(source), hint=HINT_REBUILD
+                ) from exc
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if (target / MANIFEST_NAME).is_file():
+        return target
+    subdirs = [p for p in target.iterdir() if p.is_dir()]
+    if len(subdirs) == 1 and (subdirs[0] / MANIFEST_NAME).is_file():
+        return subdirs[0]
+    raise BundleError(
+        f"bundle archive {source} holds no {MANIFEST_NAME}",
+        path=str(source),
+        hint="the archive must contain manifest.json at its top level (or in one top-level folder)",
+    )
+
+
+class Bundle:
+    """A loaded, hash-checked bundle. ``path`` is its directory (extracted when from a tar)."""
+
+    def __init__(self, path: Path, manifest: BundleManifest, *, source: Path | None = None) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.source = source if source is not None else path
+        self.model_path = path / manifest.model.path
+        prep = manifest.preprocessing
+        self._mean = np.asarray(prep.mean, dtype=np.float32)
+        self._std = np.asarray(prep.std, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.manifest.name} {self.manifest.version} at {self.path})"
+
+    def open_model(self, **load_kwargs: Any) -> Model:
+        """Load the bundle's model with :func:`edgefleet.runtime.load_model` (kwargs pass through)."""
+        from edgefleet.runtime.model import load_model
+
+        return load_model(self.model_path, **load_kwargs)
+
+    def preprocess(self, windows: np.ndarray[Any, Any]) -> FloatArray:
+        """Raw windows (N, window_length, channels), or one (window_length, channels) -> model input."""
+        arr = np.asarray(windows, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[None, ...]
+        prep = self.manifest.preprocessing
+        if arr.ndim != 3 or arr.shape[1:] != (prep.window_length, prep.channels):
+            expected = f"(N, {prep.window_length}, {prep.channels})"
+            raise ModelInputError(
+                f"bundle {self.manifest.name}: windows have shape {tuple(arr.shape)}; expected {expected}",
+                tensor=self.manifest.inputs[0].name,
+                expected=expected,
+                got=str(tuple(arr.shape)),
+                hint=f"configure window_length={prep.window_length} and {prep.channels} channels "
+                f"({', '.join(prep.channel_names)}) for this model",
+            )
+        return ((arr - self._mean) / self._std).astype(np.float32)
+
+    def primary_output(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
+        name = self.manifest.outputs[0].name
+        if name in outputs:
+            return np.asarray(outputs[name], dtype=np.float32)
+        if len(outputs) == 1:
+            return np.asarray(next(iter(outputs.values())), dtype=np.float32)
+        raise ModelInputError(
+            f"bundle {self.manifest.name}: output {name!r} not among {sorted(outputs)}",
+            tensor=name,
+            hint="pass the dict Model.predict returned for this bundle's model",
+        )
+
+    def interpret(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[Prediction]:
+        """One :class:`Prediction` per window from the model's outputs."""
+        values = self.primary_output(outputs)
+        rows = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
+        if self.manifest.task != "classification":
+            return [Prediction(None, None, row) for row in rows]
+        labels = self.manifest.labels
+        if rows.shape[1] != len(labels):
+            raise ModelInputError(
+                f"bundle {self.manifest.name}: {rows.shape[1]} output values per window but "
+                f"{len(labels)} labels",
+                tensor=self.manifest.outputs[0].name,
+                expected=str(len(labels)),
+                got=str(rows.shape[1]),
+                hint=HINT_REBUILD,
+            )
+        probs = rows
+        sums = rows.sum(axis=1)
+        if rows.size and (rows.min() < 0 or np.abs(sums - 1).max() > 0.05):  # logits, not probabilities
+            shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
+            probs = shifted / shifted.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        return [
+            Prediction(labels[int(i)], float(p[int(i)]), row)
+            for i, p, row in zip(best, probs, rows, strict=True)
+        ]
+
+    def canary_inputs(self) -> FloatArray:
+        """The raw canary windows (K, window_length, channels) from ``canary.npz``."""
+        ref = self.manifest.canary_file
+        if ref is None:
+            return np.zeros(
+                (0, self.manifest.preprocessing.window_length, self.manifest.preprocessing.channels),
+                dtype=np.float32,
+            )
+        try:
+            with np.load(self.path / ref.path, allow_pickle=False) as data:
+                return np.asarray(data["inputs"], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleError(
+                f"cannot read canary inputs {ref.path!r} of {self.path}: {exc}",
+                path=str(self.path),
+                hint=HINT_REBUILD,
+            ) from exc
+
+
+def load_bundle(path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None) -> Bundle:
+    """Open a bundle directory or ``.tar``; verify manifest, sizes and sha256 of every file.
+
+    Archives are extracted (safely: regular files only, no absolute paths or ``..``) under
+    ``cache_dir`` (default: ``$TMPDIR/edgefleet-bundles``), keyed by the archive's sha256.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise BundleError(
+            f"bundle {source} does not exist",
+            path=str(source),
+            hint="pass a bundle directory (with manifest.json) or a .tar from `edgefleet bundle build --tar`",
+        )
+    if source.is_dir():
+        root = source
+    elif tarfile.is_tarfile(source):
+        root = _extract_tar(source, Path(cache_dir) if cache_dir is not None else None)
+    else:
+        raise BundleError(
+            f"bundle {source} is neither a directory nor a tar archive",
+            path=str(source),
+            hint="pass the bundle directory or its .tar",
+        )
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"bundle {source} has no {MANIFEST_NAME}",
+            path=str(source),
+            hint="a bundle directory needs manifest.json; build one with `edgefleet bundle build`",
+        )
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read {manifest_path}: {exc}", path=str(source), hint=HINT_REBUILD) from exc
+    manifest = parse_manifest(text, source=str(manifest_path))
+    problems = _check_file(root, manifest.model, "model file")
+    if manifest.canary_file is not None:
+        problems += _check_file(root, manifest.canary_file, "canary file")
+    if problems:
+        raise BundleError(
+            f"bundle {manifest.name} {manifest.version} at {source} failed its integrity check",
+            path=str(source),
+            problems=problems,
+            hint=HINT_REBUILD,
+        )
+    return Bundle(root, manifest, source=source)
+
+
+# ----------------------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class VerifyCheck:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    name: str | None = None
+    version: str | None = None
+    checks: list[VerifyCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
+
+    def add(self, name: str, problems: list[str], ok_detail: str = "") -> None:
+        if problems:
+            self.checks.extend(VerifyCheck(name, False, p) for p in problems)
+        else:
+            self.checks.append(VerifyCheck(name, True, ok_detail))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "name": self.name,
+            "version": self.version,
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+    def raise_for_problems(self) -> None:
+        if not self.ok:
+            raise BundleError(
+                f"bundle {self.path} failed verification",
+                path=self.path,
+                problems=self.problems,
+                hint=HINT_REBUILD,
+            )
+
+
+def _dims_compatible(
+    a: list[int | None] | tuple[int | None, ...], b: list[int | None] | tuple[int | None, ...]
+) -> bool:
+    if len(a) != len(b):
+        return False
+    # The batch dimension may be fixed to 1 on one side and dynamic on the other (LiteRT's
+    # converter writes 1; the runtime resizes), so dim 0 only has to agree when both are > 1.
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x is None or y is None or x == y or (i == 0 and 1 in (x, y)):
+            continue
+        return False
+    return True
+
+
+def check_tensors(manifest: BundleManifest, model: Model) -> list[str]:
+    """Differences between the manifest's tensor specs and the loaded model's."""
+    problems: list[str] = []
+    for kind, promised, actual in (
+        ("input", manifest.inputs, model.info.inputs),
+        ("output", manifest.outputs, model.info.outputs),
+    ):
+        if len(promised) != len(actual):
+            problems.append(f"manifest lists {len(promised)} {kind}s; the model has {len(actual)}")
+            continue
+        for p, a in zip(promised, actual, strict=True):
+            if p.name != a.name:
+                problems.append(f"{kind} named {p.name!r} in the manifest is {a.name!r} in the model")
+            if not _dims_compatible(p.shape, tuple(a.shape)):
+                problems.append(f"{kind} {p.name!r}: manifest shape {p.shape}, model shape {list(a.shape)}")
+            if p.dtype != a.dtype:
+                problems.append(f"{kind} {p.name!r}: manifest dtype {p.dtype}, model dtype {a.dtype}")
+    first = model.info.inputs[0].shape if model.info.inputs else ()
+    prep = manifest.preprocessing
+    if len(first) != 3 or first[1] not in (None, prep.window_length) or first[2] not in (None, prep.channels):
+        problems.append(
+            f"model input shape {list(first)} does not take (N, {prep.window_length}, {prep.channels}) "
+            "windows as preprocessing promises"
+        )
+    if manifest.task == "classification" and model.info.outputs:
+        last = model.info.outputs[0].shape[-1] if model.info.outputs[0].shape else None
+        if last is not None and last != len(manifest.labels):
+            problems.append(f"first output has {last} values; manifest has {len(manifest.labels)} labels")
+    return problems
+
+
+def run_canaries(bundle: Bundle, model: Model) -> tuple[list[str], float]:
+    """Replay the canary cases; return the failures and the largest absolute difference seen."""
+    cases = bundle.manifest.canary
+    if not cases:
+        return [], 0.0
+    inputs = bundle.canary_inputs()
+    problems: list[str] = []
+    worst = 0.0
+    for case in cases:
+        if case.index >= len(inputs):
+            problems.append(f"canary {case.index}: canary.npz holds only {len(inputs)} inputs")
+            continue
+        outputs = model.predict(bundle.preprocess(inputs[case.index : case.index + 1]))
+        for name, expected in case.expected.items():
+            got = np.asarray(outputs.get(name, np.zeros(0)), dtype=np.float64).ravel()
+            want = np.asarray(expected, dtype=np.float64)
+            if got.shape != want.shape:
+                problems.append(
+                    f"canary {case.index}: output {name!r} has {got.size} values; expected {want.size}"
+                )
+                continue
+            diff = float(np.abs(got - want).max()) if want.size else 0.0
+            worst = max(worst, diff)
+            if not diff <= case.tolerance:  # also catches NaN
+                problems.append(
+                    f"canary {case.index}: output {name!r} differs by {diff:.3g} "
+                    f"(tolerance {case.tolerance:g})"
+                )
+        if case.expected_label is not None:
+            label = bundle.interpret(outputs)[0].label
+            if label != case.expected_label:
+                problems.append(f"canary {case.index}: predicted {label!r}; expected {case.expected_label!r}")
+    return problems, worst
+
+
+def verify_bundle(
+    path: str | os.PathLike[str],
+    *,
+    run_canary: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
+) -> VerifyReport:
+    """Check a bundle end to end without raising: manifest, files, hashes, model load, tensor
+    specs, canaries. Inspect ``report.ok`` / ``report.problems``."""
+    report = VerifyReport(path=str(path))
+    try:
+        bundle = load_bundle(path, cache_dir=cache_dir)
+    except BundleError as exc:
+        report.add("manifest", exc.problems or [exc.message.splitlines()[0]])
+        return report
+    m = bundle.manifest
+    report.name, report.version = m.name, m.version
+    report.add("manifest", [], f"schema {m.schema_version}, {m.task}, {len(m.labels)} labels")
+    report.add("files", [], f"{m.model.path} sha256 {m.model.sha256[:12]}... ({m.model.size_bytes} bytes)")
+    try:
+        model = bundle.open_model(**dict(load_kwargs or {}))
+    except EdgefleetError as exc:
+        report.add("model", [exc.message.splitlines()[0]])
+        return report
+    try:
+        report.add("model", [], f"{model.info.format} via {model.info.backend}")
+        report.add("tensors", check_tensors(m, model), "inputs and outputs match the manifest")
+        if not run_canary:
+            return report
+        if not m.canary:
+            report.add("canary", [], "no canary cases")
+            return report
+        try:
+            problems, worst = run_canaries(bundle, model)
+        except EdgefleetError as exc:
+            problems, worst = [exc.message.splitlines()[0]], float("nan")
+        report.add("canary", problems, f"{len(m.canary)} cases, max |diff| {worst:.3g}")
+    finally:
+        model.close()
+    return report
+
+
+def build_bundle(
+    model_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    name: str,
+    version: str,
+    task: Task,
+    preprocessing: Preprocessing,
+    labels: Sequence[str] = (),
+    reference_windows: npt.ArrayLike | None = None,
+    reference_source: str = "",
+    canary_windows: npt.ArrayLike | None = None,
+    canary_tolerance: float | None = None,
+    description: str = "",
+    created_at: datetime | None = None,
+    tar: bool = False,
+    overwrite: bool = False,
+    load_kwargs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle directory (or, with ``tar=True``, a ``.tar`` file at ``out``) and verify it.
+
+    The model is loaded to record its tensors, profile its outputs on ``reference_windows`` (raw,
+    (N, window_length, channels)) and compute the canaries' expected outputs; ``canary_tolerance``
+    defaults to 1e-3, or 0.02 when the model has quantized input/output tensors.
+    """
+    from edgefleet.runtime.bundle_build import build
+
+    return build(
+        Path(model_path),
+        Path(out),
+        name=name,
+        version=version,
+        task=task,
+        preprocessing=preprocessing,
+        labels=list(labels),
+        reference_windows=reference_windows,
+        reference_source=reference_source,
+        canary_windows=canary_windows,
+        canary_tolerance=canary_tolerance,
+        description=description,
+        created_at=created_at,
+        tar=tar,
+        overwrite=overwrite,
+        load_kwargs=dict(load_kwargs or {}),
+    )

@@ -1,0 +1,193 @@
+"""Reference profile of a model's training data, the baseline for drift statistics.
+
+A bundle stores, for every input channel, moments, range and a quantile histogram of the raw
+(un-normalized) training samples, and for the outputs the class distribution (classification)
+or per-value mean and std. Live data is compared against it with the same bin edges:
+:func:`histogram` puts live values into the reference bins (outer bins open-ended) and
+:func:`population_stability_index` scores the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgefleet.types import FloatArray
+
+__all__ = [
+    "ChannelProfile",
+    "OutputProfile",
+    "ReferenceProfile",
+    "histogram",
+    "output_profile",
+    "population_stability_index",
+    "reference_profile",
+]
+
+DEFAULT_BINS = 10
+_PSI_FLOOR = 1e-4  # keeps empty bins from making PSI infinite
+
+
+class ChannelProfile(BaseModel):
+    """Statistics of one input channel over every reference sample.
+
+    ``bin_edges`` are the 0, 1/bins, ..., 1 quantiles (``bins + 1`` values, non-decreasing);
+    ``histogram`` the fraction of reference samples in each bin (sums to 1).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    mean: float
+    std: float = Field(ge=0)
+    min: float
+    max: float
+    bin_edges: list[float]
+    histogram: list[float]
+
+    @model_validator(mode="after")
+    def _check_bins(self) -> ChannelProfile:
+        if len(self.bin_edges) != len(self.histogram) + 1:
+            raise ValueError(
+                f"channel {self.name!r}: {len(self.bin_edges)} bin edges for {len(self.histogram)} bins; "
+                "expected bins + 1 edges"
+            )
+        if any(b < a for a, b in zip(self.bin_edges, self.bin_edges[1:], strict=False)):
+            raise ValueError(f"channel {self.name!r}: bin_edges must be non-decreasing")
+        total = sum(self.histogram)
+        if self.histogram and abs(total - 1.0) > 1e-3:
+            raise ValueError(f"channel {self.name!r}: histogram sums to {total:.4f}; expected 1")
+        return self
+
+
+class OutputProfile(BaseModel):
+    """What the model answered on the reference windows.
+
+    ``mean``/``std`` are per value of the (first) output; ``class_distribution`` maps each label to
+    the fraction of reference windows whose argmax it was (classification only).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    mean: list[float]
+    std: list[float]
+    class_distribution: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> OutputProfile:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"output {self.name!r}: {len(self.mean)} means but {len(self.std)} stds")
+        return self
+
+
+class ReferenceProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = ""
+    """Where the reference data came from, e.g. ``BasicMotions TRAIN, 240 windows``."""
+    windows: int = Field(ge=0)
+    samples: int = Field(ge=0)
+    channels: list[ChannelProfile]
+    outputs: list[OutputProfile] = Field(default_factory=list)
+
+
+def histogram(values: npt.ArrayLike, edges: npt.ArrayLike) -> FloatArray:
+    """Fraction of ``values`` in each reference bin; values outside the edges fall in the end bins.
+
+    Bins are ``[e0, e1), [e1, e2), ..., [e_{n-1}, e_n]``; NaN values are ignored. Returns zeros when
+    nothing finite is left.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    edge_arr = np.asarray(edges, dtype=np.float64)
+    bins = len(edge_arr) - 1
+    if bins < 1:
+        raise ValueError(f"need at least 2 bin edges, got {len(edge_arr)}")
+    if v.size == 0:
+        return np.zeros(bins, dtype=np.float32)
+    # searchsorted on the inner edges assigns a bin index directly and keeps duplicated
+    # quantile edges (heavy ties) from producing zero-width bins that swallow nothing.
+    idx = np.searchsorted(edge_arr[1:-1], v, side="right")
+    counts = np.bincount(idx, minlength=bins).astype(np.float64)
+    result: FloatArray = (counts / counts.sum()).astype(np.float32)
+    return result
+
+
+def population_stability_index(reference: Sequence[float], live: Sequence[float]) -> float:
+    """PSI between two normalized histograms over the same bins (0: same; > 0.25: large shift)."""
+    ref = np.maximum(np.asarray(reference, dtype=np.float64), _PSI_FLOOR)
+    cur = np.maximum(np.asarray(live, dtype=np.float64), _PSI_FLOOR)
+    if ref.shape != cur.shape:
+        raise ValueError(f"histograms differ in bins: {ref.shape[0]} vs {cur.shape[0]}")
+    ref, cur = ref / ref.sum(), cur / cur.sum()
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def _channel_profile(name: str, values: npt.NDArray[np.float64], bins: int) -> ChannelProfile:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ValueError(f"channel {name!r} has no finite reference values")
+    edges = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1))
+    edges = np.maximum.accumulate(edges)  # guard against float round-off making edges decrease
+    return ChannelProfile(
+        name=name,
+        mean=float(finite.mean()),
+        std=float(finite.std()),
+        min=float(finite.min()),
+        max=float(finite.max()),
+        bin_edges=[float(e) for e in edges],
+        histogram=[float(h) for h in histogram(finite, edges)],
+    )
+
+
+def output_profile(name: str, values: npt.ArrayLike, labels: Sequence[str] | None = None) -> OutputProfile:
+    """Profile of one model output over the reference windows; ``values`` is (N, ...) float."""
+    arr = np.asarray(values, dtype=np.float64)
+    flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+    distribution: dict[str, float] | None = None
+    if labels:
+        if flat.shape[1] != len(labels):
+            raise ValueError(
+                f"output {name!r} has {flat.shape[1]} values per window but {len(labels)} labels"
+            )
+        winners = np.bincount(flat.argmax(axis=1), minlength=len(labels)) / max(len(flat), 1)
+        distribution = {label: float(w) for label, w in zip(labels, winners, strict=True)}
+    return OutputProfile(
+        name=name,
+        mean=[float(v) for v in flat.mean(axis=0)],
+        std=[float(v) for v in flat.std(axis=0)],
+        class_distribution=distribution,
+    )
+
+
+def reference_profile(
+    windows: npt.ArrayLike,
+    channel_names: Sequence[str],
+    *,
+    outputs: dict[str, npt.ArrayLike] | None = None,
+    labels: Sequence[str] | None = None,
+    bins: int = DEFAULT_BINS,
+    source: str = "",
+) -> ReferenceProfile:
+    """Profile raw reference ``windows`` (N, L, C) and, optionally, the model's outputs on them.
+
+    Samples shared by overlapping windows count once per window, exactly as the live windows
+    the drift monitor compares against them do.
+    """
+    arr = np.asarray(windows, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != len(channel_names):
+        raise ValueError(
+            f"reference windows must be (N, window_length, {len(channel_names)}); got shape {arr.shape}"
+        )
+    per_channel = arr.reshape(-1, arr.shape[2])
+    return ReferenceProfile(
+        source=source,
+        windows=int(arr.shape[0]),
+        samples=int(per_channel.shape[0]),
+        channels=[_channel_profile(n, per_channel[:, i], bins) for i, n in enumerate(channel_names)],
+        outputs=[output_profile(name, v, labels) for name, v in (outputs or {}).items()],
+    )
