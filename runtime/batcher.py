@@ -145,23 +145,25 @@ class Batcher:
         """Pull windows round-robin across streams until a full batch is pending."""
         room = self.max_batch_size - len(self._pending)
         count = len(self.buffers)
-        while room > 0:
-            quota, extra = divmod(room, count)
-            got_any = False
-            start = self._next_stream
-            for k in range(count):
-                i = (start + k) % count
+        first = self._next_stream
+        self._next_stream = (first + 1) % count
+        active = [(first + k) % count for k in range(count)]
+        while room > 0 and active:
+            quota, extra = divmod(room, len(active))
+            still: list[int] = []
+            for k, i in enumerate(active):
                 want = quota + (1 if k < extra else 0)
                 if want == 0:
+                    still.append(i)
                     continue
                 windows = self.buffers[i].pop_windows(want)
-                if windows:
-                    got_any = True
-                    self._pending.extend(windows)
-                    room -= len(windows)
-            self._next_stream = (start + 1) % count
-            if not got_any:
-                return
+                self._pending.extend(windows)
+                room -= len(windows)
+                if len(windows) == want:  # may have more
+                    still.append(i)
+            # terminates: either every stream asked filled its share (room reaches 0)
+            # or one came up short and leaves the rotation
+            active = still
 
     def next_batch(self, timeout: float | None = None) -> Batch | None:
         """Wait for the next due batch; None on ``timeout`` seconds or after :meth:`close`."""

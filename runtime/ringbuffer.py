@@ -233,12 +233,15 @@ class StreamBuffer:
         except TypeError:
             n = -1
         if n != self.channels:
-            raise self._shape_error(f"a sample of {self.channels} values", f"{sample!r}")
+            raise self._shape_error(f"a sample of {self.channels} float values", f"{sample!r}")
         w = self._write
         if w - self._next_start >= self.capacity or self._closed:
             return self._push_slow(np.asarray(sample, dtype=np.float32)[None, :], [timestamp]) == 1
         p = w % self.capacity
-        self._data[p] = sample
+        try:
+            self._data[p] = sample
+        except (ValueError, TypeError):
+            raise self._shape_error(f"a sample of {self.channels} float values", f"{sample!r}") from None
         self._ts[p] = timestamp
         self._arrival[p] = self._clock()
         self._write = w + 1

@@ -154,6 +154,7 @@ def test_stream_buffer_matches_reference(scenario: tuple[dict[str, object], list
     def accepted_now() -> int:
         stats = buf.stats
         return stats.pushed - stats.refused
+
     exhausted = True  # the consumer has seen every ready window, so it would now sleep
     buf = StreamBuffer(
         "s",
