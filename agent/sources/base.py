@@ -205,8 +205,9 @@ class Source(ABC, Generic[C]):
 
     def _emit(self, samples: npt.ArrayLike, timestamps: npt.ArrayLike) -> int:
         """Pass the good rows of a block to the sink; returns how many went through."""
-        data = np.asarray(samples, dtype=np.float32)
-        times = np.asarray(timestamps, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: refused below
+            data = np.asarray(samples, dtype=np.float32)
+            times = np.asarray(timestamps, dtype=np.float64)
         if data.ndim == 1:
             data = data.reshape(1, -1)
         times = times.reshape(-1)

@@ -218,9 +218,9 @@ def _timed(
         positive = diffs[diffs > 0]
         step = float(np.median(positive)) if positive.size else 1.0
     period = float(np.nanmax(offsets)) + step
-    return Recording(
-        data.astype(np.float32), offsets, start=start, period=period, channel_names=channel_names
-    )
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused as a bad sample when emitted
+        samples = data.astype(np.float32)
+    return Recording(samples, offsets, start=start, period=period, channel_names=channel_names)
 
 
 class ReplaySource(Source[ReplaySourceConfig]):
