@@ -105,12 +105,12 @@ def assess_status(status: dict[str, Any], *, now: float | None = None) -> Assess
     problems: list[str] = []
     running = True
     pid = status.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
-        running = False
-        problems.append(f"agent process {pid} is not running")
     if status.get("state") == "stopped":
         running = False
         problems.append("agent stopped")
+    elif not isinstance(pid, int) or not _pid_alive(pid):
+        running = False
+        problems.append(f"agent process {pid} is not running (it did not stop cleanly)")
     updated = status.get("updated_at")
     interval = status.get("interval_s")
     interval_s = float(interval) if isinstance(interval, int | float) else 5.0
@@ -118,12 +118,12 @@ def assess_status(status: dict[str, Any], *, now: float | None = None) -> Assess
     if not isinstance(updated, int | float):
         running = False
         problems.append("status file has no updated_at")
-    elif now - updated > stale_after:
+    elif running and now - updated > stale_after:
         running = False
         problems.append(f"status is {now - updated:.0f}s old (stale after {stale_after:.0f}s)")
     reported = status.get("problems")
     own_problems = [str(p) for p in reported] if isinstance(reported, list) else []
     healthy = bool(status.get("healthy")) and running
-    if not status.get("healthy"):
+    if running and not status.get("healthy"):
         problems.extend(own_problems or ["agent reports itself unhealthy"])
     return Assessment(running=running, healthy=healthy, problems=problems)

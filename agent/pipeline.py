@@ -1,0 +1,619 @@
+"""The agent's data path: sources -> ring buffers -> batcher -> inference -> store.
+
+Threads (all daemon threads, so a wedged one can never keep the process alive):
+
+* one per source (owned by the source) pushing ``(n, C)`` blocks into that stream's
+  :class:`~edgefleet.runtime.ringbuffer.StreamBuffer`;
+* the inference worker: loads the bundle and model (retrying while they fail),
+  then takes batches from the :class:`~edgefleet.runtime.batcher.Batcher`, runs
+  ``preprocess -> predict -> interpret`` and hands :class:`ResultRecord` lists on;
+* the writer: groups records into batched transactions (``Store.write_results``).
+
+A model that fails to load never stops the agent: the failure becomes an event and
+the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.
+While the bundle's manifest is readable the sources keep running and buffering
+(the ring buffers' back-pressure policy bounds memory).
+
+Fallback seam: an optional :class:`FallbackRouter` sees each batch with its edge
+predictions and may claim windows with a reason; claimed windows are the router's
+to answer (from the cloud, or by handing back the edge record) through
+:meth:`Pipeline.deliver`. Without a router every window is answered by the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.agent.health import StreamHealth
+from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.store import ResultRecord, Store
+from edgefleet.errors import EdgefleetError
+from edgefleet.runtime import Model
+from edgefleet.runtime.batcher import Batch, Batcher
+from edgefleet.runtime.bundle import Bundle, Prediction
+from edgefleet.runtime.ringbuffer import StreamBuffer, Window
+from edgefleet.types import BackpressurePolicy, FloatArray
+
+__all__ = [
+    "DrainReport",
+    "FallbackRouter",
+    "Pipeline",
+    "PipelineSettings",
+    "Sink",
+    "SourceHandle",
+    "StreamSpec",
+]
+
+log = logging.getLogger(__name__)
+
+TimeArray = npt.NDArray[np.float64]
+Sink = Callable[[FloatArray, TimeArray], None]
+
+
+class SourceHandle(Protocol):
+    """What the pipeline needs from a source (see ``edgefleet.agent.sources``)."""
+
+    @property
+    def channels(self) -> int: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One input stream: its name and how to build its source once a sink exists."""
+
+    name: str
+    make_source: Callable[[Sink], SourceHandle]
+
+
+class FallbackRouter(Protocol):
+    """Decides which windows go elsewhere (the cloud) instead of taking the edge answer."""
+
+    def route(
+        self, windows: Sequence[Window], predictions: Sequence[Prediction] | None
+    ) -> Sequence[str | None]:
+        """A reason per window to hand it over, or None to keep the edge answer.
+
+        ``predictions`` is None when no edge model is available.
+        """
+        ...
+
+    def submit(self, window: Window, reason: str, edge_result: ResultRecord | None) -> None:
+        """Take over one window; answer later through ``Pipeline.deliver``. Must not block."""
+        ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_batch_size: int = 16
+    batch_timeout_s: float = 0.05
+    buffer_capacity: int = 4096  # samples per stream
+    backpressure: BackpressurePolicy = "drop_oldest"
+    write_batch_size: int = 256  # results per transaction at most
+    write_interval_s: float = 0.2  # longest a result waits for its transaction
+    store_outputs: bool = False  # keep each result's raw output vector
+    model_retry_s: float = 5.0
+    max_pending_results: int = 100_000  # writer backlog bound while the store fails
+
+
+@dataclass
+class DrainReport:
+    drained_windows: int = 0
+    pending_results_lost: int = 0
+    completed: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _ModelState:
+    bundle: Bundle | None = None
+    model: Model | None = None
+    name: str | None = None
+    version: str | None = None
+    error: str | None = None
+    loaded_at: float | None = None
+    attempts: int = 0
+
+
+_STOP = object()
+
+
+class Pipeline:
+    """Builds and runs the data path for one configuration; rebuilt on reload."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        streams: Sequence[StreamSpec],
+        load_bundle: Callable[[], Bundle],
+        settings: PipelineSettings | None = None,
+        open_model: Callable[[Bundle], Model] | None = None,
+        router: FallbackRouter | None = None,
+        counters: PipelineCounters | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or PipelineSettings()
+        self.counters = counters or PipelineCounters()
+        self._streams = list(streams)
+        self._load_bundle = load_bundle
+        self._open_model = open_model or (lambda bundle: bundle.open_model())
+        self._router = router
+        self._model = _ModelState()
+        self._model_lock = threading.Lock()
+        self._buffers: dict[str, StreamBuffer] = {}
+        self._sources: dict[str, SourceHandle] = {}
+        self._pending_sources: dict[str, SourceHandle] = {}
+        self._sources_lock = threading.Lock()
+        self._source_errors: dict[str, str] = {}
+        self._batcher: Batcher | None = None
+        self._results: queue.Queue[object] = queue.Queue()
+        self._stop_sources = threading.Event()
+        self._stop_worker = threading.Event()
+        self._draining = threading.Event()
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self._first_result = threading.Event()
+        self._pending_lost = 0
+        self._drained = 0
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
+        self._worker = threading.Thread(target=self._work_loop, name="agent-inference", daemon=True)
+        self._writer.start()
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> DrainReport:
+        """Stop sources, infer every complete window still buffered, flush the store.
+
+        Bounded by ``timeout``; whatever is left after it is reported, not waited for.
+        """
+        deadline = time.monotonic() + timeout
+        report = DrainReport()
+        with self._sources_lock:
+            self._stop_sources.set()
+            sources = list(self._sources.items())
+        for name, source in sources:
+            try:
+                source.stop()
+            except Exception as exc:  # a broken source must not block shutdown
+                report.notes.append(f"source {name!r} failed to stop: {exc}")
+                log.warning("source %s failed to stop: %s", name, exc)
+        self._draining.set()
+        self._wake.set()
+        if self._batcher is not None:
+            self._batcher.close()  # wake the worker; drain() still returns what is pending
+        if self._worker is not None:
+            self._worker.join(max(0.0, deadline - time.monotonic()))
+            if self._worker.is_alive():
+                report.completed = False
+                report.notes.append("inference worker did not finish draining in time")
+                self._stop_worker.set()
+        self._results.put(_STOP)
+        if self._writer is not None:
+            self._writer.join(max(0.1, deadline - time.monotonic()))
+            if self._writer.is_alive():
+                report.completed = False
+                report.notes.append("writer did not flush in time")
+        self._close_model()
+        report.drained_windows = self._drained
+        report.pending_results_lost = self._pending_lost
+        return report
+
+    def _close_model(self) -> None:
+        with self._model_lock:
+            model = self._model.model
+            self._model.model = None
+        if model is not None:
+            try:
+                model.close()
+            except Exception as exc:
+                log.debug("closing the model failed: %s", exc)
+
+    # -- results from elsewhere (fallback router) -----------------------------------------
+
+    def deliver(self, records: Sequence[ResultRecord]) -> None:
+        """Queue results produced outside the inference worker (e.g. cloud answers)."""
+        if records:
+            self._results.put(list(records))
+
+    # -- introspection ------------------------------------------------------------------
+
+    @property
+    def first_result(self) -> threading.Event:
+        """Set once the first results are committed (used by start-up benchmarks/tests)."""
+        return self._first_result
+
+    def buffers(self) -> dict[str, StreamBuffer]:
+        return dict(self._buffers)
+
+    def streams_health(self) -> dict[str, StreamHealth]:
+        """Per stream: ring buffer counters, source counters, and why it is not running if so."""
+        out: dict[str, StreamHealth] = {}
+        for spec in self._streams:
+            health = StreamHealth(source_error=self._source_errors.get(spec.name))
+            buffer = self._buffers.get(spec.name)
+            if buffer is not None:
+                stats = buffer.stats
+                health.pushed, health.dropped = stats.pushed, stats.dropped
+                health.windows, health.fill, health.capacity = (
+                    stats.windows_emitted,
+                    stats.fill,
+                    stats.capacity,
+                )
+            source = self._sources.get(spec.name)
+            source_stats = getattr(source, "stats", None) if source is not None else None
+            if source_stats is not None:
+                health.samples = int(getattr(source_stats, "samples", 0))
+                health.bad_samples = int(getattr(source_stats, "bad_samples", 0))
+                last_error = getattr(source_stats, "last_error", None)
+                if health.source_error is None and last_error:
+                    health.last_error = str(last_error)
+            out[spec.name] = health
+        return out
+
+    def sources(self) -> dict[str, SourceHandle]:
+        return dict(self._sources)
+
+    def model_info(self) -> dict[str, Any]:
+        with self._model_lock:
+            state = self._model
+            if state.model is not None:
+                phase = "loaded"
+            elif self._draining.is_set():
+                phase = "closed"
+            else:
+                phase = "failed" if state.error else "loading"
+            return {
+                "state": phase,
+                "name": state.name,
+                "version": state.version,
+                "loaded": state.model is not None,
+                "error": state.error,
+                "loaded_at": state.loaded_at,
+                "attempts": state.attempts,
+            }
+
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        info = self.model_info()
+        if not info["loaded"] and not self._draining.is_set():
+            found.append(f"model not loaded: {info['error'] or 'loading'}")
+        for name, error in self._source_errors.items():
+            found.append(f"source {name!r}: {error}")
+        if self._worker is not None and not self._worker.is_alive() and not self._draining.is_set():
+            found.append("inference worker thread died")
+        if self._writer is not None and not self._writer.is_alive() and not self._draining.is_set():
+            found.append("writer thread died")
+        return found
+
+    def alive(self) -> bool:
+        """Both pipeline threads are running (the watchdog only pings while this holds)."""
+        return all(t is not None and t.is_alive() for t in (self._worker, self._writer))
+
+    # -- inference worker -----------------------------------------------------------------
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when the pipeline is stopping."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+        return self._draining.is_set() or self._stop_worker.is_set()
+
+    def _record_load_failure(self, what: str, exc: BaseException) -> None:
+        message = f"{what}: {exc}"
+        with self._model_lock:
+            first = self._model.error != message
+            self._model.error = message
+            self._model.attempts += 1
+        if first:
+            # Log and record an event once per distinct error, not on every retry.
+            log.error("%s; retrying every %.0fs", message, self.settings.model_retry_s)
+            self._add_event("model_load_failed", message, level="error")
+
+    def _add_event(
+        self, kind: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
+        try:
+            self.store.add_event(kind, message, level=level, data=data)
+        except Exception as exc:
+            log.warning("could not record %s event: %s", kind, exc)
+
+    def _acquire_bundle(self) -> Bundle | None:
+        while True:
+            try:
+                bundle = self._load_bundle()
+            except Exception as exc:
+                self._record_load_failure("model bundle failed to load", exc)
+                if self._wait(self.settings.model_retry_s):
+                    return None
+                continue
+            with self._model_lock:
+                self._model.bundle = bundle
+                self._model.name = bundle.manifest.name
+                self._model.version = str(bundle.manifest.version)
+            return bundle
+
+    def _acquire_model(self, bundle: Bundle) -> Model | None:
+        while True:
+            try:
+                model = self._open_model(bundle)
+            except Exception as exc:
+                self._record_load_failure(f"model {bundle.manifest.name} failed to load", exc)
+                if self._route_without_model():
+                    return None
+                if self._wait(self.settings.model_retry_s):
+                    return None
+                continue
+            with self._model_lock:
+                self._model.model = model
+                self._model.error = None
+                self._model.loaded_at = time.time()
+            log.info(
+                "model %s %s loaded",
+                bundle.manifest.name,
+                bundle.manifest.version,
+                extra={"model": bundle.manifest.name, "model_version": str(bundle.manifest.version)},
+            )
+            self._add_event(
+                "model_loaded",
+                f"model {bundle.manifest.name} {bundle.manifest.version} loaded",
+                data={"name": bundle.manifest.name, "version": str(bundle.manifest.version)},
+            )
+            return model
+
+    def _route_without_model(self) -> bool:
+        """With a router, hand every ready window over while no model exists. True if stopping."""
+        if self._router is None or self._batcher is None:
+            return False
+        deadline = time.monotonic() + self.settings.model_retry_s
+        while time.monotonic() < deadline:
+            if self._stop_worker.is_set():
+                return True
+            batch = self._batcher.next_batch(timeout=0.2)
+            if batch is None:
+                if self._draining.is_set():
+                    return True
+                continue
+            self._hand_over(batch.windows, None)
+        return False
+
+    def _start_streams(self, bundle: Bundle) -> None:
+        prep = bundle.manifest.preprocessing
+        for spec in self._streams:
+            slot: list[StreamBuffer] = []
+
+            def sink(samples: FloatArray, timestamps: TimeArray, slot: list[StreamBuffer] = slot) -> None:
+                slot[0].push_block(samples, timestamps)
+
+            try:
+                source = spec.make_source(sink)
+            except Exception as exc:
+                self._source_failed(spec.name, f"cannot be built: {exc}", "source_failed")
+                continue
+            if source.channels != prep.channels:
+                msg = (
+                    f"source gives {source.channels} channels per sample; "
+                    f"model {bundle.manifest.name} expects {prep.channels}"
+                )
+                self._source_failed(spec.name, msg, "source_rejected")
+                continue
+            buffer = StreamBuffer(
+                spec.name,
+                prep.channels,
+                max(self.settings.buffer_capacity, prep.window_length * 2),
+                window_length=prep.window_length,
+                hop=prep.hop,
+                policy=self.settings.backpressure,
+            )
+            slot.append(buffer)
+            self._buffers[spec.name] = buffer
+            self._pending_sources[spec.name] = source
+        self._batcher = Batcher(
+            list(self._buffers.values()),
+            max_batch_size=self.settings.max_batch_size,
+            batch_timeout=self.settings.batch_timeout_s,
+        )
+        for name, source in self._pending_sources.items():
+            with self._sources_lock:
+                if self._stop_sources.is_set():
+                    return
+                try:
+                    source.start()
+                except Exception as exc:
+                    self._source_failed(name, f"failed to start: {exc}", "source_failed")
+                    continue
+                self._sources[name] = source
+
+    def _source_failed(self, stream: str, message: str, kind: str) -> None:
+        self._source_errors[stream] = message
+        log.error("stream %s: %s", stream, message, extra={"stream": stream})
+        self._add_event(kind, f"stream {stream}: {message}", level="error", data={"stream": stream})
+
+    def _work_loop(self) -> None:
+        try:
+            bundle = self._acquire_bundle()
+            if bundle is None:
+                return
+            self._start_streams(bundle)
+            model = self._acquire_model(bundle)
+            if model is None:
+                return
+            self._infer_loop(bundle, model)
+        except Exception:  # the last line of defence: report, never crash the process
+            log.exception("inference worker failed")
+            self._add_event(
+                "pipeline_failed", "inference worker stopped on an unexpected error", level="error"
+            )
+
+    def _infer_loop(self, bundle: Bundle, model: Model) -> None:
+        batcher = self._batcher
+        assert batcher is not None
+        while not self._stop_worker.is_set():
+            if self._draining.is_set():
+                # Sources are stopped: infer every complete window still buffered, then finish.
+                for remaining in batcher.drain():
+                    if self._stop_worker.is_set():
+                        return
+                    self._drained += len(remaining.windows)
+                    self._run_batch(bundle, model, remaining)
+                return
+            batch = batcher.next_batch(timeout=0.5)
+            if batch is not None:
+                self._run_batch(bundle, model, batch)
+
+    def _run_batch(self, bundle: Bundle, model: Model, batch: Batch) -> None:
+        started = time.monotonic()
+        try:
+            inputs = bundle.preprocess(batch.data)
+            outputs = model.predict(inputs)
+            predictions = bundle.interpret(outputs)
+        except EdgefleetError as exc:
+            self._inference_failed(batch, exc)
+            return
+        except Exception as exc:
+            log.exception("inference failed unexpectedly")
+            self._inference_failed(batch, exc)
+            return
+        done = time.monotonic()
+        self.counters.record_batch(len(batch.windows), (done - started) * 1000.0)
+        records = [self._record(bundle, w, p, done) for w, p in zip(batch.windows, predictions, strict=True)]
+        if self._router is None:
+            self._results.put(records)
+            return
+        self._route(batch.windows, predictions, records)
+
+    def _inference_failed(self, batch: Batch, exc: BaseException) -> None:
+        self.counters.record_inference_error(len(batch.windows))
+        streams = sorted({w.stream for w in batch.windows})
+        log.error("inference failed for %d windows of %s: %s", len(batch.windows), ", ".join(streams), exc)
+        self._add_event(
+            "inference_failed",
+            f"{len(batch.windows)} windows skipped: {exc}",
+            level="error",
+            data={"streams": list(streams)},
+        )
+
+    def _record(self, bundle: Bundle, window: Window, prediction: Prediction, done: float) -> ResultRecord:
+        outputs = [float(v) for v in prediction.values] if self.settings.store_outputs else None
+        return ResultRecord(
+            stream=window.stream,
+            window_start=window.start_ts,
+            window_end=window.end_ts,
+            model_name=bundle.manifest.name,
+            model_version=str(bundle.manifest.version),
+            label=prediction.label,
+            score=None if prediction.score is None else float(prediction.score),
+            outputs=outputs,
+            # Edge latency: window complete -> answer (queueing + batching + inference).
+            latency_ms=max(0.0, (done - window.ready_at) * 1000.0),
+            answered_by="edge",
+            window_seq=window.seq,
+        )
+
+    def _route(
+        self, windows: Sequence[Window], predictions: Sequence[Prediction], records: list[ResultRecord]
+    ) -> None:
+        assert self._router is not None
+        try:
+            reasons = list(self._router.route(windows, predictions))
+        except Exception as exc:
+            log.warning("fallback router failed; keeping edge answers: %s", exc)
+            reasons = [None] * len(windows)
+        keep: list[ResultRecord] = []
+        for window, record, reason in zip(windows, records, reasons, strict=False):
+            if reason is None:
+                keep.append(record)
+                continue
+            try:
+                self._router.submit(window, reason, record)
+                self.counters.record_fallback(1)
+            except Exception as exc:
+                log.warning("fallback submit failed; keeping edge answer: %s", exc)
+                keep.append(record)
+        if keep:
+            self._results.put(keep)
+
+    def _hand_over(self, windows: Sequence[Window], predictions: Sequence[Prediction] | None) -> None:
+        assert self._router is not None
+        try:
+            reasons = list(self._router.route(windows, predictions))
+        except Exception as exc:
+            log.warning("fallback router failed: %s", exc)
+            reasons = [None] * len(windows)
+        for window, reason in zip(windows, reasons, strict=False):
+            if reason is None:
+                self.counters.record_skipped(1)
+                continue
+            try:
+                self._router.submit(window, reason, None)
+                self.counters.record_fallback(1)
+            except Exception as exc:
+                log.warning("fallback submit failed: %s", exc)
+                self.counters.record_skipped(1)
+
+    # -- writer -----------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        pending: list[ResultRecord] = []
+        first_pending_at = 0.0
+        stopping = False
+        while True:
+            wait = self.settings.write_interval_s
+            if pending:
+                wait = max(0.0, first_pending_at + self.settings.write_interval_s - time.monotonic())
+            try:
+                item = self._results.get(timeout=wait) if not stopping else self._results.get_nowait()
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif isinstance(item, list):
+                if not pending:
+                    first_pending_at = time.monotonic()
+                pending.extend(item)
+            due = pending and (
+                stopping
+                or len(pending) >= self.settings.write_batch_size
+                or time.monotonic() - first_pending_at >= self.settings.write_interval_s
+            )
+            if due:
+                pending = self._flush(pending, final=stopping)
+                first_pending_at = time.monotonic()
+            if stopping and self._results.empty() and not pending:
+                return
+
+    def _flush(self, pending: list[ResultRecord], *, final: bool) -> list[ResultRecord]:
+        size = self.settings.write_batch_size
+        while pending:
+            chunk = pending[:size]
+            try:
+                self.store.write_results(chunk)
+            except Exception as exc:
+                self.counters.record_store_error()
+                log.error("storing %d results failed: %s", len(chunk), exc)
+                if final:
+                    self._pending_lost += len(pending)
+                    return []
+                overflow = len(pending) - self.settings.max_pending_results
+                if overflow > 0:
+                    self._pending_lost += overflow
+                    del pending[:overflow]
+                time.sleep(min(1.0, self.settings.write_interval_s * 5))
+                return pending
+            self.counters.record_stored(len(chunk))
+            self._first_result.set()
+            del pending[:size]
+        return pending
