@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.cloud_sync.protocol import CommandName
 
 __all__ = [
     "COMMAND_NAMES",
@@ -29,8 +31,7 @@ __all__ = [
 ]
 
 Role = Literal["admin", "read"]
-CommandName = Literal["restart_pipeline", "set_config", "report_status"]
-COMMAND_NAMES: tuple[CommandName, ...] = ("restart_pipeline", "set_config", "report_status")
+COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
 CommandStatus = Literal["sent", "acked", "failed", "pending"]
 DeviceSort = Literal["device_id", "last_seen", "first_seen", "online", "model_version", "agent_version"]
 

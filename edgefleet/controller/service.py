@@ -1,0 +1,132 @@
+"""The controller process: database, MQTT ingest, retention worker and the HTTP server, wired."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import uvicorn
+
+from edgefleet.controller.api import ControllerContext, create_app
+from edgefleet.controller.auth import bootstrap_credentials
+from edgefleet.controller.commands import CommandService
+from edgefleet.controller.config import ControllerConfig
+from edgefleet.controller.dal import Database, open_database
+from edgefleet.controller.ingest import IngestPipeline
+from edgefleet.controller.live import FleetChanges
+from edgefleet.controller.mqtt import ControllerMqtt
+from edgefleet.controller.retention import RetentionWorker
+from edgefleet.errors import EdgefleetError
+
+__all__ = ["ControllerService"]
+
+log = logging.getLogger(__name__)
+
+
+class ControllerService:
+    """``run()`` serves until SIGINT/SIGTERM; ``start_in_thread()``/``stop()`` for embedding and tests."""
+
+    def __init__(
+        self, config: ControllerConfig, *, database: Database | None = None, ingest: bool = True
+    ) -> None:
+        self.config = config
+        self.database = database if database is not None else open_database(config.database)
+        bootstrap_credentials(self.database, config.auth)
+        self.changes = FleetChanges()
+        self.ingest = IngestPipeline(
+            self.database, config.ingest, prefix=config.mqtt.topic_prefix, on_stored=self.changes.publish
+        )
+        self.mqtt = ControllerMqtt(config.mqtt, config.ingest.kinds if ingest else [], self.ingest.submit)
+        self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
+        self.retention = RetentionWorker(self.database, config.retention)
+        self.context = ControllerContext(
+            config=config,
+            database=self.database,
+            commands=self.commands,
+            changes=self.changes,
+            ingest_stats=self.ingest.snapshot,
+            mqtt_connected=lambda: self.mqtt.connected,
+        )
+        self.app = create_app(self.context)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._background = False
+
+    def _publish(self, topic: str, payload: bytes) -> str | None:
+        return self.mqtt.publish(topic, payload)
+
+    # --- background parts -------------------------------------------------------------------------
+    def start_background(self) -> None:
+        if self._background:
+            return
+        self.ingest.start()
+        self.mqtt.start()
+        self.retention.start()
+        self._background = True
+
+    def stop_background(self) -> None:
+        if not self._background:
+            return
+        self.mqtt.stop()
+        self.ingest.stop()
+        self.retention.stop()
+        self._background = False
+
+    # --- HTTP -------------------------------------------------------------------------------------
+    def _make_server(self) -> uvicorn.Server:
+        http = self.config.http
+        config = uvicorn.Config(
+            self.app, host=http.host, port=http.port, log_level="warning", access_log=False, lifespan="off"
+        )
+        return uvicorn.Server(config)
+
+    def run(self) -> None:
+        """Serve in the foreground until interrupted, then stop everything cleanly."""
+        self.start_background()
+        self._server = self._make_server()
+        try:
+            self._server.run()
+        finally:
+            self.stop_background()
+            self.database.close()
+        if not self._server.started:
+            raise EdgefleetError(
+                f"the HTTP server could not listen on {self.config.http.host}:{self.config.http.port}",
+                hint="is another process using the port? set http.port in the controller config",
+            )
+
+    def start_in_thread(self, timeout: float = 15.0) -> int:
+        """Start everything with the HTTP server in a thread; returns the bound port."""
+        self.start_background()
+        self._server = self._make_server()
+        self._thread = threading.Thread(
+            target=self._server.run, name="edgefleet-controller-http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
+                raise EdgefleetError(
+                    f"the HTTP server did not start on {self.config.http.host}:{self.config.http.port}",
+                    hint="is the port free?",
+                )
+            time.sleep(0.02)
+        return self.port
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.servers:
+            raise EdgefleetError("the controller's HTTP server is not running")
+        sockets = self._server.servers[0].sockets
+        return int(sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        self.stop_background()
+        self.database.close()
