@@ -1,0 +1,242 @@
+"""load_bundle integrity checks, safe tar extraction, preprocess and interpret.
+
+Uses copies of the shipped bundle files; no model is loaded here (see tests/integration/models).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefleet.errors import BundleError, ModelInputError
+from edgefleet.runtime.bundle import Bundle, load_bundle, sha256_file
+from edgefleet.runtime.bundle_build import npz_bytes, write_tar
+
+pytestmark = pytest.mark.unit
+
+SHIPPED = Path(__file__).resolve().parents[3] / "models" / "bundles" / "basicmotions-edge-onnx"
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(SHIPPED, tmp_path / "bundle"))
+
+
+def manifest_of(path: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((path / "manifest.json").read_text())
+    return data
+
+
+def test_loads_a_directory(bundle_dir: Path) -> None:
+    b = load_bundle(bundle_dir)
+    assert b.manifest.name == "basicmotions-edge-onnx"
+    assert b.model_path == bundle_dir / "basicmotions-int8.onnx"
+    assert b.canary_inputs().shape == (4, 50, 6)
+    assert "basicmotions-edge-onnx" in repr(b)
+
+
+def test_missing_path_and_non_bundle_files(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\0" * 10)
+    with pytest.raises(BundleError, match="neither a directory nor a tar"):
+        load_bundle(junk)
+    with pytest.raises(BundleError, match=r"has no manifest\.json"):
+        load_bundle(tmp_path)
+
+
+def test_hash_mismatch_is_reported(bundle_dir: Path) -> None:
+    model = bundle_dir / "basicmotions-int8.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different content
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle_dir)
+    assert "failed its integrity check" in info.value.message
+    assert any("sha256" in p for p in info.value.problems)
+    assert info.value.hint
+
+
+def test_size_mismatch_and_missing_file_are_all_listed(bundle_dir: Path) -> None:
+    with (bundle_dir / "basicmotions-int8.onnx").open("ab") as fh:
+        fh.write(b"x")
+    (bundle_dir / "canary.npz").unlink()
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle_dir)
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert "bytes; manifest says" in problems[0]
+    assert "canary file 'canary.npz' is missing" in problems[1]
+    assert "canary.npz" in str(info.value)
+
+
+def test_invalid_manifest_in_a_bundle(bundle_dir: Path) -> None:
+    data = manifest_of(bundle_dir)
+    data["version"] = "one"
+    data["surprise"] = True
+    (bundle_dir / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle_dir)
+    assert sorted(p.split(":")[0] for p in info.value.problems) == ["surprise", "version"]
+
+
+def test_tar_round_trip_uses_a_cache(bundle_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "b.tar"
+    write_tar(bundle_dir, archive)
+    cache = tmp_path / "cache"
+    first = load_bundle(archive, cache_dir=cache)
+    second = load_bundle(archive, cache_dir=cache)
+    assert first.path == second.path
+    assert first.path.parent == cache
+    assert first.source == archive
+    assert sha256_file(first.model_path) == first.manifest.model.sha256
+
+
+def test_tar_with_one_top_level_folder(bundle_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "nested.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(bundle_dir, arcname="basicmotions")
+    b = load_bundle(archive, cache_dir=tmp_path / "cache")
+    assert b.path.name == "basicmotions"
+
+
+def _tar_with(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        ok = tarfile.TarInfo("manifest.json")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"{}"))
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    return archive
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/tmp/abs.txt", "a/../../escape.txt"])
+def test_tar_traversal_is_refused(tmp_path: Path, name: str) -> None:
+    archive = _tar_with(tmp_path, tarfile.TarInfo(name), b"pwned")
+    cache = tmp_path / "cache"
+    with pytest.raises(BundleError) as info:
+        load_bundle(archive, cache_dir=cache)
+    assert "refusing to extract" in info.value.message
+    assert "outside the bundle" in info.value.problems[0]
+    assert not (tmp_path / "escape.txt").exists()
+    assert not list(cache.rglob("*.txt"))
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE])
+def test_tar_links_and_devices_are_refused(tmp_path: Path, kind: bytes) -> None:
+    member = tarfile.TarInfo("model.onnx")
+    member.type = kind
+    member.linkname = "/etc/passwd"
+    archive = _tar_with(tmp_path, member)
+    with pytest.raises(BundleError) as info:
+        load_bundle(archive, cache_dir=tmp_path / "cache")
+    assert "only regular files are allowed" in info.value.problems[0]
+
+
+def test_truncated_tar_is_a_bundle_error(bundle_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "b.tar"
+    write_tar(bundle_dir, archive)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(archive.read_bytes()[:3000])
+    with pytest.raises(BundleError):
+        load_bundle(cut, cache_dir=tmp_path / "cache")
+
+
+def test_tar_without_manifest(tmp_path: Path) -> None:
+    archive = tmp_path / "empty.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("readme.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(BundleError, match=r"holds no manifest\.json"):
+        load_bundle(archive, cache_dir=tmp_path / "cache")
+
+
+def test_npz_bytes_is_deterministic_and_loadable() -> None:
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    data = npz_bytes({"inputs": arr})
+    assert data == npz_bytes({"inputs": arr.copy()})
+    with np.load(io.BytesIO(data)) as loaded:
+        assert np.array_equal(loaded["inputs"], arr)
+
+
+# --------------------------------------------------------------------------- preprocess/interpret
+
+
+@pytest.fixture
+def bundle(bundle_dir: Path) -> Bundle:
+    return load_bundle(bundle_dir)
+
+
+def test_preprocess_normalizes_per_channel(bundle: Bundle) -> None:
+    prep = bundle.manifest.preprocessing
+    raw = np.tile(np.asarray(prep.mean, np.float32) + np.asarray(prep.std, np.float32), (2, 50, 1))
+    out = bundle.preprocess(raw)
+    assert out.dtype == np.float32
+    assert out.shape == (2, 50, 6)
+    assert np.allclose(out, 1.0, atol=1e-5)
+    assert bundle.preprocess(raw[0]).shape == (1, 50, 6)
+
+
+@pytest.mark.parametrize("shape", [(2, 49, 6), (2, 50, 5), (50,), (1, 2, 50, 6)])
+def test_preprocess_rejects_wrong_shapes(bundle: Bundle, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ModelInputError) as info:
+        bundle.preprocess(np.zeros(shape, np.float32))
+    assert info.value.expected == "(N, 50, 6)"
+    assert "window_length=50" in (info.value.hint or "")
+
+
+def test_interpret_classification(bundle: Bundle) -> None:
+    probs = np.array([[0.1, 0.7, 0.1, 0.1], [0.05, 0.05, 0.05, 0.85]], np.float32)
+    preds = bundle.interpret({"probabilities": probs})
+    assert [p.label for p in preds] == ["Running", "Badminton"]
+    assert [p.score for p in preds] == pytest.approx([0.7, 0.85])
+    assert np.array_equal(preds[0].values, probs[0])
+
+
+def test_interpret_turns_logits_into_probabilities(bundle: Bundle) -> None:
+    logits = np.array([[2.0, 0.0, -1.0, 0.0]], np.float32)
+    (pred,) = bundle.interpret({"only": logits})
+    assert pred.label == "Standing"
+    expected = np.exp(2.0) / (np.exp(2.0) + 2 + np.exp(-1.0))
+    assert pred.score == pytest.approx(expected, rel=1e-5)
+
+
+def test_interpret_errors(bundle: Bundle) -> None:
+    with pytest.raises(ModelInputError, match="labels"):
+        bundle.interpret({"probabilities": np.zeros((1, 3), np.float32)})
+    with pytest.raises(ModelInputError, match="not among"):
+        bundle.interpret({"a": np.zeros((1, 4)), "b": np.zeros((1, 4))})
+
+
+def test_interpret_regression(bundle_dir: Path) -> None:
+    data = manifest_of(bundle_dir)
+    data.update(task="regression", labels=[], canary=[], canary_file=None, reference=None)
+    (bundle_dir / "manifest.json").write_text(json.dumps(data))
+    b = load_bundle(bundle_dir)
+    preds = b.interpret({"probabilities": np.array([[1.5, -2.0, 0.0, 3.0]], np.float32)})
+    assert preds[0].label is None
+    assert preds[0].score is None
+    assert preds[0].values.tolist() == [1.5, -2.0, 0.0, 3.0]
+    assert b.canary_inputs().shape == (0, 50, 6)
+
+
+def test_unreadable_canary_file(bundle_dir: Path) -> None:
+    bad = npz_bytes({"not_inputs": np.zeros(3, np.float32)})
+    (bundle_dir / "canary.npz").write_bytes(bad)
+    data = manifest_of(bundle_dir)
+    data["canary_file"] = {
+        "path": "canary.npz",
+        "sha256": sha256_file(bundle_dir / "canary.npz"),
+        "size_bytes": len(bad),
+    }
+    (bundle_dir / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="cannot read canary inputs"):
+        load_bundle(bundle_dir).canary_inputs()
