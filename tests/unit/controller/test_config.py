@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgefleet.controller.config import ControllerConfig, example_config_text, load_controller_config
+from edgefleet.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_example_config_is_valid_and_matches_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text(example_config_text())
+    loaded = load_controller_config(path)
+    defaults = ControllerConfig()
+    assert loaded.model_dump(exclude={"database"}) == defaults.model_dump(exclude={"database"})
+    # Relative SQLite paths resolve beside the config file, not the working directory.
+    assert loaded.database.sqlite_path == tmp_path / "controller.db"
+
+
+def test_unknown_and_invalid_keys_are_all_listed(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nport = 70000\nprotocl = "mqtt5"\n[http]\nport = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_controller_config(path)
+    keys = sorted(issue.key for issue in info.value.issues)
+    assert keys == ["http.port", "mqtt.port", "mqtt.protocl"]
+    assert "no such key" in str(info.value)
+    assert info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[mqtt\nport = 1", "not valid TOML"),
+        ('[database]\nurl = "mysql://x"', "not supported"),
+        ('[mqtt]\nshare_group = "a/b"', "share_group"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_controller_config(path)
+
+
+def test_missing_file_hints_at_example_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_controller_config(tmp_path / "nope.toml")
+    assert "example-config" in (info.value.hint or "")
+
+
+def test_overrides_and_database_kinds(tmp_path: Path) -> None:
+    config = load_controller_config(
+        None, overrides={"database.url": "postgresql://u@h/db", "http.port": 9000}
+    )
+    assert config.database.is_postgres
+    assert config.http.port == 9000
+    sqlite = load_controller_config(None, overrides={"database.url": f"sqlite:///{tmp_path}/x.db"})
+    assert not sqlite.database.is_postgres
+    assert sqlite.database.resolved_sqlite_path() == tmp_path / "x.db"
