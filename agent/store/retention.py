@@ -30,7 +30,7 @@ from edgefleet.agent.store.config import StoreConfig
 __all__ = ["RetentionReport", "disk_bytes", "enforce_retention", "used_bytes"]
 
 _AGE_CHUNK_ROWS = 5000
-_MIN_CHUNK_ROWS = 256
+_MIN_CHUNK_ROWS = 8
 _MAX_CHUNK_ROWS = 20000
 _VACUUM_STEP_PAGES = 2048
 
@@ -198,8 +198,8 @@ def _evict_unsynced(conn: sqlite3.Connection, target: int, report: RetentionRepo
 def _vacuum(conn: sqlite3.Connection, report: RetentionReport) -> None:
     while _pragma_int(conn, "freelist_count") > 0:
         before = _pragma_int(conn, "page_count")
-        # fetchall(): the pragma frees one page per step of the statement.
-        conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_STEP_PAGES})").fetchall()
+        # executescript() steps the pragma to completion; execute() would free a single page.
+        conn.executescript(f"PRAGMA incremental_vacuum({_VACUUM_STEP_PAGES});")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         freed = before - _pragma_int(conn, "page_count")
         report.vacuumed_pages += freed

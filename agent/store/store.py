@@ -647,7 +647,8 @@ class Store:
                     if full:
                         self._conn.execute("VACUUM")
                     else:
-                        self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+                        # executescript() steps it to completion; execute() frees one page.
+                        self._conn.executescript("PRAGMA incremental_vacuum;")
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.OperationalError as exc:
                 raise self._store_error("vacuum", exc) from exc

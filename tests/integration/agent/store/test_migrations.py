@@ -1,0 +1,160 @@
+"""Schema migrations: a store written by schema version 1 opens, migrates and keeps its data.
+
+``data/store_v1.db`` is a store as edgefleet with schema version 1 left it (WAL, incremental
+auto-vacuum, outputs as JSON text). Regenerate it only if migration 1 itself changes, which it
+must not once released: ``python tests/integration/agent/store/test_migrations.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgefleet.agent.store import MIGRATIONS, SCHEMA_VERSION, ResultRecord, Store, StoreConfig, migrate
+from edgefleet.agent.store import migrations as migrations_module
+from edgefleet.errors import StoreError
+
+pytestmark = pytest.mark.integration
+
+V1_FIXTURE = Path(__file__).parent / "data" / "store_v1.db"
+OUTPUTS = [[0.1, 0.2, 0.7], [1e-30, 0.5, 123456.789], None, [0.0, -1.5, 3.25], [0.25, 0.25, 0.5]]
+
+
+def build_v1_store(path: Path) -> None:
+    """Apply only migration 1, then insert rows the way the v1 code did."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    assert migrate(conn, target=1) == [1]
+    conn.execute("BEGIN")
+    for i, outputs in enumerate(OUTPUTS):
+        conn.execute(
+            "INSERT INTO results (stream, window_start, window_end, model_name, model_version, label, score, "
+            "outputs, latency_ms, answered_by, fallback_reason, window_seq, created_at, synced_at) "
+            "VALUES (?, ?, ?, 'motion', '1.0.0', ?, ?, ?, 2.0, ?, ?, ?, ?, ?)",
+            (
+                "imu",
+                100.0 + i,
+                101.0 + i,
+                f"c{i}",
+                0.9,
+                None if outputs is None else json.dumps(outputs),
+                "cloud" if i == 3 else "edge",
+                "low_confidence" if i == 3 else None,
+                i,
+                200.0 + i,
+                250.0 if i < 2 else None,  # the first two were synced
+            ),
+        )
+    # Id 6 existed and was evicted: the new schema must not hand out 6 again.
+    conn.execute(
+        "INSERT INTO results (id, stream, window_start, window_end, model_name, model_version, latency_ms, "
+        "created_at) VALUES (6, 'imu', 0, 1, 'm', '1', 1, 1)"
+    )
+    conn.execute("DELETE FROM results WHERE id = 6")
+    conn.execute(
+        "INSERT INTO outbox (kind, priority, created_at, payload, first_result_id, last_result_id, "
+        "approx_bytes) VALUES ('results', 2, 300.0, NULL, 3, 5, 480)"
+    )
+    conn.execute(
+        "INSERT INTO outbox (kind, priority, created_at, payload, approx_bytes) "
+        "VALUES ('status', 0, 301.0, '{\"state\": \"running\"}', 21)"
+    )
+    conn.execute(
+        "INSERT INTO metrics (ts, name, value, labels) VALUES (5.0, 'cpu', 0.5, '{\"core\": \"0\"}')"
+    )
+    conn.execute(
+        "INSERT INTO events (ts, kind, level, message, data) VALUES (6.0, 'boot', 'info', 'hi', NULL)"
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _assert_migrated_and_intact(store: Store) -> None:
+    assert store.schema_version == SCHEMA_VERSION
+    versions = [r[0] for r in store.db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [m.version for m in MIGRATIONS]
+    rows = sorted(store.query_results(limit=100), key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["outputs"] for r in rows] == OUTPUTS  # JSON text became exact float64
+    assert [r["synced_at"] for r in rows] == [250.0, 250.0, None, None, None]
+    assert rows[3]["answered_by"] == "cloud"
+    assert rows[3]["fallback_reason"] == "low_confidence"
+    assert store.outbox_backlog() == {"results": 3, "status": 1}
+    items = store.outbox_peek(10)
+    assert [i.kind for i in items] == ["status", "results"]
+    assert items[0].payload == {"state": "running"}
+    assert [r["id"] for r in items[1].payload] == [3, 4, 5]  # type: ignore[index]
+    assert store.db.execute("SELECT labels FROM metrics").fetchone()[0] == '{"core": "0"}'
+    assert store.query_events()[0]["kind"] == "boot"
+    # The store carries on: new ids continue after the old high-water mark.
+    record = ResultRecord("imu", 1.0, 2.0, "motion", "1.0.0", "c", 0.5, [1.0], 1.0)
+    assert store.write_results([record]) == [7]
+    assert store.integrity_check() == ["ok"]
+
+
+def test_committed_v1_store_migrates_forward_with_data_intact(tmp_path: Path) -> None:
+    assert V1_FIXTURE.is_file(), "run this file with python to build data/store_v1.db"
+    path = tmp_path / "store.db"
+    shutil.copy(V1_FIXTURE, path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 1
+    with Store.open(path, StoreConfig(path=path, store_raw_outputs=True)) as store:
+        _assert_migrated_and_intact(store)
+    with Store.open(path, StoreConfig(path=path)) as store:  # reopening applies nothing twice
+        assert store.schema_version == SCHEMA_VERSION
+
+
+def test_freshly_built_v1_store_migrates_forward(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    build_v1_store(path)
+    with Store.open(path, StoreConfig(path=path, store_raw_outputs=True)) as store:
+        _assert_migrated_and_intact(store)
+
+
+def test_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    Store.open(path, StoreConfig(path=path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, 0, 'from the future')", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than") as caught:
+        Store.open(path, StoreConfig(path=path))
+    assert "upgrade edgefleet" in (caught.value.hint or "")
+    assert "restore a backup" in (caught.value.hint or "")
+    with sqlite3.connect(path) as conn:  # left exactly as it was
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_a_failing_migration_rolls_back_and_keeps_the_previous_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.db"
+    build_v1_store(path)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    patched = (MIGRATIONS[0], migrations_module.Migration(2, "broken", broken))
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", patched)
+    conn = sqlite3.connect(path, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="simulated"):
+        migrate(conn)
+    assert migrations_module.read_schema_version(conn) == 1
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half_done'").fetchone() is None
+    conn.close()
+    monkeypatch.undo()
+    with Store.open(path, StoreConfig(path=path, store_raw_outputs=True)) as store:
+        _assert_migrated_and_intact(store)
+
+
+if __name__ == "__main__":
+    V1_FIXTURE.parent.mkdir(exist_ok=True)
+    V1_FIXTURE.unlink(missing_ok=True)
+    build_v1_store(V1_FIXTURE)
+    print(f"wrote {V1_FIXTURE}", file=sys.stderr)

@@ -1,0 +1,137 @@
+"""Retention on real files: age, soft cap (synced only), hard cap (unsynced, counted), real shrinking."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from edgefleet.agent.store import MetricSample, Store
+
+pytestmark = pytest.mark.integration
+
+KiB = 1024
+# 64 raw outputs x 8 bytes: each result row is ~0.7 KiB, so a few thousand rows exceed the caps.
+BIG = {"store_raw_outputs": True, "retention_interval_s": 3600.0, "max_age_s": None}
+
+
+def _fill(store: Store, make_records, rows: int, *, start: float, batch: int = 250) -> list[int]:
+    ids: list[int] = []
+    for offset in range(0, rows, batch):
+        ids += store.write_results(make_records(batch, start=start + offset, outputs=64))
+    return ids
+
+
+def _sync(store: Store, upto_id: int) -> None:
+    """Acknowledge the results outbox items covering ids <= upto_id, as sync would."""
+    items = [i for i in store.outbox_peek(100_000) if i.kind == "results"]
+    store.outbox_ack([i.id for i in items if max(r["id"] for r in i.payload) <= upto_id])  # type: ignore[union-attr]
+
+
+def _disk(store: Store) -> int:
+    wal = store.path.with_name(store.path.name + "-wal")
+    return os.path.getsize(store.path) + (os.path.getsize(wal) if wal.exists() else 0)
+
+
+def test_soft_cap_evicts_synced_oldest_first_keeps_unsynced_and_shrinks_the_file(
+    open_store, make_records
+) -> None:
+    store = open_store(max_bytes=1024 * KiB, hard_max_bytes=8192 * KiB, **BIG)
+    ids = _fill(store, make_records, 3000, start=1000.0)
+    _sync(store, ids[1999])  # 2000 synced, 1000 pending
+    before = _disk(store)
+    assert store.stats().page_count * 4096 > 1024 * KiB
+
+    report = store.enforce_retention()
+
+    assert report.deleted_for_size.get("results", 0) > 0
+    assert report.evicted_unsynced == {}
+    assert report.used_bytes_after <= 1024 * KiB
+    assert _disk(store) < before  # the file on disk really shrank
+    assert report.disk_bytes_after == _disk(store)
+    remaining = [r["id"] for r in store.query_results(limit=10_000)]
+    assert set(ids[2000:]) <= set(remaining)  # every unsynced result survived
+    synced_left = sorted(set(remaining) - set(ids[2000:]))
+    if synced_left:  # what survived of the synced ones is the newest
+        assert synced_left == list(range(synced_left[0], 2001))
+    assert store.outbox_backlog() == {"results": 1000}
+    assert store.query_events(kind="store.evicted_unsynced") == []
+    assert store.integrity_check() == ["ok"]
+
+
+def test_hard_cap_evicts_unsynced_oldest_first_counts_and_raises_an_event(open_store, make_records) -> None:
+    store = open_store(max_bytes=512 * KiB, hard_max_bytes=768 * KiB, **BIG)
+    ids = _fill(store, make_records, 3000, start=1000.0)  # none synced
+    before = _disk(store)
+
+    report = store.enforce_retention()
+
+    evicted = report.evicted_unsynced["results"]
+    assert evicted > 0
+    assert _disk(store) < before
+    assert report.used_bytes_after <= 768 * KiB
+    remaining = sorted(r["id"] for r in store.query_results(limit=10_000))
+    assert remaining == ids[evicted:]  # the oldest went, the newest stayed
+    [event] = store.query_events(kind="store.evicted_unsynced")
+    assert event["level"] == "error"
+    assert event["data"]["count"] == evicted
+    stats = store.stats()
+    assert stats.evicted_unsynced_total == evicted
+    assert stats.outbox_backlog["results"] == len(remaining)
+    assert stats.outbox_backlog["events"] == 1  # the eviction event itself goes to the cloud
+    # The outbox only references what is still there: the cut item was trimmed, no gaps.
+    served = [r["id"] for i in store.outbox_peek(100_000) if i.kind == "results" for r in i.payload]  # type: ignore[index, union-attr]
+    assert served == remaining
+    assert store.integrity_check() == ["ok"]
+
+
+def test_hard_cap_then_evicts_other_pending_items_by_priority(open_store) -> None:
+    store = open_store(max_bytes=128 * KiB, hard_max_bytes=192 * KiB, **BIG)
+    for i in range(150):
+        store.enqueue("telemetry", {"blob": "t" * 2000, "i": i}, priority=1)
+    for i in range(20):
+        store.enqueue("status", {"blob": "s" * 2000, "i": i}, priority=0)
+    report = store.enforce_retention()
+    assert report.evicted_unsynced.get("telemetry", 0) > 0
+    assert "status" not in report.evicted_unsynced  # lower-priority telemetry went first
+    kept = [i.payload["i"] for i in store.outbox_peek(1000) if i.kind == "telemetry"]  # type: ignore[call-overload]
+    assert kept == sorted(kept)
+    assert kept[-1] == 149  # the newest telemetry is kept
+
+
+def test_age_limit_deletes_only_synced_rows(open_store, make_records) -> None:
+    store = open_store(max_age_s=3600.0, retention_interval_s=3600.0)
+    now = time.time()
+    old = store.write_results(make_records(5, start=now - 7200))
+    old += store.write_results(make_records(5, start=now - 7195))
+    store.write_results(make_records(10, start=now - 60))
+    store.write_metrics([MetricSample(now - 7200, "cpu", 1.0), MetricSample(now, "cpu", 2.0)])
+    _sync(store, old[4])  # half of the old ones synced
+
+    report = store.enforce_retention(now=now)
+
+    assert report.deleted_by_age == {"results": 5, "metrics": 1}
+    ids = {r["id"] for r in store.query_results(limit=100)}
+    assert set(old[:5]).isdisjoint(ids)
+    assert set(old[5:]) <= ids  # old but unsynced: kept
+    assert len(ids) == 15
+
+
+def test_writes_run_retention_when_due(open_store, make_records) -> None:
+    store = open_store(max_bytes=256 * KiB, hard_max_bytes=384 * KiB, store_raw_outputs=True,
+                       retention_interval_s=0.001)  # fmt: skip
+    for start in range(0, 4000, 250):
+        store.write_results(make_records(250, start=float(start), outputs=64))
+    assert store.last_retention is not None
+    assert store.stats().evicted_unsynced_total > 0
+    assert store.stats().page_count * 4096 <= 384 * KiB + 256 * KiB  # bounded, never runaway
+
+
+def test_retention_with_nothing_to_do_changes_nothing(open_store, make_records) -> None:
+    store = open_store()
+    store.write_results(make_records(10))
+    report = store.enforce_retention()
+    assert report.deleted_total == 0
+    assert report.vacuumed_pages == 0
+    assert store.outbox_backlog() == {"results": 10}
