@@ -52,7 +52,9 @@ def collate(
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     if not pending:
         return [], []
-    if len(pending) >= max_batch_size:
+    if len(pending) == max_batch_size:
+        return list(pending), []
+    if len(pending) > max_batch_size:
         ranked = sorted(range(len(pending)), key=lambda i: pending[i].ready_at)
         chosen = set(ranked[:max_batch_size])
         batch = [w for i, w in enumerate(pending) if i in chosen]
@@ -113,16 +115,24 @@ class Batcher:
         self._pending: list[Window] = []
         self._next_stream = 0
         self._closed = False
+        self._sleeping = False
         for buf in buffers:
             self._attach(buf)
 
+    def _wake(self) -> None:
+        # Producers call this on every completed window: skip the lock unless the consumer sleeps.
+        # next_batch sets ``_sleeping`` before its last look at the buffers, so a window published
+        # after that look always finds it set and the notify cannot be lost.
+        if self._sleeping:
+            with self._cond:
+                self._cond.notify_all()
+
     def _attach(self, buf: StreamBuffer) -> None:
         existing = buf.notify
-        if existing is None or existing is self._cond:
-            buf.notify = self._cond
+        if existing is None or existing == self._wake:
+            buf.notify = self._wake
             return
         # keep the caller's listener and wake this batcher too
-        cond = self._cond
         other = existing
 
         def both() -> None:
@@ -131,8 +141,7 @@ class Batcher:
                     other.notify_all()
             else:
                 other()
-            with cond:
-                cond.notify_all()
+            self._wake()
 
         buf.notify = both
 
@@ -169,26 +178,30 @@ class Batcher:
         """Wait for the next due batch; None on ``timeout`` seconds or after :meth:`close`."""
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
-            while not self._closed:
-                self._gather()
-                now = self._clock()
-                batch, self._pending = collate(
-                    self._pending,
-                    now=now,
-                    max_batch_size=self.max_batch_size,
-                    batch_timeout=self.batch_timeout,
-                )
-                if batch:
-                    break
-                wake = deadline
-                if self._pending:
-                    due = min(w.ready_at for w in self._pending) + self.batch_timeout
-                    wake = due if wake is None else min(wake, due)
-                if deadline is not None and now >= deadline:
-                    return None
-                self._cond.wait(None if wake is None else max(0.0, wake - now))
-            else:
-                return None
+            try:
+                while True:
+                    if self._closed:
+                        return None
+                    self._sleeping = True  # before gathering: see _wake
+                    self._gather()
+                    now = self._clock()
+                    batch, self._pending = collate(
+                        self._pending,
+                        now=now,
+                        max_batch_size=self.max_batch_size,
+                        batch_timeout=self.batch_timeout,
+                    )
+                    if batch:
+                        break
+                    if deadline is not None and now >= deadline:
+                        return None
+                    wake = deadline
+                    if self._pending:
+                        due = min(w.ready_at for w in self._pending) + self.batch_timeout
+                        wake = due if wake is None else min(wake, due)
+                    self._cond.wait(None if wake is None else max(0.0, wake - now))
+            finally:
+                self._sleeping = False
         return Batch.of(batch)
 
     def close(self) -> None:

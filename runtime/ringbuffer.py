@@ -69,7 +69,7 @@ class BufferInputError(EdgefleetError, ValueError):
     """A pushed sample or block does not have the shape the stream was configured with."""
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class Window:
     """One window of a stream, ready for the model.
 
@@ -170,6 +170,7 @@ class StreamBuffer:
         self._data: FloatArray = np.zeros((capacity, channels), dtype=np.float32)
         self._ts: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
         self._arrival: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
+        self._offsets = np.arange(window_length)[None, :]
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._closed = False
@@ -375,10 +376,14 @@ class StreamBuffer:
     # -- consumer side ------------------------------------------------------------------------
 
     def pop_windows(self, max_windows: int) -> list[Window]:
-        """Remove and return up to ``max_windows`` complete windows, oldest first."""
+        """Remove and return up to ``max_windows`` complete windows, oldest first.
+
+        Windows of one call that follow each other on the grid are copied out of the ring in one
+        gather; each window's ``data`` is a contiguous ``(window_length, channels)`` slice of it.
+        """
         if max_windows <= 0:
             return []
-        length, hop, cap = self.window_length, self.hop, self.capacity
+        length, hop = self.window_length, self.hop
         out: list[Window] = []
         with self._lock:
             write = self._write  # read before the gaps: a gap below it is already published
@@ -396,36 +401,51 @@ class StreamBuffer:
                         self._lost += start - self._decided
                         self._decided = start
                     continue
-                end = start + length
-                if end > write:
+                limit = min(write, gaps[0]) if gaps else write  # windows end at or before the gap
+                if start + length > limit:
                     break
-                p = start % cap
-                if p + length <= cap:
-                    data = self._data[p : p + length].copy()
-                else:
-                    data = np.concatenate((self._data[p:], self._data[: p + length - cap]))
-                last = (end - 1) % cap
-                out.append(
-                    Window(
-                        stream=self.name,
-                        seq=self._windows,
-                        start_ts=float(self._ts[p]),
-                        end_ts=float(self._ts[last]),
-                        data=data,
-                        ready_at=float(self._arrival[last]),
-                        start_index=start,
-                        gap_before=self._gap_flag,
-                    )
-                )
-                self._gap_flag = False
-                self._windows += 1
-                self._covered += end - max(start, self._decided)
-                self._decided = end
-                start += hop
+                count = min(max_windows - len(out), (limit - start - length) // hop + 1)
+                out += self._cut(start, count)
+                last_end = start + (count - 1) * hop + length
+                self._covered += last_end - max(start, self._decided)
+                self._decided = last_end
+                start += count * hop
             self._next_start = start
             if self._waiting and out:
                 self._space.notify_all()
         return out
+
+    def _cut(self, start: int, count: int) -> list[Window]:
+        """Copy ``count`` windows starting at ``start`` (hop apart) out of the ring; lock held."""
+        cap, length = self.capacity, self.window_length
+        starts = start + self.hop * np.arange(count)
+        rows = (starts[:, None] + self._offsets) % cap
+        block = np.take(self._data, rows, axis=0)  # (count, length, channels), one copy
+        firsts = (starts % cap).tolist()
+        lasts = ((starts + (length - 1)) % cap).tolist()
+        start_ts = self._ts[firsts].tolist()
+        end_ts = self._ts[lasts].tolist()
+        ready = self._arrival[lasts].tolist()
+        seq0 = self._windows
+        self._windows += count
+        name = self.name
+        # iterating ``block`` yields its rows as contiguous views, cheaper than indexing each
+        windows = [
+            Window(name, seq, t0, t1, data, ready_at, index)
+            for seq, t0, t1, data, ready_at, index in zip(
+                range(seq0, seq0 + count),
+                start_ts,
+                end_ts,
+                block,
+                ready,
+                range(start, start + count * self.hop, self.hop),
+                strict=True,
+            )
+        ]
+        if self._gap_flag:
+            windows[0].gap_before = True
+            self._gap_flag = False
+        return windows
 
     def windows_ready(self) -> int:
         """How many windows could be popped now (an estimate that ignores pending gaps)."""
