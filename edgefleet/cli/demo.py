@@ -1,10 +1,50 @@
-"""Placeholder command group: registers nothing until its owner implements it."""
+"""``edgefleet demo``: broker, controller with dashboard and three agents on this machine."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+from pathlib import Path
 from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    del subparsers
+    parser = subparsers.add_parser(
+        "demo",
+        help="run a broker, the controller and three agents on real data (what `make demo` runs)",
+        description="Start a broker (Mosquitto when installed, else embedded amqtt), the controller with "
+        "its dashboard, and agents replaying the BasicMotions test data through the demo models. "
+        "Prints the dashboard URL and a live summary; Ctrl-C stops everything.",
+    )
+    parser.add_argument("--devices", type=int, default=3, help="number of agents (default 3)")
+    parser.add_argument("--http-port", type=int, default=8080, help="dashboard port (default 8080; 0: any)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where configs, logs and stores go (default: a temp dir)"
+    )
+    parser.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    parser.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgefleet.demo import DemoFleet, DemoSettings
+
+    fleet = DemoFleet(
+        DemoSettings(
+            devices=args.devices,
+            http_port=args.http_port,
+            workdir=args.workdir,
+            seconds=args.seconds,
+            broker=args.broker,
+        )
+    )
+    signal.signal(signal.SIGTERM, lambda *_: fleet.stop())
+    try:
+        fleet.start()
+        fleet.watch()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.shutdown()
+    print("edgefleet demo: stopped")
+    return 0

@@ -1,0 +1,316 @@
+"""``edgefleet demo``: the whole system on one machine.
+
+A broker (Mosquitto when installed, else the embedded pure-Python amqtt broker speaking
+MQTT 3.1.1), the controller with its dashboard, and three real agents replaying the
+BasicMotions test recordings through the shipped demo models. Every part is a real
+``edgefleet`` process; the demo only writes their configs, starts them and prints a live
+summary read from the controller's API. Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from edgefleet.errors import EdgefleetError
+
+__all__ = ["DemoFleet", "DemoSettings", "find_models_dir"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AGENT_BUNDLES = ("basicmotions-edge-tflite", "basicmotions-edge-onnx", "basicmotions-edge-tflite")
+REPLAY_SPEEDS = (2.0, 3.0, 5.0)
+
+
+def find_models_dir() -> Path:
+    """The shipped models: ``$EDGEFLEET_MODELS_DIR``, a checkout's ``models/``, or the image's copy."""
+    candidates = [
+        Path(os.environ["EDGEFLEET_MODELS_DIR"]) if os.environ.get("EDGEFLEET_MODELS_DIR") else None,
+        REPO_ROOT / "models",
+        Path("/opt/edgefleet/models"),
+    ]
+    for candidate in candidates:
+        if candidate and (candidate / "bundles").is_dir():
+            return candidate
+    raise EdgefleetError(
+        "cannot find the shipped demo models (models/bundles)",
+        hint="run the demo from a checkout of edgefleet, or set EDGEFLEET_MODELS_DIR",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_or_free(preferred: int) -> int:
+    """``preferred`` when nothing listens there, else any free port (the demo must not fail on 8080)."""
+    if preferred:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", preferred))
+            except OSError:
+                return _free_port()
+            return preferred
+    return _free_port()
+
+
+def _wait_for_port(port: int, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    tail = log.read_text()[-2000:] if log.exists() else ""
+    raise EdgefleetError(f"{what} did not start listening on port {port} within {timeout:.0f}s:\n{tail}")
+
+
+@dataclass
+class DemoSettings:
+    devices: int = 3
+    http_port: int = 8080
+    workdir: Path | None = None
+    seconds: float | None = None
+    summary_interval_s: float = 2.0
+    broker: str = "auto"  # auto | mosquitto | amqtt
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class DemoFleet:
+    """Starts, watches and stops the demo's processes."""
+
+    settings: DemoSettings
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    children: list[_Child] = field(default_factory=list)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(9))
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    protocol: str = "mqtt5"
+    broker_port: int = 0
+    http_port: int = 0
+    workdir: Path = Path()
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
+        log = self.workdir / f"{name}.log"
+        handle = log.open("wb")
+        process = subprocess.Popen(
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
+        )
+        handle.close()
+        child = _Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def _start_broker(self) -> None:
+        self.broker_port = _free_port()
+        mosquitto = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+        )
+        choice = self.settings.broker
+        if choice == "mosquitto" and mosquitto is None:
+            raise EdgefleetError(
+                "--broker mosquitto asked for, but mosquitto is not installed",
+                hint="apt-get install mosquitto, or use --broker amqtt",
+            )
+        if mosquitto and choice in {"auto", "mosquitto"}:
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(
+                f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "max_queued_messages 100000\n"
+            )
+            child = self._spawn("broker", [mosquitto, "-c", str(conf)])
+            self.protocol = "mqtt5"
+        else:
+            conf = self.workdir / "amqtt.yaml"
+            conf.write_text(
+                "listeners:\n  default:\n    type: tcp\n"
+                f"    bind: 127.0.0.1:{self.broker_port}\n"
+                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+            )
+            amqtt = str(Path(sys.executable).parent / "amqtt")
+            child = self._spawn("broker", [amqtt, "-c", str(conf)])
+            # amqtt speaks MQTT 3.1.1 only: everyone falls back to it.
+            self.protocol = "mqtt311"
+        _wait_for_port(self.broker_port, 15, "the broker", child.log)
+
+    def _start_controller(self) -> None:
+        self.http_port = _port_or_free(self.settings.http_port)
+        config = self.workdir / "controller.toml"
+        config.write_text(
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
+            f'[database]\nsqlite_path = "controller.db"\n\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n'
+        )
+        env = {
+            "EDGEFLEET_CONTROLLER_ADMIN_TOKEN": self.token,
+            "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD": self.password,
+        }
+        child = self._spawn(
+            "controller",
+            [sys.executable, "-m", "edgefleet", "controller", "serve", "--config", str(config)],
+            env,
+        )
+        _wait_for_port(self.http_port, 60, "the controller", child.log)
+
+    def agent_config(self, index: int, models: Path) -> str:
+        device_id = f"demo-{index + 1:02d}"
+        bundle = models / "bundles" / AGENT_BUNDLES[index % len(AGENT_BUNDLES)]
+        stream = models / "data" / "basicmotions_test_stream.csv"
+        speed = REPLAY_SPEEDS[index % len(REPLAY_SPEEDS)]
+        state = self.workdir / device_id
+        return f"""\
+[device]
+id = "{device_id}"
+name = "Demo device {index + 1}"
+tags = ["demo"]
+state_dir = "{state}"
+
+[[sources]]
+type = "replay"
+name = "imu"
+file = "{stream}"
+timestamp_column = "timestamp"
+ignore_columns = ["label"]
+speed = {speed}
+realtime = true
+loop = true
+
+[model]
+bundle = "{bundle}"
+
+[batching]
+max_batch_size = 8
+batch_timeout_s = 0.2
+
+[store]
+path = "{state / "store.db"}"
+
+[sync]
+enabled = true
+host = "127.0.0.1"
+port = {self.broker_port}
+protocol = "{self.protocol}"
+status_interval_s = 5.0
+
+[health]
+metrics_interval_s = 2.0
+
+[logging]
+level = "warning"
+"""
+
+    def _start_agents(self) -> None:
+        models = find_models_dir()
+        for index in range(self.settings.devices):
+            config = self.workdir / f"agent-{index + 1:02d}.toml"
+            config.write_text(self.agent_config(index, models))
+            self._spawn(
+                f"agent-{index + 1:02d}",
+                [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config)],
+            )
+
+    # ------------------------------------------------------------------ API
+
+    def api(self, path: str) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def summary_lines(self) -> list[str]:
+        devices = self.api("/api/devices?sort=device_id")["devices"]
+        lines = []
+        for device in devices:
+            results = self.api(f"/api/devices/{device['device_id']}/results/summary?since_s=60")
+            labels = sorted(results["labels"], key=lambda item: -item["count"])
+            top = f"{labels[0]['label']} ({labels[0]['count']})" if labels else "-"
+            state = "online " if device["online"] else "OFFLINE"
+            lines.append(
+                f"  {device['device_id']:<10} {state} model {device.get('model_name') or '-'}"
+                f" {device.get('model_version') or ''}  results/60s {results['total']:>4}  top label {top}"
+            )
+        return lines
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        self.workdir = self.settings.workdir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._start_broker()
+        self._start_controller()
+        self._start_agents()
+        broker = "Mosquitto" if self.protocol == "mqtt5" else "amqtt (MQTT 3.1.1)"
+        print(
+            f"edgefleet demo: broker {broker} on 127.0.0.1:{self.broker_port}, "
+            f"{self.settings.devices} agents replaying BasicMotions\n"
+            f"  dashboard: http://127.0.0.1:{self.http_port}/   (login: admin / {self.password})\n"
+            f"  API token: {self.token}\n  logs and stores: {self.workdir}\n  Ctrl-C stops everything.",
+            file=self.out,
+            flush=True,
+        )
+
+    def watch(self, sleep: Callable[[float], bool] | None = None) -> None:
+        """Print the live summary until stopped, the time is up, or a child dies."""
+        wait = sleep or self._stop.wait
+        deadline = None if self.settings.seconds is None else time.monotonic() + self.settings.seconds
+        while deadline is None or time.monotonic() < deadline:
+            for child in self.children:
+                if child.process.poll() is not None:
+                    tail = child.log.read_text(errors="replace")[-1500:]
+                    raise EdgefleetError(
+                        f"{child.name} exited with status {child.process.returncode}:\n{tail}"
+                    )
+            try:
+                lines = self.summary_lines()
+            except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+                lines = [f"  (controller not answering yet: {exc})"]
+            print(time.strftime("%H:%M:%S") + f" fleet ({len(lines)} devices)", file=self.out)
+            print("\n".join(lines), file=self.out, flush=True)
+            if wait(self.settings.summary_interval_s):
+                break
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        # Agents first so their last results reach the broker, the broker last.
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    child.process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
