@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +72,19 @@ def build_tls_context(tls: TlsConfig) -> ssl.SSLContext:
         log.warning("sync.tls.insecure is set: the broker host name is not checked (CA still verified)")
         context.check_hostname = False
     return context
+
+
+def _close_leaked_sockets(exc: BaseException) -> None:
+    # paho-mqtt 2.x does not close the TCP socket when the TLS handshake fails (bad CA, refused
+    # client certificate); it would linger until garbage collection. Close what the failed
+    # frames still hold.
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket):
+                with contextlib.suppress(OSError):
+                    value.close()
+        tb = tb.tb_next
 
 
 class MqttLink:
@@ -149,6 +163,7 @@ class MqttLink:
                 self.client.connect(cfg.host, cfg.port, cfg.keepalive_s)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.error = f"cannot reach {cfg.host}:{cfg.port}: {exc}"
+            _close_leaked_sockets(exc)
             self.close()
             return False
         deadline = time.monotonic() + cfg.connect_timeout_s

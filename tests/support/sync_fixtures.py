@@ -37,6 +37,11 @@ def unique_device(prefix: str = "dev") -> str:
 # ------------------------------------------------------------------ brokers
 
 
+# Started as root, mosquitto drops to its own user, which cannot enter pytest's 0700 temporary
+# directories (certificates, ACL, log). Staying root is harmless in tests and ignored otherwise.
+_STAY_ROOT = ("user root",)
+
+
 def tls_broker(
     workdir: Path, pki: Pki, *, mtls: bool = True, acl: bool = True, port: int | None = None
 ) -> MosquittoBroker:
@@ -49,7 +54,7 @@ def tls_broker(
         lines += ["allow_anonymous true"]
     if acl:
         lines.append(f"acl_file {ACL_EXAMPLE}")
-    return MosquittoBroker(workdir, port=port, listener_lines=lines)
+    return MosquittoBroker(workdir, port=port, listener_lines=lines, global_lines=_STAY_ROOT)
 
 
 def password_broker(workdir: Path, users: dict[str, str], *, acl: bool = True) -> MosquittoBroker:
@@ -63,7 +68,7 @@ def password_broker(workdir: Path, users: dict[str, str], *, acl: bool = True) -
     lines = ["allow_anonymous false", f"password_file {passwd}"]
     if acl:
         lines.append(f"acl_file {ACL_EXAMPLE}")
-    return MosquittoBroker(workdir, listener_lines=lines)
+    return MosquittoBroker(workdir, listener_lines=lines, global_lines=_STAY_ROOT)
 
 
 # ------------------------------------------------------------------ controller side

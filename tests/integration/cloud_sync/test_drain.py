@@ -100,10 +100,14 @@ def _persistent_broker(workdir: Path) -> MosquittoBroker:
     # Persistence lets the collector's session (subscription + queued messages) survive the
     # broker's restart, so the receiver misses nothing the broker acknowledged.
     workdir.mkdir()
-    workdir.chmod(0o777)  # mosquitto started as root drops to its own user before writing there
     return MosquittoBroker(
         workdir,
-        global_lines=["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"],
+        global_lines=[
+            "user root",
+            "persistence true",
+            f"persistence_location {workdir}/",
+            "autosave_interval 1",
+        ],
     )
 
 
