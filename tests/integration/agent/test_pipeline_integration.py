@@ -1,0 +1,205 @@
+"""The pipeline in-process with the real demo bundle, real sources and a real SQLite store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
+from edgefleet.agent.sources import ReplaySourceConfig, SyntheticSourceConfig, create_source
+from edgefleet.agent.store import ResultRecord, Store, StoreConfig
+from edgefleet.runtime import Model, load_model
+from edgefleet.runtime.bundle import Bundle, Prediction, load_bundle
+from edgefleet.runtime.ringbuffer import Window
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+BUNDLE = REPO / "models" / "bundles" / "basicmotions-edge-tflite"
+REPLAY = REPO / "models" / "data" / "basicmotions_test_stream.csv"
+WRONG_SHAPE_MODEL = REPO / "tests" / "fixtures" / "runtime" / "float_dynamic.tflite"
+
+
+@pytest.fixture
+def bundle() -> Bundle:
+    if not (BUNDLE / "manifest.json").is_file():
+        pytest.skip("demo bundle not built")
+    return load_bundle(BUNDLE)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open(tmp_path / "store.db", StoreConfig(path=tmp_path / "store.db", store_raw_outputs=True))
+    yield store
+    store.close()
+
+
+def _replay(name: str) -> StreamSpec:
+    config = ReplaySourceConfig(name=name, file=REPLAY, realtime=False)
+    return StreamSpec(name=name, make_source=partial(create_source, config))
+
+
+def _wait(condition: object, timeout: float = 60.0) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _finished(pipeline: Pipeline, names: Sequence[str]) -> bool:
+    sources = pipeline.sources()
+    return set(sources) == set(names) and all(getattr(s, "finished", False) for s in sources.values())
+
+
+def test_two_streams_every_window_stored_with_its_provenance(bundle: Bundle, store: Store) -> None:
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("left"), _replay("right")],
+        load_bundle=lambda: bundle,
+        settings=PipelineSettings(backpressure="block", max_batch_size=8, store_outputs=True),
+    )
+    pipeline.start()
+    _wait(lambda: _finished(pipeline, ["left", "right"]))
+    report = pipeline.stop(timeout=30)
+    assert report.completed
+    rows = store.query_results(limit=10_000)
+    per_stream = {s: [r for r in rows if r["stream"] == s] for s in ("left", "right")}
+    assert {s: len(v) for s, v in per_stream.items()} == {"left": 396, "right": 396}
+    row = per_stream["left"][0]
+    assert row["model_name"] == "basicmotions-edge-tflite"
+    assert row["model_version"] == bundle.manifest.version
+    assert row["answered_by"] == "edge"
+    assert row["label"] in bundle.manifest.labels
+    assert len(row["outputs"]) == len(bundle.manifest.labels)
+    assert row["window_end"] > row["window_start"]
+    assert row["latency_ms"] >= 0
+    assert sorted(r["window_seq"] for r in per_stream["right"]) == list(range(396))
+    assert pipeline.counters.snapshot().results_stored == 792
+    assert pipeline.problems() == []
+
+
+def test_a_stream_whose_channels_do_not_fit_is_rejected(bundle: Bundle, store: Store) -> None:
+    three = SyntheticSourceConfig(name="narrow", channels=3, realtime=False, duration_s=5)
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("imu"), StreamSpec("narrow", partial(create_source, three))],
+        load_bundle=lambda: bundle,
+        settings=PipelineSettings(backpressure="block"),
+    )
+    pipeline.start()
+    _wait(lambda: _finished(pipeline, ["imu"]))
+    pipeline.stop(timeout=30)
+    assert len(store.query_results(stream="imu", limit=1000)) == 396
+    assert any("narrow" in p and "expects 6" in p for p in pipeline.problems())
+    events = store.query_events(kind="source_rejected")
+    assert len(events) == 1
+    assert "3 channels" in events[0]["message"]
+
+
+def test_inference_errors_are_counted_and_the_pipeline_carries_on(bundle: Bundle, store: Store) -> None:
+    def wrong_model(_: Bundle) -> Model:
+        return load_model(WRONG_SHAPE_MODEL)  # takes (N, 8, 3): every batch is refused
+
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("imu")],
+        load_bundle=lambda: bundle,
+        open_model=wrong_model,
+        settings=PipelineSettings(backpressure="block"),
+    )
+    pipeline.start()
+    _wait(lambda: _finished(pipeline, ["imu"]))
+    pipeline.stop(timeout=30)
+    snap = pipeline.counters.snapshot()
+    assert snap.inference_errors > 0
+    assert snap.windows_skipped == 396
+    assert store.query_results(limit=10) == []
+    assert store.query_events(kind="inference_failed")
+
+
+def test_a_bundle_that_fails_to_load_is_retried(bundle: Bundle, store: Store) -> None:
+    attempts: list[int] = []
+
+    def flaky() -> Bundle:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OSError("bundle directory is being copied")
+        return bundle
+
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("imu")],
+        load_bundle=flaky,
+        settings=PipelineSettings(backpressure="block", model_retry_s=0.05),
+    )
+    pipeline.start()
+    _wait(lambda: pipeline.model_info()["state"] == "loaded")
+    _wait(lambda: _finished(pipeline, ["imu"]))
+    pipeline.stop(timeout=30)
+    assert len(attempts) == 3
+    assert len(store.query_results(limit=1000)) == 396
+    # One event per distinct failure, not one per retry.
+    assert len(store.query_events(kind="model_load_failed")) == 1
+    assert store.query_events(kind="model_loaded")
+
+
+class HalfToCloud:
+    """A fallback router claiming every other window and answering it 'from the cloud'."""
+
+    def __init__(self) -> None:
+        self.pipeline: Pipeline | None = None
+        self.claimed = 0
+        self._lock = threading.Lock()
+
+    def route(self, windows: Sequence[Window], predictions: Sequence[Prediction] | None) -> list[str | None]:
+        assert predictions is not None
+        return ["low_confidence" if w.seq % 2 else None for w in windows]
+
+    def submit(self, window: Window, reason: str, edge_result: ResultRecord | None) -> None:
+        assert edge_result is not None
+        assert self.pipeline is not None
+        with self._lock:
+            self.claimed += 1
+        cloud = ResultRecord(
+            stream=window.stream,
+            window_start=window.start_ts,
+            window_end=window.end_ts,
+            model_name="basicmotions-cloud",
+            model_version="1.0.0",
+            label=edge_result.label,
+            score=1.0,
+            outputs=None,
+            latency_ms=edge_result.latency_ms + 5.0,
+            answered_by="cloud",
+            fallback_reason=reason,
+            window_seq=window.seq,
+        )
+        self.pipeline.deliver([cloud])
+
+
+def test_fallback_router_seam(bundle: Bundle, store: Store) -> None:
+    router = HalfToCloud()
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("imu")],
+        load_bundle=lambda: bundle,
+        settings=PipelineSettings(backpressure="block"),
+        router=router,
+    )
+    router.pipeline = pipeline
+    pipeline.start()
+    _wait(lambda: _finished(pipeline, ["imu"]))
+    pipeline.stop(timeout=30)
+    rows = store.query_results(limit=1000)
+    assert len(rows) == 396
+    cloud = [r for r in rows if r["answered_by"] == "cloud"]
+    assert len(cloud) == router.claimed == 198
+    assert {r["fallback_reason"] for r in cloud} == {"low_confidence"}
+    assert all(r["window_seq"] % 2 == 1 for r in cloud)
+    assert pipeline.counters.snapshot().windows_to_fallback == 198
