@@ -56,7 +56,7 @@ class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
-    client_id: str = Field(default="", description="empty: controller-<hostname>-<pid>")
+    client_id: str = Field(default="", description="empty: a fresh id per process (no persistent session)")
     share_group: str = Field(
         default="edgefleet-controller",
         pattern=r"^[A-Za-z0-9_.-]+$",

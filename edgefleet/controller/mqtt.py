@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import ssl
 import threading
@@ -56,7 +57,9 @@ class ControllerMqtt:
         self._subscribed = threading.Event()
         self.last_error: str | None = None
         persistent = bool(config.client_id)
-        client_id = config.client_id or f"edgefleet-controller-{socket.gethostname()}-{os.getpid()}"
+        client_id = config.client_id or (
+            f"edgefleet-controller-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
         self._v5 = config.protocol == "mqtt5"
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,

@@ -77,7 +77,13 @@ class ControllerService:
     def _make_server(self) -> uvicorn.Server:
         http = self.config.http
         config = uvicorn.Config(
-            self.app, host=http.host, port=http.port, log_level="warning", access_log=False, lifespan="off"
+            self.app,
+            host=http.host,
+            port=http.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
         )
         return uvicorn.Server(config)
 
