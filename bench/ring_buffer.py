@@ -63,7 +63,7 @@ def main() -> int:
     def base_block() -> int:
         # the baseline a block producer would write: extend a deque with the block's rows
         dq.extend(zip(block_data, block_ts, strict=True))
-        return args.block
+        return int(args.block)
 
     def ours_single() -> int:
         push = buf_single.push

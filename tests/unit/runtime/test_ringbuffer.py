@@ -9,8 +9,11 @@ import pytest
 
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime.ringbuffer import BufferInputError, StreamBuffer
+from edgefleet.types import BackpressurePolicy
 
 pytestmark = pytest.mark.unit
+
+POLICIES: tuple[BackpressurePolicy, ...] = ("drop_oldest", "drop_newest", "block")
 
 
 def ramp(start: int, n: int, channels: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +216,8 @@ def test_close_releases_a_blocked_producer() -> None:
 
 def test_notify_condition_is_signalled_once_per_ready_window() -> None:
     calls: list[int] = []
-    buf = StreamBuffer("imu", 2, 32, window_length=4, hop=2, notify=lambda: calls.append(buf.stats.pushed))
+    buf = StreamBuffer("imu", 2, 32, window_length=4, hop=2)
+    buf.notify = lambda: calls.append(buf.stats.pushed)
     for i in range(10):
         buf.push(ramp(i, 1)[0][0], i)
     assert calls == [4, 6, 8, 10]
@@ -254,7 +258,7 @@ def test_one_producer_per_stream_and_one_consumer_lose_nothing_unaccounted() -> 
     """Real threads, all three policies; asserts only on content and counters, never on timing."""
     buffers = [
         StreamBuffer(f"s{k}", 2, 16, window_length=4, hop=2, policy=policy)
-        for k, policy in enumerate(["drop_oldest", "drop_newest", "block"])
+        for k, policy in enumerate(POLICIES)
     ]
     total = 3000
     rng = np.random.default_rng(1)
