@@ -126,12 +126,15 @@ def _safe_members(tar: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
     return members
 
 
-def _extract_tar(source: Path, cache_dir: Path | None) -> Path:
-    """Extract ``source`` into a cache directory keyed by its sha256; return the bundle root."""
+def _extract_tar(source: Path, cache_dir: Path | None, *, fresh: bool = False) -> Path:
+    """Extract ``source`` into a cache directory keyed by its sha256; return the bundle root.
+
+    An earlier extraction is reused unless ``fresh``; callers still hash-check every file.
+    """
     base = cache_dir if cache_dir is not None else Path(tempfile.gettempdir()) / "edgefleet-bundles"
     key = sha256_file(source)[:16]
     target = base / f"{source.stem}-{key}"
-    if not (target / MANIFEST_NAME).is_file():
+    if fresh or not (target / MANIFEST_NAME).is_file():
         base.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=base))
         try:
@@ -153,7 +156,12 @@ def _extract_tar(source: Path, cache_dir: Path | None) -> Path:
                     f"cannot read bundle archive {source}: {exc}", path=str(source), hint=HINT_REBUILD
                 ) from exc
             shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except OSError:
+                # Another process extracting the same archive got there first; use its copy.
+                if not target.is_dir():
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     if (target / MANIFEST_NAME).is_file():
@@ -279,15 +287,22 @@ def load_bundle(path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[st
             hint="pass a bundle directory (with manifest.json) or a .tar from `edgefleet bundle build --tar`",
         )
     if source.is_dir():
-        root = source
-    elif tarfile.is_tarfile(source):
-        root = _extract_tar(source, Path(cache_dir) if cache_dir is not None else None)
-    else:
+        return _open_root(source, source)
+    if not tarfile.is_tarfile(source):
         raise BundleError(
             f"bundle {source} is neither a directory nor a tar archive",
             path=str(source),
             hint="pass the bundle directory or its .tar",
         )
+    cache = Path(cache_dir) if cache_dir is not None else None
+    try:
+        return _open_root(_extract_tar(source, cache), source)
+    except BundleError:
+        # The cached extraction may have been altered since; one fresh extraction settles it.
+        return _open_root(_extract_tar(source, cache, fresh=True), source)
+
+
+def _open_root(root: Path, source: Path) -> Bundle:
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(

@@ -99,6 +99,16 @@ def test_tar_round_trip_uses_a_cache(bundle_dir: Path, tmp_path: Path) -> None:
     assert sha256_file(first.model_path) == first.manifest.model.sha256
 
 
+def test_tampered_cache_is_extracted_again(bundle_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "b.tar"
+    write_tar(bundle_dir, archive)
+    cache = tmp_path / "cache"
+    first = load_bundle(archive, cache_dir=cache)
+    first.model_path.write_bytes(b"tampered")
+    second = load_bundle(archive, cache_dir=cache)
+    assert sha256_file(second.model_path) == second.manifest.model.sha256
+
+
 def test_tar_with_one_top_level_folder(bundle_dir: Path, tmp_path: Path) -> None:
     archive = tmp_path / "nested.tar"
     with tarfile.open(archive, "w") as tar:
