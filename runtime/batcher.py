@@ -38,6 +38,26 @@ class Batch:
 
     @classmethod
     def of(cls, windows: list[Window]) -> Batch:
+        """Stack the windows' data; zero-copy when they are exactly one cut of one buffer, in order.
+
+        In that case ``data`` shares memory with the windows' ``data``: treat both as read-only.
+        """
+        first = windows[0]
+        base = first.data.base
+        if (
+            isinstance(base, np.ndarray)
+            and base.ndim == 3
+            and base.shape[0] == len(windows)
+            and base.flags.c_contiguous
+            and base.dtype == np.float32
+        ):
+            seq = first.seq
+            # rows of one cut have consecutive seq numbers; n of them in order are the whole cut
+            for k, w in enumerate(windows):
+                if w.data.base is not base or w.seq != seq + k:
+                    break
+            else:
+                return cls(windows=windows, data=base)
         return cls(windows=windows, data=np.stack([w.data for w in windows]))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgefleet.errors import ConfigError
-from edgefleet.runtime.batcher import Batcher
+from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.ringbuffer import StreamBuffer
 
 pytestmark = pytest.mark.unit
@@ -187,3 +187,19 @@ def test_threaded_producers_and_batcher_deliver_every_window_once() -> None:
     for name, firsts in seen.items():
         assert firsts == list(range(0, 2 * per_stream, 2)), name
     assert all(b.stats.dropped == 0 for b in buffers)
+
+
+def test_batch_data_matches_windows_whether_or_not_it_is_zero_copy() -> None:
+    a, b = make("a"), make("b")
+    feed(a, 4)
+    feed(b, 4)
+    whole = a.pop_windows(4)  # one cut, in order: the batch reuses its memory
+    batch = Batch.of(whole)
+    assert np.shares_memory(batch.data, whole[0].data)
+    mixed = b.pop_windows(2) + b.pop_windows(2)  # two cuts: copied
+    reordered = [whole[1], whole[0], whole[2], whole[3]]
+    for windows in (whole, mixed, reordered, whole[:3]):
+        got = Batch.of(windows)
+        assert got.data.shape == (len(windows), 2, 1)
+        np.testing.assert_array_equal(got.data, np.stack([w.data for w in windows]))
+    assert not np.shares_memory(Batch.of(reordered).data, whole[0].data)
