@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 
@@ -91,6 +92,10 @@ class ControllerService:
         """Serve in the foreground until interrupted, then stop everything cleanly."""
         self.start_background()
         self._server = self._make_server()
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn re-raises the signal that stopped it once it has shut down; with this handler
+            # in place that re-raise is a no-op and a SIGTERM (systemd stop) ends with exit code 0.
+            signal.signal(signal.SIGTERM, lambda signum, frame: None)
         try:
             self._server.run()
         finally:
