@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,27 +31,38 @@ __all__ = ["Model", "load_model"]
 
 log = logging.getLogger(__name__)
 
+_BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 @dataclass(frozen=True)
 class _InputPlan:
-    """How one caller array becomes one tensor, decided once at load time."""
+    """How one caller array becomes one tensor, decided once at load time (predict is the hot path)."""
 
     spec: TensorSpec
     caller_dtype: np.dtype[np.generic]
     tensor_dtype: np.dtype[np.generic]
     batched: bool
-
-    @property
-    def is_float(self) -> bool:
-        return self.caller_dtype.kind == "f"
+    is_float: bool
+    rank: int
+    fixed_dims: tuple[tuple[int, int], ...]
+    """(axis, size) pairs that must match exactly: every fixed dimension except the batch one."""
 
 
 def _plan(spec: TensorSpec) -> _InputPlan:
+    batched = bool(spec.shape) and spec.shape[0] in (None, 1)
+    caller_dtype = np.dtype(spec.caller_dtype)
     return _InputPlan(
         spec=spec,
-        caller_dtype=np.dtype(spec.caller_dtype),
+        caller_dtype=caller_dtype,
         tensor_dtype=spec.numpy_dtype,
-        batched=bool(spec.shape) and spec.shape[0] in (None, 1),
+        batched=batched,
+        is_float=caller_dtype.kind == "f",
+        rank=len(spec.shape),
+        fixed_dims=tuple(
+            (axis, size)
+            for axis, size in enumerate(spec.shape)
+            if size is not None and not (axis == 0 and batched)
+        ),
     )
 
 
@@ -184,15 +196,17 @@ class Model:
     def _prepare(self, arrays: dict[str, AnyArray]) -> tuple[dict[str, AnyArray], int]:
         feeds: dict[str, AnyArray] = {}
         batch = 0
+        batched: list[str] = []
         for name, value in arrays.items():
             plan = self._plans[name]
             arr = self._converted(plan, value)
             if plan.batched:
                 batch = max(batch, arr.shape[0])
+                batched.append(name)
             feeds[name] = arr
-        if not self._batched & feeds.keys():
-            batch = 1
-        for name in self._batched & feeds.keys():
+        if not batched:
+            return feeds, 1
+        for name in batched:
             rows = feeds[name].shape[0]
             if rows == batch:
                 continue
@@ -201,7 +215,7 @@ class Model:
                     np.broadcast_to(feeds[name], (batch, *feeds[name].shape[1:]))
                 )
                 continue
-            counts = ", ".join(f"{n}={feeds[n].shape[0]}" for n in feeds if n in self._batched)
+            counts = ", ".join(f"{n}={feeds[n].shape[0]}" for n in batched)
             raise self._error(
                 f"input {name!r} has {rows} rows but the batch has {batch} ({counts})",
                 tensor=name,
@@ -222,7 +236,7 @@ class Model:
     def _converted(self, plan: _InputPlan, value: AnyArray) -> AnyArray:
         spec = plan.spec
         try:
-            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            arr = value if type(value) is np.ndarray else np.asarray(value)
         except (ValueError, TypeError) as exc:
             raise self._error(
                 f"input {spec.name!r} is not an array ({exc})",
@@ -256,14 +270,11 @@ class Model:
         return arr.astype(target)
 
     def _check_shape(self, plan: _InputPlan, arr: AnyArray) -> None:
+        shape = arr.shape
+        if len(shape) == plan.rank and all(shape[axis] == size for axis, size in plan.fixed_dims):
+            return
         spec = plan.spec
         expected = spec.shape
-        bad = arr.ndim != len(expected) or any(
-            want is not None and got != want and not (i == 0 and plan.batched)
-            for i, (got, want) in enumerate(zip(arr.shape, expected, strict=True))
-        )
-        if not bad:
-            return
         hint = "the first dimension is the batch; other fixed dimensions must match exactly"
         if arr.ndim == len(expected) - 1 and plan.batched:
             hint = "add a batch axis, e.g. x[np.newaxis]"
@@ -276,9 +287,16 @@ class Model:
         )
 
     def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
-        # One reduction instead of an isfinite mask: the sum is finite iff every value is
-        # (a float overflow only sends us to the exact check below).
-        if arr.size == 0 or np.isfinite(np.add.reduce(arr, axis=None)):
+        # One BLAS dot product instead of an isfinite mask: the sum of squares is finite iff
+        # every value is (an overflow from huge values only sends us to the exact check below).
+        if arr.size == 0:
+            return arr
+        if arr.dtype in _BLAS_FLOATS and arr.flags.c_contiguous:
+            flat = arr.reshape(-1)
+            total = float(np.dot(flat, flat))
+        else:
+            total = float(np.add.reduce(arr, axis=None))
+        if math.isfinite(total):
             return arr
         bad = ~np.isfinite(arr)
         count = int(np.count_nonzero(bad))
@@ -305,9 +323,8 @@ class Model:
         return np.zeros(shape, dtype=plan.caller_dtype)
 
     def _step(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
-        tensors: dict[str, AnyArray] = {}
-        for name, arr in feeds.items():
-            tensors[name] = self._to_tensor(self._plans[name], arr)
+        plans = self._plans
+        tensors = {name: self._to_tensor(plans[name], arr) for name, arr in feeds.items()}
         for state_in in self._state_map:
             state = self._state.get(state_in)
             if state is None or (self._plans[state_in].spec.shape[:1] == (None,) and state.shape[0] != batch):
@@ -325,7 +342,8 @@ class Model:
                 path=self.info.path,
                 hint="check the input values and shapes against `edgefleet model inspect`",
             ) from None
-        outputs = {name: self._to_caller(self._outputs[name], arr) for name, arr in raw.items()}
+        specs = self._outputs
+        outputs = {name: _to_caller(specs[name], arr) for name, arr in raw.items()}
         for state_in, state_out in self._state_map.items():
             self._state[state_in] = self._fit_state(state_in, outputs[state_out])
         return outputs
@@ -346,14 +364,6 @@ class Model:
             arr = arr.astype(plan.tensor_dtype)
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
-        return arr
-
-    @staticmethod
-    def _to_caller(spec: TensorSpec | None, arr: AnyArray) -> AnyArray:
-        if spec is not None and spec.quantization is not None:
-            return dequantize(arr, spec.quantization)
-        if arr.dtype.kind == "f" and arr.dtype != np.float32:
-            return arr.astype(np.float32)
         return arr
 
     # -- load-time checks ---------------------------------------------------------------------
@@ -392,6 +402,14 @@ class Model:
         }
         self.predict(zeros)
         self.reset_state()
+
+
+def _to_caller(spec: TensorSpec, arr: AnyArray) -> AnyArray:
+    if spec.quantization is not None:
+        return dequantize(arr, spec.quantization)
+    if arr.dtype.kind == "f" and arr.dtype != np.float32:
+        return arr.astype(np.float32)
+    return arr
 
 
 def _read_model_file(path: Path) -> bytes:

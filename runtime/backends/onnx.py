@@ -19,8 +19,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from edgefleet.errors import ModelLoadError
 from edgefleet.runtime.backends.base import (
     Backend,
@@ -241,8 +239,8 @@ class OnnxSession(BackendSession):
         return run_looped(self._run_one, feeds, self._batched, batch)
 
     def _run_one(self, feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
-        results = self._session.run(self._output_names, dict(feeds))
-        return dict(zip(self._output_names, (np.asarray(r) for r in results), strict=True))
+        results = self._session.run(self._output_names, feeds)
+        return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:
         self._session = None
