@@ -285,12 +285,16 @@ class StreamBuffer:
             skip = n - cap
             block, stamps, w, n = block[skip:], stamps[skip:], w + skip, cap
         p = w % cap
-        first = min(n, cap - p)
-        self._data[p : p + first] = block[:first]
-        self._ts[p : p + first] = stamps[:first]
         now = self._clock()
-        self._arrival[p : p + first] = now
-        if first < n:
+        if p + n <= cap:  # the common case: no wrap, no sub-slicing of the block
+            self._data[p : p + n] = block
+            self._ts[p : p + n] = stamps
+            self._arrival[p : p + n] = now
+        else:
+            first = cap - p
+            self._data[p:] = block[:first]
+            self._ts[p:] = stamps[:first]
+            self._arrival[p:] = now
             self._data[: n - first] = block[first:]
             self._ts[: n - first] = stamps[first:]
             self._arrival[: n - first] = now
