@@ -249,9 +249,10 @@ class Bundle:
             shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
             probs = shifted / shifted.sum(axis=1, keepdims=True)
         best = probs.argmax(axis=1)
+        scores = probs[np.arange(len(best)), best].tolist()
         return [
-            Prediction(labels[int(i)], float(p[int(i)]), row)
-            for i, p, row in zip(best, probs, rows, strict=True)
+            Prediction(labels[i], score, row)
+            for i, score, row in zip(best.tolist(), scores, rows, strict=True)
         ]
 
     def canary_inputs(self) -> FloatArray:
