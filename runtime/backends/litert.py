@@ -48,7 +48,7 @@ def _find_interpreter() -> tuple[Any, str] | None:
     for module_name, dist in _RUNTIMES:
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except Exception as exc:  # a wheel built for another numpy can fail with more than ImportError
             log.debug("LiteRT flavour %s unavailable: %s", module_name, exc)
             continue
         try:
