@@ -287,6 +287,8 @@ def load_bundle(path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[st
             path=str(source),
             hint="pass a bundle directory (with manifest.json) or a .tar from `edgefleet bundle build --tar`",
         )
+    if source.is_file() and source.name == MANIFEST_NAME:
+        source = source.parent
     if source.is_dir():
         return _open_root(source, source)
     if not tarfile.is_tarfile(source):
@@ -345,6 +347,7 @@ class VerifyReport:
     name: str | None = None
     version: str | None = None
     checks: list[VerifyCheck] = field(default_factory=list)
+    hint: str = HINT_REBUILD
 
     @property
     def ok(self) -> bool:
@@ -367,6 +370,7 @@ class VerifyReport:
             "version": self.version,
             "ok": self.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "hint": None if self.ok else self.hint,
         }
 
     def raise_for_problems(self) -> None:
@@ -375,7 +379,7 @@ class VerifyReport:
                 f"bundle {self.path} failed verification",
                 path=self.path,
                 problems=self.problems,
-                hint=HINT_REBUILD,
+                hint=self.hint,
             )
 
 
@@ -473,6 +477,7 @@ def verify_bundle(
         bundle = load_bundle(path, cache_dir=cache_dir)
     except BundleError as exc:
         report.add("manifest", exc.problems or [exc.message.splitlines()[0]])
+        report.hint = exc.hint or report.hint
         return report
     m = bundle.manifest
     report.name, report.version = m.name, m.version
@@ -482,6 +487,7 @@ def verify_bundle(
         model = bundle.open_model(**dict(load_kwargs or {}))
     except EdgefleetError as exc:
         report.add("model", [exc.message.splitlines()[0]])
+        report.hint = exc.hint or report.hint
         return report
     try:
         report.add("model", [], f"{model.info.format} via {model.info.backend}")

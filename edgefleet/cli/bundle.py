@@ -268,7 +268,7 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
         if not report.ok:
-            print("  hint: rebuild the bundle with `edgefleet bundle build`, or fetch an intact copy")
+            print(f"  hint: {report.hint}")
     return 0 if report.ok else 1
 
 

@@ -39,6 +39,7 @@ def test_loads_a_directory(bundle_dir: Path) -> None:
     assert b.model_path == bundle_dir / "basicmotions-int8.onnx"
     assert b.canary_inputs().shape == (4, 50, 6)
     assert "basicmotions-edge-onnx" in repr(b)
+    assert load_bundle(bundle_dir / "manifest.json").path == bundle_dir
 
 
 def test_missing_path_and_non_bundle_files(tmp_path: Path) -> None:
