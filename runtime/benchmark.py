@@ -94,6 +94,14 @@ class BenchReport(BaseModel):
     def meets_target(self) -> bool:
         return self.ratio >= self.target_ratio
 
+    @property
+    def median_ratio(self) -> float:
+        """bare p50 batch latency over edgefleet's: the ratio with scheduling stalls left out."""
+        return self.bare.latency.p50_ms / self.edgefleet.latency.p50_ms
+
+    def _per_window_us(self, slower: PathResult, faster: PathResult) -> float:
+        return (slower.latency.p50_ms - faster.latency.p50_ms) * 1e3 / self.batch
+
     def render_text(self) -> str:
         threads = "runtime default" if self.threads is None else str(self.threads)
         lines = [
@@ -111,11 +119,16 @@ class BenchReport(BaseModel):
                 f"{lat.p99_ms:>10.3f}{result.batches:>9}  {result.description}"
             )
         verdict = "ok" if self.meets_target else "BELOW TARGET"
+        wrapper_us = self._per_window_us(self.predict, self.bare)
+        buffer_us = self._per_window_us(self.edgefleet, self.predict)
         lines += [
             "",
             f"  ratio edgefleet/bare:    {self.ratio:.3f}x (target >= {self.target_ratio:.2f}x: {verdict})",
             f"  ratio predict/bare:      {self.predict_ratio:.3f}x (Model.predict alone)",
             f"  ratio edgefleet/predict: {self.ratio / self.predict_ratio:.3f}x (the buffer + batcher share)",
+            f"  median-latency ratio edgefleet/bare: {self.median_ratio:.3f}x (ignores scheduling stalls)",
+            f"  added per window at the median: Model.predict {wrapper_us:.2f} us, "
+            f"buffer + batcher {buffer_us:.2f} us",
         ]
         return "\n".join(lines)
 
