@@ -135,8 +135,15 @@ def _extract_tar(source: Path, cache_dir: Path | None, *, fresh: bool = False) -
     key = sha256_file(source)[:16]
     target = base / f"{source.stem}-{key}"
     if fresh or not (target / MANIFEST_NAME).is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=base))
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=base))
+        except OSError as exc:
+            raise BundleError(
+                f"cannot extract bundle archive {source} into {base}: {exc}",
+                path=str(source),
+                hint="pass a writable cache_dir (the agent uses <state_dir>/bundles)",
+            ) from exc
         try:
             try:
                 with tarfile.open(source, "r:*") as tar:

@@ -110,6 +110,16 @@ def test_tampered_cache_is_extracted_again(bundle_dir: Path, tmp_path: Path) -> 
     assert sha256_file(second.model_path) == second.manifest.model.sha256
 
 
+def test_unwritable_cache_dir_is_a_bundle_error(bundle_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "b.tar"
+    write_tar(bundle_dir, archive)
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    with pytest.raises(BundleError, match="cannot extract") as info:
+        load_bundle(archive, cache_dir=blocker / "cache")
+    assert "writable cache_dir" in (info.value.hint or "")
+
+
 def test_tar_with_one_top_level_folder(bundle_dir: Path, tmp_path: Path) -> None:
     archive = tmp_path / "nested.tar"
     with tarfile.open(archive, "w") as tar:
