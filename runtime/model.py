@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +23,7 @@ import numpy as np
 from edgefleet.errors import EdgefleetError, ModelError, ModelInputError, ModelLoadError
 from edgefleet.runtime.backends import BackendSession, OpenOptions, backend_for
 from edgefleet.runtime.backends.base import run_looped
-from edgefleet.runtime.quantization import dequantize, quantize
+from edgefleet.runtime.quantization import Dequantizer, Quantizer
 from edgefleet.runtime.tensors import ModelInfo, TensorSpec, format_shape
 from edgefleet.types import AnyArray, NanPolicy
 
@@ -46,6 +46,7 @@ class _InputPlan:
     rank: int
     fixed_dims: tuple[tuple[int, int], ...]
     """(axis, size) pairs that must match exactly: every fixed dimension except the batch one."""
+    quantizer: Quantizer | None
 
 
 def _plan(spec: TensorSpec) -> _InputPlan:
@@ -63,7 +64,21 @@ def _plan(spec: TensorSpec) -> _InputPlan:
             for axis, size in enumerate(spec.shape)
             if size is not None and not (axis == 0 and batched)
         ),
+        quantizer=None if spec.quantization is None else Quantizer(spec.quantization, spec.numpy_dtype),
     )
+
+
+def _output_converter(spec: TensorSpec) -> Callable[[AnyArray], AnyArray]:
+    """Tensor -> caller space: dequantize, widen/narrow floats to float32, pass the rest."""
+    if spec.quantization is not None:
+        return Dequantizer(spec.quantization, spec.numpy_dtype)
+    if spec.numpy_dtype.kind == "f" and spec.numpy_dtype != np.float32:
+        return lambda arr: arr.astype(np.float32)
+    return _unchanged
+
+
+def _unchanged(arr: AnyArray) -> AnyArray:
+    return arr
 
 
 class Model:
@@ -83,6 +98,7 @@ class Model:
         self._lock = threading.Lock()
         self._plans = {spec.name: _plan(spec) for spec in info.inputs}
         self._outputs = {spec.name: spec for spec in info.outputs}
+        self._to_caller = {spec.name: _output_converter(spec) for spec in info.outputs}
         self._state_map = dict(state_map or {})
         self._check_state_map()
         self._caller_inputs = [n for n in self._plans if n not in self._state_map]
@@ -153,6 +169,8 @@ class Model:
 
     def _by_name(self, inputs: AnyArray | Mapping[str, AnyArray]) -> dict[str, AnyArray]:
         names = self._caller_inputs
+        if type(inputs) is np.ndarray and len(names) == 1:
+            return {names[0]: inputs}  # the common case, before the slower ABC check
         if not isinstance(inputs, Mapping):
             if len(names) != 1:
                 raise self._error(
@@ -342,8 +360,8 @@ class Model:
                 path=self.info.path,
                 hint="check the input values and shapes against `edgefleet model inspect`",
             ) from None
-        specs = self._outputs
-        outputs = {name: _to_caller(specs[name], arr) for name, arr in raw.items()}
+        convert = self._to_caller
+        outputs = {name: convert[name](arr) for name, arr in raw.items()}
         for state_in, state_out in self._state_map.items():
             self._state[state_in] = self._fit_state(state_in, outputs[state_out])
         return outputs
@@ -355,11 +373,10 @@ class Model:
         return value
 
     def _to_tensor(self, plan: _InputPlan, arr: AnyArray) -> AnyArray:
-        spec = plan.spec
-        if spec.quantization is not None:
+        if plan.quantizer is not None:
             if self._nan_policy == "allow":
                 arr = np.nan_to_num(arr, nan=0.0)
-            return quantize(arr, spec.quantization, plan.tensor_dtype)
+            return plan.quantizer(arr)
         if arr.dtype != plan.tensor_dtype:
             arr = arr.astype(plan.tensor_dtype)
         if not arr.flags.c_contiguous:
@@ -402,14 +419,6 @@ class Model:
         }
         self.predict(zeros)
         self.reset_state()
-
-
-def _to_caller(spec: TensorSpec, arr: AnyArray) -> AnyArray:
-    if spec.quantization is not None:
-        return dequantize(arr, spec.quantization)
-    if arr.dtype.kind == "f" and arr.dtype != np.float32:
-        return arr.astype(np.float32)
-    return arr
 
 
 def _read_model_file(path: Path) -> bytes:

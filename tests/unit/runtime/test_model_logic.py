@@ -12,7 +12,7 @@ from edgefleet.errors import ModelError, ModelLoadError
 from edgefleet.runtime.backends import backend_for, supported_extensions
 from edgefleet.runtime.backends.base import batched_inputs, custom_op_error, run_looped
 from edgefleet.runtime.backends.onnx import resolve_providers
-from edgefleet.runtime.quantization import dequantize, quantize
+from edgefleet.runtime.quantization import Dequantizer, Quantizer, dequantize, quantize
 from edgefleet.runtime.tensors import QuantParams, TensorSpec, format_shape
 
 pytestmark = pytest.mark.unit
@@ -153,3 +153,15 @@ def test_backend_must_match_the_format() -> None:
     with pytest.raises(ModelLoadError, match="unknown backend 'torch'"):
         backend_for(Path("m.onnx"), "torch")
     assert backend_for(Path("m.TFLITE"), "tflite").type == "litert"
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
+def test_dequantizer_table_and_arithmetic_paths_agree(dtype: type[np.integer]) -> None:
+    params = QuantParams(scale=0.037, zero_point=5)
+    info = np.iinfo(dtype)
+    codes = np.arange(max(info.min, -300), min(info.max, 300) + 1).astype(dtype)
+    fast = Dequantizer(params, np.dtype(dtype))(codes)
+    slow = (codes.astype(np.float32) - np.float32(5)) * np.float32(0.037)
+    np.testing.assert_array_equal(fast, slow)
+    back = Quantizer(params, np.dtype(dtype))(fast)
+    np.testing.assert_array_equal(back, codes)
