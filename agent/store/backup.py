@@ -207,19 +207,20 @@ def restore(
     """
     src = Path(backup_path)
     dest = Path(dest_path)
-    info, problems = check_database(src)
-    if problems:
-        raise StoreError(
-            f"backup {src} is damaged: {'; '.join(problems[:5])}",
-            path=str(src),
-            hint="use another backup",
-        )
+    info = describe_database(src)
     if info.kind == "device-store" and (info.schema_version or 0) > SCHEMA_VERSION:
         raise StoreError(
             f"backup {src} has store schema version {info.schema_version}, newer than the "
             f"{SCHEMA_VERSION} this edgefleet understands",
             path=str(src),
             hint="upgrade edgefleet before restoring this backup",
+        )
+    _, problems = check_database(src)
+    if problems:
+        raise StoreError(
+            f"backup {src} is damaged: {'; '.join(problems[:5])}",
+            path=str(src),
+            hint="use another backup",
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     lock_fd = os.open(lock_path_for(dest), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -135,21 +135,22 @@ def _v2_packed_outputs_and_retention_indexes(conn: sqlite3.Connection) -> None:
     _run(
         conn,
         [
+            # The CHECKs let write_results bind values unconverted (fast) yet refuse wrong types.
             """CREATE TABLE results_v2 (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                stream TEXT NOT NULL,
-                window_start REAL NOT NULL,
-                window_end REAL NOT NULL,
-                model_name TEXT NOT NULL,
-                model_version TEXT NOT NULL,
+                stream TEXT NOT NULL CHECK (typeof(stream) = 'text' AND stream <> ''),
+                window_start REAL NOT NULL CHECK (typeof(window_start) = 'real'),
+                window_end REAL NOT NULL CHECK (typeof(window_end) = 'real'),
+                model_name TEXT NOT NULL CHECK (typeof(model_name) = 'text' AND model_name <> ''),
+                model_version TEXT NOT NULL CHECK (typeof(model_version) = 'text' AND model_version <> ''),
                 label TEXT,
-                score REAL,
+                score REAL CHECK (score IS NULL OR typeof(score) = 'real'),
                 outputs BLOB,
-                latency_ms REAL NOT NULL,
+                latency_ms REAL NOT NULL CHECK (typeof(latency_ms) = 'real'),
                 answered_by TEXT NOT NULL DEFAULT 'edge' CHECK (answered_by IN ('edge', 'cloud')),
                 fallback_reason TEXT,
-                window_seq INTEGER,
-                created_at REAL NOT NULL,
+                window_seq INTEGER CHECK (window_seq IS NULL OR typeof(window_seq) = 'integer'),
+                created_at REAL NOT NULL CHECK (typeof(created_at) = 'real'),
                 synced_at REAL
             )""",
             f"INSERT INTO results_v2 ({columns}) "
@@ -178,7 +179,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, metrics, events, outbox", _v1_initial),
     Migration(
         2,
-        "results.outputs as packed float64; retention indexes; store_meta",
+        "results.outputs as packed float64, type CHECKs; retention indexes; store_meta",
         _v2_packed_outputs_and_retention_indexes,
     ),
 )

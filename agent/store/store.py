@@ -269,11 +269,33 @@ class Store:
     # -- writes ---------------------------------------------------------------------------------
 
     def _result_rows(self, records: Sequence[ResultRecord]) -> list[tuple[Any, ...]]:
+        # The fast path binds the values as they are; the schema's CHECKs reject wrong types.
         raw = self.config.store_raw_outputs
         return [
             (
                 r.stream,
-                # float()/int(): numpy scalars are welcome but sqlite3 cannot bind them.
+                r.window_start,
+                r.window_end,
+                r.model_name,
+                r.model_version,
+                r.label,
+                r.score,
+                encode_outputs(r.outputs) if raw and r.outputs is not None else None,
+                r.latency_ms,
+                r.answered_by,
+                r.fallback_reason,
+                r.window_seq,
+                r.created_at,
+            )
+            for r in records
+        ]
+
+    def _converted_rows(self, records: Sequence[ResultRecord]) -> list[tuple[Any, ...]]:
+        # float()/int(): numpy scalars are welcome, but sqlite3 cannot bind numpy.float32 & co.
+        raw = self.config.store_raw_outputs
+        return [
+            (
+                r.stream,
                 float(r.window_start),
                 float(r.window_end),
                 r.model_name,
@@ -299,17 +321,22 @@ class Store:
         """
         if not records:
             return []
-        try:
-            rows = self._result_rows(records)
-            ids = self._insert_results(rows)
-        except (
+        refused = (
             sqlite3.IntegrityError,
             sqlite3.InterfaceError,
             sqlite3.ProgrammingError,
             TypeError,
             ValueError,
-        ):
-            ids = self._write_valid_results(records)
+        )
+        try:
+            ids = self._insert_results(self._result_rows(records))
+        except refused:
+            # numpy scalars bind as blobs or not at all: retry with plain floats and ints, and only
+            # then look for the records that are really wrong.
+            try:
+                ids = self._insert_results(self._converted_rows(records))
+            except refused:
+                ids = self._write_valid_results(records)
         self._maybe_retention()
         return ids
 
@@ -349,7 +376,7 @@ class Store:
         log.warning(
             "store: rejected %d of %d results: %s", len(problems), len(records), "; ".join(problems[:5])
         )
-        ids = self._insert_results(self._result_rows(good))
+        ids = self._insert_results(self._converted_rows(good))
         self.add_event(
             "store.rejected_results",
             f"rejected {len(problems)} of {len(records)} results",

@@ -152,16 +152,22 @@ def test_bad_records_are_rejected_with_an_event_and_the_rest_kept(open_store, ma
     bad_side.answered_by = "satellite"  # type: ignore[assignment]
     bad_stream = make_records(1)[0]
     bad_stream.stream = None  # type: ignore[assignment]
-    ids = store.write_results([good[0], bad_time, bad_side, bad_stream, good[1]])
-    assert ids == [1, 2]
-    assert store.outbox_backlog()["results"] == 2
+    bad_type = make_records(1)[0]
+    bad_type.latency_ms = "fast"  # type: ignore[assignment]
+    ints_are_fine = make_records(1)[0]
+    ints_are_fine.window_start, ints_are_fine.created_at = 5, 6
+    ids = store.write_results([good[0], bad_time, bad_side, bad_stream, good[1], bad_type, ints_are_fine])
+    assert ids == [1, 2, 3]
+    assert store.outbox_backlog()["results"] == 3
+    assert [r["window_start"] for r in store.query_results() if r["id"] == 3] == [5.0]
     [event] = store.query_events(kind="store.rejected_results")
     assert event["level"] == "error"
-    assert event["data"]["count"] == 3
+    assert event["data"]["count"] == 4
     problems = " ".join(event["data"]["problems"])
     assert "record 1: window_start must be a finite number" in problems
     assert "record 2: answered_by must be 'edge' or 'cloud'" in problems
     assert "record 3: stream must be a non-empty string" in problems
+    assert "record 5: latency_ms must be a finite number, got 'fast'" in problems
 
 
 @pytest.mark.parametrize(
