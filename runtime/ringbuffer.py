@@ -243,7 +243,10 @@ class StreamBuffer:
             self._data[p] = sample
         except (ValueError, TypeError):
             raise self._shape_error(f"a sample of {self.channels} float values", f"{sample!r}") from None
-        self._ts[p] = timestamp
+        try:
+            self._ts[p] = timestamp
+        except (ValueError, TypeError):
+            raise self._shape_error("a timestamp in epoch seconds", f"{timestamp!r}") from None
         self._arrival[p] = self._clock()
         self._write = w + 1
         if w + 1 >= self._announce_at:
@@ -252,8 +255,16 @@ class StreamBuffer:
 
     def push_block(self, samples: npt.ArrayLike, timestamps: npt.ArrayLike) -> int:
         """Store ``samples`` ``(n, channels)`` stamped ``timestamps`` ``(n,)``; returns the accepted count."""
-        block = np.asarray(samples, dtype=np.float32)
-        stamps = np.asarray(timestamps, dtype=np.float64)
+        try:
+            block = np.asarray(samples, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise self._shape_error(
+                f"samples of shape (n, {self.channels}) as floats", "non-numeric values"
+            ) from None
+        try:
+            stamps = np.asarray(timestamps, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise self._shape_error("timestamps in epoch seconds", "non-numeric values") from None
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise self._shape_error(f"samples of shape (n, {self.channels})", f"shape {block.shape}")
         n = int(block.shape[0])

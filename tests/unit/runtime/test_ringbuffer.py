@@ -92,6 +92,25 @@ def test_push_block_rejects_wrong_shapes(samples: np.ndarray, timestamps: np.nda
     assert buf.stats.pushed == 0
 
 
+@pytest.mark.parametrize(
+    ("samples", "timestamps", "expected"),
+    [
+        ([["a", "b"]], [0.0], "as floats"),
+        (np.zeros((1, 2)), ["noon"], "epoch seconds"),
+    ],
+)
+def test_non_numeric_input_is_refused(samples: object, timestamps: object, expected: str) -> None:
+    buf = StreamBuffer("imu", 2, 8, window_length=2, hop=1)
+    with pytest.raises(BufferInputError, match=expected):
+        buf.push_block(samples, timestamps)  # type: ignore[arg-type]
+    with pytest.raises(BufferInputError, match="epoch seconds"):
+        buf.push([1.0, 2.0], "noon")  # type: ignore[arg-type]
+    assert buf.stats.pushed == 0
+    assert buf.push([1.0, 2.0], 1.0)
+    assert buf.push([1.0, 2.0], 2.0)
+    assert len(buf.pop_windows(5)) == 1
+
+
 def test_windows_slide_by_hop_and_carry_timestamps() -> None:
     buf = StreamBuffer("imu", 2, 16, window_length=4, hop=2)
     data, ts = ramp(0, 9)
