@@ -5,14 +5,18 @@ Uses copies of the shipped bundle files; no model is loaded here (see tests/inte
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgefleet.errors import BundleError, ModelInputError
 from edgefleet.runtime.bundle import Bundle, load_bundle, sha256_file
@@ -261,3 +265,32 @@ def test_unreadable_canary_file(bundle_dir: Path) -> None:
     (bundle_dir / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="cannot read canary inputs"):
         load_bundle(bundle_dir).canary_inputs()
+
+
+_SEGMENTS = st.sampled_from(["..", ".", "a", "b", "", "manifest.json", "~", "..."])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.lists(_SEGMENTS, min_size=1, max_size=5),
+    absolute=st.booleans(),
+)
+def test_no_member_name_writes_outside_the_cache(tmp_path: Path, parts: list[str], absolute: bool) -> None:
+    name = ("/" if absolute else "") + "/".join(parts)
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    archive = work / "fuzz.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"fuzz!"))
+    cache = work / "cache"
+    before = set(tmp_path.parent.iterdir())
+    absolute_target = Path(name)
+    existed = absolute_target.exists()
+    with contextlib.suppress(BundleError):
+        load_bundle(archive, cache_dir=cache)
+    written = [p for p in work.rglob("*") if p.is_file() and p != archive]
+    assert all(cache in p.parents for p in written)
+    assert set(tmp_path.parent.iterdir()) == before
+    if absolute:
+        assert absolute_target.exists() == existed
