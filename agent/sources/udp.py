@@ -57,6 +57,11 @@ class DatagramSource(Source[F]):
     def channels(self) -> int:
         return self.config.channels
 
+    @property
+    def bound(self) -> bool:
+        """True while the socket is bound and being read."""
+        return self._sock is not None
+
     @abstractmethod
     def _open_socket(self) -> socket.socket:
         """A bound, blocking datagram socket."""
