@@ -104,6 +104,7 @@ class PipelineSettings:
     store_outputs: bool = False  # keep each result's raw output vector
     model_retry_s: float = 5.0
     max_pending_results: int = 100_000  # writer backlog bound while the store fails
+    max_queued_batches: int = 32  # inference -> writer hand-over queue bound
 
 
 @dataclass
@@ -157,7 +158,9 @@ class Pipeline:
         self._sources_lock = threading.Lock()
         self._source_errors: dict[str, str] = {}
         self._batcher: Batcher | None = None
-        self._results: queue.Queue[object] = queue.Queue()
+        # Bounded: when the store falls behind, the worker waits, the ring buffers fill and
+        # their back-pressure policy decides - memory stays flat.
+        self._results: queue.Queue[object] = queue.Queue(maxsize=self.settings.max_queued_batches)
         self._stop_sources = threading.Event()
         self._stop_worker = threading.Event()
         self._draining = threading.Event()
@@ -202,7 +205,10 @@ class Pipeline:
                 report.completed = False
                 report.notes.append("inference worker did not finish draining in time")
                 self._stop_worker.set()
-        self._results.put(_STOP)
+        try:
+            self._results.put(_STOP, timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Full:
+            report.notes.append("writer queue full at stop")
         if self._writer is not None:
             self._writer.join(max(0.1, deadline - time.monotonic()))
             if self._writer.is_alive():
@@ -567,32 +573,40 @@ class Pipeline:
     # -- writer -----------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        """Group commit, rate-limited: at most one transaction per ``write_interval_s``
+        unless ``write_batch_size`` results are waiting; the first result commits at once."""
         pending: list[ResultRecord] = []
-        first_pending_at = 0.0
+        interval = self.settings.write_interval_s
+        last_commit = -float("inf")
         stopping = False
         while True:
-            wait = self.settings.write_interval_s
-            if pending:
-                wait = max(0.0, first_pending_at + self.settings.write_interval_s - time.monotonic())
+            due_at = last_commit + interval
             try:
-                item = self._results.get(timeout=wait) if not stopping else self._results.get_nowait()
+                if stopping:
+                    item = self._results.get_nowait()
+                elif pending:
+                    item = self._results.get(timeout=max(0.0, due_at - time.monotonic()))
+                else:
+                    item = self._results.get(timeout=1.0)
             except queue.Empty:
                 item = None
-            if item is _STOP:
-                stopping = True
-            elif isinstance(item, list):
-                if not pending:
-                    first_pending_at = time.monotonic()
-                pending.extend(item)
-            due = pending and (
-                stopping
-                or len(pending) >= self.settings.write_batch_size
-                or time.monotonic() - first_pending_at >= self.settings.write_interval_s
-            )
-            if due:
+            while item is not None:
+                if item is _STOP:
+                    stopping = True
+                elif isinstance(item, list):
+                    pending.extend(item)
+                if len(pending) >= self.settings.write_batch_size:
+                    break
+                try:
+                    item = self._results.get_nowait()  # take whatever else is already queued
+                except queue.Empty:
+                    item = None
+            if pending and (
+                stopping or len(pending) >= self.settings.write_batch_size or time.monotonic() >= due_at
+            ):
                 pending = self._flush(pending, final=stopping)
-                first_pending_at = time.monotonic()
-            if stopping and self._results.empty() and not pending:
+                last_commit = time.monotonic()
+            if stopping and not pending and self._results.empty():
                 return
 
     def _flush(self, pending: list[ResultRecord], *, final: bool) -> list[ResultRecord]:

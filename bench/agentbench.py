@@ -1,0 +1,115 @@
+"""Shared helpers of the agent benchmarks (bench/agent_*.py): configs and the agent process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLE = ROOT / "models" / "bundles" / "basicmotions-edge-tflite"
+REPLAY = ROOT / "models" / "data" / "basicmotions_test_stream.csv"
+
+
+def model_file() -> Path:
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    return BUNDLE / manifest["model"]["path"]
+
+
+def write_config(
+    workdir: Path,
+    *,
+    batch: int = 64,
+    realtime: bool = False,
+    loop: bool = True,
+    block_size: int = 1000,
+    threads: int | None = 1,
+    metrics_interval_s: float = 1.0,
+) -> Path:
+    state = workdir / "state"
+    threads_line = f"threads = {threads}\n" if threads is not None else ""
+    text = f"""
+[device]
+id = "bench"
+state_dir = "{state}"
+
+[[sources]]
+type = "replay"
+name = "imu"
+file = "{REPLAY}"
+realtime = {str(realtime).lower()}
+loop = {str(loop).lower()}
+block_size = {block_size}
+
+[model]
+bundle = "{BUNDLE}"
+{threads_line}
+[batching]
+max_batch_size = {batch}
+batch_timeout_s = 0.01
+buffer_capacity = 16384
+backpressure = "block"
+
+[store]
+path = "{state / "store.db"}"
+
+[sync]
+enabled = false
+
+[health]
+metrics_interval_s = {metrics_interval_s}
+
+[logging]
+format = "text"
+level = "WARNING"
+"""
+    path = workdir / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def spawn_agent(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEFLEET_", "NOTIFY_", "WATCHDOG_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def count_results(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def rss_mib(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / (1024 * 1024)
+
+
+def wait_for(condition: object, timeout: float = 60.0, poll: float = 0.005) -> float:
+    """Seconds until ``condition()`` holds (perf_counter based); raises on timeout."""
+    assert callable(condition)
+    start = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(poll)
+    return time.perf_counter() - start
