@@ -14,9 +14,11 @@ from edgefleet.errors import EdgefleetError, ModelInputError
 
 if TYPE_CHECKING:
     from edgefleet.runtime import Model, ModelInfo, TensorSpec
-    from edgefleet.types import AnyArray
+    from edgefleet.types import AnyArray, NanPolicy
 
 __all__ = ["register"]
+
+_NAN_POLICIES: dict[str, NanPolicy] = {"reject": "reject", "zero": "zero", "allow": "allow"}
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -43,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     run.add_argument(
         "--nan-policy",
-        choices=("reject", "zero", "allow"),
+        choices=tuple(_NAN_POLICIES),
         default="reject",
         help="what to do with NaN/inf inputs (default: reject)",
     )
@@ -112,7 +114,7 @@ def _load(args: argparse.Namespace, *, warmup: bool, nan_policy: str = "reject")
         backend=args.backend,
         providers=args.providers,
         threads=args.threads,
-        nan_policy=nan_policy,  # type: ignore[arg-type]  # argparse choices guarantee a NanPolicy
+        nan_policy=_NAN_POLICIES[nan_policy],
         warmup=warmup,
     )
 
