@@ -83,15 +83,13 @@ def main() -> None:
     ratio = statistics.median(ratios)
     print()
     print(f"model: {model_file().name}, batch {args.batch}, 1 inference thread")
-    print(
-        f"agent end-to-end (replay -> buffer -> batcher -> predict -> SQLite): {statistics.median(agents):,.0f} windows/s"
-    )
-    print(
-        f"bare runtime loop (same batch, same run):                          {statistics.median(bares):,.0f} windows/s"
-    )
-    print(
-        f"Model.predict alone:                                               {statistics.median(predicts):,.0f} windows/s"
-    )
+    figures = {
+        "agent end-to-end (replay -> buffer -> batcher -> predict -> SQLite)": statistics.median(agents),
+        "bare runtime loop (same batch, same run)": statistics.median(bares),
+        "Model.predict alone (same batch, same run)": statistics.median(predicts),
+    }
+    for what, value in figures.items():
+        print(f"{what:<70}{value:>10,.0f} windows/s")
     verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
     print(f"ratio agent/bare: {ratio:.3f}x (median of {len(ratios)} rounds; target >= {TARGET}: {verdict})")
 

@@ -97,9 +97,8 @@ def main() -> None:
     agent_cpu, bare_cpu = statistics.median(agent_cpus), statistics.median(bare_cpus)
     verdict = "ok" if agent <= TARGET_S else "ABOVE TARGET"
     print()
-    print(
-        f"agent start-up to first stored result (median of {args.rounds}): {agent:.3f} s wall, {agent_cpu:.2f} s cpu"
-    )
+    label = f"agent start-up to first stored result (median of {args.rounds}):"
+    print(f"{label} {agent:.3f} s wall, {agent_cpu:.2f} s cpu")
     print(f"bare import + load + first prediction (same run):        {bare:.3f} s wall, {bare_cpu:.2f} s cpu")
     print(f"ratio agent/bare: {agent / bare:.2f}x wall, {agent_cpu / bare_cpu:.2f}x cpu")
     print(f"agent target <= {TARGET_S:.1f} s wall: {verdict}")
