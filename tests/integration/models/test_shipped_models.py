@@ -125,3 +125,16 @@ def test_shipped_bundles_verify(name: str, tmp_path: Path) -> None:
     assert [c.name for c in report.checks] == ["manifest", "files", "model", "tensors", "canary"]
     assert report.name is not None
     assert name.startswith(report.name)
+
+
+@pytest.mark.parametrize(
+    "name", ["basicmotions-fp32.onnx", "basicmotions-int8.onnx", "basicmotions-cloud-fp32.onnx"]
+)
+def test_onnx_models_load_on_the_oldest_supported_onnxruntime(name: str) -> None:
+    # pyproject allows onnxruntime >= 1.17, which reads IR version <= 9 and ai.onnx opset <= 20.
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(MODELS / "demo" / name))
+    assert model.ir_version <= 9
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    assert opsets["ai.onnx"] <= 20
+    assert set(opsets) <= {"ai.onnx", "com.microsoft"}
