@@ -26,10 +26,11 @@ _clip: Callable[..., Any] = getattr(getattr(np, "_core", getattr(np, "core", np)
 class Quantizer:
     """float -> integer tensor: ``round(x / scale) + zero_point`` clipped to the dtype's range.
 
-    Rounds half to even, like TFLite's reference kernels.
+    Rounds half to even. The result lives in a buffer reused by the next call with the same
+    shape: hand it straight to the runtime (which copies it), and call from one thread at a time.
     """
 
-    __slots__ = ("_dtype", "_high", "_low", "_scale", "_zero_point")
+    __slots__ = ("_dtype", "_high", "_low", "_out", "_scale", "_scratch", "_zero_point")
 
     def __init__(self, params: QuantParams, dtype: np.dtype[np.generic]) -> None:
         info = np.iinfo(dtype)  # type: ignore[type-var]
@@ -38,13 +39,20 @@ class Quantizer:
         self._zero_point = np.float32(params.zero_point)
         self._low = np.float32(info.min)
         self._high = np.float32(info.max)
+        self._scratch = np.empty((0,), np.float32)
+        self._out: AnyArray = np.empty((0,), dtype)
 
     def __call__(self, values: AnyArray) -> AnyArray:
-        scaled = np.divide(values, self._scale, dtype=np.float32)
+        if values.shape != self._scratch.shape:
+            self._scratch = np.empty(values.shape, np.float32)
+            self._out = np.empty(values.shape, self._dtype)
+        scaled = self._scratch
+        np.divide(values, self._scale, out=scaled)
         np.rint(scaled, out=scaled)
-        scaled += self._zero_point
+        np.add(scaled, self._zero_point, out=scaled)
         _clip(scaled, self._low, self._high, out=scaled)
-        return scaled.astype(self._dtype)
+        np.copyto(self._out, scaled, casting="unsafe")
+        return self._out
 
 
 class Dequantizer:
@@ -71,7 +79,7 @@ class Dequantizer:
 
 
 def quantize(values: AnyArray, params: QuantParams, dtype: np.dtype[np.generic]) -> AnyArray:
-    """One-off :class:`Quantizer`; build the class once for repeated calls."""
+    """One-off :class:`Quantizer` (a fresh array); build the class once for repeated calls."""
     return Quantizer(params, dtype)(values)
 
 
