@@ -13,6 +13,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,10 @@ def main() -> None:
     print(f"{'model':32} {'batch':>5} {'ms/batch':>10} {'us/window':>10} {'vs fp32 onnx':>13}")
     for batch in (1, 32):
         x = bundle.preprocess(windows[:batch])
-        results = {}
+        results: dict[str, float] = {}
         for name in CANDIDATES:
             with load_model(MODELS / "demo" / name, threads=1) as model:
-                results[name] = median_seconds(lambda m=model, x=x: m.predict(x), args.seconds)
+                results[name] = median_seconds(partial(model.predict, x), args.seconds)
         for name in CANDIDATES:
             t = results[name]
             ratio = t / results[BASELINE]
