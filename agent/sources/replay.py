@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import time
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -127,6 +128,8 @@ def _read_csv(config: ReplaySourceConfig) -> tuple[list[str], npt.NDArray[np.flo
             raise _issue(config, "file", str(config.file), "a CSV file with a header row")
         names = [h.strip() for h in header]
         rows = list(reader)
+    if not rows:
+        raise _issue(config, "file", str(config.file), "at least one sample")
     values = np.full((len(rows), len(names)), np.nan, np.float64)
     numeric = [False] * len(names)
     for r, row in enumerate(rows):
@@ -154,10 +157,12 @@ def load_recording(config: ReplaySourceConfig) -> Recording:
         else:
             stamps = None
             if suffix == ".npy":
-                array = np.load(path, allow_pickle=False)
+                with path.open("rb") as fh:
+                    array = np.load(fh, allow_pickle=False)
                 names = [str(i) for i in range(array.shape[1])] if array.ndim == 2 else []
             else:
-                with np.load(path, allow_pickle=False) as npz:
+                # our own file handle: np.load leaks its own when the zip is corrupt
+                with path.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
                     if config.samples_key not in npz.files:
                         raise _issue(config, "samples_key", config.samples_key, f"one of {npz.files}")
                     array = npz[config.samples_key]
@@ -187,7 +192,7 @@ def load_recording(config: ReplaySourceConfig) -> Recording:
                     f"shape {stamps.shape}",
                     f"one time per sample ({data.shape[0]},)",
                 )
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _issue(config, "file", str(path), f"a readable {suffix} recording ({exc})") from exc
     if data.shape[0] == 0:
         raise _issue(config, "file", str(path), "at least one sample")
