@@ -309,9 +309,10 @@ class IngestPipeline:
                 self.stats.duplicates += outcome.duplicates
                 self.stats.batches += 1
                 for m in messages:
-                    self.stats.lag_ms.append(
-                        (stored_at - (m.sent_at if m.sent_at is not None else m.received_at)) * 1000
-                    )
+                    # Retained status replayed on (re)subscribe would read as hours of lag: skip status.
+                    if m.status is None:
+                        sent = m.sent_at if m.sent_at is not None else m.received_at
+                        self.stats.lag_ms.append((stored_at - sent) * 1000)
             if self.on_stored is not None and outcome.stored:
                 try:
                     self.on_stored(outcome)

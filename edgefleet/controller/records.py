@@ -10,6 +10,7 @@ import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from edgefleet.types import JSONValue
 
@@ -35,15 +36,14 @@ LATENCY_BIN_EDGES_MS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class TelemetryItem:
+class TelemetryItem(NamedTuple):
+    # Tuples: the ingest creates thousands of these per second.
     metric: str
     ts: float
     value: float
 
 
-@dataclass(frozen=True)
-class ResultItem:
+class ResultItem(NamedTuple):
     ts: float
     label: str
     latency_ms: float | None
