@@ -105,6 +105,7 @@ class PipelineSettings:
     model_retry_s: float = 5.0
     max_pending_results: int = 100_000  # writer backlog bound while the store fails
     max_queued_batches: int = 32  # inference -> writer hand-over queue bound
+    stall_after_s: float = 30.0  # a thread not looping for this long counts as hung
 
 
 @dataclass
@@ -169,11 +170,15 @@ class Pipeline:
         self._writer: threading.Thread | None = None
         self._first_result = threading.Event()
         self._pending_lost = 0
+        # Heartbeats (monotonic) of the two pipeline threads, for stall detection.
+        self._beats: dict[str, float] = {}
         self._drained = 0
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        now = time.monotonic()
+        self._beats.update(inference=now, writer=now)
         self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
         self._worker = threading.Thread(target=self._work_loop, name="agent-inference", daemon=True)
         self._writer.start()
@@ -304,17 +309,30 @@ class Pipeline:
             found.append("inference worker thread died")
         if self._writer is not None and not self._writer.is_alive() and not self._draining.is_set():
             found.append("writer thread died")
+        for name, seconds in self.stalled().items():
+            found.append(f"{name} thread stalled for {seconds:.0f}s")
         return found
 
+    def stalled(self) -> dict[str, float]:
+        """Threads that have not come round their loop for ``stall_after_s``: name -> seconds."""
+        if self._draining.is_set():
+            return {}  # threads end one after the other while stopping
+        now = time.monotonic()
+        limit = self.settings.stall_after_s
+        return {name: now - beat for name, beat in list(self._beats.items()) if now - beat > limit}
+
     def alive(self) -> bool:
-        """Both pipeline threads are running (the watchdog only pings while this holds)."""
-        return all(t is not None and t.is_alive() for t in (self._worker, self._writer))
+        """Both threads run and make progress (the systemd watchdog is pinged only while this holds)."""
+        threads_up = all(t is not None and t.is_alive() for t in (self._worker, self._writer))
+        return threads_up and not self.stalled()
 
     # -- inference worker -----------------------------------------------------------------
 
     def _wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True when the pipeline is stopping."""
+        self._beats["inference"] = time.monotonic()
         self._wake.wait(seconds)
+        self._beats["inference"] = time.monotonic()
         self._wake.clear()
         return self._draining.is_set() or self._stop_worker.is_set()
 
@@ -388,6 +406,7 @@ class Pipeline:
         while time.monotonic() < deadline:
             if self._stop_worker.is_set():
                 return True
+            self._beats["inference"] = time.monotonic()
             batch = self._batcher.next_batch(timeout=0.2)
             if batch is None:
                 if self._draining.is_set():
@@ -476,6 +495,7 @@ class Pipeline:
                     self._drained += len(remaining.windows)
                     self._run_batch(bundle, model, remaining)
                 return
+            self._beats["inference"] = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
             if batch is not None:
                 self._run_batch(bundle, model, batch)
@@ -580,6 +600,7 @@ class Pipeline:
         last_commit = -float("inf")
         stopping = False
         while True:
+            self._beats["writer"] = time.monotonic()
             due_at = last_commit + interval
             try:
                 if stopping:

@@ -203,3 +203,28 @@ def test_fallback_router_seam(bundle: Bundle, store: Store) -> None:
     assert {r["fallback_reason"] for r in cloud} == {"low_confidence"}
     assert all(r["window_seq"] % 2 == 1 for r in cloud)
     assert pipeline.counters.snapshot().windows_to_fallback == 198
+
+
+def test_a_hung_thread_is_reported_and_stops_the_watchdog(bundle: Bundle, store: Store) -> None:
+    release = threading.Event()
+
+    def hanging_load() -> Bundle:
+        release.wait(30)  # a bundle load stuck on a dead NFS mount, say
+        return bundle
+
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("imu")],
+        load_bundle=hanging_load,
+        settings=PipelineSettings(stall_after_s=0.3),
+    )
+    pipeline.start()
+    try:
+        _wait(lambda: "inference" in pipeline.stalled())
+        assert not pipeline.alive()
+        assert any("inference thread stalled" in p for p in pipeline.problems())
+        release.set()
+        _wait(pipeline.alive)
+    finally:
+        release.set()
+        pipeline.stop(timeout=30)
