@@ -47,6 +47,8 @@ class _InputPlan:
     fixed_dims: tuple[tuple[int, int], ...]
     """(axis, size) pairs that must match exactly: every fixed dimension except the batch one."""
     quantizer: Quantizer | None
+    tail: tuple[int, ...] | None
+    """Every dimension after the batch one, when all are fixed: one tuple compare checks the shape."""
 
 
 def _plan(spec: TensorSpec) -> _InputPlan:
@@ -65,6 +67,9 @@ def _plan(spec: TensorSpec) -> _InputPlan:
             if size is not None and not (axis == 0 and batched)
         ),
         quantizer=None if spec.quantization is None else Quantizer(spec.quantization, spec.numpy_dtype),
+        tail=tuple(d for d in spec.shape[1:] if d is not None)
+        if batched and None not in spec.shape[1:]
+        else None,
     )
 
 
@@ -265,7 +270,9 @@ class Model:
             ) from None
         if arr.dtype != plan.caller_dtype:
             arr = self._cast(plan, arr)
-        self._check_shape(plan, arr)
+        shape = arr.shape
+        if plan.tail is None or len(shape) != plan.rank or shape[1:] != plan.tail:
+            self._check_shape(plan, arr)
         if plan.is_float and self._nan_policy != "allow":
             arr = self._apply_nan_policy(spec.name, arr)
         return arr

@@ -175,7 +175,7 @@ class LiteRTSession(BackendSession):
         )
 
     def run(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
-        key = tuple(feeds[name].shape for name in self._input_index)
+        key = tuple([feeds[name].shape for name in self._input_index])
         # Steady state sends the same shapes every call: skip the cache bookkeeping then.
         interpreter = self._last[1] if key == self._last[0] else self._interpreter_for(key, feeds, batch)
         if interpreter is not None:
