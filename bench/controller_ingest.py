@@ -372,6 +372,11 @@ def main() -> int:
             run_index += 1
         controller.send_signal(signal.SIGTERM)
         controller.wait(30)
+        if args.database.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(args.database, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS bench_{os.getpid()} CASCADE")
     finally:
         broker.terminate()
         broker.wait(10)

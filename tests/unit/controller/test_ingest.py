@@ -135,3 +135,19 @@ def test_pipeline_refuses_when_queue_is_full(database: Database) -> None:
     accepted = [pipeline.submit("edgefleet/v1/d/events", b"x", NOW) for _ in range(105)]
     assert accepted.count(False) == 5
     assert pipeline.snapshot().dropped_queue_full == 5
+
+
+def test_a_restart_does_not_reingest(tmp_path: Path) -> None:
+    config = DatabaseConfig(sqlite_path=tmp_path / "restart.db")
+    body = {"samples": [{"ts": NOW, "name": "cpu_percent", "value": 3.0}]}
+    payload = encode_message(make_envelope("dev-1", "telemetry", body, message_id=9))
+    topic = TOPIC.format(device="dev-1", kind="telemetry")
+    for expected_stored in (1, 0):  # the second "process" sees the same message again
+        database = open_database(config)
+        pipeline = IngestPipeline(database, IngestConfig(batch_max_delay_ms=10))
+        pipeline.start()
+        pipeline.submit(topic, payload, NOW)
+        assert pipeline.flush(10)
+        pipeline.stop()
+        assert pipeline.stats.stored == expected_stored
+        database.close()
