@@ -374,10 +374,8 @@ class Model:
         return outputs
 
     def _fit_state(self, state_in: str, value: AnyArray) -> AnyArray:
-        plan = self._plans[state_in]
-        if value.dtype != plan.caller_dtype:
-            value = value.astype(plan.caller_dtype)
-        return value
+        # A copy: the same array is returned to the caller, who may modify it.
+        return np.array(value, dtype=self._plans[state_in].caller_dtype, copy=True)
 
     def _to_tensor(self, plan: _InputPlan, arr: AnyArray) -> AnyArray:
         if plan.quantizer is not None:
