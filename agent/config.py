@@ -104,7 +104,7 @@ class BatchingConfig(_Section):
 class FallbackConfig(_Section):
     """``[fallback]``: when to ask the cloud model instead of trusting the edge answer."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="ask the cloud model when the edge is unsure")
     min_confidence: float = Field(default=0.6, ge=0, le=1, description="edge scores below go to the cloud")
     max_queue_windows: int = Field(default=256, ge=1, description="windows awaiting a cloud answer at most")
     latency_slo_ms: float = Field(
@@ -116,7 +116,7 @@ class FallbackConfig(_Section):
 class DriftConfig(_Section):
     """``[drift]``: comparing live inputs and outputs to the bundle's reference profile."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="compare live data to the bundle's reference profile")
     interval_s: float = Field(default=60.0, gt=0, description="how often drift is computed")
     windows: int = Field(default=256, ge=8, description="recent windows compared per check")
     psi_threshold: float = Field(default=0.2, gt=0, description="population stability index that flags drift")
@@ -125,9 +125,9 @@ class DriftConfig(_Section):
 class PrometheusConfig(_Section):
     """``[health.prometheus]``: an optional /metrics endpoint."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="serve Prometheus metrics at /metrics")
     host: str = Field(default="127.0.0.1", description="bind address; localhost unless scraped remotely")
-    port: int = Field(default=9108, ge=1, le=65535)
+    port: int = Field(default=9108, ge=1, le=65535, description="TCP port of /metrics")
 
 
 class HealthConfig(_Section):
@@ -144,8 +144,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 class LoggingConfig(_Section):
     """``[logging]``."""
 
-    format: Literal["json", "logfmt", "text"] = "text"
-    level: LogLevel = "INFO"
+    format: Literal["json", "logfmt", "text"] = Field(default="text", description="log line format")
+    level: LogLevel = Field(default="INFO", description="lowest level logged (case-insensitive)")
 
     @field_validator("level", mode="before")
     @classmethod

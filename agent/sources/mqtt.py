@@ -29,13 +29,17 @@ class MqttSourceConfig(FramedSourceConfig):
     topic: str = Field(min_length=1, description="topic filter to subscribe to; '+' and '#' allowed")
     host: str = Field(default="127.0.0.1", description="broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
-    qos: Literal[0, 1, 2] = 0
+    qos: Literal[0, 1, 2] = Field(default=0, description="subscription QoS")
     client_id: str | None = Field(default=None, description="defaults to edgefleet-src-<name>-<random>")
-    username: str | None = None
-    password: SecretStr | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=60)
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    username: str | None = Field(default=None, description="broker user name")
+    password: SecretStr | None = Field(default=None, description="broker password; never logged or shown")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive")
+    reconnect_min_s: float = Field(
+        default=1.0, gt=0, le=60, description="first reconnect delay (whole seconds)"
+    )
+    reconnect_max_s: float = Field(
+        default=30.0, gt=0, le=3600, description="reconnect delay doubles up to this"
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttSourceConfig:

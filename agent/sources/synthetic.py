@@ -31,7 +31,7 @@ __all__ = ["DriftInjection", "SyntheticSignal", "SyntheticSource", "SyntheticSou
 class DriftInjection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["gain", "offset", "noise", "channel_swap"]
+    kind: Literal["gain", "offset", "noise", "channel_swap"] = Field(description="what changes")
     magnitude: float = Field(default=2.0, description="gain factor, offset, or noise std (unused by swap)")
     start_s: float = Field(default=0.0, ge=0, description="stream seconds before the drift begins")
     ramp_s: float = Field(default=0.0, ge=0, description="seconds to grow from none to full strength")
@@ -48,18 +48,18 @@ class DriftInjection(BaseModel):
 
 class SyntheticSourceConfig(BaseSourceConfig):
     type: Literal["synthetic"] = "synthetic"
-    channels: int = Field(default=3, ge=1, le=4096)
-    rate_hz: float = Field(default=50.0, gt=0, le=100_000)
+    channels: int = Field(default=3, ge=1, le=4096, description="values per sample")
+    rate_hz: float = Field(default=50.0, gt=0, le=100_000, description="samples per second of stream time")
     frequencies_hz: list[float] = Field(
         default_factory=lambda: [0.5, 2.0], min_length=1, description="sine components mixed per channel"
     )
-    amplitude: float = Field(default=1.0, ge=0)
-    noise_std: float = Field(default=0.05, ge=0)
-    seed: int = 0
+    amplitude: float = Field(default=1.0, ge=0, description="scale of the sines and channel means")
+    noise_std: float = Field(default=0.05, ge=0, description="Gaussian noise added to every value")
+    seed: int = Field(default=0, description="same seed, same signal")
     realtime: bool = Field(default=True, description="pace at rate_hz; false generates as fast as possible")
     duration_s: float | None = Field(default=None, gt=0, description="finish after this much stream time")
     block_size: int = Field(default=25, ge=1, le=100_000, description="samples per sink call at most")
-    drift: list[DriftInjection] = Field(default_factory=list)
+    drift: list[DriftInjection] = Field(default_factory=list, description="[[sources.drift]] injections")
 
     @model_validator(mode="after")
     def _drift_channels_exist(self) -> SyntheticSourceConfig:
