@@ -155,7 +155,8 @@ def test_stateful_dynamic_batch_keeps_one_state_per_row(models_dir: Path) -> Non
     path = om.stateful_model(models_dir, batch="N")
     with load_model(path, state_map={"state_in": "state_out"}) as model:
         x = np.arange(8, dtype=np.float32).reshape(2, 4)
-        model.predict(x)
+        first = model.predict(x)
+        first["state_out"][:] = 100.0  # the caller owns returned arrays; the state is a copy
         np.testing.assert_array_equal(model.predict(x)["y"], 2 * x)
         model.reset_state()
         np.testing.assert_array_equal(model.predict(x)["y"], x)
