@@ -432,15 +432,32 @@ class StreamBuffer:
 
     def _cut(self, start: int, count: int) -> list[Window]:
         """Copy ``count`` windows starting at ``start`` (hop apart) out of the ring; lock held."""
-        cap, length = self.capacity, self.window_length
-        starts = start + self.hop * np.arange(count)
-        rows = (starts[:, None] + self._offsets) % cap
-        block = np.take(self._data, rows, axis=0)  # (count, length, channels), one copy
-        firsts = (starts % cap).tolist()
-        lasts = ((starts + (length - 1)) % cap).tolist()
-        start_ts = self._ts[firsts].tolist()
-        end_ts = self._ts[lasts].tolist()
-        ready = self._arrival[lasts].tolist()
+        cap, length, hop = self.capacity, self.window_length, self.hop
+        p0 = start % cap
+        last0 = p0 + length - 1
+        block: FloatArray
+        if p0 + (count - 1) * hop + length <= cap:
+            # no wrap: the windows are one strided view of the ring, copied in one go
+            row = self._data.strides[0]
+            view: FloatArray = np.ndarray(
+                (count, length, self.channels),
+                np.float32,
+                self._data,
+                p0 * row,
+                (hop * row, row, self._data.strides[1]),
+            )
+            block = view.copy()
+            span = (count - 1) * hop + 1
+            start_ts = self._ts[p0 : p0 + span : hop].tolist()
+            end_ts = self._ts[last0 : last0 + span : hop].tolist()
+            ready = self._arrival[last0 : last0 + span : hop].tolist()
+        else:
+            starts = p0 + hop * np.arange(count)
+            block = np.take(self._data, (starts[:, None] + self._offsets) % cap, axis=0)
+            lasts = (starts + (length - 1)) % cap
+            start_ts = self._ts[starts % cap].tolist()
+            end_ts = self._ts[lasts].tolist()
+            ready = self._arrival[lasts].tolist()
         seq0 = self._windows
         self._windows += count
         name = self.name
