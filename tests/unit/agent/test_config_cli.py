@@ -131,3 +131,29 @@ def test_dump_toml_handles_nesting_and_quoting() -> None:
         "items": [{"k": "v", "sub": [{"n": 1}]}, {"k": "w", "sub": []}],
         "odd key": {"inf": float("inf")},
     }
+
+
+def test_docs_mention_every_agent_and_source_key() -> None:
+    from pydantic import BaseModel
+
+    from edgefleet.agent import config as agent_config
+    from edgefleet.agent.sources import SOURCE_TYPES
+    from edgefleet.agent.sources.synthetic import DriftInjection
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
+    models: list[type[BaseModel]] = [
+        agent_config.DeviceConfig,
+        agent_config.ModelConfig,
+        agent_config.BatchingConfig,
+        agent_config.FallbackConfig,
+        agent_config.DriftConfig,
+        agent_config.HealthConfig,
+        agent_config.PrometheusConfig,
+        agent_config.LoggingConfig,
+        DriftInjection,
+        *(cls.config_model for cls in SOURCE_TYPES.values()),
+    ]
+    missing = [f"{m.__name__}.{name}" for m in models for name in m.model_fields if f"`{name}`" not in docs]
+    assert missing == [], "docs/configuration.md lacks these keys"
+    for key in SOURCE_TYPES:
+        assert f'type = "{key}"' in docs
