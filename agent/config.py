@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.agent.sources import SourceConfig
 from edgefleet.agent.sources.base import STREAM_NAME_PATTERN
@@ -231,6 +231,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         raise _toml_error(exc, text, source) from None
     try:
         config = AgentConfig(**data)
+    except SettingsError as exc:
+        raise _env_parse_error(exc, source) from None
     except ValidationError as exc:
         issues = [_issue_from(error, data) for error in exc.errors()]
         count = len(issues)
@@ -241,6 +243,31 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
             hint="fix the keys listed above; `edgefleet config example` shows every section with comments",
         ) from None
     return resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+def _env_parse_error(exc: SettingsError, source: str) -> ConfigError:
+    """pydantic-settings stops at the first environment value it cannot decode (invalid JSON)."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    section = found[1] if found else "?"
+    prefix = f"{ENV_PREFIX}{section}".upper()
+    names = sorted(
+        n for n in os.environ if n.upper() == prefix or n.upper().startswith(prefix + ENV_DELIMITER)
+    )
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    issues = [
+        ConfigIssue(
+            name[len(ENV_PREFIX) :].lower().replace(ENV_DELIMITER, "."),
+            os.environ[name],
+            f"valid JSON (set by environment variable {name}){cause}",
+        )
+        for name in names
+    ]
+    return ConfigError(
+        f"agent config {source}: the environment override for [{section}] cannot be parsed",
+        issues=issues,
+        source=source,
+        hint="lists and tables in EDGEFLEET_* variables must be JSON, e.g. EDGEFLEET_DEVICE__TAGS='[\"a\"]'",
+    )
 
 
 def _toml_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> ConfigError:

@@ -279,3 +279,24 @@ def test_config_can_be_built_directly_for_tests() -> None:
         {"device": {"id": "x"}, "sources": [{"type": "synthetic", "name": "s"}], "model": {"bundle": "/b"}}
     )
     assert config.sources[0].type == "synthetic"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key"),
+    [("EDGEFLEET_SOURCES", "[not json", "sources"), ("EDGEFLEET_DEVICE__TAGS", '["a", ', "device.tags")],
+)
+def test_unparsable_env_json_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, key: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    issues = issues_of(MINIMAL, tmp_path)
+    assert issues[key].value == value
+    assert name in issues[key].expected
+
+
+def test_env_json_lists_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLEET_DEVICE__TAGS", '["a", "b"]')
+    monkeypatch.setenv("EDGEFLEET_SOURCES", '[{"type": "udp", "name": "u", "port": 9, "channels": 2}]')
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.device.tags == ["a", "b"]
+    assert [s.type for s in config.sources] == ["udp"]
