@@ -14,6 +14,7 @@ from edgefleet.agent.store.backup import (
     restore,
 )
 from edgefleet.agent.store.config import DEFAULT_STORE_PATH, StoreConfig, Synchronous
+from edgefleet.agent.store.connection import StoreFullError
 from edgefleet.agent.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
 from edgefleet.agent.store.records import (
     PRIORITY_EVENTS,
@@ -42,6 +43,7 @@ __all__ = [
     "RetentionReport",
     "Store",
     "StoreConfig",
+    "StoreFullError",
     "StoreStats",
     "Synchronous",
     "backup",

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefleet.agent.store.connection import lock_path_for
 from edgefleet.agent.store.migrations import SCHEMA_VERSION, read_schema_version
-from edgefleet.agent.store.store import lock_path_for
 from edgefleet.errors import StoreError
 
 __all__ = ["BackupReport", "DatabaseInfo", "backup", "check_database", "describe_database", "restore"]

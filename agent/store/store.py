@@ -7,24 +7,27 @@ consistent. A Store is safe to share between threads (one connection behind a lo
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import math
-import numbers
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlite_utils
 
 from edgefleet.agent.store.config import StoreConfig
-from edgefleet.agent.store.migrations import decode_outputs, encode_outputs, migrate, read_schema_version
+from edgefleet.agent.store.connection import (
+    StoreFullError,
+    connect,
+    lock_shared,
+    translate_error,
+)
+from edgefleet.agent.store.migrations import read_schema_version
 from edgefleet.agent.store.records import (
     PRIORITY_EVENTS,
     PRIORITY_RESULTS,
@@ -34,88 +37,31 @@ from edgefleet.agent.store.records import (
     ResultRecord,
     StoreStats,
 )
-from edgefleet.agent.store.retention import RetentionReport, disk_bytes, enforce_retention
+from edgefleet.agent.store.retention import RetentionReport, disk_bytes, enforce_retention, used_bytes
+from edgefleet.agent.store.rows import (
+    INSERT_RESULT,
+    SELECT_RESULT,
+    check_record,
+    converted_rows,
+    result_dict,
+    result_rows,
+)
 from edgefleet.agent.store.wear import WriteMeter
 from edgefleet.errors import StoreError
 
-__all__ = ["EVENT_LEVELS", "Store", "lock_path_for"]
+__all__ = ["EVENT_LEVELS", "Store"]
 
 log = logging.getLogger(__name__)
 
 EVENT_LEVELS = ("debug", "info", "warning", "error", "critical")
 CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
 
-_RESULT_COLUMNS = (
-    "stream",
-    "window_start",
-    "window_end",
-    "model_name",
-    "model_version",
-    "label",
-    "score",
-    "outputs",
-    "latency_ms",
-    "answered_by",
-    "fallback_reason",
-    "window_seq",
-    "created_at",
-)
-_INSERT_RESULT = (
-    f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(_RESULT_COLUMNS))})"
-)
-_SELECT_RESULT = f"SELECT id, {', '.join(_RESULT_COLUMNS)}, synced_at FROM results"
 # Rough wire size of one result row without its outputs; sync only uses it to cap a batch.
 _RESULT_ROW_BYTES = 160
 _IN_CHUNK = 500
 _TABLES = ("results", "metrics", "events", "outbox")
-
-
-def lock_path_for(path: Path) -> Path:
-    """The sidecar file every open Store holds a shared flock on; restore takes it exclusively."""
-    return path.with_name(path.name + ".lock")
-
-
-def _result_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", *_RESULT_COLUMNS, "synced_at")
-    record = dict(zip(keys, row, strict=False))
-    record["outputs"] = decode_outputs(record["outputs"])
-    return record
-
-
-def _is_finite_number(value: object) -> bool:
-    if type(value) is bool or not isinstance(value, numbers.Real):
-        return False
-    return math.isfinite(float(value))
-
-
-def _check_record(record: object) -> str | None:
-    """Why a result record cannot be stored, or None. Only run when a batch was refused."""
-    if not isinstance(record, ResultRecord):
-        return f"expected a ResultRecord, got {type(record).__name__}"
-    for name in ("stream", "model_name", "model_version"):
-        if not isinstance(getattr(record, name), str) or not getattr(record, name):
-            return f"{name} must be a non-empty string, got {getattr(record, name)!r}"
-    for name in ("window_start", "window_end", "latency_ms", "created_at", "score"):
-        value = getattr(record, name)
-        if value is None and name == "score":
-            continue
-        if not _is_finite_number(value):
-            return f"{name} must be a finite number, got {value!r}"
-    for name in ("label", "fallback_reason"):
-        value = getattr(record, name)
-        if value is not None and not isinstance(value, str):
-            return f"{name} must be a string or None, got {value!r}"
-    if record.answered_by not in ("edge", "cloud"):
-        return f"answered_by must be 'edge' or 'cloud', got {record.answered_by!r}"
-    seq: object = record.window_seq
-    if seq is not None and not isinstance(seq, numbers.Integral):
-        return f"window_seq must be an integer or None, got {record.window_seq!r}"
-    if record.outputs is not None:
-        try:
-            encode_outputs(record.outputs)
-        except (TypeError, ValueError):
-            return f"outputs must be a list of numbers or None, got {record.outputs!r:.80}"
-    return None
+_MIN_CAP_BYTES = 64 * 1024
+_T = TypeVar("_T")
 
 
 class Store:
@@ -132,6 +78,7 @@ class Store:
         # Due at once: a store already over its cap at start-up is trimmed by the first write.
         self._next_retention = time.monotonic()
         self.last_retention: RetentionReport | None = None
+        self._freeing = False
 
     # -- opening and closing --------------------------------------------------------------------
 
@@ -140,65 +87,13 @@ class Store:
         """Open (creating or migrating forward) the store at ``path`` (default ``config.path``)."""
         config = config or StoreConfig()
         db_path = Path(path if path is not None else config.path)
+        lock_fd = lock_shared(db_path)
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(lock_path_for(db_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the store at {db_path}: {exc.strerror}",
-                path=str(db_path),
-                hint="check that the state directory exists and is writable by the agent's user, "
-                "or set store.path",
-            ) from exc
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(lock_fd)
-            raise StoreError(
-                f"store {db_path} is being restored by another process",
-                path=str(db_path),
-                hint="wait for `edgefleet store restore` to finish, then start again",
-            ) from exc
-        try:
-            conn = cls._connect(db_path, config)
+            conn = connect(db_path, config)
         except BaseException:
             os.close(lock_fd)
             raise
         return cls(conn, db_path, config, lock_fd)
-
-    @staticmethod
-    def _connect(path: Path, config: StoreConfig) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=config.busy_timeout_ms / 1000
-        )
-        try:
-            if int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0:
-                # Only settable before the first table exists; lets retention shrink the file.
-                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(
-                    f"store {path} could not be switched to WAL mode (journal_mode is {mode})",
-                    path=str(path),
-                    hint="put the store on a local filesystem that supports shared memory "
-                    "(not a network mount)",
-                )
-            conn.execute(f"PRAGMA synchronous = {config.synchronous}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {int(config.wal_autocheckpoint_pages)}")
-            conn.execute(f"PRAGMA journal_size_limit = {int(config.journal_size_limit_bytes)}")
-            migrate(conn, path=str(path))
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(
-                f"cannot open the store at {path}: {exc}",
-                path=str(path),
-                hint="if the file is not an edgefleet store or is damaged, move it aside or restore "
-                "a backup with `edgefleet store restore`",
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def close(self) -> None:
         with self._lock:
@@ -240,19 +135,7 @@ class Store:
                         raise
                     conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                raise self._store_error(what, exc) from exc
-
-    def _store_error(self, what: str, exc: sqlite3.Error) -> StoreError:
-        text = str(exc)
-        if "full" in text:
-            hint = "free space on the state partition, or lower store.hard_max_bytes below the free space"
-        elif "locked" in text or "busy" in text:
-            hint = "another process holds the store's write lock; raise store.busy_timeout_ms or stop it"
-        elif "readonly" in text:
-            hint = "make the store file and its directory writable by the agent's user"
-        else:
-            hint = "run `edgefleet store check` on it; restore a backup if it reports damage"
-        return StoreError(f"cannot {what} in store {self.path}: {text}", path=str(self.path), hint=hint)
+                raise translate_error(what, self.path, exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -267,50 +150,6 @@ class Store:
                 self._conn.execute("COMMIT")
 
     # -- writes ---------------------------------------------------------------------------------
-
-    def _result_rows(self, records: Sequence[ResultRecord]) -> list[tuple[Any, ...]]:
-        # The fast path binds the values as they are; the schema's CHECKs reject wrong types.
-        raw = self.config.store_raw_outputs
-        return [
-            (
-                r.stream,
-                r.window_start,
-                r.window_end,
-                r.model_name,
-                r.model_version,
-                r.label,
-                r.score,
-                encode_outputs(r.outputs) if raw and r.outputs is not None else None,
-                r.latency_ms,
-                r.answered_by,
-                r.fallback_reason,
-                r.window_seq,
-                r.created_at,
-            )
-            for r in records
-        ]
-
-    def _converted_rows(self, records: Sequence[ResultRecord]) -> list[tuple[Any, ...]]:
-        # float()/int(): numpy scalars are welcome, but sqlite3 cannot bind numpy.float32 & co.
-        raw = self.config.store_raw_outputs
-        return [
-            (
-                r.stream,
-                float(r.window_start),
-                float(r.window_end),
-                r.model_name,
-                r.model_version,
-                r.label,
-                None if r.score is None else float(r.score),
-                encode_outputs(r.outputs) if raw and r.outputs is not None else None,
-                float(r.latency_ms),
-                r.answered_by,
-                r.fallback_reason,
-                None if r.window_seq is None else int(r.window_seq),
-                float(r.created_at),
-            )
-            for r in records
-        ]
 
     def write_results(self, records: Sequence[ResultRecord]) -> list[int]:
         """Store a batch in one transaction, plus one outbox item referencing its id range.
@@ -329,12 +168,18 @@ class Store:
             ValueError,
         )
         try:
-            ids = self._insert_results(self._result_rows(records))
+            ids = self._with_space(
+                lambda: self._insert_results(result_rows(records, raw_outputs=self.config.store_raw_outputs))
+            )
         except refused:
             # numpy scalars bind as blobs or not at all: retry with plain floats and ints, and only
             # then look for the records that are really wrong.
             try:
-                ids = self._insert_results(self._converted_rows(records))
+                ids = self._with_space(
+                    lambda: self._insert_results(
+                        converted_rows(records, raw_outputs=self.config.store_raw_outputs)
+                    )
+                )
             except refused:
                 ids = self._write_valid_results(records)
         self._maybe_retention()
@@ -347,7 +192,7 @@ class Store:
         outputs_bytes = sum(len(row[7]) for row in rows if row[7] is not None)
         with self._write("write results") as conn:
             for start in range(0, len(rows), chunk):
-                conn.executemany(_INSERT_RESULT, rows[start : start + chunk])
+                conn.executemany(INSERT_RESULT, rows[start : start + chunk])
             last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             # One writer under BEGIN IMMEDIATE and AUTOINCREMENT: the batch's ids are contiguous.
             first = last - len(rows) + 1
@@ -362,7 +207,7 @@ class Store:
         good: list[ResultRecord] = []
         problems: list[str] = []
         for index, record in enumerate(records):
-            problem = _check_record(record)
+            problem = check_record(record)
             if problem is None:
                 good.append(record)
             else:
@@ -376,7 +221,9 @@ class Store:
         log.warning(
             "store: rejected %d of %d results: %s", len(problems), len(records), "; ".join(problems[:5])
         )
-        ids = self._insert_results(self._converted_rows(good))
+        ids = self._with_space(
+            lambda: self._insert_results(converted_rows(good, raw_outputs=self.config.store_raw_outputs))
+        )
         self.add_event(
             "store.rejected_results",
             f"rejected {len(problems)} of {len(records)} results",
@@ -410,9 +257,13 @@ class Store:
             rows.append((ts, s.name, value, json.dumps(labels, sort_keys=True)))
             wire.append({"ts": ts, "name": s.name, "value": value, "labels": labels})
         payload = json.dumps({"samples": wire}, allow_nan=True)
-        with self._write("write metrics") as conn:
-            conn.executemany("INSERT INTO metrics (ts, name, value, labels) VALUES (?, ?, ?, ?)", rows)
-            outbox_id = self._enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
+
+        def insert() -> int:
+            with self._write("write metrics") as conn:
+                conn.executemany("INSERT INTO metrics (ts, name, value, labels) VALUES (?, ?, ?, ?)", rows)
+                return self._enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
+
+        outbox_id = self._with_space(insert)
         self._maybe_retention()
         return outbox_id
 
@@ -428,24 +279,28 @@ class Store:
             raise StoreError("an event needs a non-empty kind", hint="e.g. 'model.changed'")
         ts = time.time()
         data_text = self._json(data, f"event {kind!r} data") if data is not None else None
-        with self._write("add an event") as conn:
-            event_id = int(
-                conn.execute(
-                    "INSERT INTO events (ts, kind, level, message, data) VALUES (?, ?, ?, ?, ?)",
-                    (ts, kind, level, message, data_text),
-                ).lastrowid
-                or 0
-            )
-            payload = {
-                "id": event_id,
-                "ts": ts,
-                "kind": kind,
-                "level": level,
-                "message": message,
-                "data": data,
-            }
-            self._enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
-        return event_id
+
+        def insert() -> int:
+            with self._write("add an event") as conn:
+                event_id = int(
+                    conn.execute(
+                        "INSERT INTO events (ts, kind, level, message, data) VALUES (?, ?, ?, ?, ?)",
+                        (ts, kind, level, message, data_text),
+                    ).lastrowid
+                    or 0
+                )
+                payload = {
+                    "id": event_id,
+                    "ts": ts,
+                    "kind": kind,
+                    "level": level,
+                    "message": message,
+                    "data": data,
+                }
+                self._enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
+            return event_id
+
+        return self._with_space(insert)
 
     def enqueue(self, kind: str, payload: dict[str, Any], *, priority: int) -> int:
         """Queue any other message for sync (status, drift, ota/progress, ...); returns its outbox id."""
@@ -460,8 +315,12 @@ class Store:
         if not isinstance(payload, dict):
             raise StoreError(f"outbox payload must be a dict, got {type(payload).__name__}", hint="wrap it")
         text = self._json(payload, f"{kind!r} payload")
-        with self._write(f"enqueue {kind}") as conn:
-            outbox_id = self._enqueue_in(conn, kind, text, priority)
+
+        def insert() -> int:
+            with self._write(f"enqueue {kind}") as conn:
+                return self._enqueue_in(conn, kind, text, priority)
+
+        outbox_id = self._with_space(insert)
         self._maybe_retention()
         return outbox_id
 
@@ -506,9 +365,9 @@ class Store:
                 body: dict[str, Any] | list[dict[str, Any]]
                 if kind == "results":
                     body = [
-                        _result_dict(row)
+                        result_dict(row)
                         for row in conn.execute(
-                            f"{_SELECT_RESULT} WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
+                            f"{SELECT_RESULT} WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
                         )
                     ]
                 else:
@@ -570,10 +429,8 @@ class Store:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         params.append(max(int(limit), 0))
         with self._lock:
-            rows = self.db.query(
-                f"{_SELECT_RESULT}{clause} ORDER BY created_at DESC, id DESC LIMIT ?", params
-            )
-            return [_result_dict(tuple(row.values())) for row in rows]
+            rows = self.db.query(f"{SELECT_RESULT}{clause} ORDER BY created_at DESC, id DESC LIMIT ?", params)
+            return [result_dict(tuple(row.values())) for row in rows]
 
     def query_events(self, *, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Stored events, newest first."""
@@ -618,18 +475,24 @@ class Store:
     # -- maintenance ----------------------------------------------------------------------------
 
     def _maybe_retention(self) -> None:
-        if time.monotonic() >= self._next_retention:
-            self.enforce_retention()
+        with self._lock:  # checked under the lock so concurrent writers run it once
+            if time.monotonic() >= self._next_retention:
+                self.enforce_retention()
 
     def enforce_retention(self, *, now: float | None = None) -> RetentionReport:
         """Run retention now (writes also run it every ``retention_interval_s``)."""
+        return self._retention(
+            self.config, now=now, why=f"over its hard cap of {self.config.hard_max_bytes} bytes"
+        )
+
+    def _retention(self, config: StoreConfig, *, now: float | None, why: str) -> RetentionReport:
         with self._lock:
             self._next_retention = time.monotonic() + self.config.retention_interval_s
             try:
                 with self._meter.measure():
-                    report = enforce_retention(self._conn, self.path, self.config, now=now)
+                    report = enforce_retention(self._conn, self.path, config, now=now)
             except sqlite3.OperationalError as exc:
-                raise self._store_error("enforce retention", exc) from exc
+                raise translate_error("enforce retention", self.path, exc) from exc
             self.last_retention = report
             evicted = report.evicted_unsynced_total
             if evicted:
@@ -638,20 +501,37 @@ class Store:
                         "UPDATE store_meta SET value = value + ? WHERE key = 'evicted_unsynced_total'",
                         (evicted,),
                     )
-                log.warning(
-                    "store over its hard cap (%d bytes): evicted %d unsynced items %s",
-                    self.config.hard_max_bytes,
-                    evicted,
-                    report.evicted_unsynced,
-                )
+                log.warning("store %s: evicted %d unsynced items %s", why, evicted, report.evicted_unsynced)
                 self.add_event(
                     "store.evicted_unsynced",
-                    f"store over its hard cap of {self.config.hard_max_bytes} bytes: evicted {evicted} "
-                    "unsynced items, oldest first",
+                    f"store {why}: evicted {evicted} unsynced items, oldest first",
                     level="error",
                     data={"count": evicted, "by_kind": dict(report.evicted_unsynced)},
                 )
             return report
+
+    def _with_space(self, write: Callable[[], _T]) -> _T:
+        """Run a write; if the disk is full, evict down to 80 % of the store and retry once.
+
+        Best effort: deleting also needs a little room in the WAL, which a disk filled by
+        something else may not have. The hard cap is what keeps the store from filling it.
+        """
+        try:
+            return write()
+        except StoreFullError:
+            if self._freeing:
+                raise
+        self._freeing = True
+        try:
+            with self._lock:
+                cap = max(_MIN_CAP_BYTES, int(used_bytes(self._conn) * 0.8))
+            emergency = self.config.model_copy(
+                update={"max_bytes": cap, "hard_max_bytes": cap, "retention_headroom": 0.0}
+            )
+            self._retention(emergency, now=None, why="found the disk full")
+        finally:
+            self._freeing = False
+        return write()
 
     def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int, int]:
         """Checkpoint the WAL now; returns SQLite's (busy, wal frames, frames checkpointed)."""
@@ -678,7 +558,7 @@ class Store:
                         self._conn.executescript("PRAGMA incremental_vacuum;")
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.OperationalError as exc:
-                raise self._store_error("vacuum", exc) from exc
+                raise translate_error("vacuum", self.path, exc) from exc
             return before - disk_bytes(self.path)
 
     def integrity_check(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,8 +15,10 @@ OpenStore = Callable[..., Store]
 
 
 def _records(
-    n: int, *, stream: str = "imu", start: float = 1_700_000_000.0, outputs: int = 4
+    n: int, *, stream: str = "imu", start: float | None = None, outputs: int = 4
 ) -> list[ResultRecord]:
+    # Recent by default: max_age_s retention (30 days) must not delete rows behind a test's back.
+    start = time.time() - 3600.0 if start is None else start
     return [
         ResultRecord(
             stream=stream,

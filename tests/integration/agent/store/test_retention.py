@@ -135,3 +135,19 @@ def test_retention_with_nothing_to_do_changes_nothing(open_store, make_records) 
     assert report.deleted_total == 0
     assert report.vacuumed_pages == 0
     assert store.outbox_backlog() == {"results": 10}
+
+
+def test_a_full_disk_evicts_and_retries_the_write(open_store, make_records) -> None:
+    store = open_store(store_raw_outputs=True, retention_interval_s=3600.0, max_age_s=None)
+    _fill(store, make_records, 2000, start=1000.0)
+    store.checkpoint("TRUNCATE")
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    # SQLite reports SQLITE_FULL ("database or disk is full") at this page limit, as on a full disk.
+    store.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    ids = store.write_results(make_records(250, start=9000.0, outputs=64))
+    assert len(ids) == 250  # written after the emergency eviction
+    [event] = store.query_events(kind="store.evicted_unsynced")
+    assert "found the disk full" in event["message"]
+    assert event["data"]["count"] > 0
+    assert store.stats().evicted_unsynced_total == event["data"]["count"]
+    assert set(ids) <= {r["id"] for r in store.query_results(limit=10_000)}

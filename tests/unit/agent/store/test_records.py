@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edgefleet.agent.store import ResultRecord
 from edgefleet.agent.store.migrations import decode_outputs, encode_outputs
-from edgefleet.agent.store.store import _check_record
+from edgefleet.agent.store.rows import check_record as _check_record
 from edgefleet.agent.store.wear import WriteMeter
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,129 @@
+"""How results map to SQL rows: column order, value conversion, validation and decoding."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from edgefleet.agent.store.migrations import decode_outputs, encode_outputs
+from edgefleet.agent.store.records import ResultRecord
+
+__all__ = [
+    "INSERT_RESULT",
+    "RESULT_COLUMNS",
+    "SELECT_RESULT",
+    "check_record",
+    "converted_rows",
+    "result_dict",
+    "result_rows",
+]
+
+RESULT_COLUMNS = (
+    "stream",
+    "window_start",
+    "window_end",
+    "model_name",
+    "model_version",
+    "label",
+    "score",
+    "outputs",
+    "latency_ms",
+    "answered_by",
+    "fallback_reason",
+    "window_seq",
+    "created_at",
+)
+INSERT_RESULT = (
+    f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
+)
+SELECT_RESULT = f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at FROM results"
+
+
+def result_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("id", *RESULT_COLUMNS, "synced_at")
+    record = dict(zip(keys, row, strict=False))
+    record["outputs"] = decode_outputs(record["outputs"])
+    return record
+
+
+def _is_finite_number(value: object) -> bool:
+    if type(value) is bool or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(float(value))
+
+
+def check_record(record: object) -> str | None:
+    """Why a result record cannot be stored, or None. Only run when a batch was refused."""
+    if not isinstance(record, ResultRecord):
+        return f"expected a ResultRecord, got {type(record).__name__}"
+    for name in ("stream", "model_name", "model_version"):
+        if not isinstance(getattr(record, name), str) or not getattr(record, name):
+            return f"{name} must be a non-empty string, got {getattr(record, name)!r}"
+    for name in ("window_start", "window_end", "latency_ms", "created_at", "score"):
+        value = getattr(record, name)
+        if value is None and name == "score":
+            continue
+        if not _is_finite_number(value):
+            return f"{name} must be a finite number, got {value!r}"
+    for name in ("label", "fallback_reason"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} must be a string or None, got {value!r}"
+    if record.answered_by not in ("edge", "cloud"):
+        return f"answered_by must be 'edge' or 'cloud', got {record.answered_by!r}"
+    seq: object = record.window_seq
+    if seq is not None and not isinstance(seq, numbers.Integral):
+        return f"window_seq must be an integer or None, got {record.window_seq!r}"
+    if record.outputs is not None:
+        try:
+            encode_outputs(record.outputs)
+        except (TypeError, ValueError):
+            return f"outputs must be a list of numbers or None, got {record.outputs!r:.80}"
+    return None
+
+
+def result_rows(records: Sequence[ResultRecord], *, raw_outputs: bool) -> list[tuple[Any, ...]]:
+    # The fast path binds the values as they are; the schema's CHECKs reject wrong types.
+    return [
+        (
+            r.stream,
+            r.window_start,
+            r.window_end,
+            r.model_name,
+            r.model_version,
+            r.label,
+            r.score,
+            encode_outputs(r.outputs) if raw_outputs and r.outputs is not None else None,
+            r.latency_ms,
+            r.answered_by,
+            r.fallback_reason,
+            r.window_seq,
+            r.created_at,
+        )
+        for r in records
+    ]
+
+
+def converted_rows(records: Sequence[ResultRecord], *, raw_outputs: bool) -> list[tuple[Any, ...]]:
+    # float()/int(): numpy scalars are welcome, but sqlite3 cannot bind numpy.float32 & co.
+    return [
+        (
+            r.stream,
+            float(r.window_start),
+            float(r.window_end),
+            r.model_name,
+            r.model_version,
+            r.label,
+            None if r.score is None else float(r.score),
+            encode_outputs(r.outputs) if raw_outputs and r.outputs is not None else None,
+            float(r.latency_ms),
+            r.answered_by,
+            r.fallback_reason,
+            None if r.window_seq is None else int(r.window_seq),
+            float(r.created_at),
+        )
+        for r in records
+    ]
