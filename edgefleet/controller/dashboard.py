@@ -1,0 +1,294 @@
+"""Server-side help for the web dashboard: one overview endpoint for the fleet table.
+
+The pages themselves are static files (``edgefleet/controller/static``, served at ``/static``).
+The fleet table needs, per device, the registry row plus the latest throughput, p95 latency,
+fallback share and drift score. Fetching those per device would be thousands of requests for a
+large fleet, so ``GET /api/dashboard/overview`` answers a filtered, sorted page of them with
+correlated subqueries over the ``(device_id, metric, ts)`` index: one statement for the page,
+one for the fleet totals. ``api.create_app`` calls :func:`register` (see docs/controller.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict
+
+from edgefleet.controller.auth import Principal
+from edgefleet.controller.dal.sql import SqlDatabase
+from edgefleet.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from edgefleet.controller.api import ControllerContext
+
+__all__ = [
+    "OVERVIEW_METRICS",
+    "OverviewCounts",
+    "OverviewDevice",
+    "OverviewPage",
+    "OverviewSort",
+    "fleet_overview",
+    "register",
+    "router",
+]
+
+OverviewSort = Literal[
+    "device_id",
+    "online",
+    "model_version",
+    "last_seen",
+    "throughput",
+    "p95_latency_ms",
+    "fallback_share",
+    "drifted",
+]
+
+# Telemetry names from docs/architecture.md; the unlabelled series is the device-wide figure.
+OVERVIEW_METRICS: dict[str, str] = {
+    "throughput": "throughput_windows_per_s",
+    "p95_latency_ms": "inference_latency_ms_p95",
+    "fallback_share": "fallback_share",
+}
+
+_SORT_SQL: dict[str, str] = {
+    "device_id": "device_id",
+    "online": "online",
+    "model_version": "COALESCE(model_version, '')",
+    "last_seen": "last_seen",
+    "throughput": "throughput",
+    "p95_latency_ms": "p95_latency_ms",
+    "fallback_share": "fallback_share",
+    "drifted": "drifted",
+}
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OverviewDevice(_Out):
+    device_id: str
+    online: bool
+    last_seen: float
+    status_changed_at: float | None
+    agent_version: str | None
+    model_name: str | None
+    model_version: str | None
+    drifted: bool
+    drift_score: float | None
+    throughput: float | None
+    p95_latency_ms: float | None
+    fallback_share: float | None
+    metrics_at: float | None
+
+
+class OverviewCounts(_Out):
+    total: int
+    online: int
+    offline: int
+    drifted: int
+    throughput: float
+    """Sum of the latest throughput (windows/s) of the online devices."""
+    fallback_share: float | None
+    """Throughput-weighted mean of the online devices' latest fallback share."""
+
+
+class OverviewPage(_Out):
+    ts: float
+    counts: OverviewCounts
+    model_versions: dict[str, int]
+    matched: int
+    offset: int
+    limit: int
+    devices: list[OverviewDevice]
+
+
+class DashboardError(EdgefleetError):
+    """The overview needs the SQL data-access layer."""
+
+
+_LATEST = (
+    "(SELECT t.value FROM telemetry_raw t WHERE t.device_id = d.device_id AND t.metric = ?"
+    " ORDER BY t.ts DESC LIMIT 1)"
+)
+_LATEST_TS = (
+    "(SELECT t.ts FROM telemetry_raw t WHERE t.device_id = d.device_id AND t.metric = ?"
+    " ORDER BY t.ts DESC LIMIT 1)"
+)
+_DRIFT_SCORE = (
+    "(SELECT r.score FROM drift_reports r WHERE r.device_id = d.device_id ORDER BY r.ts DESC, r.id DESC"
+    " LIMIT 1)"
+)
+_METRIC_PARAMS: tuple[str, ...] = (
+    OVERVIEW_METRICS["throughput"],
+    OVERVIEW_METRICS["p95_latency_ms"],
+    OVERVIEW_METRICS["fallback_share"],
+    OVERVIEW_METRICS["throughput"],
+)
+_PER_DEVICE = (
+    "SELECT d.device_id, d.online, d.last_seen, d.status_changed_at, d.agent_version, d.model_name,"
+    f" d.model_version, d.drifted, {_DRIFT_SCORE} AS drift_score, {_LATEST} AS throughput,"
+    f" {_LATEST} AS p95_latency_ms, {_LATEST} AS fallback_share, {_LATEST_TS} AS metrics_at"
+    " FROM devices d"
+)
+
+_VERSIONS = "SELECT COALESCE(model_version, ''), COUNT(*) FROM devices GROUP BY 1 ORDER BY 1"
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filters(
+    online: bool | None, model_version: str | None, search: str | None, drifted: bool | None
+) -> tuple[str, list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    if online is not None:
+        where.append("online = ?")
+        params.append(int(online))
+    if drifted is not None:
+        where.append("drifted = ?")
+        params.append(int(drifted))
+    if model_version is not None:
+        where.append("COALESCE(model_version, '') = ?")
+        params.append(model_version)
+    if search:
+        fields = (
+            "device_id",
+            "COALESCE(model_name, '')",
+            "COALESCE(model_version, '')",
+            "COALESCE(agent_version, '')",
+        )
+        where.append("(" + " OR ".join(f"LOWER({f}) LIKE ? ESCAPE '\\'" for f in fields) + ")")
+        params.extend([_like(search)] * len(fields))
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def fleet_overview(
+    database: Any,
+    *,
+    online: bool | None = None,
+    model_version: str | None = None,
+    search: str | None = None,
+    drifted: bool | None = None,
+    sort: OverviewSort = "device_id",
+    descending: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+    now: float | None = None,
+) -> OverviewPage:
+    """The fleet table's page plus fleet-wide counts, from the SQL database behind the controller."""
+    if not isinstance(database, SqlDatabase):
+        raise DashboardError(
+            f"the dashboard overview needs a SQL database, got {type(database).__name__}",
+            hint="run the controller with SQLite or PostgreSQL (database.url / database.sqlite_path)",
+        )
+    clause, params = _filters(online, model_version, search, drifted)
+    # Devices that never reported a figure sort last either way.
+    order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, device_id ASC"
+    metric_params: Sequence[object] = _METRIC_PARAMS
+    # Wrapping the per-device select lets WHERE/ORDER BY use the computed columns on both dialects.
+    page_sql = f"SELECT * FROM ({_PER_DEVICE}) o{clause} ORDER BY {order} LIMIT ? OFFSET ?"
+    totals_sql = (
+        "SELECT COUNT(*), COALESCE(SUM(online), 0), COALESCE(SUM(drifted), 0),"
+        " SUM(CASE WHEN online = 1 THEN throughput END),"
+        " SUM(CASE WHEN online = 1 AND fallback_share IS NOT NULL THEN throughput * fallback_share END),"
+        " SUM(CASE WHEN online = 1 AND fallback_share IS NOT NULL THEN throughput END)"
+        f" FROM ({_PER_DEVICE}) o"
+    )
+    with database._conn() as conn:
+        rows = conn.rows(page_sql, [*metric_params, *params, limit, offset])
+        matched = int(conn.rows(f"SELECT COUNT(*) FROM devices{clause}", params)[0][0])
+        totals = conn.rows(totals_sql, list(metric_params))[0]
+        versions = conn.rows(_VERSIONS)
+    total, up, drift_count = int(totals[0]), int(totals[1]), int(totals[2])
+    weighted, weight = _float(totals[4]), _float(totals[5])
+    counts = OverviewCounts(
+        total=total,
+        online=up,
+        offline=total - up,
+        drifted=drift_count,
+        throughput=_float(totals[3]) or 0.0,
+        fallback_share=(weighted / weight) if weighted is not None and weight else None,
+    )
+    devices = [
+        OverviewDevice(
+            device_id=str(r[0]),
+            online=bool(r[1]),
+            last_seen=float(r[2]),
+            status_changed_at=_float(r[3]),
+            agent_version=r[4],
+            model_name=r[5],
+            model_version=r[6],
+            drifted=bool(r[7]),
+            drift_score=_float(r[8]),
+            throughput=_float(r[9]),
+            p95_latency_ms=_float(r[10]),
+            fallback_share=_float(r[11]),
+            metrics_at=_float(r[12]),
+        )
+        for r in rows
+    ]
+    return OverviewPage(
+        ts=time.time() if now is None else now,
+        counts=counts,
+        model_versions={str(r[0]): int(r[1]) for r in versions},
+        matched=matched,
+        offset=offset,
+        limit=limit,
+        devices=devices,
+    )
+
+
+def _reader(request: Request) -> Principal:
+    # The API's own authentication (bearer token or session cookie), imported late: api imports us.
+    from edgefleet.controller.api import _principal
+
+    return _principal(request)
+
+
+router = APIRouter(prefix="/api/dashboard", tags=["dashboard"])
+
+
+@router.get("/overview")
+def overview(
+    request: Request,
+    found: Annotated[Principal, Depends(_reader)],
+    online: bool | None = None,
+    model_version: Annotated[str | None, Query(max_length=200)] = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
+    drifted: bool | None = None,
+    sort: OverviewSort = "device_id",
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> OverviewPage:
+    """The fleet table: a page of devices with their latest figures, and fleet-wide counts."""
+    context: ControllerContext = request.app.state.context
+    return fleet_overview(
+        context.database,
+        online=online,
+        model_version=model_version,
+        search=search,
+        drifted=drifted,
+        sort=sort,
+        descending=order == "desc",
+        limit=limit,
+        offset=offset,
+        now=context.clock(),
+    )
+
+
+def register(app: FastAPI, context: ControllerContext) -> None:
+    """Called by ``api.create_app``: mount the dashboard's API routes."""
+    del context  # routes read it from app.state, like the API's own
+    app.include_router(router)
