@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -121,25 +122,60 @@ def _pick(config: ReplaySourceConfig, names: list[str], numeric: list[bool]) -> 
 
 
 def _read_csv(config: ReplaySourceConfig) -> tuple[list[str], npt.NDArray[np.float64], list[bool]]:
+    """Header names, the table as float64 (NaN where a cell is not a number), and numeric columns."""
     with config.file.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header:
-            raise _issue(config, "file", str(config.file), "a CSV file with a header row")
-        names = [h.strip() for h in header]
-        rows = list(reader)
-    if not rows:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise _issue(config, "file", str(config.file), "a CSV file with a header row")
+    names = [h.strip() for h in header]
+    wanted = set(config.columns or []) | {config.timestamp_column}
+    # labels and the like are never parsed, never channels
+    parse = [
+        c
+        for c, n in enumerate(names)
+        if not (n in config.ignore_columns and n not in wanted and c not in wanted)
+    ]
+    fast = _read_clean_csv(config.file, parse)
+    if fast is not None:
+        values = np.full((fast.shape[0], len(names)), np.nan, np.float64)
+        values[:, parse] = fast
+        numeric = [c in parse for c in range(len(names))]
+    else:
+        values, numeric = _read_dirty_csv(config.file, names, parse)
+    if values.shape[0] == 0:
         raise _issue(config, "file", str(config.file), "at least one sample")
+    return names, values, numeric
+
+
+def _read_clean_csv(path: Path, columns: list[int]) -> npt.NDArray[np.float64] | None:
+    """numpy's fast reader, for the usual file where every parsed cell is a number; None otherwise."""
+    if not columns:
+        return None
+    try:
+        with path.open(encoding="utf-8") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": reported as our own error
+            table = np.loadtxt(fh, delimiter=",", skiprows=1, usecols=columns, ndmin=2, dtype=np.float64)
+    except (ValueError, IndexError):
+        return None
+    return table if table.size else np.empty((0, len(columns)), np.float64)
+
+
+def _read_dirty_csv(
+    path: Path, names: list[str], columns: list[int]
+) -> tuple[npt.NDArray[np.float64], list[bool]]:
+    """Cell by cell: text, empty cells and short rows become NaN, refused later as bad samples."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[1:]
     values = np.full((len(rows), len(names)), np.nan, np.float64)
     numeric = [False] * len(names)
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row[: len(names)]):
+    for c in columns:
+        for r, row in enumerate(rows):
             try:
-                values[r, c] = float(cell)
-            except ValueError:
+                values[r, c] = float(row[c])
+            except (ValueError, IndexError):
                 continue
             numeric[c] = True
-    return names, values, numeric
+    return values, numeric
 
 
 def load_recording(config: ReplaySourceConfig) -> Recording:
