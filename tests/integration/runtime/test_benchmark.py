@@ -55,7 +55,10 @@ def check_report(report: BenchReport, batch: int) -> None:
     text = report.render_text()
     for needle in ("bare", "predict", "edgefleet", "ratio edgefleet/bare", f"batch {batch}"):
         assert needle in text
+    assert report.meets_target == (report.ratio >= report.target_ratio)
+    assert report.median_ratio == pytest.approx(report.bare.latency.p50_ms / report.edgefleet.latency.p50_ms)
     dumped = report.model_dump(mode="json")
+    assert {"ratio", "predict_ratio", "median_ratio", "meets_target"} <= set(dumped)
     assert json.loads(json.dumps(dumped))["edgefleet"]["batches"] == report.edgefleet.batches
 
 
