@@ -181,13 +181,17 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def count_results(db: Path) -> int:
+def count_results(db: Path, *, stream: str | None = None) -> int:
     """Results committed so far, read with a separate plain sqlite3 connection."""
     if not db.exists():
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+        if stream is not None:
+            query = conn.execute("SELECT count(*) FROM results WHERE stream = ?", (stream,))
+        else:
+            query = conn.execute("SELECT count(*) FROM results")
+        return int(query.fetchone()[0])
     except sqlite3.OperationalError:
         return 0  # schema not created yet
     finally:

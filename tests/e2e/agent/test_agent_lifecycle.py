@@ -172,17 +172,10 @@ def test_sighup_refuses_bad_config_and_applies_good_one(tmp_path: Path) -> None:
         )
         agent.signal(signal.SIGHUP)
         wait_until(lambda: events(db, "config_reloaded"), what="config_reloaded event")
-        wait_until(
-            lambda: (
-                run_cli(
-                    "results", "--config", str(path), "--stream", "second", "--format", "json"
-                ).stdout.strip()
-                not in ("", "[]")
-            ),
-            what="results of the new stream",
-        )
-        data = json.loads(run_cli("agent", "status", "--config", str(path), "--json").stdout)
-        assert data["reloads"] == 1
+        wait_until(lambda: count_results(db, stream="second"), what="results of the new stream")
+        wait_until(lambda: (read_status(state) or {}).get("reloads") == 1, what="status after the reload")
+        data = read_status(state)
+        assert data is not None
         assert data["warnings"] == []
         assert set(data["streams"]) == {"second"}
         assert agent.terminate_and_wait() == 0, agent.output()
@@ -210,9 +203,9 @@ def test_model_that_fails_to_load_keeps_agent_up_and_unhealthy(tmp_path: Path) -
         shutil.copytree(demo_bundle(), broken)
         agent.signal(signal.SIGHUP)
         wait_until(lambda: count_results(db) > 0, what="results after the repair")
-        wait_until(
-            lambda: run_cli("agent", "status", "--config", str(path)).returncode == 0, what="healthy status"
-        )
+        wait_until(lambda: (read_status(state) or {}).get("healthy"), what="healthy status")
+        status = run_cli("agent", "status", "--config", str(path))
+        assert status.returncode == 0, status.stdout + status.stderr
         assert agent.terminate_and_wait() == 0, agent.output()
 
 
