@@ -157,3 +157,10 @@ def test_docs_mention_every_agent_and_source_key() -> None:
     assert missing == [], "docs/configuration.md lacks these keys"
     for key in SOURCE_TYPES:
         assert f'type = "{key}"' in docs
+
+
+def test_config_without_subcommand_shows_its_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    for sub in ("check", "show", "example"):
+        assert sub in err

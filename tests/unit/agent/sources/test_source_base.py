@@ -155,8 +155,9 @@ def test_stop_ends_a_blocking_run_and_start_is_idempotent() -> None:
     source = ScriptSource(script, Collector())
     source.start()
     source.start()
-    assert source.running
+    was_running = source.running
     source.stop()
+    assert was_running
     assert not source.running
     assert not source.finished
     assert source.runs == 1
