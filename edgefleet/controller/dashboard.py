@@ -44,6 +44,7 @@ OverviewSort = Literal[
     "p95_latency_ms",
     "fallback_share",
     "drifted",
+    "results_recent",
 ]
 
 # Telemetry names from docs/architecture.md; the unlabelled series is the device-wide figure.
@@ -62,6 +63,7 @@ _SORT_SQL: dict[str, str] = {
     "p95_latency_ms": "p95_latency_ms",
     "fallback_share": "fallback_share",
     "drifted": "drifted",
+    "results_recent": "results_recent",
 }
 
 
@@ -83,6 +85,9 @@ class OverviewDevice(_Out):
     p95_latency_ms: float | None
     fallback_share: float | None
     metrics_at: float | None
+    results_recent: int
+    """Results stored for this device in the last ``window_s`` seconds."""
+    top_label: str | None
 
 
 class OverviewCounts(_Out):
@@ -103,6 +108,7 @@ class OverviewPage(_Out):
     matched: int
     offset: int
     limit: int
+    window_s: int
     devices: list[OverviewDevice]
 
 
@@ -122,6 +128,13 @@ _DRIFT_SCORE = (
     "(SELECT r.score FROM drift_reports r WHERE r.device_id = d.device_id ORDER BY r.ts DESC, r.id DESC"
     " LIMIT 1)"
 )
+_RESULTS = (
+    "(SELECT SUM(b.count) FROM result_buckets b WHERE b.device_id = d.device_id AND b.bucket_start >= ?)"
+)
+_TOP_LABEL = (
+    "(SELECT b.label FROM result_buckets b WHERE b.device_id = d.device_id AND b.bucket_start >= ?"
+    " GROUP BY b.label ORDER BY SUM(b.count) DESC, b.label LIMIT 1)"
+)
 _METRIC_PARAMS: tuple[str, ...] = (
     OVERVIEW_METRICS["throughput"],
     OVERVIEW_METRICS["p95_latency_ms"],
@@ -131,7 +144,8 @@ _METRIC_PARAMS: tuple[str, ...] = (
 _PER_DEVICE = (
     "SELECT d.device_id, d.online, d.last_seen, d.status_changed_at, d.agent_version, d.model_name,"
     f" d.model_version, d.drifted, {_DRIFT_SCORE} AS drift_score, {_LATEST} AS throughput,"
-    f" {_LATEST} AS p95_latency_ms, {_LATEST} AS fallback_share, {_LATEST_TS} AS metrics_at"
+    f" {_LATEST} AS p95_latency_ms, {_LATEST} AS fallback_share, {_LATEST_TS} AS metrics_at,"
+    f" {_RESULTS} AS results_recent, {_TOP_LABEL} AS top_label"
     " FROM devices d"
 )
 
@@ -184,6 +198,7 @@ def fleet_overview(
     descending: bool = False,
     limit: int = 100,
     offset: int = 0,
+    window_s: int = 300,
     now: float | None = None,
 ) -> OverviewPage:
     """The fleet table's page plus fleet-wide counts, from the SQL database behind the controller."""
@@ -195,7 +210,9 @@ def fleet_overview(
     clause, params = _filters(online, model_version, search, drifted)
     # Devices that never reported a figure sort last either way.
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, device_id ASC"
-    metric_params: Sequence[object] = _METRIC_PARAMS
+    now = time.time() if now is None else now
+    since = now - window_s
+    metric_params: Sequence[object] = (*_METRIC_PARAMS, since, since)
     # Wrapping the per-device select lets WHERE/ORDER BY use the computed columns on both dialects.
     page_sql = f"SELECT * FROM ({_PER_DEVICE}) o{clause} ORDER BY {order} LIMIT ? OFFSET ?"
     totals_sql = (
@@ -235,16 +252,19 @@ def fleet_overview(
             p95_latency_ms=_float(r[10]),
             fallback_share=_float(r[11]),
             metrics_at=_float(r[12]),
+            results_recent=int(r[13] or 0),
+            top_label=r[14],
         )
         for r in rows
     ]
     return OverviewPage(
-        ts=time.time() if now is None else now,
+        ts=now,
         counts=counts,
         model_versions={str(r[0]): int(r[1]) for r in versions},
         matched=matched,
         offset=offset,
         limit=limit,
+        window_s=window_s,
         devices=devices,
     )
 
@@ -271,6 +291,7 @@ def overview(
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    window_s: Annotated[int, Query(ge=10, le=86_400)] = 300,
 ) -> OverviewPage:
     """The fleet table: a page of devices with their latest figures, and fleet-wide counts."""
     context: ControllerContext = request.app.state.context
@@ -284,6 +305,7 @@ def overview(
         descending=order == "desc",
         limit=limit,
         offset=offset,
+        window_s=window_s,
         now=context.clock(),
     )
 

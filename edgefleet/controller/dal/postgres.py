@@ -17,6 +17,9 @@ __all__ = ["PostgresDatabase", "redact_url"]
 _MIGRATION_LOCK_KEY = 0x6564_6765_666C  # "edgefl": one advisory lock id for every edgefleet controller
 
 
+_BULK_INSERT = re.compile(r"^\s*INSERT INTO (\w+) \(([\w, ]+)\) VALUES \([?, ]+\)(.*)$", re.DOTALL)
+
+
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
@@ -38,8 +41,39 @@ class _PgConnection:
         return self.raw.execute(_pg_sql(sql), params).rowcount
 
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        with self.raw.cursor() as cursor:
-            cursor.executemany(_pg_sql(sql), rows)
+        self.bulk(sql, rows)
+
+    def run_many_returning(self, sql: str, rows: Sequence[Sequence[object]]) -> list[tuple[Any, ...]]:
+        return self.bulk(sql, rows)
+
+    def bulk(self, sql: str, rows: Sequence[Sequence[object]]) -> list[tuple[Any, ...]]:
+        # Per-row executemany (or one huge VALUES list, which psycopg must parse) costs tens of
+        # microseconds a row; COPY costs about one. Plain inserts COPY straight into the table;
+        # the others COPY into a session-local staging table, then INSERT ... SELECT ... <tail>
+        # (ON CONFLICT, RETURNING). Callers never repeat a conflict key within one call.
+        match = _BULK_INSERT.match(sql)
+        if match is None:
+            raise ValueError(f"not a single-row INSERT ... VALUES statement: {sql[:80]}")
+        if not rows:
+            return []
+        table, columns, tail = match.group(1), match.group(2), match.group(3).strip()
+        target = table if not tail else f"_stage_{table}"
+        if tail:
+            self.raw.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {target} (LIKE {table} INCLUDING DEFAULTS)"
+                " ON COMMIT DELETE ROWS"
+            )
+        with self.raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        if not tail:
+            return []
+        cursor = self.raw.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {target} {_pg_sql(tail)}"
+        )
+        found = cursor.fetchall() if cursor.description is not None else []
+        self.raw.execute(f"DELETE FROM {target}")
+        return found
 
 
 class PostgresDatabase(SqlDatabase):

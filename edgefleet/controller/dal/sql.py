@@ -44,7 +44,7 @@ from edgefleet.types import JSONValue
 
 __all__ = ["SqlConnection", "SqlDatabase"]
 
-_CLAIM_CHUNK = 200
+_CHUNK = 500
 _DEVICE_COLUMNS = (
     "device_id, online, first_seen, last_seen, status_changed_at, agent_version, model_name, "
     "model_version, hardware, drifted"
@@ -68,6 +68,10 @@ class SqlConnection(Protocol):
     def run(self, sql: str, params: Sequence[object] = ()) -> int: ...
 
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+
+    def run_many_returning(self, sql: str, rows: Sequence[Sequence[object]]) -> list[tuple[Any, ...]]:
+        """A single-row ``INSERT ... VALUES (?, ...) ... RETURNING`` applied to every row."""
+        ...
 
 
 def _json_dict(text: str | None) -> dict[str, JSONValue]:
@@ -226,20 +230,12 @@ class SqlDatabase(Database):
         return outcome
 
     def _claim(self, conn: SqlConnection, messages: list[IngestMessage]) -> set[tuple[str, str]]:
-        claimed: set[tuple[str, str]] = set()
-        for start in range(0, len(messages), _CLAIM_CHUNK):
-            chunk = messages[start : start + _CLAIM_CHUNK]
-            values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-            params: list[object] = []
-            for m in chunk:
-                params.extend((m.device_id, m.message_id or "", m.kind, m.received_at))
-            rows = conn.rows(
-                f"INSERT INTO seen_messages (device_id, message_id, kind, received_at) VALUES {values} "
-                "ON CONFLICT (device_id, message_id) DO NOTHING RETURNING device_id, message_id",
-                params,
-            )
-            claimed.update((str(r[0]), str(r[1])) for r in rows)
-        return claimed
+        rows = conn.run_many_returning(
+            "INSERT INTO seen_messages (device_id, message_id, kind, received_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device_id, message_id) DO NOTHING RETURNING device_id, message_id",
+            [(m.device_id, m.message_id or "", m.kind, m.received_at) for m in messages],
+        )
+        return {(str(r[0]), str(r[1])) for r in rows}
 
     def _store_accepted(
         self, conn: SqlConnection, accepted: list[IngestMessage], bucket_s: int, outcome: IngestOutcome
@@ -250,8 +246,8 @@ class SqlDatabase(Database):
             seen[m.device_id] = (min(low, m.received_at), max(high, m.received_at))
         ids = sorted(seen)
         existing: set[str] = set()
-        for start in range(0, len(ids), _CLAIM_CHUNK):
-            chunk = ids[start : start + _CLAIM_CHUNK]
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
             marks = ", ".join(["?"] * len(chunk))
             existing.update(
                 str(r[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -14,6 +15,8 @@ from edgefleet.errors import StoreError
 __all__ = ["SqliteDatabase"]
 
 _BUSY_TIMEOUT_MS = 30_000
+_VALUES_GROUP = re.compile(r"VALUES\s*(\([?,\s]+\))", re.IGNORECASE)
+_MAX_VARIABLES = 30_000  # SQLite >= 3.32 allows 32,766 bound variables per statement
 
 
 class _SqliteConnection:
@@ -28,6 +31,20 @@ class _SqliteConnection:
 
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         self.raw.executemany(sql, rows)
+
+    def run_many_returning(self, sql: str, rows: Sequence[Sequence[object]]) -> list[tuple[Any, ...]]:
+        # executemany cannot return rows: repeat the VALUES group in chunks instead.
+        match = _VALUES_GROUP.search(sql)
+        if match is None:
+            raise ValueError(f"not a single-row INSERT ... VALUES statement: {sql[:80]}")
+        group = match.group(1)
+        chunk = max(1, _MAX_VARIABLES // max(1, group.count("?")))
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            statement = sql[: match.start(1)] + ", ".join([group] * len(part)) + sql[match.end(1) :]
+            found.extend(self.raw.execute(statement, [value for row in part for value in row]).fetchall())
+        return found
 
 
 class SqliteDatabase(SqlDatabase):
