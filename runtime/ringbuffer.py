@@ -265,17 +265,29 @@ class StreamBuffer:
             stamps = np.asarray(timestamps, dtype=np.float64)
         except (ValueError, TypeError):
             raise self._shape_error("timestamps in epoch seconds", "non-numeric values") from None
-        if block.ndim != 2 or block.shape[1] != self.channels:
-            raise self._shape_error(f"samples of shape (n, {self.channels})", f"shape {block.shape}")
-        n = int(block.shape[0])
+        shape = block.shape
+        if len(shape) != 2 or shape[1] != self.channels:
+            raise self._shape_error(f"samples of shape (n, {self.channels})", f"shape {shape}")
+        n: int = shape[0]
         if stamps.shape != (n,):
             raise self._shape_error(f"timestamps of shape ({n},)", f"shape {stamps.shape}")
-        if n == 0:
-            return 0
         w = self._write
-        if w + n - self._next_start > self.capacity or self._closed:
-            return self._push_slow(block, stamps)
-        self._store(w, block, stamps)
+        cap = self.capacity
+        if w + n - self._next_start > cap or self._closed:
+            return self._push_slow(block, stamps) if n else 0
+        p = w % cap
+        if p + n > cap or not n:
+            self._store(w, block, stamps)
+            return n
+        # the common case, inlined from _store: room, no wrap
+        now = self._clock()
+        self._data[p : p + n] = block
+        self._ts[p : p + n] = stamps
+        self._arrival[p : p + n] = now
+        end = w + n
+        self._write = end  # publish only after the data is in place
+        if end >= self._announce_at:
+            self._announce(end)
         return n
 
     def close(self) -> None:
