@@ -287,7 +287,8 @@ class ReplaySource(Source[ReplaySourceConfig]):
     def _run(self) -> None:
         cfg, rec = self.config, self.recording
         n = rec.samples.shape[0]
-        base = time.time() if cfg.timestamps == "wall" else rec.start
+        # wall mode: the next sample is stamped "now", also when resuming after stop()/start()
+        base = time.time() - self._stream_time() if cfg.timestamps == "wall" else rec.start
         # pacing clock: stream time t is due at mono0 + t / speed (playback resumes in place)
         mono0 = time.monotonic() - self._stream_time() / cfg.speed
         while not self._stopping.is_set():

@@ -135,7 +135,7 @@ class SyntheticSource(Source[SyntheticSourceConfig]):
     def _run(self) -> None:
         cfg = self.config
         total = None if cfg.duration_s is None else max(1, round(cfg.duration_s * cfg.rate_hz))
-        wall0 = time.time()
+        wall0 = time.time() - self._signal.index / cfg.rate_hz  # resuming continues the timeline
         mono0 = time.monotonic() - self._signal.index / cfg.rate_hz
         while not self._stopping.is_set():
             remaining = None if total is None else total - self._signal.index
