@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from edgefleet.agent.health import StreamHealth
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.sources.base import RateLimitedLog
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.errors import EdgefleetError
 from edgefleet.runtime import Model
@@ -44,6 +45,7 @@ from edgefleet.runtime.ringbuffer import StreamBuffer, Window
 from edgefleet.types import BackpressurePolicy, FloatArray
 
 __all__ = [
+    "BatchObserver",
     "DrainReport",
     "FallbackRouter",
     "Pipeline",
@@ -74,6 +76,11 @@ class StreamSpec:
 
     name: str
     make_source: Callable[[Sink], SourceHandle]
+
+
+BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
+"""Sees every inferred batch and its predictions in the worker thread (e.g. a drift monitor).
+Must be quick; exceptions are logged and ignored."""
 
 
 class FallbackRouter(Protocol):
@@ -128,6 +135,7 @@ class _ModelState:
 
 
 _STOP = object()
+_FAILURE_EVENT_EVERY_S = 60.0
 
 
 class Pipeline:
@@ -143,6 +151,7 @@ class Pipeline:
         open_model: Callable[[Bundle], Model] | None = None,
         router: FallbackRouter | None = None,
         counters: PipelineCounters | None = None,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         self.store = store
         self.settings = settings or PipelineSettings()
@@ -151,6 +160,9 @@ class Pipeline:
         self._load_bundle = load_bundle
         self._open_model = open_model or (lambda bundle: bundle.open_model())
         self._router = router
+        self._observers = list(observers)
+        self._observer_log = RateLimitedLog(log, 60.0)
+        self._last_failure: tuple[str, float, int] = ("", 0.0, 0)
         self._model = _ModelState()
         self._model_lock = threading.Lock()
         self._buffers: dict[str, StreamBuffer] = {}
@@ -514,40 +526,70 @@ class Pipeline:
             self._inference_failed(batch, exc)
             return
         done = time.monotonic()
-        self.counters.record_batch(len(batch.windows), (done - started) * 1000.0)
-        records = [self._record(bundle, w, p, done) for w, p in zip(batch.windows, predictions, strict=True)]
+        windows = batch.windows
+        self.counters.record_batch(len(windows), (done - started) * 1000.0)
+        for observer in self._observers:
+            try:
+                observer(batch, predictions)
+            except Exception as exc:  # an observer (drift, ...) must never stop inference
+                self._observer_log.warning("batch observer %r failed: %s", observer, exc)
+        records = self._records(bundle, windows, predictions, done)
         if self._router is None:
             self._results.put(records)
             return
-        self._route(batch.windows, predictions, records)
+        self._route(windows, predictions, records)
 
     def _inference_failed(self, batch: Batch, exc: BaseException) -> None:
         self.counters.record_inference_error(len(batch.windows))
         streams = sorted({w.stream for w in batch.windows})
+        # Keyed by the error's class: its text often varies with the batch size.
+        kind = type(exc).__name__
+        now = time.monotonic()
+        last_kind, last_at, suppressed = self._last_failure
+        if kind == last_kind and now - last_at < _FAILURE_EVENT_EVERY_S:
+            # The same failure on every batch: one event per minute, with a count, not a flood.
+            self._last_failure = (last_kind, last_at, suppressed + len(batch.windows))
+            return
+        self._last_failure = (kind, now, 0)
         log.error("inference failed for %d windows of %s: %s", len(batch.windows), ", ".join(streams), exc)
         self._add_event(
             "inference_failed",
             f"{len(batch.windows)} windows skipped: {exc}",
             level="error",
-            data={"streams": list(streams)},
+            data={"streams": streams, "skipped_since_last_event": suppressed},
         )
 
-    def _record(self, bundle: Bundle, window: Window, prediction: Prediction, done: float) -> ResultRecord:
-        outputs = [float(v) for v in prediction.values] if self.settings.store_outputs else None
-        return ResultRecord(
-            stream=window.stream,
-            window_start=window.start_ts,
-            window_end=window.end_ts,
-            model_name=bundle.manifest.name,
-            model_version=str(bundle.manifest.version),
-            label=prediction.label,
-            score=None if prediction.score is None else float(prediction.score),
-            outputs=outputs,
+    def _records(
+        self, bundle: Bundle, windows: Sequence[Window], predictions: Sequence[Prediction], done: float
+    ) -> list[ResultRecord]:
+        """One ResultRecord per window (the hot loop: locals only)."""
+        name = bundle.manifest.name
+        version = str(bundle.manifest.version)
+        keep_outputs = self.settings.store_outputs
+        created = time.time()
+        records = []
+        for window, prediction in zip(windows, predictions, strict=True):
+            score = prediction.score
             # Edge latency: window complete -> answer (queueing + batching + inference).
-            latency_ms=max(0.0, (done - window.ready_at) * 1000.0),
-            answered_by="edge",
-            window_seq=window.seq,
-        )
+            latency = (done - window.ready_at) * 1000.0
+            records.append(
+                ResultRecord(
+                    window.stream,
+                    window.start_ts,
+                    window.end_ts,
+                    name,
+                    version,
+                    prediction.label,
+                    None if score is None else float(score),
+                    prediction.values.tolist() if keep_outputs else None,
+                    latency if latency > 0.0 else 0.0,
+                    "edge",
+                    None,
+                    window.seq,
+                    created,
+                )
+            )
+        return records
 
     def _route(
         self, windows: Sequence[Window], predictions: Sequence[Prediction], records: list[ResultRecord]
