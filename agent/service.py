@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from edgefleet import __version__
 from edgefleet.agent.config import AgentConfig, load_config
@@ -251,9 +251,12 @@ class AgentService:
         assert self.store is not None
         try:
             from edgefleet.cloud_sync import SyncService
+            from edgefleet.cloud_sync.uplink import OutboxStore
 
+            # cast: Store.outbox_ack is annotated Sequence[int], the sync's protocol Iterable[int];
+            # both work with a list. Drop the cast once the two annotations agree.
             sync = SyncService(
-                self.store,
+                cast("OutboxStore", self.store),
                 config.sync,
                 config.device.id,
                 status_provider=self.status_snapshot,
