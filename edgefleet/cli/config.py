@@ -13,9 +13,10 @@ import re
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgefleet.agent.config import AgentConfig, load_config
+if TYPE_CHECKING:
+    from edgefleet.agent.config import AgentConfig
 
 __all__ = ["dump_toml", "example_text", "register"]
 
@@ -55,6 +56,9 @@ def example_text() -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
+    # imported here: `edgefleet --help` must not load every config model and source
+    from edgefleet.agent.config import load_config
+
     config = load_config(args.file)
     print(f"ok: {args.file} is a valid agent config")
     for line in _summary(config):
@@ -91,6 +95,8 @@ def _notes(config: AgentConfig) -> list[str]:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from edgefleet.agent.config import load_config
+
     data = load_config(args.file).model_dump(mode="json")
     if args.json:
         print(json.dumps(data, indent=2))
