@@ -217,3 +217,27 @@ def test_status_without_a_running_agent(tmp_path: Path) -> None:
     as_json = run_cli("agent", "status", "--config", str(path), "--json")
     assert as_json.returncode == 3
     assert json.loads(as_json.stdout)["running"] is False
+
+
+def test_invalid_config_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "agent.toml",
+        state_dir=tmp_path / "state",
+        sources=[replay_source()],
+        batching={"max_batch_size": 0},
+    )
+    out = run_cli("agent", "run", "--config", str(path))
+    assert out.returncode == 1
+    assert "batching.max_batch_size" in out.stderr
+    assert "hint:" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unwritable_state_dir_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    path = write_config(tmp_path / "agent.toml", state_dir=blocker / "state", sources=[replay_source()])
+    out = run_cli("agent", "run", "--config", str(path))
+    assert out.returncode == 1
+    assert "cannot create the store" in out.stderr
+    assert "Traceback" not in out.stderr
