@@ -300,3 +300,11 @@ def test_env_json_lists_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyP
     config = load_config(write(tmp_path, MINIMAL))
     assert config.device.tags == ["a", "b"]
     assert [s.type for s in config.sources] == ["udp"]
+
+
+def test_relative_paths_from_the_environment_resolve_against_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEFLEET_STORE__PATH", "data/env.db")
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.store.path == tmp_path / "data/env.db"

@@ -7,6 +7,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgefleet.agent.sources import FrameDecoder
 
@@ -146,3 +148,31 @@ def test_packed_non_finite_values_and_timestamps_are_dropped(bad: float) -> None
 def test_channels_must_be_positive() -> None:
     with pytest.raises(ValueError, match="channels"):
         FrameDecoder(0)
+
+
+@given(payload=st.binary(max_size=512), channels=st.integers(1, 8), fmt=st.sampled_from(["json", "packed"]))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_decode_to_clean_samples_or_counted_bad(payload: bytes, channels: int, fmt: str) -> None:
+    for timestamped in (False, True):
+        decoded = FrameDecoder(channels, fmt, timestamped=timestamped).decode(payload, NOW)  # type: ignore[arg-type]
+        assert decoded.samples.shape == (decoded.timestamps.shape[0], channels)
+        assert np.isfinite(decoded.samples).all()
+        assert np.isfinite(decoded.timestamps).all()
+        assert decoded.bad >= 0
+        assert decoded.bad > 0 or decoded.samples.shape[0] > 0  # nothing vanishes uncounted
+
+
+@given(
+    rows=st.lists(
+        st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=3, max_size=3),
+        min_size=1,
+        max_size=20,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_json_lines_of_any_floats_split_into_good_and_bad(rows: list[list[float]]) -> None:
+    payload = "\n".join(json.dumps(r) for r in rows).encode()
+    decoded = FrameDecoder(3).decode(payload, NOW)
+    finite = [r for r in rows if all(np.isfinite(r))]
+    assert decoded.samples.shape[0] == len(finite)
+    assert decoded.bad == len(rows) - len(finite)
