@@ -134,7 +134,9 @@ class Store:
                             conn.execute("ROLLBACK")
                         raise
                     conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                raise  # a refused row: write_results sorts the good records from the bad
+            except sqlite3.DatabaseError as exc:  # busy, full, read-only, malformed ...
                 raise translate_error(what, self.path, exc) from exc
 
     @contextmanager
@@ -519,19 +521,24 @@ class Store:
         try:
             return write()
         except StoreFullError:
-            if self._freeing:
+            if self._freeing:  # the eviction's own event did not fit either
                 raise
-        self._freeing = True
-        try:
-            with self._lock:
+        with self._lock:  # one thread evicts; the others wait, then retry into the freed space
+            try:
+                return write()
+            except StoreFullError:
+                if self._freeing:
+                    raise
+            self._freeing = True
+            try:
                 cap = max(_MIN_CAP_BYTES, int(used_bytes(self._conn) * 0.8))
-            emergency = self.config.model_copy(
-                update={"max_bytes": cap, "hard_max_bytes": cap, "retention_headroom": 0.0}
-            )
-            self._retention(emergency, now=None, why="found the disk full")
-        finally:
-            self._freeing = False
-        return write()
+                emergency = self.config.model_copy(
+                    update={"max_bytes": cap, "hard_max_bytes": cap, "retention_headroom": 0.0}
+                )
+                self._retention(emergency, now=None, why="found the disk full")
+            finally:
+                self._freeing = False
+            return write()
 
     def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int, int]:
         """Checkpoint the WAL now; returns SQLite's (busy, wal frames, frames checkpointed)."""
