@@ -78,7 +78,8 @@ class Store:
         # Due at once: a store already over its cap at start-up is trimmed by the first write.
         self._next_retention = time.monotonic()
         self.last_retention: RetentionReport | None = None
-        self._freeing = False
+        # Set while this thread evicts for a full disk: the eviction's own writes must not recurse.
+        self._evicting = threading.local()
 
     # -- opening and closing --------------------------------------------------------------------
 
@@ -521,15 +522,15 @@ class Store:
         try:
             return write()
         except StoreFullError:
-            if self._freeing:  # the eviction's own event did not fit either
+            if getattr(self._evicting, "active", False):  # the eviction's own event did not fit
                 raise
         with self._lock:  # one thread evicts; the others wait, then retry into the freed space
             try:
                 return write()
             except StoreFullError:
-                if self._freeing:
+                if getattr(self._evicting, "active", False):
                     raise
-            self._freeing = True
+            self._evicting.active = True
             try:
                 cap = max(_MIN_CAP_BYTES, int(used_bytes(self._conn) * 0.8))
                 emergency = self.config.model_copy(
@@ -537,7 +538,8 @@ class Store:
                 )
                 self._retention(emergency, now=None, why="found the disk full")
             finally:
-                self._freeing = False
+                # Set while this thread evicts for a full disk: the eviction's own writes must not recurse.
+        self._evicting = threading.local()
             return write()
 
     def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int, int]:
