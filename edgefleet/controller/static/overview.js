@@ -63,7 +63,7 @@ function row(d) {
   const model = d.model_name ? `${d.model_name} ${d.model_version || ""}` : d.model_version || "–";
   return el("tr", { "data-device": d.device_id, "data-online": String(d.online) },
     el("th", { scope: "row" }, link),
-    el("td", {}, el("span", { class: `badge ${d.online ? "online" : "offline"}`, text: d.online ? "online" : "offline" })),
+    el("td", {}, el("span", { class: `badge status ${d.online ? "online" : "offline"}`, text: d.online ? "online" : "offline" })),
     el("td", { text: model }),
     el("td", { class: "num", text: fmtNumber(d.throughput, 2) }),
     el("td", { class: "num", text: fmtNumber(d.p95_latency_ms, 2) }),
@@ -127,8 +127,8 @@ function applyStatus(status) {
     const tr = body.querySelector(`tr[data-device="${CSS.escape(id)}"]`);
     if (!tr) continue;
     tr.dataset.online = String(online);
-    const badge = tr.querySelector(".badge");
-    badge.className = `badge ${online ? "online" : "offline"}`;
+    const badge = tr.querySelector(".badge.status");
+    badge.className = `badge status ${online ? "online" : "offline"}`;
     badge.textContent = online ? "online" : "offline";
   }
 }
@@ -185,4 +185,7 @@ async function main() {
   });
 }
 
-main();
+main().catch((error) => {
+  // 401: the page is already on its way to the login form.
+  if (error.status !== 401) throw error;
+});

@@ -1,0 +1,218 @@
+// One device: facts, telemetry charts, drift, results, events, and admin commands; live.
+import {
+  api, el, fmtAgo, fmtNumber, fmtPercent, fmtTime, liveUpdates, signedIn, throttle,
+} from "/static/api.js";
+import { drawChart } from "/static/charts.js";
+
+const deviceId = new URLSearchParams(location.search).get("id") || "";
+const base = `/api/devices/${encodeURIComponent(deviceId)}`;
+const MAX_POINTS = 1200;
+let range = 900;
+
+const CHARTS = [
+  { id: "throughput", title: "Throughput (windows/s)", yMin: 0, digits: 2,
+    metrics: [["throughput_windows_per_s", "windows/s"]] },
+  { id: "latency", title: "Inference latency (ms)", yMin: 0, digits: 2,
+    metrics: [["inference_latency_ms_p50", "p50"], ["inference_latency_ms_p95", "p95"], ["inference_latency_ms_p99", "p99"]] },
+  { id: "cpu", title: "CPU (% of one machine)", yMin: 0, digits: 1, metrics: [["cpu_percent", "CPU"]] },
+  { id: "memory", title: "Memory RSS (MB)", yMin: 0, digits: 1, scale: 1e-6, metrics: [["memory_rss_bytes", "RSS"]] },
+  { id: "temperature", title: "Temperature (°C)", digits: 1, metrics: [["temperature_c", "hottest zone"]] },
+  { id: "fallback", title: "Fallback share (%)", yMin: 0, digits: 1, scale: 100, metrics: [["fallback_share", "cloud"]] },
+  { id: "drift", title: "Drift score (PSI)", yMin: 0, digits: 3, drift: true },
+  { id: "results", title: "Results per bucket", yMin: 0, digits: 0, results: true },
+];
+
+function figure(spec) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "chart-svg");
+  return el("figure", { class: "chart", id: `chart-${spec.id}`, "data-chart": spec.id },
+    el("figcaption", {}, el("span", { text: spec.title }), el("span", { class: "latest" })),
+    svg,
+    el("div", { class: "legend" }));
+}
+
+// Averages neighbours so a long range never puts thousands of nodes into one polyline.
+function thin(points) {
+  if (points.length <= MAX_POINTS) return points;
+  const size = Math.ceil(points.length / MAX_POINTS);
+  const out = [];
+  for (let i = 0; i < points.length; i += size) {
+    const chunk = points.slice(i, i + size);
+    out.push([chunk[chunk.length - 1][0], chunk.reduce((s, p) => s + p[1], 0) / chunk.length]);
+  }
+  return out;
+}
+
+function resolution() {
+  if (range <= 3600) return "raw";
+  return range <= 2 * 86400 ? "minute" : "hour";
+}
+
+async function series(metric, now) {
+  const q = new URLSearchParams({ metric, since: String(-range), resolution: resolution() });
+  const data = await api(`${base}/telemetry?${q}`);
+  return data.points.map((p) => [p.ts, p.value]);
+}
+
+function fact(list, label, value) {
+  list.append(el("dt", { text: label }), el("dd", { text: value }));
+}
+
+function renderDetail(detail) {
+  const d = detail.device;
+  document.getElementById("device-title").textContent = d.device_id;
+  document.title = `${d.device_id} · edgefleet`;
+  const status = document.getElementById("status");
+  status.className = `badge ${d.online ? "online" : "offline"}`;
+  status.textContent = d.online ? "online" : "offline";
+  const drift = document.getElementById("drift");
+  drift.className = `badge ${d.drifted ? "drifted" : "stable"}`;
+  drift.textContent = d.drifted ? "drift detected" : "no drift";
+  const facts = document.getElementById("facts");
+  facts.replaceChildren();
+  fact(facts, "Model", d.model_name ? `${d.model_name} ${d.model_version || ""}` : d.model_version || "–");
+  fact(facts, "Agent", d.agent_version || "–");
+  fact(facts, "Last seen", `${fmtAgo(d.last_seen)} (${fmtTime(d.last_seen)})`);
+  if (d.status_changed_at) fact(facts, d.online ? "Online since" : "Offline since", fmtTime(d.status_changed_at));
+  fact(facts, "First seen", fmtTime(d.first_seen));
+  const hw = Object.entries(d.hardware || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
+  fact(facts, "Hardware", hw || "–");
+}
+
+function renderResults(summary) {
+  const list = document.getElementById("results");
+  list.replaceChildren();
+  list.dataset.total = String(summary.total);
+  fact(list, "Results", summary.total.toLocaleString());
+  fact(list, "Answered by the cloud", `${summary.cloud_count.toLocaleString()} (${fmtPercent(summary.fallback_share)})`);
+  fact(list, "Latency mean / p95", `${fmtNumber(summary.mean_latency_ms, 1)} / ${fmtNumber(summary.p95_latency_ms, 1)} ms`);
+  const labels = [...summary.labels].sort((a, b) => b.count - a.count).slice(0, 5)
+    .map((l) => `${l.label} ${l.count.toLocaleString()}`).join(", ");
+  fact(list, "Labels", labels || "–");
+}
+
+function renderEvents(events) {
+  document.querySelector("#events tbody").replaceChildren(...(events.length ? events.map((e) => el("tr", {},
+    el("td", { text: fmtTime(e.ts) }),
+    el("td", { class: `level-${e.level}`, text: e.level }),
+    el("td", { text: e.kind }),
+    el("td", { text: e.message }),
+  )) : [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "No events in the last day." }))]));
+}
+
+function renderCommands(commands) {
+  document.querySelector("#command-history tbody").replaceChildren(...(commands.length ? commands.map((c) => el("tr", { "data-command-id": c.command_id },
+    el("td", { text: fmtTime(c.created_at) }),
+    el("td", { text: c.name }),
+    el("td", {}, el("span", { class: `badge ${c.status}`, text: c.status })),
+    el("td", { text: c.created_by || "–" }),
+  )) : [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "No commands yet." }))]));
+}
+
+async function refreshCharts(now) {
+  const tasks = CHARTS.map(async (spec) => {
+    const fig = document.getElementById(`chart-${spec.id}`);
+    const fmt = (v) => fmtNumber(v, spec.digits);
+    const opts = { from: now - range, to: now, format: fmt, title: spec.title, yMin: spec.yMin };
+    if (spec.drift) {
+      const reports = await api(`${base}/drift?since=${-range}&limit=10000`);
+      const points = reports.filter((r) => r.score !== null).map((r) => [r.ts, r.score]).reverse();
+      const marks = reports.filter((r) => r.drifted && r.score !== null).map((r) => [r.ts, r.score]);
+      drawChart(fig, [{ name: "PSI", points }], { ...opts, marks });
+      return;
+    }
+    if (spec.results) {
+      const bucket = Math.max(60, Math.round(range / 120));
+      const summary = await api(`${base}/results/summary?since=${-range}&bucket_s=${bucket}`);
+      renderResults(summary);
+      const total = summary.buckets.map((b) => [b.bucket_start, b.total]);
+      const cloud = summary.buckets.map((b) => [b.bucket_start, b.cloud_count]);
+      drawChart(fig, [{ name: `results per ${summary.bucket_s} s`, points: total }, { name: "answered by cloud", points: cloud }], opts);
+      return;
+    }
+    const all = await Promise.all(spec.metrics.map(([metric]) => series(metric, now)));
+    const scale = spec.scale || 1;
+    drawChart(fig, spec.metrics.map(([, name], i) => ({
+      name, points: thin(all[i]).map(([t, v]) => [t, v * scale]),
+    })), opts);
+  });
+  await Promise.all(tasks);
+}
+
+async function refresh() {
+  const now = Date.now() / 1000;
+  try {
+    const [detail, events, commands] = await Promise.all([
+      api(base), api(`${base}/events?limit=50`), api(`${base}/commands?limit=20`),
+    ]);
+    renderDetail(detail);
+    renderEvents(events);
+    renderCommands(commands);
+    await refreshCharts(now);
+    document.getElementById("load-error").hidden = true;
+  } catch (error) {
+    if (error.status === 401) return;
+    const box = document.getElementById("load-error");
+    box.textContent = error.status === 404 ? `No device "${deviceId}" is known to this controller.` : `Could not load the device: ${error.message}`;
+    box.hidden = false;
+  }
+}
+
+const refreshSoon = throttle(refresh, 3000);
+
+async function send(name, button) {
+  const out = document.getElementById("command-result");
+  button.disabled = true;
+  out.textContent = `sending ${name}…`;
+  try {
+    const record = await api(`${base}/commands`, { method: "POST", body: { name, args: {} } });
+    out.textContent = `${name}: ${record.status} (${record.command_id})`;
+  } catch (error) {
+    out.textContent = `${name} failed: ${error.message}${error.hint ? ` — ${error.hint}` : ""}`;
+  } finally {
+    button.disabled = false;
+    refreshSoon();
+  }
+}
+
+async function main() {
+  if (!deviceId) {
+    const box = document.getElementById("load-error");
+    box.textContent = "No device given: open a device from the fleet table.";
+    box.hidden = false;
+    return;
+  }
+  const me = await signedIn();
+  document.getElementById("charts").replaceChildren(...CHARTS.map(figure));
+  if (me.role === "admin") {
+    document.getElementById("commands-section").hidden = false;
+    for (const button of document.querySelectorAll("[data-command]")) {
+      button.addEventListener("click", () => send(button.dataset.command, button));
+    }
+  }
+  for (const button of document.querySelectorAll("[data-range]")) {
+    button.addEventListener("click", () => {
+      range = Number(button.dataset.range);
+      for (const b of document.querySelectorAll("[data-range]")) b.setAttribute("aria-pressed", String(b === button));
+      refresh();
+    });
+  }
+  await refresh();
+  liveUpdates((payload) => {
+    if (!payload) return refreshSoon();
+    const mine = payload.devices_truncated || payload.devices.includes(deviceId)
+      || deviceId in payload.status || payload.commands.length > 0;
+    if (deviceId in payload.status) {
+      const status = document.getElementById("status");
+      status.className = `badge ${payload.status[deviceId] ? "online" : "offline"}`;
+      status.textContent = payload.status[deviceId] ? "online" : "offline";
+    }
+    if (mine) refreshSoon();
+    return undefined;
+  });
+}
+
+main().catch((error) => {
+  // 401: the page is already on its way to the login form.
+  if (error.status !== 401) throw error;
+});

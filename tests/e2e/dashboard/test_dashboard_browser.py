@@ -1,0 +1,182 @@
+"""The dashboard in headless Chromium against a real controller, broker and simulated devices.
+
+Order matters: the last test kills the `sim-b` simulator.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.dashboard.conftest import (
+    ADMIN_TOKEN,
+    VIEWER_PASSWORD,
+    FleetStack,
+    login,
+    screenshot,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHART_METRICS = ("throughput", "latency", "cpu", "memory", "temperature", "fallback", "results")
+
+
+@pytest.fixture
+def page(browser: Any, fleet: FleetStack) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    login(page, fleet.base_url)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def table_ids(page: Any) -> list[str]:
+    ids: list[str] = page.eval_on_selector_all("#devices tbody tr", "rows => rows.map(r => r.dataset.device)")
+    return ids
+
+
+def test_pages_need_a_login(browser: Any, fleet: FleetStack) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(fleet.base_url + "/static/device.html?id=sim-a-0000")
+        page.wait_for_url("**/static/login.html?next=**")
+        page.fill("#password", "not-the-password")
+        page.click("#password-form button[type=submit]")
+        page.wait_for_selector("#login-error:not([hidden])")
+        assert "Wrong user name or password" in page.inner_text("#login-error")
+        page.fill("#password", "dashboard-e2e-password")
+        page.click("#password-form button[type=submit]")
+        # Back where the user wanted to go.
+        page.wait_for_url("**/static/device.html?id=sim-a-0000")
+        page.wait_for_selector("#status.online")
+    finally:
+        context.close()
+
+
+def test_overview_lists_the_fleet_with_totals(page: Any, fleet: FleetStack) -> None:
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    assert table_ids(page) == [f"sim-a-{i:04d}" for i in range(3)] + [f"sim-b-{i:04d}" for i in range(2)]
+    page.wait_for_function("document.getElementById('count-online').textContent === '5'")
+    assert page.inner_text("#count-total") == "5"
+    assert page.inner_text("#count-offline") == "0"
+    throughput = float(page.inner_text("#count-throughput"))
+    assert throughput > 0
+    first = page.locator("#devices tbody tr").first
+    assert first.locator(".badge.status").inner_text() == "online"
+    assert "basicmotions-sim 1.0.0" in first.inner_text()
+    page.wait_for_selector("#live[data-mode=live]")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#devices td[data-results]')]"
+        ".every(c => Number(c.dataset.results) > 0)"
+    )
+    screenshot(page, "dashboard-overview.png")
+
+
+def test_filters_and_sorting(page: Any, fleet: FleetStack) -> None:
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    page.fill("#search", "SIM-B")
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 2")
+    assert table_ids(page) == ["sim-b-0000", "sim-b-0001"]
+    assert "search=SIM-B" in page.url  # the view survives a reload
+    page.fill("#search", "")
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+
+    page.select_option("#filter-online", "false")
+    page.wait_for_selector("#empty:not([hidden])")
+    assert table_ids(page) == []
+    page.select_option("#filter-online", "true")
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+
+    device_header = page.locator("th[data-sort=device_id]")
+    device_header.locator("button").click()
+    page.wait_for_function("document.querySelector('#devices tbody tr').dataset.device === 'sim-b-0001'")
+    assert device_header.get_attribute("aria-sort") == "descending"
+    assert table_ids(page) == sorted(table_ids(page), reverse=True)
+
+    page.locator("th[data-sort=p95_latency_ms] button").click()
+    page.wait_for_selector("th[data-sort=p95_latency_ms][aria-sort=descending]")
+    page.wait_for_url("**sort=p95_latency_ms**")
+
+    def latencies() -> list[float]:
+        texts: list[str] = page.eval_on_selector_all(
+            "#devices tbody tr td:nth-child(5)", "cells => cells.map(c => c.textContent)"
+        )
+        return [float(t.replace(",", "")) for t in texts]
+
+    # Live refreshes may change values between reads; the order within one render is what counts.
+    values = wait_for(lambda: (v := latencies()) and v == sorted(v, reverse=True) and v, what="sorted rows")
+    assert len(values) == 5
+
+
+def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStack) -> None:
+    page.click("a[href='/static/device.html?id=sim-a-0001']")
+    page.wait_for_url("**/static/device.html?id=sim-a-0001")
+    page.wait_for_selector("#device-title:text('sim-a-0001')")
+    assert page.inner_text("#status") == "online"
+    for chart in CHART_METRICS:
+        page.wait_for_function(f"Number(document.querySelector('#chart-{chart} svg').dataset.points) > 1")
+        assert page.locator(f"#chart-{chart} svg polyline").count() >= 1
+    # Three latency percentiles, three lines.
+    assert page.locator("#chart-latency svg polyline").count() >= 3
+    # The simulator sends no drift reports: the chart says so instead of drawing nothing.
+    assert "no data" in page.inner_text("#chart-drift svg")
+    assert page.locator("#events tbody tr").count() >= 1
+
+    page.click("button[data-command=report_status]")
+    page.wait_for_selector("#command-result:text('report_status: sent')")
+    # The simulator acknowledges; the ack reaches the page through the live stream.
+    page.wait_for_selector("#command-history tbody tr:has-text('report_status') .badge.acked")
+    screenshot(page, "dashboard-device.png")
+
+
+def test_read_only_users_get_no_command_buttons(browser: Any, fleet: FleetStack) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        login(page, fleet.base_url, user="viewer", password=VIEWER_PASSWORD)
+        page.goto(fleet.base_url + "/static/device.html?id=sim-a-0000")
+        page.wait_for_selector("#chart-throughput svg[data-points]")
+        assert page.locator("#commands-section").is_hidden()
+        assert "viewer (read)" in page.inner_text("#who")
+    finally:
+        context.close()
+
+
+def test_token_login_falls_back_to_polling(browser: Any, fleet: FleetStack) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(fleet.base_url + "/static/login.html")
+        page.click("summary")
+        page.fill("#token", ADMIN_TOKEN)
+        page.click("#token-form button[type=submit]")
+        page.wait_for_url("**/static/index.html")
+        page.wait_for_selector("#live[data-mode=polling]")
+        page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    finally:
+        context.close()
+
+
+def test_a_killed_device_goes_offline_without_a_reload(page: Any, fleet: FleetStack) -> None:
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr[data-online=true]').length === 5")
+    page.evaluate("window.__noReload = true")
+    fleet.simulators["sim-b"].send_signal(signal.SIGKILL)
+    fleet.simulators["sim-b"].wait()
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr[data-online=false]').length === 2")
+    page.wait_for_function("document.getElementById('count-offline').textContent === '2'")
+    offline: list[str] = page.eval_on_selector_all(
+        "#devices tbody tr[data-online=false]", "rows => rows.map(r => r.dataset.device)"
+    )
+    assert offline == ["sim-b-0000", "sim-b-0001"]
+    assert page.locator("tr[data-device=sim-b-0000] .badge.status").inner_text() == "offline"
+    assert page.evaluate("window.__noReload") is True
+    screenshot(page, "dashboard-overview-offline.png")
