@@ -538,8 +538,7 @@ class Store:
                 )
                 self._retention(emergency, now=None, why="found the disk full")
             finally:
-                # Set while this thread evicts for a full disk: the eviction's own writes must not recurse.
-        self._evicting = threading.local()
+                self._evicting.active = False
             return write()
 
     def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int, int]:
