@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     vacuum_cmd.set_defaults(handler=_vacuum)
 
-    stats_cmd = commands.add_parser("stats", help="size, rows, outbox backlog and write volume")
+    stats_cmd = commands.add_parser("stats", help="size, rows and outbox backlog of a store")
     _add_db_options(stats_cmd)
     stats_cmd.add_argument("--json", action="store_true", help="print JSON")
     stats_cmd.set_defaults(handler=_stats)
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _add_db_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--db", type=Path, help="the SQLite database file")
+    where.add_argument("--db", type=Path, metavar="PATH", help="the SQLite database file")
     where.add_argument("--config", type=Path, metavar="FILE", help="agent config; uses its store.path")
 
 
