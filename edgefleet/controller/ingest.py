@@ -115,7 +115,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             agent_version=body.agent_version,
             model_name=body.model_name,
             model_version=body.model_version,
-            hardware=hardware if hardware or body.state == "online" else None,
+            hardware=hardware or None,  # an empty report (e.g. the last will) keeps what is known
         )
     elif isinstance(body, EventsBody):
         for e in body.events:

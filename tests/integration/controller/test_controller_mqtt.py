@@ -22,6 +22,7 @@ from tests.integration.controller.conftest import (
     wait_for,
 )
 from tests.support.broker import MosquittoBroker
+from tests.unit.controller.db_fixtures import DB_KINDS, throwaway_database
 
 pytestmark = pytest.mark.integration
 
@@ -206,10 +207,16 @@ def test_a_controller_started_later_sees_retained_status(
         running.service.stop()
 
 
+@pytest.mark.parametrize("db_kind", DB_KINDS)
 def test_two_controllers_split_the_load_through_a_shared_subscription(
-    mosquitto: MosquittoBroker, tmp_path: Path
+    mosquitto: MosquittoBroker, tmp_path: Path, db_kind: str
 ) -> None:
-    database = DatabaseConfig(sqlite_path=tmp_path / "shared.db")
+    with throwaway_database(db_kind, tmp_path) as (database, db_config):
+        database.close()
+        run_two_controllers(mosquitto, db_config)
+
+
+def run_two_controllers(mosquitto: MosquittoBroker, database: DatabaseConfig) -> None:
     first = start_controller(controller_config(mosquitto, database))
     second = start_controller(controller_config(mosquitto, database))
     device = connect_device(mosquitto, "dev-s1")
