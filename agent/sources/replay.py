@@ -4,8 +4,8 @@ Channels are chosen by name (CSV header, or the ``channel_names`` array of an ``
 or by position; by default every numeric column except the timestamp column and
 ``ignore_columns`` (``["label"]``) is a channel. Samples are paced at the recorded
 rate - from the timestamp column, or ``rate_hz`` when set - divided by ``speed``, or
-sent as fast as possible (``realtime = false``). Emitted timestamps keep the recorded
-spacing and start at the current wall-clock time (``timestamps = "wall"``) or at the
+sent as fast as possible (``realtime = false``). Emitted timestamps start at the current
+wall-clock time and follow the playback clock (``timestamps = "wall"``) or keep the
 recorded values (``"recorded"``); when looping they keep increasing.
 
 Values that do not parse as numbers, NaN and infinity are counted as bad samples and
@@ -287,8 +287,11 @@ class ReplaySource(Source[ReplaySourceConfig]):
     def _run(self) -> None:
         cfg, rec = self.config, self.recording
         n = rec.samples.shape[0]
+        wall = cfg.timestamps == "wall"
+        # Real-time wall stamps follow the playback clock, so a sped-up replay never stamps the future.
+        scale = 1.0 / cfg.speed if wall and cfg.realtime else 1.0
         # wall mode: the next sample is stamped "now", also when resuming after stop()/start()
-        base = time.time() - self._stream_time() if cfg.timestamps == "wall" else rec.start
+        base = time.time() - self._stream_time() * scale if wall else rec.start
         # pacing clock: stream time t is due at mono0 + t / speed (playback resumes in place)
         mono0 = time.monotonic() - self._stream_time() / cfg.speed
         while not self._stopping.is_set():
@@ -311,7 +314,7 @@ class ReplaySource(Source[ReplaySourceConfig]):
                     due = 1  # a NaN time: let it through to be counted as bad
                 end = self._position + due
             chunk = slice(self._position, end)
-            times = base + rec.offsets[chunk] + self._cycle * rec.period
+            times = base + (rec.offsets[chunk] + self._cycle * rec.period) * scale
             self._position = end
             self._count_frame()
             self._emit(rec.samples[chunk], times)

@@ -86,7 +86,17 @@ def test_realtime_playback_with_speed_delivers_everything(tmp_path: Path) -> Non
     run_to_end(replay(path, sink, speed=20.0))
     samples, times = sink.arrays(1)
     assert samples[:, 0].tolist() == list(range(40))
-    np.testing.assert_allclose(np.diff(times), 0.1, atol=1e-6)  # stream time, not sped-up time
+    # Wall stamps follow the sped-up playback clock: never in the future, spacing divided by speed.
+    np.testing.assert_allclose(np.diff(times), 0.1 / 20.0, atol=1e-6)
+    assert times[-1] <= time.time()
+
+
+def test_recorded_timestamps_keep_the_recorded_spacing_at_any_speed(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "r.csv", "timestamp,a\n" + "".join(f"{i * 0.1},{i}\n" for i in range(40)))
+    sink = Collector()
+    run_to_end(replay(path, sink, speed=20.0, timestamps="recorded"))
+    _, times = sink.arrays(1)
+    np.testing.assert_allclose(np.diff(times), 0.1, atol=1e-6)
 
 
 def test_stop_interrupts_a_slow_realtime_replay(tmp_path: Path) -> None:
