@@ -63,8 +63,9 @@ class StoreConfig(BaseModel):
         default=1000,
         ge=0,
         description="Checkpoint the WAL into the database once it holds this many pages "
-        "(SQLite's wal_autocheckpoint; 0 disables automatic checkpoints, then only retention and "
-        "Store.checkpoint() checkpoint). Larger values batch more writes per checkpoint (less flash "
+        "(SQLite's wal_autocheckpoint). 0 disables them: retention then checkpoints once every "
+        "retention_interval_s, besides explicit Store.checkpoint() calls. Larger values batch more "
+        "writes per checkpoint (less flash "
         "wear) at the cost of a larger -wal file and longer recovery after a crash.",
     )
     journal_size_limit_bytes: int = Field(

@@ -494,6 +494,9 @@ class Store:
             try:
                 with self._meter.measure():
                     report = enforce_retention(self._conn, self.path, config, now=now)
+                    if self.config.wal_autocheckpoint_pages == 0:
+                        # No automatic checkpoints: this is the periodic one, so the WAL stays bounded.
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.OperationalError as exc:
                 raise translate_error("enforce retention", self.path, exc) from exc
             self.last_retention = report
