@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Literal
 
@@ -43,9 +43,10 @@ class _ThreadIoFile:
                 return int(line.split()[1])
         raise OSError(f"no write_bytes line in {_THREAD_IO}")
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        # _close is bound at definition: at interpreter exit the os module may already be gone.
         with suppress(OSError):
-            os.close(self.fd)
+            _close(self.fd)
 
 
 class WriteMeter:
