@@ -244,3 +244,16 @@ def test_cli_finds_the_store_through_the_agent_config(
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert (tmp_path / "via-config.db").is_file()
+
+
+def test_restore_replaces_a_damaged_store_with_force(tmp_path: Path, open_store, make_records) -> None:
+    store = open_store()
+    store.write_results(make_records(4))
+    saved = backup(store.path, tmp_path / "saved.db")
+    store.close()
+    store.path.write_bytes(b"\x00garbage" * 4096)
+    with pytest.raises(StoreError, match="refusing to overwrite"):
+        restore(saved.destination, store.path)
+    restore(saved.destination, store.path, force=True)
+    with Store.open(store.path, StoreConfig(path=store.path)) as reopened:
+        assert reopened.outbox_backlog() == {"results": 4}
