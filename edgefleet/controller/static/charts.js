@@ -1,8 +1,7 @@
 // Small SVG time-series charts: no library, no build step.
 
 const SVG = "http://www.w3.org/2000/svg";
-const W = 560;
-const H = 200;
+const H = 190;
 const M = { top: 10, right: 12, bottom: 24, left: 56 };
 export const PALETTE = ["#1f5fbf", "#d9480f", "#7048e8", "#2b8a3e", "#c2255c"];
 
@@ -47,8 +46,10 @@ function segments(points) {
  * marks: [[ts, value]] drawn as red dots (drift verdicts). Sets data-points on the svg.
  */
 export function drawChart(figure, series, opts) {
-  const { from, to, format = (v) => v.toFixed(1), unit = "", title = "" } = opts;
+  const { to, format = (v) => v.toFixed(1), unit = "", title = "", bars = 0 } = opts;
   const svg = figure.querySelector("svg");
+  // Match the drawn width so 11px labels stay 11px; the chart is redrawn on every refresh.
+  const W = Math.max(320, Math.round(svg.getBoundingClientRect().width || 560));
   svg.replaceChildren();
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("role", "img");
@@ -68,6 +69,8 @@ export function drawChart(figure, series, opts) {
     if (legend) legend.replaceChildren();
     return;
   }
+  // Never cut off data that starts before the requested range (e.g. a bucket begun earlier).
+  const from = Math.min(opts.from, ...all.map((p) => p[0]));
   const values = all.map((p) => p[1]).concat(marks.map((p) => p[1]));
   let lo = Math.min(...values);
   let hi = Math.max(...values);
@@ -84,13 +87,24 @@ export function drawChart(figure, series, opts) {
     svg.append(node("text", { x: M.left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label" }, format(v)));
   }
   const span = to - from;
-  const tickStep = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600].find((s) => span / s <= 6) || 43200;
+  const tickStep = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600].find((s) => span / s <= 6) || 43200;
   for (let t = Math.ceil(from / tickStep) * tickStep; t <= to; t += tickStep) {
     svg.append(node("line", { x1: x(t), x2: x(t), y1: M.top, y2: M.top + plotH, class: "grid" }));
+    // A label centred on a tick at the right edge would be cut off: leave it out.
+    if (M.left + plotW - x(t) < 14) continue;
     svg.append(node("text", { x: x(t), y: H - 6, "text-anchor": "middle", class: "axis-label" }, clock(t, span < 300)));
   }
   series.forEach((s, i) => {
     const color = s.color || PALETTE[i % PALETTE.length];
+    if (bars) {
+      // Counts per time bucket: one bar per bucket; later series (subsets) are drawn over earlier.
+      for (const [ts, v] of s.points) {
+        const left = x(ts);
+        const width = Math.max(1, x(Math.min(ts + bars, to)) - left - 1);
+        svg.append(node("rect", { x: left, y: y(v), width, height: y(lo) - y(v), fill: color, class: "bar" }));
+      }
+      return;
+    }
     for (const seg of segments(s.points)) {
       if (seg.length === 1) {
         svg.append(node("circle", { cx: x(seg[0][0]), cy: y(seg[0][1]), r: 2.5, fill: color, class: "point" }));

@@ -8,6 +8,7 @@ const deviceId = new URLSearchParams(location.search).get("id") || "";
 const base = `/api/devices/${encodeURIComponent(deviceId)}`;
 const MAX_POINTS = 1200;
 let range = 900;
+let firstSeen = 0;
 
 const CHARTS = [
   { id: "throughput", title: "Throughput (windows/s)", yMin: 0, digits: 2,
@@ -60,6 +61,7 @@ function fact(list, label, value) {
 
 function renderDetail(detail) {
   const d = detail.device;
+  firstSeen = d.first_seen;
   document.getElementById("device-title").textContent = d.device_id;
   document.title = `${d.device_id} · edgefleet`;
   const status = document.getElementById("status");
@@ -85,7 +87,7 @@ function renderResults(summary) {
   list.dataset.total = String(summary.total);
   fact(list, "Results", summary.total.toLocaleString());
   fact(list, "Answered by the cloud", `${summary.cloud_count.toLocaleString()} (${fmtPercent(summary.fallback_share)})`);
-  fact(list, "Latency mean / p95", `${fmtNumber(summary.mean_latency_ms, 1)} / ${fmtNumber(summary.p95_latency_ms, 1)} ms`);
+  fact(list, "Result latency mean / p95", `${fmtNumber(summary.mean_latency_ms, 1)} / ${fmtNumber(summary.p95_latency_ms, 1)} ms`);
   const labels = [...summary.labels].sort((a, b) => b.count - a.count).slice(0, 5)
     .map((l) => `${l.label} ${l.count.toLocaleString()}`).join(", ");
   fact(list, "Labels", labels || "–");
@@ -113,7 +115,9 @@ async function refreshCharts(now) {
   const tasks = CHARTS.map(async (spec) => {
     const fig = document.getElementById(`chart-${spec.id}`);
     const fmt = (v) => fmtNumber(v, spec.digits);
-    const opts = { from: now - range, to: now, format: fmt, title: spec.title, yMin: spec.yMin };
+    // A young device's history fills the chart instead of hugging its right edge.
+    const from = Math.max(now - range, firstSeen - 10);
+    const opts = { from, to: now, format: fmt, title: spec.title, yMin: spec.yMin };
     if (spec.drift) {
       const reports = await api(`${base}/drift?since=${-range}&limit=10000`);
       const points = reports.filter((r) => r.score !== null).map((r) => [r.ts, r.score]).reverse();
@@ -127,7 +131,8 @@ async function refreshCharts(now) {
       renderResults(summary);
       const total = summary.buckets.map((b) => [b.bucket_start, b.total]);
       const cloud = summary.buckets.map((b) => [b.bucket_start, b.cloud_count]);
-      drawChart(fig, [{ name: `results per ${summary.bucket_s} s`, points: total }, { name: "answered by cloud", points: cloud }], opts);
+      const named = [{ name: `results per ${summary.bucket_s} s`, points: total }, { name: "answered by cloud", points: cloud }];
+      drawChart(fig, named, { ...opts, bars: summary.bucket_s });
       return;
     }
     const all = await Promise.all(spec.metrics.map(([metric]) => series(metric, now)));
@@ -198,6 +203,7 @@ async function main() {
     });
   }
   await refresh();
+  window.addEventListener("resize", refreshSoon);
   liveUpdates((payload) => {
     if (!payload) return refreshSoon();
     const mine = payload.devices_truncated || payload.devices.includes(deviceId)

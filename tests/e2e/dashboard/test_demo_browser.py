@@ -1,0 +1,92 @@
+"""`edgefleet demo` shows three live devices with real results in the dashboard (headless Chromium)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.dashboard.conftest import edgefleet_command, screenshot, stop_process, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+DASHBOARD_LINE = re.compile(r"dashboard: (http://\S+?)/?\s+\(login: (\S+) / (\S+)\)")
+TOKEN_LINE = re.compile(r"API token: (\S+)")
+
+
+class DemoOutput:
+    """Reads the demo's stdout on a thread (so the pipe never fills) and keeps every line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._process = process
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def find(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
+        assert self._process.poll() is None, "the demo exited early:\n" + "\n".join(self.lines)
+        for line in list(self.lines):
+            found = pattern.search(line)
+            if found:
+                return found
+        return None
+
+
+def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    process = subprocess.Popen(
+        edgefleet_command("demo", "--seconds", "60", "--http-port", "0", "--workdir", str(workdir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = DemoOutput(process)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        found = wait_for(lambda: output.find(DASHBOARD_LINE), timeout=60, what="the demo's dashboard URL")
+        base_url, user, password = found.group(1).rstrip("/"), found.group(2), found.group(3)
+        assert wait_for(lambda: output.find(TOKEN_LINE), what="the demo's API token").group(1)
+
+        page.goto(base_url + "/")
+        page.wait_for_url("**/static/login.html**")
+        page.fill("#username", user)
+        page.fill("#password", password)
+        page.click("#password-form button[type=submit]")
+        page.wait_for_url("**/static/index.html**")
+        page.wait_for_function("document.getElementById('count-online').textContent === '3'")
+        # Real results: every agent's replayed windows were classified and stored by the controller.
+        page.wait_for_function(
+            "[...document.querySelectorAll('#devices tbody tr[data-online=true] td[data-results]')]"
+            ".filter(c => Number(c.dataset.results) > 0).length === 3",
+            timeout=45_000,
+        )
+        ids: list[str] = page.eval_on_selector_all(
+            "#devices tbody tr", "rows => rows.map(r => r.dataset.device)"
+        )
+        assert ids == ["demo-01", "demo-02", "demo-03"]
+        labels = page.eval_on_selector_all(
+            "#devices tbody tr td:nth-child(8)", "cells => cells.map(c => c.textContent)"
+        )
+        assert all(label not in ("", "\N{EN DASH}") for label in labels), labels
+        screenshot(page, "dashboard-demo-overview.png")
+
+        page.click("a[href='/static/device.html?id=demo-02']")
+        page.wait_for_selector("#device-title:text('demo-02')")
+        page.wait_for_function("Number(document.querySelector('#chart-throughput svg').dataset.points) > 1")
+        page.wait_for_function("Number(document.getElementById('results').dataset.total) > 0")
+        screenshot(page, "dashboard-demo-device.png")
+    finally:
+        context.close()
+        stop_process(process, timeout=30)
+    assert process.returncode == 0, "\n".join(output.lines[-30:])
