@@ -75,14 +75,21 @@ level = "WARNING"
 
 
 def spawn_agent(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start the agent; its output goes to agent.log beside the config (read it when a run fails)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEFLEET_", "NOTIFY_", "WATCHDOG_"))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=ROOT,
-    )
+    with (config.parent / "agent.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+
+
+def agent_log_tail(config: Path, lines: int = 20) -> str:
+    path = config.parent / "agent.log"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 def count_results(db: Path) -> int:
