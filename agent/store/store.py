@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -378,7 +378,7 @@ class Store:
                 items.append(OutboxItem(item_id, kind, priority, created_at, body, approx))
         return items
 
-    def outbox_ack(self, ids: Sequence[int]) -> int:
+    def outbox_ack(self, ids: Iterable[int]) -> int:
         """Remove delivered items; results they reference are marked synced. Returns items removed."""
         ids = [int(i) for i in ids]
         if not ids:
