@@ -458,6 +458,8 @@ class Pipeline:
             slot.append(buffer)
             self._buffers[spec.name] = buffer
             self._pending_sources[spec.name] = source
+        if not self._buffers:
+            return  # every stream was rejected (each reported); nothing to batch
         self._batcher = Batcher(
             list(self._buffers.values()),
             max_batch_size=self.settings.max_batch_size,
@@ -485,6 +487,11 @@ class Pipeline:
             if bundle is None:
                 return
             self._start_streams(bundle)
+            if self._batcher is None:
+                # No stream can feed this model: stay up (status says why) until stopped.
+                while not self._wait(self.settings.model_retry_s):
+                    pass
+                return
             model = self._acquire_model(bundle)
             if model is None:
                 return

@@ -349,7 +349,15 @@ class AgentService:
         self.config = new
         self._reload_error = None
         self._reloads += 1
-        self._start_components(new, start_sync=not keep_sync)
+        try:
+            self._start_components(new, start_sync=not keep_sync)
+        except Exception as exc:  # never leave the agent without a pipeline
+            log.exception("the new configuration failed to start; going back to the previous one")
+            self._add_event("reload_failed", f"new configuration failed to start: {exc}", level="error")
+            self._stop_components(stop_timeout, keep_sync=keep_sync)
+            self.config = old
+            self._reload_error = f"new configuration failed to start: {exc}"
+            self._start_components(old, start_sync=not keep_sync and self.sync is None)
         self._state = "running"
         self._add_event("config_reloaded", f"configuration reloaded from {self.config_path}")
         self._write_status()

@@ -241,3 +241,21 @@ def test_a_hung_thread_is_reported_and_stops_the_watchdog(bundle: Bundle, store:
     finally:
         release.set()
         pipeline.stop(timeout=30)
+
+
+def test_no_usable_stream_keeps_the_pipeline_up_and_says_why(bundle: Bundle, store: Store) -> None:
+    three = SyntheticSourceConfig(name="narrow", channels=3, realtime=False, duration_s=5)
+    pipeline = Pipeline(
+        store=store,
+        streams=[StreamSpec("narrow", partial(create_source, three))],
+        load_bundle=lambda: bundle,
+        settings=PipelineSettings(model_retry_s=0.05),
+    )
+    pipeline.start()
+    try:
+        _wait(lambda: store.query_events(kind="source_rejected"))
+        assert pipeline.alive()
+        assert any("narrow" in p for p in pipeline.problems())
+    finally:
+        report = pipeline.stop(timeout=30)
+    assert report.completed
