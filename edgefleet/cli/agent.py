@@ -169,7 +169,6 @@ def _store_facts(config: Any) -> dict[str, Any] | None:
             "results": stats.rows.get("results"),
             "unsynced_results": stats.unsynced_results,
             "outbox_backlog": dict(stats.outbox_backlog),
-            "bytes_written_per_hour": stats.bytes_written_per_hour,
         }
     except Exception as exc:
         return {"error": str(exc)}
@@ -263,7 +262,8 @@ def _render(
         backlog_text = ", ".join(f"{k} {v}" for k, v in sorted(backlog.items())) or "empty"
         lines.append(
             f"store:      {facts.get('path')}: {_bytes(facts.get('size_bytes'))}, "
-            f"{facts.get('results')} results, {_bytes(facts.get('bytes_written_per_hour'))}/h written"
+            # The write rate is the running agent's own (this process has written nothing).
+            f"{facts.get('results')} results, {_bytes(health.get('store_bytes_written_per_hour'))}/h written"
         )
         lines.append(
             f"sync:       backlog {facts.get('unsynced_results')} unsynced results; outbox {backlog_text}"
