@@ -259,3 +259,40 @@ def test_no_usable_stream_keeps_the_pipeline_up_and_says_why(bundle: Bundle, sto
     finally:
         report = pipeline.stop(timeout=30)
     assert report.completed
+
+
+class EverythingToCloud:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.edge_results: list[ResultRecord | None] = []
+
+    def route(self, windows: Sequence[Window], predictions: Sequence[Prediction] | None) -> list[str | None]:
+        return ["model_unavailable" if predictions is None else "low_confidence" for _ in windows]
+
+    def submit(self, window: Window, reason: str, edge_result: ResultRecord | None) -> None:
+        self.reasons.append(reason)
+        self.edge_results.append(edge_result)
+
+
+def test_without_a_model_windows_go_to_the_router(bundle: Bundle, store: Store) -> None:
+    def no_model(_: Bundle) -> Model:
+        raise OSError("model file unreadable")
+
+    router = EverythingToCloud()
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("imu")],
+        load_bundle=lambda: bundle,
+        open_model=no_model,
+        settings=PipelineSettings(backpressure="block", model_retry_s=0.2),
+        router=router,
+    )
+    pipeline.start()
+    try:
+        _wait(lambda: len(router.reasons) == 396)
+    finally:
+        pipeline.stop(timeout=30)
+    assert set(router.reasons) == {"model_unavailable"}
+    assert router.edge_results == [None] * 396
+    assert pipeline.model_info()["state"] == "closed"
+    assert store.query_results(limit=10) == []
