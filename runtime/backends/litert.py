@@ -140,6 +140,8 @@ class LiteRTSession(BackendSession):
         self.outputs = [_spec(d, out_names.get(int(d["index"]), d["name"])) for d in out_details]
         self.providers = [runtime]
         self._input_index = {s.name: int(d["index"]) for s, d in zip(self.inputs, in_details, strict=True)}
+        self._input_pairs = list(self._input_index.items())
+        self._input_names = list(self._input_index)
         self._output_index = [
             (s.name, int(d["index"])) for s, d in zip(self.outputs, out_details, strict=True)
         ]
@@ -175,7 +177,7 @@ class LiteRTSession(BackendSession):
         )
 
     def run(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
-        key = tuple([feeds[name].shape for name in self._input_index])
+        key = tuple([feeds[name].shape for name in self._input_names])
         # Steady state sends the same shapes every call: skip the cache bookkeeping then.
         interpreter = self._last[1] if key == self._last[0] else self._interpreter_for(key, feeds, batch)
         if interpreter is not None:
@@ -232,7 +234,7 @@ class LiteRTSession(BackendSession):
         return interpreter
 
     def _invoke(self, interpreter: Any, feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
-        for name, index in self._input_index.items():
+        for name, index in self._input_pairs:
             interpreter.set_tensor(index, feeds[name])
         interpreter.invoke()
         return {name: interpreter.get_tensor(index) for name, index in self._output_index}
