@@ -169,6 +169,8 @@ class Pipeline:
         self._sources: dict[str, SourceHandle] = {}
         self._pending_sources: dict[str, SourceHandle] = {}
         self._sources_lock = threading.Lock()
+        self.streams_started = threading.Event()
+        """Set once every stream's source was started (or rejected)."""
         self._source_errors: dict[str, str] = {}
         self._batcher: Batcher | None = None
         # Bounded: when the store falls behind, the worker waits, the ring buffers fill and
@@ -459,6 +461,7 @@ class Pipeline:
             self._buffers[spec.name] = buffer
             self._pending_sources[spec.name] = source
         if not self._buffers:
+            self.streams_started.set()
             return  # every stream was rejected (each reported); nothing to batch
         self._batcher = Batcher(
             list(self._buffers.values()),
@@ -475,6 +478,7 @@ class Pipeline:
                     self._source_failed(name, f"failed to start: {exc}", "source_failed")
                     continue
                 self._sources[name] = source
+        self.streams_started.set()
 
     def _source_failed(self, stream: str, message: str, kind: str) -> None:
         self._source_errors[stream] = message

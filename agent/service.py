@@ -174,11 +174,10 @@ class AgentService:
             time.sleep(wait)
 
     def _sources_finished(self) -> bool:
-        if self.pipeline is None:
+        """Every started source has delivered everything (none started: nothing will come)."""
+        if self.pipeline is None or not self.pipeline.streams_started.is_set():
             return False
         sources = self.pipeline.sources()
-        if not sources:
-            return False
         return all(bool(getattr(s, "finished", False)) for s in sources.values())
 
     # -- components -----------------------------------------------------------------------
