@@ -11,14 +11,15 @@ one for the fleet totals. ``api.create_app`` calls :func:`register` (see docs/co
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.controller.auth import Principal
-from edgefleet.controller.dal.sql import SqlDatabase
+from edgefleet.controller.dal.sql import SqlConnection, SqlDatabase
 from edgefleet.errors import EdgefleetError
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OVERVIEW_METRICS",
+    "TOTALS_TTL_S",
+    "DashboardError",
     "OverviewCounts",
     "OverviewDevice",
     "OverviewPage",
@@ -52,18 +55,6 @@ OVERVIEW_METRICS: dict[str, str] = {
     "throughput": "throughput_windows_per_s",
     "p95_latency_ms": "inference_latency_ms_p95",
     "fallback_share": "fallback_share",
-}
-
-_SORT_SQL: dict[str, str] = {
-    "device_id": "device_id",
-    "online": "online",
-    "model_version": "COALESCE(model_version, '')",
-    "last_seen": "last_seen",
-    "throughput": "throughput",
-    "p95_latency_ms": "p95_latency_ms",
-    "fallback_share": "fallback_share",
-    "drifted": "drifted",
-    "results_recent": "results_recent",
 }
 
 
@@ -141,14 +132,35 @@ _METRIC_PARAMS: tuple[str, ...] = (
     OVERVIEW_METRICS["fallback_share"],
     OVERVIEW_METRICS["throughput"],
 )
-_PER_DEVICE = (
-    "SELECT d.device_id, d.online, d.last_seen, d.status_changed_at, d.agent_version, d.model_name,"
+_COLUMNS = (
+    "d.device_id, d.online, d.last_seen, d.status_changed_at, d.agent_version, d.model_name,"
     f" d.model_version, d.drifted, {_DRIFT_SCORE} AS drift_score, {_LATEST} AS throughput,"
     f" {_LATEST} AS p95_latency_ms, {_LATEST} AS fallback_share, {_LATEST_TS} AS metrics_at,"
     f" {_RESULTS} AS results_recent, {_TOP_LABEL} AS top_label"
-    " FROM devices d"
 )
+# Sort keys: (SQL over `devices d`, its parameter: a metric name, "since" or nothing, nullable).
+_SORT_KEYS: dict[str, tuple[str, str | None, bool]] = {
+    "device_id": ("d.device_id", None, False),
+    "online": ("d.online", None, False),
+    "model_version": ("COALESCE(d.model_version, '')", None, False),
+    "last_seen": ("d.last_seen", None, False),
+    "drifted": ("d.drifted", None, False),
+    "throughput": (_LATEST, OVERVIEW_METRICS["throughput"], True),
+    "p95_latency_ms": (_LATEST, OVERVIEW_METRICS["p95_latency_ms"], True),
+    "fallback_share": (_LATEST, OVERVIEW_METRICS["fallback_share"], True),
+    "results_recent": (_RESULTS, "since", True),
+}
 
+# Fleet totals need only two figures per device: skip the page's other subqueries.
+_TOTALS = (
+    "SELECT COUNT(*), COALESCE(SUM(online), 0), COALESCE(SUM(drifted), 0),"
+    " SUM(CASE WHEN online = 1 THEN throughput END),"
+    " SUM(CASE WHEN online = 1 AND fallback_share IS NOT NULL THEN throughput * fallback_share END),"
+    " SUM(CASE WHEN online = 1 AND fallback_share IS NOT NULL THEN throughput END)"
+    f" FROM (SELECT d.online, d.drifted, {_LATEST} AS throughput, {_LATEST} AS fallback_share"
+    " FROM devices d) o"
+)
+_TOTALS_PARAMS = (OVERVIEW_METRICS["throughput"], OVERVIEW_METRICS["fallback_share"])
 _VERSIONS = "SELECT COALESCE(model_version, ''), COUNT(*) FROM devices GROUP BY 1 ORDER BY 1"
 
 
@@ -183,6 +195,23 @@ def _filters(
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
+# The totals cost two index lookups per device in the fleet; pages refresh on every live event
+# from every open browser, so they share one computation for this long.
+TOTALS_TTL_S = 2.0
+_totals_cache: weakref.WeakKeyDictionary[SqlDatabase, tuple[float, tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _fleet_totals(database: SqlDatabase, conn: SqlConnection) -> tuple[Any, ...]:
+    cached = _totals_cache.get(database)
+    if cached is not None and time.monotonic() - cached[0] < TOTALS_TTL_S:
+        return cached[1]
+    totals = tuple(conn.rows(_TOTALS, _TOTALS_PARAMS)[0])
+    _totals_cache[database] = (time.monotonic(), totals)
+    return totals
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -208,24 +237,24 @@ def fleet_overview(
             hint="run the controller with SQLite or PostgreSQL (database.url / database.sqlite_path)",
         )
     clause, params = _filters(online, model_version, search, drifted)
-    # Devices that never reported a figure sort last either way.
-    order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, device_id ASC"
     now = time.time() if now is None else now
     since = now - window_s
-    metric_params: Sequence[object] = (*_METRIC_PARAMS, since, since)
-    # Wrapping the per-device select lets WHERE/ORDER BY use the computed columns on both dialects.
-    page_sql = f"SELECT * FROM ({_PER_DEVICE}) o{clause} ORDER BY {order} LIMIT ? OFFSET ?"
-    totals_sql = (
-        "SELECT COUNT(*), COALESCE(SUM(online), 0), COALESCE(SUM(drifted), 0),"
-        " SUM(CASE WHEN online = 1 THEN throughput END),"
-        " SUM(CASE WHEN online = 1 AND fallback_share IS NOT NULL THEN throughput * fallback_share END),"
-        " SUM(CASE WHEN online = 1 AND fallback_share IS NOT NULL THEN throughput END)"
-        f" FROM ({_PER_DEVICE}) o"
+    key, key_param, nullable = _SORT_KEYS[sort]
+    key_params: list[object] = [] if key_param is None else [since if key_param == "since" else key_param]
+    # Devices that never reported a figure sort last either way (only where a key can be NULL: the
+    # clause keeps SQLite from walking an index in order).
+    direction = f"{'DESC' if descending else 'ASC'}{' NULLS LAST' if nullable else ''}"
+    # The inner select picks the page by one key; only the page's rows get every figure computed.
+    page_sql = (
+        f"SELECT {_COLUMNS} FROM (SELECT d.device_id AS page_id, {key} AS sort_key FROM devices d{clause}"
+        f" ORDER BY sort_key {direction}, d.device_id LIMIT ? OFFSET ?) p"
+        f" JOIN devices d ON d.device_id = p.page_id ORDER BY p.sort_key {direction}, d.device_id"
     )
+    metric_params: Sequence[object] = (*_METRIC_PARAMS, since, since)
     with database._conn() as conn:
-        rows = conn.rows(page_sql, [*metric_params, *params, limit, offset])
+        rows = conn.rows(page_sql, [*metric_params, *key_params, *params, limit, offset])
         matched = int(conn.rows(f"SELECT COUNT(*) FROM devices{clause}", params)[0][0])
-        totals = conn.rows(totals_sql, list(metric_params))[0]
+        totals = _fleet_totals(database, conn)
         versions = conn.rows(_VERSIONS)
     total, up, drift_count = int(totals[0]), int(totals[1]), int(totals[2])
     weighted, weight = _float(totals[4]), _float(totals[5])
@@ -279,7 +308,7 @@ def _reader(request: Request) -> Principal:
 router = APIRouter(prefix="/api/dashboard", tags=["dashboard"])
 
 
-@router.get("/overview")
+@router.get("/overview", response_model=OverviewPage)
 def overview(
     request: Request,
     found: Annotated[Principal, Depends(_reader)],
@@ -292,10 +321,10 @@ def overview(
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     window_s: Annotated[int, Query(ge=10, le=86_400)] = 300,
-) -> OverviewPage:
+) -> Response:
     """The fleet table: a page of devices with their latest figures, and fleet-wide counts."""
     context: ControllerContext = request.app.state.context
-    return fleet_overview(
+    page = fleet_overview(
         context.database,
         online=online,
         model_version=model_version,
@@ -308,6 +337,8 @@ def overview(
         window_s=window_s,
         now=context.clock(),
     )
+    # The model is already validated: serialize once instead of letting FastAPI validate it again.
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 def register(app: FastAPI, context: ControllerContext) -> None:
