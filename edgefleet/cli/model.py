@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import zipfile
 from collections.abc import Callable
@@ -59,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--seconds", type=_positive_float, default=5.0, metavar="S", help="how long to measure (default 5)"
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument(
+        "--backend", choices=("litert", "onnxruntime"), help="backend (default: from the file extension)"
+    )
+    bench.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="LiteRT num_threads / ONNX intra-op threads"
+    )
     bench.set_defaults(handler=_bench)
 
     group.set_defaults(handler=lambda _args: _usage(group))
@@ -231,15 +236,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    # Imported by name: the benchmark lives in its own module with its own heavier imports.
-    try:
-        benchmark = importlib.import_module("edgefleet.runtime.benchmark")
-    except ImportError as exc:
-        raise EdgefleetError(
-            f"model benchmarking is not available in this installation ({exc})",
-            hint="reinstall edgefleet; `edgefleet model run` still works",
-        ) from None
-    report = benchmark.run_benchmark(args.path, batch=args.batch, seconds=args.seconds)
+    # Imported here: the benchmark pulls in the ring buffer and batcher, which inspect/run never need.
+    from edgefleet.runtime.benchmark import run_benchmark
+
+    report = run_benchmark(
+        args.path, batch=args.batch, seconds=args.seconds, backend=args.backend, threads=args.threads
+    )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:

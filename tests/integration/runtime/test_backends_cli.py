@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -143,14 +142,19 @@ def test_run_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, multi_io
 
 def test_bench_calls_the_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     path = str(FIXTURES / "float_dynamic.tflite")
-    code = main(["model", "bench", path, "--batch", "4", "--seconds", "0.2", "--json"])
+    code = main(["model", "bench", path, "--batch", "4", "--seconds", "0.2", "--threads", "1", "--json"])
     captured = capsys.readouterr()
-    if importlib.util.find_spec("edgefleet.runtime.benchmark") is None:
-        assert code == 1
-        assert "benchmarking is not available" in captured.err
-    else:
-        assert code == 0, captured.err
-        assert isinstance(json.loads(captured.out), dict)
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert isinstance(report, dict)
+    assert "float_dynamic.tflite" in json.dumps(report)
+    assert main(["model", "bench", path, "--batch", "2", "--seconds", "0.2"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_bench_missing_model_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["model", "bench", str(tmp_path / "absent.onnx"), "--seconds", "0.1"]) == 1
+    assert "no such model file" in capsys.readouterr().err
 
 
 def test_bench_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
