@@ -22,6 +22,8 @@ from tests.e2e.dashboard.conftest import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
+ONLINE_ROWS = "document.querySelectorAll('#devices tbody tr[data-online=true]').length"
+OFFLINE_ROWS = "document.querySelectorAll('#devices tbody tr[data-online=false]').length"
 CHART_METRICS = ("throughput", "latency", "cpu", "memory", "temperature", "fallback", "results")
 
 
@@ -166,17 +168,33 @@ def test_token_login_falls_back_to_polling(browser: Any, fleet: FleetStack) -> N
         context.close()
 
 
-def test_a_killed_device_goes_offline_without_a_reload(page: Any, fleet: FleetStack) -> None:
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr[data-online=true]').length === 5")
-    page.evaluate("window.__noReload = true")
+def test_a_killed_device_goes_offline_without_a_reload(page: Any, browser: Any, fleet: FleetStack) -> None:
+    # A second browser whose event stream is refused: it must fall back to polling and still see it.
+    polling_context = browser.new_context()
+    polling = polling_context.new_page()
+    polling.route("**/api/stream", lambda route: route.abort())
+    login(polling, fleet.base_url)
+    polling.wait_for_selector("#live[data-mode=polling]")
+    page.wait_for_selector("#live[data-mode=live]")
+    for view in (page, polling):
+        view.wait_for_function(
+            "document.querySelectorAll('#devices tbody tr[data-online=true]').length === 5"
+        )
+        view.evaluate("window.__noReload = true")
+
     fleet.simulators["sim-b"].send_signal(signal.SIGKILL)
     fleet.simulators["sim-b"].wait()
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr[data-online=false]').length === 2")
-    page.wait_for_function("document.getElementById('count-offline').textContent === '2'")
-    offline: list[str] = page.eval_on_selector_all(
-        "#devices tbody tr[data-online=false]", "rows => rows.map(r => r.dataset.device)"
-    )
-    assert offline == ["sim-b-0000", "sim-b-0001"]
-    assert page.locator("tr[data-device=sim-b-0000] .badge.status").inner_text() == "offline"
-    assert page.evaluate("window.__noReload") is True
+
+    for view in (page, polling):
+        view.wait_for_function(
+            "document.querySelectorAll('#devices tbody tr[data-online=false]').length === 2"
+        )
+        view.wait_for_function("document.getElementById('count-offline').textContent === '2'")
+        offline: list[str] = view.eval_on_selector_all(
+            "#devices tbody tr[data-online=false]", "rows => rows.map(r => r.dataset.device)"
+        )
+        assert offline == ["sim-b-0000", "sim-b-0001"]
+        assert view.locator("tr[data-device=sim-b-0000] .badge.status").inner_text() == "offline"
+        assert view.evaluate("window.__noReload") is True
+    polling_context.close()
     screenshot(page, "dashboard-overview-offline.png")
