@@ -318,9 +318,11 @@ class Model:
             return arr
         if arr.dtype in _BLAS_FLOATS and arr.flags.c_contiguous:
             flat = arr.reshape(-1)
-            total = float(np.dot(flat, flat))
+            with np.errstate(over="ignore"):  # squares of huge finite values may overflow: that is fine
+                total = float(np.dot(flat, flat))
         else:
-            total = float(np.add.reduce(arr, axis=None))
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = float(np.add.reduce(arr, axis=None))
         if math.isfinite(total):
             return arr
         bad = ~np.isfinite(arr)

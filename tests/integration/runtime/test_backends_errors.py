@@ -103,6 +103,28 @@ def test_nan_rejected_by_default(model_path: Path) -> None:
     assert "nan_policy" in (info.value.hint or "")
 
 
+def test_huge_finite_values_are_not_mistaken_for_inf(model_path: Path) -> None:
+    _, shape = _window_input(model_path)
+    x = np.full(shape, 1e30, np.float32)  # the sum of squares overflows; the values are finite
+    with load_model(model_path) as model:
+        out = next(iter(model.predict(x).values()))
+    assert out.shape[0] == shape[0]
+
+
+def test_non_contiguous_input_is_checked_and_run(model_path: Path) -> None:
+    _, shape = _window_input(model_path)
+    wide = np.zeros((shape[0] * 2, *shape[1:]), np.float32)
+    view = wide[::2]  # a strided view, not C-contiguous
+    with load_model(model_path) as model:
+        expected = next(iter(model.predict(np.ascontiguousarray(view)).values()))
+        np.testing.assert_array_equal(next(iter(model.predict(view).values())), expected)
+        wide[2, 0] = np.inf  # row 1 of the view
+        wide[1, 0] = np.nan  # not part of the view
+        with pytest.raises(ModelInputError, match="contains") as info:
+            model.predict(view)
+        assert info.value.got == f"{int((~np.isfinite(view)).sum())} non-finite"
+
+
 def test_nan_zero_policy_replaces_values(model_path: Path) -> None:
     _, shape = _window_input(model_path)
     clean = np.random.default_rng(1).normal(size=shape).astype(np.float32)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from edgefleet.errors import ModelError, ModelLoadError
 from edgefleet.runtime.backends import backend_for, supported_extensions
@@ -165,3 +168,22 @@ def test_dequantizer_table_and_arithmetic_paths_agree(dtype: type[np.integer]) -
     np.testing.assert_array_equal(fast, slow)
     back = Quantizer(params, np.dtype(dtype))(fast)
     np.testing.assert_array_equal(back, codes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=arrays(np.float32, st.integers(1, 40), elements=st.floats(-1e6, 1e6, width=32)),
+    scale=st.floats(1e-3, 10.0),
+    zero_point=st.integers(-20, 20),
+    dtype=st.sampled_from([np.int8, np.uint8]),
+)
+def test_quantize_round_trip_is_within_half_a_step(
+    values: np.ndarray, scale: float, zero_point: int, dtype: type[np.integer]
+) -> None:
+    params = QuantParams(scale=scale, zero_point=zero_point)
+    q = Quantizer(params, np.dtype(dtype))(values)
+    info = np.iinfo(dtype)
+    assert q.dtype == dtype
+    back = Dequantizer(params, np.dtype(dtype))(q)
+    representable = np.clip(values, (info.min - zero_point) * scale, (info.max - zero_point) * scale)
+    assert np.all(np.abs(back - representable) <= scale / 2 * (1 + 1e-4) + 1e-6)
