@@ -37,8 +37,9 @@ class Quantizer:
         self._dtype = dtype
         self._scale = np.float32(params.scale)
         self._zero_point = np.float32(params.zero_point)
-        self._low = np.float32(info.min)
-        self._high = np.float32(info.max)
+        # Clip in real units *before* dividing, so a huge input cannot overflow the division.
+        self._low = np.float32((info.min - params.zero_point) * params.scale)
+        self._high = np.float32((info.max - params.zero_point) * params.scale)
         self._scratch = np.empty((0,), np.float32)
         self._out: AnyArray = np.empty((0,), dtype)
 
@@ -47,10 +48,10 @@ class Quantizer:
             self._scratch = np.empty(values.shape, np.float32)
             self._out = np.empty(values.shape, self._dtype)
         scaled = self._scratch
-        np.divide(values, self._scale, out=scaled)
-        np.rint(scaled, out=scaled)
+        _clip(values, self._low, self._high, out=scaled)
+        np.divide(scaled, self._scale, out=scaled)
+        np.rint(scaled, out=scaled)  # within 0.5 of an in-range integer, so rounding lands in range
         np.add(scaled, self._zero_point, out=scaled)
-        _clip(scaled, self._low, self._high, out=scaled)
         np.copyto(self._out, scaled, casting="unsafe")
         return self._out
 

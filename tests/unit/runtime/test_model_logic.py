@@ -29,6 +29,12 @@ def test_quantize_rounds_and_clips_to_int8() -> None:
     assert q.tolist() == [-3, -3, -2, -5, 127, -128]
 
 
+def test_quantize_extremes_without_warnings() -> None:
+    values = np.array([3e38, -3e38, np.inf, -np.inf, 1e-30], dtype=np.float32)
+    q = quantize(values, QuantParams(scale=0.001, zero_point=-31), np.dtype(np.int8))
+    assert q.tolist() == [127, -128, 127, -128, -31]
+
+
 def test_quantize_uint8_range() -> None:
     q = quantize(
         np.array([-5.0, 0.0, 300.0], np.float32), QuantParams(scale=1.0, zero_point=10), np.dtype(np.uint8)
