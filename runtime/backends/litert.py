@@ -138,7 +138,7 @@ class LiteRTSession(BackendSession):
                 out_details = [by_index[int(d["index"])] for d in sig_out.values()]
         self.inputs = [_spec(d, in_names.get(int(d["index"]), d["name"])) for d in in_details]
         self.outputs = [_spec(d, out_names.get(int(d["index"]), d["name"])) for d in out_details]
-        self.providers = [runtime]
+        self.providers = ["cpu"]  # LiteRT on CPU (its default XNNPACK delegate); no GPU delegate is applied
         self._input_index = {s.name: int(d["index"]) for s, d in zip(self.inputs, in_details, strict=True)}
         self._input_pairs = list(self._input_index.items())
         self._input_names = list(self._input_index)

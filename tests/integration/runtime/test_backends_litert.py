@@ -128,6 +128,9 @@ def test_flex_op_is_named() -> None:
 
 
 def test_providers_are_ignored_for_tflite_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING), load_model(FIXTURES / "float_dynamic.tflite", providers=["cuda"]):
-        pass
+    with (
+        caplog.at_level(logging.WARNING),
+        load_model(FIXTURES / "float_dynamic.tflite", providers=["cuda"]) as m,
+    ):
+        assert m.info.providers == ["cpu"]
     assert "apply to ONNX models" in caplog.text
