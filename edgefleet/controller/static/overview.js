@@ -65,7 +65,7 @@ function row(d) {
     el("th", { scope: "row" }, link),
     el("td", {}, el("span", { class: `badge status ${d.online ? "online" : "offline"}`, text: d.online ? "online" : "offline" })),
     el("td", { text: model }),
-    el("td", { class: "num", text: fmtNumber(d.throughput, 2) }),
+    el("td", { class: "num", "data-throughput": String(d.throughput ?? 0), text: fmtNumber(d.throughput, 2) }),
     el("td", { class: "num", text: fmtNumber(d.p95_latency_ms, 2) }),
     el("td", { class: "num", text: fmtPercent(d.fallback_share) }),
     el("td", { class: "num", "data-results": String(d.results_recent), text: d.results_recent.toLocaleString() }),

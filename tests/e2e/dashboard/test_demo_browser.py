@@ -71,6 +71,11 @@ def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path
             ".filter(c => Number(c.dataset.results) > 0).length === 3",
             timeout=45_000,
         )
+        page.wait_for_function(
+            "[...document.querySelectorAll('#devices td[data-throughput]')]"
+            ".filter(c => Number(c.dataset.throughput) > 0).length === 3",
+            timeout=30_000,
+        )
         ids: list[str] = page.eval_on_selector_all(
             "#devices tbody tr", "rows => rows.map(r => r.dataset.device)"
         )
