@@ -34,10 +34,14 @@ def page(browser: Any, fleet: FleetStack) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Devices and servers run without internet: every request must stay on the controller.
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(fleet.base_url) else elsewhere.append(r.url))
     login(page, fleet.base_url)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not elsewhere, f"requests that left the controller: {elsewhere}"
 
 
 def table_ids(page: Any) -> list[str]:
@@ -138,6 +142,12 @@ def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStac
     # The simulator acknowledges; the ack reaches the page through the live stream.
     page.wait_for_selector("#command-history tbody tr:has-text('report_status') .badge.acked")
     screenshot(page, "dashboard-device.png")
+
+
+def test_an_unknown_device_is_explained(page: Any, fleet: FleetStack) -> None:
+    page.goto(fleet.base_url + "/static/device.html?id=no-such-device")
+    page.wait_for_selector("#load-error:not([hidden])")
+    assert 'No device "no-such-device"' in page.inner_text("#load-error")
 
 
 def test_read_only_users_get_no_command_buttons(browser: Any, fleet: FleetStack) -> None:
