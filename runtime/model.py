@@ -470,7 +470,7 @@ def load_model(
     warmup: bool = True,
 ) -> Model:
     """Load a ``.tflite`` or ``.onnx`` model. Raises ModelLoadError with a hint on any failure."""
-    model_path = Path(path)
+    model_path = Path(path).expanduser()
     if nan_policy not in get_args(NanPolicy):
         raise ModelLoadError(
             f"unknown nan_policy {nan_policy!r}; expected one of {list(get_args(NanPolicy))}",

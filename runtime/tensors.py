@@ -45,8 +45,10 @@ class TensorSpec(BaseModel):
 
     @property
     def caller_dtype(self) -> str:
-        """The dtype callers pass and receive: float32 for quantized tensors, else the tensor's own."""
-        return "float32" if self.quantization is not None else self.dtype
+        """The dtype callers pass and receive: float32 for float and quantized tensors, else its own."""
+        if self.quantization is not None or self.numpy_dtype.kind == "f":
+            return "float32"
+        return self.dtype
 
     def describe(self) -> str:
         quant = ""

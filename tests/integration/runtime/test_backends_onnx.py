@@ -79,6 +79,18 @@ def test_int8_quantization_from_metadata(models_dir: Path) -> None:
         np.testing.assert_allclose(out, [[1.0, -2.0]])
 
 
+def test_float64_and_float16_tensors_are_float32_to_the_caller(models_dir: Path) -> None:
+    with load_model(om.wide_float_model(models_dir)) as model:
+        assert [s.dtype for s in model.info.inputs] == ["float64", "float16"]
+        assert [s.caller_dtype for s in model.inputs] == ["float32", "float32"]
+        x = np.array([[1.5, -2.0]], np.float32)
+        out = model.predict({"x": x, "h": x})
+        assert out["y"].dtype == np.float32
+        assert out["g"].dtype == np.float32
+        np.testing.assert_array_equal(out["y"], x * 2)
+        np.testing.assert_array_equal(out["g"], x + 1)
+
+
 def test_multi_input_multi_output(models_dir: Path) -> None:
     with load_model(om.multi_io_model(models_dir)) as model:
         a = _rng().normal(size=(3, 4)).astype(np.float32)
