@@ -1,8 +1,10 @@
 """Structured logging for the agent: JSON lines, logfmt, or plain text.
 
 Logs go to stdout (or stderr). Under systemd stdout is the journal: when
-``$JOURNAL_STREAM`` is set, text lines carry a ``<N>`` syslog priority prefix that
-journald turns into the entry's priority and timestamps are left to journald.
+``$JOURNAL_STREAM`` names the very stream we write to (systemd's documented check: its
+``device:inode`` equals the stream's), every line carries a ``<N>`` syslog priority prefix
+that journald strips and turns into the entry's priority, and text lines leave timestamps
+to journald. JSON and logfmt lines stay pure JSON/logfmt in the journal's MESSAGE.
 
 Extra context is passed the usual way, ``log.info("stored", extra={"stream": "imu"})``;
 every non-standard attribute on the record becomes a field.
@@ -15,9 +17,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
-__all__ = ["LogFormat", "configure_logging", "make_formatter"]
+__all__ = ["LogFormat", "configure_logging", "make_formatter", "writes_to_journal"]
 
 LogFormat = Literal["json", "logfmt", "text"]
 
@@ -90,28 +93,49 @@ class TextFormatter(logging.Formatter):
             else "%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         super().__init__(fmt)
-        self._journald = journald
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         extras = _extras(record)
         if extras:
             text += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in extras.items())
-        if self._journald:
-            prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
-            # Prefix every line so a multi-line traceback keeps its priority.
-            text = "\n".join(f"<{prio}>{line}" for line in text.splitlines())
         return text
 
 
-def make_formatter(fmt: LogFormat, *, journald: bool | None = None) -> logging.Formatter:
-    if journald is None:
-        journald = bool(os.environ.get("JOURNAL_STREAM"))
+class JournaldPrefix(logging.Formatter):
+    """Wraps a formatter: ``<N>`` priority on every line (a traceback keeps its priority)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in self.inner.format(record).splitlines())
+
+
+def writes_to_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` is the journal stream systemd connected (``$JOURNAL_STREAM``)."""
+    env = os.environ if environ is None else environ
+    expected = env.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+def make_formatter(fmt: LogFormat, *, journald: bool = False) -> logging.Formatter:
+    inner: logging.Formatter
     if fmt == "json":
-        return JsonFormatter()
-    if fmt == "logfmt":
-        return LogfmtFormatter()
-    return TextFormatter(journald=journald)
+        inner = JsonFormatter()
+    elif fmt == "logfmt":
+        inner = LogfmtFormatter()
+    else:
+        inner = TextFormatter(journald=journald)
+    return JournaldPrefix(inner) if journald else inner
 
 
 def configure_logging(
@@ -122,8 +146,9 @@ def configure_logging(
     for handler in list(root.handlers):
         # Replace both our earlier handler (on reload) and the CLI's basicConfig one.
         root.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
-    handler.setFormatter(make_formatter(fmt))
+    target = stream if stream is not None else sys.stdout
+    handler = logging.StreamHandler(target)
+    handler.setFormatter(make_formatter(fmt, journald=writes_to_journal(target)))
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
-from edgefleet.agent.logging import configure_logging, make_formatter
+from edgefleet.agent.logging import configure_logging, make_formatter, writes_to_journal
 
 pytestmark = pytest.mark.unit
 
@@ -45,6 +47,22 @@ def test_text_under_journald_has_priority_prefix() -> None:
     assert line.startswith("<4>WARNING edgefleet.agent.pipeline: stored 3 results")
     plain = make_formatter("text", journald=False).format(_record())
     assert not plain.startswith("<")
+
+
+def test_json_under_journald_is_prefixed_json() -> None:
+    line = make_formatter("json", journald=True).format(_record())
+    assert line.startswith("<4>{")
+    assert json.loads(line[3:])["msg"] == "stored 3 results"
+
+
+def test_journal_stream_must_be_the_stream_written_to(tmp_path: Path) -> None:
+    with (tmp_path / "out.log").open("w") as stream:
+        info = os.fstat(stream.fileno())
+        assert writes_to_journal(stream, {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"})
+        # Inherited from a parent whose stdout was the journal, but ours is a file: no prefixes.
+        assert not writes_to_journal(stream, {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino + 1}"})
+        assert not writes_to_journal(stream, {})
+    assert not writes_to_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})
 
 
 def test_configure_replaces_handlers() -> None:
