@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import time
+import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -113,11 +114,13 @@ def test_bad_rows_in_a_replay_are_counted_and_the_agent_carries_on(tmp_path: Pat
 def test_garbage_datagrams_on_a_udp_source_are_counted(tmp_path: Path) -> None:
     state = tmp_path / "state"
     port = free_port_udp()
+    metrics_port = free_port()
     config = write_config(
         tmp_path / "agent.toml",
         state_dir=state,
         sources=[{"type": "udp", "name": "wire", "port": port, "channels": 6, "format": "json"}],
         batching={"batch_timeout_s": 0.01},
+        health={"prometheus": {"enabled": True, "port": metrics_port}},
     )
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with AgentProcess(config, tmp_path / "agent.log") as agent:
@@ -133,10 +136,19 @@ def test_garbage_datagrams_on_a_udp_source_are_counted(tmp_path: Path) -> None:
 
         wait_until(bad_counted, what="bad samples counted and good ones inferred")
         assert agent.proc.poll() is None
+        wait_until(lambda: 'bad_samples_total{stream="wire"}' in _scrape(metrics_port), what="Prometheus")
         status = run_cli("agent", "status", "--config", str(config))
         assert status.returncode == 0, status.stdout + status.stderr
         assert agent.terminate_and_wait() == 0, agent.output()
     sender.close()
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 def free_port_udp() -> int:
