@@ -49,10 +49,21 @@ function resolution() {
   return range <= 2 * 86400 ? "minute" : "hour";
 }
 
-async function series(metric, now) {
-  const q = new URLSearchParams({ metric, since: String(-range), resolution: resolution() });
+async function telemetry(metric, since, res) {
+  const q = new URLSearchParams({ metric, since: String(since), resolution: res });
   const data = await api(`${base}/telemetry?${q}`);
   return data.points.map((p) => [p.ts, p.value]);
+}
+
+// Long ranges read the per-minute/per-hour aggregates; the controller folds raw samples into them
+// once a minute, so the newest stretch comes from the raw samples after the last aggregate.
+async function series(metric, now) {
+  const res = resolution();
+  if (res === "raw") return telemetry(metric, -range, "raw");
+  const history = await telemetry(metric, -range, res);
+  const step = res === "minute" ? 60 : 3600;
+  const tailFrom = history.length ? history[history.length - 1][0] + step : now - range;
+  return history.concat(await telemetry(metric, tailFrom, "raw"));
 }
 
 function fact(list, label, value) {

@@ -137,6 +137,17 @@ def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStac
     assert "no data" in (page.text_content("#chart-drift svg") or "")
     assert page.locator("#events tbody tr").count() >= 1
 
+    # A long range reads aggregates plus the raw samples not yet folded into them.
+    def raw_tail(response: Any) -> bool:
+        url: str = response.url
+        return "metric=throughput_windows_per_s" in url and "resolution=raw" in url and "since=-" not in url
+
+    with page.expect_response(raw_tail) as tail:
+        page.click("button[data-range='86400']")
+    assert tail.value.ok
+    page.wait_for_function("Number(document.querySelector('#chart-throughput svg').dataset.points) > 1")
+    page.click("button[data-range='900']")
+
     page.click("button[data-command=report_status]")
     page.wait_for_selector("#command-result:text('report_status: sent')")
     # The simulator acknowledges; the ack reaches the page through the live stream.
