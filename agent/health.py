@@ -81,6 +81,7 @@ class HealthReport:
     store_size_bytes: int | None = None
     store_bytes_written_per_hour: float | None = None
     store_unsynced_results: int | None = None
+    store_results: int | None = None
     outbox_backlog: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -295,5 +296,6 @@ class HealthMonitor:
             report.store_size_bytes = stats.size_bytes
             report.store_bytes_written_per_hour = stats.bytes_written_per_hour
             report.store_unsynced_results = stats.unsynced_results
+            report.store_results = stats.rows.get("results")
             report.outbox_backlog = dict(stats.outbox_backlog)
         return report

@@ -456,6 +456,16 @@ class AgentService:
         }
         if report is None:
             snapshot["latency_ms"] = counters.latency_percentiles()
+        # Store facts as of the last health sample: `agent status` reads them from here rather
+        # than opening the database itself (it may run as another user, e.g. root).
+        snapshot["store"] = {
+            "path": str(config.store.path) if config is not None else None,
+            "size_bytes": report.store_size_bytes if report is not None else None,
+            "results": report.store_results if report is not None else None,
+            "unsynced_results": report.store_unsynced_results if report is not None else None,
+            "outbox_backlog": dict(report.outbox_backlog) if report is not None else {},
+            "bytes_written_per_hour": report.store_bytes_written_per_hour if report is not None else None,
+        }
         sync = self.sync
         if sync is not None:
             try:

@@ -88,6 +88,8 @@ def _status(args: argparse.Namespace) -> int:
     from edgefleet.agent.status import STATUS_FILENAME, StatusUnavailableError, assess_status, read_status
 
     config, config_error = _config_for_status(args.config)
+    # The store is not opened here: the status file carries its facts, and this command may
+    # run as another user (root) whose files in the state directory the agent could not use.
     state_dir = args.state_dir or (config.device.state_dir if config is not None else None)
     if state_dir is None:
         state_dir = _state_dir_from_raw(args.config)
@@ -101,7 +103,7 @@ def _status(args: argparse.Namespace) -> int:
             print(f"agent: not running\n  {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     verdict = assess_status(status)
-    store_facts = _store_facts(config) if config is not None else None
+    store_facts = status.get("store") if isinstance(status.get("store"), dict) else None
     warnings = list(status.get("warnings") or [])
     if config_error is not None:
         # The running agent keeps its last good config; the file on disk is what is broken.
@@ -110,7 +112,6 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         out = dict(status)
         out.update(running=verdict.running, healthy=verdict.healthy, problems=verdict.problems)
-        out["store_now"] = store_facts
         print(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
         print(_render(status, verdict.running, verdict.healthy, verdict.problems, store_facts))
@@ -148,32 +149,6 @@ def _state_dir_from_raw(path: Path) -> Path:
         return state if state.is_absolute() else path.resolve().parent / state
     default: Path = DeviceConfig.model_fields["state_dir"].default
     return default
-
-
-def _store_facts(config: Any) -> dict[str, Any] | None:
-    """Live facts read from the store file itself (works while the agent is down, too)."""
-    from edgefleet.agent.store import Store
-
-    path = Path(config.store.path)
-    if not path.exists():
-        return None
-    try:
-        store = Store.open(path, config.store)
-    except Exception as exc:
-        return {"error": str(exc)}
-    try:
-        stats = store.stats()
-        return {
-            "path": stats.path,
-            "size_bytes": stats.size_bytes,
-            "results": stats.rows.get("results"),
-            "unsynced_results": stats.unsynced_results,
-            "outbox_backlog": dict(stats.outbox_backlog),
-        }
-    except Exception as exc:
-        return {"error": str(exc)}
-    finally:
-        store.close()
 
 
 def _duration(seconds: float) -> str:
@@ -255,15 +230,12 @@ def _render(
             + (f", ERROR {stream['source_error']}" if stream.get("source_error") else "")
         )
     facts = store_facts or {}
-    if "error" in facts:
-        lines.append(f"store:      cannot read: {facts['error']}")
-    elif facts:
+    if facts.get("size_bytes") is not None:
         backlog = facts.get("outbox_backlog") or {}
         backlog_text = ", ".join(f"{k} {v}" for k, v in sorted(backlog.items())) or "empty"
         lines.append(
             f"store:      {facts.get('path')}: {_bytes(facts.get('size_bytes'))}, "
-            # The write rate is the running agent's own (this process has written nothing).
-            f"{facts.get('results')} results, {_bytes(health.get('store_bytes_written_per_hour'))}/h written"
+            f"{facts.get('results')} results, {_bytes(facts.get('bytes_written_per_hour'))}/h written"
         )
         lines.append(
             f"sync:       backlog {facts.get('unsynced_results')} unsynced results; outbox {backlog_text}"

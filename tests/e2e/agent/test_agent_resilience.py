@@ -143,6 +143,11 @@ def test_garbage_datagrams_on_a_udp_source_are_counted(tmp_path: Path) -> None:
     sender.close()
 
 
+def _unsynced(state: Path) -> int:
+    store = (read_status(state) or {}).get("store") or {}
+    return int(store.get("unsynced_results") or 0)
+
+
 def _scrape(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -169,9 +174,12 @@ def test_sync_enabled_without_a_broker_still_stores_results(tmp_path: Path) -> N
     )
     with AgentProcess(config, tmp_path / "agent.log") as agent:
         wait_until(lambda: count_results(db) >= 20, what="results stored while offline")
-        status = json.loads(run_cli("agent", "status", "--config", str(config), "--json").stdout)
+        wait_until(lambda: _unsynced(state) >= 20, what="store facts in the status file")
+        out = run_cli("agent", "status", "--config", str(config), "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        status = json.loads(out.stdout)
         assert status["healthy"] is True
-        assert status["store_now"]["unsynced_results"] >= 20
+        assert status["store"]["unsynced_results"] >= 20
         assert status["sync"]["running"] is True
         assert status["sync"]["connected"] is False
         assert agent.terminate_and_wait() == 0, agent.output()
