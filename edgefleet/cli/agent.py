@@ -203,8 +203,12 @@ def _render(
     else:
         lines.append(f"model:      none ({model.get('error') or 'loading'})")
     started = status.get("started_at")
+    updated = status.get("updated_at")
     if isinstance(started, int | float):
-        lines.append(f"uptime:     {_duration(time.time() - started)}")
+        if running:
+            lines.append(f"uptime:     {_duration(time.time() - started)}")
+        elif isinstance(updated, int | float):
+            lines.append(f"ran for:    {_duration(updated - started)} (last update {_duration(time.time() - updated)} ago)")
     health = status.get("health") or {}
     totals = status.get("totals") or {}
     latency = health.get("latency_ms") or status.get("latency_ms") or {}
