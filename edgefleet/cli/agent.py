@@ -208,7 +208,8 @@ def _render(
         if running:
             lines.append(f"uptime:     {_duration(time.time() - started)}")
         elif isinstance(updated, int | float):
-            lines.append(f"ran for:    {_duration(updated - started)} (last update {_duration(time.time() - updated)} ago)")
+            ago = _duration(time.time() - updated)
+            lines.append(f"ran for:    {_duration(updated - started)} (last update {ago} ago)")
     health = status.get("health") or {}
     totals = status.get("totals") or {}
     latency = health.get("latency_ms") or status.get("latency_ms") or {}
