@@ -98,6 +98,8 @@ class ControllerService:
             signal.signal(signal.SIGTERM, lambda signum, frame: None)
         try:
             self._server.run()
+        except SystemExit:
+            pass  # uvicorn exits when it cannot bind; say so below, in edgefleet's words
         finally:
             self.stop_background()
             self.database.close()

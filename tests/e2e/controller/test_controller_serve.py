@@ -100,3 +100,24 @@ def test_serve_with_a_bad_config_says_why(tmp_path: Path) -> None:
     assert "hint:" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_serve_refuses_a_busy_port_and_an_unreachable_database(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "controller.toml"
+        config.write_text(f"[http]\nport = {port}\n[mqtt]\nport = {free_port()}\n")
+        result = edgefleet("controller", "serve", "--config", str(config))
+    assert result.returncode == 1
+    assert f"could not listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    unreachable = edgefleet(
+        "controller", "devices", "--database-url", f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x"
+    )
+    assert unreachable.returncode == 1
+    assert "cannot connect to PostgreSQL" in unreachable.stderr
+    assert "s3cret" not in unreachable.stderr  # the password is redacted
