@@ -1,5 +1,7 @@
 """A real fleet for the dashboard's browser tests: Mosquitto, `edgefleet controller serve`, simulators.
 
+`sim-a-0002` also gets drift reports (published like an agent would), so drift shows up too.
+
 The stack is module-scoped: starting it once and sharing it keeps the browser tests quick. Tests
 that change it (killing a simulator) run last in their module.
 """
@@ -17,8 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from edgefleet.cloud_sync.codec import encode_message
+from edgefleet.cloud_sync.protocol import make_envelope
 from tests.support.broker import MosquittoBroker, find_mosquitto, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,6 +84,27 @@ class FleetStack:
         response = httpx.get(self.base_url + path, params=params, headers=self.headers, timeout=10)
         response.raise_for_status()
         return response.json()
+
+    def publish_drift(self, device_id: str, scores: list[float], threshold: float = 0.25) -> None:
+        """Drift reports for ``device_id`` as its agent would send them (the simulator sends none)."""
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"dashboard-test-{device_id}",
+            protocol=mqtt.MQTTv5,
+        )
+        client.connect(self.broker.host, self.broker.port)
+        client.loop_start()
+        try:
+            now = time.time()
+            for index, psi in enumerate(scores):
+                at = now - (len(scores) - index) * 2
+                body = {"window_start": at - 2, "window_end": at, "psi": psi, "drifted": psi > threshold}
+                envelope = make_envelope(device_id, "drift", body, message_id=int(now * 1000) + index)
+                info = client.publish(f"edgefleet/v1/{device_id}/drift", encode_message(envelope), qos=1)
+                info.wait_for_publish(10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
 
     def start_simulator(self, prefix: str, devices: int) -> None:
         self.simulators[prefix] = subprocess.Popen(
@@ -172,6 +199,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetStack]:
             return page["counts"]["online"] == 5 and all(d["throughput"] for d in page["devices"])
 
         wait_for(all_reporting, timeout=30, what="5 simulated devices online with telemetry")
+        stack.publish_drift("sim-a-0002", [0.05, 0.08, 0.12, 0.2, 0.31, 0.42])
+        wait_for(
+            lambda: stack.get("/api/dashboard/overview", drifted="true")["matched"] == 1,
+            what="sim-a-0002's drift verdict in the registry",
+        )
         yield stack
     finally:
         for process in stack.simulators.values():

@@ -72,6 +72,8 @@ def test_overview_lists_the_fleet_with_totals(page: Any, fleet: FleetStack) -> N
     page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
     assert table_ids(page) == [f"sim-a-{i:04d}" for i in range(3)] + [f"sim-b-{i:04d}" for i in range(2)]
     page.wait_for_function("document.getElementById('count-online').textContent === '5'")
+    assert page.inner_text("#count-drifted") == "1"
+    assert page.locator("tr[data-device=sim-a-0002] .badge.drifted").inner_text() == "drifted (0.42)"
     assert page.inner_text("#count-total") == "5"
     assert page.inner_text("#count-offline") == "0"
     throughput = float(page.inner_text("#count-throughput"))
@@ -94,6 +96,12 @@ def test_filters_and_sorting(page: Any, fleet: FleetStack) -> None:
     assert table_ids(page) == ["sim-b-0000", "sim-b-0001"]
     assert "search=SIM-B" in page.url  # the view survives a reload
     page.fill("#search", "")
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+
+    page.select_option("#filter-drift", "true")
+    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 1")
+    assert table_ids(page) == ["sim-a-0002"]
+    page.select_option("#filter-drift", "")
     page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
 
     page.select_option("#filter-online", "false")
@@ -153,6 +161,16 @@ def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStac
     # The simulator acknowledges; the ack reaches the page through the live stream.
     page.wait_for_selector("#command-history tbody tr:has-text('report_status') .badge.acked")
     screenshot(page, "dashboard-device.png")
+
+
+def test_device_page_charts_drift_scores_and_marks_drifted_reports(page: Any, fleet: FleetStack) -> None:
+    page.goto(fleet.base_url + "/static/device.html?id=sim-a-0002")
+    page.wait_for_selector("#drift.drifted")
+    assert page.inner_text("#drift") == "drift detected"
+    page.wait_for_function("Number(document.querySelector('#chart-drift svg').dataset.points) === 6")
+    # psi 0.31 and 0.42 are over the 0.25 threshold: two red marks.
+    assert page.locator("#chart-drift svg circle.mark").count() == 2
+    assert "PSI 0.420" in (page.get_attribute("#chart-drift svg", "aria-label") or "")
 
 
 def test_an_unknown_device_is_explained(page: Any, fleet: FleetStack) -> None:
