@@ -171,6 +171,7 @@ def test_device_page_charts_drift_scores_and_marks_drifted_reports(page: Any, fl
     # psi 0.31 and 0.42 are over the 0.25 threshold: two red marks.
     assert page.locator("#chart-drift svg circle.mark").count() == 2
     assert "PSI 0.420" in (page.get_attribute("#chart-drift svg", "aria-label") or "")
+    screenshot(page, "dashboard-device-drift.png")
 
 
 def test_an_unknown_device_is_explained(page: Any, fleet: FleetStack) -> None:
