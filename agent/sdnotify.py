@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 
 __all__ = ["Notifier"]
@@ -105,7 +106,8 @@ class Notifier:
         return self.notify(STOPPING=1, STATUS=status)
 
     def reloading(self) -> bool:
-        return self.notify(RELOADING=1)
+        # MONOTONIC_USEC lets systemd (>= 253) match the reload to this request.
+        return self.notify(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
 
     def close(self) -> None:
         with self._lock:

@@ -40,6 +40,10 @@ def test_sends_ready_status_watchdog_stopping(path_socket: tuple[str, socket.soc
     assert _receive(sock) == {"STATUS": "line one line two"}
     assert notifier.watchdog()
     assert _receive(sock) == {"WATCHDOG": "1"}
+    assert notifier.reloading()
+    reloading = _receive(sock)
+    assert reloading["RELOADING"] == "1"
+    assert int(reloading["MONOTONIC_USEC"]) > 0
     assert notifier.stopping()
     assert _receive(sock) == {"STOPPING": "1"}
     notifier.close()
