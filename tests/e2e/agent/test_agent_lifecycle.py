@@ -76,6 +76,9 @@ def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -> None:
             wait_until(lambda: listener.seen("READY"), what="READY=1")
             wait_until(lambda: len(listener.seen("WATCHDOG")) >= 2, what="two WATCHDOG=1 pings")
             wait_until(lambda: len(listener.seen("STATUS")) >= 2, what="STATUS= updates")
+            agent.signal(signal.SIGHUP)
+            wait_until(lambda: listener.seen("RELOADING"), what="RELOADING=1")
+            wait_until(lambda: len(listener.seen("READY")) >= 2, what="READY=1 after the reload")
             assert agent.terminate_and_wait() == 0, agent.output()
         stopping = listener.seen("STOPPING")
         assert stopping, listener.messages
