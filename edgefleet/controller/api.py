@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,7 +40,9 @@ from edgefleet.controller.auth import (
 from edgefleet.controller.commands import CommandError, CommandService
 from edgefleet.controller.config import ControllerConfig
 from edgefleet.controller.dal import Database
+from edgefleet.controller.ingest import IngestStats
 from edgefleet.controller.live import FleetChanges
+from edgefleet.controller.metrics import controller_metrics
 from edgefleet.controller.schemas import (
     CommandRecord,
     CommandRequest,
@@ -75,6 +77,8 @@ class ControllerContext:
     commands: CommandService
     changes: FleetChanges
     ingest_stats: Callable[[], IngestStatsOut] | None = None
+    ingest_counters: IngestStats | None = None
+    queue_depth: Callable[[], int] | None = None
     mqtt_connected: Callable[[], bool] | None = None
     clock: Callable[[], float] = time.time
 
@@ -426,6 +430,12 @@ def create_app(context: ControllerContext) -> FastAPI:
         if context.ingest_stats is None:
             raise StarletteHTTPException(404, "this controller runs no ingest")
         return context.ingest_stats()
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    def metrics(found: Reader) -> PlainTextResponse:
+        """Prometheus text format: devices by state, ingest counters, queue depth, lag."""
+        body = controller_metrics(db, context.ingest_counters, context.queue_depth)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     @app.get(
         "/api/stream",

@@ -47,6 +47,8 @@ class ControllerService:
             commands=self.commands,
             changes=self.changes,
             ingest_stats=self.ingest.snapshot,
+            ingest_counters=self.ingest.stats,
+            queue_depth=self.ingest.queue_depth,
             mqtt_connected=lambda: self.mqtt.connected,
         )
         self.app = create_app(self.context)

@@ -82,7 +82,7 @@ function renderTable(data) {
   rows = data.devices;
   body.replaceChildren(...rows.map(row));
   table.setAttribute("aria-busy", "false");
-  document.getElementById("matched").textContent = `(${data.matched} shown of ${data.counts.total})`;
+  document.getElementById("matched").textContent = `(${data.matched} of ${data.counts.total} match)`;
   document.getElementById("empty").hidden = data.matched > 0;
   const last = Math.min(data.offset + data.devices.length, data.matched);
   document.getElementById("page-info").textContent = data.matched

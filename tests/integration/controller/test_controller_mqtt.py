@@ -129,6 +129,10 @@ def test_devices_appear_dedup_malformed_and_last_will(
         wait_for(lambda: stream.status_of("dev-a1") is False, what="the stream to report dev-a1 offline")
         fleet = controller.get("/api/fleet/summary")
         assert (fleet["devices_total"], fleet["online"], fleet["offline"]) == (1, 0, 1)
+        metrics = httpx.get(controller.base_url + "/metrics", headers=controller.read, timeout=10).text
+        assert 'edgefleet_controller_devices{state="offline"} 1.0' in metrics
+        assert "edgefleet_controller_messages_duplicates_total 1.0" in metrics
+        assert 'edgefleet_controller_messages_malformed_total{reason="malformed"}' in metrics
     finally:
         stream.close()
         device.close()
