@@ -67,7 +67,9 @@ def _compressor() -> zstandard.ZstdCompressor:
 
 def _f64_encode(values: list[float]) -> bytes:
     bits = np.asarray(values, dtype="<f8").view("<i8")
-    return np.diff(bits, prepend=np.int64(0)).astype("<i8").tobytes()
+    deltas = bits.copy()
+    deltas[1:] -= bits[:-1]  # wraps on overflow, and the decoder's cumsum wraps back: lossless
+    return deltas.tobytes()
 
 
 def _f64_decode(raw: object, count: int, column: str) -> list[float]:
@@ -98,11 +100,22 @@ def _nullable_f64_decode(raw: object, count: int, column: str) -> list[float | N
     return out
 
 
-def _dict_encode(values: list[str | None]) -> dict[str, Any]:
-    uniques: dict[str | None, int] = {}
-    indices = [uniques.setdefault(v, len(uniques)) for v in values]
+def _dict_encode(
+    values: list[Any], column: str, *, nullable: bool = False, allowed: frozenset[str] | None = None
+) -> dict[str, Any]:
+    uniques = list(dict.fromkeys(values))
+    # Type checks run on the distinct values only: a handful per batch, whatever its length.
+    for value in uniques:
+        if value is None and nullable:
+            continue
+        if not isinstance(value, str) or (allowed is not None and value not in allowed):
+            expected = (
+                f"one of {sorted(allowed)}" if allowed else "a string" + (" or null" if nullable else "")
+            )
+            raise ValueError(f"result column {column!r} holds {value!r}; expected {expected}")
+    index = {value: i for i, value in enumerate(uniques)}
     dtype = "<u2" if len(uniques) < 2**16 else "<u4"
-    return {"v": list(uniques), "i": np.asarray(indices, dtype=dtype).tobytes()}
+    return {"v": uniques, "i": np.asarray([index[v] for v in values], dtype=dtype).tobytes()}
 
 
 def _dict_decode(raw: object, count: int, column: str) -> list[Any]:
@@ -121,23 +134,46 @@ def _dict_decode(raw: object, count: int, column: str) -> list[Any]:
     return [uniques[int(i)] for i in indices]
 
 
+_ANSWERED_BY = frozenset({"edge", "cloud"})
+
+
+def _outputs_encode(values: list[Any]) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        array = np.asarray(value, dtype="<f8")
+        if array.ndim != 1:
+            raise ValueError(f"result outputs must be a flat list of numbers, got shape {array.shape}")
+        out.append(array.tobytes())
+    return out
+
+
 def _results_to_columns(body: ResultsBody) -> dict[str, Any]:
-    rows = body.results
+    # Rows are ResultItem models, or plain dicts with the same keys: the uplink builds bodies
+    # straight from store rows without a model per row, and this function type-checks them.
+    items: list[Any] = list(body.results)
+    rows: list[dict[str, Any]] = [r if isinstance(r, dict) else r.__dict__ for r in items]
+    seqs = [r.get("window_seq") for r in rows]
+    for seq in seqs:
+        if seq is not None and type(seq) is not int:
+            raise ValueError(f"result column 'window_seq' holds {seq!r}; expected an integer or null")
     return {
         "n": len(rows),
-        "stream": _dict_encode([r.stream for r in rows]),
-        "seq": [r.window_seq for r in rows],
-        "ws": _f64_encode([r.window_start for r in rows]),
-        "we": _f64_encode([r.window_end for r in rows]),
-        "model": _dict_encode([r.model_name for r in rows]),
-        "mver": _dict_encode([r.model_version for r in rows]),
-        "label": _dict_encode([r.label for r in rows]),
-        "score": _nullable_f64_encode([r.score for r in rows]),
-        "lat": _f64_encode([r.latency_ms for r in rows]),
-        "by": _dict_encode([r.answered_by for r in rows]),
-        "fb": _dict_encode([r.fallback_reason for r in rows]),
-        "out": [None if r.outputs is None else np.asarray(r.outputs, "<f8").tobytes() for r in rows],
-        "ca": _nullable_f64_encode([r.created_at for r in rows]),
+        "stream": _dict_encode([r["stream"] for r in rows], "stream"),
+        "seq": seqs,
+        "ws": _f64_encode([r["window_start"] for r in rows]),
+        "we": _f64_encode([r["window_end"] for r in rows]),
+        "model": _dict_encode([r["model_name"] for r in rows], "model_name"),
+        "mver": _dict_encode([r["model_version"] for r in rows], "model_version"),
+        "label": _dict_encode([r.get("label") for r in rows], "label", nullable=True),
+        "score": _nullable_f64_encode([r.get("score") for r in rows]),
+        "lat": _f64_encode([r["latency_ms"] for r in rows]),
+        "by": _dict_encode([r.get("answered_by", "edge") for r in rows], "answered_by", allowed=_ANSWERED_BY),
+        "fb": _dict_encode([r.get("fallback_reason") for r in rows], "fallback_reason", nullable=True),
+        "out": _outputs_encode([r.get("outputs") for r in rows]),
+        "ca": _nullable_f64_encode([r.get("created_at") for r in rows]),
     }
 
 

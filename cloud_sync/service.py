@@ -212,7 +212,7 @@ class SyncService:
                         next_peek = now + max(self.config.drain_interval_s, self.uplink.budget_wait())
                 busy = sent > 0 or self.uplink.inflight > 0
                 link.loop(0.0 if sent else 0.01 if busy else min(0.1, max(0.0, next_peek - now)))
-                self.uplink.flush_acks()
+                self.uplink.maybe_flush_acks()
                 if self.uplink.waiting_since_progress() > self.config.ack_timeout_s:
                     link.error = f"no acknowledgement for {self.config.ack_timeout_s}s; reconnecting"
                     link.close()

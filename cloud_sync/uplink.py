@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
 
@@ -26,21 +27,22 @@ from edgefleet.cloud_sync.protocol import (
     EventItem,
     EventsBody,
     MetricPoint,
-    ResultItem,
     ResultsBody,
     TelemetryBody,
 )
-from edgefleet.cloud_sync.topics import UPLINK_KINDS, device_topic
+from edgefleet.cloud_sync.topics import UPLINK_KINDS, MessageKind, device_topic
 from edgefleet.errors import ProtocolError
 
 __all__ = ["OutboxLike", "OutboxStore", "Uplink", "UplinkCounters", "build_messages", "wire_bytes"]
 
 log = logging.getLogger(__name__)
 
-_RESULT_FIELDS = frozenset(ResultItem.model_fields)
 _METRIC_FIELDS = frozenset(MetricPoint.model_fields)
 _EVENT_FIELDS = frozenset(EventItem.model_fields)
 _RETAINED_KINDS = frozenset({"status"})
+_PEEK_MAX_BYTES = 32 * 1024 * 1024
+_ACK_BATCH = 256
+_ACK_MAX_DELAY_S = 0.5
 
 
 class OutboxLike(Protocol):
@@ -95,9 +97,11 @@ def _rows(payload: Any, key: str) -> list[dict[str, Any]]:
 def body_for(kind: str, payload: Any) -> Body:
     """The protocol body of one outbox payload (the store's row layout, extra keys ignored)."""
     if kind == "results":
-        return ResultsBody(
-            results=[ResultItem.model_validate(_pick(r, _RESULT_FIELDS)) for r in _rows(payload, "results")]
-        )
+        # No model per row: the store validated them, and the codec type-checks the columns.
+        rows = _rows(payload, "results")
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError("results payload must be a list of row maps")
+        return ResultsBody.model_construct(results=rows)  # extra keys (id, synced_at) are ignored
     if kind == "telemetry":
         return TelemetryBody(
             samples=[MetricPoint.model_validate(_pick(r, _METRIC_FIELDS)) for r in _rows(payload, "samples")]
@@ -126,22 +130,10 @@ def build_messages(item: OutboxLike, device_id: str, config: SyncConfig) -> list
         bodies = _split_results(body, config.max_batch_results)
     now = time.time()
     while True:
-        payloads = [
-            encode_message(
-                Envelope(
-                    message_id=item.id,
-                    device_id=device_id,
-                    kind=item.kind,
-                    seq=item.id,
-                    part=i,
-                    parts=len(bodies),
-                    created_at=item.created_at,
-                    sent_at=now,
-                    body=b,
-                )
-            )
-            for i, b in enumerate(bodies)
-        ]
+        try:
+            payloads = _encode_parts(item, device_id, bodies, now)
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+            raise ProtocolError(f"outbox row {item.id} ({item.kind}) cannot be encoded: {exc}") from None
         if all(len(p) <= config.max_message_bytes for p in payloads):
             return [(topic, p) for p in payloads]
         if not isinstance(body, ResultsBody) or max(len(b.results) for b in bodies) <= 1:  # type: ignore[union-attr]
@@ -155,11 +147,30 @@ def build_messages(item: OutboxLike, device_id: str, config: SyncConfig) -> list
         bodies = _split_results(body, max(1, biggest // 2))
 
 
+def _encode_parts(item: OutboxLike, device_id: str, bodies: list[Body], now: float) -> list[bytes]:
+    return [
+        encode_message(
+            Envelope(
+                message_id=item.id,
+                device_id=device_id,
+                kind=cast(MessageKind, item.kind),  # build_messages checked it is an uplink kind
+                seq=item.id,
+                part=i,
+                parts=len(bodies),
+                created_at=item.created_at,
+                sent_at=now,
+                body=body,
+            )
+        )
+        for i, body in enumerate(bodies)
+    ]
+
+
 def _split_results(body: ResultsBody, size: int) -> list[Body]:
     rows = body.results
     if len(rows) <= size:
         return [body]
-    return [ResultsBody(results=rows[i : i + size]) for i in range(0, len(rows), size)]
+    return [ResultsBody.model_construct(results=rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
 # ------------------------------------------------------------------ drain
@@ -208,6 +219,8 @@ class Uplink:
         self._pending: dict[int, _Pending] = {}
         self._mid_item: dict[int, int] = {}
         self._done: list[int] = []
+        self._queue: deque[OutboxLike] = deque()
+        self._last_flush = clock()
         self._failed: set[int] = set()
         self._last_progress = clock()
         self.bandwidth: TokenBucket | None = None
@@ -235,6 +248,7 @@ class Uplink:
 
     def reset(self) -> None:
         """The connection is gone: forget what was in flight; it will be peeked and sent again."""
+        self._queue.clear()
         self._pending.clear()
         self._mid_item.clear()
         self._failed.clear()
@@ -271,6 +285,7 @@ class Uplink:
 
     def flush_acks(self) -> int:
         """Remove fully acknowledged rows from the store; returns how many."""
+        self._last_flush = self._clock()
         if not self._done:
             return 0
         done, self._done = self._done, []
@@ -286,34 +301,48 @@ class Uplink:
             waits.append(self.rate.wait_time(1))
         return max(waits)
 
+    def maybe_flush_acks(self) -> int:
+        """Flush acknowledgements in batches: one store transaction per ack would dominate the drain."""
+        if len(self._done) >= _ACK_BATCH or (
+            self._done and self._clock() - self._last_flush >= _ACK_MAX_DELAY_S
+        ):
+            return self.flush_acks()
+        return 0
+
     def pump(self, publish: Publish) -> int:
         """Publish what the window and budgets allow. Returns the number of messages published."""
-        self.flush_acks()
-        window = self.config.max_inflight
-        # Hysteresis: peeking re-reads in-flight rows, so only peek once half the window is free.
-        if self.inflight > window // 2 or self._failed:
+        if self._failed:
             return 0
-        items = self.store.outbox_peek(len(self._pending) + window)
+        window = self.config.max_inflight
+        if not self._queue:
+            if self._pending:
+                return 0  # peeking now would re-read every in-flight row; wait for the window to clear
+            self.flush_acks()  # acknowledged rows must be gone before the next peek
+            # Two windows per peek: the second is sent as the first one's acknowledgements arrive.
+            self._queue.extend(self.store.outbox_peek(2 * window, max_bytes=_PEEK_MAX_BYTES))
         sent = 0
-        for item in items:
-            if item.id in self._pending:
-                continue
-            if self.inflight >= window:
-                break
+        while self._queue and self.inflight < window:
+            item = self._queue[0]
             if item.kind == "results" and item.payload == []:
                 # Retention evicted every row this item referenced: nothing left to send.
+                self._queue.popleft()
                 self._done.append(item.id)
                 continue
             try:
                 messages = build_messages(item, self.device_id, self.config)
             except ProtocolError as exc:
+                self._queue.popleft()
                 self._drop(item, exc)
                 continue
             wire = sum(wire_bytes(t, len(p), v5=self._v5) for t, p in messages)
             if (self.bandwidth is not None and self.bandwidth.wait_time(wire) > 0) or (
                 self.rate is not None and self.rate.wait_time(len(messages)) > 0
             ):
-                break  # what does not fit the budget waits in the store
+                # What does not fit the budget waits in the store. Forget the queue so that the
+                # next peek sees newer, higher-priority rows (events) first.
+                self._queue.clear()
+                break
+            self._queue.popleft()
             if self.bandwidth is not None:
                 self.bandwidth.try_take(wire)
             if self.rate is not None:
@@ -321,6 +350,8 @@ class Uplink:
             pending = _Pending(kind=item.kind, mids=set(), wire=wire, results=0)
             if isinstance(item.payload, list) and item.kind == "results":
                 pending.results = len(item.payload)
+            if not self._mid_item:
+                self._last_progress = self._clock()
             self._pending[item.id] = pending
             for topic, payload in messages:
                 mid = publish(topic, payload, self.config.qos, item.kind in _RETAINED_KINDS)
@@ -329,8 +360,6 @@ class Uplink:
                 pending.mids.add(mid)
                 self._mid_item[mid] = item.id
                 sent += 1
-            if sent and len(self._mid_item) == len(pending.mids):
-                self._last_progress = self._clock()
         return sent
 
     def _drop(self, item: OutboxLike, exc: ProtocolError) -> None:
