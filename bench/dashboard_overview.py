@@ -37,17 +37,18 @@ from edgefleet.controller.records import DriftItem, IngestMessage, ResultItem, S
 
 TOKEN = "bench-dashboard-token-0123456789abcdef"
 PAGE = 100
-METRICS = (
-    "throughput_windows_per_s",
-    "inference_latency_ms_p50",
-    "inference_latency_ms_p95",
-    "inference_latency_ms_p99",
-    "cpu_percent",
-    "memory_rss_bytes",
-    "temperature_c",
-    "fallback_share",
-    "store_size_bytes",
-)
+# Telemetry names and plausible ranges (uniform), as agents report them.
+METRICS: dict[str, tuple[float, float]] = {
+    "throughput_windows_per_s": (1.0, 20.0),
+    "inference_latency_ms_p50": (1.0, 10.0),
+    "inference_latency_ms_p95": (2.0, 20.0),
+    "inference_latency_ms_p99": (3.0, 40.0),
+    "cpu_percent": (5.0, 90.0),
+    "memory_rss_bytes": (60e6, 120e6),
+    "temperature_c": (40.0, 75.0),
+    "fallback_share": (0.0, 0.2),
+    "store_size_bytes": (1e6, 1e8),
+}
 STATIC = ("/static/index.html", "/static/style.css", "/static/overview.js", "/static/api.js")
 
 
@@ -83,10 +84,10 @@ def build_fleet(path: Path, devices: int, history_s: float, interval_s: float) -
                 status = StatusUpdate(online, now, "0.1.0", "basicmotions", version, {"machine": "bench"})
                 batch.append(IngestMessage(device, None, "status", now, status=status))
                 telemetry = [
-                    TelemetryItem(metric, ts, rng.uniform(0.0, 100.0))
+                    TelemetryItem(metric, ts, rng.uniform(low, high))
                     for step in range(int(history_s / interval_s))
                     for ts in (now - history_s + step * interval_s,)
-                    for metric in METRICS
+                    for metric, (low, high) in METRICS.items()
                 ]
                 rows += len(telemetry)
                 batch.append(IngestMessage(device, f"{index}:t", "telemetry", now, telemetry=telemetry))
@@ -95,7 +96,10 @@ def build_fleet(path: Path, devices: int, history_s: float, interval_s: float) -
                     for _ in range(50)
                 ]
                 batch.append(IngestMessage(device, f"{index}:r", "results", now, results=results))
-                drift = [DriftItem(now - 60, index % 7 == 0, rng.uniform(0, 0.4))]
+                drifted = index % 7 == 0
+                drift = [
+                    DriftItem(now - 60, drifted, rng.uniform(0.25, 0.6) if drifted else rng.uniform(0, 0.2))
+                ]
                 batch.append(IngestMessage(device, f"{index}:d", "drift", now, drift=drift))
             database.ingest(batch, result_bucket_s=60)
     finally:
@@ -202,13 +206,14 @@ def main() -> int:
         # What the page would cost without the overview endpoint: one detail request per row.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         start = time.perf_counter()
-        for index in range(PAGE):
+        rows_on_page = min(PAGE, args.devices)
+        for index in range(rows_on_page):
             timed_get(conn, f"/api/devices/bench-{index:04d}")
         naive_ms = (time.perf_counter() - start) * 1000
         conn.close()
         overview_ms = measured[overview][0]
         print(
-            f"\nnaive page: {PAGE} x /api/devices/{{id}} took {naive_ms:.0f} ms in all;"
+            f"\nnaive page: {rows_on_page} x /api/devices/{{id}} took {naive_ms:.0f} ms in all;"
             f" the overview page took {overview_ms:.1f} ms (x{naive_ms / overview_ms:.0f} faster)"
         )
 
