@@ -90,7 +90,9 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def start_controller(workdir: Path, broker_port: int, database: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_controller(
+    workdir: Path, broker_port: int, database: str, index: int = 0
+) -> tuple[subprocess.Popen[bytes], str]:
     http_port = free_port()
     db_line = (
         f'url = "{database}"'
@@ -98,12 +100,13 @@ def start_controller(workdir: Path, broker_port: int, database: str) -> tuple[su
         else f'sqlite_path = "{workdir}/controller.db"'
     )
     schema = f'schema_name = "bench_{os.getpid()}"' if database.startswith("postgres") else ""
-    config = workdir / "controller.toml"
+    config = workdir / f"controller-{index}.toml"
     config.write_text(
         f"[mqtt]\nport = {broker_port}\n[database]\n{db_line}\n{schema}\n[http]\nport = {http_port}\n"
         "[ingest]\nbatch_max_messages = 2000\nbatch_max_delay_ms = 150\n[retention]\ninterval_s = 3600\n"
     )
-    log = (workdir / "controller.log").open("wb")
+    log_path = workdir / f"controller-{index}.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "edgefleet", "controller", "serve", "--quiet", "--config", str(config)],
         stdout=log,
@@ -119,16 +122,36 @@ def start_controller(workdir: Path, broker_port: int, database: str) -> tuple[su
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
-            raise RuntimeError(f"controller exited: {(workdir / 'controller.log').read_text()}")
+            raise RuntimeError(f"controller exited: {log_path.read_text()}")
         time.sleep(0.2)
     raise RuntimeError("controller did not become healthy")
 
 
-def stats(base: str) -> dict[str, Any]:
-    response = httpx.get(base + "/api/ingest/stats", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
-    return result
+def stats(bases: list[str]) -> dict[str, Any]:
+    """Ingest counters summed over the controllers; the worst lag of any."""
+    total: dict[str, Any] = {
+        "stored": 0,
+        "received": 0,
+        "queue_depth": 0,
+        "lag_p50_ms": None,
+        "lag_p99_ms": None,
+    }
+    for base in bases:
+        response = httpx.get(
+            base + "/api/ingest/stats", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        response.raise_for_status()
+        one = response.json()
+        for key in ("stored", "received", "queue_depth"):
+            total[key] += one[key]
+        for key in ("lag_p50_ms", "lag_p99_ms"):
+            if one[key] is not None:
+                total[key] = max(one[key], total[key] or 0.0)
+    return total
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
 
 
 # ------------------------------------------------------------------ load generator (child processes)
@@ -263,9 +286,9 @@ def run_load(
 
 
 def measure(
-    base: str | None,
+    bases: list[str],
     baseline: CountingSubscriber | None,
-    controller: psutil.Process | None,
+    controllers: list[psutil.Process],
     args: argparse.Namespace,
     devices: int,
     run_index: int,
@@ -277,24 +300,22 @@ def measure(
     warmup = min(3.0, args.duration / 4)
     while time.time() < start_at + warmup:
         time.sleep(0.05)
-    before = stats(base) if base else {"stored": baseline.count if baseline else 0, "received": 0}
-    cpu_before = controller.cpu_times() if controller else None
+    before = stats(bases) if bases else {"stored": baseline.count if baseline else 0, "received": 0}
+    cpu_before = cpu_seconds(controllers)
     t0 = time.time()
     window_end = start_at + args.duration
     while time.time() < window_end:
         time.sleep(0.05)
-    after = stats(base) if base else {"stored": baseline.count if baseline else 0, "received": 0}
+    after = stats(bases) if bases else {"stored": baseline.count if baseline else 0, "received": 0}
     t1 = time.time()
-    cpu_after = controller.cpu_times() if controller else None
+    cpu_after = cpu_seconds(controllers)
     for p in processes:
         p.join(30)
     # Publishers that fall behind their schedule finish late: offered is what they really managed.
     offered = sent.value / max(args.duration, finished.value - start_at)
     ingested = (after["stored"] - before["stored"]) / (t1 - t0)
-    received = (after["received"] - before["received"]) / (t1 - t0) if base else ingested
-    cpu = None
-    if cpu_before is not None and cpu_after is not None:
-        cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / (t1 - t0)
+    received = (after["received"] - before["received"]) / (t1 - t0) if bases else ingested
+    cpu = (cpu_after - cpu_before) / (t1 - t0) if controllers else None
     row = {
         "devices": devices,
         "offered": offered,
@@ -309,9 +330,9 @@ def measure(
         ingested >= 0.97 * received and row["queue"] < offered and (row["p99"] is None or row["p99"] < 2000)
     )
     # Let a backlog drain before the next phase.
-    if base:
+    if bases:
         deadline = time.time() + 30
-        while time.time() < deadline and stats(base)["queue_depth"] > 0:
+        while time.time() < deadline and stats(bases)["queue_depth"] > 0:
             time.sleep(0.2)
     return row
 
@@ -334,6 +355,9 @@ def main() -> int:
     )
     parser.add_argument("--database", default="sqlite", help="'sqlite' or a postgresql:// URL")
     parser.add_argument("--no-ramp", action="store_true", help="only the --devices fleet size")
+    parser.add_argument(
+        "--controllers", type=int, default=1, help="controller processes sharing the load (one share group)"
+    )
     parser.add_argument("--max-devices", type=int, default=16000)
     args = parser.parse_args()
 
@@ -341,6 +365,7 @@ def main() -> int:
     broker, broker_port = start_mosquitto(workdir)
     print(
         f"controller ingest bench: {os.cpu_count()} CPUs, database {args.database.split('@')[-1]}, "
+        f"{args.controllers} controller process(es), "
         f"{args.publishers} publisher processes x 1 MQTT connection, telemetry 1/s + results every "
         f"{args.results_every}s per device, {args.duration:.0f}s per size",
         flush=True,
@@ -348,14 +373,15 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     try:
         baseline = CountingSubscriber(broker_port)
-        base_row = measure(None, baseline, None, args, args.devices, 0, broker_port)
+        base_row = measure([], baseline, [], args, args.devices, 0, broker_port)
         baseline.close()
-        controller, base = start_controller(workdir, broker_port, args.database)
-        proc = psutil.Process(controller.pid)
+        started = [start_controller(workdir, broker_port, args.database, i) for i in range(args.controllers)]
+        bases = [base for _, base in started]
+        procs = [psutil.Process(process.pid) for process, _ in started]
         devices = args.devices
         run_index = 1
         while True:
-            row = measure(base, None, proc, args, devices, run_index, broker_port)
+            row = measure(bases, None, procs, args, devices, run_index, broker_port)
             rows.append(row)
             share = row["ingested"] / max(row["received"], 1e-9)
             print(
@@ -370,8 +396,10 @@ def main() -> int:
                 break
             devices *= 2
             run_index += 1
-        controller.send_signal(signal.SIGTERM)
-        controller.wait(30)
+        for process, _ in started:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in started:
+            process.wait(30)
         if args.database.startswith("postgres"):
             import psycopg
 
