@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,9 +14,10 @@ import pytest
 from edgefleet.controller.config import DatabaseConfig
 from edgefleet.controller.dal import Database, open_database
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("EDGEFLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+@functools.cache
 def postgres_reason() -> str | None:
     """None when the test PostgreSQL answers, else why the postgres tests skip."""
     try:
