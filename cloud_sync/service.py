@@ -26,7 +26,7 @@ from edgefleet.cloud_sync.config import SyncConfig
 from edgefleet.cloud_sync.downlink import Downlink, DownlinkCounters, Handler
 from edgefleet.cloud_sync.protocol import CommandBody, Envelope, StatusBody
 from edgefleet.cloud_sync.topics import device_topic, validate_device_id
-from edgefleet.cloud_sync.uplink import OutboxStore, Uplink
+from edgefleet.cloud_sync.uplink import OutboxStore, Uplink, wire_bytes
 
 __all__ = ["StatusProvider", "SyncService", "SyncState", "read_state_file"]
 
@@ -293,7 +293,12 @@ class SyncService:
     def _publish_status(self, link: MqttLink) -> None:
         self._status_due = False
         topic = device_topic(self.device_id, "status", prefix=self.config.topic_prefix)
-        link.publish(topic, self._status_payload("online"), qos=1, retain=True)
+        payload = self._status_payload("online")
+        if link.publish(topic, payload, qos=1, retain=True) is not None:
+            sent = self.uplink.counters.bytes_sent_by_kind
+            sent["status"] = sent.get("status", 0) + wire_bytes(
+                topic, len(payload), v5=self.config.protocol == "mqtt5"
+            )
 
     def _on_command(self, envelope: Envelope) -> None:
         body = envelope.body
