@@ -34,6 +34,8 @@ def page(browser: Any, fleet: FleetStack) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The pages run under a strict Content-Security-Policy: a violation is logged as a console error.
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     # Devices and servers run without internet: every request must stay on the controller.
     elsewhere: list[str] = []
     page.on("request", lambda r: None if r.url.startswith(fleet.base_url) else elsewhere.append(r.url))
@@ -69,9 +71,9 @@ def test_pages_need_a_login(browser: Any, fleet: FleetStack) -> None:
 
 
 def test_overview_lists_the_fleet_with_totals(page: Any, fleet: FleetStack) -> None:
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
     assert table_ids(page) == [f"sim-a-{i:04d}" for i in range(3)] + [f"sim-b-{i:04d}" for i in range(2)]
-    page.wait_for_function("document.getElementById('count-online').textContent === '5'")
+    page.wait_for_function("() => document.getElementById('count-online').textContent === '5'")
     assert page.inner_text("#count-drifted") == "1"
     assert page.locator("tr[data-device=sim-a-0002] .badge.drifted").inner_text() == "drifted (0.42)"
     assert page.inner_text("#count-total") == "5"
@@ -83,36 +85,38 @@ def test_overview_lists_the_fleet_with_totals(page: Any, fleet: FleetStack) -> N
     assert "basicmotions-sim 1.0.0" in first.inner_text()
     page.wait_for_selector("#live[data-mode=live]")
     page.wait_for_function(
-        "[...document.querySelectorAll('#devices td[data-results]')]"
+        "() => [...document.querySelectorAll('#devices td[data-results]')]"
         ".every(c => Number(c.dataset.results) > 0)"
     )
     screenshot(page, "dashboard-overview.png")
 
 
 def test_filters_and_sorting(page: Any, fleet: FleetStack) -> None:
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
     page.fill("#search", "SIM-B")
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 2")
     assert table_ids(page) == ["sim-b-0000", "sim-b-0001"]
     assert "search=SIM-B" in page.url  # the view survives a reload
     page.fill("#search", "")
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
 
     page.select_option("#filter-drift", "true")
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 1")
     assert table_ids(page) == ["sim-a-0002"]
     page.select_option("#filter-drift", "")
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
 
     page.select_option("#filter-online", "false")
     page.wait_for_selector("#empty:not([hidden])")
     assert table_ids(page) == []
     page.select_option("#filter-online", "true")
-    page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
 
     device_header = page.locator("th[data-sort=device_id]")
     device_header.locator("button").click()
-    page.wait_for_function("document.querySelector('#devices tbody tr').dataset.device === 'sim-b-0001'")
+    page.wait_for_function(
+        "() => document.querySelector('#devices tbody tr').dataset.device === 'sim-b-0001'"
+    )
     assert device_header.get_attribute("aria-sort") == "descending"
     assert table_ids(page) == sorted(table_ids(page), reverse=True)
 
@@ -137,7 +141,9 @@ def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStac
     page.wait_for_selector("#device-title:text('sim-a-0001')")
     assert page.inner_text("#status") == "online"
     for chart in CHART_METRICS:
-        page.wait_for_function(f"Number(document.querySelector('#chart-{chart} svg').dataset.points) > 1")
+        page.wait_for_function(
+            f"() => Number(document.querySelector('#chart-{chart} svg').dataset.points) > 1"
+        )
         assert page.locator(f"#chart-{chart} svg :is(polyline, circle.point, rect.bar)").count() >= 1
     # Three latency percentiles, three lines.
     assert page.locator("#chart-latency svg polyline").count() >= 3
@@ -153,7 +159,7 @@ def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStac
     with page.expect_response(raw_tail) as tail:
         page.click("button[data-range='86400']")
     assert tail.value.ok
-    page.wait_for_function("Number(document.querySelector('#chart-throughput svg').dataset.points) > 1")
+    page.wait_for_function("() => Number(document.querySelector('#chart-throughput svg').dataset.points) > 1")
     page.click("button[data-range='900']")
 
     page.click("button[data-command=report_status]")
@@ -167,7 +173,7 @@ def test_device_page_charts_drift_scores_and_marks_drifted_reports(page: Any, fl
     page.goto(fleet.base_url + "/static/device.html?id=sim-a-0002")
     page.wait_for_selector("#drift.drifted")
     assert page.inner_text("#drift") == "drift detected"
-    page.wait_for_function("Number(document.querySelector('#chart-drift svg').dataset.points) === 6")
+    page.wait_for_function("() => Number(document.querySelector('#chart-drift svg').dataset.points) === 6")
     # psi 0.31 and 0.42 are over the 0.25 threshold: two red marks.
     assert page.locator("#chart-drift svg circle.mark").count() == 2
     assert "PSI 0.420" in (page.get_attribute("#chart-drift svg", "aria-label") or "")
@@ -203,7 +209,7 @@ def test_token_login_falls_back_to_polling(browser: Any, fleet: FleetStack) -> N
         page.click("#token-form button[type=submit]")
         page.wait_for_url("**/static/index.html")
         page.wait_for_selector("#live[data-mode=polling]")
-        page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 5")
+        page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
     finally:
         context.close()
 
@@ -218,7 +224,7 @@ def test_a_killed_device_goes_offline_without_a_reload(page: Any, browser: Any, 
     page.wait_for_selector("#live[data-mode=live]")
     for view in (page, polling):
         view.wait_for_function(
-            "document.querySelectorAll('#devices tbody tr[data-online=true]').length === 5"
+            "() => document.querySelectorAll('#devices tbody tr[data-online=true]').length === 5"
         )
         view.evaluate("window.__noReload = true")
 
@@ -227,9 +233,9 @@ def test_a_killed_device_goes_offline_without_a_reload(page: Any, browser: Any, 
 
     for view in (page, polling):
         view.wait_for_function(
-            "document.querySelectorAll('#devices tbody tr[data-online=false]').length === 2"
+            "() => document.querySelectorAll('#devices tbody tr[data-online=false]').length === 2"
         )
-        view.wait_for_function("document.getElementById('count-offline').textContent === '2'")
+        view.wait_for_function("() => document.getElementById('count-offline').textContent === '2'")
         offline: list[str] = view.eval_on_selector_all(
             "#devices tbody tr[data-online=false]", "rows => rows.map(r => r.dataset.device)"
         )

@@ -64,15 +64,15 @@ def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path
         page.fill("#password", password)
         page.click("#password-form button[type=submit]")
         page.wait_for_url("**/static/index.html**")
-        page.wait_for_function("document.getElementById('count-online').textContent === '3'")
+        page.wait_for_function("() => document.getElementById('count-online').textContent === '3'")
         # Real results: every agent's replayed windows were classified and stored by the controller.
         page.wait_for_function(
-            "[...document.querySelectorAll('#devices tbody tr[data-online=true] td[data-results]')]"
+            "() => [...document.querySelectorAll('#devices tbody tr[data-online=true] td[data-results]')]"
             ".filter(c => Number(c.dataset.results) > 0).length === 3",
             timeout=45_000,
         )
         page.wait_for_function(
-            "[...document.querySelectorAll('#devices td[data-throughput]')]"
+            "() => [...document.querySelectorAll('#devices td[data-throughput]')]"
             ".filter(c => Number(c.dataset.throughput) > 0).length === 3",
             timeout=30_000,
         )
@@ -88,8 +88,10 @@ def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path
 
         page.click("a[href='/static/device.html?id=demo-02']")
         page.wait_for_selector("#device-title:text('demo-02')")
-        page.wait_for_function("Number(document.querySelector('#chart-throughput svg').dataset.points) > 1")
-        page.wait_for_function("Number(document.getElementById('results').dataset.total) > 0")
+        page.wait_for_function(
+            "() => Number(document.querySelector('#chart-throughput svg').dataset.points) > 1"
+        )
+        page.wait_for_function("() => Number(document.getElementById('results').dataset.total) > 0")
         screenshot(page, "dashboard-demo-device.png")
     finally:
         context.close()

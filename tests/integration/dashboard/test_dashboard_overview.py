@@ -196,3 +196,13 @@ def test_bad_query_parameters_are_named(
     body = response.json()
     assert body["error"] == "invalid_request"
     assert where in body["message"]
+
+
+def test_pages_get_a_strict_content_security_policy(client: tuple[TestClient, dict[str, str]]) -> None:
+    http, headers = client
+    page = http.get("/static/index.html")
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    # The API's responses are left alone.
+    assert "content-security-policy" not in http.get("/api/auth/me", headers=headers).headers
