@@ -7,7 +7,8 @@ Threads (all daemon threads, so a wedged one can never keep the process alive):
 * the inference worker: loads the bundle and model (retrying while they fail),
   then takes batches from the :class:`~edgefleet.runtime.batcher.Batcher`, runs
   ``preprocess -> predict -> interpret`` and hands :class:`ResultRecord` lists on;
-* the writer: groups records into batched transactions (``Store.write_results``).
+* the writer (:mod:`edgefleet.agent.writer`): groups records into batched transactions
+  (``Store.write_results``).
 
 A model that fails to load never stops the agent: the failure becomes an event and
 the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.
@@ -23,7 +24,6 @@ to answer (from the cloud, or by handing back the edge record) through
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,8 +35,10 @@ import numpy.typing as npt
 
 from edgefleet.agent.health import StreamHealth
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.routing import FallbackRouter, offer
 from edgefleet.agent.sources.base import RateLimitedLog
 from edgefleet.agent.store import ResultRecord, Store
+from edgefleet.agent.writer import ResultWriter, WriterSettings
 from edgefleet.errors import EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
@@ -83,23 +85,6 @@ BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
 Must be quick; exceptions are logged and ignored."""
 
 
-class FallbackRouter(Protocol):
-    """Decides which windows go elsewhere (the cloud) instead of taking the edge answer."""
-
-    def route(
-        self, windows: Sequence[Window], predictions: Sequence[Prediction] | None
-    ) -> Sequence[str | None]:
-        """A reason per window to hand it over, or None to keep the edge answer.
-
-        ``predictions`` is None when no edge model is available.
-        """
-        ...
-
-    def submit(self, window: Window, reason: str, edge_result: ResultRecord | None) -> None:
-        """Take over one window; answer later through ``Pipeline.deliver``. Must not block."""
-        ...
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
     max_batch_size: int = 16
@@ -134,7 +119,6 @@ class _ModelState:
     attempts: int = 0
 
 
-_STOP = object()
 _FAILURE_EVENT_EVERY_S = 60.0
 
 
@@ -173,29 +157,31 @@ class Pipeline:
         """Set once every stream's source was started (or rejected)."""
         self._source_errors: dict[str, str] = {}
         self._batcher: Batcher | None = None
-        # Bounded: when the store falls behind, the worker waits, the ring buffers fill and
-        # their back-pressure policy decides - memory stays flat.
-        self._results: queue.Queue[object] = queue.Queue(maxsize=self.settings.max_queued_batches)
+        self._writer = ResultWriter(
+            store,
+            self.counters,
+            WriterSettings(
+                batch_size=self.settings.write_batch_size,
+                interval_s=self.settings.write_interval_s,
+                max_queued_batches=self.settings.max_queued_batches,
+                max_pending=self.settings.max_pending_results,
+            ),
+        )
         self._stop_sources = threading.Event()
         self._stop_worker = threading.Event()
         self._draining = threading.Event()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
-        self._writer: threading.Thread | None = None
-        self._first_result = threading.Event()
-        self._pending_lost = 0
-        # Heartbeats (monotonic) of the two pipeline threads, for stall detection.
-        self._beats: dict[str, float] = {}
+        # Heartbeat (monotonic) of the inference thread, for stall detection.
+        self._beat = time.monotonic()
         self._drained = 0
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        now = time.monotonic()
-        self._beats.update(inference=now, writer=now)
-        self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
-        self._worker = threading.Thread(target=self._work_loop, name="agent-inference", daemon=True)
+        self._beat = time.monotonic()
         self._writer.start()
+        self._worker = threading.Thread(target=self._work_loop, name="agent-inference", daemon=True)
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> DrainReport:
@@ -224,18 +210,12 @@ class Pipeline:
                 report.completed = False
                 report.notes.append("inference worker did not finish draining in time")
                 self._stop_worker.set()
-        try:
-            self._results.put(_STOP, timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Full:
-            report.notes.append("writer queue full at stop")
-        if self._writer is not None:
-            self._writer.join(max(0.1, deadline - time.monotonic()))
-            if self._writer.is_alive():
-                report.completed = False
-                report.notes.append("writer did not flush in time")
+        if not self._writer.stop(max(0.1, deadline - time.monotonic())):
+            report.completed = False
+            report.notes.append("writer did not flush in time")
         self._close_model()
         report.drained_windows = self._drained
-        report.pending_results_lost = self._pending_lost
+        report.pending_results_lost = self._writer.lost
         return report
 
     def _close_model(self) -> None:
@@ -252,15 +232,14 @@ class Pipeline:
 
     def deliver(self, records: Sequence[ResultRecord]) -> None:
         """Queue results produced outside the inference worker (e.g. cloud answers)."""
-        if records:
-            self._results.put(list(records))
+        self._writer.put(records)
 
     # -- introspection ------------------------------------------------------------------
 
     @property
     def first_result(self) -> threading.Event:
         """Set once the first results are committed (used by start-up benchmarks/tests)."""
-        return self._first_result
+        return self._writer.first_commit
 
     def buffers(self) -> dict[str, StreamBuffer]:
         return dict(self._buffers)
@@ -321,7 +300,7 @@ class Pipeline:
             found.append(f"source {name!r}: {error}")
         if self._worker is not None and not self._worker.is_alive() and not self._draining.is_set():
             found.append("inference worker thread died")
-        if self._writer is not None and not self._writer.is_alive() and not self._draining.is_set():
+        if self._worker is not None and not self._writer.alive and not self._draining.is_set():
             found.append("writer thread died")
         for name, seconds in self.stalled().items():
             found.append(f"{name} thread stalled for {seconds:.0f}s")
@@ -331,22 +310,25 @@ class Pipeline:
         """Threads that have not come round their loop for ``stall_after_s``: name -> seconds."""
         if self._draining.is_set():
             return {}  # threads end one after the other while stopping
+        if self._worker is None:
+            return {}  # not started
         now = time.monotonic()
+        beats = {"inference": self._beat, "writer": self._writer.heartbeat}
         limit = self.settings.stall_after_s
-        return {name: now - beat for name, beat in list(self._beats.items()) if now - beat > limit}
+        return {name: now - beat for name, beat in beats.items() if now - beat > limit}
 
     def alive(self) -> bool:
         """Both threads run and make progress (the systemd watchdog is pinged only while this holds)."""
-        threads_up = all(t is not None and t.is_alive() for t in (self._worker, self._writer))
+        threads_up = self._worker is not None and self._worker.is_alive() and self._writer.alive
         return threads_up and not self.stalled()
 
     # -- inference worker -----------------------------------------------------------------
 
     def _wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True when the pipeline is stopping."""
-        self._beats["inference"] = time.monotonic()
+        self._beat = time.monotonic()
         self._wake.wait(seconds)
-        self._beats["inference"] = time.monotonic()
+        self._beat = time.monotonic()
         self._wake.clear()
         return self._draining.is_set() or self._stop_worker.is_set()
 
@@ -420,13 +402,13 @@ class Pipeline:
         while time.monotonic() < deadline:
             if self._stop_worker.is_set():
                 return True
-            self._beats["inference"] = time.monotonic()
+            self._beat = time.monotonic()
             batch = self._batcher.next_batch(timeout=0.2)
             if batch is None:
                 if self._draining.is_set():
                     return True
                 continue
-            self._hand_over(batch.windows, None)
+            offer(self._router, batch.windows, None, [None] * len(batch.windows), self.counters)
         return False
 
     def _start_streams(self, bundle: Bundle) -> None:
@@ -518,7 +500,7 @@ class Pipeline:
                     self._drained += len(remaining.windows)
                     self._run_batch(bundle, model, remaining)
                 return
-            self._beats["inference"] = time.monotonic()
+            self._beat = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
             if batch is not None:
                 self._run_batch(bundle, model, batch)
@@ -546,9 +528,11 @@ class Pipeline:
                 self._observer_log.warning("batch observer %r failed: %s", observer, exc)
         records = self._records(bundle, windows, predictions, done)
         if self._router is None:
-            self._results.put(records)
+            self._writer.put(records)
             return
-        self._route(windows, predictions, records)
+        keep = offer(self._router, windows, predictions, records, self.counters)
+        if keep:
+            self._writer.put(keep)
 
     def _inference_failed(self, batch: Batch, exc: BaseException) -> None:
         self.counters.record_inference_error(len(batch.windows))
@@ -601,107 +585,3 @@ class Pipeline:
                 )
             )
         return records
-
-    def _route(
-        self, windows: Sequence[Window], predictions: Sequence[Prediction], records: list[ResultRecord]
-    ) -> None:
-        assert self._router is not None
-        try:
-            reasons = list(self._router.route(windows, predictions))
-        except Exception as exc:
-            log.warning("fallback router failed; keeping edge answers: %s", exc)
-            reasons = [None] * len(windows)
-        keep: list[ResultRecord] = []
-        for window, record, reason in zip(windows, records, reasons, strict=False):
-            if reason is None:
-                keep.append(record)
-                continue
-            try:
-                self._router.submit(window, reason, record)
-                self.counters.record_fallback(1)
-            except Exception as exc:
-                log.warning("fallback submit failed; keeping edge answer: %s", exc)
-                keep.append(record)
-        if keep:
-            self._results.put(keep)
-
-    def _hand_over(self, windows: Sequence[Window], predictions: Sequence[Prediction] | None) -> None:
-        assert self._router is not None
-        try:
-            reasons = list(self._router.route(windows, predictions))
-        except Exception as exc:
-            log.warning("fallback router failed: %s", exc)
-            reasons = [None] * len(windows)
-        for window, reason in zip(windows, reasons, strict=False):
-            if reason is None:
-                self.counters.record_skipped(1)
-                continue
-            try:
-                self._router.submit(window, reason, None)
-                self.counters.record_fallback(1)
-            except Exception as exc:
-                log.warning("fallback submit failed: %s", exc)
-                self.counters.record_skipped(1)
-
-    # -- writer -----------------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        """Group commit, rate-limited: at most one transaction per ``write_interval_s``
-        unless ``write_batch_size`` results are waiting; the first result commits at once."""
-        pending: list[ResultRecord] = []
-        interval = self.settings.write_interval_s
-        last_commit = -float("inf")
-        stopping = False
-        while True:
-            self._beats["writer"] = time.monotonic()
-            due_at = last_commit + interval
-            try:
-                if stopping:
-                    item = self._results.get_nowait()
-                elif pending:
-                    item = self._results.get(timeout=max(0.0, due_at - time.monotonic()))
-                else:
-                    item = self._results.get(timeout=1.0)
-            except queue.Empty:
-                item = None
-            while item is not None:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, list):
-                    pending.extend(item)
-                if len(pending) >= self.settings.write_batch_size:
-                    break
-                try:
-                    item = self._results.get_nowait()  # take whatever else is already queued
-                except queue.Empty:
-                    item = None
-            if pending and (
-                stopping or len(pending) >= self.settings.write_batch_size or time.monotonic() >= due_at
-            ):
-                pending = self._flush(pending, final=stopping)
-                last_commit = time.monotonic()
-            if stopping and not pending and self._results.empty():
-                return
-
-    def _flush(self, pending: list[ResultRecord], *, final: bool) -> list[ResultRecord]:
-        size = self.settings.write_batch_size
-        while pending:
-            chunk = pending[:size]
-            try:
-                self.store.write_results(chunk)
-            except Exception as exc:
-                self.counters.record_store_error()
-                log.error("storing %d results failed: %s", len(chunk), exc)
-                if final:
-                    self._pending_lost += len(pending)
-                    return []
-                overflow = len(pending) - self.settings.max_pending_results
-                if overflow > 0:
-                    self._pending_lost += overflow
-                    del pending[:overflow]
-                time.sleep(min(1.0, self.settings.write_interval_s * 5))
-                return pending
-            self.counters.record_stored(len(chunk))
-            self._first_result.set()
-            del pending[:size]
-        return pending
