@@ -13,6 +13,7 @@ the bytes (reason ``malformed``, ``oversize``, ``unknown_version`` or ``wrong_to
 from __future__ import annotations
 
 import io
+import operator
 import threading
 from typing import Any
 
@@ -65,7 +66,7 @@ def _compressor() -> zstandard.ZstdCompressor:
 # ------------------------------------------------------------------ columns
 
 
-def _f64_encode(values: list[float]) -> bytes:
+def _f64_encode(values: list[Any]) -> bytes:
     bits = np.asarray(values, dtype="<f8").view("<i8")
     deltas = bits.copy()
     deltas[1:] -= bits[:-1]  # wraps on overflow, and the decoder's cumsum wraps back: lossless
@@ -83,6 +84,8 @@ def _f64_decode(raw: object, count: int, column: str) -> list[float]:
 
 def _nullable_f64_encode(values: list[float | None]) -> dict[str, Any]:
     nulls = [i for i, v in enumerate(values) if v is None]
+    if not nulls:
+        return {"x": _f64_encode(values), "z": nulls}
     return {"x": _f64_encode([0.0 if v is None else v for v in values]), "z": nulls}
 
 
@@ -150,30 +153,70 @@ def _outputs_encode(values: list[Any]) -> list[bytes | None]:
     return out
 
 
+_RESULT_KEYS = (
+    "stream",
+    "window_seq",
+    "window_start",
+    "window_end",
+    "model_name",
+    "model_version",
+    "label",
+    "score",
+    "latency_ms",
+    "answered_by",
+    "fallback_reason",
+    "outputs",
+    "created_at",
+)
+_RESULT_DEFAULTS: dict[str, Any] = {
+    "window_seq": None,
+    "label": None,
+    "score": None,
+    "answered_by": "edge",
+    "fallback_reason": None,
+    "outputs": None,
+    "created_at": None,
+}
+_take_row = operator.itemgetter(*_RESULT_KEYS)
+
+
+def _transpose(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Columns of ``rows`` in ``_RESULT_KEYS`` order (one C-level pass when every key is there)."""
+    if not rows:
+        return [[] for _ in _RESULT_KEYS]
+    try:
+        return [list(col) for col in zip(*map(_take_row, rows), strict=True)]
+    except KeyError:
+        return [
+            [r.get(k, _RESULT_DEFAULTS.get(k)) if k in _RESULT_DEFAULTS else r[k] for r in rows]
+            for k in _RESULT_KEYS
+        ]
+
+
 def _results_to_columns(body: ResultsBody) -> dict[str, Any]:
     # Rows are ResultItem models, or plain dicts with the same keys: the uplink builds bodies
     # straight from store rows without a model per row, and this function type-checks them.
     items: list[Any] = list(body.results)
     rows: list[dict[str, Any]] = [r if isinstance(r, dict) else r.__dict__ for r in items]
-    seqs = [r.get("window_seq") for r in rows]
+    (stream, seqs, ws, we, model, mver, label, score, lat, by, fb, outputs, created) = _transpose(rows)
     for seq in seqs:
         if seq is not None and type(seq) is not int:
             raise ValueError(f"result column 'window_seq' holds {seq!r}; expected an integer or null")
     return {
         "n": len(rows),
-        "stream": _dict_encode([r["stream"] for r in rows], "stream"),
+        "stream": _dict_encode(stream, "stream"),
         "seq": seqs,
-        "ws": _f64_encode([r["window_start"] for r in rows]),
-        "we": _f64_encode([r["window_end"] for r in rows]),
-        "model": _dict_encode([r["model_name"] for r in rows], "model_name"),
-        "mver": _dict_encode([r["model_version"] for r in rows], "model_version"),
-        "label": _dict_encode([r.get("label") for r in rows], "label", nullable=True),
-        "score": _nullable_f64_encode([r.get("score") for r in rows]),
-        "lat": _f64_encode([r["latency_ms"] for r in rows]),
-        "by": _dict_encode([r.get("answered_by", "edge") for r in rows], "answered_by", allowed=_ANSWERED_BY),
-        "fb": _dict_encode([r.get("fallback_reason") for r in rows], "fallback_reason", nullable=True),
-        "out": _outputs_encode([r.get("outputs") for r in rows]),
-        "ca": _nullable_f64_encode([r.get("created_at") for r in rows]),
+        "ws": _f64_encode(ws),
+        "we": _f64_encode(we),
+        "model": _dict_encode(model, "model_name"),
+        "mver": _dict_encode(mver, "model_version"),
+        "label": _dict_encode(label, "label", nullable=True),
+        "score": _nullable_f64_encode(score),
+        "lat": _f64_encode(lat),
+        "by": _dict_encode(by, "answered_by", allowed=_ANSWERED_BY),
+        "fb": _dict_encode(fb, "fallback_reason", nullable=True),
+        "out": _outputs_encode(outputs),
+        "ca": _nullable_f64_encode(created),
     }
 
 

@@ -108,7 +108,7 @@ class SyncService:
         self.device_id = validate_device_id(device_id)
         self.status_provider = status_provider
         self.command_handler = command_handler
-        store_path = getattr(getattr(store, "config", None), "path", None) or getattr(store, "path", None)
+        store_path = getattr(store, "path", None) or getattr(getattr(store, "config", None), "path", None)
         if state_path is None and (config.state_file is not None or store_path is not None):
             state_path = config.state_path(Path(store_path or "store.db"))
         self.state_path = state_path
