@@ -66,6 +66,11 @@ def test_pages_need_a_login(browser: Any, fleet: FleetStack) -> None:
         # Back where the user wanted to go.
         page.wait_for_url("**/static/device.html?id=sim-a-0000")
         page.wait_for_selector("#status.online")
+        # Signing out ends the session on the server: the pages ask for a login again.
+        page.click("#logout")
+        page.wait_for_url("**/static/login.html")
+        page.goto(fleet.base_url + "/static/index.html")
+        page.wait_for_url("**/static/login.html?next=**")
     finally:
         context.close()
 
