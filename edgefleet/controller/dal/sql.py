@@ -45,6 +45,7 @@ from edgefleet.types import JSONValue
 __all__ = ["SqlConnection", "SqlDatabase"]
 
 _CHUNK = 500
+_AGGREGATE_CHUNK = 20_000  # rows per write transaction when storing aggregates
 _DEVICE_COLUMNS = (
     "device_id, online, first_seen, last_seen, status_changed_at, agent_version, model_name, "
     "model_version, hardware, drifted"
@@ -735,32 +736,42 @@ class SqlDatabase(Database):
 
     # --- retention --------------------------------------------------------------------------------
     def downsample_telemetry(self, *, since: float, until: float) -> int:
-        minute_start = math.floor(since / 60) * 60
-        hour_start = math.floor(since / 3600) * 3600
-        upsert = (
-            " ON CONFLICT (device_id, metric, resolution_s, bucket_start) DO UPDATE SET count ="
-            " excluded.count,"
-            " sum = excluded.sum, min = excluded.min, max = excluded.max"
-        )
-        with self._tx() as conn:
-            minutes = conn.run(
-                "INSERT INTO telemetry_agg (device_id, metric, resolution_s, bucket_start, count, sum,"
-                " min, max)"
-                f" SELECT device_id, metric, 60, {self._bucket('ts', 60)}, COUNT(*), SUM(value),"
-                " MIN(value), MAX(value)"
-                " FROM telemetry_raw WHERE ts >= ? AND ts < ? GROUP BY 1, 2, 4" + upsert,
-                (float(minute_start), until),
+        # Aggregate with plain reads (which never block the ingest writer, WAL or MVCC), then
+        # write the results in short transactions: an INSERT ... SELECT over minutes of raw
+        # telemetry would hold SQLite's write lock for seconds and stall the ingest meanwhile.
+        minute_start = float(math.floor(since / 60) * 60)
+        hour_start = float(math.floor(since / 3600) * 3600)
+        with self._conn() as conn:
+            minutes = conn.rows(
+                f"SELECT device_id, metric, 60, {self._bucket('ts', 60)}, COUNT(*), SUM(value), MIN(value),"
+                " MAX(value) FROM telemetry_raw WHERE ts >= ? AND ts < ? GROUP BY 1, 2, 4",
+                (minute_start, until),
             )
-            hours = conn.run(
-                "INSERT INTO telemetry_agg (device_id, metric, resolution_s, bucket_start, count, sum,"
-                " min, max)"
-                f" SELECT device_id, metric, 3600, {self._bucket('bucket_start', 3600)}, SUM(count),"
-                " SUM(sum),"
+        self._upsert_aggregates(minutes)
+        with self._conn() as conn:
+            hours = conn.rows(
+                f"SELECT device_id, metric, 3600, {self._bucket('bucket_start', 3600)}, SUM(count), SUM(sum),"
                 " MIN(min), MAX(max) FROM telemetry_agg WHERE resolution_s = 60 AND bucket_start >= ?"
-                " AND bucket_start < ? GROUP BY 1, 2, 4" + upsert,
-                (float(hour_start), until),
+                " AND bucket_start < ? GROUP BY 1, 2, 4",
+                (hour_start, until),
             )
-        return minutes + hours
+        self._upsert_aggregates(hours)
+        return len(minutes) + len(hours)
+
+    def _upsert_aggregates(self, rows: list[tuple[Any, ...]]) -> None:
+        statement = (
+            "INSERT INTO telemetry_agg (device_id, metric, resolution_s, bucket_start, count, sum, min, max)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, metric, resolution_s, bucket_start)"
+            " DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min,"
+            " max = excluded.max"
+        )
+        for start in range(0, len(rows), _AGGREGATE_CHUNK):
+            chunk = [
+                (r[0], r[1], int(r[2]), float(r[3]), int(r[4]), float(r[5]), float(r[6]), float(r[7]))
+                for r in rows[start : start + _AGGREGATE_CHUNK]
+            ]
+            with self._tx() as conn:
+                conn.run_many(statement, chunk)
 
     def purge(self, cutoffs: RetentionCutoffs) -> PurgeReport:
         report = PurgeReport()
