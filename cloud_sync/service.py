@@ -203,6 +203,8 @@ class SyncService:
                     continue
                 if self._status_due or now >= next_status:
                     self._publish_status(link)
+                    if now >= next_status:
+                        self._record_metrics()
                     next_status = now + self.config.status_interval_s
                 sent = 0
                 if now >= next_peek or self._wake.is_set():
@@ -299,6 +301,29 @@ class SyncService:
             sent["status"] = sent.get("status", 0) + wire_bytes(
                 topic, len(payload), v5=self.config.protocol == "mqtt5"
             )
+
+    def _record_metrics(self) -> None:
+        """Bytes sent and backlog per kind as telemetry samples (they travel like any metric)."""
+        write = getattr(self.store, "write_metrics", None)
+        if write is None:
+            return
+        from edgefleet.agent.store import MetricSample
+
+        now = time.time()
+        sent = dict(self.uplink.counters.bytes_sent_by_kind)
+        samples = [
+            MetricSample(ts=now, name="sync_bytes_sent_total", value=float(v), labels={"kind": k})
+            for k, v in sorted(sent.items())
+        ]
+        samples += [
+            MetricSample(ts=now, name="sync_backlog", value=float(v), labels={"kind": k})
+            for k, v in sorted(self._backlog.items())
+        ]
+        samples.append(MetricSample(ts=now, name="sync_connected", value=1.0 if self._link else 0.0))
+        try:
+            write(samples)
+        except Exception as exc:  # metrics are best effort; the sync goes on
+            log.warning("could not record sync metrics: %s", exc)
 
     def _on_command(self, envelope: Envelope) -> None:
         body = envelope.body

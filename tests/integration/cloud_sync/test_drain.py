@@ -59,6 +59,16 @@ def wait_until(predicate: object, timeout: float = 30.0) -> bool:
     return bool(predicate())
 
 
+def _bytes_metric(collector: Collector, device: str, kind: str) -> float | None:
+    values = [
+        s.value
+        for env in collector.of_kind("telemetry", device)
+        for s in env.body.samples  # type: ignore[union-attr]
+        if s.name == "sync_bytes_sent_total" and s.labels.get("kind") == kind
+    ]
+    return max(values) if values else None
+
+
 @pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
 def test_backlog_drains_exactly_once_in_order(
     mosquitto: MosquittoBroker, store: Store, protocol: str
@@ -68,12 +78,15 @@ def test_backlog_drains_exactly_once_in_order(
     store.add_event("test.started", "backlog written")
     mqtt_version = mqtt.MQTTv5 if protocol == "mqtt5" else mqtt.MQTTv311
     with Collector(mosquitto, [f"edgefleet/v1/{device}/#"], protocol=mqtt_version) as collector:
-        service = SyncService(store, fast_config(mosquitto.port, protocol=protocol), device)
+        config = fast_config(mosquitto.port, protocol=protocol, status_interval_s=0.5)
+        service = SyncService(store, config, device)
         service.start()
         try:
             assert wait_until(lambda: drained(store)), store.outbox_backlog()
             assert collector.wait_for(lambda: len(collector.results(device)) >= 1200)
             state = service.state()
+            # Bytes sent per kind are also reported as telemetry.
+            assert collector.wait_for(lambda: (_bytes_metric(collector, device, "results") or 0) > 0)
         finally:
             service.stop()
         assert_exactly_once_in_order(collector.results(device), STREAMS, 600)
