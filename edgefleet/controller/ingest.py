@@ -63,7 +63,7 @@ def metric_key(name: str, labels: dict[str, str]) -> str:
 def _clock_offset(envelope: Envelope, received_at: float) -> float:
     # Device clocks are not trusted (docs/protocol.md): shift device timestamps by the skew that
     # sent_at reveals, unless it is within network jitter.
-    if envelope.sent_at is None:
+    if envelope.sent_at is None or not math.isfinite(envelope.sent_at):
         return 0.0
     skew = received_at - envelope.sent_at
     return skew if abs(skew) > _SKEW_TOLERANCE_S else 0.0
@@ -79,9 +79,29 @@ def _ack_from_event(
     return CommandAck(command_id=command_id, device_id=device_id, ok=ok, ts=ts, detail=message or None)
 
 
+def _clean_json(value: Any) -> Any:
+    """``value`` with NaN/infinity replaced by None: they are not JSON and the API must serve it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_json(v) for v in value]
+    return value
+
+
 def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMessage:
-    """The controller's view of one decoded envelope (``message_id`` 0: never de-duplicated)."""
+    """The controller's view of one decoded envelope (``message_id`` 0: never de-duplicated).
+
+    Non-finite device timestamps become the receive time; non-finite values are dropped (telemetry)
+    or stored as null, so that one odd message can never fail a whole batch's transaction.
+    """
     offset = _clock_offset(envelope, received_at)
+
+    def when(device_ts: float) -> float:
+        shifted = device_ts + offset
+        return shifted if math.isfinite(shifted) else received_at
+
     message = IngestMessage(
         device_id=envelope.device_id,
         message_id=f"{envelope.message_id}:{envelope.part}" if envelope.message_id else None,
@@ -92,14 +112,14 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
     body = envelope.body
     if isinstance(body, TelemetryBody):
         message.telemetry = [
-            TelemetryItem(metric=metric_key(p.name, p.labels), ts=p.ts + offset, value=p.value)
+            TelemetryItem(metric=metric_key(p.name, p.labels), ts=when(p.ts), value=p.value)
             for p in body.samples
             if math.isfinite(p.value)
         ]
     elif isinstance(body, ResultsBody):
         message.results = [
             ResultItem(
-                ts=r.window_end + offset,
+                ts=when(r.window_end),
                 label=r.label if r.label is not None else NO_LABEL,
                 latency_ms=r.latency_ms,
                 answered_by=r.answered_by,
@@ -108,7 +128,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             for r in body.results
         ]
     elif isinstance(body, StatusBody):
-        hardware: dict[str, JSONValue] = dict(body.hardware)
+        hardware: dict[str, JSONValue] = _clean_json(body.hardware)
         message.status = StatusUpdate(
             online=body.state == "online",
             ts=received_at,
@@ -119,17 +139,18 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
         )
     elif isinstance(body, EventsBody):
         for e in body.events:
-            data: dict[str, JSONValue] = dict(e.data or {})
+            data: dict[str, JSONValue] = _clean_json(e.data or {})
             message.events.append(
-                EventItem(ts=e.ts + offset, kind=e.kind, level=e.level, message=e.message, data=data)
+                EventItem(ts=when(e.ts), kind=e.kind, level=e.level, message=e.message, data=data)
             )
             ack = _ack_from_event(envelope.device_id, e.kind, received_at, e.message, e.data or {})
             if ack is not None:
                 message.acks.append(ack)
     elif isinstance(body, DriftBody):
-        details: dict[str, JSONValue] = body.model_dump(mode="json", exclude={"drifted", "psi"})
+        details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude={"drifted", "psi"}))
+        score = body.psi if body.psi is not None and math.isfinite(body.psi) else None
         message.drift.append(
-            DriftItem(ts=body.window_end + offset, drifted=body.drifted, score=body.psi, details=details)
+            DriftItem(ts=when(body.window_end), drifted=body.drifted, score=score, details=details)
         )
     return message
 
@@ -331,13 +352,44 @@ class IngestPipeline:
             except Exception as exc:
                 with self.stats.lock:
                     self.stats.store_errors += 1
-                if self._stop.is_set():
-                    log.error(
-                        "dropping a batch of %d messages at shutdown: database error %s", len(messages), exc
-                    )
-                    return IngestOutcome()
+                error = exc
+            # One message the database refuses must not hold back the rest: store them one by one.
+            outcome = self._store_one_by_one(messages)
+            if outcome is not None:
+                return outcome
+            if self._stop.is_set():
                 log.error(
-                    "storing a batch of %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay
+                    "dropping a batch of %d messages at shutdown: database error %s", len(messages), error
                 )
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                return IngestOutcome()
+            log.error(
+                "storing a batch of %d messages failed (%s); retrying in %.1fs", len(messages), error, delay
+            )
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _store_one_by_one(self, messages: list[IngestMessage]) -> IngestOutcome | None:
+        """Store each message alone; None when every one failed (the database itself is down)."""
+        total = IngestOutcome()
+        failed: list[tuple[IngestMessage, Exception]] = []
+        for message in messages:
+            try:
+                one = self.database.ingest([message], result_bucket_s=self.config.result_bucket_s)
+            except Exception as exc:
+                failed.append((message, exc))
+                continue
+            total.stored += one.stored
+            total.duplicates += one.duplicates
+            total.new_devices.extend(one.new_devices)
+            total.changed_devices |= one.changed_devices
+            total.status_changes.update(one.status_changes)
+            total.acked_commands.extend(one.acked_commands)
+        if failed and len(failed) == len(messages):
+            return None
+        for message, problem in failed:
+            self._count_malformed(
+                f"{self.prefix}/{message.device_id}/{message.kind}",
+                "unstorable",
+                f"message {message.message_id} refused by the database: {problem}",
+            )
+        return total

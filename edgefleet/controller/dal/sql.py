@@ -45,6 +45,7 @@ from edgefleet.types import JSONValue
 __all__ = ["SqlConnection", "SqlDatabase"]
 
 _CHUNK = 500
+_DELETE_SLICE_S = 10.0  # seconds of raw telemetry deleted per write transaction
 _AGGREGATE_CHUNK = 20_000  # rows per write transaction when storing aggregates
 _DEVICE_COLUMNS = (
     "device_id, online, first_seen, last_seen, status_changed_at, agent_version, model_name, "
@@ -775,8 +776,12 @@ class SqlDatabase(Database):
 
     def purge(self, cutoffs: RetentionCutoffs) -> PurgeReport:
         report = PurgeReport()
+        # The two big tables (a row per metric sample, a row per message) go in time slices.
+        report.deleted["telemetry_raw"] = self._delete_in_slices("telemetry_raw", "ts", cutoffs.raw_telemetry)
+        report.deleted["seen_messages"] = self._delete_in_slices(
+            "seen_messages", "received_at", cutoffs.dedup
+        )
         deletes = (
-            ("telemetry_raw", "DELETE FROM telemetry_raw WHERE ts < ?", cutoffs.raw_telemetry),
             (
                 "telemetry_minute",
                 "DELETE FROM telemetry_agg WHERE resolution_s = 60 AND bucket_start < ?",
@@ -796,7 +801,6 @@ class SqlDatabase(Database):
             ("events", "DELETE FROM events WHERE ts < ?", cutoffs.events),
             ("drift_reports", "DELETE FROM drift_reports WHERE ts < ?", cutoffs.drift),
             ("commands", "DELETE FROM commands WHERE updated_at < ?", cutoffs.commands),
-            ("seen_messages", "DELETE FROM seen_messages WHERE received_at < ?", cutoffs.dedup),
             ("sessions", "DELETE FROM sessions WHERE expires_at < ?", cutoffs.sessions),
         )
         for name, sql, cutoff in deletes:
@@ -804,6 +808,18 @@ class SqlDatabase(Database):
             with self._tx() as conn:
                 report.deleted[name] = conn.run(sql, (cutoff,))
         return report
+
+    def _delete_in_slices(self, table: str, column: str, cutoff: float) -> int:
+        """Delete rows with ``column < cutoff``, oldest first, ``_DELETE_SLICE_S`` of data per transaction."""
+        deleted = 0
+        while True:
+            with self._conn() as conn:
+                oldest = conn.rows(f"SELECT MIN({column}) FROM {table}")[0][0]
+            if oldest is None or float(oldest) >= cutoff:
+                return deleted
+            edge = min(cutoff, float(oldest) + _DELETE_SLICE_S)
+            with self._tx() as conn:
+                deleted += conn.run(f"DELETE FROM {table} WHERE {column} < ?", (edge,))
 
     def get_state(self, key: str) -> str | None:
         with self._conn() as conn:

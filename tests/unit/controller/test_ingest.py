@@ -12,6 +12,7 @@ from edgefleet.cloud_sync.protocol import make_envelope
 from edgefleet.controller.config import DatabaseConfig, IngestConfig
 from edgefleet.controller.dal import Database, IngestOutcome, open_database
 from edgefleet.controller.ingest import NO_LABEL, IngestPipeline, envelope_to_message, metric_key
+from edgefleet.controller.records import IngestMessage
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +152,61 @@ def test_a_restart_does_not_reingest(tmp_path: Path) -> None:
         pipeline.stop()
         assert pipeline.stats.stored == expected_stored
         database.close()
+
+
+def test_non_finite_values_never_reach_the_database(database: Database) -> None:
+    inf, nan = float("inf"), float("nan")
+    telemetry = make_envelope(
+        "dev-1",
+        "telemetry",
+        {
+            "samples": [
+                {"ts": inf, "name": "cpu_percent", "value": 1.0},
+                {"ts": NOW, "name": "x", "value": nan},
+            ]
+        },
+        message_id=1,
+    )
+    message = envelope_to_message(telemetry, received_at=NOW)
+    assert [(t.metric, t.ts) for t in message.telemetry] == [("cpu_percent", NOW)]
+    events = make_envelope(
+        "dev-1",
+        "events",
+        {"events": [{"ts": nan, "kind": "k", "message": "m", "data": {"v": [inf, 1.0]}}]},
+        message_id=2,
+    )
+    event = envelope_to_message(events, received_at=NOW).events[0]
+    assert (event.ts, event.data) == (NOW, {"v": [None, 1.0]})
+    drift = make_envelope("dev-1", "drift", {"window_start": 0, "window_end": inf, "psi": nan}, message_id=3)
+    item = envelope_to_message(drift, received_at=NOW).drift[0]
+    assert (item.ts, item.score) == (NOW, None)
+
+
+class _RefusesOneDevice:
+    """A database wrapper that refuses any batch holding a message of ``bad``, like a constraint would."""
+
+    def __init__(self, inner: Database, bad: str) -> None:
+        self.inner = inner
+        self.bad = bad
+
+    def ingest(self, messages: list[IngestMessage], *, result_bucket_s: int) -> IngestOutcome:
+        if any(m.device_id == self.bad for m in messages):
+            raise ValueError("constraint failed")
+        return self.inner.ingest(messages, result_bucket_s=result_bucket_s)
+
+
+def test_one_unstorable_message_does_not_block_the_batch(database: Database) -> None:
+    refusing = _RefusesOneDevice(database, "dev-bad")
+    pipeline = IngestPipeline(refusing, IngestConfig(batch_max_delay_ms=50))  # type: ignore[arg-type]
+    pipeline.start()
+    try:
+        body = {"samples": [{"ts": NOW, "name": "cpu_percent", "value": 3.0}]}
+        for device in ("dev-1", "dev-bad", "dev-2"):
+            payload = encode_message(make_envelope(device, "telemetry", body, message_id=1))
+            pipeline.submit(TOPIC.format(device=device, kind="telemetry"), payload, NOW)
+        assert pipeline.flush(10)
+        assert pipeline.stats.stored == 2
+        assert pipeline.stats.malformed_by_reason == {"unstorable": 1}
+        assert database.list_devices().total == 2
+    finally:
+        pipeline.stop()
