@@ -69,6 +69,12 @@ class DeviceConfig(_Section):
     state_dir: Path = Field(
         default=Path("/var/lib/edgefleet"), description="writable directory for the agent's own state"
     )
+    stop_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="on SIGTERM: seconds to drain buffers and flush the store before exiting anyway",
+    )
 
 
 class ModelConfig(_Section):

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 from edgefleet import __version__
 from edgefleet.agent.config import AgentConfig, load_config
@@ -250,12 +250,9 @@ class AgentService:
         assert self.store is not None
         try:
             from edgefleet.cloud_sync import SyncService
-            from edgefleet.cloud_sync.uplink import OutboxStore
 
-            # cast: Store.outbox_ack is annotated Sequence[int], the sync's protocol Iterable[int];
-            # both work with a list. Drop the cast once the two annotations agree.
             sync = SyncService(
-                cast("OutboxStore", self.store),
+                self.store,
                 config.sync,
                 config.device.id,
                 status_provider=self.status_snapshot,
@@ -369,7 +366,7 @@ class AgentService:
     def _stop_timeout(self, config: AgentConfig) -> float:
         if self.limits.stop_timeout_s is not None:
             return self.limits.stop_timeout_s
-        return float(getattr(config.device, "stop_timeout_s", DEFAULT_STOP_TIMEOUT_S))
+        return config.device.stop_timeout_s
 
     def _shutdown(self) -> None:
         self._state = "stopping"
