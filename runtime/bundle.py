@@ -55,6 +55,7 @@ __all__ = [
     "BundleManifest",
     "CanaryCase",
     "FileRef",
+    "Interpretation",
     "ModelFileSpec",
     "Prediction",
     "Preprocessing",
@@ -79,6 +80,27 @@ class Prediction:
     label: str | None
     score: float | None
     values: FloatArray
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """A batch's answers column by column (no object per window): window ``i`` has
+    ``labels[i]`` and ``scores[i]`` (``None`` unless classification) and the output row
+    ``values[i]`` (``values`` is ``(N, K)`` float32)."""
+
+    labels: list[str | None]
+    scores: list[float | None]
+    values: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def predictions(self) -> list[Prediction]:
+        """The same answers as one :class:`Prediction` per window."""
+        return [
+            Prediction(label, score, row)
+            for label, score, row in zip(self.labels, self.scores, self.values, strict=True)
+        ]
 
 
 def sha256_file(path: Path) -> str:
@@ -194,6 +216,11 @@ class Bundle:
         prep = manifest.preprocessing
         self._mean = np.asarray(prep.mean, dtype=np.float32)
         self._std = np.asarray(prep.std, dtype=np.float32)
+        # Normalisation over a flattened window: broadcasting (channels,) over (N, L, C) runs
+        # numpy's inner loop C (~6) elements at a time, ~5x slower than one L*C-long row.
+        self._mean_row = np.tile(self._mean, prep.window_length)
+        self._std_row = np.tile(self._std, prep.window_length)
+        self._label_array = np.array(manifest.labels, dtype=object)
 
     def __repr__(self) -> str:
         return f"Bundle({self.manifest.name} {self.manifest.version} at {self.path})"
@@ -220,7 +247,9 @@ class Bundle:
                 hint=f"configure window_length={prep.window_length} and {prep.channels} channels "
                 f"({', '.join(prep.channel_names)}) for this model",
             )
-        return ((arr - self._mean) / self._std).astype(np.float32)
+        flat = np.subtract(arr.reshape(arr.shape[0], self._mean_row.shape[0]), self._mean_row)
+        np.divide(flat, self._std_row, out=flat)
+        return flat.reshape(arr.shape)
 
     def primary_output(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
         name = self.manifest.outputs[0].name
@@ -236,10 +265,16 @@ class Bundle:
 
     def interpret(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[Prediction]:
         """One :class:`Prediction` per window from the model's outputs."""
+        return self.interpret_batch(outputs).predictions()
+
+    def interpret_batch(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> Interpretation:
+        """The answers of a whole batch as columns (the pipeline's hot path: a few numpy calls
+        per batch, no object per window). Same answers as :meth:`interpret`."""
         values = self.primary_output(outputs)
         rows = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
+        n = rows.shape[0]
         if self.manifest.task != "classification":
-            return [Prediction(None, None, row) for row in rows]
+            return Interpretation([None] * n, [None] * n, rows)
         labels = self.manifest.labels
         if rows.shape[1] != len(labels):
             raise ModelInputError(
@@ -251,16 +286,12 @@ class Bundle:
                 hint=HINT_REBUILD,
             )
         probs = rows
-        sums = rows.sum(axis=1)
-        if rows.size and (rows.min() < 0 or np.abs(sums - 1).max() > 0.05):  # logits, not probabilities
+        if rows.size and (rows.min() < 0 or np.abs(rows.sum(axis=1) - 1).max() > 0.05):
+            # logits, not probabilities
             shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
             probs = shifted / shifted.sum(axis=1, keepdims=True)
         best = probs.argmax(axis=1)
-        scores = probs[np.arange(len(best)), best].tolist()
-        return [
-            Prediction(labels[i], score, row)
-            for i, score, row in zip(best.tolist(), scores, rows, strict=True)
-        ]
+        return Interpretation(self._label_array[best].tolist(), probs.max(axis=1).tolist(), rows)
 
     def canary_inputs(self) -> FloatArray:
         """The raw canary windows (K, window_length, channels) from ``canary.npz``."""

@@ -218,6 +218,32 @@ def test_preprocess_rejects_wrong_shapes(bundle: Bundle, shape: tuple[int, ...])
     assert "window_length=50" in (info.value.hint or "")
 
 
+def test_preprocess_matches_per_channel_formula_exactly(bundle: Bundle) -> None:
+    prep = bundle.manifest.preprocessing
+    raw = np.random.default_rng(3).standard_normal((5, 50, 6)).astype(np.float32) * 4
+    mean, std = np.asarray(prep.mean, np.float32), np.asarray(prep.std, np.float32)
+    assert np.array_equal(bundle.preprocess(raw), (raw - mean) / std)
+    assert bundle.preprocess(np.zeros((0, 50, 6), np.float32)).shape == (0, 50, 6)
+
+
+def test_interpret_batch_gives_the_same_answers_as_columns(bundle: Bundle) -> None:
+    rows = np.random.default_rng(4).random((9, 4)).astype(np.float32)
+    probs = rows / rows.sum(axis=1, keepdims=True)
+    for outputs in (probs, rows * 5 - 2):  # probabilities, then logits
+        batch = bundle.interpret_batch({"probabilities": outputs})
+        preds = bundle.interpret({"probabilities": outputs})
+        assert len(batch) == 9
+        assert batch.labels == [p.label for p in preds]
+        assert batch.scores == [p.score for p in preds]
+        assert all(type(score) is float for score in batch.scores)
+        assert np.array_equal(batch.values, outputs)
+    best = probs.argmax(axis=1)
+    expected = [bundle.manifest.labels[i] for i in best]
+    assert bundle.interpret_batch({"probabilities": probs}).labels == expected
+    empty = bundle.interpret_batch({"probabilities": np.zeros((0, 4), np.float32)})
+    assert (empty.labels, empty.scores, empty.predictions()) == ([], [], [])
+
+
 def test_interpret_classification(bundle: Bundle) -> None:
     probs = np.array([[0.1, 0.7, 0.1, 0.1], [0.05, 0.05, 0.05, 0.85]], np.float32)
     preds = bundle.interpret({"probabilities": probs})
