@@ -18,6 +18,7 @@ manifest and replays the canaries. :func:`build_bundle` writes one (implemented 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tarfile
@@ -271,7 +272,9 @@ class Bundle:
         """The answers of a whole batch as columns (the pipeline's hot path: a few numpy calls
         per batch, no object per window). Same answers as :meth:`interpret`."""
         values = self.primary_output(outputs)
-        rows = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
+        # math.prod, not -1: an empty batch cannot infer the row length
+        width = math.prod(values.shape[1:]) if values.ndim > 1 else 1
+        rows = values.reshape(values.shape[0] if values.ndim > 0 else 1, width)
         n = rows.shape[0]
         if self.manifest.task != "classification":
             return Interpretation([None] * n, [None] * n, rows)
