@@ -359,6 +359,7 @@ def main() -> int:
         "--controllers", type=int, default=1, help="controller processes sharing the load (one share group)"
     )
     parser.add_argument("--max-devices", type=int, default=16000)
+    parser.add_argument("--ramp-factor", type=float, default=1.5, help="fleet size growth per step")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="edgefleet-bench-"))
@@ -392,9 +393,9 @@ def main() -> int:
                 f"{'kept up' if row['kept_up'] else 'FELL BEHIND'}",
                 flush=True,
             )
-            if args.no_ramp or not row["kept_up"] or devices * 2 > args.max_devices:
+            if args.no_ramp or not row["kept_up"] or devices * args.ramp_factor > args.max_devices:
                 break
-            devices *= 2
+            devices = int(devices * args.ramp_factor)
             run_index += 1
         for process, _ in started:
             process.send_signal(signal.SIGTERM)
