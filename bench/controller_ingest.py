@@ -11,7 +11,7 @@ Figures per fleet size: offered messages/s (what the publishers managed to send)
 messages/s (stored by the controller, from its /api/ingest/stats), their ratio, publish->stored
 lag p50/p99 (controller's commit time minus the publisher's sent_at, same clock), the controller's
 CPU use, and whether it kept up (ingested >= 97% of offered, queue under a second of load,
-p99 lag under 2 s). Then the fleet size is doubled until it no longer keeps up.
+p99 lag under 2 s). Then the fleet grows by --ramp-factor (1.5) until it no longer keeps up.
 
 Baseline (same run): a counting MQTT subscriber (no decoding, no database) on the same load,
 so ``ingested / baseline`` shows what decoding and storing cost against raw broker delivery.
