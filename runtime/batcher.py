@@ -15,26 +15,107 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from edgefleet.errors import ConfigError, ConfigIssue
-from edgefleet.runtime.ringbuffer import StreamBuffer, Window
-from edgefleet.types import FloatArray
+from edgefleet.runtime.ringbuffer import StreamBuffer
+from edgefleet.runtime.windows import Window, WindowBatch
+from edgefleet.types import AnyArray, FloatArray
 
 __all__ = ["Batch", "Batcher", "collate"]
 
 
-@dataclass(frozen=True, eq=False, slots=True)
 class Batch:
-    """Windows released together; ``data`` stacks their data as ``(N, window_length, channels)`` float32."""
+    """Windows released together; ``data`` stacks their data as ``(N, window_length, channels)`` float32.
 
-    windows: list[Window]
-    data: FloatArray
+    A batch from :meth:`Batcher.next_batch` is built from :class:`WindowBatch` parts (one per
+    stream pop) and creates its :class:`Window` objects only when :attr:`windows` is read; the
+    metadata is also available as arrays (:attr:`seq`, :attr:`start_ts`, ...), which is cheaper.
+    """
+
+    __slots__ = ("_parts", "_windows", "data")
+
+    def __init__(self, windows: list[Window] | None = None, data: FloatArray | None = None) -> None:
+        if windows is None or data is None:
+            raise TypeError("Batch(windows, data) needs both; use Batch.of or Batch.of_parts")
+        self._windows: list[Window] | None = windows
+        self._parts: tuple[WindowBatch, ...] = ()
+        self.data = data
+
+    @classmethod
+    def of_parts(cls, parts: Sequence[WindowBatch]) -> Batch:
+        """One batch of ``parts``' windows in order; zero-copy when there is one part."""
+        batch = cls.__new__(cls)
+        batch._windows = None
+        batch._parts = tuple(parts)
+        if len(parts) == 1:
+            batch.data = parts[0].data
+        else:
+            batch.data = np.concatenate([p.data for p in parts])
+        return batch
+
+    @property
+    def windows(self) -> list[Window]:
+        """One :class:`Window` per row of ``data``, built on first access for batches of parts."""
+        if self._windows is None:
+            parts = self._parts
+            self._windows = parts[0].windows if len(parts) == 1 else [w for p in parts for w in p.windows]
+        return self._windows
+
+    @property
+    def parts(self) -> tuple[WindowBatch, ...]:
+        """The per-stream pops the batch was built from (empty for a batch built from windows)."""
+        return self._parts
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return int(self.data.shape[0])
+
+    @property
+    def streams(self) -> list[str]:
+        """The stream of every window, in order."""
+        if self._windows is not None:
+            return [w.stream for w in self._windows]
+        return [p.stream for p in self._parts for _ in range(len(p))]
+
+    def _meta(self, name: str, dtype: type[np.generic]) -> AnyArray:
+        if self._windows is not None:
+            return np.array([getattr(w, name) for w in self._windows], dtype=dtype)
+        arrays = [getattr(p, name) for p in self._parts]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    @property
+    def seq(self) -> AnyArray:
+        """Each window's ``seq`` (int64)."""
+        return self._meta("seq", np.int64)
+
+    @property
+    def start_index(self) -> AnyArray:
+        """Each window's ``start_index`` (int64)."""
+        return self._meta("start_index", np.int64)
+
+    @property
+    def start_ts(self) -> AnyArray:
+        """Each window's ``start_ts`` (float64 epoch seconds)."""
+        return self._meta("start_ts", np.float64)
+
+    @property
+    def end_ts(self) -> AnyArray:
+        """Each window's ``end_ts`` (float64 epoch seconds)."""
+        return self._meta("end_ts", np.float64)
+
+    @property
+    def ready_at(self) -> AnyArray:
+        """Each window's ``ready_at`` (float64 monotonic seconds)."""
+        return self._meta("ready_at", np.float64)
+
+    @property
+    def gap_before(self) -> AnyArray:
+        """Each window's ``gap_before`` (bool)."""
+        return self._meta("gap_before", np.bool_)
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self)} windows, data {self.data.shape})"
 
     @classmethod
     def of(cls, windows: list[Window]) -> Batch:
@@ -132,7 +213,9 @@ class Batcher:
         self.batch_timeout = float(batch_timeout)
         self._clock = clock
         self._cond = threading.Condition()
-        self._pending: list[Window] = []
+        # pulled from the buffers, not yet released: one WindowBatch per pop, never more than a batch
+        self._parts: list[WindowBatch] = []
+        self._count = 0
         self._next_stream = 0
         self._closed = False
         self._sleeping = False
@@ -168,12 +251,20 @@ class Batcher:
     @property
     def pending(self) -> int:
         """Windows pulled from the buffers but not yet released in a batch."""
-        return len(self._pending)
+        return self._count
 
     def _gather(self) -> None:
         """Pull windows round-robin across streams until a full batch is pending."""
-        room = self.max_batch_size - len(self._pending)
-        count = len(self.buffers)
+        room = self.max_batch_size - self._count
+        buffers = self.buffers
+        count = len(buffers)
+        if count == 1:  # the common single-stream case: one pop, no rotation bookkeeping
+            if room > 0:
+                part = buffers[0].pop_batch(room)
+                if part is not None:
+                    self._parts.append(part)
+                    self._count += len(part)
+            return
         first = self._next_stream
         self._next_stream = (first + 1) % count
         active = [(first + k) % count for k in range(count)]
@@ -185,17 +276,30 @@ class Batcher:
                 if want == 0:
                     still.append(i)
                     continue
-                windows = self.buffers[i].pop_windows(want)
-                self._pending.extend(windows)
-                room -= len(windows)
-                if len(windows) == want:  # may have more
+                part = buffers[i].pop_batch(want)
+                got = 0 if part is None else len(part)
+                if part is not None:
+                    self._parts.append(part)
+                    self._count += got
+                room -= got
+                if got == want:  # may have more
                     still.append(i)
             # terminates: either every stream asked filled its share (room reaches 0)
             # or one came up short and leaves the rotation
             active = still
 
+    def _oldest_ready_at(self) -> float:
+        # a part's windows are in stream order and arrival times only grow: its first is its oldest
+        return min(p.oldest_ready_at for p in self._parts)
+
     def next_batch(self, timeout: float | None = None) -> Batch | None:
-        """Wait for the next due batch; None on ``timeout`` seconds or after :meth:`close`."""
+        """Wait for the next due batch; None on ``timeout`` seconds or after :meth:`close`.
+
+        The policy is :func:`collate`'s: since at most ``max_batch_size`` windows are ever pending,
+        a batch is either all of them (when there are ``max_batch_size``, or the oldest has waited
+        ``batch_timeout``) or nothing. Windows are handled as :class:`WindowBatch` parts, so the
+        work per batch does not grow with its size; ``Batch.windows`` is built on demand.
+        """
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             try:
@@ -205,24 +309,27 @@ class Batcher:
                     self._sleeping = True  # before gathering: see _wake
                     self._gather()
                     now = self._clock()
-                    batch, self._pending = collate(
-                        self._pending,
-                        now=now,
-                        max_batch_size=self.max_batch_size,
-                        batch_timeout=self.batch_timeout,
-                    )
-                    if batch:
-                        break
+                    if self._count:
+                        if self._count >= self.max_batch_size:
+                            break
+                        oldest = self._oldest_ready_at()
+                        if now - oldest >= self.batch_timeout:
+                            break
+                        due: float | None = oldest + self.batch_timeout
+                    else:
+                        due = None
                     if deadline is not None and now >= deadline:
                         return None
                     wake = deadline
-                    if self._pending:
-                        due = min(w.ready_at for w in self._pending) + self.batch_timeout
+                    if due is not None:
                         wake = due if wake is None else min(wake, due)
                     self._cond.wait(None if wake is None else max(0.0, wake - now))
             finally:
                 self._sleeping = False
-        return Batch.of(batch)
+            parts = self._parts
+            self._parts = []
+            self._count = 0
+        return Batch.of_parts(parts)
 
     def close(self) -> None:
         """Make :meth:`next_batch` return None now and from then on."""
@@ -237,8 +344,9 @@ class Batcher:
     def drain(self) -> list[Batch]:
         """Everything still pending or complete in the buffers, as batches of at most ``max_batch_size``."""
         with self._cond:
-            windows = list(self._pending)
-            self._pending = []
+            windows = [w for part in self._parts for w in part.windows]
+            self._parts = []
+            self._count = 0
             for buf in self.buffers:
                 while True:
                     got = buf.pop_windows(1024)

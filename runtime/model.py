@@ -31,7 +31,8 @@ __all__ = ["Model", "load_model"]
 
 log = logging.getLogger(__name__)
 
-_BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_IEEE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_all_true = np.logical_and.reduce  # the ufunc method: np.all's wrapper costs more than the work here
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,21 @@ class Model:
         # is a sequence of steps of that stream: run sample by sample, threading the state through.
         self._sequential = any(self._plans[n].spec.shape[:1] != (None,) for n in self._state_map)
         self._state: dict[str, AnyArray] = {}
+        self._finite_scratch: np.ndarray[tuple[int, ...], np.dtype[np.bool_]] = np.empty((0,), np.bool_)
+        self._fast = self._fast_plan()
+
+    def _fast_plan(self) -> _InputPlan | None:
+        """The one input's plan when predict(array) can skip the general path (see _predict_fast)."""
+        if len(self._caller_inputs) != 1 or self._state_map:
+            return None
+        plan = self._plans[self._caller_inputs[0]]
+        if plan.tail is None or not plan.is_float:
+            return None
+        if plan.quantizer is None and plan.tensor_dtype != plan.caller_dtype:
+            return None  # float64 tensors: the general path converts
+        if plan.quantizer is not None and self._nan_policy == "allow":
+            return None  # NaN must be zeroed before quantizing: the general path does it
+        return plan
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -126,15 +142,59 @@ class Model:
 
     def predict(self, inputs: AnyArray | Mapping[str, AnyArray]) -> dict[str, AnyArray]:
         """Run a batch. ``inputs``: one array for a single-input model, else arrays keyed by input name."""
+        fast = self._fast
+        if (
+            fast is not None
+            and type(inputs) is np.ndarray
+            and inputs.dtype == fast.caller_dtype
+            and inputs.ndim == fast.rank
+            and inputs.shape[1:] == fast.tail
+            and inputs.shape[0] > 0
+        ):
+            return self._predict_fast(fast, inputs)
         with self._lock:
             if self._session is None:
-                raise ModelError(
-                    f"{self.info.path}: the model is closed", path=self.info.path, hint="load it again"
-                )
+                raise self._closed_error()
             feeds, batch = self._prepare(self._by_name(inputs))
             if self._sequential and batch > 1:
                 return run_looped(lambda one: self._step(one, 1), feeds, self._batched, batch)
             return self._step(feeds, batch)
+
+    def _predict_fast(self, plan: _InputPlan, arr: AnyArray) -> dict[str, AnyArray]:
+        """predict() for the common call: one float32 batch of the exact shape, no recurrent state.
+
+        The same conversions as the general path, minus its per-call dicts, lookups and re-checks
+        (the caller's dtype and shape were checked by predict's condition).
+        """
+        with self._lock:
+            session = self._session
+            if session is None:
+                raise self._closed_error()
+            if self._nan_policy != "allow":
+                arr = self._apply_nan_policy(plan.spec.name, arr)
+            quantizer = plan.quantizer
+            if quantizer is not None:
+                tensor = quantizer(arr)
+            else:
+                tensor = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+            try:
+                raw = session.run({plan.spec.name: tensor}, int(arr.shape[0]))
+            except EdgefleetError:
+                raise
+            except Exception as exc:  # the native runtime's own exception types
+                raise self._inference_error(exc) from None
+            convert = self._to_caller
+            return {name: convert[name](out) for name, out in raw.items()}
+
+    def _closed_error(self) -> ModelError:
+        return ModelError(f"{self.info.path}: the model is closed", path=self.info.path, hint="load it again")
+
+    def _inference_error(self, exc: Exception) -> ModelError:
+        return ModelError(
+            f"{self.info.path}: inference failed: {str(exc).strip()}",
+            path=self.info.path,
+            hint="check the input values and shapes against `edgefleet model inspect`",
+        )
 
     def reset_state(self) -> None:
         """Forget the recurrent state: the next predict starts from zeros."""
@@ -312,19 +372,22 @@ class Model:
         )
 
     def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
-        # One BLAS dot product instead of an isfinite mask: the sum of squares is finite iff
-        # every value is (an overflow from huge values only sends us to the exact check below).
         if arr.size == 0:
             return arr
-        if arr.dtype in _BLAS_FLOATS and arr.flags.c_contiguous:
-            flat = arr.reshape(-1)
-            with np.errstate(over="ignore"):  # squares of huge finite values may overflow: that is fine
-                total = float(np.dot(flat, flat))
+        # isfinite into a reused mask, then one reduction: no allocation, and unlike a sum of
+        # squares no overflow, so no np.errstate (whose enter/exit costs more than the check)
+        if arr.dtype in _IEEE_FLOATS:
+            if self._finite_scratch.shape != arr.shape:
+                self._finite_scratch = np.empty(arr.shape, np.bool_)
+            mask = self._finite_scratch
+            np.isfinite(arr, out=mask)
+            if _all_true(mask, axis=None):
+                return arr
         else:
             with np.errstate(over="ignore", invalid="ignore"):
                 total = float(np.add.reduce(arr, axis=None))
-        if math.isfinite(total):
-            return arr
+            if math.isfinite(total):
+                return arr
         bad = ~np.isfinite(arr)
         count = int(np.count_nonzero(bad))
         if count == 0:
@@ -364,11 +427,7 @@ class Model:
         except EdgefleetError:
             raise
         except Exception as exc:  # the native runtime's own exception types
-            raise ModelError(
-                f"{self.info.path}: inference failed: {str(exc).strip()}",
-                path=self.info.path,
-                hint="check the input values and shapes against `edgefleet model inspect`",
-            ) from None
+            raise self._inference_error(exc) from None
         convert = self._to_caller
         outputs = {name: convert[name](arr) for name, arr in raw.items()}
         for state_in, state_out in self._state_map.items():

@@ -51,8 +51,8 @@ class Quantizer:
         _clip(values, self._low, self._high, out=scaled)
         np.divide(scaled, self._scale, out=scaled)
         np.rint(scaled, out=scaled)  # within 0.5 of an in-range integer, so rounding lands in range
-        np.add(scaled, self._zero_point, out=scaled)
-        np.copyto(self._out, scaled, casting="unsafe")
+        # exact integers in the dtype's range after the add: cast straight into the output (one pass less)
+        np.add(scaled, self._zero_point, out=self._out, casting="unsafe")
         return self._out
 
 

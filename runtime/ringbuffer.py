@@ -55,9 +55,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.errors import ConfigError, ConfigIssue, EdgefleetError
+from edgefleet.runtime.windows import Segment, Window, WindowBatch
 from edgefleet.types import BackpressurePolicy, FloatArray
 
-__all__ = ["BufferInputError", "BufferStats", "Notify", "StreamBuffer", "Window"]
+__all__ = ["BufferInputError", "BufferStats", "Notify", "StreamBuffer", "Window", "WindowBatch"]
 
 Notify: TypeAlias = threading.Condition | Callable[[], object]
 """What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable."""
@@ -67,26 +68,6 @@ _POLICIES: tuple[str, ...] = get_args(BackpressurePolicy)
 
 class BufferInputError(EdgefleetError, ValueError):
     """A pushed sample or block does not have the shape the stream was configured with."""
-
-
-@dataclass(eq=False, slots=True)
-class Window:
-    """One window of a stream, ready for the model.
-
-    ``data`` is ``(window_length, channels)`` float32, C-contiguous and owned by the window.
-    ``seq`` counts the stream's emitted windows from 0. ``start_index`` is the accepted-sample
-    index of ``data[0]``. ``gap_before`` is True when samples were lost between the previous
-    window of this stream and this one (a stateful model should reset its state).
-    """
-
-    stream: str
-    seq: int
-    start_ts: float
-    end_ts: float
-    data: FloatArray
-    ready_at: float
-    start_index: int = 0
-    gap_before: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +152,11 @@ class StreamBuffer:
         self._ts: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
         self._arrival: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
         self._offsets = np.arange(window_length)[None, :]
+        # every window position that does not wrap, as a (capacity - window_length + 1,
+        # window_length, channels) view of the ring: a run of windows is one basic slice of it
+        self._sliding: FloatArray = np.lib.stride_tricks.sliding_window_view(
+            self._data, window_length, axis=0
+        ).transpose(0, 2, 1)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._closed = False
@@ -405,91 +391,97 @@ class StreamBuffer:
     def pop_windows(self, max_windows: int) -> list[Window]:
         """Remove and return up to ``max_windows`` complete windows, oldest first.
 
-        Windows of one call that follow each other on the grid are copied out of the ring in one
-        gather; each window's ``data`` is a contiguous ``(window_length, channels)`` slice of it.
+        Each window's ``data`` is a contiguous ``(window_length, channels)`` row of one array
+        copied out of the ring in one gather (see :meth:`pop_batch`, the batch-level form).
+        """
+        batch = self.pop_batch(max_windows)
+        return [] if batch is None else batch.windows
+
+    def pop_batch(self, max_windows: int) -> WindowBatch | None:
+        """Remove up to ``max_windows`` complete windows, oldest first, as one :class:`WindowBatch`.
+
+        The same windows :meth:`pop_windows` would return, without a Python object per window:
+        ``data`` is ``(N, window_length, channels)`` float32 copied out of the ring with one numpy
+        operation per run of windows (one run unless a gap splits them). None when none is ready.
         """
         if max_windows <= 0:
-            return []
+            return None
         length, hop = self.window_length, self.hop
-        out: list[Window] = []
+        segments: list[Segment] = []
+        taken = 0
+        batch: WindowBatch | None = None
         with self._lock:
             write = self._write  # read before the gaps: a gap below it is already published
             gaps = self._gaps
             start = self._next_start
-            while len(out) < max_windows:
-                while gaps and gaps[0] <= start:
-                    gaps.popleft()
-                    self._gap_flag = True
-                if gaps and gaps[0] < start + length:
-                    # this window would straddle a gap: restart the grid after it
-                    start = gaps.popleft()
-                    self._gap_flag = True
-                    if start > self._decided:
-                        self._lost += start - self._decided
-                        self._decided = start
-                    continue
+            while taken < max_windows:
+                if gaps:
+                    while gaps and gaps[0] <= start:
+                        gaps.popleft()
+                        self._gap_flag = True
+                    if gaps and gaps[0] < start + length:
+                        # this window would straddle a gap: restart the grid after it
+                        start = gaps.popleft()
+                        self._gap_flag = True
+                        if start > self._decided:
+                            self._lost += start - self._decided
+                            self._decided = start
+                        continue
                 limit = min(write, gaps[0]) if gaps else write  # windows end at or before the gap
                 if start + length > limit:
                     break
-                count = min(max_windows - len(out), (limit - start - length) // hop + 1)
-                out += self._cut(start, count)
+                count = min(max_windows - taken, (limit - start - length) // hop + 1)
+                segments.append((start, count, self._gap_flag))
+                self._gap_flag = False
+                taken += count
                 last_end = start + (count - 1) * hop + length
                 self._covered += last_end - max(start, self._decided)
                 self._decided = last_end
                 start += count * hop
+            if segments:
+                # copy before publishing next_start: until then the producer cannot overwrite the rows
+                batch = self._cut(segments, taken)
             self._next_start = start
-            if self._waiting and out:
+            if self._waiting and segments:
                 self._space.notify_all()
-        return out
+        return batch
 
-    def _cut(self, start: int, count: int) -> list[Window]:
-        """Copy ``count`` windows starting at ``start`` (hop apart) out of the ring; lock held."""
+    def _cut(self, segments: list[Segment], total: int) -> WindowBatch:
+        """Copy the windows of ``segments`` out of the ring; lock held."""
+        if len(segments) == 1:
+            start, count, _ = segments[0]
+            data, start_ts, end_ts, ready = self._gather(start, count)
+        else:
+            pieces = [self._gather(start, count) for start, count, _ in segments]
+            data = np.concatenate([p[0] for p in pieces])
+            start_ts = np.concatenate([p[1] for p in pieces])
+            end_ts = np.concatenate([p[2] for p in pieces])
+            ready = np.concatenate([p[3] for p in pieces])
+        seq0 = self._windows
+        self._windows += total
+        return WindowBatch(self.name, seq0, self.hop, tuple(segments), data, start_ts, end_ts, ready)
+
+    def _gather(
+        self, start: int, count: int
+    ) -> tuple[FloatArray, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """``count`` windows starting at ``start`` (hop apart): data and metadata, owned copies."""
         cap, length, hop = self.capacity, self.window_length, self.hop
         p0 = start % cap
         last0 = p0 + length - 1
-        block: FloatArray
-        if p0 + (count - 1) * hop + length <= cap:
-            # no wrap: the windows are one strided view of the ring, copied in one go
-            row = self._data.strides[0]
-            view: FloatArray = np.ndarray(
-                (count, length, self.channels),
-                np.float32,
-                self._data,
-                p0 * row,
-                (hop * row, row, self._data.strides[1]),
+        span = (count - 1) * hop + 1
+        if last0 + span <= cap:
+            # no wrap: the windows are a strided slice of the ring's sliding-window view, copied once
+            data: FloatArray = self._sliding[p0 : p0 + span : hop].copy()
+            return (
+                data,
+                self._ts[p0 : p0 + span : hop].copy(),
+                self._ts[last0 : last0 + span : hop].copy(),
+                self._arrival[last0 : last0 + span : hop].copy(),
             )
-            block = view.copy()
-            span = (count - 1) * hop + 1
-            start_ts = self._ts[p0 : p0 + span : hop].tolist()
-            end_ts = self._ts[last0 : last0 + span : hop].tolist()
-            ready = self._arrival[last0 : last0 + span : hop].tolist()
-        else:
-            starts = p0 + hop * np.arange(count)
-            block = np.take(self._data, (starts[:, None] + self._offsets) % cap, axis=0)
-            lasts = (starts + (length - 1)) % cap
-            start_ts = self._ts[starts % cap].tolist()
-            end_ts = self._ts[lasts].tolist()
-            ready = self._arrival[lasts].tolist()
-        seq0 = self._windows
-        self._windows += count
-        name = self.name
-        # iterating ``block`` yields its rows as contiguous views, cheaper than indexing each
-        windows = [
-            Window(name, seq, t0, t1, data, ready_at, index)
-            for seq, t0, t1, data, ready_at, index in zip(
-                range(seq0, seq0 + count),
-                start_ts,
-                end_ts,
-                block,
-                ready,
-                range(start, start + count * self.hop, self.hop),
-                strict=True,
-            )
-        ]
-        if self._gap_flag:
-            windows[0].gap_before = True
-            self._gap_flag = False
-        return windows
+        starts = p0 + hop * np.arange(count)
+        data = np.take(self._data, (starts[:, None] + self._offsets) % cap, axis=0)
+        lasts = (starts + (length - 1)) % cap
+        return data, self._ts.take(starts % cap), self._ts.take(lasts), self._arrival.take(lasts)
 
     def windows_ready(self) -> int:
         """How many windows could be popped now (an estimate that ignores pending gaps)."""
