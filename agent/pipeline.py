@@ -6,9 +6,10 @@ Threads (all daemon threads, so a wedged one can never keep the process alive):
   :class:`~edgefleet.runtime.ringbuffer.StreamBuffer`;
 * the inference worker: loads the bundle and model (retrying while they fail),
   then takes batches from the :class:`~edgefleet.runtime.batcher.Batcher`, runs
-  ``preprocess -> predict -> interpret`` and hands :class:`ResultRecord` lists on;
-* the writer (:mod:`edgefleet.agent.writer`): groups records into batched transactions
-  (``Store.write_results``).
+  ``preprocess -> predict -> interpret_batch`` and hands one row per window on
+  (:mod:`edgefleet.agent.results`: plain tuples, no object per window);
+* the writer (:mod:`edgefleet.agent.writer`): groups rows into batched transactions
+  (``Store.write_result_rows``).
 
 A model that fails to load never stops the agent: the failure becomes an event and
 the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.
@@ -35,15 +36,16 @@ import numpy.typing as npt
 
 from edgefleet.agent.health import StreamHealth
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.results import result_records_of, result_rows_of
 from edgefleet.agent.routing import FallbackRouter, offer
 from edgefleet.agent.sources.base import RateLimitedLog
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.writer import ResultWriter, WriterSettings
-from edgefleet.errors import EdgefleetError
+from edgefleet.errors import EdgefleetError, ModelInputError
 from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.bundle import Bundle, Prediction
-from edgefleet.runtime.ringbuffer import StreamBuffer, Window
+from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.types import BackpressurePolicy, FloatArray
 
 __all__ = [
@@ -510,7 +512,14 @@ class Pipeline:
         try:
             inputs = bundle.preprocess(batch.data)
             outputs = model.predict(inputs)
-            predictions = bundle.interpret(outputs)
+            answers = bundle.interpret_batch(outputs)
+            if len(answers) != len(batch):
+                raise ModelInputError(
+                    f"model gave {len(answers)} answers for a batch of {len(batch)} windows",
+                    expected=str(len(batch)),
+                    got=str(len(answers)),
+                    hint="the model must keep the batch dimension; rebuild the bundle",
+                )
         except EdgefleetError as exc:
             self._inference_failed(batch, exc)
             return
@@ -519,18 +528,23 @@ class Pipeline:
             self._inference_failed(batch, exc)
             return
         done = time.monotonic()
-        windows = batch.windows
-        self.counters.record_batch(len(windows), (done - started) * 1000.0)
-        for observer in self._observers:
-            try:
-                observer(batch, predictions)
-            except Exception as exc:  # an observer (drift, ...) must never stop inference
-                self._observer_log.warning("batch observer %r failed: %s", observer, exc)
-        records = self._records(bundle, windows, predictions, done)
+        self.counters.record_batch(len(answers), (done - started) * 1000.0)
+        predictions: list[Prediction] | None = None
+        if self._observers:
+            predictions = answers.predictions()
+            for observer in self._observers:
+                try:
+                    observer(batch, predictions)
+                except Exception as exc:  # an observer (drift, ...) must never stop inference
+                    self._observer_log.warning("batch observer %r failed: %s", observer, exc)
+        keep_outputs = self.settings.store_outputs
         if self._router is None:
-            self._writer.put(records)
+            self._writer.put_rows(result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs))
             return
-        keep = offer(self._router, windows, predictions, records, self.counters)
+        if predictions is None:
+            predictions = answers.predictions()
+        records = result_records_of(bundle, batch, predictions, done, keep_outputs=keep_outputs)
+        keep = offer(self._router, batch.windows, predictions, records, self.counters)
         if keep:
             self._writer.put(keep)
 
@@ -553,35 +567,3 @@ class Pipeline:
             level="error",
             data={"streams": streams, "skipped_since_last_event": suppressed},
         )
-
-    def _records(
-        self, bundle: Bundle, windows: Sequence[Window], predictions: Sequence[Prediction], done: float
-    ) -> list[ResultRecord]:
-        """One ResultRecord per window (the hot loop: locals only)."""
-        name = bundle.manifest.name
-        version = str(bundle.manifest.version)
-        keep_outputs = self.settings.store_outputs
-        created = time.time()
-        records = []
-        for window, prediction in zip(windows, predictions, strict=True):
-            score = prediction.score
-            # Edge latency: window complete -> answer (queueing + batching + inference).
-            latency = (done - window.ready_at) * 1000.0
-            records.append(
-                ResultRecord(
-                    window.stream,
-                    window.start_ts,
-                    window.end_ts,
-                    name,
-                    version,
-                    prediction.label,
-                    None if score is None else float(score),
-                    prediction.values.tolist() if keep_outputs else None,
-                    latency if latency > 0.0 else 0.0,
-                    "edge",
-                    None,
-                    window.seq,
-                    created,
-                )
-            )
-        return records

@@ -1,5 +1,9 @@
 """The result writer: one thread committing results to the store in batched transactions.
 
+Results arrive as rows (the pipeline's hot path, :meth:`ResultWriter.put_rows`, stored by
+``Store.write_result_rows``) or as :class:`ResultRecord` objects (results made elsewhere, e.g.
+cloud answers, :meth:`ResultWriter.put`, stored by ``Store.write_results``).
+
 Group commit, rate-limited: at most one transaction per ``interval_s`` unless ``batch_size``
 results are waiting; the first result after a quiet period commits at once (a fresh agent
 shows its first result without delay). The hand-over queue is bounded, so when the store
@@ -14,8 +18,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.store import ResultRecord, Store
@@ -25,6 +30,21 @@ __all__ = ["ResultWriter", "WriterSettings"]
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _RowBatch:
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    records: list[ResultRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.records)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,12 @@ class ResultWriter:
         if records:
             self._queue.put(list(records))
 
+    def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Hand over result rows (``RESULT_COLUMNS`` order, plain values; see
+        ``Store.write_result_rows``); the list is the writer's from now on. Blocks while full."""
+        if rows:
+            self._queue.put(_RowBatch(rows))
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -78,7 +104,7 @@ class ResultWriter:
         return True
 
     def _loop(self) -> None:
-        pending: list[ResultRecord] = []
+        pending = _Pending()
         batch_size = self.settings.batch_size
         interval = self.settings.interval_s
         last_commit = -float("inf")
@@ -96,10 +122,12 @@ class ResultWriter:
             except queue.Empty:
                 item = None
             while item is not None:
-                if item is _STOP:
+                if isinstance(item, _RowBatch):
+                    pending.rows += item.rows
+                elif item is _STOP:
                     stopping = True
                 elif isinstance(item, list):
-                    pending.extend(item)
+                    pending.records += item
                 if len(pending) >= batch_size:
                     break
                 try:
@@ -107,36 +135,65 @@ class ResultWriter:
                 except queue.Empty:
                     item = None
             if pending and (stopping or time.monotonic() >= due_at):
-                pending = self._flush(pending, final=stopping)
+                self._flush(pending, final=stopping)
                 last_commit = time.monotonic()
             elif len(pending) >= batch_size:
                 # Full transactions only; a remainder waits for its due time with the next ones.
-                pending = self._flush(pending, final=False, full_only=True)
+                self._flush(pending, final=False, full_only=True)
                 last_commit = time.monotonic()
             if stopping and not pending and self._queue.empty():
                 return
 
-    def _flush(
-        self, pending: list[ResultRecord], *, final: bool, full_only: bool = False
-    ) -> list[ResultRecord]:
+    def _flush(self, pending: _Pending, *, final: bool, full_only: bool = False) -> None:
+        stored = True
+        if pending.records:
+            stored = self._flush_list(
+                pending, pending.records, self.store.write_results, final=final, full_only=full_only
+            )
+        if stored or final:
+            self._flush_list(
+                pending, pending.rows, self.store.write_result_rows, final=final, full_only=full_only
+            )
+
+    def _trim(self, pending: _Pending) -> None:
+        """Keep at most ``max_pending`` results while the store fails: the oldest go first."""
+        overflow = len(pending) - self.settings.max_pending
+        for items in (pending.rows, pending.records):
+            dropped = min(max(overflow, 0), len(items))
+            if dropped:
+                self.lost += dropped
+                overflow -= dropped
+                del items[:dropped]
+
+    def _flush_list(
+        self,
+        pending: _Pending,
+        items: list[_T],
+        write: Callable[[list[_T]], object],
+        *,
+        final: bool,
+        full_only: bool,
+    ) -> bool:
+        """Commit ``items`` (one of ``pending``'s lists) in chunks, deleting what was stored.
+
+        False when the store failed (the rest waits, or is lost when ``final``).
+        """
         size = self.settings.batch_size
-        while len(pending) >= (size if full_only else 1):
-            chunk = pending[:size]
+        while len(items) >= (size if full_only else 1):
+            chunk = items[:size]
             try:
-                self.store.write_results(chunk)
+                write(chunk)
             except Exception as exc:
                 self.counters.record_store_error()
                 log.error("storing %d results failed: %s", len(chunk), exc)
                 if final:
-                    self.lost += len(pending)
-                    return []
-                overflow = len(pending) - self.settings.max_pending
-                if overflow > 0:
-                    self.lost += overflow
-                    del pending[:overflow]
+                    self.lost += len(items)
+                    items.clear()
+                    return False
+                self._trim(pending)
                 time.sleep(min(1.0, self.settings.interval_s * 5))
-                return pending
+                return False
             self.counters.record_stored(len(chunk))
             self.first_commit.set()
-            del pending[:size]
-        return pending
+            del items[:size]
+        return True

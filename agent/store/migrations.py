@@ -175,12 +175,23 @@ def _v2_packed_outputs_and_retention_indexes(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'results'", (row[0],))
 
 
+def _v3_one_results_time_index(conn: sqlite3.Connection) -> None:
+    # Every result row paid for three secondary indexes; (stream, created_at) duplicated
+    # (created_at) for the only queries there are - "newest results", optionally of one stream,
+    # and retention's age cut - which (created_at) serves alone: the newest-first walk filters
+    # the stream as it goes. One B-tree fewer per insert (~15-25 % of the store's insert cost).
+    _run(conn, ["DROP INDEX IF EXISTS results_stream_created"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, metrics, events, outbox", _v1_initial),
     Migration(
         2,
         "results.outputs as packed float64, type CHECKs; retention indexes; store_meta",
         _v2_packed_outputs_and_retention_indexes,
+    ),
+    Migration(
+        3, "drop results_stream_created: results_created serves its queries", _v3_one_results_time_index
     ),
 )
 

@@ -17,6 +17,7 @@ __all__ = [
     "SELECT_RESULT",
     "check_record",
     "converted_rows",
+    "record_from_row",
     "result_dict",
     "result_rows",
 ]
@@ -127,3 +128,11 @@ def converted_rows(records: Sequence[ResultRecord], *, raw_outputs: bool) -> lis
         )
         for r in records
     ]
+
+
+def record_from_row(row: tuple[Any, ...]) -> ResultRecord:
+    """The record a ``RESULT_COLUMNS`` row stands for (outputs unpacked), to validate it."""
+    return ResultRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], decode_outputs(row[7]),
+        row[8], row[9], row[10], row[11], row[12],
+    )  # fmt: skip

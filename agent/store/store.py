@@ -43,6 +43,7 @@ from edgefleet.agent.store.rows import (
     SELECT_RESULT,
     check_record,
     converted_rows,
+    record_from_row,
     result_dict,
     result_rows,
 )
@@ -172,14 +173,16 @@ class Store:
         )
         try:
             ids = self._with_space(
-                lambda: self._insert_results(result_rows(records, raw_outputs=self.config.store_raw_outputs))
+                lambda: self._insert_result_list(
+                    result_rows(records, raw_outputs=self.config.store_raw_outputs)
+                )
             )
         except refused:
             # numpy scalars bind as blobs or not at all: retry with plain floats and ints, and only
             # then look for the records that are really wrong.
             try:
                 ids = self._with_space(
-                    lambda: self._insert_results(
+                    lambda: self._insert_result_list(
                         converted_rows(records, raw_outputs=self.config.store_raw_outputs)
                     )
                 )
@@ -188,11 +191,34 @@ class Store:
         self._maybe_retention()
         return ids
 
-    def _insert_results(self, rows: list[tuple[Any, ...]]) -> list[int]:
+    def write_result_rows(self, rows: list[tuple[Any, ...]]) -> Sequence[int]:
+        """The bulk path for a producer that builds rows itself (the pipeline): one transaction
+        and one outbox item, like :meth:`write_results`, without a record object per result.
+
+        ``rows`` are tuples in ``RESULT_COLUMNS`` order holding plain Python values (``str``,
+        ``float``, ``int``, ``None``; ``outputs`` packed by ``encode_outputs`` or ``None``), as
+        :func:`~edgefleet.agent.store.rows.result_rows` makes them. They are bound unchecked; the
+        schema's CHECKs still refuse wrong types, and a refused batch goes through
+        :meth:`write_results`' validation, so bad rows are skipped and reported the same way.
+        Returns the new ids (after a refusal, those of the rows that were stored).
+        """
         if not rows:
-            return []
+            return range(0)
+        if not self.config.store_raw_outputs and any(row[7] is not None for row in rows):
+            rows = [(*row[:7], None, *row[8:]) for row in rows]
+        try:
+            first, last = self._with_space(lambda: self._insert_results(rows))
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError):
+            return self.write_results([record_from_row(row) for row in rows])
+        self._maybe_retention()
+        return range(first, last + 1)
+
+    def _insert_results(self, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
+        """Insert ``rows`` and their outbox item in one transaction; returns (first id, last id)."""
         chunk = self.config.write_chunk_rows
-        outputs_bytes = sum(len(row[7]) for row in rows if row[7] is not None)
+        outputs_bytes = (
+            sum(len(row[7]) for row in rows if row[7] is not None) if self.config.store_raw_outputs else 0
+        )
         with self._write("write results") as conn:
             for start in range(0, len(rows), chunk):
                 conn.executemany(INSERT_RESULT, rows[start : start + chunk])
@@ -204,6 +230,12 @@ class Store:
                 "approx_bytes) VALUES ('results', ?, ?, NULL, ?, ?, ?)",
                 (PRIORITY_RESULTS, time.time(), first, last, len(rows) * _RESULT_ROW_BYTES + outputs_bytes),
             )
+        return first, last
+
+    def _insert_result_list(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        if not rows:
+            return []
+        first, last = self._insert_results(rows)
         return list(range(first, last + 1))
 
     def _write_valid_results(self, records: Sequence[ResultRecord]) -> list[int]:
@@ -225,7 +257,7 @@ class Store:
             "store: rejected %d of %d results: %s", len(problems), len(records), "; ".join(problems[:5])
         )
         ids = self._with_space(
-            lambda: self._insert_results(converted_rows(good, raw_outputs=self.config.store_raw_outputs))
+            lambda: self._insert_result_list(converted_rows(good, raw_outputs=self.config.store_raw_outputs))
         )
         self.add_event(
             "store.rejected_results",

@@ -38,10 +38,14 @@ class _ThreadIoFile:
         self.fd = os.open(_THREAD_IO, os.O_RDONLY | os.O_CLOEXEC)
 
     def write_bytes(self) -> int:
-        for line in os.pread(self.fd, 512, 0).split(b"\n"):
-            if line.startswith(b"write_bytes:"):
-                return int(line.split()[1])
-        raise OSError(f"no write_bytes line in {_THREAD_IO}")
+        # Read twice per transaction: find the line instead of splitting the whole file.
+        text = os.pread(self.fd, 512, 0)
+        start = text.find(b"\nwrite_bytes:")
+        if start < 0:
+            raise OSError(f"no write_bytes line in {_THREAD_IO}")
+        start += 13
+        end = text.find(b"\n", start)
+        return int(text[start:] if end < 0 else text[start:end])
 
     def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         # _close is bound at definition: at interpreter exit the os module may already be gone.

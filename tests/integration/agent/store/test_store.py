@@ -14,6 +14,7 @@ from edgefleet.agent.store import (
     PRIORITY_EVENTS,
     PRIORITY_RESULTS,
     PRIORITY_TELEMETRY,
+    SCHEMA_VERSION,
     MetricSample,
     ResultRecord,
     Store,
@@ -43,7 +44,7 @@ def test_pragmas_wal_incremental_vacuum_and_synchronous(open_store) -> None:
         assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 123
-        assert store.schema_version == 2
+        assert store.schema_version == SCHEMA_VERSION
 
 
 def test_outbox_orders_by_priority_then_id_and_resolves_results(open_store, make_records) -> None:
@@ -228,7 +229,7 @@ def test_stats_report_sizes_rows_backlog_and_bytes_written(open_store, make_reco
     assert stats.unsynced_results == 50
     assert stats.outbox_backlog == {"events": 1, "results": 50}
     assert stats.size_bytes >= stats.page_count * stats.page_size
-    assert stats.schema_version == 2
+    assert stats.schema_version == SCHEMA_VERSION
     if stats.bytes_written_source != "unavailable":
         assert stats.bytes_written_total > 0
         assert stats.bytes_written_per_hour > 0
