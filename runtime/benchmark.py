@@ -1,19 +1,27 @@
 """``edgefleet model bench``: edgefleet's inference path beside the bare runtime loop.
 
-Three paths run on the same model, batch size and thread count, alternating in short rounds
-(order rotated and reversed each round) so machine noise hits all of them:
+The paths run on the same model, batch size and thread count, alternating in short rounds
+(order rotated and reversed each round) so machine noise hits all of them. Every path starts
+from float32 sensor windows and ends with float32 outputs, as a user's own loop would:
 
-* ``bare``: the backend's own API on pre-made batches, nothing else. For ``.tflite`` a LiteRT
-  ``Interpreter`` resized to the batch, fed pre-quantized input with ``set_tensor`` / ``invoke`` /
-  ``get_tensor``; for ``.onnx`` an ``InferenceSession.run`` on the input dtype the model declares.
-* ``edgefleet``: synthetic sensor samples pushed into a :class:`StreamBuffer`, cut into windows,
-  batched by a :class:`Batcher` (``max_batch_size=batch``) and run through
-  ``load_model(path).predict(batch.data)`` (which quantizes float32 in and dequantizes out).
+* ``bare``: the backend's own API called directly on pre-made float32 batches, with the
+  quantize / dequantize a hand-written loop needs for an integer model (``np.clip(np.rint(x /
+  scale) + zero_point, lo, hi).astype(int8)`` in, ``(y.astype(float32) - zero_point) * scale``
+  out). For ``.tflite`` a LiteRT ``Interpreter`` resized to the batch, ``set_tensor`` /
+  ``invoke`` / ``get_tensor``; for ``.onnx`` an ``InferenceSession.run``. Float models need no
+  conversion, so there it is the runtime call alone.
+* ``bare-int8``: only for integer-input models, extra information: the same loop fed
+  pre-quantized input and returning the raw integer output (no conversion at all).
+* ``edgefleet``: synthetic float32 samples pushed into a :class:`StreamBuffer` in blocks of
+  ``push_chunk`` samples (default 64: what the replay source hands its sink per call by default;
+  a UDP datagram of 6-channel records carries at most ~46), cut into windows, batched by a
+  :class:`Batcher` (``max_batch_size=batch``) and run through ``Model.predict(batch.data)``.
+  The producer runs inline in the measuring thread, so its cost counts.
 * ``predict``: ``Model.predict`` alone on the pre-made float32 batches, so the report can say how
   much of the gap is the model wrapper and how much the buffer and batcher.
 
-Each iteration of either path yields ``batch`` windows; figures are windows/s and per-batch
-latency percentiles, and ``ratio = edgefleet windows/s / bare windows/s``.
+Each iteration of a path yields ``batch`` windows; figures are windows/s and per-batch latency
+percentiles, and ``ratio = edgefleet windows/s / bare windows/s``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ __all__ = ["BenchReport", "BenchmarkError", "LatencyStats", "PathResult", "run_b
 TARGET_RATIO = 0.9
 _ROUND_SECONDS = 0.25  # length of one alternation slice per path
 _WARMUP_ITERATIONS = 3
+DEFAULT_PUSH_CHUNK = 64
+"""Samples per push_block: the replay source's default ``block_size`` (samples per sink call)."""
+DEFAULT_CAPACITY = 4096
+"""The agent's default ring buffer capacity (samples per stream)."""
 
 
 class BenchmarkError(EdgefleetError):
@@ -84,12 +96,16 @@ class BenchReport(BaseModel):
     bare: PathResult
     predict: PathResult
     edgefleet: PathResult
+    bare_prequantized: PathResult | None = None
+    """The bare loop on pre-quantized input (integer-input models only): extra information."""
     ratio: float
     """edgefleet windows/s over bare windows/s: the figure the target applies to."""
     predict_ratio: float
     """Model.predict alone over bare: the share of the gap that is the model wrapper's."""
     median_ratio: float
     """bare p50 batch latency over edgefleet's: the ratio with scheduling stalls left out."""
+    prequantized_ratio: float | None = None
+    """edgefleet windows/s over the pre-quantized bare loop's (integer-input models only)."""
     target_ratio: float = TARGET_RATIO
     meets_target: bool
 
@@ -106,7 +122,10 @@ class BenchReport(BaseModel):
             "",
             f"  {'path':<12}{'windows/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'batches':>9}  what",
         ]
-        for result in (self.bare, self.predict, self.edgefleet):
+        results = [self.bare, self.predict, self.edgefleet]
+        if self.bare_prequantized is not None:
+            results.append(self.bare_prequantized)
+        for result in results:
             lat = result.latency
             lines.append(
                 f"  {result.name:<12}{result.windows_per_s:>12,.0f}{lat.p50_ms:>10.3f}{lat.p95_ms:>10.3f}"
@@ -119,6 +138,14 @@ class BenchReport(BaseModel):
             "",
             f"  ratio edgefleet/bare:    {self.ratio:.3f}x (target >= {self.target_ratio:.2f}x: {verdict})",
             f"  ratio predict/bare:      {self.predict_ratio:.3f}x (Model.predict alone)",
+            *(
+                []
+                if self.prequantized_ratio is None
+                else [
+                    f"  ratio edgefleet/bare-int8: {self.prequantized_ratio:.3f}x "
+                    "(bare loop on pre-quantized input, no conversion: information only)"
+                ]
+            ),
             f"  ratio edgefleet/predict: {self.ratio / self.predict_ratio:.3f}x (the buffer + batcher share)",
             f"  median-latency ratio edgefleet/bare: {self.median_ratio:.3f}x (ignores scheduling stalls)",
             f"  added per window at the median: Model.predict {wrapper_us:.2f} us, "
@@ -139,13 +166,23 @@ def _window_shape(spec: TensorSpec, path: Path) -> tuple[int, int]:
 
 
 def _quantize(x: FloatArray, dtype: np.dtype[Any], scale: float, zero_point: int) -> AnyArray:
+    """What a hand-written loop does to feed an integer model float data (plain numpy)."""
     info = np.iinfo(dtype)
     q = np.clip(np.rint(x / scale) + zero_point, info.min, info.max)
     quantized: AnyArray = q.astype(dtype)
     return quantized
 
 
-def _bare_tflite(path: Path, batches: list[FloatArray], threads: int | None) -> Callable[[int], object]:
+def _dequantize(y: AnyArray, scale: float, zero_point: int) -> FloatArray:
+    real: FloatArray = (y.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+    return real
+
+
+_Step = Callable[[int], object]
+
+
+def _bare_tflite(path: Path, batches: list[FloatArray], threads: int | None) -> tuple[_Step, _Step | None]:
+    """(float32 in/out step, pre-quantized step or None for a float model)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
@@ -153,26 +190,50 @@ def _bare_tflite(path: Path, batches: list[FloatArray], threads: int | None) -> 
     interpreter.resize_tensor_input(detail["index"], list(batches[0].shape))
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    out_index = interpreter.get_output_details()[0]["index"]
+    out_detail = interpreter.get_output_details()[0]
+    out_index = out_detail["index"]
     dtype = np.dtype(detail["dtype"])
     scale, zero_point = detail["quantization"]
-    if dtype.kind in "iu" and scale:
-        feeds = [_quantize(b, dtype, float(scale), int(zero_point)) for b in batches]
-    else:
-        feeds = [b.astype(dtype) for b in batches]
+    out_scale, out_zero_point = out_detail["quantization"]
     index = detail["index"]
+    set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
+    in_quantized = dtype.kind in "iu" and bool(scale)
+    out_quantized = np.dtype(out_detail["dtype"]).kind in "iu" and bool(out_scale)
+    count = len(batches)
+
+    if not in_quantized:
+        feeds = [b.astype(dtype) for b in batches]
+
+        def step_float(i: int) -> object:
+            set_tensor(index, feeds[i % count])
+            invoke()
+            y = get_tensor(out_index)
+            return _dequantize(y, float(out_scale), int(out_zero_point)) if out_quantized else y
+
+        return step_float, None
+
+    in_scale, in_zero_point = float(scale), int(zero_point)
 
     def step(i: int) -> object:
-        interpreter.set_tensor(index, feeds[i % len(feeds)])
-        interpreter.invoke()
-        return interpreter.get_tensor(out_index)
+        set_tensor(index, _quantize(batches[i % count], dtype, in_scale, in_zero_point))
+        invoke()
+        y = get_tensor(out_index)
+        return _dequantize(y, float(out_scale), int(out_zero_point)) if out_quantized else y
 
-    return step
+    prequantized = [_quantize(b, dtype, in_scale, in_zero_point) for b in batches]
+
+    def step_prequantized(i: int) -> object:
+        set_tensor(index, prequantized[i % count])
+        invoke()
+        return get_tensor(out_index)
+
+    return step, step_prequantized
 
 
 def _bare_onnx(
-    path: Path, batches: list[FloatArray], spec: TensorSpec, threads: int | None
-) -> Callable[[int], object]:
+    path: Path, batches: list[FloatArray], spec: TensorSpec, out_spec: TensorSpec, threads: int | None
+) -> tuple[_Step, _Step | None]:
+    """(float32 in/out step, pre-quantized step or None for a float-input model)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -181,17 +242,33 @@ def _bare_onnx(
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    run = session.run
     dtype = spec.numpy_dtype
-    if spec.quantization is not None:
-        q = spec.quantization
-        feeds = [_quantize(b, dtype, q.scale, q.zero_point) for b in batches]
-    else:
-        feeds = [b.astype(dtype) for b in batches]
+    out_q = out_spec.quantization
+    count = len(batches)
+
+    def to_float(outputs: list[Any]) -> object:
+        y = outputs[0]
+        return y if out_q is None else _dequantize(y, out_q.scale, out_q.zero_point)
+
+    q = spec.quantization
+    if q is None:
+        feeds = [b if b.dtype == dtype else b.astype(dtype) for b in batches]
+
+        def step_float(i: int) -> object:
+            return to_float(run(None, {name: feeds[i % count]}))
+
+        return step_float, None
 
     def step(i: int) -> object:
-        return session.run(None, {name: feeds[i % len(feeds)]})
+        return to_float(run(None, {name: _quantize(batches[i % count], dtype, q.scale, q.zero_point)}))
 
-    return step
+    prequantized = [_quantize(b, dtype, q.scale, q.zero_point) for b in batches]
+
+    def step_prequantized(i: int) -> object:
+        return run(None, {name: prequantized[i % count]})
+
+    return step, step_prequantized
 
 
 class _EdgefleetPath:
@@ -203,8 +280,10 @@ class _EdgefleetPath:
         self.hop = hop
         self.chunk = chunk
         per_batch = batch * hop
+        # the agent's default capacity (4096 samples per stream), or one batch's worth if larger
+        capacity = max(DEFAULT_CAPACITY, per_batch + length)
         self.buffer = StreamBuffer(
-            "bench", channels, per_batch + length, window_length=length, hop=hop, policy="drop_newest"
+            "bench", channels, capacity, window_length=length, hop=hop, policy="drop_newest"
         )
         self.batcher = Batcher([self.buffer], max_batch_size=batch, batch_timeout=0.0)
         # a period of the synthetic stream; cycled so no sample is generated inside the loop
@@ -281,7 +360,8 @@ def run_benchmark(
     """Measure the bare runtime loop and edgefleet's path on ``model_path``; ``seconds`` per path.
 
     ``hop`` defaults to the window length (non-overlapping windows, the most samples pushed per
-    window); ``push_chunk`` (samples per ``push_block`` call) defaults to ``hop``.
+    window); ``push_chunk`` (samples per ``push_block`` call) defaults to 64, the block a replay
+    source hands its sink per call by default.
     """
     if batch < 1:
         raise BenchmarkError(f"batch must be >= 1, got {batch}", hint="pass --batch 32, for example")
@@ -302,18 +382,29 @@ def run_benchmark(
             raise BenchmarkError(
                 f"hop must be in 1..{length}, got {hop}", hint="leave it unset for non-overlap"
             )
-        chunk = hop if push_chunk is None else push_chunk
+        chunk = DEFAULT_PUSH_CHUNK if push_chunk is None else push_chunk
         if chunk < 1:
-            raise BenchmarkError(f"push_chunk must be >= 1, got {chunk}", hint="leave it unset for one hop")
+            raise BenchmarkError(
+                f"push_chunk must be >= 1, got {chunk}", hint=f"leave it unset for {DEFAULT_PUSH_CHUNK}"
+            )
 
         rng = np.random.default_rng(1)
         batches = [rng.standard_normal((batch, length, channels)).astype(np.float32) for _ in range(4)]
         if model.info.format == "tflite":
-            bare = _bare_tflite(path, batches, threads)
-            bare_what = "LiteRT Interpreter set_tensor/invoke/get_tensor, pre-quantized input"
+            bare, prequantized = _bare_tflite(path, batches, threads)
+            bare_what = "LiteRT Interpreter set_tensor/invoke/get_tensor"
         else:
-            bare = _bare_onnx(path, batches, spec, threads)
-            bare_what = "onnxruntime InferenceSession.run on pre-made input"
+            bare, prequantized = _bare_onnx(path, batches, spec, model.info.outputs[0], threads)
+            bare_what = "onnxruntime InferenceSession.run"
+        conversions = [
+            label
+            for label, quantized in (
+                ("numpy quantize in", spec.quantization is not None),
+                ("dequantize out", model.info.outputs[0].quantization is not None),
+            )
+            if quantized
+        ]
+        bare_what += " on float32 batches" + "".join(f", {c}" for c in conversions)
         ours = _EdgefleetPath(model, batch, length, channels, hop, chunk)
 
         def predict_only(i: int) -> object:
@@ -324,6 +415,8 @@ def run_benchmark(
             "predict": predict_only,
             "edgefleet": ours.step,
         }
+        if prequantized is not None:
+            steps["bare-int8"] = prequantized
         for i in range(_WARMUP_ITERATIONS):
             for step in steps.values():
                 step(i)
@@ -335,7 +428,7 @@ def run_benchmark(
         names = list(steps)
         for r in range(rounds):
             # rotate and reverse the order so no path always runs first or after the same one
-            order = names[r % 3 :] + names[: r % 3]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order if r % 2 == 0 else reversed(order):
                 walls[name] += _run_slice(steps[name], slice_s, timings[name])
         bare_result = _result("bare", bare_what, batch, timings["bare"], walls["bare"])
@@ -353,6 +446,17 @@ def run_benchmark(
             timings["edgefleet"],
             walls["edgefleet"],
         )
+        prequantized_result = (
+            None
+            if prequantized is None
+            else _result(
+                "bare-int8",
+                f"{bare_what.split(' on ')[0]} on pre-quantized input, raw integer output (information only)",
+                batch,
+                timings["bare-int8"],
+                walls["bare-int8"],
+            )
+        )
         return BenchReport(
             model_path=str(path),
             format=model.info.format,
@@ -368,6 +472,10 @@ def run_benchmark(
             bare=bare_result,
             predict=predict_result,
             edgefleet=ours_result,
+            bare_prequantized=prequantized_result,
+            prequantized_ratio=None
+            if prequantized_result is None
+            else ours_result.windows_per_s / prequantized_result.windows_per_s,
             ratio=ours_result.windows_per_s / bare_result.windows_per_s,
             predict_ratio=predict_result.windows_per_s / bare_result.windows_per_s,
             median_ratio=bare_result.latency.p50_ms / ours_result.latency.p50_ms,

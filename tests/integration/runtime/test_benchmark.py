@@ -87,6 +87,42 @@ def test_demo_int8_models(name: str) -> None:
     assert report.format == path.suffix.lstrip(".")
     assert report.window_length == 50
     assert report.channels == 6
+    assert report.push_chunk == 64  # the replay source's default block
+    if report.format == "tflite":
+        # int8 input: the fair bare loop quantizes float32 itself; the pre-quantized one is extra
+        assert "quantize" in report.bare.description
+        assert report.bare_prequantized is not None
+        assert report.bare_prequantized.batches > 0
+        assert report.prequantized_ratio == pytest.approx(
+            report.edgefleet.windows_per_s / report.bare_prequantized.windows_per_s
+        )
+        assert "bare-int8" in report.render_text()
+    else:
+        # this ONNX model takes float32 (quantization is inside the graph): nothing to pre-quantize
+        assert report.bare_prequantized is None
+        assert report.prequantized_ratio is None
+
+
+def test_bare_loop_conversions_match_model_predict() -> None:
+    """The fair bare loop's hand-written quantize/dequantize gives Model.predict's answers."""
+    from edgefleet.runtime.benchmark import _bare_tflite
+    from edgefleet.runtime.model import load_model
+
+    path = DEMO / "basicmotions-int8.tflite"
+    if not path.exists():
+        pytest.skip(f"{path} is not built (python models/build_demo.py)")
+    batches = [np.random.default_rng(3).standard_normal((8, 50, 6)).astype(np.float32)]
+    step, prequantized = _bare_tflite(path, batches, None)
+    assert prequantized is not None
+    with load_model(path) as model:
+        expected = np.asarray(next(iter(model.predict(batches[0]).values())), dtype=np.float32)
+    got = step(0)
+    assert isinstance(got, np.ndarray)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float32), expected, atol=1e-6)
+    raw = prequantized(0)
+    assert isinstance(raw, np.ndarray)
+    assert raw.dtype == np.int8
 
 
 def test_model_without_a_window_axis_is_refused(tmp_path: Path) -> None:
