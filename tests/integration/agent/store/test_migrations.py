@@ -158,3 +158,27 @@ if __name__ == "__main__":
     V1_FIXTURE.unlink(missing_ok=True)
     build_v1_store(V1_FIXTURE)
     print(f"wrote {V1_FIXTURE}", file=sys.stderr)
+
+
+def test_v3_keeps_one_time_index_on_results_that_serves_every_query(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    shutil.copy(V1_FIXTURE, path)
+    with Store.open(path, StoreConfig(path=path)) as store:
+        conn = store._conn
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results'"
+            )
+        }
+        assert {"results_created", "results_unsynced"} <= indexes
+        assert "results_stream_created" not in indexes
+
+        def plan(sql: str, *params: object) -> str:
+            return " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+        # Newest first (of one stream or all), and retention's age cut, walk results_created.
+        newest = "SELECT id FROM results WHERE stream = ? ORDER BY created_at DESC, id DESC LIMIT 10"
+        assert "results_created" in plan(newest, "imu")
+        aged = "SELECT id FROM results WHERE created_at < ? AND synced_at IS NOT NULL LIMIT 10"
+        assert "results_created" in plan(aged, 1.0)

@@ -1,0 +1,75 @@
+"""Store.write_result_rows, the pipeline's bulk path, against real SQLite files."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+
+from edgefleet.agent.store.rows import result_rows
+
+from .conftest import MakeRecords, OpenStore
+
+pytestmark = pytest.mark.integration
+
+
+def _outbox_items(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    return conn.execute(
+        "SELECT first_result_id, last_result_id FROM outbox WHERE kind = 'results' ORDER BY id"
+    ).fetchall()
+
+
+def test_rows_are_stored_exactly_as_write_results_stores_records(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    records = make_records(40)
+    by_records = open_store("records.db", store_raw_outputs=True)
+    by_rows = open_store("rows.db", store_raw_outputs=True)
+    assert by_records.write_results(records) == list(
+        by_rows.write_result_rows(result_rows(records, raw_outputs=True))
+    )
+    assert by_rows.query_results(limit=100) == by_records.query_results(limit=100)
+    assert by_rows.query_results(limit=1)[0]["outputs"] == records[-1].outputs
+    # One transaction, one outbox item referencing the id range, per call.
+    assert list(by_rows.write_result_rows(result_rows(records[:3], raw_outputs=True))) == [41, 42, 43]
+    assert _outbox_items(by_rows._conn) == [(1, 40), (41, 43)]
+    assert by_rows.outbox_backlog() == {"results": 43}
+    assert by_rows.write_result_rows([]) == range(0)
+
+
+def test_packed_outputs_are_dropped_unless_the_store_keeps_them(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store()  # store_raw_outputs is off by default
+    store.write_result_rows(result_rows(make_records(3), raw_outputs=True))
+    assert [r["outputs"] for r in store.query_results()] == [None, None, None]
+
+
+def test_a_refused_row_is_skipped_and_reported_the_others_are_stored(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store()
+    rows = result_rows(make_records(5), raw_outputs=False)
+    rows[1] = (rows[1][0], math.nan, *rows[1][2:])  # NaN binds as NULL: the NOT NULL check refuses it
+    rows[3] = ("", *rows[3][1:])  # empty stream name
+    ids = store.write_result_rows(rows)
+    assert len(ids) == 3
+    stored = store.query_results()
+    assert sorted(r["window_seq"] for r in stored) == [0, 2, 4]
+    (event,) = store.query_events(kind="store.rejected_results")
+    assert event["data"]["count"] == 2
+    assert "record 1: window_start must be a finite number" in event["data"]["problems"][0]
+    assert "record 3: stream must be a non-empty string" in event["data"]["problems"][1]
+
+
+def test_numpy_scalars_in_rows_are_converted_not_refused(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    np = pytest.importorskip("numpy")
+    store = open_store()
+    rows = result_rows(make_records(2), raw_outputs=False)
+    rows[0] = (*rows[0][:6], np.float32(0.75), *rows[0][7:])
+    assert len(store.write_result_rows(rows)) == 2
+    assert store.query_events(kind="store.rejected_results") == []
+    assert sorted(r["score"] for r in store.query_results()) == sorted([0.75, rows[1][6]])

@@ -1,0 +1,84 @@
+"""Batch -> result rows (the pipeline's hot path) agrees with the per-record path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+
+from edgefleet.agent.results import packed_outputs, result_records_of, result_rows_of
+from edgefleet.agent.store.migrations import encode_outputs
+from edgefleet.agent.store.rows import RESULT_COLUMNS, result_rows
+from edgefleet.runtime.batcher import Batch
+from edgefleet.runtime.bundle import Bundle, load_bundle
+from edgefleet.runtime.ringbuffer import Window
+
+pytestmark = pytest.mark.unit
+
+BUNDLE = Path(__file__).resolve().parents[3] / "models" / "bundles" / "basicmotions-edge-tflite"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return load_bundle(BUNDLE)
+
+
+def _windows(n: int) -> list[Window]:
+    data = np.zeros((n, 50, 6), np.float32)
+    return [
+        Window(("imu", "arm")[i % 2], 100 + i, 10.0 + i, 12.5 + i, data[i], 50.0 + i * 0.001, i * 10)
+        for i in range(n)
+    ]
+
+
+@dataclass
+class _WindowsOnly:
+    """A batch that offers nothing but its windows (the per-window fallback of result_rows_of)."""
+
+    windows: list[Window]
+
+
+@pytest.mark.parametrize("keep_outputs", [False, True])
+def test_rows_equal_the_rows_of_the_records(bundle: Bundle, keep_outputs: bool) -> None:
+    windows = _windows(7)
+    probs = np.random.default_rng(0).random((7, 4)).astype(np.float32)
+    answers = bundle.interpret_batch({"probabilities": probs})
+    done = 50.2
+    for batch in (Batch.of(windows), cast(Batch, _WindowsOnly(windows))):
+        rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
+        records = result_records_of(
+            bundle,
+            batch,
+            answers.predictions(),
+            done,
+            keep_outputs=keep_outputs,
+        )
+        expected = result_rows(records, raw_outputs=True)
+        assert len(rows) == 7
+        for row, want in zip(rows, expected, strict=True):
+            assert len(row) == len(RESULT_COLUMNS)
+            assert row[:8] == want[:8]  # stream .. outputs
+            assert row[8] == pytest.approx(want[8])  # latency_ms: float arithmetic order differs
+            assert row[9:12] == want[9:12]
+            assert abs(row[12] - want[12]) < 60  # created_at: time.time() of each call
+        assert {type(v) for row in rows for v in (row[1], row[2], row[6], row[8], row[12])} == {float}
+        assert {type(row[11]) for row in rows} == {int}
+        assert rows[0][9] == "edge"
+        assert rows[0][10] is None
+        assert rows[0][3] == "basicmotions-edge-tflite"
+
+
+def test_latency_is_never_negative(bundle: Bundle) -> None:
+    windows = _windows(2)
+    answers = bundle.interpret_batch({"probabilities": np.full((2, 4), 0.25, np.float32)})
+    rows = result_rows_of(bundle, Batch.of(windows), answers, 0.0, keep_outputs=False)
+    assert [row[8] for row in rows] == [0.0, 0.0]
+
+
+def test_packed_outputs_match_encode_outputs() -> None:
+    values = np.array([[0.1, 0.2, 0.3], [1e30, -2.5, 0.0]], np.float32)
+    assert packed_outputs(values) == [encode_outputs(row.tolist()) for row in values]
+    assert packed_outputs(np.zeros((0, 3), np.float32)) == []
