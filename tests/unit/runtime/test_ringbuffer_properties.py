@@ -14,6 +14,9 @@ What is checked after every operation, under every policy:
   refused or skipped before any window covered them; under ``drop_oldest`` nothing is refused;
 * a consumer that popped everything and went to sleep is notified before a new window is ready;
 * at the end, after popping everything, fewer than ``window_length`` samples remain pending.
+
+Pops go through ``pop_windows`` or the batch-level ``pop_batch`` (drawn per pop), so both forms are
+checked against the same reference: ``pop_batch``'s arrays and its lazily built windows alike.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from edgefleet.runtime.ringbuffer import StreamBuffer, Window
+from edgefleet.runtime.ringbuffer import StreamBuffer, Window, WindowBatch
 
 pytestmark = pytest.mark.unit
 
@@ -123,6 +126,7 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, object], list[tuple[str, int]]
         st.tuples(st.just("push"), st.integers(1, 3)),
         st.tuples(st.just("block"), st.integers(0, 2 * cap + 3)),
         st.tuples(st.just("pop"), st.integers(0, 6)),
+        st.tuples(st.just("pop_batch"), st.integers(0, 6)),
     )
     return params, draw(st.lists(op, max_size=40))
 
@@ -141,6 +145,29 @@ def check_window(w: Window, ref: RefWindow, channels: int, seq: int, name: str) 
     # the window is a run of consecutive offered samples: nothing reordered, duplicated or skipped
     first = int(offered[0])
     np.testing.assert_array_equal(offered, np.arange(first, first + len(offered)))
+
+
+def check_batch(batch: WindowBatch, expected: list[RefWindow], channels: int, seq0: int, name: str) -> None:
+    """The batch-level form: one (N, window_length, channels) array and metadata arrays."""
+    n = len(expected)
+    assert len(batch) == n
+    assert batch.stream == name
+    assert batch.seq0 == seq0
+    assert batch.data.shape == (n, len(expected[0].offered), channels)
+    assert batch.data.dtype == np.float32
+    assert batch.data.flags.c_contiguous
+    offered = np.asarray([r.offered for r in expected])
+    np.testing.assert_array_equal(batch.data, values(offered.reshape(-1), channels).reshape(batch.data.shape))
+    np.testing.assert_array_equal(batch.start_ts, stamps(offered[:, 0]))
+    np.testing.assert_array_equal(batch.end_ts, stamps(offered[:, -1]))
+    np.testing.assert_array_equal(batch.seq, np.arange(seq0, seq0 + n))
+    np.testing.assert_array_equal(batch.start_index, [r.start for r in expected])
+    np.testing.assert_array_equal(batch.gap_before, [r.gap_before for r in expected])
+    assert batch.ready_at.shape == (n,)
+    assert np.all(np.diff(batch.ready_at) >= 0)
+    assert batch.oldest_ready_at == batch.ready_at.min()
+    assert sum(count for _, count, _ in batch.segments) == n
+    event(f"pop_batch: {min(len(batch.segments), 2)} segment(s)")  # gaps inside one pop do occur
 
 
 @settings(max_examples=300, deadline=None)
@@ -172,10 +199,19 @@ def test_stream_buffer_matches_reference(scenario: tuple[dict[str, object], list
     seq = 0
     last_start = -1
 
-    def pop(k: int) -> None:
+    def pop(k: int, as_batch: bool = False) -> None:
         nonlocal seq, last_start, exhausted
-        got = buf.pop_windows(k)
         expected = ref.pop(k)
+        if as_batch:
+            batch = buf.pop_batch(k)
+            if not expected:
+                assert batch is None
+            else:
+                assert batch is not None
+                check_batch(batch, expected, channels, seq, "s")
+            got = [] if batch is None else batch.windows
+        else:
+            got = buf.pop_windows(k)
         assert len(got) == len(expected)
         if got and exhausted:
             # the wake-up must come once the first window was complete, not before
@@ -191,7 +227,7 @@ def test_stream_buffer_matches_reference(scenario: tuple[dict[str, object], list
             seq += 1
 
     for kind, n in ops:
-        if kind != "pop":
+        if kind in ("push", "block"):
             ids = np.arange(offered_total, offered_total + n)
             offered_total += n
         if kind == "push":
@@ -202,7 +238,7 @@ def test_stream_buffer_matches_reference(scenario: tuple[dict[str, object], list
             accepted = buf.push_block(values(ids, channels), stamps(ids))
             assert accepted == sum(ref.offer(int(i)) for i in ids)
         else:
-            pop(n)
+            pop(n, as_batch=kind == "pop_batch")
         stats = buf.stats
         assert stats.pushed == offered_total
         assert stats.dropped == ref.refused + ref.lost == len(ref.dropped_offered)
