@@ -272,44 +272,55 @@ def _bare_onnx(
 
 
 class _EdgefleetPath:
-    """Synthetic stream -> StreamBuffer -> Batcher -> Model.predict, one batch per step."""
+    """Synthetic stream -> StreamBuffer -> Batcher -> Model.predict, one batch per step.
+
+    The source's blocks are made up front (views of one period of a synthetic stream, cycled),
+    as the bare loop's batches are: a step measures handing blocks to ``push_block``, not making them.
+    Whole blocks are pushed until a batch is complete, so a block may carry over into the next step.
+    """
 
     def __init__(self, model: Model, batch: int, length: int, channels: int, hop: int, chunk: int) -> None:
         self.model = model
         self.batch = batch
-        self.hop = hop
-        self.chunk = chunk
-        per_batch = batch * hop
-        # the agent's default capacity (4096 samples per stream), or one batch's worth if larger
-        capacity = max(DEFAULT_CAPACITY, per_batch + length)
+        self.per_batch = batch * hop
+        # the agent's default capacity (4096 samples per stream), or more if a batch needs it
+        capacity = max(DEFAULT_CAPACITY, self.per_batch + length + chunk)
         self.buffer = StreamBuffer(
             "bench", channels, capacity, window_length=length, hop=hop, policy="drop_newest"
         )
         self.batcher = Batcher([self.buffer], max_batch_size=batch, batch_timeout=0.0)
-        # a period of the synthetic stream; cycled so no sample is generated inside the loop
         rng = np.random.default_rng(0)
-        t = np.arange(16 * per_batch + length)[:, None]
+        blocks = -(-(16 * self.per_batch + length) // chunk)
+        t = np.arange(blocks * chunk)[:, None]
         waves = np.sin(t * (0.05 + 0.03 * np.arange(channels))[None, :])
-        self.samples = (waves + 0.1 * rng.standard_normal(waves.shape)).astype(np.float32)
-        self.stamps = np.arange(len(self.samples), dtype=np.float64) / 100.0
-        self.cursor = 0
-        self._push(length - hop)  # prime: from here on every batch * hop samples complete a batch
+        samples = (waves + 0.1 * rng.standard_normal(waves.shape)).astype(np.float32)
+        stamps = np.arange(len(samples), dtype=np.float64) / 100.0
+        self.blocks = [(samples[k : k + chunk], stamps[k : k + chunk]) for k in range(0, len(samples), chunk)]
+        self.chunk = chunk
+        self.next_block = 0
+        self.pushed = 0
+        self.target = length - hop  # prime: from here on every batch * hop samples complete a batch
+        self._push()
 
-    def _push(self, n: int) -> None:
-        while n > 0:
-            take = min(n, self.chunk, len(self.samples) - self.cursor)
-            end = self.cursor + take
-            accepted = self.buffer.push_block(self.samples[self.cursor : end], self.stamps[self.cursor : end])
-            if accepted != take:
+    def _push(self) -> None:
+        push, blocks, chunk = self.buffer.push_block, self.blocks, self.chunk
+        k, pushed, target = self.next_block, self.pushed, self.target
+        while pushed < target:
+            samples, stamps = blocks[k]
+            if push(samples, stamps) != chunk:
                 raise BenchmarkError(
                     "benchmark buffer refused samples", hint="this is a bug; please report it"
                 )
-            self.cursor = 0 if end == len(self.samples) else end
-            n -= take
+            pushed += chunk
+            k += 1
+            if k == len(blocks):
+                k = 0
+        self.next_block, self.pushed = k, pushed
 
     def step(self, i: int) -> object:
         del i
-        self._push(self.batch * self.hop)
+        self.target += self.per_batch
+        self._push()
         got = self.batcher.next_batch(timeout=0)
         if got is None or len(got) != self.batch:
             raise BenchmarkError(
