@@ -101,10 +101,10 @@ class StoreConfig(BaseModel):
         "before failing.",
     )
     write_chunk_rows: int = Field(
-        default=512,
+        default=64,
         ge=1,
-        description="write_results() sends rows to SQLite in executemany chunks of this size, "
-        "all inside one transaction.",
+        description="Results are sent to SQLite in multi-row INSERT statements of at most this "
+        "many rows (fewer where SQLite allows fewer bound values), all inside one transaction.",
     )
     store_raw_outputs: bool = Field(
         default=False,

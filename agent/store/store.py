@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -39,10 +40,11 @@ from edgefleet.agent.store.records import (
 )
 from edgefleet.agent.store.retention import RetentionReport, disk_bytes, enforce_retention, used_bytes
 from edgefleet.agent.store.rows import (
-    INSERT_RESULT,
+    RESULT_COLUMNS,
     SELECT_RESULT,
     check_record,
     converted_rows,
+    insert_results_sql,
     record_from_row,
     result_dict,
     result_rows,
@@ -81,6 +83,8 @@ class Store:
         self.last_retention: RetentionReport | None = None
         # Set while this thread evicts for a full disk: the eviction's own writes must not recurse.
         self._evicting = threading.local()
+        variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(config.write_chunk_rows, variables // len(RESULT_COLUMNS)))
 
     # -- opening and closing --------------------------------------------------------------------
 
@@ -204,6 +208,15 @@ class Store:
         """
         if not rows:
             return range(0)
+        width = len(RESULT_COLUMNS)
+        if any(len(row) != width for row in rows):
+            # Parameters are flattened into one statement: a short row would shift the others.
+            bad = next(i for i, row in enumerate(rows) if len(row) != width)
+            raise StoreError(
+                f"result row {bad} has {len(rows[bad])} values; expected {width}: "
+                f"{', '.join(RESULT_COLUMNS)}",
+                hint="build rows with edgefleet.agent.store.rows.result_rows, or use write_results()",
+            )
         if not self.config.store_raw_outputs and any(row[7] is not None for row in rows):
             rows = [(*row[:7], None, *row[8:]) for row in rows]
         try:
@@ -215,13 +228,14 @@ class Store:
 
     def _insert_results(self, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
         """Insert ``rows`` and their outbox item in one transaction; returns (first id, last id)."""
-        chunk = self.config.write_chunk_rows
+        chunk = self._rows_per_statement
         outputs_bytes = (
             sum(len(row[7]) for row in rows if row[7] is not None) if self.config.store_raw_outputs else 0
         )
         with self._write("write results") as conn:
             for start in range(0, len(rows), chunk):
-                conn.executemany(INSERT_RESULT, rows[start : start + chunk])
+                part = rows[start : start + chunk]
+                conn.execute(insert_results_sql(len(part)), list(chain.from_iterable(part)))
             last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             # One writer under BEGIN IMMEDIATE and AUTOINCREMENT: the batch's ids are contiguous.
             first = last - len(rows) + 1

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from edgefleet.agent.store.rows import result_rows
+from edgefleet.errors import StoreError
 
 from .conftest import MakeRecords, OpenStore
 
@@ -73,3 +74,27 @@ def test_numpy_scalars_in_rows_are_converted_not_refused(
     assert len(store.write_result_rows(rows)) == 2
     assert store.query_events(kind="store.rejected_results") == []
     assert sorted(r["score"] for r in store.query_results()) == sorted([0.75, rows[1][6]])
+
+
+def test_a_row_of_the_wrong_width_is_refused_before_anything_is_written(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store()
+    rows = result_rows(make_records(3), raw_outputs=False)
+    rows[2] = rows[2][:12]
+    with pytest.raises(StoreError, match=r"result row 2 has 12 values; expected 13") as info:
+        store.write_result_rows(rows)
+    assert "result_rows" in (info.value.hint or "")
+    assert store.query_results() == []
+
+
+def test_batches_longer_than_one_statement_keep_every_row_in_order(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store(write_chunk_rows=7)  # 100 rows: 14 statements of 7 and one of 2
+    records = make_records(100)
+    ids = store.write_result_rows(result_rows(records, raw_outputs=False))
+    assert list(ids) == list(range(1, 101))
+    stored = sorted(store.query_results(limit=200), key=lambda r: r["id"])
+    assert [r["window_seq"] for r in stored] == list(range(100))
+    assert [r["label"] for r in stored] == [r.label for r in records]
