@@ -15,6 +15,7 @@ import pytest
 from edgefleet.agent.store import Store
 from edgefleet.cloud_sync import SyncConfig, SyncService, read_state_file
 from edgefleet.cloud_sync.protocol import StatusBody
+from edgefleet.cloud_sync.topics import controller_filters
 from tests.support.broker import MosquittoBroker
 from tests.support.sync_fixtures import (
     Collector,
@@ -283,3 +284,31 @@ def test_sender_killed_with_sigkill_mid_drain_and_restarted(
             if proc.stdout:
                 proc.stdout.close()
     assert_exactly_once_in_order(collector.results(device), ["imu"], 1000)
+
+
+@pytest.mark.parametrize("controller_protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
+def test_controllers_share_the_load_through_shared_subscriptions(
+    mosquitto: MosquittoBroker, store: Store, controller_protocol: int
+) -> None:
+    device = unique_device()
+    group = f"ctl-{device}"
+    fill_results(store, 400, batch=10)
+    filters = controller_filters(group=group, kinds=("results",))
+    with (
+        Collector(mosquitto, filters, protocol=controller_protocol) as first,
+        Collector(mosquitto, filters, protocol=controller_protocol) as second,
+    ):
+        service = SyncService(store, fast_config(mosquitto.port), device)
+        service.start()
+        try:
+            assert wait_until(lambda: len(first.results(device)) + len(second.results(device)) >= 400)
+        finally:
+            service.stop()
+        # Each message went to one member only; together they hold everything once.
+        assert first.results(device)
+        assert second.results(device)
+        merged = sorted(
+            first.of_kind("results", device) + second.of_kind("results", device), key=lambda e: e.seq
+        )
+        rows = [r for env in merged for r in env.body.results]  # type: ignore[union-attr]
+        assert_exactly_once_in_order(rows, ["imu"], 400)
