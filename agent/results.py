@@ -2,10 +2,10 @@
 
 The hot path (:func:`result_rows_of`) makes one plain tuple per window in the store's
 ``RESULT_COLUMNS`` order and nothing else: no Window, Prediction or ResultRecord object. The
-per-window metadata is read from the batch's arrays when the batch carries them
-(``Batch.start_ts`` & co.), else from its windows. The values are plain ``str``/``float``/``int``
-by construction (``tolist()``), which is what lets ``Store.write_result_rows`` skip the
-per-record validation of ``Store.write_results``.
+per-window metadata comes from the batch's arrays (``Batch.start_ts`` & co., no Window objects
+built) and the answers' columns, zipped in C. The values are plain ``str``/``float``/``int`` by
+construction (``tolist()``), which is what lets ``Store.write_result_rows`` skip the per-record
+validation of ``Store.write_results``.
 """
 
 from __future__ import annotations
@@ -31,41 +31,19 @@ def packed_outputs(values: FloatArray) -> list[bytes]:
     return [row.tobytes() for row in np.ascontiguousarray(values, dtype="<f8")]
 
 
-def _columns(
-    batch: Batch, done: float
-) -> tuple[Sequence[str], list[float], list[float], list[float], list[int]]:
-    """streams, start_ts, end_ts, latency_ms (window complete -> answer), seq; one entry per window."""
-    if hasattr(batch, "ready_at"):
-        ready: npt.NDArray[np.float64] = np.asarray(batch.ready_at, dtype=np.float64)
-        latency = np.maximum((done - ready) * 1000.0, 0.0)
-        return (
-            batch.streams,
-            batch.start_ts.tolist(),
-            batch.end_ts.tolist(),
-            latency.tolist(),
-            batch.seq.tolist(),
-        )
-    windows = batch.windows
-    return (
-        [w.stream for w in windows],
-        [w.start_ts for w in windows],
-        [w.end_ts for w in windows],
-        [max((done - w.ready_at) * 1000.0, 0.0) for w in windows],
-        [w.seq for w in windows],
-    )
-
-
 def result_rows_of(
     bundle: Bundle, batch: Batch, answers: Interpretation, done: float, *, keep_outputs: bool
 ) -> list[tuple[Any, ...]]:
     """One store row per window of ``batch``, answered by the edge model of ``bundle``."""
-    streams, starts, ends, latencies, seqs = _columns(batch, done)
+    # Edge latency: window complete -> answer (queueing + batching + inference).
+    ready: npt.NDArray[np.float64] = np.asarray(batch.ready_at, dtype=np.float64)
+    latencies = np.maximum((done - ready) * 1000.0, 0.0).tolist()
     outputs = packed_outputs(answers.values) if keep_outputs else repeat(None)
     return list(
         zip(
-            streams,
-            starts,
-            ends,
+            batch.streams,
+            batch.start_ts.tolist(),
+            batch.end_ts.tolist(),
             repeat(bundle.manifest.name),
             repeat(str(bundle.manifest.version)),
             answers.labels,
@@ -74,7 +52,7 @@ def result_rows_of(
             latencies,
             repeat("edge"),
             repeat(None),
-            seqs,
+            batch.seq.tolist(),
             repeat(time.time()),
         )
     )

@@ -17,9 +17,9 @@ BUNDLE = ROOT / "models" / "bundles" / "basicmotions-edge-tflite"
 REPLAY = ROOT / "models" / "data" / "basicmotions_test_stream.csv"
 
 
-def model_file() -> Path:
-    manifest = json.loads((BUNDLE / "manifest.json").read_text())
-    return BUNDLE / manifest["model"]["path"]
+def model_file(bundle: Path = BUNDLE) -> Path:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return bundle / str(manifest["model"]["path"])
 
 
 def write_config(
@@ -31,6 +31,7 @@ def write_config(
     block_size: int = 1000,
     threads: int | None = 1,
     metrics_interval_s: float = 1.0,
+    bundle: Path = BUNDLE,
 ) -> Path:
     state = workdir / "state"
     threads_line = f"threads = {threads}\n" if threads is not None else ""
@@ -48,7 +49,7 @@ loop = {str(loop).lower()}
 block_size = {block_size}
 
 [model]
-bundle = "{BUNDLE}"
+bundle = "{bundle}"
 {threads_line}
 [batching]
 max_batch_size = {batch}

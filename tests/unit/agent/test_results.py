@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from edgefleet.agent.store.migrations import encode_outputs
 from edgefleet.agent.store.rows import RESULT_COLUMNS, result_rows
 from edgefleet.runtime.batcher import Batch
 from edgefleet.runtime.bundle import Bundle, load_bundle
-from edgefleet.runtime.ringbuffer import Window
+from edgefleet.runtime.ringbuffer import StreamBuffer, Window
 
 pytestmark = pytest.mark.unit
 
@@ -34,11 +32,16 @@ def _windows(n: int) -> list[Window]:
     ]
 
 
-@dataclass
-class _WindowsOnly:
-    """A batch that offers nothing but its windows (the per-window fallback of result_rows_of)."""
-
-    windows: list[Window]
+def _popped_batch() -> Batch:
+    """7 windows as the batcher makes them: per-stream pops, arrays, no Window objects yet."""
+    parts = []
+    for name, count in (("imu", 4), ("arm", 3)):
+        buffer = StreamBuffer(name, 6, 512, window_length=50, hop=10)
+        buffer.push_block(np.ones((120, 6), np.float32), 1000.0 + np.arange(120) * 0.01)
+        part = buffer.pop_batch(count)
+        assert part is not None
+        parts.append(part)
+    return Batch.of_parts(parts)
 
 
 @pytest.mark.parametrize("keep_outputs", [False, True])
@@ -47,7 +50,7 @@ def test_rows_equal_the_rows_of_the_records(bundle: Bundle, keep_outputs: bool) 
     probs = np.random.default_rng(0).random((7, 4)).astype(np.float32)
     answers = bundle.interpret_batch({"probabilities": probs})
     done = 50.2
-    for batch in (Batch.of(windows), cast(Batch, _WindowsOnly(windows))):
+    for batch in (Batch.of(windows), _popped_batch()):
         rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
         records = result_records_of(
             bundle,
