@@ -104,6 +104,7 @@ class MqttLink:
         self.connected = False
         self.closed = False
         self.error: str | None = None
+        self.receive_maximum: int | None = None
         v5 = config.protocol == "mqtt5"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -134,8 +135,13 @@ class MqttLink:
         if reason.is_failure:
             self.error = f"broker refused the connection: {reason}"
             self.closed = True
-        else:
-            self.connected = True
+            return
+        # MQTT 5: the broker says how many unacknowledged QoS>0 publishes it accepts from us
+        # (Mosquitto: 20 by default). paho does not enforce it, so the uplink window does.
+        receive_maximum = getattr(props, "ReceiveMaximum", None)
+        if isinstance(receive_maximum, int) and receive_maximum > 0:
+            self.receive_maximum = receive_maximum
+        self.connected = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not self.closed:

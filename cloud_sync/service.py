@@ -247,6 +247,9 @@ class SyncService:
                 self._state.last_error = link.error
             return False
         self._link = link
+        # One slot stays free for the status publishes that bypass the uplink window.
+        limit = link.receive_maximum - 1 if link.receive_maximum is not None else self.config.max_inflight
+        self.uplink.window = max(1, min(self.config.max_inflight, limit))
         link.subscribe(self.downlink.topics(), qos=1)
         self._status_due = True
         log.info("sync connected to %s:%d", self.config.host, self.config.port)

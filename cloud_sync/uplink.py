@@ -220,6 +220,8 @@ class Uplink:
         self._mid_item: dict[int, int] = {}
         self._done: list[int] = []
         self._queue: deque[OutboxLike] = deque()
+        self.window = config.max_inflight
+        """Publishes in flight at most: sync.max_inflight, lowered to the broker's Receive Maximum."""
         self._last_flush = clock()
         self._failed: set[int] = set()
         self._last_progress = clock()
@@ -313,7 +315,7 @@ class Uplink:
         """Publish what the window and budgets allow. Returns the number of messages published."""
         if self._failed:
             return 0
-        window = self.config.max_inflight
+        window = self.window
         if not self._queue:
             if self._pending:
                 return 0  # peeking now would re-read every in-flight row; wait for the window to clear

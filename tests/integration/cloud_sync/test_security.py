@@ -107,6 +107,8 @@ def test_mutual_tls_drain_and_commands(mtls_broker: MosquittoBroker, pki: Pki, s
         try:
             assert wait_until(lambda: not store.outbox_backlog())
             assert collector.wait_for(lambda: len(collector.results()) >= 300)
+            # Mosquitto's CONNACK says Receive Maximum 20: the window (32 configured) obeys it.
+            assert service.uplink.window == 19
             collector.send(
                 make_envelope(
                     device, "cmd", {"command_id": "c1", "command": "restart_pipeline"}, message_id=1
