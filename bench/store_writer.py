@@ -1,4 +1,5 @@
-"""Store write throughput: Store.write_results in batches vs raw sqlite3 executemany, same run.
+"""Store write throughput: Store.write_results / write_result_rows in batches vs raw sqlite3
+executemany, same run.
 
     python bench/store_writer.py [--rows 100000] [--batches 32,256] [--synchronous NORMAL]
 
@@ -11,6 +12,10 @@ than the baseline. Target: write_results >= 0.8x the one-transaction baseline.
 Ratios are given on wall time and on this process's CPU time: on a shared, loaded machine the
 CPU-time ratio is the stable one (the work is CPU-bound; fsyncs only happen at checkpoints with
 synchronous=NORMAL, alike for every variant). Variants run in interleaved rounds, best of each.
+
+``Store.write_result_rows`` is the agent's path (rows built by the pipeline, no record objects,
+no per-record checks); its rows are made from the records inside the timing, as the raw
+baseline's are.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgefleet.agent.store import ResultRecord, Store, StoreConfig
+from edgefleet.agent.store.rows import result_rows
 
 INSERT = (
     "INSERT INTO results (stream, window_start, window_end, model_name, model_version, label, score, "
@@ -105,6 +111,17 @@ def bench_store(path: Path, config: StoreConfig, records: Sequence[ResultRecord]
     return elapsed
 
 
+def bench_store_rows(path: Path, config: StoreConfig, records: Sequence[ResultRecord], batch: int) -> Timing:
+    store = Store.open(path, config.model_copy(update={"path": path}))
+    store.write_results(records[:1])
+    started = _clock()
+    for offset in range(1, len(records), batch):
+        store.write_result_rows(result_rows(records[offset : offset + batch], raw_outputs=False))
+    elapsed = _since(started)
+    store.close()
+    return elapsed
+
+
 Bench = Callable[[Path, StoreConfig, Sequence[ResultRecord], int], Timing]
 
 
@@ -123,6 +140,7 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         variants.append((f"raw sqlite3 executemany, batch {batch}", bench_raw, batch))
         variants.append((f"Store.write_results, batch {batch}", bench_store, batch))
+        variants.append((f"Store.write_result_rows, batch {batch}", bench_store_rows, batch))
 
     best: dict[str, Timing] = {}
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as tmp:
@@ -142,7 +160,7 @@ def main() -> None:
     for label, fn, batch in variants:
         wall, cpu = best[label]
         same_batch = ""
-        if fn is bench_store:
+        if fn in (bench_store, bench_store_rows):
             raw_cpu = best[f"raw sqlite3 executemany, batch {batch}"][1]
             same_batch = f"{raw_cpu / cpu:.2f}x"
         print(
