@@ -151,7 +151,6 @@ class StreamBuffer:
         self._data: FloatArray = np.zeros((capacity, channels), dtype=np.float32)
         self._ts: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
         self._arrival: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
-        self._offsets = np.arange(window_length)[None, :]
         # every window position that does not wrap, as a (capacity - window_length + 1,
         # window_length, channels) view of the ring: a run of windows is one basic slice of it
         self._sliding: FloatArray = np.lib.stride_tricks.sliding_window_view(
@@ -478,10 +477,28 @@ class StreamBuffer:
                 self._ts[last0 : last0 + span : hop].copy(),
                 self._arrival[last0 : last0 + span : hop].copy(),
             )
-        starts = p0 + hop * np.arange(count)
-        data = np.take(self._data, (starts[:, None] + self._offsets) % cap, axis=0)
-        lasts = (starts + (length - 1)) % cap
-        return data, self._ts.take(starts % cap), self._ts.take(lasts), self._arrival.take(lasts)
+        # the run wraps around the ring's end: unwrap its rows with two slice copies, then cut
+        # the windows out of that (a fancy-index gather of every row is several times slower)
+        rows = span - 1 + length
+        head = cap - p0  # rows before the end; fewer than ``rows`` since the run wraps
+        if hop == length:  # non-overlapping windows: the unwrapped rows are the batch itself
+            data = np.empty((count, length, self.channels), np.float32)
+            flat = data.reshape(rows, self.channels)
+        else:
+            flat = np.empty((rows, self.channels), np.float32)
+        flat[:head] = self._data[p0:]
+        flat[head:] = self._data[: rows - head]
+        if hop != length:
+            row, col = flat.strides
+            view: FloatArray = np.ndarray(
+                (count, length, self.channels), np.float32, flat, 0, (hop * row, row, col)
+            )
+            data = view.copy()
+        # the timestamps likewise: fresh unwrapped copies, so strided views of them are owned data
+        tail = rows - head
+        ts = np.concatenate((self._ts[p0:], self._ts[:tail]))
+        arrival = np.concatenate((self._arrival[p0:], self._arrival[:tail]))
+        return data, ts[:span:hop], ts[length - 1 :: hop], arrival[length - 1 :: hop]
 
     def windows_ready(self) -> int:
         """How many windows could be popped now (an estimate that ignores pending gaps)."""
