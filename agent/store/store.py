@@ -456,7 +456,15 @@ class Store:
                     "SELECT kind, count(*) FROM outbox WHERE kind != 'results' GROUP BY kind ORDER BY kind"
                 )
             }
-            unsynced = int(conn.execute("SELECT count(*) FROM results WHERE synced_at IS NULL").fetchone()[0])
+            # The unsynced results are exactly the id ranges of the pending results items (a write
+            # adds rows and their item together, an ack syncs a range and drops its item, eviction
+            # trims both): one row per batch to add up, not a count over every unsynced result.
+            unsynced = int(
+                conn.execute(
+                    "SELECT coalesce(sum(last_result_id - first_result_id + 1), 0) FROM outbox "
+                    "WHERE kind = 'results'"
+                ).fetchone()[0]
+            )
         if unsynced:
             backlog["results"] = unsynced
         return backlog

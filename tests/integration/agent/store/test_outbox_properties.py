@@ -75,6 +75,8 @@ def test_outbox_invariants(tmp_path: Path, ops: list[tuple[str, object]]) -> Non
             assert len(result_rows) == len(set(result_rows))  # each result in exactly one item
             backlog = store.outbox_backlog()
             assert backlog.get("results", 0) == len(result_rows)
+            unsynced = store.db.execute("SELECT count(*) FROM results WHERE synced_at IS NULL").fetchone()[0]
+            assert backlog.get("results", 0) == unsynced  # counted from the items' ranges
             assert sum(v for k, v in backlog.items() if k != "results") == sum(
                 1 for i in items if i.kind != "results"
             )
