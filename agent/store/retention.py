@@ -154,13 +154,32 @@ def _delete_synced_for_size(conn: sqlite3.Connection, target: int, report: Reten
         _add(report.deleted_for_size, table, n)
 
 
-def _evict_unsynced_results(conn: sqlite3.Connection, limit: int) -> int:
-    ids = conn.execute(
-        "SELECT id FROM results WHERE synced_at IS NULL ORDER BY id LIMIT ?", (limit,)
+def _oldest_unsynced_upto(conn: sqlite3.Connection, limit: int) -> int | None:
+    """The id up to which the ``limit`` oldest unsynced results lie, or None when there are none.
+
+    The unsynced results are exactly the id ranges of the pending "results" outbox items (see
+    ``Store.outbox_backlog``), so walking those - one row per batch - needs no index on synced_at.
+    """
+    if limit <= 0:
+        return None
+    upto: int | None = None
+    left = limit
+    ranges = conn.execute(
+        "SELECT first_result_id, last_result_id FROM outbox WHERE kind = 'results' ORDER BY first_result_id"
     ).fetchall()
-    if not ids:
+    for first, last in ranges:
+        size = int(last) - int(first) + 1
+        if size >= left:
+            return int(first) + left - 1
+        left -= size
+        upto = int(last)
+    return upto
+
+
+def _evict_unsynced_results(conn: sqlite3.Connection, limit: int) -> int:
+    upto = _oldest_unsynced_upto(conn, limit)
+    if upto is None:
         return 0
-    upto = int(ids[-1][0])
     n = conn.execute("DELETE FROM results WHERE synced_at IS NULL AND id <= ?", (upto,)).rowcount
     # Outbox items reference id ranges: drop the ranges now empty, trim the one cut in two.
     conn.execute("DELETE FROM outbox WHERE kind = 'results' AND last_result_id <= ?", (upto,))

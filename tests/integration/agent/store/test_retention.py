@@ -8,6 +8,9 @@ import time
 import pytest
 
 from edgefleet.agent.store import MetricSample, Store
+from edgefleet.agent.store.retention import _evict_unsynced_results
+
+from .conftest import MakeRecords, OpenStore
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +168,26 @@ def test_without_autocheckpoints_retention_checkpoints_so_the_wal_stays_bounded(
     for _ in range(20):
         store.write_results(make_records(50, outputs=32))
     assert wal.stat().st_size < first * 2.1  # 2.6x without the checkpoint (the tree grew meanwhile)
+
+
+def test_eviction_takes_the_oldest_unsynced_results_across_items_skipping_synced_ones(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store()
+    for k in range(3):  # ids 1-10, 11-20, 21-30: one outbox item each
+        store.write_results(make_records(10, start=1000.0 + 10 * k))
+    middle = [i for i in store.outbox_peek(10) if i.kind == "results"][1]
+    store.outbox_ack([middle.id])  # 11-20 synced
+    conn = store._conn
+    conn.execute("BEGIN IMMEDIATE")
+    assert _evict_unsynced_results(conn, 15) == 15  # 1-10 and 21-25
+    conn.execute("COMMIT")
+    assert sorted(r["id"] for r in store.query_results(limit=100)) == [*range(11, 21), *range(26, 31)]
+    assert store.outbox_backlog() == {"results": 5}
+    served = [r["id"] for i in store.outbox_peek(100) if i.kind == "results" for r in i.payload]  # type: ignore[index]
+    assert served == list(range(26, 31))
+    conn.execute("BEGIN IMMEDIATE")
+    assert _evict_unsynced_results(conn, 100) == 5  # fewer unsynced than asked for: all of them
+    assert _evict_unsynced_results(conn, 100) == 0
+    conn.execute("COMMIT")
+    assert store.outbox_backlog() == {}
