@@ -77,6 +77,13 @@ class MosquittoBroker:
             "log_type notice",
             "log_type subscribe",
             "max_queued_messages 100000",
+            # Started as root, mosquitto drops to its own user and then cannot read pytest's
+            # 0700 temp folders (config includes, certificates, its log); stay root there.
+            *(
+                ["user root"]
+                if os.geteuid() == 0 and not any(line.startswith("user ") for line in self.global_lines)
+                else []
+            ),
             *self.global_lines,
             f"listener {self.port} 127.0.0.1",
             *self.listener_lines,
