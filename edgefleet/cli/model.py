@@ -64,6 +64,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     bench.add_argument(
         "--threads", type=_positive_int, metavar="N", help="LiteRT num_threads / ONNX intra-op threads"
     )
+    bench.add_argument(
+        "--hop", type=_positive_int, metavar="N", help="window hop in samples (default: the window length)"
+    )
+    bench.add_argument(
+        "--push-chunk",
+        type=_positive_int,
+        metavar="N",
+        help="samples per push into the ring buffer (default 64, a replay source's block)",
+    )
     bench.set_defaults(handler=_bench)
 
     group.set_defaults(handler=lambda _args: _usage(group))
@@ -240,7 +249,13 @@ def _bench(args: argparse.Namespace) -> int:
     from edgefleet.runtime.benchmark import run_benchmark
 
     report = run_benchmark(
-        args.path, batch=args.batch, seconds=args.seconds, backend=args.backend, threads=args.threads
+        args.path,
+        batch=args.batch,
+        seconds=args.seconds,
+        backend=args.backend,
+        threads=args.threads,
+        hop=args.hop,
+        push_chunk=args.push_chunk,
     )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))

@@ -152,6 +152,15 @@ def test_bench_calls_the_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip()
 
 
+def test_bench_passes_hop_and_push_chunk(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(FIXTURES / "float_dynamic.tflite")
+    args = ["model", "bench", path, "--batch", "4", "--seconds", "0.2", "--hop", "3", "--push-chunk", "7"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["hop"] == 3
+    assert report["push_chunk"] == 7
+
+
 def test_bench_missing_model_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["model", "bench", str(tmp_path / "absent.onnx"), "--seconds", "0.1"]) == 1
     assert "no such model file" in capsys.readouterr().err
