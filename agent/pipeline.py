@@ -549,21 +549,21 @@ class Pipeline:
             self._writer.put(keep)
 
     def _inference_failed(self, batch: Batch, exc: BaseException) -> None:
-        self.counters.record_inference_error(len(batch.windows))
-        streams = sorted({w.stream for w in batch.windows})
+        self.counters.record_inference_error(len(batch))
+        streams = sorted(set(batch.streams))
         # Keyed by the error's class: its text often varies with the batch size.
         kind = type(exc).__name__
         now = time.monotonic()
         last_kind, last_at, suppressed = self._last_failure
         if kind == last_kind and now - last_at < _FAILURE_EVENT_EVERY_S:
             # The same failure on every batch: one event per minute, with a count, not a flood.
-            self._last_failure = (last_kind, last_at, suppressed + len(batch.windows))
+            self._last_failure = (last_kind, last_at, suppressed + len(batch))
             return
         self._last_failure = (kind, now, 0)
-        log.error("inference failed for %d windows of %s: %s", len(batch.windows), ", ".join(streams), exc)
+        log.error("inference failed for %d windows of %s: %s", len(batch), ", ".join(streams), exc)
         self._add_event(
             "inference_failed",
-            f"{len(batch.windows)} windows skipped: {exc}",
+            f"{len(batch)} windows skipped: {exc}",
             level="error",
             data={"streams": streams, "skipped_since_last_event": suppressed},
         )
