@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -249,17 +251,34 @@ level = "warning"
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
+    def local_store_facts(self, device_id: str) -> str:
+        """What the agent's own SQLite store holds: every result lands there before any sync."""
+        path = self.workdir / device_id / "store.db"
+        if not path.exists():
+            return "store: -"
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+                count, last = db.execute(
+                    "SELECT count(*), (SELECT label FROM results ORDER BY id DESC LIMIT 1) FROM results"
+                ).fetchone()
+        except sqlite3.Error as exc:
+            return f"store: ({exc})"
+        return f"store: {count} results, latest {last or '-'}"
+
     def summary_lines(self) -> list[str]:
         devices = self.api("/api/devices?sort=device_id")["devices"]
         lines = []
         for device in devices:
-            results = self.api(f"/api/devices/{device['device_id']}/results/summary?since_s=60")
+            device_id = device["device_id"]
+            results = self.api(f"/api/devices/{device_id}/results/summary?since=-60")
             labels = sorted(results["labels"], key=lambda item: -item["count"])
             top = f"{labels[0]['label']} ({labels[0]['count']})" if labels else "-"
             state = "online " if device["online"] else "OFFLINE"
+            model = f"{device.get('model_name') or '-'} {device.get('model_version') or ''}"
             lines.append(
-                f"  {device['device_id']:<10} {state} model {device.get('model_name') or '-'}"
-                f" {device.get('model_version') or ''}  results/60s {results['total']:>4}  top label {top}"
+                f"  {device_id:<8} {state} {model}"
+                f" | {self.local_store_facts(device_id)} | controller: {results['total']} in the last"
+                f" minute, top {top}"
             )
         return lines
 

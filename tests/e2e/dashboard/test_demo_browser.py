@@ -32,6 +32,12 @@ class DemoOutput:
         for line in self._process.stdout:
             self.lines.append(line.rstrip("\n"))
 
+    def close(self) -> None:
+        """After the process ended: let the reader finish, then close the pipe (no leaked file)."""
+        self._thread.join(timeout=10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
     def find(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
         assert self._process.poll() is None, "the demo exited early:\n" + "\n".join(self.lines)
         for line in list(self.lines):
@@ -96,4 +102,5 @@ def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path
     finally:
         context.close()
         stop_process(process, timeout=30)
+        output.close()
     assert process.returncode == 0, "\n".join(output.lines[-30:])
