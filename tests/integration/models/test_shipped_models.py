@@ -12,6 +12,7 @@ import pytest
 
 from edgefleet.runtime import load_model
 from edgefleet.runtime.bundle import load_bundle, verify_bundle
+from tests.support.arrays import FloatOutput, float_output
 
 pytestmark = pytest.mark.integration
 
@@ -98,10 +99,11 @@ def test_int8_models_agree_with_fp32(data: dict[str, Any], metrics: dict[str, An
     windows, _ = _test_windows(data)
     bundle = load_bundle(BUNDLES / "basicmotions-edge-onnx")
     x = bundle.preprocess(windows)
-    outs = {}
+    outs: dict[str, FloatOutput] = {}
     for name in ("basicmotions-fp32.onnx", "basicmotions-int8.onnx", "basicmotions-int8.tflite"):
         with load_model(MODELS / "demo" / name, threads=1) as model:
-            (outs[name],) = model.predict(x).values()
+            (output,) = model.predict(x).values()
+            outs[name] = float_output(output)
     fp32 = outs["basicmotions-fp32.onnx"]
     fp32_acc = metrics["models"]["onnx_fp32"]["window_accuracy"]
     for name, key in (("basicmotions-int8.onnx", "onnx_int8"), ("basicmotions-int8.tflite", "tflite_int8")):

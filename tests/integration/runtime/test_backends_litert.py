@@ -10,6 +10,7 @@ import pytest
 
 from edgefleet.errors import ModelInputError, ModelLoadError
 from edgefleet.runtime import load_model
+from tests.support.arrays import float_output
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,9 @@ def test_dynamic_batch_sizes_match_single_samples(batch: int) -> None:
     path = FIXTURES / "float_dynamic.tflite"
     x = _windows(batch, seed=batch)
     with load_model(path) as model:
-        np.testing.assert_allclose(model.predict(x)["scores"], _one_at_a_time(path, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            float_output(model.predict(x)["scores"]), _one_at_a_time(path, x), rtol=1e-5, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("name", ["float_dynamic.tflite", "fixed_batch1_resizable.tflite"])
@@ -58,7 +61,7 @@ def test_alternating_batch_sizes_on_one_model(name: str) -> None:
         for batch in (3, 7, 3, 1, 7, 40):
             x = _windows(batch, seed=batch)
             np.testing.assert_allclose(
-                model.predict(x)["scores"], _one_at_a_time(path, x), rtol=1e-5, atol=1e-6
+                float_output(model.predict(x)["scores"]), _one_at_a_time(path, x), rtol=1e-5, atol=1e-6
             )
 
 
@@ -67,20 +70,22 @@ def test_fixed_batch_one_is_resized(caplog: pytest.LogCaptureFixture) -> None:
     x = _windows(16)
     with caplog.at_level(logging.INFO), load_model(path) as model:
         assert model.info.inputs[0].shape == (1, 8, 3)
-        batched = model.predict(x)["scores"]
+        batched = float_output(model.predict(x)["scores"])
         again = model.predict(x)["scores"]  # cached interpreter for batch 16
     assert "looping instead" not in caplog.text
     assert "changes results" not in caplog.text
     np.testing.assert_array_equal(batched, again)
     with load_model(FIXTURES / "float_dynamic.tflite") as reference:
-        np.testing.assert_allclose(batched, reference.predict(x)["scores"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            batched, float_output(reference.predict(x)["scores"]), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_fixed_batch_one_that_cannot_resize_loops(caplog: pytest.LogCaptureFixture) -> None:
     path = FIXTURES / "fixed_batch1_reshape.tflite"
     x = _windows(4)
     with caplog.at_level(logging.INFO), load_model(path) as model:
-        out = model.predict(x)["scores"]
+        out = float_output(model.predict(x)["scores"])
         assert out.shape == (4, 4)
     assert "looping instead" in caplog.text
     np.testing.assert_allclose(out, _one_at_a_time(path, x), rtol=1e-6)
@@ -95,10 +100,10 @@ def test_fully_int8_model_is_float_to_the_caller() -> None:
         assert spec_out.quantization is not None
         assert spec_in.quantization.scale > 0
         x = _windows(8)
-        scores = model.predict(x)["scores"]
+        scores = float_output(model.predict(x)["scores"])
     assert scores.dtype == np.float32
     with load_model(FIXTURES / "float_dynamic.tflite") as reference:
-        expected = reference.predict(x)["scores"]
+        expected = float_output(reference.predict(x)["scores"])
     # int8 in and out: close to the float model, not equal
     assert np.max(np.abs(scores - expected)) < 0.05
     assert (scores.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.75
@@ -111,8 +116,8 @@ def test_multi_input_multi_output() -> None:
         a = np.arange(12, dtype=np.float32).reshape(3, 4)
         b = np.ones((3, 2), np.float32)
         out = model.predict({"b": b, "a": a})
-        np.testing.assert_allclose(out["joined"], np.concatenate([a * 2, b], axis=1))
-        np.testing.assert_allclose(out["total"], a.sum(axis=1, keepdims=True) + 2)
+        np.testing.assert_allclose(float_output(out["joined"]), np.concatenate([a * 2, b], axis=1))
+        np.testing.assert_allclose(float_output(out["total"]), a.sum(axis=1, keepdims=True) + 2)
         with pytest.raises(ModelInputError, match="missing input 'a'") as info:
             model.predict({"b": b})
         assert info.value.tensor == "a"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from edgefleet.runtime.backends.base import batched_inputs, custom_op_error, run
 from edgefleet.runtime.backends.onnx import resolve_providers
 from edgefleet.runtime.quantization import Dequantizer, Quantizer, dequantize, quantize
 from edgefleet.runtime.tensors import QuantParams, TensorSpec, format_shape
+from edgefleet.types import AnyArray
+from tests.support.arrays import float_output
 
 pytestmark = pytest.mark.unit
 
@@ -126,12 +129,14 @@ def test_batched_inputs_are_dynamic_or_fixed_one() -> None:
 def test_run_looped_splits_batched_inputs_and_concatenates() -> None:
     calls: list[tuple[int, ...]] = []
 
-    def run_one(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
-        calls.append(feeds["x"].shape)
-        return {"y": feeds["x"] * feeds["k"], "s": np.float32(feeds["x"].sum())}
+    def run_one(feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
+        sample = float_output(feeds["x"])
+        calls.append(sample.shape)
+        # "s" is 0-d, as backends return a scalar output: one value per sample comes back
+        return {"y": sample * float_output(feeds["k"]), "s": np.array(sample.sum(), dtype=np.float32)}
 
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
-    out = run_looped(run_one, {"x": x, "k": np.float32(2)}, frozenset({"x"}), 3)  # type: ignore[arg-type]
+    out = run_looped(run_one, {"x": x, "k": np.array(2, dtype=np.float32)}, frozenset({"x"}), 3)
     assert calls == [(1, 2)] * 3
     np.testing.assert_array_equal(out["y"], x * 2)
     np.testing.assert_array_equal(out["s"], x.sum(axis=1))
@@ -140,11 +145,11 @@ def test_run_looped_splits_batched_inputs_and_concatenates() -> None:
 def test_run_looped_rejects_outputs_that_change_shape() -> None:
     sizes = iter([1, 2])
 
-    def run_one(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    def run_one(feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
         return {"y": np.zeros((1, next(sizes)), np.float32)}
 
     with pytest.raises(ModelError, match="changes shape"):
-        run_looped(run_one, {"x": np.zeros((2, 1), np.float32)}, frozenset({"x"}), 2)  # type: ignore[arg-type]
+        run_looped(run_one, {"x": np.zeros((2, 1), np.float32)}, frozenset({"x"}), 2)
 
 
 def test_unknown_extension_lists_supported_ones() -> None:
