@@ -6,13 +6,16 @@ import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edgefleet.cli.main import main
 from edgefleet.errors import BundleError
 from edgefleet.runtime.bundle import Preprocessing, build_bundle, load_bundle, sha256_file, verify_bundle
+from edgefleet.runtime.bundle_manifest import Task
 
 pytestmark = pytest.mark.integration
 
@@ -114,11 +117,24 @@ def _prep() -> Preprocessing:
         )
 
 
+class _BuildOptions(TypedDict):
+    """The keyword arguments of build_bundle that the reproducibility test passes every time."""
+
+    name: str
+    version: str
+    task: Task
+    preprocessing: Preprocessing
+    labels: list[str]
+    reference_windows: npt.ArrayLike
+    canary_windows: npt.ArrayLike
+    created_at: datetime
+
+
 def test_build_bundle_is_reproducible_and_verifies(tmp_path: Path) -> None:
     with np.load(DATA) as d:
         windows = d["X_train"][:, :50].copy()
         labels = [str(v) for v in d["labels"]]
-    kwargs = {
+    kwargs: _BuildOptions = {
         "name": "fp32-demo",
         "version": "0.1.0",
         "task": "classification",
@@ -128,19 +144,17 @@ def test_build_bundle_is_reproducible_and_verifies(tmp_path: Path) -> None:
         "canary_windows": windows[::10],
         "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
     }
-    a = build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", tmp_path / "a", **kwargs)  # type: ignore[arg-type]
-    b = build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", tmp_path / "b.tar", tar=True, **kwargs)  # type: ignore[arg-type]
+    a = build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", tmp_path / "a", **kwargs)
+    b = build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", tmp_path / "b.tar", tar=True, **kwargs)
     bundle = load_bundle(a)
     assert bundle.manifest.canary[0].tolerance == pytest.approx(1e-3)
     assert bundle.manifest.reference is not None
     assert bundle.manifest.reference.windows == 40
     assert verify_bundle(b, cache_dir=tmp_path / "cache").ok
-    again = build_bundle(  # type: ignore[arg-type]
-        MODELS / "demo" / "basicmotions-fp32.onnx", tmp_path / "c.tar", tar=True, **kwargs
-    )
+    again = build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", tmp_path / "c.tar", tar=True, **kwargs)
     assert again.read_bytes() == b.read_bytes()
     with pytest.raises(BundleError, match="already exists"):
-        build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", a, **kwargs)  # type: ignore[arg-type]
+        build_bundle(MODELS / "demo" / "basicmotions-fp32.onnx", a, **kwargs)
 
 
 def test_build_rejects_settings_that_do_not_fit_the_model(tmp_path: Path) -> None:
