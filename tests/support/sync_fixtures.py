@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.agent.store import ResultRecord, Store, StoreConfig
 from edgefleet.cloud_sync.codec import decode_message, encode_message
@@ -82,7 +82,7 @@ class Collector:
         broker: MosquittoBroker,
         filters: Iterable[str] = ("edgefleet/v1/#",),
         *,
-        protocol: int = mqtt.MQTTv5,
+        protocol: MQTTProtocolVersion = mqtt.MQTTv5,
         client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -104,7 +104,9 @@ class Collector:
             protocol=protocol,
             clean_session=clean if protocol != mqtt.MQTTv5 else None,
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        # paho annotates the delays as int, but they are plain seconds added to time.monotonic();
+        # sub-second delays keep the broker-restart tests quick.
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls is not None:

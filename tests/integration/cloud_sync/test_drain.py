@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from edgefleet.agent.store import Store
 from edgefleet.cloud_sync import SyncConfig, SyncService, read_state_file
@@ -288,7 +289,7 @@ def test_sender_killed_with_sigkill_mid_drain_and_restarted(
 
 @pytest.mark.parametrize("controller_protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
 def test_controllers_share_the_load_through_shared_subscriptions(
-    mosquitto: MosquittoBroker, store: Store, controller_protocol: int
+    mosquitto: MosquittoBroker, store: Store, controller_protocol: MQTTProtocolVersion
 ) -> None:
     device = unique_device()
     group = f"ctl-{device}"

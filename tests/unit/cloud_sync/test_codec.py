@@ -10,8 +10,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgefleet.cloud_sync.codec import MAGIC, decode_message, encode_message
+from edgefleet.cloud_sync.codec import DEFAULT_MAX_BYTES, MAGIC, decode_message, encode_message
 from edgefleet.cloud_sync.protocol import (
+    Body,
     CommandBody,
     DriftBody,
     Envelope,
@@ -24,7 +25,7 @@ from edgefleet.cloud_sync.protocol import (
     TelemetryBody,
     make_envelope,
 )
-from edgefleet.cloud_sync.topics import device_topic
+from edgefleet.cloud_sync.topics import MessageKind, device_topic
 from edgefleet.errors import ProtocolError
 
 pytestmark = pytest.mark.unit
@@ -55,7 +56,7 @@ def _results(n: int) -> ResultsBody:
     )
 
 
-BODIES = {
+BODIES: dict[MessageKind, Body] = {
     "results": _results(50),
     "telemetry": TelemetryBody(samples=[MetricPoint(ts=1.0, name="cpu", value=0.5, labels={"core": "0"})]),
     "status": StatusBody(state="online", agent_version="0.1.0", backlog={"results": 3}, hardware={"cpu": 4}),
@@ -66,8 +67,8 @@ BODIES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BODIES))
-def test_round_trip_every_kind(kind: str) -> None:
-    env = make_envelope(DEVICE, kind, BODIES[kind], message_id=17)  # type: ignore[arg-type]
+def test_round_trip_every_kind(kind: MessageKind) -> None:
+    env = make_envelope(DEVICE, kind, BODIES[kind], message_id=17)
     env = env.model_copy(update={"sent_at": 1_800_000_000.5})
     decoded = decode_message(device_topic(DEVICE, env.kind), encode_message(env))
     assert decoded == env
@@ -93,9 +94,9 @@ def test_body_must_match_kind() -> None:
         Envelope(message_id=1, device_id=DEVICE, kind="status", created_at=0.0, body=BODIES["cmd"])
 
 
-def _reason(topic: str, payload: bytes, **kwargs: int) -> str:
+def _reason(topic: str, payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     with pytest.raises(ProtocolError) as info:
-        decode_message(topic, payload, **kwargs)
+        decode_message(topic, payload, max_bytes=max_bytes)
     assert info.value.message
     return info.value.reason
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from edgefleet.cloud_sync.protocol import BODY_TYPES, ChannelDrift, EventItem, MetricPoint, ResultItem
+from edgefleet.cloud_sync.protocol import BODY_TYPES, Body, ChannelDrift, EventItem, MetricPoint, ResultItem
 from edgefleet.cloud_sync.topics import ALL_KINDS
 
 pytestmark = pytest.mark.unit
@@ -26,11 +27,16 @@ def test_every_kind_has_a_topic_row(kind: str) -> None:
 
 
 @pytest.mark.parametrize("model", sorted({t.__name__: t for t in BODY_TYPES.values()}.items()))
-def test_every_body_field_is_documented(model: tuple[str, type]) -> None:
+def test_every_body_field_is_documented(model: tuple[str, type[Body]]) -> None:
     name, cls = model
     row = _row(name)
-    nested = {"results": ResultItem, "samples": MetricPoint, "events": EventItem, "channels": ChannelDrift}
-    for field in cls.model_fields:  # type: ignore[attr-defined]
+    nested: dict[str, type[BaseModel]] = {
+        "results": ResultItem,
+        "samples": MetricPoint,
+        "events": EventItem,
+        "channels": ChannelDrift,
+    }
+    for field in cls.model_fields:
         assert field in row, f"{name}.{field} missing from docs/protocol.md"
         if field in nested and (name != "DriftBody" or field == "channels"):
             for sub in nested[field].model_fields:
