@@ -14,20 +14,32 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgefleet.agent.store import ResultRecord, Store, StoreConfig
 from edgefleet.cloud_sync.codec import decode_message, encode_message
-from edgefleet.cloud_sync.protocol import Envelope, ResultItem
+from edgefleet.cloud_sync.protocol import Body, Envelope, ResultItem, ResultsBody
 from edgefleet.errors import ProtocolError
 from tests.support.broker import MosquittoBroker
 from tests.support.tls import Pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACL_EXAMPLE = REPO_ROOT / "deploy" / "mosquitto" / "acl.example"
+
+
+_BodyT = TypeVar("_BodyT", bound=Body)
+
+
+def body_of(envelope: Envelope, body_type: type[_BodyT]) -> _BodyT:
+    """The envelope's body as ``body_type``; fails the test if it carries another kind's body."""
+    body = envelope.body
+    if not isinstance(body, body_type):
+        carried = type(body).__name__
+        raise AssertionError(f"a {envelope.kind!r} message carried {carried}, not {body_type.__name__}")
+    return body
 
 
 def unique_device(prefix: str = "dev") -> str:
@@ -153,7 +165,7 @@ class Collector:
     def results(self, device_id: str | None = None) -> list[ResultItem]:
         rows: list[ResultItem] = []
         for env in sorted(self.of_kind("results", device_id), key=lambda e: (e.seq, e.part)):
-            rows.extend(env.body.results)  # type: ignore[union-attr]
+            rows.extend(body_of(env, ResultsBody).results)
         return rows
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> bool:

@@ -15,12 +15,13 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from edgefleet.agent.store import Store
 from edgefleet.cloud_sync import SyncConfig, SyncService, read_state_file
-from edgefleet.cloud_sync.protocol import StatusBody
+from edgefleet.cloud_sync.protocol import EventsBody, ResultsBody, StatusBody, TelemetryBody
 from edgefleet.cloud_sync.topics import controller_filters
 from tests.support.broker import MosquittoBroker
 from tests.support.sync_fixtures import (
     Collector,
     assert_exactly_once_in_order,
+    body_of,
     fill_results,
     open_store,
     unique_device,
@@ -65,7 +66,7 @@ def _bytes_metric(collector: Collector, device: str, kind: str) -> float | None:
     values = [
         s.value
         for env in collector.of_kind("telemetry", device)
-        for s in env.body.samples  # type: ignore[union-attr]
+        for s in body_of(env, TelemetryBody).samples
         if s.name == "sync_bytes_sent_total" and s.labels.get("kind") == kind
     ]
     return max(values) if values else None
@@ -93,11 +94,13 @@ def test_backlog_drains_exactly_once_in_order(
             service.stop()
         assert_exactly_once_in_order(collector.results(device), STREAMS, 600)
         events = collector.of_kind("events", device)
-        assert [e.body.events[0].kind for e in events] == ["test.started"]  # type: ignore[union-attr]
+        assert [body_of(e, EventsBody).events[0].kind for e in events] == ["test.started"]
         # Priority: the event (priority 0) went out before any result (priority 2).
         kinds = [e.kind for e in collector.envelopes if e.kind != "status"]
         assert kinds[0] == "events"
-        assert collector.wait_for(lambda: any(e.body.state == "offline" for e in collector.of_kind("status")))  # type: ignore[union-attr]
+        assert collector.wait_for(
+            lambda: any(body_of(e, StatusBody).state == "offline" for e in collector.of_kind("status"))
+        )
     assert state.connected
     assert state.results_sent == 1200
     assert state.bytes_sent_by_kind["results"] > 0
@@ -105,7 +108,8 @@ def test_backlog_drains_exactly_once_in_order(
     status = [e.body for e in collector.of_kind("status", device)]
     assert isinstance(status[0], StatusBody)
     assert status[0].state == "online"
-    saved = read_state_file(service.state_path)  # type: ignore[arg-type]
+    assert service.state_path is not None
+    saved = read_state_file(service.state_path)
     assert saved is not None
     assert not saved.running
     assert saved.results_sent == 1200
@@ -268,7 +272,9 @@ def test_sender_killed_with_sigkill_mid_drain_and_restarted(
                 proc.stdout.close()
         # The broker publishes the retained last will: the device is offline.
         assert collector.wait_for(
-            lambda: any(e.body.state == "offline" for e in collector.of_kind("status", device)),  # type: ignore[union-attr]
+            lambda: any(
+                body_of(e, StatusBody).state == "offline" for e in collector.of_kind("status", device)
+            ),
             15,
         )
         proc = _start_driver(store_path, device, mosquitto.port, rate=400.0)
@@ -311,5 +317,5 @@ def test_controllers_share_the_load_through_shared_subscriptions(
         merged = sorted(
             first.of_kind("results", device) + second.of_kind("results", device), key=lambda e: e.seq
         )
-        rows = [r for env in merged for r in env.body.results]  # type: ignore[union-attr]
+        rows = [r for env in merged for r in body_of(env, ResultsBody).results]
         assert_exactly_once_in_order(rows, ["imu"], 400)

@@ -123,10 +123,13 @@ def test_zip_bomb_is_oversize() -> None:
     assert _reason(topic, MAGIC + bytes((1, 1)) + bomb, max_bytes=100_000) == "oversize"
 
 
+FUZZ_KINDS: list[MessageKind] = ["results", "cmd", "status", "config"]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(payload=st.binary(max_size=512), kind=st.sampled_from(["results", "cmd", "status", "config"]))
-def test_fuzz_random_bytes_only_raise_protocol_error(payload: bytes, kind: str) -> None:
-    topic = device_topic(DEVICE, kind)  # type: ignore[arg-type]
+@given(payload=st.binary(max_size=512), kind=st.sampled_from(FUZZ_KINDS))
+def test_fuzz_random_bytes_only_raise_protocol_error(payload: bytes, kind: MessageKind) -> None:
+    topic = device_topic(DEVICE, kind)
     for candidate in (payload, MAGIC + bytes((1, 0)) + payload, MAGIC + bytes((1, 1)) + payload):
         with contextlib.suppress(ProtocolError):
             decode_message(topic, candidate)
@@ -147,11 +150,15 @@ _msgpack_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(body=_msgpack_values, seq=_msgpack_values, n=st.integers(-3, 5))
 def test_fuzz_structured_envelopes_only_raise_protocol_error(body: object, seq: object, n: int) -> None:
-    for kind, raw_body in (("results", {"n": n, "seq": body, "out": body, "ws": body}), ("cmd", body)):
+    cases: list[tuple[MessageKind, object]] = [
+        ("results", {"n": n, "seq": body, "out": body, "ws": body}),
+        ("cmd", body),
+    ]
+    for kind, raw_body in cases:
         doc = {"i": seq, "d": DEVICE, "k": kind, "q": seq, "c": 1.0, "b": raw_body}
         payload = MAGIC + bytes((1, 0)) + msgpack.packb(doc, use_bin_type=True)
         with contextlib.suppress(ProtocolError):
-            decode_message(device_topic(DEVICE, kind), payload)  # type: ignore[arg-type]
+            decode_message(device_topic(DEVICE, kind), payload)
 
 
 @settings(max_examples=100, deadline=None)
