@@ -10,9 +10,10 @@ import pytest
 from edgefleet.agent.store import Store
 from edgefleet.cloud_sync import SyncConfig, SyncService, make_envelope
 from edgefleet.cloud_sync.codec import MAGIC, encode_message
-from edgefleet.cloud_sync.protocol import Envelope
+from edgefleet.cloud_sync.config import MqttProtocol
+from edgefleet.cloud_sync.protocol import CommandBody, Envelope
 from tests.support.broker import MosquittoBroker
-from tests.support.sync_fixtures import Collector, unique_device
+from tests.support.sync_fixtures import Collector, body_of, unique_device
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +30,12 @@ def wait_until(predicate: object, timeout: float = 20.0) -> bool:
 
 @pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
 def test_bad_downlink_is_refused_with_events_and_the_agent_keeps_going(
-    mosquitto: MosquittoBroker, store: Store, protocol: str
+    mosquitto: MosquittoBroker, store: Store, protocol: MqttProtocol
 ) -> None:
     device = unique_device()
     handled: list[Envelope] = []
     configs: list[Envelope] = []
-    config = SyncConfig(port=mosquitto.port, protocol=protocol, max_message_bytes=4096, drain_interval_s=0.1)  # type: ignore[arg-type]
+    config = SyncConfig(port=mosquitto.port, protocol=protocol, max_message_bytes=4096, drain_interval_s=0.1)
     service = SyncService(store, config, device, command_handler=handled.append)
     service.register_handler("config", configs.append)
     service.start()
@@ -69,4 +70,4 @@ def test_bad_downlink_is_refused_with_events_and_the_agent_keeps_going(
     refusals = list(store.query_events(kind="sync.downlink_refused", limit=20))
     reasons = sorted(e["data"]["reason"] if isinstance(e["data"], dict) else e["data"] for e in refusals)
     assert reasons == ["malformed", "malformed", "malformed", "oversize", "unknown_version"]
-    assert handled[0].body.command_id == "c-1"  # type: ignore[union-attr]
+    assert body_of(handled[0], CommandBody).command_id == "c-1"

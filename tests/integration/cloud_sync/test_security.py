@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -9,16 +10,18 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edgefleet.agent.store import Store
 from edgefleet.cloud_sync import SyncConfig, SyncService, TlsConfig, make_envelope
 from edgefleet.cloud_sync.client import build_tls_context
 from edgefleet.cloud_sync.codec import encode_message
-from edgefleet.cloud_sync.protocol import Envelope
+from edgefleet.cloud_sync.protocol import CommandBody, Envelope
 from tests.support.broker import MosquittoBroker
 from tests.support.sync_fixtures import (
     Collector,
     assert_exactly_once_in_order,
+    body_of,
     fill_results,
     password_broker,
     tls_broker,
@@ -55,7 +58,7 @@ def mtls_config(broker: MosquittoBroker, pki: Pki, cn: str, **extra: object) -> 
     )
 
 
-def controller_tls(pki: Pki) -> object:
+def controller_tls(pki: Pki) -> ssl.SSLContext:
     cert, key = pki.client("controller")
     return build_tls_context(TlsConfig(ca_file=pki.ca_cert, cert_file=cert, key_file=key))
 
@@ -65,7 +68,7 @@ class RawClient:
 
     def __init__(self, broker: MosquittoBroker, pki: Pki, cn: str) -> None:
         self.messages: list[tuple[str, bytes]] = []
-        self.acks: dict[int, object] = {}
+        self.acks: dict[int, ReasonCode] = {}
         self.connected = threading.Event()
         cert, key = pki.client(cn)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{cn}", protocol=mqtt.MQTTv5)
@@ -98,7 +101,7 @@ def test_mutual_tls_drain_and_commands(mtls_broker: MosquittoBroker, pki: Pki, s
         mtls_broker,
         [f"edgefleet/v1/{device}/results"],
         client_id="controller",
-        tls=controller_tls(pki),  # type: ignore[arg-type]
+        tls=controller_tls(pki),
     ) as collector:
         service = SyncService(
             store, mtls_config(mtls_broker, pki, device), device, command_handler=handled.append
@@ -135,7 +138,7 @@ def test_acl_device_cannot_read_others_commands_nor_publish_as_them(
             mtls_broker,
             [f"edgefleet/v1/{victim}/results"],
             client_id="controller",
-            tls=controller_tls(pki),  # type: ignore[arg-type]
+            tls=controller_tls(pki),
         ) as controller:
             assert wait_until(lambda: service.state().connected)
             raw.client.subscribe(f"edgefleet/v1/{victim}/cmd", qos=1)
@@ -146,7 +149,7 @@ def test_acl_device_cannot_read_others_commands_nor_publish_as_them(
             info = raw.client.publish(f"edgefleet/v1/{victim}/results", encode_message(forged), qos=1)
             info.wait_for_publish(10)
             assert wait_until(lambda: info.mid in raw.acks)
-            assert raw.acks[info.mid].is_failure  # type: ignore[attr-defined]
+            assert raw.acks[info.mid].is_failure
             controller.send(
                 make_envelope(victim, "cmd", {"command_id": "v1", "command": "ping"}, message_id=7)
             )
@@ -159,7 +162,7 @@ def test_acl_device_cannot_read_others_commands_nor_publish_as_them(
             assert controller.of_kind("results", victim) == []
         # The intruder only ever saw its own command; the victim got its own.
         assert [topic for topic, _ in raw.messages] == [f"edgefleet/v1/{intruder}/cmd"]
-        assert handled[0].body.command_id == "v1"  # type: ignore[union-attr]
+        assert body_of(handled[0], CommandBody).command_id == "v1"
     finally:
         raw.close()
         service.stop()

@@ -39,7 +39,8 @@ def test_status_payload_maps_the_agent_snapshot(tmp_path: Path) -> None:
         assert body.hardware == {"hostname": "edge-box"}
         assert body.backlog == {"results": 20}
         offline = decode_message("edgefleet/v1/dev-status/status", service._status_payload("offline")).body
-        assert offline.state == "offline"  # type: ignore[union-attr]
+        assert isinstance(offline, StatusBody)
+        assert offline.state == "offline"
         state = service.state()
         assert not state.connected
         assert state.backlog == {"results": 20}
@@ -57,7 +58,8 @@ def test_a_broken_status_provider_does_not_stop_the_status(tmp_path: Path) -> No
     try:
         service = SyncService(store, SyncConfig(), "dev-status", status_provider=broken)
         body = decode_message("edgefleet/v1/dev-status/status", service._status_payload("online")).body
-        assert body.state == "online"  # type: ignore[union-attr]
+        assert isinstance(body, StatusBody)
+        assert body.state == "online"
     finally:
         store.close()
 

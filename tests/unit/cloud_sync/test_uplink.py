@@ -10,9 +10,9 @@ import pytest
 from edgefleet.agent.store import Store
 from edgefleet.cloud_sync.codec import decode_message
 from edgefleet.cloud_sync.config import SyncConfig
-from edgefleet.cloud_sync.protocol import Envelope
+from edgefleet.cloud_sync.protocol import Envelope, ResultsBody, StatusBody
 from edgefleet.cloud_sync.uplink import Uplink, build_messages, wire_bytes
-from tests.support.sync_fixtures import fill_results, open_store
+from tests.support.sync_fixtures import body_of, fill_results, open_store
 
 pytestmark = pytest.mark.unit
 
@@ -154,7 +154,7 @@ def test_big_rows_are_split_into_parts_under_the_size_limit(store: Store) -> Non
     assert {e.message_id for e in envelopes} == {items[0].id}
     assert [e.part for e in envelopes] == list(range(len(envelopes)))
     assert all(e.parts == len(envelopes) for e in envelopes)
-    rows = [r.window_seq for e in envelopes for r in e.body.results]  # type: ignore[union-attr]
+    rows = [r.window_seq for e in envelopes for r in body_of(e, ResultsBody).results]
     assert rows == list(range(1000))
 
 
@@ -177,4 +177,4 @@ def test_status_rows_are_retained(store: Store) -> None:
     broker = Broker()
     uplink.pump(broker.publish)
     assert broker.sent[0][3] is True
-    assert broker.envelopes()[0].body.state == "online"  # type: ignore[union-attr]
+    assert body_of(broker.envelopes()[0], StatusBody).state == "online"
