@@ -43,6 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import make_envelope
+from edgefleet.cloud_sync.topics import MessageKind
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 METRICS = (
@@ -176,8 +177,8 @@ def publisher(
     client.loop_start()
     message_ids = dict.fromkeys(device_ids, first_id)
 
-    def publish(device_id: str, kind: str, body: dict[str, Any], message_id: int) -> None:
-        envelope = make_envelope(device_id, kind, body, message_id=message_id)  # type: ignore[arg-type]
+    def publish(device_id: str, kind: MessageKind, body: dict[str, Any], message_id: int) -> None:
+        envelope = make_envelope(device_id, kind, body, message_id=message_id)
         envelope = envelope.model_copy(update={"sent_at": time.time()})
         client.publish(
             f"edgefleet/v1/{device_id}/{kind}", encode_message(envelope), qos=1, retain=kind == "status"

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgefleet.agent.store import ResultRecord, Store, StoreConfig  # noqa: E402
 from edgefleet.cloud_sync import SyncConfig, SyncService  # noqa: E402
+from edgefleet.cloud_sync.config import MqttProtocol  # noqa: E402
 from edgefleet.cloud_sync.uplink import wire_bytes  # noqa: E402
 from tests.support.broker import MosquittoBroker  # noqa: E402
 
@@ -74,8 +75,10 @@ def fill(path: Path, total: int, batch: int) -> Store:
     return store
 
 
-def run_edgefleet(broker: MosquittoBroker, store: Store, total: int, protocol: str) -> dict[str, Any]:
-    config = SyncConfig(port=broker.port, protocol=protocol, drain_interval_s=0.05)  # type: ignore[arg-type]
+def run_edgefleet(
+    broker: MosquittoBroker, store: Store, total: int, protocol: MqttProtocol
+) -> dict[str, Any]:
+    config = SyncConfig(port=broker.port, protocol=protocol, drain_interval_s=0.05)
     service = SyncService(store, config, "bench-edgefleet", state_path=Path(tempfile.mkstemp()[1]))
     start = time.perf_counter()
     service.start()

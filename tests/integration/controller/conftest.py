@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import make_envelope
+from edgefleet.cloud_sync.topics import MessageKind
 from edgefleet.controller.auth import create_token
 from edgefleet.controller.config import (
     ControllerConfig,
@@ -99,12 +100,12 @@ class Device:
     next_id: int = 1
 
     def publish(
-        self, kind: str, body: dict[str, Any], *, message_id: int | None = None, retain: bool = False
+        self, kind: MessageKind, body: dict[str, Any], *, message_id: int | None = None, retain: bool = False
     ) -> int:
         if message_id is None:
             message_id = 0 if kind == "status" else self.next_id
             self.next_id += kind != "status"
-        envelope = make_envelope(self.device_id, kind, body, message_id=message_id)  # type: ignore[arg-type]
+        envelope = make_envelope(self.device_id, kind, body, message_id=message_id)
         envelope = envelope.model_copy(update={"sent_at": time.time()})
         self.publish_raw(kind, encode_message(envelope), retain=retain)
         return message_id
