@@ -8,12 +8,28 @@ two consumer forms to agree on every window, every array and every counter.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.runtime.ringbuffer import StreamBuffer
+from edgefleet.types import BackpressurePolicy
+
+
+class BufferParams(TypedDict):
+    """StreamBuffer's settings as one scenario draws them."""
+
+    channels: int
+    window_length: int
+    hop: int
+    capacity: int
+    policy: BackpressurePolicy
+
+
+POLICIES: list[BackpressurePolicy] = ["drop_newest", "block", "drop_oldest"]
 
 pytestmark = pytest.mark.unit
 
@@ -21,16 +37,16 @@ Ops = list[tuple[str, int]]
 
 
 @st.composite
-def twin_scenarios(draw: st.DrawFn) -> tuple[dict[str, object], Ops]:
+def twin_scenarios(draw: st.DrawFn) -> tuple[BufferParams, Ops]:
     length = draw(st.integers(1, 6))
-    params: dict[str, object] = {
+    params: BufferParams = {
         "channels": draw(st.integers(1, 3)),
         "window_length": length,
         "hop": draw(st.integers(1, length)),
         "capacity": draw(st.integers(length, 4 * length + 8)),
-        "policy": draw(st.sampled_from(["drop_newest", "block", "drop_oldest"])),
+        "policy": draw(st.sampled_from(POLICIES)),
     }
-    cap = int(params["capacity"])  # type: ignore[call-overload]
+    cap = params["capacity"]
     op = st.one_of(
         st.tuples(st.just("push"), st.integers(0, 2 * cap + 3)),
         st.tuples(st.just("pop"), st.integers(0, 3)),
@@ -39,14 +55,14 @@ def twin_scenarios(draw: st.DrawFn) -> tuple[dict[str, object], Ops]:
     return params, draw(st.lists(op, min_size=1, max_size=30))
 
 
-def make(params: dict[str, object]) -> StreamBuffer:
+def make(params: BufferParams) -> StreamBuffer:
     return StreamBuffer(
         "s",
-        int(params["channels"]),  # type: ignore[call-overload]
-        int(params["capacity"]),  # type: ignore[call-overload]
-        window_length=int(params["window_length"]),  # type: ignore[call-overload]
-        hop=int(params["hop"]),  # type: ignore[call-overload]
-        policy=str(params["policy"]),  # type: ignore[arg-type]
+        params["channels"],
+        params["capacity"],
+        window_length=params["window_length"],
+        hop=params["hop"],
+        policy=params["policy"],
         block_timeout=0.0,
         clock=lambda: 7.0,
     )
@@ -54,7 +70,7 @@ def make(params: dict[str, object]) -> StreamBuffer:
 
 @settings(max_examples=300, deadline=None)
 @given(twin_scenarios())
-def test_pop_batch_matches_pop_windows(scenario: tuple[dict[str, object], Ops]) -> None:
+def test_pop_batch_matches_pop_windows(scenario: tuple[BufferParams, Ops]) -> None:
     params, ops = scenario
     by_window, by_batch = make(params), make(params)
     channels = by_window.channels

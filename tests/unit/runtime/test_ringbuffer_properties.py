@@ -22,6 +22,7 @@ checked against the same reference: ``pop_batch``'s arrays and its lazily built 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -29,6 +30,20 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.runtime.ringbuffer import StreamBuffer, Window, WindowBatch
+from edgefleet.types import BackpressurePolicy
+
+
+class BufferParams(TypedDict):
+    """StreamBuffer's settings as one scenario draws them."""
+
+    channels: int
+    window_length: int
+    hop: int
+    capacity: int
+    policy: BackpressurePolicy
+
+
+POLICIES: list[BackpressurePolicy] = ["drop_oldest", "drop_newest", "block"]
 
 pytestmark = pytest.mark.unit
 
@@ -112,16 +127,16 @@ class Reference:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[dict[str, object], list[tuple[str, int]]]:
+def scenarios(draw: st.DrawFn) -> tuple[BufferParams, list[tuple[str, int]]]:
     length = draw(st.integers(1, 8))
-    params: dict[str, object] = {
+    params: BufferParams = {
         "channels": draw(st.integers(1, 3)),
         "window_length": length,
         "hop": draw(st.integers(1, length)),
         "capacity": draw(st.integers(length, 3 * length + 5)),
-        "policy": draw(st.sampled_from(["drop_oldest", "drop_newest", "block"])),
+        "policy": draw(st.sampled_from(POLICIES)),
     }
-    cap = int(params["capacity"])  # type: ignore[call-overload]
+    cap = params["capacity"]
     op = st.one_of(
         st.tuples(st.just("push"), st.integers(1, 3)),
         st.tuples(st.just("block"), st.integers(0, 2 * cap + 3)),
@@ -172,10 +187,10 @@ def check_batch(batch: WindowBatch, expected: list[RefWindow], channels: int, se
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
-def test_stream_buffer_matches_reference(scenario: tuple[dict[str, object], list[tuple[str, int]]]) -> None:
+def test_stream_buffer_matches_reference(scenario: tuple[BufferParams, list[tuple[str, int]]]) -> None:
     params, ops = scenario
-    channels = int(params["channels"])  # type: ignore[call-overload]
-    policy = str(params["policy"])
+    channels = params["channels"]
+    policy = params["policy"]
     notified: list[int] = []  # accepted-sample count at each notification
 
     def accepted_now() -> int:
@@ -186,10 +201,10 @@ def test_stream_buffer_matches_reference(scenario: tuple[dict[str, object], list
     buf = StreamBuffer(
         "s",
         channels,
-        int(params["capacity"]),  # type: ignore[call-overload]
-        window_length=int(params["window_length"]),  # type: ignore[call-overload]
-        hop=int(params["hop"]),  # type: ignore[call-overload]
-        policy=policy,  # type: ignore[arg-type]
+        params["capacity"],
+        window_length=params["window_length"],
+        hop=params["hop"],
+        policy=policy,
         block_timeout=0.0,  # a sequential test has no consumer to wait for: block == refuse at once
         notify=lambda: notified.append(accepted_now()),
     )
