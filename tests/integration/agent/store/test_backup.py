@@ -6,12 +6,16 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edgefleet.agent.store import SCHEMA_VERSION, Store, StoreConfig, backup, check_database, restore
 from edgefleet.cli.main import main
 from edgefleet.errors import StoreError
+
+if TYPE_CHECKING:
+    from tests.integration.agent.store.conftest import MakeRecords, OpenStore
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +30,9 @@ def _controller_like_db(path: Path) -> None:
     conn.close()
 
 
-def test_backup_while_writing_is_a_consistent_snapshot(tmp_path: Path, open_store, make_records) -> None:
+def test_backup_while_writing_is_a_consistent_snapshot(
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     store.write_results(make_records(100))
     stop = threading.Event()
@@ -65,7 +71,7 @@ def test_backup_while_writing_is_a_consistent_snapshot(tmp_path: Path, open_stor
 
 
 def test_restore_replaces_a_stopped_store_and_the_agent_carries_on(
-    tmp_path: Path, open_store, make_records
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords
 ) -> None:
     store = open_store()
     store.write_results(make_records(10))
@@ -84,7 +90,9 @@ def test_restore_replaces_a_stopped_store_and_the_agent_carries_on(
         assert reopened.write_results(make_records(1)) == [11]
 
 
-def test_restore_refuses_a_store_held_open(tmp_path: Path, open_store, make_records) -> None:
+def test_restore_refuses_a_store_held_open(
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     store.write_results(make_records(3))
     saved = backup(store.path, tmp_path / "saved.db")
@@ -110,7 +118,7 @@ def test_restore_refuses_a_database_open_without_a_store(tmp_path: Path) -> None
     assert sqlite3.connect(db).execute("SELECT count(*) FROM devices").fetchone() == (50,)
 
 
-def test_restore_refuses_a_backup_newer_than_the_code(tmp_path: Path, open_store) -> None:
+def test_restore_refuses_a_backup_newer_than_the_code(tmp_path: Path, open_store: OpenStore) -> None:
     store = open_store("future.db")
     store.close()
     with sqlite3.connect(store.path) as conn:
@@ -122,7 +130,7 @@ def test_restore_refuses_a_backup_newer_than_the_code(tmp_path: Path, open_store
     assert not target.exists()
 
 
-def test_restore_refuses_a_damaged_backup_and_kind_mismatch(tmp_path: Path, open_store) -> None:
+def test_restore_refuses_a_damaged_backup_and_kind_mismatch(tmp_path: Path, open_store: OpenStore) -> None:
     store = open_store()
     store.close()
     junk = tmp_path / "junk.db"
@@ -137,7 +145,9 @@ def test_restore_refuses_a_damaged_backup_and_kind_mismatch(tmp_path: Path, open
         restore(tmp_path / "missing.db", store.path)
 
 
-def test_restore_removes_a_stale_wal(tmp_path: Path, open_store, make_records) -> None:
+def test_restore_removes_a_stale_wal(
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     store.write_results(make_records(3))
     saved = backup(store.path, tmp_path / "saved.db")
@@ -150,7 +160,9 @@ def test_restore_removes_a_stale_wal(tmp_path: Path, open_store, make_records) -
     assert problems == []
 
 
-def test_backup_refuses_to_overwrite_and_names_directory_targets(tmp_path: Path, open_store) -> None:
+def test_backup_refuses_to_overwrite_and_names_directory_targets(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
     store = open_store()
     out = tmp_path / "backups"
     out.mkdir()
@@ -168,7 +180,7 @@ def test_backup_refuses_to_overwrite_and_names_directory_targets(tmp_path: Path,
 
 
 def test_cli_backup_check_restore_vacuum_stats(
-    tmp_path: Path, open_store, make_records, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = open_store()
     store.write_results(make_records(20))
@@ -200,7 +212,9 @@ def test_cli_backup_check_restore_vacuum_stats(
     assert stats["outbox_backlog"] == {"results": 20}
 
 
-def test_cli_check_reports_damage_with_exit_1(tmp_path: Path, open_store, make_records, capsys) -> None:
+def test_cli_check_reports_damage_with_exit_1(
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = open_store(store_raw_outputs=True)
     store.write_results(make_records(2000, outputs=32))
     store.checkpoint("TRUNCATE")
@@ -230,7 +244,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_cli_finds_the_store_through_the_agent_config(
-    tmp_path: Path, open_store, make_records, capsys
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("edgefleet.agent.config")
     example = (Path(__file__).resolve().parents[4] / "agent" / "example.toml").read_text()
@@ -246,7 +260,9 @@ def test_cli_finds_the_store_through_the_agent_config(
     assert (tmp_path / "via-config.db").is_file()
 
 
-def test_restore_replaces_a_damaged_store_with_force(tmp_path: Path, open_store, make_records) -> None:
+def test_restore_replaces_a_damaged_store_with_force(
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     store.write_results(make_records(4))
     saved = backup(store.path, tmp_path / "saved.db")

@@ -48,7 +48,8 @@ def test_outbox_invariants(tmp_path: Path, ops: list[tuple[str, object]]) -> Non
                 assert len(ids) == arg
                 written += arg
             elif op == "enqueue":
-                kind, priority = arg  # type: ignore[misc]
+                assert isinstance(arg, tuple)
+                kind, priority = arg
                 issued_id = store.enqueue(kind, {"n": written}, priority=priority)
                 assert not issued or issued_id > max(issued)
                 issued.append(issued_id)
@@ -71,7 +72,12 @@ def test_outbox_invariants(tmp_path: Path, ops: list[tuple[str, object]]) -> Non
             if issued and new:
                 assert min(new) > max(issued)  # ids are never reused, not even after acks/reopen
             issued += new
-            result_rows = [r["id"] for i in items if i.kind == "results" for r in i.payload]  # type: ignore[index, union-attr]
+            result_rows = [
+                r["id"]
+                for i in items
+                if i.kind == "results" and isinstance(i.payload, list)
+                for r in i.payload
+            ]
             assert len(result_rows) == len(set(result_rows))  # each result in exactly one item
             backlog = store.outbox_backlog()
             assert backlog.get("results", 0) == len(result_rows)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 
-from edgefleet.agent.store import MetricSample, Store
+from edgefleet.agent.store import MetricSample, OutboxItem, Store
 from edgefleet.agent.store.retention import _evict_unsynced_results
 
 from .conftest import MakeRecords, OpenStore
@@ -19,17 +20,23 @@ KiB = 1024
 BIG = {"store_raw_outputs": True, "retention_interval_s": 3600.0, "max_age_s": None}
 
 
-def _fill(store: Store, make_records, rows: int, *, start: float, batch: int = 250) -> list[int]:
+def _fill(store: Store, make_records: MakeRecords, rows: int, *, start: float, batch: int = 250) -> list[int]:
     ids: list[int] = []
     for offset in range(0, rows, batch):
         ids += store.write_results(make_records(batch, start=start + offset, outputs=64))
     return ids
 
 
+def result_rows(item: OutboxItem) -> list[dict[str, Any]]:
+    """A results outbox item's payload: the result rows it covers."""
+    assert isinstance(item.payload, list), item.payload
+    return item.payload
+
+
 def _sync(store: Store, upto_id: int) -> None:
     """Acknowledge the results outbox items covering ids <= upto_id, as sync would."""
     items = [i for i in store.outbox_peek(100_000) if i.kind == "results"]
-    store.outbox_ack([i.id for i in items if max(r["id"] for r in i.payload) <= upto_id])  # type: ignore[union-attr]
+    store.outbox_ack([i.id for i in items if max(r["id"] for r in result_rows(i)) <= upto_id])
 
 
 def _disk(store: Store) -> int:
@@ -38,7 +45,7 @@ def _disk(store: Store) -> int:
 
 
 def test_soft_cap_evicts_synced_oldest_first_keeps_unsynced_and_shrinks_the_file(
-    open_store, make_records
+    open_store: OpenStore, make_records: MakeRecords
 ) -> None:
     store = open_store(max_bytes=1024 * KiB, hard_max_bytes=8192 * KiB, **BIG)
     ids = _fill(store, make_records, 3000, start=1000.0)
@@ -63,7 +70,9 @@ def test_soft_cap_evicts_synced_oldest_first_keeps_unsynced_and_shrinks_the_file
     assert store.integrity_check() == ["ok"]
 
 
-def test_hard_cap_evicts_unsynced_oldest_first_counts_and_raises_an_event(open_store, make_records) -> None:
+def test_hard_cap_evicts_unsynced_oldest_first_counts_and_raises_an_event(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store(max_bytes=512 * KiB, hard_max_bytes=768 * KiB, **BIG)
     ids = _fill(store, make_records, 3000, start=1000.0)  # none synced
     before = _disk(store)
@@ -84,12 +93,12 @@ def test_hard_cap_evicts_unsynced_oldest_first_counts_and_raises_an_event(open_s
     assert stats.outbox_backlog["results"] == len(remaining)
     assert stats.outbox_backlog["events"] == 1  # the eviction event itself goes to the cloud
     # The outbox only references what is still there: the cut item was trimmed, no gaps.
-    served = [r["id"] for i in store.outbox_peek(100_000) if i.kind == "results" for r in i.payload]  # type: ignore[index, union-attr]
+    served = [r["id"] for i in store.outbox_peek(100_000) if i.kind == "results" for r in result_rows(i)]
     assert served == remaining
     assert store.integrity_check() == ["ok"]
 
 
-def test_hard_cap_then_evicts_other_pending_items_by_priority(open_store) -> None:
+def test_hard_cap_then_evicts_other_pending_items_by_priority(open_store: OpenStore) -> None:
     store = open_store(max_bytes=128 * KiB, hard_max_bytes=192 * KiB, **BIG)
     for i in range(150):
         store.enqueue("telemetry", {"blob": "t" * 2000, "i": i}, priority=1)
@@ -103,7 +112,7 @@ def test_hard_cap_then_evicts_other_pending_items_by_priority(open_store) -> Non
     assert kept[-1] == 149  # the newest telemetry is kept
 
 
-def test_age_limit_deletes_only_synced_rows(open_store, make_records) -> None:
+def test_age_limit_deletes_only_synced_rows(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store(max_age_s=3600.0, retention_interval_s=3600.0)
     now = time.time()
     old = store.write_results(make_records(5, start=now - 7200))
@@ -121,7 +130,7 @@ def test_age_limit_deletes_only_synced_rows(open_store, make_records) -> None:
     assert len(ids) == 15
 
 
-def test_writes_run_retention_when_due(open_store, make_records) -> None:
+def test_writes_run_retention_when_due(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store(max_bytes=256 * KiB, hard_max_bytes=384 * KiB, store_raw_outputs=True,
                        retention_interval_s=0.001)  # fmt: skip
     for start in range(0, 4000, 250):
@@ -131,7 +140,9 @@ def test_writes_run_retention_when_due(open_store, make_records) -> None:
     assert store.stats().page_count * 4096 <= 384 * KiB + 256 * KiB  # bounded, never runaway
 
 
-def test_retention_with_nothing_to_do_changes_nothing(open_store, make_records) -> None:
+def test_retention_with_nothing_to_do_changes_nothing(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     store.write_results(make_records(10))
     report = store.enforce_retention()
@@ -140,7 +151,7 @@ def test_retention_with_nothing_to_do_changes_nothing(open_store, make_records) 
     assert store.outbox_backlog() == {"results": 10}
 
 
-def test_a_full_disk_evicts_and_retries_the_write(open_store, make_records) -> None:
+def test_a_full_disk_evicts_and_retries_the_write(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store(store_raw_outputs=True, retention_interval_s=3600.0, max_age_s=None)
     _fill(store, make_records, 2000, start=1000.0)
     store.checkpoint("TRUNCATE")
@@ -157,7 +168,7 @@ def test_a_full_disk_evicts_and_retries_the_write(open_store, make_records) -> N
 
 
 def test_without_autocheckpoints_retention_checkpoints_so_the_wal_stays_bounded(
-    open_store, make_records
+    open_store: OpenStore, make_records: MakeRecords
 ) -> None:
     store = open_store(wal_autocheckpoint_pages=0, retention_interval_s=3600.0, store_raw_outputs=True)
     wal = store.path.with_name(store.path.name + "-wal")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -22,10 +24,15 @@ from edgefleet.agent.store import (
 )
 from edgefleet.errors import StoreError
 
+if TYPE_CHECKING:
+    from tests.integration.agent.store.conftest import MakeRecords, OpenStore
+
 pytestmark = pytest.mark.integration
 
 
-def test_write_results_is_one_transaction_with_one_outbox_item(open_store, make_records) -> None:
+def test_write_results_is_one_transaction_with_one_outbox_item(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     ids = store.write_results(make_records(300))
     assert ids == list(range(1, 301))
@@ -36,7 +43,7 @@ def test_write_results_is_one_transaction_with_one_outbox_item(open_store, make_
     assert store.outbox_backlog() == {"results": 305}
 
 
-def test_pragmas_wal_incremental_vacuum_and_synchronous(open_store) -> None:
+def test_pragmas_wal_incremental_vacuum_and_synchronous(open_store: OpenStore) -> None:
     for name, mode, level in (("a.db", "OFF", 0), ("b.db", "NORMAL", 1), ("c.db", "FULL", 2)):
         store = open_store(name, synchronous=mode, wal_autocheckpoint_pages=123)
         conn = store.db.conn
@@ -47,7 +54,9 @@ def test_pragmas_wal_incremental_vacuum_and_synchronous(open_store) -> None:
         assert store.schema_version == SCHEMA_VERSION
 
 
-def test_outbox_orders_by_priority_then_id_and_resolves_results(open_store, make_records) -> None:
+def test_outbox_orders_by_priority_then_id_and_resolves_results(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store(store_raw_outputs=True)
     store.write_results(make_records(3))
     telemetry = store.write_metrics([MetricSample(1.0, "infer.latency_ms", 3.5, {"stream": "imu"})])
@@ -85,7 +94,7 @@ def test_outbox_orders_by_priority_then_id_and_resolves_results(open_store, make
     assert store.outbox_backlog() == {"events": 1, "status": 1, "telemetry": 1, "drift": 1, "results": 3}
 
 
-def test_peek_max_bytes_caps_the_batch_but_never_returns_nothing(open_store) -> None:
+def test_peek_max_bytes_caps_the_batch_but_never_returns_nothing(open_store: OpenStore) -> None:
     store = open_store()
     for i in range(5):
         store.enqueue("status", {"blob": "x" * 1000, "i": i}, priority=0)
@@ -95,7 +104,7 @@ def test_peek_max_bytes_caps_the_batch_but_never_returns_nothing(open_store) -> 
 
 
 def test_ack_removes_items_marks_results_synced_and_ids_are_never_reused(
-    tmp_path: Path, open_store, make_records
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords
 ) -> None:
     store = open_store()
     store.write_results(make_records(10))
@@ -112,7 +121,7 @@ def test_ack_removes_items_marks_results_synced_and_ids_are_never_reused(
     assert new_id > last_id  # AUTOINCREMENT: sync de-dups on these ids
 
 
-def test_query_results_newest_first_with_filters(open_store, make_records) -> None:
+def test_query_results_newest_first_with_filters(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store()
     store.write_results(make_records(5, stream="imu", start=1000.0))
     store.write_results(make_records(5, stream="gps", start=2000.0))
@@ -124,7 +133,7 @@ def test_query_results_newest_first_with_filters(open_store, make_records) -> No
     assert store.query_results(stream="nope") == []
 
 
-def test_raw_outputs_dropped_unless_configured(open_store, make_records) -> None:
+def test_raw_outputs_dropped_unless_configured(open_store: OpenStore, make_records: MakeRecords) -> None:
     lean = open_store("lean.db")
     lean.write_results(make_records(2))
     assert [r["outputs"] for r in lean.query_results()] == [None, None]
@@ -133,18 +142,21 @@ def test_raw_outputs_dropped_unless_configured(open_store, make_records) -> None
     assert raw.query_results()[0]["outputs"] == [0.0, 0.5, 1.0]
 
 
-def test_numpy_scalars_are_stored_as_plain_numbers(open_store) -> None:
+def test_numpy_scalars_are_stored_as_plain_numbers(open_store: OpenStore) -> None:
     store = open_store()
+    # Deliberately numpy scalars where the annotation says float/int: what a caller's arrays yield.
     record = ResultRecord(
-        "imu", np.float64(1.0), np.float32(2.0), "m", "1", "a", np.float32(0.25), None, np.float32(1.5),
-        window_seq=np.int64(7),
+        "imu", np.float64(1.0), np.float32(2.0), "m", "1", "a", np.float32(0.25), None,  # type: ignore[arg-type]
+        np.float32(1.5), window_seq=np.int64(7),  # type: ignore[arg-type]
     )  # fmt: skip
     store.write_results([record])
     row = store.query_results()[0]
     assert (row["window_end"], row["score"], row["latency_ms"], row["window_seq"]) == (2.0, 0.25, 1.5, 7)
 
 
-def test_bad_records_are_rejected_with_an_event_and_the_rest_kept(open_store, make_records) -> None:
+def test_bad_records_are_rejected_with_an_event_and_the_rest_kept(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     good = make_records(2)
     bad_time = make_records(1)[0]
@@ -184,10 +196,12 @@ def test_bad_records_are_rejected_with_an_event_and_the_rest_kept(open_store, ma
         (lambda s: s.write_metrics([]), "no samples"),
         (lambda s: s.write_metrics([MetricSample(1.0, "x", "high")]), "metric sample 0"),  # type: ignore[arg-type]
         (lambda s: s.write_metrics([MetricSample(1.0, "", 1.0)]), "non-empty string"),
-        (lambda s: s.checkpoint("SOMETIMES"), "unknown checkpoint mode"),  # type: ignore[arg-type]
+        (lambda s: s.checkpoint("SOMETIMES"), "unknown checkpoint mode"),
     ],
 )
-def test_bad_input_raises_store_error_and_writes_nothing(open_store, call, expected: str) -> None:
+def test_bad_input_raises_store_error_and_writes_nothing(
+    open_store: OpenStore, call: Callable[[Store], object], expected: str
+) -> None:
     store = open_store()
     with pytest.raises(StoreError, match=expected) as caught:
         call(store)
@@ -195,7 +209,7 @@ def test_bad_input_raises_store_error_and_writes_nothing(open_store, call, expec
     assert store.outbox_backlog() == {}
 
 
-def test_closed_store_refuses_writes(open_store, make_records) -> None:
+def test_closed_store_refuses_writes(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store()
     store.close()
     store.close()  # idempotent
@@ -220,7 +234,9 @@ def test_unwritable_directory_is_refused_with_a_hint(tmp_path: Path) -> None:
     assert "writable" in (caught.value.hint or "")
 
 
-def test_stats_report_sizes_rows_backlog_and_bytes_written(open_store, make_records) -> None:
+def test_stats_report_sizes_rows_backlog_and_bytes_written(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
     store = open_store()
     store.write_results(make_records(50))
     store.add_event("source.drop", "dropped 3 samples", level="warning")
@@ -235,7 +251,7 @@ def test_stats_report_sizes_rows_backlog_and_bytes_written(open_store, make_reco
         assert stats.bytes_written_per_hour > 0
 
 
-def test_threads_share_one_store(open_store, make_records) -> None:
+def test_threads_share_one_store(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store()
     errors: list[BaseException] = []
     writers_done = threading.Event()
@@ -273,7 +289,7 @@ def test_threads_share_one_store(open_store, make_records) -> None:
     assert store.db.execute("SELECT count(*) FROM results WHERE synced_at IS NULL").fetchone()[0] == 0
 
 
-def test_two_stores_on_one_file_see_each_other(open_store, make_records) -> None:
+def test_two_stores_on_one_file_see_each_other(open_store: OpenStore, make_records: MakeRecords) -> None:
     writer = open_store()
     reader = open_store()
     writer.write_results(make_records(3))
@@ -282,7 +298,7 @@ def test_two_stores_on_one_file_see_each_other(open_store, make_records) -> None
     assert writer.outbox_backlog() == {}
 
 
-def test_checkpoint_and_integrity(open_store, make_records) -> None:
+def test_checkpoint_and_integrity(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store(wal_autocheckpoint_pages=0)
     store.write_results(make_records(100))
     busy, frames, done = store.checkpoint("TRUNCATE")
