@@ -64,6 +64,8 @@ Notify: TypeAlias = threading.Condition | Callable[[], object]
 """What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable."""
 
 _POLICIES: tuple[str, ...] = get_args(BackpressurePolicy)
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 
 class BufferInputError(EdgefleetError, ValueError):
@@ -165,6 +167,10 @@ class StreamBuffer:
         self._announce_at = window_length
         self._last_gap = -1
         self._waiting = False
+        # room a producer blocked under ``block`` waits for (lock held to change or read it)
+        self._max_resume = capacity - window_length + 1
+        self._min_resume = max(1, min(self._max_resume, capacity // 2))
+        self._resume_room = 1
         # consumer-owned (the producer touches them under the lock in drop_oldest only)
         self._next_start = 0
         self._decided = 0
@@ -240,6 +246,46 @@ class StreamBuffer:
 
     def push_block(self, samples: npt.ArrayLike, timestamps: npt.ArrayLike) -> int:
         """Store ``samples`` ``(n, channels)`` stamped ``timestamps`` ``(n,)``; returns the accepted count."""
+        # Fast path for what sources send: float32 ``(n, channels)`` and float64 ``(n,)`` arrays.
+        # Exact type and dtype identity checks are much cheaper than np.asarray; anything else
+        # (lists, other dtypes, subclasses, bad shapes) goes through the full checks.
+        if (
+            type(samples) is np.ndarray
+            and type(timestamps) is np.ndarray
+            and samples.dtype is _F32
+            and timestamps.dtype is _F64
+        ):
+            shape = samples.shape
+            n: int = len(samples) if samples.ndim == 2 else -1
+            if n < 0 or shape[1] != self.channels or timestamps.shape != (n,):
+                block, stamps, n = self._checked_block(samples, timestamps)
+            else:
+                block, stamps = samples, timestamps
+        else:
+            block, stamps, n = self._checked_block(samples, timestamps)
+        w = self._write
+        cap = self.capacity
+        if w + n - self._next_start > cap or self._closed:
+            return self._push_slow(block, stamps) if n else 0
+        p = w % cap
+        if p + n > cap or not n:
+            self._store(w, block, stamps)
+            return n
+        # the common case, inlined from _store: room, no wrap
+        q = p + n
+        self._data[p:q] = block
+        self._ts[p:q] = stamps
+        self._arrival[p:q] = self._clock()
+        end = w + n
+        self._write = end  # publish only after the data is in place
+        if end >= self._announce_at:
+            self._announce(end)
+        return n
+
+    def _checked_block(
+        self, samples: npt.ArrayLike, timestamps: npt.ArrayLike
+    ) -> tuple[FloatArray, npt.NDArray[np.float64], int]:
+        """``samples`` and ``timestamps`` as float32 ``(n, channels)`` / float64 ``(n,)`` arrays, and n."""
         try:
             block = np.asarray(samples, dtype=np.float32)
         except (ValueError, TypeError):
@@ -256,24 +302,7 @@ class StreamBuffer:
         n: int = shape[0]
         if stamps.shape != (n,):
             raise self._shape_error(f"timestamps of shape ({n},)", f"shape {stamps.shape}")
-        w = self._write
-        cap = self.capacity
-        if w + n - self._next_start > cap or self._closed:
-            return self._push_slow(block, stamps) if n else 0
-        p = w % cap
-        if p + n > cap or not n:
-            self._store(w, block, stamps)
-            return n
-        # the common case, inlined from _store: room, no wrap
-        now = self._clock()
-        self._data[p : p + n] = block
-        self._ts[p : p + n] = stamps
-        self._arrival[p : p + n] = now
-        end = w + n
-        self._write = end  # publish only after the data is in place
-        if end >= self._announce_at:
-            self._announce(end)
-        return n
+        return block, stamps, n
 
     def close(self) -> None:
         """Refuse further samples and wake a producer blocked under the ``block`` policy."""
@@ -355,7 +384,14 @@ class StreamBuffer:
                 done += take
                 continue
             with self._lock:
-                while not self._closed and self.capacity - (self._write - self._next_start) <= 0:
+                # Wait for a worthwhile amount of room, not for one hop: a producer woken after
+                # every pop would refill a few blocks and block again, costing the consumer a
+                # wake-up (and a GIL hand-over) per batch. At most ``capacity - window_length + 1``
+                # so the consumer can always free it by popping every complete window.
+                self._resume_room = min(self._max_resume, max(n - done, self._min_resume))
+                while (
+                    not self._closed and self.capacity - (self._write - self._next_start) < self._resume_room
+                ):
                     remaining = None if deadline is None else deadline - self._clock()
                     if remaining is not None and remaining <= 0:
                         break
@@ -441,8 +477,10 @@ class StreamBuffer:
                 # copy before publishing next_start: until then the producer cannot overwrite the rows
                 batch = self._cut(segments, taken)
             self._next_start = start
-            if self._waiting and segments:
-                self._space.notify_all()
+            # wake a blocked producer once there is the room it waits for (see _push_blocking)
+            if self._waiting and self.capacity - (write - start) >= self._resume_room:
+                self._waiting = False  # once: later pops before the producer runs need not notify
+                self._space.notify()
         return batch
 
     def _cut(self, segments: list[Segment], total: int) -> WindowBatch:

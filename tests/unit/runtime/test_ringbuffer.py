@@ -315,3 +315,37 @@ def test_one_producer_per_stream_and_one_consumer_lose_nothing_unaccounted() -> 
         assert stats.pushed == stats.covered + stats.dropped + stats.pending
         assert stats.pending < 4
     assert buffers[2].stats.dropped == 0  # block never drops without a timeout
+
+
+class _CountingCondition(threading.Condition):
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.notifies = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notifies += 1
+        super().notify(n)
+
+
+@pytest.mark.parametrize(("capacity", "length", "hop"), [(100, 10, 10), (10, 8, 1), (64, 5, 3)])
+def test_blocked_producer_is_woken_once_per_refill_not_per_pop(capacity: int, length: int, hop: int) -> None:
+    # The consumer pops one window at a time; the producer must still get every sample in, and
+    # be woken about once per ``capacity - window_length + 1`` (or half the ring) of room, not
+    # once per pop: each wake-up costs the consumer a GIL hand-over.
+    buf = StreamBuffer("imu", 2, capacity, window_length=length, hop=hop, policy="block")
+    space = _CountingCondition(buf._lock)  # white-box: count the consumer's wake-ups
+    buf._space = space
+    total = 2000
+    data, ts = ramp(0, total)
+    result: list[int] = []
+    producer = threading.Thread(target=lambda: result.append(buf.push_block(data, ts)))
+    producer.start()
+    seen: list[int] = []
+    while producer.is_alive() or buf.windows_ready():
+        seen += starts(buf, 1)
+    producer.join(timeout=30)
+    assert result == [total]
+    assert seen == list(range(0, total - length + 1, hop))
+    assert buf.stats.dropped == 0
+    refill = min(capacity - length + 1, max(1, capacity // 2))
+    assert space.notifies <= total // refill + 2
