@@ -278,8 +278,12 @@ class StreamBuffer:
         self._arrival[p:q] = self._clock()
         end = w + n
         self._write = end  # publish only after the data is in place
-        if end >= self._announce_at:
-            self._announce(end)
+        at = self._announce_at
+        if end >= at:  # inlined _announce: a window completed
+            self._announce_at = at + ((end - at) // self.hop + 1) * self.hop
+            signal = self._signal
+            if signal is not None:
+                signal()
         return n
 
     def _checked_block(
@@ -449,6 +453,27 @@ class StreamBuffer:
             write = self._write  # read before the gaps: a gap below it is already published
             gaps = self._gaps
             start = self._next_start
+            if not gaps:
+                # the common case, the loop below without a gap: one run of windows, or none
+                avail = write - start - length
+                if avail < 0:
+                    return None  # nothing popped, so no room freed for a blocked producer
+                count = min(max_windows, avail // hop + 1)
+                last_end = start + (count - 1) * hop + length
+                decided = self._decided
+                self._covered += last_end - (start if start > decided else decided)
+                self._decided = last_end
+                data, start_ts, end_ts, ready = self._gather(start, count)
+                seq0 = self._windows
+                self._windows = seq0 + count
+                segment: tuple[Segment, ...] = ((start, count, self._gap_flag),)
+                self._gap_flag = False
+                start += count * hop
+                self._next_start = start
+                if self._waiting and self.capacity - (write - start) >= self._resume_room:
+                    self._waiting = False
+                    self._space.notify()
+                return WindowBatch(self.name, seq0, hop, segment, data, start_ts, end_ts, ready)
             while taken < max_windows:
                 if gaps:
                     while gaps and gaps[0] <= start:
@@ -532,11 +557,16 @@ class StreamBuffer:
                 (count, length, self.channels), np.float32, flat, 0, (hop * row, row, col)
             )
             data = view.copy()
-        # the timestamps likewise: fresh unwrapped copies, so strided views of them are owned data
-        tail = rows - head
-        ts = np.concatenate((self._ts[p0:], self._ts[:tail]))
-        arrival = np.concatenate((self._arrival[p0:], self._arrival[:tail]))
-        return data, ts[:span:hop], ts[length - 1 :: hop], arrival[length - 1 :: hop]
+        # the metadata: one gather of the few window starts and ends, wrapping around the ring
+        firsts = np.arange(p0, p0 + span, hop)
+        lasts = firsts + (length - 1)
+        ts = self._ts
+        return (
+            data,
+            ts.take(firsts, mode="wrap"),
+            ts.take(lasts, mode="wrap"),
+            self._arrival.take(lasts, mode="wrap"),
+        )
 
     def windows_ready(self) -> int:
         """How many windows could be popped now (an estimate that ignores pending gaps)."""

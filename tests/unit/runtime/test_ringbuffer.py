@@ -83,6 +83,14 @@ def test_push_rejects_wrong_shape_and_keeps_state(sample: object) -> None:
         (np.zeros(4), np.zeros(4), "(n, 2)"),
         (np.zeros((4, 2)), np.zeros(3), "(4,)"),
         (np.zeros((4, 2)), np.zeros((4, 1)), "(4,)"),
+        # float32 / float64 arrays take push_block's fast path: the same checks must hold there
+        (np.zeros((4, 3), np.float32), np.zeros(4), "(n, 2)"),
+        (np.zeros(4, np.float32), np.zeros(4), "(n, 2)"),
+        (np.zeros((), np.float32), np.zeros(4), "(n, 2)"),
+        (np.zeros((4, 2, 1), np.float32), np.zeros(4), "(n, 2)"),
+        (np.zeros((4, 2), np.float32), np.zeros(3), "(4,)"),
+        (np.zeros((4, 2), np.float32), np.zeros((4, 1)), "(4,)"),
+        (np.zeros((4, 2), np.float32), np.zeros(()), "(4,)"),
     ],
 )
 def test_push_block_rejects_wrong_shapes(samples: np.ndarray, timestamps: np.ndarray, expected: str) -> None:
