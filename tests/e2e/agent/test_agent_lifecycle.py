@@ -196,6 +196,12 @@ def test_model_that_fails_to_load_keeps_agent_up_and_unhealthy(tmp_path: Path) -
     with AgentProcess(path, tmp_path / "agent.log") as agent:
         wait_until(lambda: events(db, "model_load_failed"), what="model_load_failed event")
         wait_until(lambda: (read_status(state) or {}).get("state") == "running", what="status file")
+
+        def model_phase() -> object:
+            # The status file is rewritten periodically, so it may lag the event by one interval.
+            return ((read_status(state) or {}).get("model") or {}).get("state")
+
+        wait_until(lambda: model_phase() == "failed", what="the status file to report the failed model")
         status = run_cli("agent", "status", "--config", str(path))
         assert status.returncode == 1, status.stdout + status.stderr
         assert "integrity" in status.stdout or "failed" in status.stdout
