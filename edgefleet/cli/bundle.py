@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgefleet.cli.arguments import positive_int, print_usage
 from edgefleet.errors import BundleError
 
 if TYPE_CHECKING:
@@ -37,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     build.add_argument("--version", required=True, help="semantic version, e.g. 1.0.0")
     build.add_argument("--task", choices=TASKS, default="classification")
     build.add_argument("--labels", type=_csv, help="comma-separated class labels, in output order")
-    build.add_argument("--window-length", type=_positive_int, required=True, help="samples per window")
-    build.add_argument("--hop", type=_positive_int, help="samples between windows (default: window length)")
+    build.add_argument("--window-length", type=positive_int, required=True, help="samples per window")
+    build.add_argument("--hop", type=positive_int, help="samples between windows (default: window length)")
     build.add_argument("--channel-names", type=_csv, help="comma-separated channel names")
     build.add_argument("--sample-rate-hz", type=float, help="sensor sample rate (Hz)")
     build.add_argument("--mean", type=_csv_floats, help="per-channel mean, comma-separated")
@@ -74,22 +75,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     inspect.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     inspect.set_defaults(handler=_inspect)
 
-    group.set_defaults(handler=lambda _args: _usage(group))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+    group.set_defaults(handler=lambda _args: print_usage(group))
 
 
 def _csv(text: str) -> list[str]:

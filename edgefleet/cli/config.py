@@ -10,10 +10,11 @@ import argparse
 import json
 import math
 import re
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgefleet.cli.arguments import print_usage
 
 if TYPE_CHECKING:
     from edgefleet.agent.config import AgentConfig
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Validate an agent config file without starting anything.",
     )
     commands = parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    parser.set_defaults(handler=lambda args: _usage(parser))
+    parser.set_defaults(handler=lambda args: print_usage(parser))
 
     check = commands.add_parser(
         "check", help="validate a config file; lists every error (exit 1 when invalid)"
@@ -43,11 +44,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     example = commands.add_parser("example", help="print a commented example config")
     example.set_defaults(handler=_example)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def example_text() -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgefleet.cli.arguments import positive_float, positive_int, print_usage
 from edgefleet.errors import EdgefleetError, ModelInputError
 
 if TYPE_CHECKING:
@@ -53,54 +54,29 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     bench = commands.add_parser("bench", help="measure latency and throughput")
     bench.add_argument("path", type=Path, metavar="PATH", help=".tflite or .onnx model file")
-    bench.add_argument("--batch", type=_positive_int, default=32, metavar="N", help="batch size (default 32)")
+    bench.add_argument("--batch", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     bench.add_argument(
-        "--seconds", type=_positive_float, default=5.0, metavar="S", help="how long to measure (default 5)"
+        "--seconds", type=positive_float, default=5.0, metavar="S", help="how long to measure (default 5)"
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.add_argument(
         "--backend", choices=("litert", "onnxruntime"), help="backend (default: from the file extension)"
     )
     bench.add_argument(
-        "--threads", type=_positive_int, metavar="N", help="LiteRT num_threads / ONNX intra-op threads"
+        "--threads", type=positive_int, metavar="N", help="LiteRT num_threads / ONNX intra-op threads"
     )
     bench.add_argument(
-        "--hop", type=_positive_int, metavar="N", help="window hop in samples (default: the window length)"
+        "--hop", type=positive_int, metavar="N", help="window hop in samples (default: the window length)"
     )
     bench.add_argument(
         "--push-chunk",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="samples per push into the ring buffer (default 64, a replay source's block)",
     )
     bench.set_defaults(handler=_bench)
 
-    group.set_defaults(handler=lambda _args: _usage(group))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+    group.set_defaults(handler=lambda _args: print_usage(group))
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +92,7 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         "or a full name); repeatable. Unavailable ones fall back to CPU with a warning",
     )
     parser.add_argument(
-        "--threads", type=_positive_int, metavar="N", help="LiteRT num_threads / ONNX intra-op threads"
+        "--threads", type=positive_int, metavar="N", help="LiteRT num_threads / ONNX intra-op threads"
     )
 
 
