@@ -63,6 +63,15 @@ def _compressor() -> zstandard.ZstdCompressor:
     return cctx
 
 
+def _decompressor() -> zstandard.ZstdDecompressor:
+    # Same reuse as the compressor: the controller decodes every message on one ingest thread.
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = zstandard.ZstdDecompressor()
+        _local.dctx = dctx
+    return dctx
+
+
 # ------------------------------------------------------------------ columns
 
 
@@ -296,7 +305,7 @@ def encode_message(envelope: Envelope, *, compress: bool | None = None) -> bytes
 
 def _decompress(data: bytes, limit: int, topic: str) -> bytes:
     try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        with _decompressor().stream_reader(io.BytesIO(data)) as reader:
             out: bytes = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         raise ProtocolError(
