@@ -1,31 +1,23 @@
-"""The SQL both databases share. Subclasses supply connections, transactions and dialect words.
-
-Statements are written with ``?`` placeholders; the PostgreSQL connection adapter rewrites them.
-"""
+"""The SQL both databases share: ingest and the read queries behind the API. Subclasses supply
+connections, transactions and dialect words; the admin and retention parts live in
+``sql_admin`` and ``sql_retention``."""
 
 from __future__ import annotations
 
-import abc
 import json
 import math
-import queue
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Protocol, cast
+from collections.abc import Sequence
+from typing import Any
 
 from edgefleet.controller.dal.base import (
-    Database,
     IngestOutcome,
-    PurgeReport,
     Resolution,
-    RetentionCutoffs,
 )
-from edgefleet.controller.dal.migrations import MIGRATIONS
+from edgefleet.controller.dal.sql_admin import SqlAdmin
+from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
+from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
 from edgefleet.controller.schemas import (
-    CommandRecord,
-    CommandStatus,
     DeviceDetail,
     DeviceInfo,
     DeviceList,
@@ -35,23 +27,17 @@ from edgefleet.controller.schemas import (
     FleetSummary,
     LabelSummary,
     ResultsSummary,
-    Role,
     TelemetryPoint,
     TelemetrySeries,
-    TokenInfo,
 )
-from edgefleet.types import JSONValue
 
-__all__ = ["SqlConnection", "SqlDatabase"]
+__all__ = ["SqlBase", "SqlConnection", "SqlDatabase"]
 
 _CHUNK = 500
-_DELETE_SLICE_S = 10.0  # seconds of raw telemetry deleted per write transaction
-_AGGREGATE_CHUNK = 20_000  # rows per write transaction when storing aggregates
 _DEVICE_COLUMNS = (
     "device_id, online, first_seen, last_seen, status_changed_at, agent_version, model_name, "
     "model_version, hardware, drifted"
 )
-_COMMAND_COLUMNS = "command_id, device_id, name, args, status, created_at, updated_at, created_by, detail"
 _SORT_COLUMNS: dict[str, str] = {
     "device_id": "device_id",
     "last_seen": "last_seen",
@@ -62,150 +48,13 @@ _SORT_COLUMNS: dict[str, str] = {
 }
 
 
-class SqlConnection(Protocol):
-    """The three calls the shared SQL needs; both drivers are adapted to it."""
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int: ...
-
-    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
-
-    def run_many_returning(self, sql: str, rows: Sequence[Sequence[object]]) -> list[tuple[Any, ...]]:
-        """A single-row ``INSERT ... VALUES (?, ...) ... RETURNING`` applied to every row."""
-        ...
-
-
-def _json_dict(text: str | None) -> dict[str, JSONValue]:
-    if not text:
-        return {}
-    value = json.loads(text)
-    return cast(dict[str, JSONValue], value) if isinstance(value, dict) else {"value": value}
-
-
-def _device(row: tuple[Any, ...]) -> DeviceInfo:
-    return DeviceInfo(
-        device_id=row[0],
-        online=bool(row[1]),
-        first_seen=float(row[2]),
-        last_seen=float(row[3]),
-        status_changed_at=None if row[4] is None else float(row[4]),
-        agent_version=row[5],
-        model_name=row[6],
-        model_version=row[7],
-        hardware=_json_dict(row[8]),
-        drifted=bool(row[9]),
-    )
-
-
-def _command(row: tuple[Any, ...]) -> CommandRecord:
-    return CommandRecord(
-        command_id=row[0],
-        device_id=row[1],
-        name=row[2],
-        args=_json_dict(row[3]),
-        status=row[4],
-        created_at=float(row[5]),
-        updated_at=float(row[6]),
-        created_by=row[7],
-        detail=row[8],
-    )
-
-
 def _like(text: str) -> str:
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
-class SqlDatabase(Database):
-    """Everything but connecting. ``greatest`` is the two-argument max; ``templates`` fill migrations."""
-
-    greatest: str = "max"
-    templates: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, *, pool_size: int = 4) -> None:
-        self._pool: queue.LifoQueue[SqlConnection] = queue.LifoQueue()
-        self._pool_size = pool_size
-        self._closed = False
-
-    # --- what a dialect provides ------------------------------------------------------------------
-    @abc.abstractmethod
-    def _open_connection(self) -> SqlConnection: ...
-
-    @abc.abstractmethod
-    def _close_connection(self, conn: SqlConnection) -> None: ...
-
-    @abc.abstractmethod
-    def _transaction(self, conn: SqlConnection) -> AbstractContextManager[None]: ...
-
-    @abc.abstractmethod
-    def _lock_migrations(self, conn: SqlConnection) -> None:
-        """Inside the migration transaction: keep other controllers from migrating at the same time."""
-
-    @abc.abstractmethod
-    def _bucket(self, column: str, seconds: int) -> str:
-        """SQL for ``floor(column / seconds) * seconds`` (columns hold non-negative epoch seconds)."""
-
-    # --- connections ------------------------------------------------------------------------------
-    @contextmanager
-    def _conn(self) -> Iterator[SqlConnection]:
-        try:
-            conn = self._pool.get_nowait()
-        except queue.Empty:
-            conn = self._open_connection()
-        try:
-            yield conn
-        except BaseException:
-            # A failed statement may leave a driver-level transaction open; never pool such a connection.
-            self._close_connection(conn)
-            raise
-        if self._closed or self._pool.qsize() >= self._pool_size:
-            self._close_connection(conn)
-        else:
-            self._pool.put(conn)
-
-    @contextmanager
-    def _tx(self) -> Iterator[SqlConnection]:
-        with self._conn() as conn, self._transaction(conn):
-            yield conn
-
-    def close(self) -> None:
-        self._closed = True
-        while True:
-            try:
-                conn = self._pool.get_nowait()
-            except queue.Empty:
-                return
-            self._close_connection(conn)
-
-    # --- migrations -------------------------------------------------------------------------------
-    def migrate(self) -> list[int]:
-        applied: list[int] = []
-        with self._tx() as conn:
-            conn.run(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at"
-                f" {self.templates['real']})"
-            )
-            self._lock_migrations(conn)
-            done = {int(row[0]) for row in conn.rows("SELECT version FROM schema_migrations")}
-            for version, description, template in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in template.format(**self.templates).split(";\n"):
-                    if statement.strip():
-                        conn.run(statement)
-                conn.run(
-                    "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                    (version, description, _now()),
-                )
-                applied.append(version)
-        return applied
-
-    def schema_version(self) -> int:
-        with self._conn() as conn:
-            rows = conn.rows("SELECT MAX(version) FROM schema_migrations")
-        return int(rows[0][0] or 0)
+class SqlDatabase(SqlAdmin, SqlRetention):
+    """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------
     def ingest(self, messages: Sequence[IngestMessage], *, result_bucket_s: int) -> IngestOutcome:
@@ -600,240 +449,3 @@ class SqlDatabase(Database):
             drifted_devices=[str(r[0]) for r in drifted],
             model_versions={str(r[0]): int(r[1]) for r in versions},
         )
-
-    # --- commands ---------------------------------------------------------------------------------
-    def insert_command(self, record: CommandRecord) -> None:
-        with self._tx() as conn:
-            conn.run(
-                f"INSERT INTO commands ({_COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.command_id,
-                    record.device_id,
-                    record.name,
-                    json.dumps(record.args, sort_keys=True),
-                    record.status,
-                    record.created_at,
-                    record.updated_at,
-                    record.created_by,
-                    record.detail,
-                ),
-            )
-
-    def set_command_status(
-        self, command_id: str, status: CommandStatus, *, at: float, detail: str | None = None
-    ) -> bool:
-        # An ack that raced ahead of the publish confirmation must not be overwritten by "sent".
-        guard = " AND status NOT IN ('acked', 'failed')" if status in ("sent", "pending") else ""
-        with self._tx() as conn:
-            changed = conn.run(
-                "UPDATE commands SET status = ?, updated_at = ?, detail = COALESCE(?, detail) WHERE"
-                f" command_id = ?{guard}",
-                (status, at, detail, command_id),
-            )
-        return changed > 0
-
-    def get_command(self, command_id: str) -> CommandRecord | None:
-        with self._conn() as conn:
-            rows = conn.rows(f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = ?", (command_id,))
-        return _command(rows[0]) if rows else None
-
-    def list_commands(self, device_id: str, *, limit: int = 50) -> list[CommandRecord]:
-        with self._conn() as conn:
-            rows = conn.rows(
-                f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE device_id = ? ORDER BY created_at DESC"
-                " LIMIT ?",
-                (device_id, limit),
-            )
-        return [_command(r) for r in rows]
-
-    # --- auth -------------------------------------------------------------------------------------
-    def add_token(self, token_id: str, name: str, role: Role, token_hash: str, *, at: float) -> None:
-        with self._tx() as conn:
-            conn.run(
-                "INSERT INTO api_tokens (token_id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?,"
-                " ?)",
-                (token_id, name, role, token_hash, at),
-            )
-
-    def find_token(self, token_hash: str, *, at: float) -> TokenInfo | None:
-        with self._conn() as conn:
-            rows = conn.rows(
-                "SELECT token_id, name, role, created_at, last_used_at FROM api_tokens"
-                " WHERE token_hash = ? AND revoked_at IS NULL",
-                (token_hash,),
-            )
-            if not rows:
-                return None
-            token_id, name, role, created_at, last_used = rows[0]
-            # Writing on every request would serialize readers on SQLite; a minute's precision is enough.
-            if last_used is None or at - float(last_used) > 60:
-                with self._transaction(conn):
-                    conn.run("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", (at, token_id))
-        return TokenInfo(
-            token_id=token_id, name=name, role=role, created_at=float(created_at), last_used_at=at
-        )
-
-    def list_tokens(self) -> list[TokenInfo]:
-        with self._conn() as conn:
-            rows = conn.rows(
-                "SELECT token_id, name, role, created_at, last_used_at, revoked_at FROM api_tokens ORDER"
-                " BY created_at"
-            )
-        return [
-            TokenInfo(
-                token_id=r[0],
-                name=r[1],
-                role=r[2],
-                created_at=float(r[3]),
-                last_used_at=None if r[4] is None else float(r[4]),
-                revoked_at=None if r[5] is None else float(r[5]),
-            )
-            for r in rows
-        ]
-
-    def revoke_token(self, token_id: str, *, at: float) -> bool:
-        with self._tx() as conn:
-            changed = conn.run(
-                "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-                (at, token_id),
-            )
-        return changed > 0
-
-    def upsert_user(self, username: str, password_hash: str, role: Role, *, at: float) -> None:
-        with self._tx() as conn:
-            conn.run(
-                "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role ="
-                " excluded.role",
-                (username, password_hash, role, at),
-            )
-
-    def get_user(self, username: str) -> tuple[str, Role] | None:
-        with self._conn() as conn:
-            rows = conn.rows("SELECT password_hash, role FROM users WHERE username = ?", (username,))
-        return (str(rows[0][0]), cast(Role, rows[0][1])) if rows else None
-
-    def add_session(
-        self, session_hash: str, username: str, role: Role, *, at: float, expires_at: float
-    ) -> None:
-        with self._tx() as conn:
-            conn.run(
-                "INSERT INTO sessions (session_hash, username, role, created_at, expires_at) VALUES (?, ?,"
-                " ?, ?, ?)",
-                (session_hash, username, role, at, expires_at),
-            )
-
-    def get_session(self, session_hash: str, *, at: float) -> tuple[str, Role] | None:
-        with self._conn() as conn:
-            rows = conn.rows(
-                "SELECT username, role FROM sessions WHERE session_hash = ? AND expires_at > ?",
-                (session_hash, at),
-            )
-        return (str(rows[0][0]), cast(Role, rows[0][1])) if rows else None
-
-    def delete_session(self, session_hash: str) -> None:
-        with self._tx() as conn:
-            conn.run("DELETE FROM sessions WHERE session_hash = ?", (session_hash,))
-
-    # --- retention --------------------------------------------------------------------------------
-    def downsample_telemetry(self, *, since: float, until: float) -> int:
-        # Aggregate with plain reads (which never block the ingest writer, WAL or MVCC), then
-        # write the results in short transactions: an INSERT ... SELECT over minutes of raw
-        # telemetry would hold SQLite's write lock for seconds and stall the ingest meanwhile.
-        minute_start = float(math.floor(since / 60) * 60)
-        hour_start = float(math.floor(since / 3600) * 3600)
-        with self._conn() as conn:
-            minutes = conn.rows(
-                f"SELECT device_id, metric, 60, {self._bucket('ts', 60)}, COUNT(*), SUM(value), MIN(value),"
-                " MAX(value) FROM telemetry_raw WHERE ts >= ? AND ts < ? GROUP BY 1, 2, 4",
-                (minute_start, until),
-            )
-        self._upsert_aggregates(minutes)
-        with self._conn() as conn:
-            hours = conn.rows(
-                f"SELECT device_id, metric, 3600, {self._bucket('bucket_start', 3600)}, SUM(count), SUM(sum),"
-                " MIN(min), MAX(max) FROM telemetry_agg WHERE resolution_s = 60 AND bucket_start >= ?"
-                " AND bucket_start < ? GROUP BY 1, 2, 4",
-                (hour_start, until),
-            )
-        self._upsert_aggregates(hours)
-        return len(minutes) + len(hours)
-
-    def _upsert_aggregates(self, rows: list[tuple[Any, ...]]) -> None:
-        statement = (
-            "INSERT INTO telemetry_agg (device_id, metric, resolution_s, bucket_start, count, sum, min, max)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, metric, resolution_s, bucket_start)"
-            " DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min,"
-            " max = excluded.max"
-        )
-        for start in range(0, len(rows), _AGGREGATE_CHUNK):
-            chunk = [
-                (r[0], r[1], int(r[2]), float(r[3]), int(r[4]), float(r[5]), float(r[6]), float(r[7]))
-                for r in rows[start : start + _AGGREGATE_CHUNK]
-            ]
-            with self._tx() as conn:
-                conn.run_many(statement, chunk)
-
-    def purge(self, cutoffs: RetentionCutoffs) -> PurgeReport:
-        report = PurgeReport()
-        # The two big tables (a row per metric sample, a row per message) go in time slices.
-        report.deleted["telemetry_raw"] = self._delete_in_slices("telemetry_raw", "ts", cutoffs.raw_telemetry)
-        report.deleted["seen_messages"] = self._delete_in_slices(
-            "seen_messages", "received_at", cutoffs.dedup
-        )
-        deletes = (
-            (
-                "telemetry_minute",
-                "DELETE FROM telemetry_agg WHERE resolution_s = 60 AND bucket_start < ?",
-                cutoffs.minute_aggregates,
-            ),
-            (
-                "telemetry_hour",
-                "DELETE FROM telemetry_agg WHERE resolution_s = 3600 AND bucket_start < ?",
-                cutoffs.hour_aggregates,
-            ),
-            ("result_buckets", "DELETE FROM result_buckets WHERE bucket_start < ?", cutoffs.results),
-            (
-                "result_latency_bins",
-                "DELETE FROM result_latency_bins WHERE bucket_start < ?",
-                cutoffs.results,
-            ),
-            ("events", "DELETE FROM events WHERE ts < ?", cutoffs.events),
-            ("drift_reports", "DELETE FROM drift_reports WHERE ts < ?", cutoffs.drift),
-            ("commands", "DELETE FROM commands WHERE updated_at < ?", cutoffs.commands),
-            ("sessions", "DELETE FROM sessions WHERE expires_at < ?", cutoffs.sessions),
-        )
-        for name, sql, cutoff in deletes:
-            # One short transaction per table keeps the ingest writer from waiting long on SQLite's lock.
-            with self._tx() as conn:
-                report.deleted[name] = conn.run(sql, (cutoff,))
-        return report
-
-    def _delete_in_slices(self, table: str, column: str, cutoff: float) -> int:
-        """Delete rows with ``column < cutoff``, oldest first, ``_DELETE_SLICE_S`` of data per transaction."""
-        deleted = 0
-        while True:
-            with self._conn() as conn:
-                oldest = conn.rows(f"SELECT MIN({column}) FROM {table}")[0][0]
-            if oldest is None or float(oldest) >= cutoff:
-                return deleted
-            edge = min(cutoff, float(oldest) + _DELETE_SLICE_S)
-            with self._tx() as conn:
-                deleted += conn.run(f"DELETE FROM {table} WHERE {column} < ?", (edge,))
-
-    def get_state(self, key: str) -> str | None:
-        with self._conn() as conn:
-            rows = conn.rows("SELECT value FROM controller_state WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    def set_state(self, key: str, value: str) -> None:
-        with self._tx() as conn:
-            conn.run(
-                "INSERT INTO controller_state (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-
-def _now() -> float:
-    return time.time()
