@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgefleet.agent.store import ResultRecord, Store, StoreConfig  # noqa: E402
+from edgefleet.agent.store.rows import RESULT_COLUMNS  # noqa: E402
 from edgefleet.cloud_sync import SyncConfig, SyncService  # noqa: E402
 from edgefleet.cloud_sync.config import MqttProtocol  # noqa: E402
 from edgefleet.cloud_sync.uplink import wire_bytes  # noqa: E402
@@ -147,7 +148,7 @@ def run_naive(broker: MosquittoBroker, store: Store, total: int, protocol: str) 
             break
         for row in rows:
             last_id = row["id"]
-            doc = {"device_id": "bench-naive", "message_id": row["id"], **{k: row[k] for k in _FIELDS}}
+            doc = {"device_id": "bench-naive", "message_id": row["id"], **{k: row[k] for k in RESULT_COLUMNS}}
             payload = json.dumps(doc).encode()
             window.acquire()
             info = client.publish(topic, payload, qos=1)
@@ -168,27 +169,10 @@ def run_naive(broker: MosquittoBroker, store: Store, total: int, protocol: str) 
     return {"seconds": elapsed, "messages": sent, "wire_bytes": wire, "results": acked}
 
 
-_FIELDS = (
-    "stream",
-    "window_seq",
-    "window_start",
-    "window_end",
-    "model_name",
-    "model_version",
-    "label",
-    "score",
-    "latency_ms",
-    "answered_by",
-    "fallback_reason",
-    "outputs",
-    "created_at",
-)
-
-
 def _unsynced(store: Store, after_id: int, limit: int) -> list[dict[str, Any]]:
     with store._read() as conn:  # the naive uplink reads the results table directly
         cursor = conn.execute(
-            f"SELECT id, {', '.join(_FIELDS)} FROM results WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT id, {', '.join(RESULT_COLUMNS)} FROM results WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
         names = [d[0] for d in cursor.description]

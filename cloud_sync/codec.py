@@ -163,29 +163,10 @@ def _outputs_encode(values: list[Any]) -> list[bytes | None]:
     return out
 
 
-_RESULT_KEYS = (
-    "stream",
-    "window_seq",
-    "window_start",
-    "window_end",
-    "model_name",
-    "model_version",
-    "label",
-    "score",
-    "latency_ms",
-    "answered_by",
-    "fallback_reason",
-    "outputs",
-    "created_at",
-)
+# The columnar wire order is ResultItem's field order; absent optional columns take its defaults.
+_RESULT_KEYS = tuple(ResultItem.model_fields)
 _RESULT_DEFAULTS: dict[str, Any] = {
-    "window_seq": None,
-    "label": None,
-    "score": None,
-    "answered_by": "edge",
-    "fallback_reason": None,
-    "outputs": None,
-    "created_at": None,
+    name: field.default for name, field in ResultItem.model_fields.items() if not field.is_required()
 }
 _take_row = operator.itemgetter(*_RESULT_KEYS)
 
