@@ -49,8 +49,10 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
+class _StructuredFormatter(logging.Formatter):
+    """The fields both machine-readable formats carry: time, level, logger, message, extras, traceback."""
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "ts": _iso(record.created),
             "level": record.levelname.lower(),
@@ -60,7 +62,12 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return entry
+
+
+class JsonFormatter(_StructuredFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.fields(record), default=str, ensure_ascii=False)
 
 
 def _logfmt_value(value: object) -> str:
@@ -71,18 +78,9 @@ def _logfmt_value(value: object) -> str:
     return text
 
 
-class LogfmtFormatter(logging.Formatter):
+class LogfmtFormatter(_StructuredFormatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, object] = {
-            "ts": _iso(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields.update(_extras(record))
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in self.fields(record).items())
 
 
 class TextFormatter(logging.Formatter):
