@@ -159,16 +159,19 @@ class SyncService:
 
     def state(self) -> SyncState:
         """A snapshot; counters are live, the backlog is at most ~1 s old."""
-        counters = self.uplink.counters
         with self._lock:
             state = self._state.model_copy(deep=True)
+        self._copy_uplink_counters(state)
+        return state
+
+    def _copy_uplink_counters(self, state: SyncState) -> None:
+        counters = self.uplink.counters
         state.inflight = self.uplink.inflight
         state.bytes_sent_by_kind = dict(counters.bytes_sent_by_kind)
         state.messages_sent_by_kind = dict(counters.messages_sent_by_kind)
         state.results_sent = counters.results_sent
         state.last_ack_at = counters.last_ack_at
         state.last_acked_id = counters.last_acked_id
-        return state
 
     # ------------------------------------------------------------------ thread
 
@@ -347,12 +350,7 @@ class SyncService:
         with self._lock:
             st = self._state
             st.backlog = dict(self._backlog)
-            st.inflight = self.uplink.inflight
-            st.bytes_sent_by_kind = dict(counters.bytes_sent_by_kind)
-            st.messages_sent_by_kind = dict(counters.messages_sent_by_kind)
-            st.results_sent = counters.results_sent
-            st.last_ack_at = counters.last_ack_at
-            st.last_acked_id = counters.last_acked_id
+            self._copy_uplink_counters(st)
             st.refused_by_broker = counters.refused
             st.dropped = counters.dropped
             st.downlink = {
