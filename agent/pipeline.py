@@ -6,10 +6,13 @@ Threads (all daemon threads, so a wedged one can never keep the process alive):
   :class:`~edgefleet.runtime.ringbuffer.StreamBuffer`;
 * the inference worker: loads the bundle and model (retrying while they fail),
   then takes batches from the :class:`~edgefleet.runtime.batcher.Batcher`, runs
-  ``preprocess -> predict -> interpret_batch`` and hands one row per window on
-  (:mod:`edgefleet.agent.results`: plain tuples, no object per window);
-* the writer (:mod:`edgefleet.agent.writer`): groups rows into batched transactions
-  (``Store.write_result_rows``).
+  ``preprocess -> predict`` and checks the outputs' shapes;
+* the writer (:mod:`edgefleet.agent.writer`): turns each batch's outputs into answers
+  (``interpret_batch``) and one row per window (:mod:`edgefleet.agent.results`: plain tuples,
+  no object per window), and groups rows into batched transactions
+  (``Store.write_result_rows``). Building rows there rather than in the inference worker
+  lets it overlap the next model call (which runs without the GIL). With observers or a
+  fallback router the worker interprets the batch itself, since they need the answers.
 
 A model that fails to load never stops the agent: the failure becomes an event and
 the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.
@@ -41,7 +44,7 @@ from edgefleet.agent.routing import FallbackRouter, offer
 from edgefleet.agent.sources.base import RateLimitedLog
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.writer import ResultWriter, WriterSettings
-from edgefleet.errors import EdgefleetError, ModelInputError
+from edgefleet.errors import EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.bundle import Bundle, Prediction
@@ -512,14 +515,7 @@ class Pipeline:
         try:
             inputs = bundle.preprocess(batch.data)
             outputs = model.predict(inputs)
-            answers = bundle.interpret_batch(outputs)
-            if len(answers) != len(batch):
-                raise ModelInputError(
-                    f"model gave {len(answers)} answers for a batch of {len(batch)} windows",
-                    expected=str(len(batch)),
-                    got=str(len(answers)),
-                    hint="the model must keep the batch dimension; rebuild the bundle",
-                )
+            bundle.check_outputs(outputs, len(batch))
         except EdgefleetError as exc:
             self._inference_failed(batch, exc)
             return
@@ -528,21 +524,31 @@ class Pipeline:
             self._inference_failed(batch, exc)
             return
         done = time.monotonic()
-        self.counters.record_batch(len(answers), (done - started) * 1000.0)
-        predictions: list[Prediction] | None = None
-        if self._observers:
-            predictions = answers.predictions()
-            for observer in self._observers:
-                try:
-                    observer(batch, predictions)
-                except Exception as exc:  # an observer (drift, ...) must never stop inference
-                    self._observer_log.warning("batch observer %r failed: %s", observer, exc)
+        self.counters.record_batch(len(batch), (done - started) * 1000.0)
         keep_outputs = self.settings.store_outputs
+        if self._router is None and not self._observers:
+            # The common case: this thread goes straight back to the model; the writer thread
+            # turns the outputs into answers and rows while the next batch is inferred.
+            def rows() -> list[tuple[Any, ...]]:
+                answers = bundle.interpret_batch(outputs)
+                return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
+
+            self._writer.put_deferred(rows, lambda exc: self._inference_failed(batch, exc))
+            return
+        try:
+            answers = bundle.interpret_batch(outputs)
+        except EdgefleetError as exc:  # check_outputs vouched for the shapes; report, never crash
+            self._inference_failed(batch, exc)
+            return
+        predictions = answers.predictions()
+        for observer in self._observers:
+            try:
+                observer(batch, predictions)
+            except Exception as exc:  # an observer (drift, ...) must never stop inference
+                self._observer_log.warning("batch observer %r failed: %s", observer, exc)
         if self._router is None:
             self._writer.put_rows(result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs))
             return
-        if predictions is None:
-            predictions = answers.predictions()
         records = result_records_of(bundle, batch, predictions, done, keep_outputs=keep_outputs)
         keep = offer(self._router, batch.windows, predictions, records, self.counters)
         if keep:

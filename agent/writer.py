@@ -1,7 +1,8 @@
 """The result writer: one thread committing results to the store in batched transactions.
 
-Results arrive as rows (the pipeline's hot path, :meth:`ResultWriter.put_rows`, stored by
-``Store.write_result_rows``) or as :class:`ResultRecord` objects (results made elsewhere, e.g.
+Results arrive as rows (:meth:`ResultWriter.put_rows`, stored by ``Store.write_result_rows``),
+as batches whose rows the writer thread builds itself (the pipeline's hot path,
+:meth:`ResultWriter.put_deferred`), or as :class:`ResultRecord` objects (results made elsewhere, e.g.
 cloud answers, :meth:`ResultWriter.put`, stored by ``Store.write_results``).
 
 Group commit, rate-limited: at most one transaction per ``interval_s`` unless ``batch_size``
@@ -36,6 +37,14 @@ _T = TypeVar("_T")
 @dataclass(slots=True)
 class _RowBatch:
     rows: list[tuple[Any, ...]]
+
+
+@dataclass(slots=True)
+class _DeferredRows:
+    """Rows the writer builds itself (see :meth:`ResultWriter.put_deferred`)."""
+
+    make: Callable[[], list[tuple[Any, ...]]]
+    on_error: Callable[[Exception], None]
 
 
 @dataclass(slots=True)
@@ -87,6 +96,18 @@ class ResultWriter:
         if rows:
             self._queue.put(_RowBatch(rows))
 
+    def put_deferred(
+        self, make: Callable[[], list[tuple[Any, ...]]], on_error: Callable[[Exception], None]
+    ) -> None:
+        """Hand over a batch whose rows ``make()`` builds in the writer thread.
+
+        Building rows (argmax, scores, one tuple per window) is Python work that holds the GIL;
+        done here it overlaps the inference thread's next model call instead of delaying it.
+        Should ``make`` raise, ``on_error`` gets the exception (in the writer thread) and the
+        batch is skipped. Blocks while the queue is full, like :meth:`put_rows`.
+        """
+        self._queue.put(_DeferredRows(make, on_error))
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -124,6 +145,8 @@ class ResultWriter:
             while item is not None:
                 if isinstance(item, _RowBatch):
                     pending.rows += item.rows
+                elif isinstance(item, _DeferredRows):
+                    pending.rows += self._build(item)
                 elif item is _STOP:
                     stopping = True
                 elif isinstance(item, list):
@@ -143,6 +166,17 @@ class ResultWriter:
                 last_commit = time.monotonic()
             if stopping and not pending and self._queue.empty():
                 return
+
+    @staticmethod
+    def _build(item: _DeferredRows) -> list[tuple[Any, ...]]:
+        try:
+            return item.make()
+        except Exception as exc:  # a bad batch must not stop the writer: its producer reports it
+            try:
+                item.on_error(exc)
+            except Exception:
+                log.exception("reporting a failed result batch failed")
+            return []
 
     def _flush(self, pending: _Pending, *, final: bool, full_only: bool = False) -> None:
         stored = True

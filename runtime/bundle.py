@@ -268,26 +268,42 @@ class Bundle:
         """One :class:`Prediction` per window from the model's outputs."""
         return self.interpret_batch(outputs).predictions()
 
-    def interpret_batch(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> Interpretation:
-        """The answers of a whole batch as columns (the pipeline's hot path: a few numpy calls
-        per batch, no object per window). Same answers as :meth:`interpret`."""
+    def _answer_rows(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
+        """The primary output as (N, K) rows; for a classifier K must be the label count."""
         values = self.primary_output(outputs)
         # math.prod, not -1: an empty batch cannot infer the row length
         width = math.prod(values.shape[1:]) if values.ndim > 1 else 1
         rows = values.reshape(values.shape[0] if values.ndim > 0 else 1, width)
+        labels = self.manifest.labels
+        if self.manifest.task == "classification" and width != len(labels):
+            raise ModelInputError(
+                f"bundle {self.manifest.name}: {width} output values per window but {len(labels)} labels",
+                tensor=self.manifest.outputs[0].name,
+                expected=str(len(labels)),
+                got=str(width),
+                hint=HINT_REBUILD,
+            )
+        return rows
+
+    def check_outputs(self, outputs: Mapping[str, np.ndarray[Any, Any]], windows: int) -> None:
+        """Raise :class:`ModelInputError` unless :meth:`interpret_batch` can read ``outputs`` as
+        the answers to ``windows`` windows (shapes only: cheap enough for the inference thread)."""
+        answers = self._answer_rows(outputs).shape[0]
+        if answers != windows:
+            raise ModelInputError(
+                f"model gave {answers} answers for a batch of {windows} windows",
+                expected=str(windows),
+                got=str(answers),
+                hint="the model must keep the batch dimension; rebuild the bundle",
+            )
+
+    def interpret_batch(self, outputs: Mapping[str, np.ndarray[Any, Any]]) -> Interpretation:
+        """The answers of a whole batch as columns (the pipeline's hot path: a few numpy calls
+        per batch, no object per window). Same answers as :meth:`interpret`."""
+        rows = self._answer_rows(outputs)
         n = rows.shape[0]
         if self.manifest.task != "classification":
             return Interpretation([None] * n, [None] * n, rows)
-        labels = self.manifest.labels
-        if rows.shape[1] != len(labels):
-            raise ModelInputError(
-                f"bundle {self.manifest.name}: {rows.shape[1]} output values per window but "
-                f"{len(labels)} labels",
-                tensor=self.manifest.outputs[0].name,
-                expected=str(len(labels)),
-                got=str(rows.shape[1]),
-                hint=HINT_REBUILD,
-            )
         probs = rows
         if rows.size and (rows.min() < 0 or np.abs(rows.sum(axis=1) - 1).max() > 0.05):
             # logits, not probabilities

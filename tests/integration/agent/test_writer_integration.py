@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +110,34 @@ def test_the_backlog_kept_while_the_store_fails_is_bounded(tmp_path: Path) -> No
     assert writer.lost == 30  # 50 handed over, 20 kept for when the store comes back
     assert writer.stop(30)
     assert writer.lost == 50
+
+
+def test_deferred_rows_are_built_in_the_writer_and_a_failing_batch_is_reported_and_skipped(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
+    counters = PipelineCounters()
+    writer = ResultWriter(store, counters, WriterSettings(batch_size=100, interval_s=0.01))
+    failures: list[Exception] = []
+    built_in: list[str] = []
+
+    def good(start: int) -> list[tuple[Any, ...]]:
+        built_in.append(threading.current_thread().name)
+        return result_rows(_records(10, start=start), raw_outputs=False)
+
+    def bad() -> list[tuple[Any, ...]]:
+        raise ValueError("3 output values per window but 4 labels")
+
+    writer.start()
+    try:
+        writer.put_deferred(lambda: good(0), failures.append)
+        writer.put_deferred(bad, failures.append)
+        writer.put_deferred(lambda: good(10), failures.append)
+        assert writer.stop(30)
+        seqs = sorted(r["window_seq"] for r in store.query_results(limit=100))
+        assert seqs == list(range(20))  # the bad batch alone is skipped, nothing else lost
+        assert [str(e) for e in failures] == ["3 output values per window but 4 labels"]
+        assert built_in == ["agent-writer", "agent-writer"]
+        assert writer.lost == 0
+    finally:
+        store.close()

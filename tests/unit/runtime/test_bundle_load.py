@@ -244,6 +244,17 @@ def test_interpret_batch_gives_the_same_answers_as_columns(bundle: Bundle) -> No
     assert (empty.labels, empty.scores, empty.predictions()) == ([], [], [])
 
 
+def test_check_outputs_names_a_wrong_answer_count_or_width(bundle: Bundle) -> None:
+    bundle.check_outputs({"probabilities": np.zeros((5, 4), np.float32)}, 5)  # fits: no error
+    with pytest.raises(ModelInputError, match="model gave 4 answers for a batch of 5 windows") as short:
+        bundle.check_outputs({"probabilities": np.zeros((4, 4), np.float32)}, 5)
+    assert (short.value.expected, short.value.got) == ("5", "4")
+    with pytest.raises(ModelInputError, match="3 output values per window but 4 labels"):
+        bundle.check_outputs({"probabilities": np.zeros((5, 3), np.float32)}, 5)
+    with pytest.raises(ModelInputError, match="not among"):
+        bundle.check_outputs({"a": np.zeros((5, 4)), "b": np.zeros((5, 4))}, 5)
+
+
 def test_interpret_classification(bundle: Bundle) -> None:
     probs = np.array([[0.1, 0.7, 0.1, 0.1], [0.05, 0.05, 0.05, 0.85]], np.float32)
     preds = bundle.interpret({"probabilities": probs})
