@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgefleet.runtime import load_model
-from edgefleet.runtime.bundle import load_bundle, verify_bundle
+from edgefleet.runtime.bundle import load_bundle
+from edgefleet.runtime.bundle_verify import verify_bundle
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 BASELINE = "basicmotions-fp32.onnx"

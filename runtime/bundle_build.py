@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.errors import BundleError
-from edgefleet.runtime.bundle import check_tensors, sha256_file, verify_bundle
+from edgefleet.runtime.bundle import sha256_file
 from edgefleet.runtime.bundle_manifest import (
     MANIFEST_NAME,
     BundleManifest,
@@ -34,6 +34,7 @@ from edgefleet.runtime.bundle_manifest import (
     TensorEntry,
     manifest_bytes,
 )
+from edgefleet.runtime.bundle_verify import check_tensors, verify_bundle
 from edgefleet.runtime.model import Model, load_model
 from edgefleet.runtime.profile import output_profile, reference_profile
 from edgefleet.types import FloatArray

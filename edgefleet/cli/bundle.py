@@ -12,7 +12,8 @@ from edgefleet.cli.arguments import positive_int, print_usage
 from edgefleet.errors import BundleError
 
 if TYPE_CHECKING:
-    from edgefleet.runtime.bundle import Bundle, Preprocessing, VerifyReport
+    from edgefleet.runtime.bundle import Bundle, Preprocessing
+    from edgefleet.runtime.bundle_verify import VerifyReport
     from edgefleet.types import FloatArray
 
 __all__ = ["register"]
@@ -191,7 +192,8 @@ def _build(args: argparse.Namespace) -> int:
     import numpy as np
     from pydantic import ValidationError
 
-    from edgefleet.runtime.bundle import build_bundle, verify_bundle
+    from edgefleet.runtime.bundle import build_bundle
+    from edgefleet.runtime.bundle_verify import verify_bundle
 
     series: FloatArray | None = None
     meta: dict[str, Any] = {}
@@ -245,7 +247,7 @@ def _print_report(report: VerifyReport) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edgefleet.runtime.bundle import verify_bundle
+    from edgefleet.runtime.bundle_verify import verify_bundle
 
     report = verify_bundle(args.path, run_canary=not args.no_canary)
     if args.json:

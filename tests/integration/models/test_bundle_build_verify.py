@@ -14,8 +14,9 @@ import pytest
 
 from edgefleet.cli.main import main
 from edgefleet.errors import BundleError
-from edgefleet.runtime.bundle import Preprocessing, build_bundle, load_bundle, sha256_file, verify_bundle
+from edgefleet.runtime.bundle import Preprocessing, build_bundle, load_bundle, sha256_file
 from edgefleet.runtime.bundle_manifest import Task
+from edgefleet.runtime.bundle_verify import verify_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgefleet.runtime import load_model
-from edgefleet.runtime.bundle import load_bundle, verify_bundle
+from edgefleet.runtime.bundle import load_bundle
+from edgefleet.runtime.bundle_verify import verify_bundle
 from tests.support.arrays import FloatOutput, float_output
 
 pytestmark = pytest.mark.integration
