@@ -2,7 +2,9 @@
 
 One :class:`StreamBuffer` per stream. Storage is preallocated once: a ``(capacity, channels)``
 float32 sample ring (time-major, so a window is one or two contiguous row slices), a float64
-timestamp ring and a float64 ring of arrival times (``clock()`` when the sample was pushed).
+timestamp ring and a float64 ring of ready times. A window's ``ready_at`` is ``clock()`` at the push
+that stored its last sample, and only those rows are ever read, so the producer writes a ready time
+only at the rows where a window ends (once per completed window, not once per sample).
 
 Indices below are *accepted-sample* indices: the n-th sample the buffer stored is index n.
 The buffer keeps three counters:
@@ -152,7 +154,8 @@ class StreamBuffer:
         self._clock = clock
         self._data: FloatArray = np.zeros((capacity, channels), dtype=np.float32)
         self._ts: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
-        self._arrival: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
+        # written only at window-end rows: ``_ready[(end - 1) % capacity]`` for each completed window
+        self._ready: npt.NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
         # every window position that does not wrap, as a (capacity - window_length + 1,
         # window_length, channels) view of the ring: a run of windows is one basic slice of it
         self._sliding: FloatArray = np.lib.stride_tricks.sliding_window_view(
@@ -208,10 +211,35 @@ class StreamBuffer:
         else:
             raise TypeError(f"notify must be a threading.Condition, a callable or None, got {target!r}")
 
-    def _announce(self, end: int) -> None:
-        # Called by the producer once ``write`` reached a window end; moves to the next grid end.
-        steps = (end - self._announce_at) // self.hop + 1
-        self._announce_at += steps * self.hop
+    def _publish(self, end: int) -> None:
+        """Make the samples below ``end`` visible to the consumer (producer only, data in place)."""
+        if end < self._announce_at:
+            self._write = end
+            return
+        # Windows completed: stamp their ready times (at their last rows) *before* publishing
+        # ``write``, so pop never reads a stale one, then move to the next grid end and signal.
+        # ``_announce_at`` is always the end of the next window pop would emit: the grid only
+        # restarts at a refusal, where ``_refuse`` resets it (a drop_oldest skip moves whole hops).
+        at, hop, cap = self._announce_at, self.hop, self.capacity
+        steps = (end - at) // hop + 1
+        self._announce_at = at + steps * hop
+        now = self._clock()
+        ready = self._ready
+        if steps == 1:
+            ready[(at - 1) % cap] = now
+        else:
+            # only ends whose rows are still in the ring (a block longer than the ring skips its head)
+            low = end - cap + 1
+            if at < low:
+                skip = -(-(low - at) // hop)
+                at, steps = at + skip * hop, steps - skip
+            first = (at - 1) % cap
+            last = first + (steps - 1) * hop
+            if last < cap:
+                ready[first : last + 1 : hop] = now
+            else:
+                ready.put(np.arange(first, last + 1, hop), now, mode="wrap")
+        self._write = end
         signal = self._signal
         if signal is not None:
             signal()
@@ -238,10 +266,7 @@ class StreamBuffer:
             self._ts[p] = timestamp
         except (ValueError, TypeError):
             raise self._shape_error("a timestamp in epoch seconds", f"{timestamp!r}") from None
-        self._arrival[p] = self._clock()
-        self._write = w + 1
-        if w + 1 >= self._announce_at:
-            self._announce(w + 1)
+        self._publish(w + 1)
         return True
 
     def push_block(self, samples: npt.ArrayLike, timestamps: npt.ArrayLike) -> int:
@@ -275,15 +300,25 @@ class StreamBuffer:
         q = p + n
         self._data[p:q] = block
         self._ts[p:q] = stamps
-        self._arrival[p:q] = self._clock()
         end = w + n
-        self._write = end  # publish only after the data is in place
         at = self._announce_at
-        if end >= at:  # inlined _announce: a window completed
-            self._announce_at = at + ((end - at) // self.hop + 1) * self.hop
-            signal = self._signal
-            if signal is not None:
-                signal()
+        if end < at:  # no window completed: nothing more to record
+            self._write = end  # publish only after the data is in place
+            return n
+        # inlined _publish: windows completed. Their last rows lie in this block's rows [p, q),
+        # which do not wrap, so the ready times are one scalar store (one window) or one slice.
+        hop = self.hop
+        steps = (end - at) // hop + 1
+        first = p + (at - 1 - w)
+        if steps == 1:
+            self._ready[first] = self._clock()
+        else:
+            self._ready[first:q:hop] = self._clock()
+        self._write = end  # publish after the ready times too: pop reads them for windows below write
+        self._announce_at = at + steps * hop
+        signal = self._signal
+        if signal is not None:
+            signal()
         return n
 
     def _checked_block(
@@ -326,23 +361,16 @@ class StreamBuffer:
             skip = n - cap
             block, stamps, w, n = block[skip:], stamps[skip:], w + skip, cap
         p = w % cap
-        now = self._clock()
         if p + n <= cap:  # the common case: no wrap, no sub-slicing of the block
             self._data[p : p + n] = block
             self._ts[p : p + n] = stamps
-            self._arrival[p : p + n] = now
         else:
             first = cap - p
             self._data[p:] = block[:first]
             self._ts[p:] = stamps[:first]
-            self._arrival[p:] = now
             self._data[: n - first] = block[first:]
             self._ts[: n - first] = stamps[first:]
-            self._arrival[: n - first] = now
-        end = w + n
-        self._write = end  # publish only after the data is in place
-        if end >= self._announce_at:
-            self._announce(end)
+        self._publish(w + n)
 
     def _push_slow(self, block: FloatArray, stamps: npt.NDArray[np.float64] | list[float]) -> int:
         n = len(block)
@@ -538,7 +566,7 @@ class StreamBuffer:
                 data,
                 self._ts[p0 : p0 + span : hop].copy(),
                 self._ts[last0 : last0 + span : hop].copy(),
-                self._arrival[last0 : last0 + span : hop].copy(),
+                self._ready[last0 : last0 + span : hop].copy(),
             )
         # the run wraps around the ring's end: unwrap its rows with two slice copies, then cut
         # the windows out of that (a fancy-index gather of every row is several times slower)
@@ -565,7 +593,7 @@ class StreamBuffer:
             data,
             ts.take(firsts, mode="wrap"),
             ts.take(lasts, mode="wrap"),
-            self._arrival.take(lasts, mode="wrap"),
+            self._ready.take(lasts, mode="wrap"),
         )
 
     def windows_ready(self) -> int:

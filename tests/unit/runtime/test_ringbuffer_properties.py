@@ -12,6 +12,8 @@ What is checked after every operation, under every policy:
 * accounting: ``pushed == covered + dropped + pending``, where ``covered`` is the number of distinct
   offered samples that appeared in some window and ``dropped`` is the reference's count of samples
   refused or skipped before any window covered them; under ``drop_oldest`` nothing is refused;
+* each window's ``ready_at`` is the clock reading at the push that stored its last sample (the
+  clock reads a distinct value per operation);
 * a consumer that popped everything and went to sleep is notified before a new window is ready;
 * at the end, after popping everything, fewer than ``window_length`` samples remain pending.
 
@@ -61,6 +63,7 @@ class RefWindow:
     start: int  # accepted index
     offered: list[int]
     gap_before: bool
+    ready_at: float
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Reference:
     hop: int
     policy: str
     accepted: list[int] = field(default_factory=list)  # offered index of each accepted sample
+    arrival: list[float] = field(default_factory=list)  # clock reading when each was accepted
     dropped_offered: set[int] = field(default_factory=set)
     next_start: int = 0
     decided: int = 0
@@ -81,7 +85,7 @@ class Reference:
     refused: int = 0
     lost: int = 0
 
-    def offer(self, i: int) -> bool:
+    def offer(self, i: int, now: float) -> bool:
         w = len(self.accepted)
         if w - self.next_start >= self.capacity:
             if self.policy == "drop_oldest":
@@ -95,6 +99,7 @@ class Reference:
                     self.gaps.append(w)
                 return False
         self.accepted.append(i)
+        self.arrival.append(now)
         return True
 
     def _lose_until(self, start: int) -> None:
@@ -119,7 +124,8 @@ class Reference:
             end = self.next_start + self.length
             if end > len(self.accepted):
                 break
-            out.append(RefWindow(self.next_start, self.accepted[self.next_start : end], self.gap_flag))
+            offered = self.accepted[self.next_start : end]
+            out.append(RefWindow(self.next_start, offered, self.gap_flag, self.arrival[end - 1]))
             self.gap_flag = False
             self.decided = end
             self.next_start += self.hop
@@ -157,6 +163,7 @@ def check_window(w: Window, ref: RefWindow, channels: int, seq: int, name: str) 
     np.testing.assert_array_equal(w.data, values(offered, channels))
     assert w.start_ts == stamps(offered)[0]
     assert w.end_ts == stamps(offered)[-1]
+    assert w.ready_at == ref.ready_at
     # the window is a run of consecutive offered samples: nothing reordered, duplicated or skipped
     first = int(offered[0])
     np.testing.assert_array_equal(offered, np.arange(first, first + len(offered)))
@@ -178,7 +185,7 @@ def check_batch(batch: WindowBatch, expected: list[RefWindow], channels: int, se
     np.testing.assert_array_equal(batch.seq, np.arange(seq0, seq0 + n))
     np.testing.assert_array_equal(batch.start_index, [r.start for r in expected])
     np.testing.assert_array_equal(batch.gap_before, [r.gap_before for r in expected])
-    assert batch.ready_at.shape == (n,)
+    np.testing.assert_array_equal(batch.ready_at, [r.ready_at for r in expected])
     assert np.all(np.diff(batch.ready_at) >= 0)
     assert batch.oldest_ready_at == batch.ready_at.min()
     assert sum(count for _, count, _ in batch.segments) == n
@@ -198,6 +205,7 @@ def test_stream_buffer_matches_reference(scenario: tuple[BufferParams, list[tupl
         return stats.pushed - stats.refused
 
     exhausted = True  # the consumer has seen every ready window, so it would now sleep
+    now = [0.0]  # the buffer's clock: a distinct reading per operation
     buf = StreamBuffer(
         "s",
         channels,
@@ -207,6 +215,7 @@ def test_stream_buffer_matches_reference(scenario: tuple[BufferParams, list[tupl
         policy=policy,
         block_timeout=0.0,  # a sequential test has no consumer to wait for: block == refuse at once
         notify=lambda: notified.append(accepted_now()),
+        clock=lambda: now[0],
     )
     ref = Reference(buf.capacity, buf.window_length, buf.hop, policy)
     offered_total = 0
@@ -241,17 +250,19 @@ def test_stream_buffer_matches_reference(scenario: tuple[BufferParams, list[tupl
             covered.update(r.offered)
             seq += 1
 
-    for kind, n in ops:
+    for step, (kind, n) in enumerate(ops):
+        now[0] = 100.0 + step
         if kind in ("push", "block"):
             ids = np.arange(offered_total, offered_total + n)
             offered_total += n
         if kind == "push":
             for i in ids:
+                now[0] += 0.125  # each single push its own reading
                 got = buf.push(values(np.array([i]), channels)[0], float(stamps(np.array([i]))[0]))
-                assert got == ref.offer(int(i))
+                assert got == ref.offer(int(i), now[0])
         elif kind == "block":
             accepted = buf.push_block(values(ids, channels), stamps(ids))
-            assert accepted == sum(ref.offer(int(i)) for i in ids)
+            assert accepted == sum(ref.offer(int(i), now[0]) for i in ids)
         else:
             pop(n, as_batch=kind == "pop_batch")
         stats = buf.stats
