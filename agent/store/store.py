@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -44,7 +43,7 @@ from edgefleet.agent.store.rows import (
     SELECT_RESULT,
     check_record,
     converted_rows,
-    insert_results_sql,
+    insert_results_statement,
     record_from_row,
     result_dict,
     result_rows,
@@ -208,48 +207,60 @@ class Store:
         """
         if not rows:
             return range(0)
-        width = len(RESULT_COLUMNS)
-        if any(len(row) != width for row in rows):
-            # Parameters are flattened into one statement: a short row would shift the others.
+        try:
+            statements, outputs_bytes = self._statements(rows)
+        except ValueError:
+            # Parameters are taken column by column: a short row would shift the others.
+            width = len(RESULT_COLUMNS)
             bad = next(i for i, row in enumerate(rows) if len(row) != width)
             raise StoreError(
                 f"result row {bad} has {len(rows[bad])} values; expected {width}: "
                 f"{', '.join(RESULT_COLUMNS)}",
                 hint="build rows with edgefleet.agent.store.rows.result_rows, or use write_results()",
-            )
-        if not self.config.store_raw_outputs and any(row[7] is not None for row in rows):
-            rows = [(*row[:7], None, *row[8:]) for row in rows]
+            ) from None
         try:
-            first, last = self._with_space(lambda: self._insert_results(rows))
+            first, last = self._with_space(lambda: self._insert_results(statements, len(rows), outputs_bytes))
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError):
             return self.write_results([record_from_row(row) for row in rows])
         self._maybe_retention()
         return range(first, last + 1)
 
-    def _insert_results(self, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
-        """Insert ``rows`` and their outbox item in one transaction; returns (first id, last id)."""
+    def _statements(self, rows: list[tuple[Any, ...]]) -> tuple[list[tuple[str, list[Any]]], int]:
+        """The INSERTs for ``rows`` (chunks of ``write_chunk_rows``) and the outputs' bytes.
+
+        Built before the transaction: the Python work happens outside the store's lock.
+        """
         chunk = self._rows_per_statement
-        outputs_bytes = (
-            sum(len(row[7]) for row in rows if row[7] is not None) if self.config.store_raw_outputs else 0
-        )
+        raw = self.config.store_raw_outputs
+        statements = [
+            insert_results_statement(rows[s : s + chunk], raw_outputs=raw) for s in range(0, len(rows), chunk)
+        ]
+        outputs_bytes = sum(len(row[7]) for row in rows if row[7] is not None) if raw else 0
+        return statements, outputs_bytes
+
+    def _insert_results(
+        self, statements: list[tuple[str, list[Any]]], count: int, outputs_bytes: int
+    ) -> tuple[int, int]:
+        """Run the INSERTs of ``count`` rows and their outbox item in one transaction; returns
+        (first id, last id)."""
         with self._write("write results") as conn:
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                conn.execute(insert_results_sql(len(part)), list(chain.from_iterable(part)))
-            last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            for sql, params in statements:
+                cursor = conn.execute(sql, params)
+            last = int(cursor.lastrowid or 0)
             # One writer under BEGIN IMMEDIATE and AUTOINCREMENT: the batch's ids are contiguous.
-            first = last - len(rows) + 1
+            first = last - count + 1
             conn.execute(
                 "INSERT INTO outbox (kind, priority, created_at, payload, first_result_id, last_result_id, "
                 "approx_bytes) VALUES ('results', ?, ?, NULL, ?, ?, ?)",
-                (PRIORITY_RESULTS, time.time(), first, last, len(rows) * _RESULT_ROW_BYTES + outputs_bytes),
+                (PRIORITY_RESULTS, time.time(), first, last, count * _RESULT_ROW_BYTES + outputs_bytes),
             )
         return first, last
 
     def _insert_result_list(self, rows: list[tuple[Any, ...]]) -> list[int]:
         if not rows:
             return []
-        first, last = self._insert_results(rows)
+        statements, outputs_bytes = self._statements(rows)
+        first, last = self._insert_results(statements, len(rows), outputs_bytes)
         return list(range(first, last + 1))
 
     def _write_valid_results(self, records: Sequence[ResultRecord]) -> list[int]:

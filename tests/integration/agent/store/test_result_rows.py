@@ -98,3 +98,25 @@ def test_batches_longer_than_one_statement_keep_every_row_in_order(
     stored = sorted(store.query_results(limit=200), key=lambda r: r["id"])
     assert [r["window_seq"] for r in stored] == list(range(100))
     assert [r["label"] for r in stored] == [r.label for r in records]
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_values_shared_by_a_chunk_and_values_that_differ_are_both_stored_as_given(
+    open_store: OpenStore, make_records: MakeRecords, raw: bool
+) -> None:
+    # Columns whose value is the same in every row of a statement are bound once; the rest per
+    # row. Chunks of 4: the first agrees everywhere, the others differ in one shareable column each.
+    store = open_store(write_chunk_rows=4, store_raw_outputs=raw)
+    rows = result_rows(make_records(16, outputs=3), raw_outputs=True)
+    rows[5] = ("gps", *rows[5][1:])
+    rows[9] = (*rows[9][:3], "other", "2.0", *rows[9][5:])
+    rows[12] = (*rows[12][:9], "cloud", "low_confidence", *rows[12][11:])
+    rows[15] = (*rows[15][:10], "timeout", *rows[15][11:])
+    assert list(store.write_result_rows(rows)) == list(range(1, 17))
+    stored = sorted(store.query_results(limit=100), key=lambda r: r["id"])
+    keys = ("stream", "model_name", "model_version", "answered_by", "fallback_reason", "window_seq", "label")
+    assert [tuple(r[k] for k in keys) for r in stored] == [
+        (row[0], row[3], row[4], row[9], row[10], row[11], row[5]) for row in rows
+    ]
+    expected_outputs = [r.outputs for r in make_records(16, outputs=3)] if raw else [None] * 16
+    assert [r["outputs"] for r in stored] == expected_outputs
