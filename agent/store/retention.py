@@ -108,17 +108,50 @@ def _add(counts: dict[str, int], key: str, n: int) -> None:
 
 
 def _delete_by_age(conn: sqlite3.Connection, cutoff: float, report: RetentionReport) -> None:
-    for table, (ts_column, deletable) in _HISTORY.items():
+    _delete_results_by_age(conn, cutoff, report)
+    for table, (ts_column, _) in _HISTORY.items():
+        if table == "results":
+            continue
         while True:
             with _transaction(conn):
                 n = conn.execute(
-                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
-                    f"WHERE {ts_column} < ? AND {deletable} LIMIT ?)",
+                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {ts_column} < ? LIMIT ?)",
                     (cutoff, _AGE_CHUNK_ROWS),
                 ).rowcount
             _add(report.deleted_by_age, table, n)
             if n < _AGE_CHUNK_ROWS:
                 break
+
+
+def _delete_results_by_age(conn: sqlite3.Connection, cutoff: float, report: RetentionReport) -> None:
+    """Synced results older than ``cutoff``, looked for only in the write batches that can hold
+    one (results has no created_at index: ``result_batches`` bounds each batch's created_at)."""
+    ranges = conn.execute(
+        "SELECT first_id, last_id FROM result_batches WHERE min_created_at < ? ORDER BY first_id", (cutoff,)
+    ).fetchall()
+    start = 0
+    while start < len(ranges):
+        end, ids = start, 0
+        while end < len(ranges) and ids < _AGE_CHUNK_ROWS:  # about a chunk of rows per transaction
+            ids += ranges[end][1] - ranges[end][0] + 1
+            end += 1
+        with _transaction(conn):
+            n = conn.executemany(
+                "DELETE FROM results WHERE id BETWEEN ? AND ? AND created_at < ? AND synced_at IS NOT NULL",
+                [(first, last, cutoff) for first, last in ranges[start:end]],
+            ).rowcount
+        _add(report.deleted_by_age, "results", n)
+        start = end
+
+
+def _forget_emptied_batches(conn: sqlite3.Connection) -> None:
+    # Bounds of deleted rows are harmless (a query finds nothing in their range), but without this
+    # result_batches would grow for ever.
+    with _transaction(conn):
+        conn.execute(
+            "DELETE FROM result_batches WHERE NOT EXISTS "
+            "(SELECT 1 FROM results WHERE id BETWEEN result_batches.first_id AND result_batches.last_id)"
+        )
 
 
 def _rows_for(conn: sqlite3.Connection, excess: int) -> int:
@@ -241,6 +274,11 @@ def enforce_retention(
         _delete_synced_for_size(conn, int(config.max_bytes * (1 - config.retention_headroom)), report)
     if used_bytes(conn) > config.hard_max_bytes:
         _evict_unsynced(conn, int(config.hard_max_bytes * (1 - config.retention_headroom)), report)
+    if any(
+        "results" in counts
+        for counts in (report.deleted_by_age, report.deleted_for_size, report.evicted_unsynced)
+    ):
+        _forget_emptied_batches(conn)
     free_bytes = _pragma_int(conn, "freelist_count") * _pragma_int(conn, "page_size")
     if over_cap or (report.deleted_total and free_bytes >= config.vacuum_min_free_bytes):
         _vacuum(conn, report)

@@ -64,6 +64,12 @@ _IN_CHUNK = 500
 _TABLES = ("results", "metrics", "events", "outbox")
 _MIN_CAP_BYTES = 64 * 1024
 _T = TypeVar("_T")
+# Where created_at sits in a SELECT_RESULT row (after the id).
+_CREATED_AT = 1 + RESULT_COLUMNS.index("created_at")
+
+
+def _newest_first(row: tuple[Any, ...]) -> tuple[float, int]:
+    return row[_CREATED_AT], row[0]
 
 
 class Store:
@@ -253,6 +259,14 @@ class Store:
                 "INSERT INTO outbox (kind, priority, created_at, payload, first_result_id, last_result_id, "
                 "approx_bytes) VALUES ('results', ?, ?, NULL, ?, ?, ?)",
                 (PRIORITY_RESULTS, time.time(), first, last, count * _RESULT_ROW_BYTES + outputs_bytes),
+            )
+            # The batch's created_at bounds, as stored: what time queries and retention's age cut
+            # use instead of an index on created_at (see migration 5). Read back from SQLite so
+            # they hold whatever the rows held (ints, numeric text) and cost no Python per row.
+            conn.execute(
+                "INSERT INTO result_batches (first_id, last_id, min_created_at, max_created_at) "
+                "SELECT ?1, ?2, min(created_at), max(created_at) FROM results WHERE id BETWEEN ?1 AND ?2",
+                (first, last),
             )
         return first, last
 
@@ -485,20 +499,39 @@ class Store:
     def query_results(
         self, *, since: float | None = None, stream: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Stored results, newest first; ``since`` is an epoch-seconds lower bound on created_at."""
-        where: list[str] = []
-        params: list[Any] = []
+        """Stored results, newest first (by created_at, then id); ``since`` is an epoch-seconds
+        lower bound on created_at.
+
+        Walks the write batches from the one holding the newest created_at down, and stops once
+        no batch left can hold anything newer than the ``limit`` rows found (batches carry their
+        created_at bounds, so this is exact also where the clock went backwards).
+        """
+        limit = max(int(limit), 0)
+        if limit == 0:
+            return []
+        where = ["id BETWEEN ? AND ?"]
+        extra: list[Any] = []
         if since is not None:
             where.append("created_at >= ?")
-            params.append(float(since))
+            extra.append(float(since))
         if stream is not None:
             where.append("stream = ?")
-            params.append(stream)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        params.append(max(int(limit), 0))
-        with self._lock:
-            rows = self.db.query(f"{SELECT_RESULT}{clause} ORDER BY created_at DESC, id DESC LIMIT ?", params)
-            return [result_dict(tuple(row.values())) for row in rows]
+            extra.append(stream)
+        rows_sql = f"{SELECT_RESULT} WHERE {' AND '.join(where)}"
+        batches_sql = "SELECT first_id, last_id, max_created_at FROM result_batches"
+        if since is not None:
+            batches_sql += " WHERE max_created_at >= ?"
+        batches_sql += " ORDER BY max_created_at DESC, first_id DESC"
+        found: list[tuple[Any, ...]] = []
+        with self._read() as conn:
+            batches = conn.execute(batches_sql, extra[:1] if since is not None else []).fetchall()
+            for first, last, newest in batches:
+                if len(found) >= limit and newest < found[limit - 1][_CREATED_AT]:
+                    break
+                found.extend(conn.execute(rows_sql, (first, last, *extra)))
+                found.sort(key=_newest_first, reverse=True)
+                del found[limit:]
+        return [result_dict(row) for row in found]
 
     def query_events(self, *, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Stored events, newest first."""

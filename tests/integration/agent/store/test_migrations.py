@@ -95,6 +95,12 @@ def _assert_migrated_and_intact(store: Store) -> None:
     # The store carries on: new ids continue after the old high-water mark.
     record = ResultRecord("imu", 1.0, 2.0, "motion", "1.0.0", "c", 0.5, [1.0], 1.0)
     assert store.write_results([record]) == [7]
+    # v5: the old rows' created_at bounds were backfilled, the new write added its own.
+    assert store.db.execute("SELECT * FROM result_batches ORDER BY first_id").fetchall() == [
+        (1, 5, 200.0, 204.0),
+        (7, 7, record.created_at, record.created_at),
+    ]
+    assert [r["id"] for r in store.query_results(since=203.0, limit=100)] == [7, 5, 4]
     assert store.integrity_check() == ["ok"]
 
 
@@ -160,24 +166,44 @@ if __name__ == "__main__":
     print(f"wrote {V1_FIXTURE}", file=sys.stderr)
 
 
-def test_v3_v4_leave_results_one_secondary_index_that_serves_every_query(tmp_path: Path) -> None:
+def test_v5_replaces_the_time_index_with_batch_bounds_that_cover_every_row(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    shutil.copy(V1_FIXTURE, path)
+    build_v1_store(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=4) == [2, 3, 4]
+    # More rows than one backfill group (256 ids), created out of id order as after a clock jump.
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO results (stream, window_start, window_end, model_name, model_version, latency_ms, "
+        "created_at) VALUES ('imu', 0.0, 1.0, 'm', '1', 1.0, ?)",
+        [(5000.0 - i if i % 7 else 10.0 + i,) for i in range(600)],
+    )
+    conn.execute("COMMIT")
+    assert migrate(conn) == [5]
+    indexes = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results'"
+        )
+    }
+    assert indexes == set()  # v5: a result enters the table's B-tree only
+    batches = conn.execute(
+        "SELECT first_id, last_id, min_created_at, max_created_at FROM result_batches"
+    ).fetchall()
+    assert [(first, last) for first, last, _, _ in batches] == [(1, 256), (257, 512), (513, 606)]
+    for first, last, low, high in batches:
+        bounds = conn.execute(
+            "SELECT min(created_at), max(created_at) FROM results WHERE id BETWEEN ? AND ?", (first, last)
+        ).fetchone()
+        assert (low, high) == bounds
+    (plan,) = [
+        row[-1] for row in conn.execute("EXPLAIN QUERY PLAN SELECT * FROM results WHERE id BETWEEN 1 AND 9")
+    ]
+    assert "INTEGER PRIMARY KEY" in plan  # a batch's rows are one rowid range
+    conn.close()
     with Store.open(path, StoreConfig(path=path)) as store:
-        conn = store._conn
-        indexes = {
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results'"
-            )
-        }
-        assert indexes == {"results_created"}  # v3, v4: one B-tree per insert besides the table
-
-        def plan(sql: str, *params: object) -> str:
-            return " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-
-        # Newest first (of one stream or all), and retention's age cut, walk results_created.
-        newest = "SELECT id FROM results WHERE stream = ? ORDER BY created_at DESC, id DESC LIMIT 10"
-        assert "results_created" in plan(newest, "imu")
-        aged = "SELECT id FROM results WHERE created_at < ? AND synced_at IS NOT NULL LIMIT 10"
-        assert "results_created" in plan(aged, 1.0)
+        newest = store.query_results(limit=3)
+        assert [r["created_at"] for r in newest] == [5000.0 - 1, 5000.0 - 2, 5000.0 - 3]
+        assert len(store.query_results(since=4500.0, limit=1000)) == sum(
+            1 for i in range(600) if i % 7 and 5000.0 - i >= 4500.0
+        )

@@ -130,6 +130,35 @@ def test_age_limit_deletes_only_synced_rows(open_store: OpenStore, make_records:
     assert len(ids) == 15
 
 
+def test_age_limit_finds_old_synced_rows_wherever_the_clock_put_them(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    # results has no created_at index: the age cut looks in the batches whose created_at bounds
+    # reach below it. A clock jump puts old rows after new ones, and one batch mixes both.
+    store = open_store(max_age_s=3600.0, retention_interval_s=3600.0)
+    now = time.time()
+    new = store.write_results(make_records(5, start=now - 60))
+    store.write_results(make_records(5, start=now - 7200))  # old, synced, written after the new ones
+    mixed = store.write_results([*make_records(2, start=now - 9000), *make_records(2, start=now - 30)])
+    pending_old = store.write_results(make_records(3, start=now - 8000))
+    _sync(store, mixed[-1])
+
+    report = store.enforce_retention(now=now)
+
+    assert report.deleted_by_age == {"results": 7}
+    ids = {r["id"] for r in store.query_results(limit=100)}
+    assert ids == {*new, *mixed[2:], *pending_old}  # old but unsynced: kept
+    batches = store.db.execute("SELECT first_id, last_id FROM result_batches ORDER BY first_id").fetchall()
+    # The emptied batch is forgotten; the half-emptied one keeps its (still covering) bounds.
+    assert batches == [(new[0], new[-1]), (mixed[0], mixed[-1]), (pending_old[0], pending_old[-1])]
+    assert [r["id"] for r in store.query_results(since=now - 8500, limit=100)] == [
+        mixed[3],
+        mixed[2],
+        *reversed(new),
+        *reversed(pending_old),
+    ]
+
+
 def test_writes_run_retention_when_due(open_store: OpenStore, make_records: MakeRecords) -> None:
     store = open_store(max_bytes=256 * KiB, hard_max_bytes=384 * KiB, store_raw_outputs=True,
                        retention_interval_s=0.001)  # fmt: skip

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -307,3 +307,29 @@ def test_checkpoint_and_integrity(open_store: OpenStore, make_records: MakeRecor
     assert store.stats().wal_bytes == 0
     assert store.integrity_check() == ["ok"]
     assert sqlite3.connect(store.path).execute("SELECT count(*) FROM results").fetchone()[0] == 100
+
+
+def test_query_results_is_newest_first_by_created_at_also_after_the_clock_went_back(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    # A Pi without an RTC: results written after NTP moved the clock are older than earlier ones.
+    store = open_store()
+    store.write_results(make_records(4, stream="imu", start=2000.0))  # ids 1-4, created 2001-2004
+    store.write_results(make_records(4, stream="gps", start=1000.0))  # ids 5-8, created 1001-1004
+    store.write_results(make_records(2, stream="imu", start=3000.0))  # ids 9-10, created 3001-3002
+    store.write_results(make_records(2, stream="imu", start=2001.5))  # ids 11-12, created 2002.5, 2003.5
+
+    def created(**query: Any) -> list[float]:
+        return [r["created_at"] for r in store.query_results(**query)]
+
+    every = created(limit=100)
+    assert len(every) == 12
+    assert every == sorted(every, reverse=True)
+    assert created(limit=5) == [3002.0, 3001.0, 2004.0, 2003.5, 2003.0]
+    assert created(since=2003.0) == [3002.0, 3001.0, 2004.0, 2003.5, 2003.0]
+    assert created(stream="gps", limit=2) == [1004.0, 1003.0]
+    assert created(since=1003.5, stream="gps") == [1004.0]
+    assert store.query_results(limit=0) == []
+    # Equal created_at: the later id first, as before.
+    store.write_results(make_records(1, stream="imu", start=3001.0))  # id 13, created 3002.0
+    assert [r["id"] for r in store.query_results(limit=2)] == [13, 10]
