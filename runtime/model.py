@@ -8,22 +8,30 @@ sample rate) pass through, cast only when the cast is safe.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import get_args
 
 import numpy as np
+import numpy.typing as npt
 
 from edgefleet.errors import EdgefleetError, ModelError, ModelInputError, ModelLoadError
 from edgefleet.runtime.backends import BackendSession, OpenOptions, backend_for
 from edgefleet.runtime.backends.base import run_looped
-from edgefleet.runtime.quantization import Dequantizer, Quantizer
+from edgefleet.runtime.quantization import (
+    InputPlan,
+    Normalization,
+    Normalizer,
+    Quantizer,
+    input_plan,
+    output_converter,
+)
 from edgefleet.runtime.tensors import ModelInfo, TensorSpec, format_shape
 from edgefleet.types import AnyArray, NanPolicy
 
@@ -33,58 +41,6 @@ log = logging.getLogger(__name__)
 
 _IEEE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _all_true = np.logical_and.reduce  # the ufunc method: np.all's wrapper costs more than the work here
-
-
-@dataclass(frozen=True)
-class _InputPlan:
-    """How one caller array becomes one tensor, decided once at load time (predict is the hot path)."""
-
-    spec: TensorSpec
-    caller_dtype: np.dtype[np.generic]
-    tensor_dtype: np.dtype[np.generic]
-    batched: bool
-    is_float: bool
-    rank: int
-    fixed_dims: tuple[tuple[int, int], ...]
-    """(axis, size) pairs that must match exactly: every fixed dimension except the batch one."""
-    quantizer: Quantizer | None
-    tail: tuple[int, ...] | None
-    """Every dimension after the batch one, when all are fixed: one tuple compare checks the shape."""
-
-
-def _plan(spec: TensorSpec) -> _InputPlan:
-    batched = bool(spec.shape) and spec.shape[0] in (None, 1)
-    caller_dtype = np.dtype(spec.caller_dtype)
-    return _InputPlan(
-        spec=spec,
-        caller_dtype=caller_dtype,
-        tensor_dtype=spec.numpy_dtype,
-        batched=batched,
-        is_float=caller_dtype.kind == "f",
-        rank=len(spec.shape),
-        fixed_dims=tuple(
-            (axis, size)
-            for axis, size in enumerate(spec.shape)
-            if size is not None and not (axis == 0 and batched)
-        ),
-        quantizer=None if spec.quantization is None else Quantizer(spec.quantization, spec.numpy_dtype),
-        tail=tuple(d for d in spec.shape[1:] if d is not None)
-        if batched and None not in spec.shape[1:]
-        else None,
-    )
-
-
-def _output_converter(spec: TensorSpec) -> Callable[[AnyArray], AnyArray]:
-    """Tensor -> caller space: dequantize, widen/narrow floats to float32, pass the rest."""
-    if spec.quantization is not None:
-        return Dequantizer(spec.quantization, spec.numpy_dtype)
-    if spec.numpy_dtype.kind == "f" and spec.numpy_dtype != np.float32:
-        return lambda arr: arr.astype(np.float32)
-    return _unchanged
-
-
-def _unchanged(arr: AnyArray) -> AnyArray:
-    return arr
 
 
 class Model:
@@ -102,9 +58,9 @@ class Model:
         self._session: BackendSession | None = session
         self._nan_policy: NanPolicy = nan_policy
         self._lock = threading.Lock()
-        self._plans = {spec.name: _plan(spec) for spec in info.inputs}
+        self._plans = {spec.name: input_plan(spec) for spec in info.inputs}
         self._outputs = {spec.name: spec for spec in info.outputs}
-        self._to_caller = {spec.name: _output_converter(spec) for spec in info.outputs}
+        self._to_caller = {spec.name: output_converter(spec) for spec in info.outputs}
         self._state_map = dict(state_map or {})
         self._check_state_map()
         self._caller_inputs = [n for n in self._plans if n not in self._state_map]
@@ -116,7 +72,7 @@ class Model:
         self._finite_scratch: np.ndarray[tuple[int, ...], np.dtype[np.bool_]] = np.empty((0,), np.bool_)
         self._fast = self._fast_plan()
 
-    def _fast_plan(self) -> _InputPlan | None:
+    def _fast_plan(self) -> InputPlan | None:
         """The one input's plan when predict(array) can skip the general path (see _predict_fast)."""
         if len(self._caller_inputs) != 1 or self._state_map:
             return None
@@ -140,6 +96,80 @@ class Model:
     def outputs(self) -> list[TensorSpec]:
         return list(self.info.outputs)
 
+    @property
+    def input_normalization(self) -> Normalization | None:
+        """The per-channel normalization set by :meth:`set_input_normalization`, or None."""
+        plan = self._plans[self._caller_inputs[0]] if len(self._caller_inputs) == 1 else None
+        if plan is None:
+            return None
+        if plan.quantizer is not None:
+            return plan.quantizer.normalization
+        return None if plan.normalizer is None else plan.normalizer.normalization
+
+    def set_input_normalization(self, mean: npt.ArrayLike | None, std: npt.ArrayLike | None = None) -> None:
+        """Feed the model ``(x - mean) / std`` instead of ``x``; ``mean`` and ``std`` are per channel.
+
+        Single-input models with float32 caller input only. ``mean`` and ``std`` have shape
+        ``(channels,)``, the input's last dimension, and broadcast over it; every ``std`` must be
+        > 0. For an integer-input model the normalization is folded into the input quantizer
+        (one set of passes, within one code of normalizing first: see :class:`Quantizer`); for a
+        float-input model it is computed into one reused scratch buffer. ``nan_policy`` applies to
+        the caller's values, before normalization. ``set_input_normalization(None)`` removes it.
+        """
+        names = self._caller_inputs
+        if len(names) != 1:
+            raise self._error(
+                f"input normalization needs a single-input model; this one has inputs {names}",
+                tensor=None,
+                expected="one input",
+                got=f"{len(names)} inputs",
+                hint="normalize each input yourself before predict()",
+            )
+        name = names[0]
+        plan = self._plans[name]
+        shape = plan.spec.shape
+        channels = shape[-1] if shape else None
+        if not plan.is_float or channels is None or len(shape) < 2:
+            raise self._error(
+                f"input {name!r} ({format_shape(shape)} {plan.spec.dtype}) cannot be normalized per channel",
+                tensor=name,
+                expected="a float or quantized input of shape [batch, ..., channels] with fixed channels",
+                got=f"{format_shape(shape)} {plan.spec.caller_dtype}",
+                hint="normalize the values yourself before predict()",
+            )
+        if mean is None and std is None:
+            normalization = None
+        else:
+            if mean is None or std is None:
+                given = "mean" if std is None else "std"
+                raise self._error(
+                    f"input normalization needs both mean and std, got only {given}",
+                    tensor=name,
+                    expected=f"mean and std of shape ({channels},)",
+                    got=f"only {given}",
+                    hint="pass std=1 per channel to only subtract a mean, mean=0 to only scale",
+                )
+            try:
+                normalization = Normalization.of(mean, std, channels)
+            except ValueError as exc:
+                raise self._error(
+                    f"bad input normalization for {name!r}: {exc}",
+                    tensor=name,
+                    expected=f"mean and std of shape ({channels},), finite, std > 0",
+                    got=str(exc),
+                    hint="use the per-channel mean and standard deviation of the training data",
+                ) from None
+        spec = plan.spec
+        quantizer = None
+        normalizer = None
+        if spec.quantization is not None:
+            quantizer = Quantizer(spec.quantization, spec.numpy_dtype, normalization)
+        elif normalization is not None:
+            normalizer = Normalizer(normalization)
+        with self._lock:
+            self._plans[name] = dataclasses.replace(plan, quantizer=quantizer, normalizer=normalizer)
+            self._fast = self._fast_plan()
+
     def predict(self, inputs: AnyArray | Mapping[str, AnyArray]) -> dict[str, AnyArray]:
         """Run a batch. ``inputs``: one array for a single-input model, else arrays keyed by input name."""
         fast = self._fast
@@ -160,7 +190,7 @@ class Model:
                 return run_looped(lambda one: self._step(one, 1), feeds, self._batched, batch)
             return self._step(feeds, batch)
 
-    def _predict_fast(self, plan: _InputPlan, arr: AnyArray) -> dict[str, AnyArray]:
+    def _predict_fast(self, plan: InputPlan, arr: AnyArray) -> dict[str, AnyArray]:
         """predict() for the common call: one float32 batch of the exact shape, no recurrent state.
 
         The same conversions as the general path, minus its per-call dicts, lookups and re-checks
@@ -170,13 +200,21 @@ class Model:
             session = self._session
             if session is None:
                 raise self._closed_error()
-            if self._nan_policy != "allow":
-                arr = self._apply_nan_policy(plan.spec.name, arr)
             quantizer = plan.quantizer
             if quantizer is not None:
-                tensor = quantizer(arr)
+                # the NaN/inf check rides on the quantizer's own range check (the fast plan never
+                # has a quantizer under "allow"); only input that fails it takes the policy's path
+                tensor = quantizer.quantize_finite(arr)
+                if tensor is None:
+                    tensor = quantizer(self._apply_nan_policy(plan.spec.name, arr))
             else:
-                tensor = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+                if self._nan_policy != "allow":
+                    arr = self._apply_nan_policy(plan.spec.name, arr)
+                normalizer = plan.normalizer
+                if normalizer is not None:
+                    tensor = normalizer(arr)
+                else:
+                    tensor = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
             try:
                 raw = session.run({plan.spec.name: tensor}, int(arr.shape[0]))
             except EdgefleetError:
@@ -316,7 +354,7 @@ class Model:
             )
         return feeds, batch
 
-    def _converted(self, plan: _InputPlan, value: AnyArray) -> AnyArray:
+    def _converted(self, plan: InputPlan, value: AnyArray) -> AnyArray:
         spec = plan.spec
         try:
             arr = value if type(value) is np.ndarray else np.asarray(value)
@@ -337,7 +375,7 @@ class Model:
             arr = self._apply_nan_policy(spec.name, arr)
         return arr
 
-    def _cast(self, plan: _InputPlan, arr: AnyArray) -> AnyArray:
+    def _cast(self, plan: InputPlan, arr: AnyArray) -> AnyArray:
         target = plan.caller_dtype
         ok = np.can_cast(arr.dtype, target, "same_kind")
         if ok and not plan.is_float and not np.can_cast(arr.dtype, target, "safe") and arr.size:
@@ -354,7 +392,7 @@ class Model:
             )
         return arr.astype(target)
 
-    def _check_shape(self, plan: _InputPlan, arr: AnyArray) -> None:
+    def _check_shape(self, plan: InputPlan, arr: AnyArray) -> None:
         shape = arr.shape
         if len(shape) == plan.rank and all(shape[axis] == size for axis, size in plan.fixed_dims):
             return
@@ -438,11 +476,13 @@ class Model:
         # A copy: the same array is returned to the caller, who may modify it.
         return np.array(value, dtype=self._plans[state_in].caller_dtype, copy=True)
 
-    def _to_tensor(self, plan: _InputPlan, arr: AnyArray) -> AnyArray:
+    def _to_tensor(self, plan: InputPlan, arr: AnyArray) -> AnyArray:
         if plan.quantizer is not None:
             if self._nan_policy == "allow":
                 arr = np.nan_to_num(arr, nan=0.0)
             return plan.quantizer(arr)
+        if plan.normalizer is not None:
+            arr = plan.normalizer(arr)
         if arr.dtype != plan.tensor_dtype:
             arr = arr.astype(plan.tensor_dtype)
         if not arr.flags.c_contiguous:

@@ -4,23 +4,100 @@
 constants are prepared once per tensor (:class:`Quantizer`, :class:`Dequantizer`), numpy's slow
 convenience wrappers (``np.clip``, ``np.iinfo``) are avoided, and 8-bit tensors are dequantized
 with a 256-entry lookup table: one gather instead of three passes.
+
+:meth:`Quantizer.quantize_finite` is the predict fast path's form: two read-only reductions (the
+input's min and max) both prove every value finite (the NaN/inf check) and, when the values are
+in range, let it skip the clip pass. A quantizer can also fold a per-channel input normalization
+``(x - mean) / std`` into its constants (:class:`Normalization`), so normalize + quantize is one
+set of passes; :class:`Normalizer` is the float-tensor form (one scratch buffer, two passes).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.runtime.tensors import QuantParams
+from edgefleet.runtime.tensors import QuantParams, TensorSpec
 from edgefleet.types import AnyArray
 
-__all__ = ["Dequantizer", "Quantizer", "dequantize", "quantize"]
+__all__ = [
+    "Dequantizer",
+    "InputPlan",
+    "Normalization",
+    "Normalizer",
+    "Quantizer",
+    "dequantize",
+    "input_plan",
+    "output_converter",
+    "quantize",
+]
 
 # The ufunc behind np.clip, minus np.clip's argument-checking wrapper (3x faster on small arrays).
 _clip: Callable[..., Any] = getattr(getattr(np, "_core", getattr(np, "core", np)).umath, "clip", np.clip)
+_min = np.minimum.reduce  # the ufunc methods: np.min / np.max's wrappers cost more than the work
+_max = np.maximum.reduce
+_copyto = np.copyto
+_INF = math.inf
+
+
+@dataclass(frozen=True, eq=False)
+class Normalization:
+    """Per-channel ``(x - mean) / std`` over the last axis; ``mean`` and ``std`` float32 ``(channels,)``.
+
+    Build it with :meth:`of`, which checks the values (``std`` finite and > 0, ``mean`` finite).
+    """
+
+    mean: npt.NDArray[np.float32]
+    std: npt.NDArray[np.float32]
+
+    @classmethod
+    def of(cls, mean: npt.ArrayLike, std: npt.ArrayLike, channels: int) -> Normalization:
+        """Checked constants for ``channels`` channels; raises ValueError naming the bad argument."""
+        arrays = []
+        for label, value in (("mean", mean), ("std", std)):
+            try:
+                arr = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{label} must be {channels} numbers, got {value!r}") from None
+            if arr.shape != (channels,):
+                raise ValueError(
+                    f"{label} must have shape ({channels},), one value per channel; got shape {arr.shape}"
+                )
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{label} must be finite, got {arr.tolist()}")
+            arrays.append(arr)
+        if not (arrays[1] > 0).all():
+            raise ValueError(f"std must be > 0 for every channel, got {arrays[1].tolist()}")
+        return cls(arrays[0].astype(np.float32), arrays[1].astype(np.float32))
+
+
+class Normalizer:
+    """float -> float ``(x - mean) / std`` per channel, into a scratch buffer reused per shape.
+
+    The same arithmetic as the plain numpy expression (a subtract, then a divide, in float32), so
+    its result is bitwise the same. Call from one thread at a time; the runtime copies the result.
+    """
+
+    __slots__ = ("_mean", "_out", "_std", "normalization")
+
+    def __init__(self, normalization: Normalization) -> None:
+        self.normalization = normalization
+        self._mean = normalization.mean
+        self._std = normalization.std
+        self._out = np.empty((0,), np.float32)
+
+    def __call__(self, values: AnyArray) -> npt.NDArray[np.float32]:
+        if values.shape != self._out.shape:
+            self._out = np.empty(values.shape, np.float32)
+        out = self._out
+        np.subtract(values, self._mean, out=out)
+        np.divide(out, self._std, out=out)
+        return out
 
 
 class Quantizer:
@@ -28,11 +105,34 @@ class Quantizer:
 
     Rounds half to even. The result lives in a buffer reused by the next call with the same
     shape: hand it straight to the runtime (which copies it), and call from one thread at a time.
+
+    With a :class:`Normalization` the input is ``(x - mean) / std`` per channel, folded into the
+    constants: ``round(x * a + b)`` with ``a = 1 / (std * scale)`` and ``b = zero_point - mean * a``.
+    That is one rounding step away from normalizing first and quantizing the result, so a value
+    within float32 rounding of a half-way point may land one code off the unfused result.
     """
 
-    __slots__ = ("_dtype", "_high", "_low", "_out", "_scale", "_scratch", "_zero_point")
+    __slots__ = (
+        "_a",
+        "_b",
+        "_bounds",
+        "_dtype",
+        "_high",
+        "_low",
+        "_out",
+        "_qhigh",
+        "_qlow",
+        "_scale",
+        "_scratch",
+        "_x_high",
+        "_x_low",
+        "_zero_point",
+        "normalization",
+    )
 
-    def __init__(self, params: QuantParams, dtype: np.dtype[np.generic]) -> None:
+    def __init__(
+        self, params: QuantParams, dtype: np.dtype[np.generic], normalization: Normalization | None = None
+    ) -> None:
         info = np.iinfo(dtype)  # type: ignore[type-var]
         self._dtype = dtype
         self._scale = np.float32(params.scale)
@@ -42,18 +142,86 @@ class Quantizer:
         self._high = np.float32((info.max - params.zero_point) * params.scale)
         self._scratch = np.empty((0,), np.float32)
         self._out: AnyArray = np.empty((0,), dtype)
+        self.normalization = normalization
+        self._qlow, self._qhigh = np.float32(info.min), np.float32(info.max)
+        if normalization is None:
+            self._a = self._b = self._x_low = self._x_high = np.empty((0,), np.float32)
+            self._bounds = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            return
+        # the folded constants, computed in float64 and rounded once
+        mean = normalization.mean.astype(np.float64)
+        std = normalization.std.astype(np.float64)
+        a = 1.0 / (std * params.scale)
+        b = params.zero_point - mean * a
+        self._a, self._b = a.astype(np.float32), b.astype(np.float32)
+        # each channel's real-unit range that maps into the dtype's range (std > 0, so a > 0)
+        self._x_low = (mean + std * ((info.min - params.zero_point) * params.scale)).astype(np.float32)
+        self._x_high = (mean + std * ((info.max - params.zero_point) * params.scale)).astype(np.float32)
+        # (min a, max a, min b, max b, code range): bound x * a + b over all channels from x's own
+        # min and max; Python floats, so comparing a huge bound cannot overflow a float32
+        self._bounds = (float(a.min()), float(a.max()), float(b.min()), float(b.max()), info.min, info.max)
 
-    def __call__(self, values: AnyArray) -> AnyArray:
+    def _buffers(self, values: AnyArray) -> tuple[npt.NDArray[np.float32], AnyArray]:
         if values.shape != self._scratch.shape:
             self._scratch = np.empty(values.shape, np.float32)
             self._out = np.empty(values.shape, self._dtype)
-        scaled = self._scratch
+        return self._scratch, self._out
+
+    def __call__(self, values: AnyArray) -> AnyArray:
+        """Quantize finite ``values`` (NaN must be handled first: it has no integer code)."""
+        scaled, out = self._buffers(values)
+        if self.normalization is not None:
+            return self._folded(values, scaled, out, clip=True)
         _clip(values, self._low, self._high, out=scaled)
-        np.divide(scaled, self._scale, out=scaled)
+        return self._finish(scaled, scaled, out)
+
+    def quantize_finite(self, values: AnyArray) -> AnyArray | None:
+        """:meth:`__call__`'s result when every value is finite; None (nothing done) when any is NaN/inf.
+
+        The input's min and max decide both: NaN makes them NaN, inf makes one infinite; and when
+        they lie in the representable range the clip pass is skipped (it would change nothing).
+        ``values`` must be non-empty.
+        """
+        lo = _min(values, axis=None)
+        hi = _max(values, axis=None)
+        if not (lo > -_INF and hi < _INF):  # also false for NaN
+            return None
+        scaled, out = self._buffers(values)
+        if self.normalization is not None:
+            a_min, a_max, b_min, b_max, q_low, q_high = self._bounds
+            # every x * a + b lies in [y_lo, y_hi] (a > 0); inside the dtype's range, no clip is needed
+            y_lo = (a_min if lo >= 0 else a_max) * float(lo) + b_min
+            y_hi = (a_max if hi >= 0 else a_min) * float(hi) + b_max
+            return self._folded(values, scaled, out, clip=not (q_low <= y_lo and y_hi <= q_high))
+        if self._low <= lo and hi <= self._high:
+            return self._finish(values, scaled, out)
+        _clip(values, self._low, self._high, out=scaled)
+        return self._finish(scaled, scaled, out)
+
+    def _finish(self, clipped: AnyArray, scaled: npt.NDArray[np.float32], out: AnyArray) -> AnyArray:
+        np.divide(clipped, self._scale, out=scaled)
         np.rint(scaled, out=scaled)  # within 0.5 of an in-range integer, so rounding lands in range
-        # exact integers in the dtype's range after the add: cast straight into the output (one pass less)
-        np.add(scaled, self._zero_point, out=self._out, casting="unsafe")
-        return self._out
+        np.add(scaled, self._zero_point, out=scaled)
+        # exact integers in the dtype's range: a plain cast (cheaper than a casting add into the output)
+        _copyto(out, scaled, casting="unsafe")
+        return out
+
+    def _folded(
+        self, values: AnyArray, scaled: npt.NDArray[np.float32], out: AnyArray, *, clip: bool
+    ) -> AnyArray:
+        if clip:
+            # per channel, in real units first so a huge input cannot overflow x * a, then in
+            # code units, since float32 rounding may carry a clipped value just past the range
+            _clip(values, self._x_low, self._x_high, out=scaled)
+            np.multiply(scaled, self._a, out=scaled)
+            np.add(scaled, self._b, out=scaled)
+            _clip(scaled, self._qlow, self._qhigh, out=scaled)
+        else:
+            np.multiply(values, self._a, out=scaled)
+            np.add(scaled, self._b, out=scaled)
+        np.rint(scaled, out=scaled)
+        _copyto(out, scaled, casting="unsafe")
+        return out
 
 
 class Dequantizer:
@@ -87,3 +255,60 @@ def quantize(values: AnyArray, params: QuantParams, dtype: np.dtype[np.generic])
 def dequantize(values: AnyArray, params: QuantParams) -> npt.NDArray[np.float32]:
     """One-off :class:`Dequantizer`; build the class once for repeated calls."""
     return Dequantizer(params, values.dtype)(values)
+
+
+# -- how Model converts each tensor, decided once at load time -------------------------------
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """How one caller array becomes one tensor, decided once at load time (predict is the hot path)."""
+
+    spec: TensorSpec
+    caller_dtype: np.dtype[np.generic]
+    tensor_dtype: np.dtype[np.generic]
+    batched: bool
+    is_float: bool
+    rank: int
+    fixed_dims: tuple[tuple[int, int], ...]
+    """(axis, size) pairs that must match exactly: every fixed dimension except the batch one."""
+    quantizer: Quantizer | None
+    tail: tuple[int, ...] | None
+    """Every dimension after the batch one, when all are fixed: one tuple compare checks the shape."""
+    normalizer: Normalizer | None = None
+    """A float tensor's per-channel input normalization (a quantized one folds it into ``quantizer``)."""
+
+
+def input_plan(spec: TensorSpec) -> InputPlan:
+    batched = bool(spec.shape) and spec.shape[0] in (None, 1)
+    caller_dtype = np.dtype(spec.caller_dtype)
+    return InputPlan(
+        spec=spec,
+        caller_dtype=caller_dtype,
+        tensor_dtype=spec.numpy_dtype,
+        batched=batched,
+        is_float=caller_dtype.kind == "f",
+        rank=len(spec.shape),
+        fixed_dims=tuple(
+            (axis, size)
+            for axis, size in enumerate(spec.shape)
+            if size is not None and not (axis == 0 and batched)
+        ),
+        quantizer=None if spec.quantization is None else Quantizer(spec.quantization, spec.numpy_dtype),
+        tail=tuple(d for d in spec.shape[1:] if d is not None)
+        if batched and None not in spec.shape[1:]
+        else None,
+    )
+
+
+def output_converter(spec: TensorSpec) -> Callable[[AnyArray], AnyArray]:
+    """Tensor -> caller space: dequantize, widen/narrow floats to float32, pass the rest."""
+    if spec.quantization is not None:
+        return Dequantizer(spec.quantization, spec.numpy_dtype)
+    if spec.numpy_dtype.kind == "f" and spec.numpy_dtype != np.float32:
+        return lambda arr: arr.astype(np.float32)
+    return _unchanged
+
+
+def _unchanged(arr: AnyArray) -> AnyArray:
+    return arr
