@@ -120,3 +120,19 @@ def test_values_shared_by_a_chunk_and_values_that_differ_are_both_stored_as_give
     ]
     expected_outputs = [r.outputs for r in make_records(16, outputs=3)] if raw else [None] * 16
     assert [r["outputs"] for r in stored] == expected_outputs
+
+
+def test_columns_that_are_none_in_a_whole_chunk_or_in_some_rows_stay_none(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store(write_chunk_rows=3)
+    rows = result_rows(make_records(6), raw_outputs=False)
+    # First chunk: label, score and window_seq None everywhere; second: None in one row only.
+    rows[:3] = [(*row[:5], None, None, *row[7:11], None, row[12]) for row in rows[:3]]
+    rows[4] = (*rows[4][:5], None, None, *rows[4][7:11], None, rows[4][12])
+    store.write_result_rows(rows)
+    stored = sorted(store.query_results(), key=lambda r: r["id"])
+    assert [(r["label"], r["score"], r["window_seq"]) for r in stored] == [
+        (row[5], row[6], row[11]) for row in rows
+    ]
+    assert [r["label"] is None for r in stored] == [True, True, True, False, True, False]
