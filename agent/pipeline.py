@@ -493,9 +493,22 @@ class Pipeline:
                 "pipeline_failed", "inference worker stopped on an unexpected error", level="error"
             )
 
+    def _fold_normalization(self, bundle: Bundle, model: Model) -> bool:
+        """Let the model normalize its input itself (folded into its input quantizer: one pass
+        over the batch instead of two); False when it cannot and ``Bundle.preprocess`` must."""
+        prep = bundle.manifest.preprocessing
+        try:
+            model.set_input_normalization(prep.mean, prep.std)
+        except EdgefleetError as exc:
+            log.info("model %s normalizes in Python: %s", bundle.manifest.name, exc)
+            return False
+        return True
+
     def _infer_loop(self, bundle: Bundle, model: Model) -> None:
         batcher = self._batcher
         assert batcher is not None
+        # The model was opened for this bundle, so its input is the bundle's windows.
+        preprocess = None if self._fold_normalization(bundle, model) else bundle.preprocess
         while not self._stop_worker.is_set():
             if self._draining.is_set():
                 # Sources are stopped: infer every complete window still buffered, then finish.
@@ -503,18 +516,23 @@ class Pipeline:
                     if self._stop_worker.is_set():
                         return
                     self._drained += len(remaining.windows)
-                    self._run_batch(bundle, model, remaining)
+                    self._run_batch(bundle, model, remaining, preprocess)
                 return
             self._beat = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
             if batch is not None:
-                self._run_batch(bundle, model, batch)
+                self._run_batch(bundle, model, batch, preprocess)
 
-    def _run_batch(self, bundle: Bundle, model: Model, batch: Batch) -> None:
+    def _run_batch(
+        self,
+        bundle: Bundle,
+        model: Model,
+        batch: Batch,
+        preprocess: Callable[[FloatArray], FloatArray] | None,
+    ) -> None:
         started = time.monotonic()
         try:
-            inputs = bundle.preprocess(batch.data)
-            outputs = model.predict(inputs)
+            outputs = model.predict(batch.data if preprocess is None else preprocess(batch.data))
             bundle.check_outputs(outputs, len(batch))
         except EdgefleetError as exc:
             self._inference_failed(batch, exc)
