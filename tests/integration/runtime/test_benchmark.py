@@ -44,16 +44,35 @@ def windowed_onnx(path: Path, length: int = 8, channels: int = 3, classes: int =
 
 
 def check_report(report: BenchReport, batch: int) -> None:
-    for result in (report.bare, report.predict, report.edgefleet):
+    inline = report.edgefleet_inline
+    assert inline is not None
+    for result in (report.bare, report.predict, report.edgefleet, inline):
         assert result.batches > 0
-        assert result.windows == result.batches * batch
         assert result.windows_per_s > 0
+        assert result.cpu_us_per_window is not None
+        assert result.cpu_us_per_window > 0
         lat = result.latency
         assert 0 < lat.p50_ms <= lat.p95_ms <= lat.p99_ms
+    for result in (report.bare, report.predict, inline):
+        assert result.windows == result.batches * batch
+    # threaded: batches may be partial (the batch timeout), and the count is corrected by the
+    # ring's backlog before and after the timed rounds
+    assert report.edgefleet.windows > 0
+    assert report.dropped == 0  # the block policy: the producer waits, nothing is lost
     assert report.ratio == pytest.approx(report.edgefleet.windows_per_s / report.bare.windows_per_s)
+    assert report.inline_ratio == pytest.approx(inline.windows_per_s / report.bare.windows_per_s)
     assert report.rounds >= 2
     text = report.render_text()
-    for needle in ("bare", "predict", "edgefleet", "ratio edgefleet/bare", f"batch {batch}"):
+    for needle in (
+        "bare",
+        "predict",
+        "edgefleet-inline",
+        "ratio edgefleet/bare",
+        "ratio edgefleet-inline/bare",
+        "CPU per window",
+        "0 dropped",
+        f"batch {batch}",
+    ):
         assert needle in text
     assert report.meets_target == (report.ratio >= report.target_ratio)
     assert report.median_ratio == pytest.approx(report.bare.latency.p50_ms / report.edgefleet.latency.p50_ms)
@@ -105,7 +124,7 @@ def test_demo_int8_models(name: str) -> None:
 
 def test_bare_loop_conversions_match_model_predict() -> None:
     """The fair bare loop's hand-written quantize/dequantize gives Model.predict's answers."""
-    from edgefleet.runtime.benchmark import _bare_tflite
+    from edgefleet.runtime.benchmark_paths import _bare_tflite
     from edgefleet.runtime.model import load_model
 
     path = DEMO / "basicmotions-int8.tflite"
