@@ -101,10 +101,11 @@ class StoreConfig(BaseModel):
         "before failing.",
     )
     write_chunk_rows: int = Field(
-        default=64,
+        default=256,
         ge=1,
         description="Results are sent to SQLite in multi-row INSERT statements of at most this "
-        "many rows (fewer where SQLite allows fewer bound values), all inside one transaction.",
+        "many rows (fewer where SQLite allows fewer bound values), all inside one transaction; "
+        "a remainder goes in statements of power-of-two sizes, so few distinct ones are prepared.",
     )
     store_raw_outputs: bool = Field(
         default=False,

@@ -238,9 +238,16 @@ class Store:
         """
         chunk = self._rows_per_statement
         raw = self.config.store_raw_outputs
-        statements = [
-            insert_results_statement(rows[s : s + chunk], raw_outputs=raw) for s in range(0, len(rows), chunk)
-        ]
+        statements = []
+        start = 0
+        while start < len(rows):
+            size = min(chunk, len(rows) - start)
+            if size < chunk:
+                # Powers of two: a statement of 256 rows takes ~10 ms to prepare, so remainders
+                # of every size would churn the connection's statement cache (128 entries).
+                size = 1 << (size.bit_length() - 1)
+            statements.append(insert_results_statement(rows[start : start + size], raw_outputs=raw))
+            start += size
         outputs_bytes = sum(len(row[7]) for row in rows if row[7] is not None) if raw else 0
         return statements, outputs_bytes
 

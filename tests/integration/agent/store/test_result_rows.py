@@ -136,3 +136,16 @@ def test_columns_that_are_none_in_a_whole_chunk_or_in_some_rows_stay_none(
         (row[5], row[6], row[11]) for row in rows
     ]
     assert [r["label"] is None for r in stored] == [True, True, True, False, True, False]
+
+
+def test_a_remainder_goes_in_power_of_two_statements_so_few_distinct_ones_are_prepared(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    store = open_store(write_chunk_rows=16)
+    rows = result_rows(make_records(45), raw_outputs=False)
+    statements, _ = store._statements(rows)
+    assert [sql.count("), (") + 1 for sql, _ in statements] == [16, 16, 8, 4, 1]
+    assert list(store.write_result_rows(rows)) == list(range(1, 46))
+    assert [r["window_seq"] for r in sorted(store.query_results(limit=100), key=lambda r: r["id"])] == list(
+        range(45)
+    )
