@@ -3,11 +3,12 @@ executemany, same run.
 
     python bench/store_writer.py [--rows 100000] [--batches 32,256] [--synchronous NORMAL]
 
-The baseline is the floor of what SQLite can do with these rows: one plain sqlite3
-executemany in ONE transaction into the same schema and pragmas, rows converted from the same
-ResultRecord objects. A second baseline commits raw executemany per batch, to separate the cost
+The baseline: one plain sqlite3 executemany in ONE transaction into the same schema and
+pragmas, rows converted from the same ResultRecord objects (the obvious way to write them, and
+no commit cost to speak of). A second baseline commits raw executemany per batch, to separate the cost
 of committing often (inherent to batching) from the store's own overhead. Ratios > 1 are faster
-than the baseline. Target: write_results >= 0.8x the one-transaction baseline.
+than the baseline. Target: the store's writes >= 0.8x the one-transaction baseline (CPU time);
+each figure is also given as microseconds per stored result (wall and CPU).
 
 Ratios are given on wall time and on this process's CPU time: on a shared, loaded machine the
 CPU-time ratio is the stable one (the work is CPU-bound; fsyncs only happen at checkpoints with
@@ -37,6 +38,8 @@ INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+
+TARGET = 0.8  # issue: the store's writer >= 0.8x of one raw executemany transaction on the same rows
 
 # Bytes the store wrote to the device per batch size (its flash-wear meter), from the last run.
 WRITTEN: dict[int, int] = {}
@@ -156,7 +159,10 @@ def main() -> None:
 
     base_wall, base_cpu = best[variants[0][0]]
     print(f"rows={args.rows} synchronous={args.synchronous} (best of {args.repeat} interleaved rounds)")
-    print(f"{'what':42} {'rows/s':>8} {'vs 1-tx raw':>12} {'(CPU time)':>11} {'vs raw same batch (CPU)':>24}")
+    print(
+        f"{'what':42} {'rows/s':>8} {'us/row':>7} {'CPU us/row':>10} {'vs 1-tx raw':>12} {'(CPU time)':>11} "
+        f"{'vs raw same batch (CPU)':>24}"
+    )
     for label, fn, batch in variants:
         wall, cpu = best[label]
         same_batch = ""
@@ -164,9 +170,14 @@ def main() -> None:
             raw_cpu = best[f"raw sqlite3 executemany, batch {batch}"][1]
             same_batch = f"{raw_cpu / cpu:.2f}x"
         print(
-            f"{label:42} {args.rows / wall:8.0f} {base_wall / wall:11.2f}x {base_cpu / cpu:10.2f}x "
-            f"{same_batch:>24}"
+            f"{label:42} {args.rows / wall:8.0f} {wall / args.rows * 1e6:7.2f} {cpu / args.rows * 1e6:10.2f} "
+            f"{base_wall / wall:11.2f}x {base_cpu / cpu:10.2f}x {same_batch:>24}"
         )
+    for label, fn, _batch in variants:
+        if fn in (bench_store, bench_store_rows):
+            ratio = base_cpu / best[label][1]
+            verdict = "met" if ratio >= TARGET else "NOT met"
+            print(f"target {label} >= {TARGET}x of the 1-tx raw baseline (CPU): {ratio:.2f}x, {verdict}")
     for batch, written in WRITTEN.items():
         print(f"store wrote {written / args.rows:.0f} bytes to the device per result at batch {batch}")
 
