@@ -122,6 +122,7 @@ class Quantizer:
         "_out",
         "_qhigh",
         "_qlow",
+        "_row_constants",
         "_scale",
         "_scratch",
         "_x_high",
@@ -143,6 +144,7 @@ class Quantizer:
         self._scratch = np.empty((0,), np.float32)
         self._out: AnyArray = np.empty((0,), dtype)
         self.normalization = normalization
+        self._row_constants: tuple[int, tuple[npt.NDArray[np.float32], ...]] = (0, ())
         self._qlow, self._qhigh = np.float32(info.min), np.float32(info.max)
         if normalization is None:
             self._a = self._b = self._x_low = self._x_high = np.empty((0,), np.float32)
@@ -206,22 +208,41 @@ class Quantizer:
         _copyto(out, scaled, casting="unsafe")
         return out
 
+    def _per_row(self, row: int) -> tuple[npt.NDArray[np.float32], ...]:
+        """``(a, b, x_low, x_high)`` tiled along a flattened ``row``-long window, cached."""
+        length, constants = self._row_constants
+        if length != row:
+            reps = row // self._a.shape[0]
+            constants = tuple(np.tile(c, reps) for c in (self._a, self._b, self._x_low, self._x_high))
+            self._row_constants = (row, constants)
+        return constants
+
     def _folded(
         self, values: AnyArray, scaled: npt.NDArray[np.float32], out: AnyArray, *, clip: bool
     ) -> AnyArray:
+        a, b, x_low, x_high = self._a, self._b, self._x_low, self._x_high
+        result = out
+        if values.ndim >= 2 and values.shape[0]:
+            # (channels,) constants broadcast over the last axis run numpy's inner loop only
+            # ``channels`` (~6) elements at a time, ~5x slower than over one flattened window:
+            # work on (N, row) views with the constants tiled along the row
+            n = values.shape[0]
+            row = values.size // n
+            a, b, x_low, x_high = self._per_row(row)
+            values, scaled, out = values.reshape(n, row), scaled.reshape(n, row), out.reshape(n, row)
         if clip:
             # per channel, in real units first so a huge input cannot overflow x * a, then in
             # code units, since float32 rounding may carry a clipped value just past the range
-            _clip(values, self._x_low, self._x_high, out=scaled)
-            np.multiply(scaled, self._a, out=scaled)
-            np.add(scaled, self._b, out=scaled)
+            _clip(values, x_low, x_high, out=scaled)
+            np.multiply(scaled, a, out=scaled)
+            np.add(scaled, b, out=scaled)
             _clip(scaled, self._qlow, self._qhigh, out=scaled)
         else:
-            np.multiply(values, self._a, out=scaled)
-            np.add(scaled, self._b, out=scaled)
+            np.multiply(values, a, out=scaled)
+            np.add(scaled, b, out=scaled)
         np.rint(scaled, out=scaled)
         _copyto(out, scaled, casting="unsafe")
-        return out
+        return result
 
 
 class Dequantizer:

@@ -160,3 +160,23 @@ def test_normalizer_is_bitwise_the_numpy_expression() -> None:
 def test_normalization_rejects_bad_constants(mean: object, std: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Normalization.of(mean, std, 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_folded_normalization_of_windows_equals_that_of_their_rows(clip: bool) -> None:
+    # (N, L, C) windows take the tiled-row path; (N * L, C) rows the per-channel broadcast one
+    rng = np.random.default_rng(7)
+    mean = np.array([0.5, -2.0, 10.0, 3.0])
+    std = np.array([0.2, 3.0, 7.5, 1.0])
+    windows = (rng.standard_normal((16, 50, 4)) * std * (40 if clip else 1) + mean).astype(np.float32)
+    norm = Normalization.of(mean, std, 4)
+    params = QuantParams(scale=0.03, zero_point=-4)
+    quantizer = Quantizer(params, INT8, norm)
+    got = quantizer.quantize_finite(windows)
+    assert got is not None
+    got = got.copy()
+    rows = Quantizer(params, INT8, norm).quantize_finite(windows.reshape(-1, 4))
+    assert rows is not None
+    np.testing.assert_array_equal(got.reshape(-1, 4), rows)
+    np.testing.assert_array_equal(quantizer(windows), got)  # the clipping call agrees too
+    assert got.shape == windows.shape
