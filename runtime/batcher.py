@@ -44,6 +44,15 @@ class Batch:
         self.data = data
 
     @classmethod
+    def of_part(cls, part: WindowBatch) -> Batch:
+        """One pop's windows as a batch, zero-copy: the single-stream form of :meth:`of_parts`."""
+        batch = cls.__new__(cls)
+        batch._windows = None
+        batch._parts = (part,)
+        batch.data = part.data
+        return batch
+
+    @classmethod
     def of_parts(cls, parts: Sequence[WindowBatch]) -> Batch:
         """One batch of ``parts``' windows in order; zero-copy when there is one part."""
         batch = cls.__new__(cls)
@@ -219,6 +228,8 @@ class Batcher:
         self._next_stream = 0
         self._closed = False
         self._sleeping = False
+        # the consumer's fast path in next_batch (one stream): pop without the Condition
+        self._single: StreamBuffer | None = buffers[0] if len(buffers) == 1 else None
         for buf in buffers:
             self._attach(buf)
 
@@ -300,6 +311,17 @@ class Batcher:
         ``batch_timeout``) or nothing. Windows are handled as :class:`WindowBatch` parts, so the
         work per batch does not grow with its size; ``Batch.windows`` is built on demand.
         """
+        single = self._single
+        if single is not None and not self._count and not self._closed:
+            # One stream, nothing pending: a full pop is the whole batch (collate releases it at
+            # once), so skip the Condition and the clock. Anything less joins the pending parts.
+            part = single.pop_batch(self.max_batch_size)
+            if part is not None:
+                if len(part) == self.max_batch_size:
+                    return Batch.of_part(part)
+                with self._cond:
+                    self._parts.append(part)
+                    self._count += len(part)
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             try:
