@@ -63,6 +63,7 @@ _RESULT_ROW_BYTES = 160
 _IN_CHUNK = 500
 _TABLES = ("results", "metrics", "events", "outbox")
 _MIN_CAP_BYTES = 64 * 1024
+_BATCH_ROWS = 256  # ids one result_batches row covers at most when small writes are merged
 _T = TypeVar("_T")
 # Where created_at sits in a SELECT_RESULT row (after the id).
 _CREATED_AT = 1 + RESULT_COLUMNS.index("created_at")
@@ -270,11 +271,25 @@ class Store:
             # The batch's created_at bounds, as stored: what time queries and retention's age cut
             # use instead of an index on created_at (see migration 5). Read back from SQLite so
             # they hold whatever the rows held (ints, numeric text) and cost no Python per row.
-            conn.execute(
-                "INSERT INTO result_batches (first_id, last_id, min_created_at, max_created_at) "
-                "SELECT ?1, ?2, min(created_at), max(created_at) FROM results WHERE id BETWEEN ?1 AND ?2",
-                (first, last),
-            )
+            # Small writes (a quiet agent commits a few rows at a time) widen the newest bounds
+            # row while it covers at most _BATCH_ROWS ids, so the table stays ~1/256 of results.
+            merged = 0
+            if count < _BATCH_ROWS:
+                merged = conn.execute(
+                    "UPDATE result_batches SET last_id = ?2, "
+                    "min_created_at = min(min_created_at, "
+                    "(SELECT min(created_at) FROM results WHERE id BETWEEN ?1 AND ?2)), "
+                    "max_created_at = max(max_created_at, "
+                    "(SELECT max(created_at) FROM results WHERE id BETWEEN ?1 AND ?2)) "
+                    "WHERE first_id = (SELECT max(first_id) FROM result_batches) AND ?2 - first_id < ?3",
+                    (first, last, _BATCH_ROWS),
+                ).rowcount
+            if not merged:
+                conn.execute(
+                    "INSERT INTO result_batches (first_id, last_id, min_created_at, max_created_at) "
+                    "SELECT ?1, ?2, min(created_at), max(created_at) FROM results WHERE id BETWEEN ?1 AND ?2",
+                    (first, last),
+                )
         return first, last
 
     def _insert_result_list(self, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -531,8 +546,7 @@ class Store:
         batches_sql += " ORDER BY max_created_at DESC, first_id DESC"
         found: list[tuple[Any, ...]] = []
         with self._read() as conn:
-            batches = conn.execute(batches_sql, extra[:1] if since is not None else []).fetchall()
-            for first, last, newest in batches:
+            for first, last, newest in conn.execute(batches_sql, extra[:1] if since is not None else []):
                 if len(found) >= limit and newest < found[limit - 1][_CREATED_AT]:
                     break
                 found.extend(conn.execute(rows_sql, (first, last, *extra)))

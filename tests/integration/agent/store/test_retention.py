@@ -137,26 +137,24 @@ def test_age_limit_finds_old_synced_rows_wherever_the_clock_put_them(
     # reach below it. A clock jump puts old rows after new ones, and one batch mixes both.
     store = open_store(max_age_s=3600.0, retention_interval_s=3600.0)
     now = time.time()
-    new = store.write_results(make_records(5, start=now - 60))
-    store.write_results(make_records(5, start=now - 7200))  # old, synced, written after the new ones
+    new = store.write_results(make_records(256, start=now - 60))  # a full batch: its own bounds row
+    old = store.write_results(make_records(256, start=now - 7200))  # written after the new ones
     mixed = store.write_results([*make_records(2, start=now - 9000), *make_records(2, start=now - 30)])
-    pending_old = store.write_results(make_records(3, start=now - 8000))
+    pending_old = store.write_results(make_records(3, start=now - 8000))  # small: joins mixed's row
     _sync(store, mixed[-1])
 
     report = store.enforce_retention(now=now)
 
-    assert report.deleted_by_age == {"results": 7}
-    ids = {r["id"] for r in store.query_results(limit=100)}
+    assert report.deleted_by_age == {"results": len(old) + 2}
+    ids = {r["id"] for r in store.query_results(limit=1000)}
     assert ids == {*new, *mixed[2:], *pending_old}  # old but unsynced: kept
     batches = store.db.execute("SELECT first_id, last_id FROM result_batches ORDER BY first_id").fetchall()
     # The emptied batch is forgotten; the half-emptied one keeps its (still covering) bounds.
-    assert batches == [(new[0], new[-1]), (mixed[0], mixed[-1]), (pending_old[0], pending_old[-1])]
-    assert [r["id"] for r in store.query_results(since=now - 8500, limit=100)] == [
-        mixed[3],
-        mixed[2],
-        *reversed(new),
-        *reversed(pending_old),
-    ]
+    assert batches == [(new[0], new[-1]), (mixed[0], pending_old[-1])]
+    newest_first = "SELECT id FROM results WHERE created_at >= ? ORDER BY created_at DESC, id DESC"
+    expected = [row[0] for row in store.db.execute(newest_first, (now - 8500,))]
+    assert [r["id"] for r in store.query_results(since=now - 8500, limit=1000)] == expected
+    assert [r["id"] for r in store.query_results(limit=10)] == expected[:10]
 
 
 def test_writes_run_retention_when_due(open_store: OpenStore, make_records: MakeRecords) -> None:

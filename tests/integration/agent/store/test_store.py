@@ -333,3 +333,24 @@ def test_query_results_is_newest_first_by_created_at_also_after_the_clock_went_b
     # Equal created_at: the later id first, as before.
     store.write_results(make_records(1, stream="imu", start=3001.0))  # id 13, created 3002.0
     assert [r["id"] for r in store.query_results(limit=2)] == [13, 10]
+
+
+def test_small_writes_share_a_bounds_row_of_at_most_256_ids(
+    open_store: OpenStore, make_records: MakeRecords
+) -> None:
+    # A quiet agent commits a few results at a time: one result_batches row per write would make
+    # the table as long as results. Small writes widen the newest row instead, up to 256 ids.
+    store = open_store()
+    for i in range(300):
+        store.write_results(make_records(1, start=5000.0 - i))  # and the clock running backwards
+    store.write_results(make_records(256, start=9000.0))  # a full batch gets its own row
+    rows = store.db.execute("SELECT * FROM result_batches ORDER BY first_id").fetchall()
+    assert rows == [
+        (1, 256, 5000.0 - 254, 5001.0),
+        (257, 300, 5000.0 - 298, 5000.0 - 255),
+        (301, 556, 9001.0, 9256.0),
+    ]
+    assert [r["id"] for r in store.query_results(since=4744.0, limit=5)] == [556, 555, 554, 553, 552]
+    # created_at of the i-th small write: 5001 - i; since 4745 keeps writes 0-256 (ids 1-257).
+    expected = [*range(556, 300, -1), *range(1, 258)]
+    assert [r["id"] for r in store.query_results(since=4745.0, limit=1000)] == expected
