@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import sqlite_utils
 
+from edgefleet.agent.store.batches import newest_results, record_bounds
 from edgefleet.agent.store.config import StoreConfig
 from edgefleet.agent.store.connection import (
     StoreFullError,
@@ -63,14 +64,7 @@ _RESULT_ROW_BYTES = 160
 _IN_CHUNK = 500
 _TABLES = ("results", "metrics", "events", "outbox")
 _MIN_CAP_BYTES = 64 * 1024
-_BATCH_ROWS = 256  # ids one result_batches row covers at most when small writes are merged
 _T = TypeVar("_T")
-# Where created_at sits in a SELECT_RESULT row (after the id).
-_CREATED_AT = 1 + RESULT_COLUMNS.index("created_at")
-
-
-def _newest_first(row: tuple[Any, ...]) -> tuple[float, int]:
-    return row[_CREATED_AT], row[0]
 
 
 class Store:
@@ -268,28 +262,7 @@ class Store:
                 "approx_bytes) VALUES ('results', ?, ?, NULL, ?, ?, ?)",
                 (PRIORITY_RESULTS, time.time(), first, last, count * _RESULT_ROW_BYTES + outputs_bytes),
             )
-            # The batch's created_at bounds, as stored: what time queries and retention's age cut
-            # use instead of an index on created_at (see migration 5). Read back from SQLite so
-            # they hold whatever the rows held (ints, numeric text) and cost no Python per row.
-            # Small writes (a quiet agent commits a few rows at a time) widen the newest bounds
-            # row while it covers at most _BATCH_ROWS ids, so the table stays ~1/256 of results.
-            merged = 0
-            if count < _BATCH_ROWS:
-                merged = conn.execute(
-                    "UPDATE result_batches SET last_id = ?2, "
-                    "min_created_at = min(min_created_at, "
-                    "(SELECT min(created_at) FROM results WHERE id BETWEEN ?1 AND ?2)), "
-                    "max_created_at = max(max_created_at, "
-                    "(SELECT max(created_at) FROM results WHERE id BETWEEN ?1 AND ?2)) "
-                    "WHERE first_id = (SELECT max(first_id) FROM result_batches) AND ?2 - first_id < ?3",
-                    (first, last, _BATCH_ROWS),
-                ).rowcount
-            if not merged:
-                conn.execute(
-                    "INSERT INTO result_batches (first_id, last_id, min_created_at, max_created_at) "
-                    "SELECT ?1, ?2, min(created_at), max(created_at) FROM results WHERE id BETWEEN ?1 AND ?2",
-                    (first, last),
-                )
+            record_bounds(conn, first, last)
         return first, last
 
     def _insert_result_list(self, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -522,37 +495,10 @@ class Store:
         self, *, since: float | None = None, stream: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Stored results, newest first (by created_at, then id); ``since`` is an epoch-seconds
-        lower bound on created_at.
-
-        Walks the write batches from the one holding the newest created_at down, and stops once
-        no batch left can hold anything newer than the ``limit`` rows found (batches carry their
-        created_at bounds, so this is exact also where the clock went backwards).
-        """
-        limit = max(int(limit), 0)
-        if limit == 0:
-            return []
-        where = ["id BETWEEN ? AND ?"]
-        extra: list[Any] = []
-        if since is not None:
-            where.append("created_at >= ?")
-            extra.append(float(since))
-        if stream is not None:
-            where.append("stream = ?")
-            extra.append(stream)
-        rows_sql = f"{SELECT_RESULT} WHERE {' AND '.join(where)}"
-        batches_sql = "SELECT first_id, last_id, max_created_at FROM result_batches"
-        if since is not None:
-            batches_sql += " WHERE max_created_at >= ?"
-        batches_sql += " ORDER BY max_created_at DESC, first_id DESC"
-        found: list[tuple[Any, ...]] = []
+        lower bound on created_at. Exact also where the clock went backwards (see batches.py)."""
         with self._read() as conn:
-            for first, last, newest in conn.execute(batches_sql, extra[:1] if since is not None else []):
-                if len(found) >= limit and newest < found[limit - 1][_CREATED_AT]:
-                    break
-                found.extend(conn.execute(rows_sql, (first, last, *extra)))
-                found.sort(key=_newest_first, reverse=True)
-                del found[limit:]
-        return [result_dict(row) for row in found]
+            rows = newest_results(conn, since=since, stream=stream, limit=limit)
+        return [result_dict(row) for row in rows]
 
     def query_events(self, *, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Stored events, newest first."""
