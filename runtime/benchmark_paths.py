@@ -223,6 +223,8 @@ class _ThreadedPath:
         self._go = threading.Event()
         self._stopping = False
         self._failure: BaseException | None = None
+        self.consumer_cpu = 0.0
+        """CPU seconds of the measuring thread alone (next_batch + predict), over all rounds."""
         self._thread = threading.Thread(target=self._produce, name="bench-producer", daemon=True)
         self._thread.start()
 
@@ -266,6 +268,7 @@ class _ThreadedPath:
         clock = time.perf_counter
         next_batch, predict = self.batcher.next_batch, self.model.predict
         cpu0 = time.process_time()
+        own0 = time.thread_time()
         start = now = clock()
         self._start()
         windows = 0
@@ -286,6 +289,7 @@ class _ThreadedPath:
         finally:
             self._park()
         cpu = time.process_time() - cpu0
+        self.consumer_cpu += time.thread_time() - own0
         return now - start, windows, cpu
 
     @property

@@ -59,6 +59,8 @@ def check_report(report: BenchReport, batch: int) -> None:
     # ring's backlog before and after the timed rounds
     assert report.edgefleet.windows > 0
     assert report.dropped == 0  # the block policy: the producer waits, nothing is lost
+    assert report.consumer_cpu_us_per_window is not None
+    assert report.consumer_cpu_us_per_window > 0
     assert report.ratio == pytest.approx(report.edgefleet.windows_per_s / report.bare.windows_per_s)
     assert report.inline_ratio == pytest.approx(inline.windows_per_s / report.bare.windows_per_s)
     assert report.rounds >= 2
@@ -70,6 +72,7 @@ def check_report(report: BenchReport, batch: int) -> None:
         "ratio edgefleet/bare",
         "ratio edgefleet-inline/bare",
         "CPU per window",
+        "inference thread alone",
         "0 dropped",
         f"batch {batch}",
     ):
