@@ -74,6 +74,12 @@ def test_sigkill_never_corrupts_nor_loses_committed_results(tmp_path: Path) -> N
                 "SELECT first_result_id, last_result_id FROM outbox WHERE kind = 'results'"
             ).fetchall()
             unsynced = {row[0] for row in conn.execute("SELECT id FROM results WHERE synced_at IS NULL")}
+            # Each batch is atomic with its created_at bounds too (schema v5): no result outside them.
+            unbounded = conn.execute(
+                "SELECT count(*) FROM results r WHERE NOT EXISTS (SELECT 1 FROM result_batches b "
+                "WHERE r.id BETWEEN b.first_id AND b.last_id "
+                "AND r.created_at BETWEEN b.min_created_at AND b.max_created_at)"
+            ).fetchone()[0]
         finally:
             conn.close()
         lost = set(reported) - set(ids)
@@ -82,6 +88,7 @@ def test_sigkill_never_corrupts_nor_loses_committed_results(tmp_path: Path) -> N
         # Each batch is atomic with its outbox item: every unsynced row is covered exactly once.
         covered = [i for first, last in ranges for i in range(first, last + 1)]
         assert sorted(covered) == sorted(unsynced), f"round {round_no}: outbox and results disagree"
+        assert unbounded == 0, f"round {round_no}: {unbounded} results outside their batch's bounds"
     assert len(reported) >= ROUNDS  # every round committed something before its kill
 
     with Store.open(db, StoreConfig(path=db)) as store:  # reopens and carries on

@@ -84,6 +84,9 @@ def test_a_row_of_the_wrong_width_is_refused_before_anything_is_written(
     rows[2] = rows[2][:12]
     with pytest.raises(StoreError, match=r"result row 2 has 12 values; expected 13") as info:
         store.write_result_rows(rows)
+    rows[2] = (*rows[1], "extra")  # a longer row would shift the others just as well
+    with pytest.raises(StoreError, match=r"result row 2 has 14 values; expected 13"):
+        store.write_result_rows(rows)
     assert "result_rows" in (info.value.hint or "")
     assert store.query_results() == []
 
