@@ -47,11 +47,12 @@ INSERT_RESULT = (
 SELECT_RESULT = f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at FROM results"
 _WIDTH = len(RESULT_COLUMNS)
 _OUTPUTS = RESULT_COLUMNS.index("outputs")
-# Columns that usually hold one value for a whole batch: the stream (of a single-stream agent),
-# the model, who answered and why. Where a chunk's rows agree, the value is bound once.
+# Columns that may be None: where a chunk has None in every row, the statement says NULL.
 _NULLABLE = tuple(
     RESULT_COLUMNS.index(c) for c in ("label", "score", "outputs", "fallback_reason", "window_seq")
 )
+# Columns that usually hold one value for a whole batch: the stream (of a single-stream agent),
+# the model, who answered and why. Where a chunk's rows agree, the value is bound once.
 _SHAREABLE = tuple(
     RESULT_COLUMNS.index(c)
     for c in ("stream", "model_name", "model_version", "answered_by", "fallback_reason")
