@@ -83,20 +83,40 @@ class Normalizer:
     its result is bitwise the same. Call from one thread at a time; the runtime copies the result.
     """
 
-    __slots__ = ("_mean", "_out", "_std", "normalization")
+    __slots__ = ("_mean", "_out", "_row_constants", "_std", "normalization")
 
     def __init__(self, normalization: Normalization) -> None:
         self.normalization = normalization
         self._mean = normalization.mean
         self._std = normalization.std
         self._out = np.empty((0,), np.float32)
+        self._row_constants: tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32]] = (
+            0,
+            self._mean,
+            self._std,
+        )
 
     def __call__(self, values: AnyArray) -> npt.NDArray[np.float32]:
         if values.shape != self._out.shape:
             self._out = np.empty(values.shape, np.float32)
         out = self._out
-        np.subtract(values, self._mean, out=out)
-        np.divide(out, self._std, out=out)
+        mean, std = self._mean, self._std
+        source: AnyArray = values
+        target: AnyArray = out
+        if values.ndim >= 2 and values.shape[0]:
+            # as Quantizer._folded: (channels,) constants broadcast over the last axis run numpy's
+            # inner loop ``channels`` elements at a time; (N, row) views with the constants tiled
+            # along the row do the same elementwise arithmetic (bitwise the same) in long loops
+            n = values.shape[0]
+            row = values.size // n
+            length, mean, std = self._row_constants
+            if length != row:
+                reps = row // self._mean.shape[0]
+                mean, std = np.tile(self._mean, reps), np.tile(self._std, reps)
+                self._row_constants = (row, mean, std)
+            source, target = values.reshape(n, row), out.reshape(n, row)
+        np.subtract(source, mean, out=target)
+        np.divide(target, std, out=target)
         return out
 
 

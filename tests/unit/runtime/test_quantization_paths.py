@@ -180,3 +180,15 @@ def test_folded_normalization_of_windows_equals_that_of_their_rows(clip: bool) -
     np.testing.assert_array_equal(got.reshape(-1, 4), rows)
     np.testing.assert_array_equal(quantizer(windows), got)  # the clipping call agrees too
     assert got.shape == windows.shape
+
+
+def test_normalizer_stays_bitwise_across_shapes_and_strided_input() -> None:
+    """The tiled-row form must equal the broadcast expression whatever the shape, call after call."""
+    rng = np.random.default_rng(5)
+    norm = Normalization.of(rng.standard_normal(6), rng.uniform(0.1, 3, 6), 6)
+    normalizer = Normalizer(norm)
+    big = rng.standard_normal((16, 50, 6)).astype(np.float32)
+    for x in (big, big[:1], big[::3], big[:, ::2], big[0], big[:4], big.reshape(16, 25, 12)[:, :, :6]):
+        got = normalizer(x)
+        assert got.shape == x.shape
+        np.testing.assert_array_equal(got, (x - norm.mean) / norm.std)
