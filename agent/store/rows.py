@@ -109,6 +109,10 @@ def insert_results_statement(rows: Sequence[tuple[Any, ...]], *, raw_outputs: bo
     own = tuple(
         c for c in range(_WIDTH) if c not in shared and c not in nulls and (raw_outputs or c != _OUTPUTS)
     )
+    if _OUTPUTS in own:
+        # bytearray binds without the adapter lookup: ~0.14 us instead of ~1 us for bytes, ~0.2 to
+        # copy. Only exact bytes: anything else is bound as it is and refused or stored as before.
+        columns[_OUTPUTS] = tuple(bytearray(v) if type(v) is bytes else v for v in columns[_OUTPUTS])
     params = [columns[c][0] for c in shared]
     params.extend(chain.from_iterable(columns[c] for c in own))
     return insert_results_sql(len(rows), shared, own), params

@@ -32,6 +32,7 @@ def test_rows_are_stored_exactly_as_write_results_stores_records(
     )
     assert by_rows.query_results(limit=100) == by_records.query_results(limit=100)
     assert by_rows.query_results(limit=1)[0]["outputs"] == records[-1].outputs
+    assert by_rows._conn.execute("SELECT DISTINCT typeof(outputs) FROM results").fetchall() == [("blob",)]
     # One transaction, one outbox item referencing the id range, per call.
     assert list(by_rows.write_result_rows(result_rows(records[:3], raw_outputs=True))) == [41, 42, 43]
     assert _outbox_items(by_rows._conn) == [(1, 40), (41, 43)]
