@@ -48,6 +48,7 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.bundle import Bundle, Prediction
+from edgefleet.runtime.encoding import InputEncoder
 from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.types import BackpressurePolicy, FloatArray
 
@@ -509,6 +510,7 @@ class Pipeline:
         assert batcher is not None
         # The model was opened for this bundle, so its input is the bundle's windows.
         preprocess = None if self._fold_normalization(bundle, model) else bundle.preprocess
+        encoder = None if preprocess is not None else self._attach_encoders(model)
         while not self._stop_worker.is_set():
             if self._draining.is_set():
                 # Sources are stopped: infer every complete window still buffered, then finish.
@@ -516,12 +518,28 @@ class Pipeline:
                     if self._stop_worker.is_set():
                         return
                     self._drained += len(remaining.windows)
-                    self._run_batch(bundle, model, remaining, preprocess)
+                    self._run_batch(bundle, model, remaining, preprocess, encoder)
                 return
             self._beat = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
             if batch is not None:
-                self._run_batch(bundle, model, batch, preprocess)
+                self._run_batch(bundle, model, batch, preprocess, encoder)
+
+    def _attach_encoders(self, model: Model) -> InputEncoder | None:
+        """Have every stream quantize its samples for ``model`` as they arrive (integer-input
+        models only; see :mod:`edgefleet.runtime.encoding`). One of the encoders, or None."""
+        attached = None
+        for buffer in self._buffers.values():
+            encoder = model.input_encoder()
+            if encoder is None:
+                return attached
+            try:
+                buffer.attach_encoder(encoder)
+            except ValueError as exc:  # a window shape the model does not take: the float path
+                log.info("stream %s is not encoded at ingest: %s", buffer.name, exc)
+                continue
+            attached = encoder
+        return attached
 
     def _run_batch(
         self,
@@ -529,10 +547,15 @@ class Pipeline:
         model: Model,
         batch: Batch,
         preprocess: Callable[[FloatArray], FloatArray] | None,
+        encoder: InputEncoder | None = None,
     ) -> None:
         started = time.monotonic()
         try:
-            outputs = model.predict(batch.data if preprocess is None else preprocess(batch.data))
+            codes = None if encoder is None else batch.codes
+            if codes is not None and encoder is not None:
+                outputs = model.predict_encoded(codes, encoder)
+            else:
+                outputs = model.predict(batch.data if preprocess is None else preprocess(batch.data))
             bundle.check_outputs(outputs, len(batch))
         except EdgefleetError as exc:
             self._inference_failed(batch, exc)

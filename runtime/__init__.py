@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 from edgefleet.runtime.backends import BACKENDS, BackendConfig, available_backends, supported_extensions
-from edgefleet.runtime.model import Model, load_model
+from edgefleet.runtime.loading import load_model
+from edgefleet.runtime.model import Model
 from edgefleet.runtime.tensors import ModelFormat, ModelInfo, QuantParams, TensorSpec
 
 __all__ = [

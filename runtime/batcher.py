@@ -65,6 +65,16 @@ class Batch:
         return batch
 
     @property
+    def codes(self) -> AnyArray | None:
+        """``data`` quantized by the streams' input encoders; None unless every part has codes."""
+        parts = self._parts
+        if len(parts) == 1:
+            return parts[0].codes
+        if not parts or any(p.codes is None for p in parts):
+            return None
+        return np.concatenate([p.codes for p in parts if p.codes is not None])
+
+    @property
     def windows(self) -> list[Window]:
         """One :class:`Window` per row of ``data``, built on first access for batches of parts."""
         if self._windows is None:

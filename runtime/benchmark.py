@@ -52,7 +52,7 @@ from edgefleet.runtime.benchmark_paths import (
     _StepPath,
     _ThreadedPath,
 )
-from edgefleet.runtime.model import load_model
+from edgefleet.runtime.loading import load_model
 from edgefleet.runtime.tensors import TensorSpec
 
 __all__ = ["BenchReport", "BenchmarkError", "LatencyStats", "PathResult", "run_benchmark"]

@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.errors import EdgefleetError
-from edgefleet.runtime.batcher import Batcher
+from edgefleet.runtime.batcher import Batch, Batcher
+from edgefleet.runtime.encoding import InputEncoder
 from edgefleet.runtime.model import Model
 from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.runtime.tensors import TensorSpec
@@ -153,6 +154,21 @@ def _synthetic_blocks(
     return [(samples[k : k + chunk], stamps[k : k + chunk]) for k in range(0, len(samples), chunk)]
 
 
+def _attach_encoder(model: Model, buffer: StreamBuffer) -> InputEncoder | None:
+    """As the agent's pipeline does: an integer-input model's samples are quantized at ingest."""
+    encoder = model.input_encoder()
+    if encoder is not None:
+        buffer.attach_encoder(encoder)
+    return encoder
+
+
+def _predict(model: Model, encoder: InputEncoder | None, batch: Batch) -> object:
+    codes = batch.codes
+    if codes is not None and encoder is not None:
+        return model.predict_encoded(codes, encoder)
+    return model.predict(batch.data)
+
+
 class _EdgefleetPath:
     """Synthetic stream -> StreamBuffer -> Batcher -> Model.predict, one batch per step.
 
@@ -171,6 +187,7 @@ class _EdgefleetPath:
             "bench", channels, capacity, window_length=length, hop=hop, policy="drop_newest"
         )
         self.batcher = Batcher([self.buffer], max_batch_size=batch, batch_timeout=0.0)
+        self.encoder = _attach_encoder(model, self.buffer)
         self.blocks = _synthetic_blocks(self.per_batch + length, channels, chunk)
         self.chunk = chunk
         self.next_block = 0
@@ -202,7 +219,7 @@ class _EdgefleetPath:
             raise BenchmarkError(
                 "benchmark batcher returned no full batch", hint="this is a bug; please report it"
             )
-        return self.model.predict(got.data)
+        return _predict(self.model, self.encoder, got)
 
 
 class _ThreadedPath:
@@ -217,6 +234,7 @@ class _ThreadedPath:
         capacity = max(DEFAULT_CAPACITY, batch * hop + length + chunk)
         self.buffer = StreamBuffer("bench", channels, capacity, window_length=length, hop=hop, policy="block")
         self.batcher = Batcher([self.buffer], max_batch_size=batch, batch_timeout=AGENT_BATCH_TIMEOUT)
+        self.encoder = _attach_encoder(model, self.buffer)
         self.blocks = _synthetic_blocks(batch * hop + length, channels, chunk)
         self.chunk = chunk
         self._running = False  # read by the producer on every block: a plain attribute is cheapest
@@ -266,7 +284,7 @@ class _ThreadedPath:
     def run_slice(self, seconds: float, durations: list[float]) -> tuple[float, int, float]:
         """Run for about ``seconds``: (wall seconds, windows predicted, process CPU seconds)."""
         clock = time.perf_counter
-        next_batch, predict = self.batcher.next_batch, self.model.predict
+        next_batch, model, encoder = self.batcher.next_batch, self.model, self.encoder
         cpu0 = time.process_time()
         own0 = time.thread_time()
         start = now = clock()
@@ -282,7 +300,7 @@ class _ThreadedPath:
                         + ("" if self._failure is None else f": {self._failure!r}"),
                         hint="this is a bug; please report it",
                     )
-                predict(got.data)
+                _predict(model, encoder, got)
                 now = clock()
                 durations.append(now - t0)
                 windows += len(got)

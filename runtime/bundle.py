@@ -225,7 +225,7 @@ class Bundle:
 
     def open_model(self, **load_kwargs: Any) -> Model:
         """Load the bundle's model with :func:`edgefleet.runtime.load_model` (kwargs pass through)."""
-        from edgefleet.runtime.model import load_model
+        from edgefleet.runtime.loading import load_model
 
         return load_model(self.model_path, **load_kwargs)
 

@@ -35,7 +35,8 @@ from edgefleet.runtime.bundle_manifest import (
     manifest_bytes,
 )
 from edgefleet.runtime.bundle_verify import check_tensors, verify_bundle
-from edgefleet.runtime.model import Model, load_model
+from edgefleet.runtime.loading import load_model
+from edgefleet.runtime.model import Model
 from edgefleet.runtime.profile import output_profile, reference_profile
 from edgefleet.types import FloatArray
 

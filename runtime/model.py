@@ -9,21 +9,20 @@ sample rate) pass through, cast only when the cast is safe.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from edgefleet.errors import EdgefleetError, ModelError, ModelInputError, ModelLoadError
-from edgefleet.runtime.backends import BackendSession, OpenOptions, backend_for
+from edgefleet.runtime.backends import BackendSession
 from edgefleet.runtime.backends.base import run_looped
+from edgefleet.runtime.encoding import InputEncoder
 from edgefleet.runtime.quantization import (
     InputPlan,
     Normalization,
@@ -35,7 +34,7 @@ from edgefleet.runtime.quantization import (
 from edgefleet.runtime.tensors import ModelInfo, TensorSpec, format_shape
 from edgefleet.types import AnyArray, NanPolicy
 
-__all__ = ["Model", "load_model"]
+__all__ = ["Model"]
 
 log = logging.getLogger(__name__)
 
@@ -215,14 +214,67 @@ class Model:
                     tensor = normalizer(arr)
                 else:
                     tensor = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
-            try:
-                raw = session.run({plan.spec.name: tensor}, int(arr.shape[0]))
-            except EdgefleetError:
-                raise
-            except Exception as exc:  # the native runtime's own exception types
-                raise self._inference_error(exc) from None
-            convert = self._to_caller
-            return {name: convert[name](out) for name, out in raw.items()}
+            return self._run_fast(session, plan, tensor)
+
+    def _run_fast(self, session: BackendSession, plan: InputPlan, tensor: AnyArray) -> dict[str, AnyArray]:
+        try:
+            raw = session.run({plan.spec.name: tensor}, int(tensor.shape[0]))
+        except EdgefleetError:
+            raise
+        except Exception as exc:  # the native runtime's own exception types
+            raise self._inference_error(exc) from None
+        convert = self._to_caller
+        return {name: convert[name](out) for name, out in raw.items()}
+
+    def input_encoder(self) -> InputEncoder | None:
+        """An encoder that quantizes samples at ingest exactly as :meth:`predict` would (or None).
+
+        Only for a single-input model whose input is quantized and fully shaped after the batch
+        dimension, e.g. ``[batch, window, channels]`` int8; None otherwise (float-input models need
+        no encoding). Set the input normalization first: it is folded into the codes. Each call
+        returns a new encoder (one per stream buffer: it keeps scratch buffers).
+        """
+        plan = self._fast
+        if plan is None or plan.quantizer is None or plan.tail is None or len(plan.tail) < 1:
+            return None
+        return InputEncoder(plan.quantizer, plan.tail)
+
+    def predict_encoded(self, codes: AnyArray, encoder: InputEncoder) -> dict[str, AnyArray]:
+        """:meth:`predict` on windows already quantized by ``encoder`` (from :meth:`input_encoder`).
+
+        ``codes`` is ``(batch, *encoder.window_shape)`` in the input tensor's integer dtype; the
+        outputs are what :meth:`predict` returns for the float windows the codes were made from.
+        """
+        with self._lock:
+            session = self._session
+            if session is None:
+                raise self._closed_error()
+            plan = self._fast
+            if plan is None or plan.quantizer is not encoder.source:
+                raise self._error(
+                    "these codes come from an input encoder this model no longer uses",
+                    tensor=None if plan is None else plan.spec.name,
+                    expected="codes from the model's current input_encoder()",
+                    got="a stale encoder",
+                    hint="take a new input_encoder() after set_input_normalization(), or call predict()",
+                )
+            if (
+                type(codes) is not np.ndarray
+                or codes.dtype != plan.tensor_dtype
+                or codes.shape[1:] != plan.tail
+                or not codes.shape[0]
+            ):
+                got = f"{getattr(codes, 'dtype', type(codes).__name__)} {getattr(codes, 'shape', '')}"
+                raise self._error(
+                    f"codes for input {plan.spec.name!r} do not fit the tensor",
+                    tensor=plan.spec.name,
+                    expected=f"{plan.tensor_dtype} of shape (N>0, {', '.join(map(str, plan.tail or ()))})",
+                    got=got,
+                    hint="pass the codes popped from a stream buffer with this model's encoder",
+                )
+            if not codes.flags.c_contiguous:
+                codes = np.ascontiguousarray(codes)
+            return self._run_fast(session, plan, codes)
 
     def _closed_error(self) -> ModelError:
         return ModelError(f"{self.info.path}: the model is closed", path=self.info.path, hint="load it again")
@@ -525,90 +577,3 @@ class Model:
         }
         self.predict(zeros)
         self.reset_state()
-
-
-def _read_model_file(path: Path) -> bytes:
-    if not path.exists():
-        raise ModelLoadError(
-            f"{path}: no such model file",
-            path=str(path),
-            hint="check the path (relative paths start at the cwd)",
-        )
-    if path.is_dir():
-        raise ModelLoadError(
-            f"{path}: is a directory, not a model file",
-            path=str(path),
-            hint="point at the .tflite/.onnx file; for a bundle directory use `edgefleet bundle`",
-        )
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise ModelLoadError(
-            f"{path}: cannot read the model file: {exc.strerror}",
-            path=str(path),
-            hint="check file permissions",
-        ) from None
-    if not content:
-        raise ModelLoadError(
-            f"{path}: the model file is empty (0 bytes)",
-            path=str(path),
-            hint="the copy was probably interrupted; copy the model again",
-        )
-    return content
-
-
-def load_model(
-    path: str | Path,
-    *,
-    backend: str | None = None,
-    providers: list[str] | tuple[str, ...] | None = None,
-    threads: int | None = None,
-    inter_op_threads: int | None = None,
-    nan_policy: NanPolicy = "reject",
-    state_map: Mapping[str, str] | None = None,
-    warmup: bool = True,
-) -> Model:
-    """Load a ``.tflite`` or ``.onnx`` model. Raises ModelLoadError with a hint on any failure."""
-    model_path = Path(path).expanduser()
-    if nan_policy not in get_args(NanPolicy):
-        raise ModelLoadError(
-            f"unknown nan_policy {nan_policy!r}; expected one of {list(get_args(NanPolicy))}",
-            path=str(model_path),
-            hint="'reject' raises on NaN/inf, 'zero' replaces them with 0, 'allow' passes them on",
-        )
-    for label, count in (("threads", threads), ("inter_op_threads", inter_op_threads)):
-        if count is not None and count < 1:
-            raise ModelLoadError(
-                f"{label} must be at least 1, got {count}",
-                path=str(model_path),
-                hint="leave it unset for the default",
-            )
-    plugin = backend_for(model_path, backend)
-    content = _read_model_file(model_path)
-    options = OpenOptions(providers=providers, threads=threads, inter_op_threads=inter_op_threads)
-    session = plugin.open(model_path, content, options)
-    info = ModelInfo(
-        path=str(model_path),
-        format=plugin.format,
-        backend=plugin.type,
-        runtime=plugin.runtime_version() or "unknown",
-        sha256=hashlib.sha256(content).hexdigest(),
-        size_bytes=len(content),
-        inputs=session.inputs,
-        outputs=session.outputs,
-        providers=session.providers,
-        threads=threads,
-    )
-    model = Model(info, session, nan_policy=nan_policy, state_map=state_map)
-    if warmup:
-        try:
-            model.warm_up()
-        except EdgefleetError as exc:
-            model.close()
-            raise ModelLoadError(
-                f"{model_path}: the model fails on a zero batch during warm-up: {exc.message}",
-                path=str(model_path),
-                hint="load with warmup=False if the model needs non-zero or larger inputs",
-            ) from None
-    log.debug("loaded %s (%s, %s)", model_path, info.backend, info.sha256[:12])
-    return model

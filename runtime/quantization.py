@@ -14,6 +14,7 @@ set of passes; :class:`Normalizer` is the float-tensor form (one scratch buffer,
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,6 +184,18 @@ class Quantizer:
         # min and max; Python floats, so comparing a huge bound cannot overflow a float32
         self._bounds = (float(a.min()), float(a.max()), float(b.min()), float(b.max()), info.min, info.max)
 
+    @property
+    def dtype(self) -> np.dtype[np.generic]:
+        """The integer dtype of the codes."""
+        return self._dtype
+
+    def copy(self) -> Quantizer:
+        """The same quantizer with scratch buffers of its own (for use in another thread)."""
+        twin = copy.copy(self)
+        twin._scratch = np.empty((0,), np.float32)
+        twin._out = np.empty((0,), self._dtype)
+        return twin
+
     def _buffers(self, values: AnyArray) -> tuple[npt.NDArray[np.float32], AnyArray]:
         if values.shape != self._scratch.shape:
             self._scratch = np.empty(values.shape, np.float32)
@@ -231,10 +244,15 @@ class Quantizer:
     def _per_row(self, row: int) -> tuple[npt.NDArray[np.float32], ...]:
         """``(a, b, x_low, x_high)`` tiled along a flattened ``row``-long window, cached."""
         length, constants = self._row_constants
-        if length != row:
-            reps = row // self._a.shape[0]
-            constants = tuple(np.tile(c, reps) for c in (self._a, self._b, self._x_low, self._x_high))
-            self._row_constants = (row, constants)
+        if length == row:
+            return constants
+        if length > row:
+            # the tiles repeat every ``channels`` values, so a longer tiling's head is this one
+            # (an encoder's blocks vary in length: no re-tiling for each shorter one)
+            return tuple(c[:row] for c in constants)
+        reps = row // self._a.shape[0]
+        constants = tuple(np.tile(c, reps) for c in (self._a, self._b, self._x_low, self._x_high))
+        self._row_constants = (row, constants)
         return constants
 
     def _folded(

@@ -51,21 +51,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias, get_args
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.errors import ConfigError, ConfigIssue, EdgefleetError
-from edgefleet.runtime.windows import Segment, Window, WindowBatch
-from edgefleet.types import BackpressurePolicy, FloatArray
+from edgefleet.errors import EdgefleetError
+from edgefleet.runtime.encoding import CodeRing, InputEncoder
+from edgefleet.runtime.ring_settings import validate_ring_settings
+from edgefleet.runtime.windows import Segment, Window, WindowBatch, cut_windows
+from edgefleet.types import AnyArray, BackpressurePolicy, FloatArray
 
 __all__ = ["BufferInputError", "BufferStats", "Notify", "StreamBuffer", "Window", "WindowBatch"]
 
 Notify: TypeAlias = threading.Condition | Callable[[], object]
 """What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable."""
 
-_POLICIES: tuple[str, ...] = get_args(BackpressurePolicy)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
@@ -88,45 +89,6 @@ class BufferStats:
     refused: int = 0
 
 
-def _validate_config(
-    name: object,
-    channels: object,
-    capacity: object,
-    window_length: object,
-    hop: object,
-    policy: object,
-    block_timeout: object,
-) -> None:
-    issues: list[ConfigIssue] = []
-
-    def positive_int(key: str, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            issues.append(ConfigIssue(key, value, "an integer >= 1"))
-            return False
-        return True
-
-    if not isinstance(name, str) or not name:
-        issues.append(ConfigIssue("name", name, "a non-empty stream name"))
-    positive_int("channels", channels)
-    ok_len = positive_int("window_length", window_length)
-    if positive_int("hop", hop) and ok_len and hop > window_length:  # type: ignore[operator]
-        issues.append(ConfigIssue("hop", hop, f"<= window_length ({window_length}); a larger hop drops data"))
-    if positive_int("capacity", capacity) and ok_len and capacity < window_length:  # type: ignore[operator]
-        issues.append(ConfigIssue("capacity", capacity, f">= window_length ({window_length})"))
-    if policy not in _POLICIES:
-        issues.append(ConfigIssue("policy", policy, " | ".join(_POLICIES)))
-    if block_timeout is not None and (
-        isinstance(block_timeout, bool) or not isinstance(block_timeout, int | float) or block_timeout < 0
-    ):
-        issues.append(ConfigIssue("block_timeout", block_timeout, "None or seconds >= 0"))
-    if issues:
-        raise ConfigError(
-            f"invalid ring buffer settings for stream {name!r}",
-            issues=issues,
-            hint="fix the stream's batching settings (window_length, hop, capacity, policy)",
-        )
-
-
 class StreamBuffer:
     """Preallocated ring buffer of one stream; cuts sliding windows for the batcher."""
 
@@ -143,7 +105,7 @@ class StreamBuffer:
         block_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _validate_config(name, channels, capacity, window_length, hop, policy, block_timeout)
+        validate_ring_settings(name, channels, capacity, window_length, hop, policy, block_timeout)
         self.name = name
         self.channels = channels
         self.capacity = capacity
@@ -186,6 +148,27 @@ class StreamBuffer:
         self._notify: Notify | None = None
         self._signal: Callable[[], object] | None = None
         self.notify = notify
+        # the samples' codes for an integer-input model (attach_encoder), or None
+        self._codes: CodeRing | None = None
+
+    def attach_encoder(self, encoder: InputEncoder) -> None:
+        """Quantize samples for the model once each (see :mod:`edgefleet.runtime.encoding`).
+
+        From then on popped windows carry their codes (``WindowBatch.codes``), except windows
+        with a non-finite value in reach (those take the model's float path). Once per buffer.
+        """
+        if self._codes is not None:
+            raise ValueError(f"stream {self.name!r} already has an input encoder")
+        if encoder.window_shape != (self.window_length, self.channels):
+            raise ValueError(
+                f"stream {self.name!r}: the encoder is for windows {encoder.window_shape}, "
+                f"this stream cuts ({self.window_length}, {self.channels})"
+            )
+        self._codes = CodeRing(encoder, self.capacity, self.window_length)
+
+    @property
+    def encoder(self) -> InputEncoder | None:
+        return None if self._codes is None else self._codes.encoder
 
     # -- notification -------------------------------------------------------------------------
 
@@ -492,6 +475,7 @@ class StreamBuffer:
                 self._covered += last_end - (start if start > decided else decided)
                 self._decided = last_end
                 data, start_ts, end_ts, ready = self._gather(start, count)
+                codes = None if self._codes is None else self._gather_codes(self._codes, start, count, write)
                 seq0 = self._windows
                 self._windows = seq0 + count
                 segment: tuple[Segment, ...] = ((start, count, self._gap_flag),)
@@ -501,7 +485,7 @@ class StreamBuffer:
                 if self._waiting and self.capacity - (write - start) >= self._resume_room:
                     self._waiting = False
                     self._space.notify()
-                return WindowBatch(self.name, seq0, hop, segment, data, start_ts, end_ts, ready)
+                return WindowBatch(self.name, seq0, hop, segment, data, start_ts, end_ts, ready, codes)
             while taken < max_windows:
                 if gaps:
                     while gaps and gaps[0] <= start:
@@ -538,18 +522,44 @@ class StreamBuffer:
 
     def _cut(self, segments: list[Segment], total: int) -> WindowBatch:
         """Copy the windows of ``segments`` out of the ring; lock held."""
+        ring = self._codes
+        codes: AnyArray | None = None
         if len(segments) == 1:
             start, count, _ = segments[0]
             data, start_ts, end_ts, ready = self._gather(start, count)
+            if ring is not None:
+                codes = self._gather_codes(ring, start, count, self._write)
         else:
             pieces = [self._gather(start, count) for start, count, _ in segments]
             data = np.concatenate([p[0] for p in pieces])
             start_ts = np.concatenate([p[1] for p in pieces])
             end_ts = np.concatenate([p[2] for p in pieces])
             ready = np.concatenate([p[3] for p in pieces])
+            # the later segments start later: the first one decides whether every row has codes
+            if ring is not None and self._gather_codes(ring, segments[0][0], 0, self._write) is not None:
+                cap, hop = self.capacity, self.hop
+                codes = np.concatenate(
+                    [cut_windows(ring.rows, ring.sliding, s % cap, n, hop) for s, n, _ in segments]
+                )
         seq0 = self._windows
         self._windows += total
-        return WindowBatch(self.name, seq0, self.hop, tuple(segments), data, start_ts, end_ts, ready)
+        return WindowBatch(self.name, seq0, self.hop, tuple(segments), data, start_ts, end_ts, ready, codes)
+
+    def _gather_codes(self, ring: CodeRing, start: int, count: int, write: int) -> AnyArray | None:
+        """The codes of ``count`` windows from ``start`` (lock held); None when a row has none.
+
+        First encodes the rows published since the last pop, in one call (two on wrap-around):
+        each sample is quantized once however many windows overlap it. Rows from ``start`` up to
+        ``write`` stay in place until ``next_start`` passes them, so their codes stay valid too.
+        """
+        low = max(ring.encoded_upto, start)
+        if low < write:
+            ring.encode(self._data, low, write)
+        if start < ring.valid_from:
+            return None
+        if not count:
+            return ring.rows[:0]
+        return cut_windows(ring.rows, ring.sliding, start % self.capacity, count, self.hop)
 
     def _gather(
         self, start: int, count: int
@@ -559,32 +569,14 @@ class StreamBuffer:
         p0 = start % cap
         last0 = p0 + length - 1
         span = (count - 1) * hop + 1
+        data: FloatArray = cut_windows(self._data, self._sliding, p0, count, hop)
         if last0 + span <= cap:
-            # no wrap: the windows are a strided slice of the ring's sliding-window view, copied once
-            data: FloatArray = self._sliding[p0 : p0 + span : hop].copy()
             return (
                 data,
                 self._ts[p0 : p0 + span : hop].copy(),
                 self._ts[last0 : last0 + span : hop].copy(),
                 self._ready[last0 : last0 + span : hop].copy(),
             )
-        # the run wraps around the ring's end: unwrap its rows with two slice copies, then cut
-        # the windows out of that (a fancy-index gather of every row is several times slower)
-        rows = span - 1 + length
-        head = cap - p0  # rows before the end; fewer than ``rows`` since the run wraps
-        if hop == length:  # non-overlapping windows: the unwrapped rows are the batch itself
-            data = np.empty((count, length, self.channels), np.float32)
-            flat = data.reshape(rows, self.channels)
-        else:
-            flat = np.empty((rows, self.channels), np.float32)
-        flat[:head] = self._data[p0:]
-        flat[head:] = self._data[: rows - head]
-        if hop != length:
-            row, col = flat.strides
-            view: FloatArray = np.ndarray(
-                (count, length, self.channels), np.float32, flat, 0, (hop * row, row, col)
-            )
-            data = view.copy()
         # the metadata: one gather of the few window starts and ends, wrapping around the ring
         firsts = np.arange(p0, p0 + span, hop)
         lasts = firsts + (length - 1)

@@ -10,11 +10,14 @@ objects are built only when someone reads :attr:`WindowBatch.windows`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.types import FloatArray
+from edgefleet.types import AnyArray, FloatArray
+
+_G = TypeVar("_G", bound=np.generic)
 
 __all__ = ["Segment", "Window", "WindowBatch"]
 
@@ -49,9 +52,22 @@ class WindowBatch:
     float64 arrays of length N. The windows are grouped in :attr:`segments`: runs one hop apart,
     a new run starting after each gap (its first window has ``gap_before``). ``data`` is owned by
     the batch (copied out of the ring), C-contiguous; treat it as read-only once windows are shared.
+    ``codes`` is the same windows quantized for the model by the ring's input encoder
+    (:mod:`edgefleet.runtime.encoding`), or None when the ring has none or a row had no code.
     """
 
-    __slots__ = ("_windows", "data", "end_ts", "hop", "ready_at", "segments", "seq0", "start_ts", "stream")
+    __slots__ = (
+        "_windows",
+        "codes",
+        "data",
+        "end_ts",
+        "hop",
+        "ready_at",
+        "segments",
+        "seq0",
+        "start_ts",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -63,6 +79,7 @@ class WindowBatch:
         start_ts: npt.NDArray[np.float64],
         end_ts: npt.NDArray[np.float64],
         ready_at: npt.NDArray[np.float64],
+        codes: AnyArray | None = None,
     ) -> None:
         self.stream = stream
         self.seq0 = seq0
@@ -72,6 +89,7 @@ class WindowBatch:
         self.start_ts = start_ts
         self.end_ts = end_ts
         self.ready_at = ready_at
+        self.codes = codes
         self._windows: list[Window] | None = None
 
     def __len__(self) -> int:
@@ -136,3 +154,36 @@ class WindowBatch:
 
     def __repr__(self) -> str:
         return f"WindowBatch({self.stream!r}, seq {self.seq0}..{self.seq0 + len(self) - 1})"
+
+
+def cut_windows(
+    ring: npt.NDArray[_G], sliding: npt.NDArray[_G], p0: int, count: int, hop: int
+) -> npt.NDArray[_G]:
+    """``count`` windows, ``hop`` rows apart, from row ``p0`` of a ring of rows; an owned copy.
+
+    ``sliding`` is the ring's ``sliding_window_view`` as ``(positions, window_length, channels)``;
+    the ring may hold samples or their codes (see :mod:`edgefleet.runtime.encoding`).
+    """
+    cap, channels = ring.shape
+    length = sliding.shape[1]
+    span = (count - 1) * hop + 1
+    if p0 + length - 1 + span <= cap:
+        # no wrap: the windows are a strided slice of the ring's sliding-window view, copied once
+        windows: npt.NDArray[_G] = sliding[p0 : p0 + span : hop].copy()
+        return windows
+    # the run wraps around the ring's end: unwrap its rows with two slice copies, then cut
+    # the windows out of that (a fancy-index gather of every row is several times slower)
+    rows = span - 1 + length
+    head = cap - p0  # rows before the end; fewer than ``rows`` since the run wraps
+    if hop == length:  # non-overlapping windows: the unwrapped rows are the batch itself
+        windows = np.empty((count, length, channels), ring.dtype)
+        flat = windows.reshape(rows, channels)
+    else:
+        flat = np.empty((rows, channels), ring.dtype)
+    flat[:head] = ring[p0:]
+    flat[head:] = ring[: rows - head]
+    if hop == length:
+        return windows
+    row, col = flat.strides
+    view: npt.NDArray[_G] = np.ndarray((count, length, channels), ring.dtype, flat, 0, (hop * row, row, col))
+    return view.copy()

@@ -128,7 +128,7 @@ def test_demo_int8_models(name: str) -> None:
 def test_bare_loop_conversions_match_model_predict() -> None:
     """The fair bare loop's hand-written quantize/dequantize gives Model.predict's answers."""
     from edgefleet.runtime.benchmark_paths import _bare_tflite
-    from edgefleet.runtime.model import load_model
+    from edgefleet.runtime.loading import load_model
 
     path = DEMO / "basicmotions-int8.tflite"
     if not path.exists():

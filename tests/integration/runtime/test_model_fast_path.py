@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgefleet.errors import ModelError, ModelInputError
-from edgefleet.runtime.model import load_model
+from edgefleet.runtime.loading import load_model
 
 pytestmark = pytest.mark.integration
 
