@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parent
 # Ordered from the bottom of the stack up: runtime, agent, sync, controller.
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("ring_buffer", []),
+    ("thread_handoff", []),
     ("demo_models", []),
     ("model_predict", []),
     ("model_path", []),
