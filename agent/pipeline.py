@@ -48,7 +48,7 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.bundle import Bundle, Prediction
-from edgefleet.runtime.encoding import InputEncoder
+from edgefleet.runtime.encoding import InputEncoder, encode_overlapping_windows
 from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.types import BackpressurePolicy, FloatArray
 
@@ -526,19 +526,11 @@ class Pipeline:
                 self._run_batch(bundle, model, batch, preprocess, encoder)
 
     def _attach_encoders(self, model: Model) -> InputEncoder | None:
-        """Have every stream quantize its samples for ``model`` as they arrive (integer-input
-        models only; see :mod:`edgefleet.runtime.encoding`). One of the encoders, or None."""
+        """Have every stream quantize its samples once for ``model`` (integer-input models with
+        overlapping windows; see :mod:`edgefleet.runtime.encoding`). One of the encoders, or None."""
         attached = None
         for buffer in self._buffers.values():
-            encoder = model.input_encoder()
-            if encoder is None:
-                return attached
-            try:
-                buffer.attach_encoder(encoder)
-            except ValueError as exc:  # a window shape the model does not take: the float path
-                log.info("stream %s is not encoded at ingest: %s", buffer.name, exc)
-                continue
-            attached = encoder
+            attached = encode_overlapping_windows(model, buffer) or attached
         return attached
 
     def _run_batch(

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from edgefleet.errors import EdgefleetError
 from edgefleet.runtime.batcher import Batch, Batcher
-from edgefleet.runtime.encoding import InputEncoder
+from edgefleet.runtime.encoding import InputEncoder, encode_overlapping_windows
 from edgefleet.runtime.model import Model
 from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.runtime.tensors import TensorSpec
@@ -154,14 +154,6 @@ def _synthetic_blocks(
     return [(samples[k : k + chunk], stamps[k : k + chunk]) for k in range(0, len(samples), chunk)]
 
 
-def _attach_encoder(model: Model, buffer: StreamBuffer) -> InputEncoder | None:
-    """As the agent's pipeline does: an integer-input model's samples are quantized at ingest."""
-    encoder = model.input_encoder()
-    if encoder is not None:
-        buffer.attach_encoder(encoder)
-    return encoder
-
-
 def _predict(model: Model, encoder: InputEncoder | None, batch: Batch) -> object:
     codes = batch.codes
     if codes is not None and encoder is not None:
@@ -187,7 +179,7 @@ class _EdgefleetPath:
             "bench", channels, capacity, window_length=length, hop=hop, policy="drop_newest"
         )
         self.batcher = Batcher([self.buffer], max_batch_size=batch, batch_timeout=0.0)
-        self.encoder = _attach_encoder(model, self.buffer)
+        self.encoder = encode_overlapping_windows(model, self.buffer)
         self.blocks = _synthetic_blocks(self.per_batch + length, channels, chunk)
         self.chunk = chunk
         self.next_block = 0
@@ -234,7 +226,7 @@ class _ThreadedPath:
         capacity = max(DEFAULT_CAPACITY, batch * hop + length + chunk)
         self.buffer = StreamBuffer("bench", channels, capacity, window_length=length, hop=hop, policy="block")
         self.batcher = Batcher([self.buffer], max_batch_size=batch, batch_timeout=AGENT_BATCH_TIMEOUT)
-        self.encoder = _attach_encoder(model, self.buffer)
+        self.encoder = encode_overlapping_windows(model, self.buffer)
         self.blocks = _synthetic_blocks(batch * hop + length, channels, chunk)
         self.chunk = chunk
         self._running = False  # read by the producer on every block: a plain attribute is cheapest

@@ -19,12 +19,35 @@ and the model's NaN policy, exactly as before.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edgefleet.runtime.quantization import Quantizer
 from edgefleet.types import AnyArray, FloatArray
 
-__all__ = ["CodeRing", "InputEncoder"]
+if TYPE_CHECKING:
+    from edgefleet.runtime.model import Model
+    from edgefleet.runtime.ringbuffer import StreamBuffer
+
+__all__ = ["CodeRing", "InputEncoder", "encode_overlapping_windows"]
+
+
+def encode_overlapping_windows(model: Model, buffer: StreamBuffer) -> InputEncoder | None:
+    """Attach ``model``'s input encoder to ``buffer`` when that saves work; the encoder or None.
+
+    Only overlapping windows (``hop < window_length``) quantize a sample more than once at predict
+    time. Without overlap the element count is the same either way and encoding at the pop only
+    adds a quantizer call per batch, so the float path is kept. None as well for a model that
+    takes no codes (float input) or a window shape it does not take.
+    """
+    if buffer.hop >= buffer.window_length:
+        return None
+    encoder = model.input_encoder()
+    if encoder is None or encoder.window_shape != (buffer.window_length, buffer.channels):
+        return None
+    buffer.attach_encoder(encoder)
+    return encoder
 
 
 class InputEncoder:
@@ -50,16 +73,19 @@ class InputEncoder:
         return self.window_shape[-1]
 
     def encode(self, block: FloatArray) -> AnyArray | None:
-        """``block`` ``(n, channels)`` as codes ``(n, channels)``, or None when a value is NaN/inf.
+        """``block`` ``(n, channels)`` as new codes ``(n, channels)``, or None when a value is NaN/inf."""
+        codes: AnyArray = np.empty(block.shape, self.dtype)
+        return codes if self.encode_into(block, codes) else None
 
-        The result is a scratch buffer, overwritten by the next call: copy it out at once.
-        """
+    def encode_into(self, block: FloatArray, codes: AnyArray) -> bool:
+        """Write ``block``'s codes into ``codes`` (same shape, e.g. rows of a :class:`CodeRing`);
+        False, with nothing written, when a value is NaN/inf (or the block is empty)."""
         n = block.shape[0]
         if not n:
-            return None
+            return False
         # one long row: the quantizer's per-channel constants tile along it (see Quantizer._folded)
-        codes = self._quantizer.quantize_finite(block.reshape(1, n * block.shape[1]))
-        return None if codes is None else codes.reshape(n, block.shape[1])
+        flat = n * block.shape[1]
+        return self._quantizer.quantize_finite_into(block.reshape(1, flat), codes.reshape(1, flat))
 
 
 class CodeRing:
@@ -90,9 +116,6 @@ class CodeRing:
         p, q = low % cap, (high - 1) % cap + 1
         pieces = [(p, q)] if p < q else [(p, cap), (0, q)]
         for a, b in pieces:
-            codes = self.encoder.encode(samples[a:b])
-            if codes is None:
+            if not self.encoder.encode_into(samples[a:b], self.rows[a:b]):
                 self.valid_from = high  # every window reaching into [low, high) takes the float path
-            else:
-                self.rows[a:b] = codes
         self.encoded_upto = high

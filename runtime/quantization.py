@@ -222,6 +222,29 @@ class Quantizer:
         if not (lo > -_INF and hi < _INF):  # also false for NaN
             return None
         scaled, out = self._buffers(values)
+        return self._checked(values, lo, hi, scaled, out)
+
+    def quantize_finite_into(self, values: AnyArray, out: AnyArray) -> bool:
+        """:meth:`quantize_finite` written into ``out`` (the codes' dtype, ``values``' shape, e.g. a
+        slice of a ring of codes); False, with nothing written, when a value is NaN/inf.
+
+        Its float scratch only grows, so callers whose shapes vary (blocks of samples) do not
+        allocate on every call.
+        """
+        lo = _min(values, axis=None)
+        hi = _max(values, axis=None)
+        if not (lo > -_INF and hi < _INF):
+            return False
+        if self._scratch.size < values.size:
+            self._scratch = np.empty(values.size, np.float32)
+        scaled = self._scratch.reshape(-1)[: values.size].reshape(values.shape)
+        self._checked(values, lo, hi, scaled, out)
+        return True
+
+    def _checked(
+        self, values: AnyArray, lo: Any, hi: Any, scaled: npt.NDArray[np.float32], out: AnyArray
+    ) -> AnyArray:
+        """Quantize finite ``values`` whose min and max are ``lo`` and ``hi``, clipping only if needed."""
         if self.normalization is not None:
             a_min, a_max, b_min, b_max, q_low, q_high = self._bounds
             # every x * a + b lies in [y_lo, y_hi] (a > 0); inside the dtype's range, no clip is needed

@@ -13,6 +13,7 @@ import pytest
 
 from edgefleet.errors import ModelError, ModelInputError
 from edgefleet.runtime.batcher import Batcher
+from edgefleet.runtime.encoding import encode_overlapping_windows
 from edgefleet.runtime.loading import load_model
 from edgefleet.runtime.ringbuffer import StreamBuffer
 
@@ -113,3 +114,22 @@ def test_a_closed_model_refuses_codes() -> None:
     model.close()
     with pytest.raises(ModelError, match="closed"):
         model.predict_encoded(np.zeros((1, 50, 6), np.int8), encoder)
+
+
+@pytest.mark.parametrize(
+    ("name", "hop", "window", "encoded"),
+    [
+        ("basicmotions-int8.tflite", 10, 50, True),  # the bundle's windowing: 5 windows per sample
+        ("basicmotions-int8.tflite", 50, 50, False),  # no overlap: encoding would only add a call
+        ("basicmotions-int8.tflite", 10, 40, False),  # a window shape the model does not take
+        ("basicmotions-int8.onnx", 10, 50, False),  # float input: nothing to encode
+    ],
+)
+def test_streams_are_encoded_only_where_it_saves_work(
+    name: str, hop: int, window: int, encoded: bool
+) -> None:
+    with load_model(demo(name)) as model:
+        buffer = StreamBuffer("imu", 6, 1000, window_length=window, hop=hop)
+        encoder = encode_overlapping_windows(model, buffer)
+        assert (encoder is not None) is encoded
+        assert buffer.encoder is encoder
