@@ -32,7 +32,7 @@ from pathlib import Path
 
 from edgefleet.controller.config import DatabaseConfig
 from edgefleet.controller.dal import open_database
-from edgefleet.controller.dashboard import TOTALS_TTL_S
+from edgefleet.controller.dal.sql_overview import TOTALS_TTL_S
 from edgefleet.controller.records import DriftItem, IngestMessage, ResultItem, StatusUpdate, TelemetryItem
 
 TOKEN = "bench-dashboard-token-0123456789abcdef"
