@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
 from edgefleet.errors import ConfigError, ConfigIssue
 
 if sys.version_info >= (3, 11):
@@ -21,6 +22,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "STORED_KINDS",
     "UPLINK_KINDS",
     "AuthConfig",
     "ControllerConfig",
@@ -32,12 +34,15 @@ __all__ = [
     "RetentionConfig",
     "UplinkKind",
     "example_config_text",
+    "inactive_kinds_warning",
     "load_controller_config",
 ]
 
 
-UplinkKind = Literal["results", "telemetry", "status", "events", "drift"]
-UPLINK_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
+# ``UplinkKind``/``UPLINK_KINDS`` are the protocol's (cloud_sync/topics.py): every uplink kind can be
+# configured. The controller stores these; the others it receives, de-duplicates and counts as the
+# device's sign of life, but keeps nothing of (their features have not landed yet).
+STORED_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
 
 
 class _Section(BaseModel):
@@ -121,7 +126,14 @@ class IngestConfig(_Section):
     queue_max: int = Field(default=200_000, ge=100)
     max_message_bytes: int = Field(default=512 * 1024, ge=1024)
     result_bucket_s: int = Field(default=60, ge=1, le=3600)
-    kinds: list[UplinkKind] = Field(default_factory=lambda: list(UPLINK_KINDS))
+    kinds: list[UplinkKind] = Field(
+        default_factory=lambda: list(STORED_KINDS),
+        description=f"uplink kinds to subscribe to, of {', '.join(UPLINK_KINDS)}",
+    )
+
+    def inactive_kinds(self) -> list[UplinkKind]:
+        """Configured kinds whose messages the controller receives but does not store yet."""
+        return [kind for kind in self.kinds if kind not in STORED_KINDS]
 
 
 class RetentionConfig(_Section):
@@ -148,6 +160,18 @@ class ControllerConfig(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
+def inactive_kinds_warning(config: ControllerConfig) -> str | None:
+    """What to tell an operator who subscribed to kinds the controller does not store yet."""
+    inactive = config.ingest.inactive_kinds()
+    if not inactive:
+        return None
+    return (
+        f"ingest.kinds {', '.join(repr(k) for k in inactive)}: not active yet; the controller receives"
+        " these messages (they mark the device as seen) but stores nothing of them; it stores only"
+        f" {', '.join(STORED_KINDS)}"
+    )
 
 
 def _issues(exc: ValidationError) -> list[ConfigIssue]:
@@ -248,6 +272,7 @@ queue_max = 200000
 max_message_bytes = 524288
 result_bucket_s = 60                # result summaries are kept per label per this many seconds
 kinds = ["results", "telemetry", "status", "events", "drift"]
+# also accepted, not active yet (received, nothing stored): "ota/progress", "infer/request"
 
 [retention]
 interval_s = 60

@@ -22,7 +22,7 @@ from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig
 from edgefleet.controller.dal import Database
 from edgefleet.controller.live import FleetChanges
-from edgefleet.controller.records import DriftItem, IngestMessage, ResultItem, StatusUpdate, TelemetryItem
+from edgefleet.controller.records import DriftItem, IngestMessage, StatusUpdate, StoredResult, TelemetryItem
 from tests.unit.controller.db_fixtures import DB_KINDS, throwaway_database
 
 pytestmark = pytest.mark.integration
@@ -72,11 +72,11 @@ def seed(database: Database) -> None:
                 "5",
                 "results",
                 NOW,
-                results=[ResultItem(NOW - 5, "walk", 8.0, "edge", "1.0.0")] * 3
-                + [ResultItem(NOW - 5, "run", 8.0, "cloud", "1.0.0")],
+                results=[StoredResult(NOW - 5, "walk", 8.0, "edge", "1.0.0")] * 3
+                + [StoredResult(NOW - 5, "run", 8.0, "cloud", "1.0.0")],
             ),
             IngestMessage(
-                "a-2", "6", "results", NOW, results=[ResultItem(NOW - 7200, "old", 8.0, "edge", "2.0.0")]
+                "a-2", "6", "results", NOW, results=[StoredResult(NOW - 7200, "old", 8.0, "edge", "2.0.0")]
             ),
             IngestMessage("a-1", "7", "drift", NOW, drift=[DriftItem(NOW - 1, True, 0.5)]),
         ],
