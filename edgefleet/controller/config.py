@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
-from edgefleet.errors import ConfigError, ConfigIssue
+from edgefleet.config_issues import issues_from
+from edgefleet.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -174,17 +175,6 @@ def inactive_kinds_warning(config: ControllerConfig) -> str | None:
     )
 
 
-def _issues(exc: ValidationError) -> list[ConfigIssue]:
-    issues = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        expected = err["msg"]
-        if err["type"] == "extra_forbidden":
-            expected = "no such key (check the spelling; `edgefleet controller example-config` lists them)"
-        issues.append(ConfigIssue(key=key, value=err.get("input"), expected=expected))
-    return issues
-
-
 def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -> ControllerConfig:
     """Read and validate ``path`` (None: all defaults). Relative SQLite paths resolve against the file."""
     data: dict[str, Any] = {}
@@ -214,9 +204,9 @@ def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | Non
     except ValidationError as exc:
         raise ConfigError(
             f"controller config {source} is invalid",
-            issues=_issues(exc),
+            issues=issues_from(exc, data, ControllerConfig),
             source=source,
-            hint="fix the keys listed above",
+            hint="fix the keys listed above; `edgefleet controller example-config` shows every key",
         ) from None
     if path is not None and not config.database.sqlite_path.is_absolute():
         config.database.sqlite_path = (path.parent / config.database.sqlite_path).resolve()

@@ -30,7 +30,10 @@ def test_unknown_and_invalid_keys_are_all_listed(tmp_path: Path) -> None:
         load_controller_config(path)
     keys = sorted(issue.key for issue in info.value.issues)
     assert keys == ["http.port", "mqtt.port", "mqtt.protocl"]
-    assert "no such key" in str(info.value)
+    issues = {issue.key: issue for issue in info.value.issues}
+    # Unknown keys get the same spelling help as the agent's config (edgefleet/config_issues.py).
+    assert issues["mqtt.protocl"].expected == "unknown key 'protocl' in [mqtt]; did you mean 'protocol'?"
+    assert issues["mqtt.port"].value == 70000
     assert info.value.hint
 
 
@@ -92,7 +95,7 @@ def test_an_unknown_kind_is_named_with_the_kinds_expected(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as info:
         load_controller_config(path)
     (issue,) = info.value.issues
-    assert issue.key == "ingest.kinds.1"
+    assert issue.key == "ingest.kinds[1]"
     assert issue.value == "ota/status"
     assert "'infer/request'" in issue.expected
 
@@ -110,3 +113,13 @@ def test_the_service_warns_at_start_up_about_kinds_it_does_not_store(
         service = ControllerService(config)
     service.database.close()
     assert any("'ota/progress': not active yet" in r.getMessage() for r in caplog.records)
+
+
+def test_a_key_like_no_other_lists_the_known_keys_of_its_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[http]\nzzz = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_controller_config(path)
+    (issue,) = info.value.issues
+    assert issue.key == "http.zzz"
+    assert issue.expected.startswith("unknown key 'zzz' in [http]; known keys: host, port, cookie_secure")
