@@ -96,8 +96,9 @@ def test_every_api_route_but_login_refuses_anonymous_callers(tmp_path: Path) -> 
         changes=FleetChanges(),
     )
     answered: dict[str, int] = {}
-    with TestClient(create_app(context)) as client:
-        for route in route_table(client.app.openapi()):  # type: ignore[attr-defined]
+    app = create_app(context)
+    with TestClient(app) as client:
+        for route in route_table(app.openapi()):
             method, path = route.split(" ", 1)
             if not path.startswith(("/api/", "/metrics")) or route == "POST /api/auth/login":
                 continue
