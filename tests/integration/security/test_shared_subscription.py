@@ -1,0 +1,93 @@
+"""Attack 1: a device joins the controllers' share group to starve them of uplink messages.
+
+Mosquitto 2.0 does not check subscriptions against an acl_file, and deals a share group's message
+to one member before checking that member may read it (it then drops it). The shipped
+configuration puts devices behind ``mount_point devices/``: a device's ``$share/...`` filter
+becomes the plain topic ``devices/$share/...`` and never joins a share group.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from edgefleet.controller.config import MqttConfig, MqttTlsConfig
+from edgefleet.controller.mqtt import ControllerMqtt
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, SHARE_GROUP, Client, ShippedBroker, wait_until
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = 60
+
+
+def controller_config(broker: ShippedBroker, user: str) -> MqttConfig:
+    env = f"EDGEFLEET_TEST_MQTT_PASSWORD_{user.replace('-', '_').upper()}"
+    os.environ[env] = CONTROLLERS[user]
+    return MqttConfig(
+        host="localhost",
+        port=broker.controller_port,
+        username=user,
+        password_env=env,
+        topic_prefix=DEVICE_PREFIX,
+        tls=MqttTlsConfig(enabled=True, ca_file=broker.ca_cert),
+    )
+
+
+def device_client(broker: ShippedBroker, device_id: str) -> Client:
+    cert, key = broker.device(device_id)
+    client = Client(device_id).with_certificate(broker.ca_cert, cert, key).connect(broker.device_port)
+    assert client.connected.is_set(), client.connack
+    return client
+
+
+def test_devices_joining_the_controller_share_group_steal_nothing(broker: ShippedBroker) -> None:
+    tag = uuid.uuid4().hex[:6]
+    victim = device_client(broker, f"victim-{tag}")
+    attackers = [device_client(broker, f"thief{i}-{tag}") for i in range(3)]
+    received: list[str] = []
+    controller = ControllerMqtt(
+        controller_config(broker, "controller-1"),
+        ["results"],
+        lambda topic, payload, at: received.append(topic),
+    )
+    try:
+        controller.start()
+        assert controller.wait_ready(20), controller.last_error
+        assert controller.filters == [f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/+/results"]
+        for thief in attackers:
+            # Every spelling of the group the thief could try: the one `controller example-config`
+            # prints, the one the controllers really use, and a catch-all.
+            for share in (
+                f"$share/{SHARE_GROUP}/edgefleet/v1/+/results",
+                f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/+/results",
+                f"$share/{SHARE_GROUP}/#",
+            ):
+                thief.subscribe(share)
+        for i in range(MESSAGES):
+            code = victim.publish(f"edgefleet/v1/victim-{tag}/results", f"r{i}".encode())
+            assert not code.is_failure, code
+        assert wait_until(lambda: len(received) >= MESSAGES)
+        assert received == [f"{DEVICE_PREFIX}/victim-{tag}/results"] * MESSAGES
+        assert all(thief.received() == [] for thief in attackers)
+    finally:
+        controller.stop()
+        for client in (victim, *attackers):
+            client.close()
+
+
+def test_a_device_certificate_cannot_log_in_on_the_controller_listener(broker: ShippedBroker) -> None:
+    cert, key = broker.device(f"sneaky-{uuid.uuid4().hex[:6]}")
+    bare = Client("sneaky").with_certificate(broker.ca_cert, cert, key).connect(broker.controller_port)
+    guessing = (
+        Client("guess").with_password(broker.ca_cert, "controller-1", "wrong-password").connect(broker.controller_port)
+    )
+    try:
+        for attempt in (bare, guessing):
+            assert not attempt.connected.is_set()
+            assert attempt.connack is not None and attempt.connack.is_failure
+            assert "Not authorized" in str(attempt.connack) or "Bad user name" in str(attempt.connack)
+    finally:
+        bare.close()
+        guessing.close()
