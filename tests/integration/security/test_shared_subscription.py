@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
 from edgefleet.controller.mqtt import ControllerMqtt
+from tests.support.broker import MosquittoBroker
+from tests.support.sync_fixtures import ACL_EXAMPLE
+from tests.support.tls import make_pki
 from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, SHARE_GROUP, Client, ShippedBroker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -91,3 +95,49 @@ def test_a_device_certificate_cannot_log_in_on_the_controller_listener(broker: S
     finally:
         bare.close()
         guessing.close()
+
+
+def test_evidence_an_acl_file_alone_cannot_stop_it(tmp_path: Path) -> None:
+    """EVIDENCE, not a defence: why the shipped config relies on mount_point.
+
+    On Mosquitto 2.0 the acl_file plugin allows every SUBSCRIBE (src/security_default.c:
+    "FIXME - implement ACL subscription strings"), and a share group deals each message to one
+    member before checking that member's read access (src/subs.c, subs__shared_process). With a
+    single listener and the ACL file (even with ``pattern deny $share/#``) a device joins the
+    controllers' group and the messages dealt to it are dropped: the controller loses them.
+    """
+    pki = make_pki(tmp_path / "pki")
+    acl = tmp_path / "acl"
+    acl.write_text(ACL_EXAMPLE.read_text() + "\npattern deny $share/#\n")
+    broker = MosquittoBroker(
+        tmp_path / "broker",
+        listener_lines=[
+            f"cafile {pki.ca_cert}",
+            f"certfile {pki.broker_cert}",
+            f"keyfile {pki.broker_key}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            f"acl_file {acl}",
+        ],
+        global_lines=("user root",),
+    )
+    (tmp_path / "broker").mkdir()
+    with broker:
+
+        def connect(cn: str) -> Client:
+            cert, key = pki.client(cn)
+            return Client(cn).with_certificate(pki.ca_cert, cert, key).connect(broker.port)
+
+        controller, thief, victim = connect("controller"), connect("thief"), connect("victim")
+        try:
+            controller.subscribe(f"$share/{SHARE_GROUP}/edgefleet/v1/+/results")
+            granted = thief.subscribe(f"$share/{SHARE_GROUP}/edgefleet/v1/+/results")
+            assert not granted[0].is_failure  # the ACL file did not refuse the subscription
+            for i in range(20):
+                assert not victim.publish("edgefleet/v1/victim/results", f"r{i}".encode()).is_failure
+            wait_until(lambda: len(controller.received()) >= 20, timeout=3)
+            assert thief.received() == []  # dealt to the thief, then dropped by the read check
+            assert len(controller.received()) < 20  # ... so the controller lost them
+        finally:
+            for client in (victim, thief, controller):
+                client.close()
