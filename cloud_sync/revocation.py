@@ -149,7 +149,7 @@ def revoke(
     revoked = revoked_serials(crl_path)
     now = dt.datetime.now(dt.timezone.utc)
     new = tuple(s for s in dict.fromkeys(serials) if s not in revoked)
-    revoked.update({s: now for s in new})
+    revoked.update(dict.fromkeys(new, now))
     next_update = write_crl(ca_key, ca_cert, revoked, crl_path, days=days)
     return RevocationResult(crl_path, new, len(revoked), next_update)
 

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--days",
         type=int,
         default=DEFAULT_CERT_DAYS,
-        help=f"lifetime of the device certificate in days (default {DEFAULT_CERT_DAYS}); renew before it ends",
+        help=f"device certificate lifetime in days (default {DEFAULT_CERT_DAYS}); renew before it ends",
     )
     provision.add_argument(
         "--broker-host",
@@ -61,10 +61,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "revoke",
         help="revoke a device's certificates: adds them to <ca-dir>/ca.crl (the broker's crlfile)",
     )
-    revoke_cmd.add_argument("device_id", nargs="?", default=None, help="device id whose certificates to revoke")
+    revoke_cmd.add_argument(
+        "device_id", nargs="?", default=None, help="device id whose certificates to revoke"
+    )
     revoke_cmd.add_argument("--ca-dir", type=Path, required=True, help="directory holding ca.key/ca.crt")
     revoke_cmd.add_argument(
-        "--cert", type=Path, action="append", default=[], help="also revoke this certificate file (repeatable)"
+        "--cert",
+        type=Path,
+        action="append",
+        default=[],
+        help="also revoke this certificate file (repeatable)",
     )
     revoke_cmd.add_argument(
         "--crl-days", type=int, default=DEFAULT_CRL_DAYS, help="days until the CRL must be re-signed"

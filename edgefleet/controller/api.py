@@ -35,13 +35,13 @@ from edgefleet.controller.auth import (
     authenticate_bearer,
     authenticate_session,
     hash_secret,
-    login,
 )
 from edgefleet.controller.commands import CommandError, CommandService
 from edgefleet.controller.config import ControllerConfig
 from edgefleet.controller.dal import Database
 from edgefleet.controller.ingest import IngestStats
 from edgefleet.controller.live import FleetChanges
+from edgefleet.controller.login_throttle import LoginThrottle, LoginThrottledError, throttled_login
 from edgefleet.controller.metrics import controller_metrics
 from edgefleet.controller.schemas import (
     CommandRecord,
@@ -185,6 +185,14 @@ def create_app(context: ControllerContext) -> FastAPI:
     db: Database = context.database
     http = context.config.http
 
+    throttle = LoginThrottle(context.config.auth.login_throttle)
+
+    @app.exception_handler(LoginThrottledError)
+    async def _throttled(request: Request, exc: LoginThrottledError) -> JSONResponse:
+        reply = _error(429, "too_many_requests", exc.message, exc.hint)
+        reply.headers["Retry-After"] = str(int(exc.retry_after_s + 0.999))
+        return reply
+
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
         code = "unauthorized" if exc.status == 401 else "forbidden"
@@ -242,8 +250,11 @@ def create_app(context: ControllerContext) -> FastAPI:
 
     # --- auth -------------------------------------------------------------------------------------
     @app.post("/api/auth/login", tags=["auth"])
-    def auth_login(body: LoginRequest, response: Response) -> Me:
-        session, found = login(db, body.username, body.password, ttl_s=http.session_ttl_s)
+    def auth_login(body: LoginRequest, request: Request, response: Response) -> Me:
+        source = request.client.host if request.client else "unknown"
+        session, found = throttled_login(
+            throttle, db, body.username, body.password, source=source, ttl_s=http.session_ttl_s
+        )
         csrf = secrets.token_urlsafe(24)
         common: dict[str, Any] = {
             "max_age": http.session_ttl_s,

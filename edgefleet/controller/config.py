@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgefleet.controller.login_throttle import LoginThrottleConfig
 from edgefleet.errors import ConfigError, ConfigIssue
 
 if sys.version_info >= (3, 11):
@@ -113,6 +114,7 @@ class AuthConfig(_Section):
     bootstrap_admin_token_env: str = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
     bootstrap_admin_user: str = "admin"
     bootstrap_admin_password_env: str = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+    login_throttle: LoginThrottleConfig = Field(default_factory=LoginThrottleConfig)
 
 
 class IngestConfig(_Section):
@@ -240,6 +242,17 @@ stream_interval_s = 1.0
 bootstrap_admin_token_env = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
 bootstrap_admin_user = "admin"
 bootstrap_admin_password_env = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+
+[auth.login_throttle]
+# Checked before any password hash (docs/security.md, "Login throttling").
+enabled = true
+free_failures = 5                   # per user name, then back-off: 1 s, 2 s, 4 s ... max_lockout_s
+source_free_failures = 20           # per client address (the TCP peer; proxies are not trusted)
+base_lockout_s = 1.0
+max_lockout_s = 900.0
+forget_after_s = 3600.0
+max_concurrent_checks = 4           # scrypt hashes at once (16 MiB each); more get 429
+max_tracked = 50000
 
 [ingest]
 batch_max_messages = 500            # one database transaction per batch ...

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgefleet.cloud_sync.provision import (
@@ -196,7 +196,9 @@ class Client:
         self.client.on_publish = lambda c, u, mid, rc, props: self.acks.__setitem__(mid, rc)
         self.client.on_subscribe = lambda c, u, mid, codes, props: self.granted.__setitem__(mid, list(codes))
 
-    def _on_connect(self, client: object, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+    def _on_connect(
+        self, client: object, userdata: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
         self.connack = rc
         assigned = getattr(props, "AssignedClientIdentifier", None)
         self.assigned_id = str(assigned) if assigned else None
@@ -204,7 +206,9 @@ class Client:
             self.connected.set()
         self.done.set()
 
-    def _on_disconnect(self, client: object, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+    def _on_disconnect(
+        self, client: object, userdata: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
         self.disconnects.append(str(rc))
 
     def _on_message(self, client: object, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -240,6 +244,7 @@ class Client:
 
     def subscribe(self, topic: str, *, timeout: float = 10.0) -> list[ReasonCode]:
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         deadline = time.monotonic() + timeout
         while mid not in self.granted and time.monotonic() < deadline:
             time.sleep(0.02)

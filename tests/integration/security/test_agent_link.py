@@ -8,6 +8,7 @@ agent's "offline" last will reaches the controller when it dies.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = open_store(tmp_path / "device" / "store.db")
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
@@ -71,7 +72,10 @@ def test_results_up_and_commands_down_through_the_shipped_config(broker: Shipped
         assert wait_until(lambda: sum(1 for e in envelopes if e.kind == "results") >= 4)
         assert {e.device_id for e in envelopes} == {device}
         command = make_envelope(device, "cmd", {"command_id": "c-1", "command": "ping"}, message_id=5)
-        assert controller.publish(device_topic(device, "cmd", prefix=DEVICE_PREFIX), encode_message(command)) is None
+        assert (
+            controller.publish(device_topic(device, "cmd", prefix=DEVICE_PREFIX), encode_message(command))
+            is None
+        )
         assert wait_until(lambda: len(handled) == 1)
         assert service.downlink.counters.refused == 0
     finally:

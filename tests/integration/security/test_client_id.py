@@ -36,7 +36,8 @@ def test_taking_another_devices_client_id_kicks_nobody(broker: ShippedBroker) ->
     controller = as_controller(broker, "controller-1", "ignored")
     attacker = as_device(broker, attacker_id, victim_id)
     try:
-        assert victim.connected.is_set() and attacker.connected.is_set()
+        assert victim.connected.is_set()
+        assert attacker.connected.is_set()
         victim.subscribe(f"edgefleet/v1/{victim_id}/cmd")
         attacker.subscribe(f"edgefleet/v1/{victim_id}/cmd")
         time.sleep(1.0)
@@ -64,7 +65,8 @@ def test_a_device_cannot_resume_or_wipe_another_devices_session(broker: ShippedB
     wiper = as_device(broker, attacker_id, victim_id, clean_start=True)
     try:
         time.sleep(1.0)
-        assert resumer.received() == [] and wiper.received() == []
+        assert resumer.received() == []
+        assert wiper.received() == []
     finally:
         for client in (resumer, wiper, controller):
             client.close()
@@ -80,7 +82,8 @@ def test_a_device_cannot_take_a_controllers_client_id(broker: ShippedBroker) -> 
     intruder = as_device(broker, f"dev-c-{uuid.uuid4().hex[:6]}", "controller-1")
     other = as_controller(broker, "controller-2", "controller-1")
     try:
-        assert intruder.connected.is_set() and other.connected.is_set()
+        assert intruder.connected.is_set()
+        assert other.connected.is_set()
         time.sleep(1.0)
         assert controller.disconnects == []
         assert not controller.publish(f"{DEVICE_PREFIX}/nobody/cmd", b"still-connected").is_failure

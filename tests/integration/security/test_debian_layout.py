@@ -17,13 +17,16 @@ DEBIAN_KEYS = {"pid_file", "persistence", "persistence_location", "log_dest", "i
 
 
 def test_the_shipped_file_sets_nothing_debians_main_file_sets() -> None:
-    keys = {line.split()[0] for line in SHIPPED_CONF.read_text().splitlines() if line.strip() and line[0] != "#"}
+    keys = {
+        line.split()[0] for line in SHIPPED_CONF.read_text().splitlines() if line.strip() and line[0] != "#"
+    }
     assert keys & DEBIAN_KEYS == set()
 
 
 def test_the_shipped_file_starts_inside_debians_layout(broker: ShippedBroker) -> None:
     # The module's broker runs exactly that layout; it is up, and says which files it loaded.
-    assert broker.process is not None and broker.process.poll() is None
+    assert broker.process is not None
+    assert broker.process.poll() is None
     assert "Config loaded from" in broker.log()
     assert (broker.root / "conf.d" / "edgefleet.conf").exists()
 

@@ -17,9 +17,16 @@ import pytest
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
 from edgefleet.controller.mqtt import ControllerMqtt
 from tests.support.broker import MosquittoBroker
+from tests.support.shipped_broker import (
+    CONTROLLERS,
+    DEVICE_PREFIX,
+    SHARE_GROUP,
+    Client,
+    ShippedBroker,
+    wait_until,
+)
 from tests.support.sync_fixtures import ACL_EXAMPLE
 from tests.support.tls import make_pki
-from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, SHARE_GROUP, Client, ShippedBroker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -85,12 +92,15 @@ def test_a_device_certificate_cannot_log_in_on_the_controller_listener(broker: S
     cert, key = broker.device(f"sneaky-{uuid.uuid4().hex[:6]}")
     bare = Client("sneaky").with_certificate(broker.ca_cert, cert, key).connect(broker.controller_port)
     guessing = (
-        Client("guess").with_password(broker.ca_cert, "controller-1", "wrong-password").connect(broker.controller_port)
+        Client("guess")
+        .with_password(broker.ca_cert, "controller-1", "wrong-password")
+        .connect(broker.controller_port)
     )
     try:
         for attempt in (bare, guessing):
             assert not attempt.connected.is_set()
-            assert attempt.connack is not None and attempt.connack.is_failure
+            assert attempt.connack is not None
+            assert attempt.connack.is_failure
             assert "Not authorized" in str(attempt.connack) or "Bad user name" in str(attempt.connack)
     finally:
         bare.close()
