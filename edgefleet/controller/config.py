@@ -57,7 +57,11 @@ class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
-    client_id: str = Field(default="", description="empty: a fresh id per process (no persistent session)")
+    client_id: str = Field(
+        default="",
+        description="empty: edgefleet-controller-<host>-<pid>-<random> (no persistent session); "
+        "a broker with use_username_as_clientid replaces it with the user name",
+    )
     share_group: str = Field(
         default="edgefleet-controller",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -207,10 +211,15 @@ def example_config_text() -> str:
 # edgefleet cloud controller configuration (edgefleet controller serve --config controller.toml)
 
 [mqtt]
+# With the shipped broker config (deploy/mosquitto/edgefleet.conf, docs/security.md):
+# port = 8884, username = "controller-1" (one per controller process), password_env set,
+# topic_prefix = "devices/edgefleet/v1", [mqtt.tls] enabled with ca_file.
 host = "127.0.0.1"
 port = 1883
 protocol = "mqtt5"                  # "mqtt5" (shared subscriptions) or "mqtt311"
-client_id = ""                      # empty: controller-<hostname>-<pid>
+client_id = ""                      # empty: edgefleet-controller-<hostname>-<pid>-<random>, no
+                                    # persistent session; a broker with use_username_as_clientid
+                                    # (the shipped config) uses the user name instead
 share_group = "edgefleet-controller"  # controllers in one group split the fleet's uplink messages
 username = ""
 password_env = ""                   # name of the environment variable holding the MQTT password

@@ -78,6 +78,18 @@ def test_results_up_and_commands_down_through_the_shipped_config(broker: Shipped
         )
         assert wait_until(lambda: len(handled) == 1)
         assert service.downlink.counters.refused == 0
+        # The ids the broker enforces: the certificate CN and the controller's user name.
+        assert f" as {device} (" in broker.log()
+        assert " as controller-2 (" in broker.log()
     finally:
         service.stop()
         controller.stop()
+
+
+def test_controller_example_config_tells_the_truth_about_client_ids() -> None:
+    from edgefleet.controller.config import example_config_text
+
+    client_id = ControllerMqtt(MqttConfig(), ["results"], lambda *a: None).client._client_id.decode()
+    assert client_id.startswith("edgefleet-controller-")
+    assert "edgefleet-controller-<hostname>-<pid>-<random>" in example_config_text()
+    assert "use_username_as_clientid" in example_config_text()
