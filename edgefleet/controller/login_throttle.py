@@ -4,7 +4,8 @@ Every password check costs a 16 MiB scrypt, so an unthrottled login route is bot
 oracle and a memory/CPU amplifier. The throttle therefore decides BEFORE any hashing:
 
 * Each attempt is counted as a failure when it starts (so 200 parallel guesses cannot all slip
-  in before the first one fails); a success clears its user name's count.
+  in before the first one fails); a success clears its user name's count and is taken back from
+  its address's count (only failures count there).
 * From its ``free_failures``-th failure (per user; ``source_free_failures`` per address) a key is
   locked for ``base_lockout_s``, doubling with each further failure up to ``max_lockout_s``;
   attempts while locked are refused with 429 and Retry-After, without touching the password.
@@ -113,9 +114,16 @@ class LoginThrottle:
                 entry.last_failure = now
                 entry.locked_until = now + self._lockout(entry.failures, free)
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, username: str, source: str) -> None:
+        """Clear the user's count; take back the attempt counted against the source (only failures
+        count there, or every busy address, a NAT or a proxy, would lock itself out)."""
         with self._lock:
             self._entries.pop(f"user:{username}", None)
+            entry = self._entries.get(f"source:{source}")
+            if entry is not None:
+                entry.failures = max(0, entry.failures - 1)
+                if entry.failures < self.config.source_free_failures:
+                    entry.locked_until = 0.0
 
     def failures(self, username: str) -> int:
         with self._lock:
@@ -153,5 +161,5 @@ def throttled_login(
         raise
     finally:
         throttle.release_slot()
-    throttle.succeeded(username)
+    throttle.succeeded(username, source)
     return result
