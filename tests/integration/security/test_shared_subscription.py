@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.controller.config import MqttConfig, MqttTlsConfig
+from edgefleet.controller.config import MqttConfig, MqttTlsConfig, UplinkKind
 from edgefleet.controller.mqtt import ControllerMqtt
 from tests.support.broker import MosquittoBroker
 from tests.support.shipped_broker import (
@@ -30,7 +30,9 @@ from tests.support.tls import make_pki
 
 pytestmark = pytest.mark.integration
 
-MESSAGES = 60
+MESSAGES = 80
+# Every kind the controllers read through their share group (status is a plain subscription).
+SHARED_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "events", "drift")
 
 
 def controller_config(broker: ShippedBroker, user: str) -> MqttConfig:
@@ -60,27 +62,32 @@ def test_devices_joining_the_controller_share_group_steal_nothing(broker: Shippe
     received: list[str] = []
     controller = ControllerMqtt(
         controller_config(broker, "controller-1"),
-        ["results"],
+        SHARED_KINDS,
         lambda topic, payload, at: received.append(topic),
     )
     try:
         controller.start()
         assert controller.wait_ready(20), controller.last_error
-        assert controller.filters == [f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/+/results"]
+        assert controller.filters == [
+            f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/+/{kind}" for kind in SHARED_KINDS
+        ]
         for thief in attackers:
             # Every spelling of the group the thief could try: the one `controller example-config`
-            # prints, the one the controllers really use, and a catch-all.
-            for share in (
-                f"$share/{SHARE_GROUP}/edgefleet/v1/+/results",
-                f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/+/results",
-                f"$share/{SHARE_GROUP}/#",
-            ):
-                thief.subscribe(share)
+            # prints, the one the controllers really use, and catch-alls.
+            for share in (f"$share/{SHARE_GROUP}/#", f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/#"):
+                assert not thief.subscribe(share)[0].is_failure  # granted: but not as a share
+            for kind in SHARED_KINDS:
+                thief.subscribe(f"$share/{SHARE_GROUP}/edgefleet/v1/+/{kind}")
+                thief.subscribe(f"$share/{SHARE_GROUP}/{DEVICE_PREFIX}/+/{kind}")
         for i in range(MESSAGES):
-            code = victim.publish(f"edgefleet/v1/victim-{tag}/results", f"r{i}".encode())
+            kind = SHARED_KINDS[i % len(SHARED_KINDS)]
+            code = victim.publish(f"edgefleet/v1/victim-{tag}/{kind}", f"m{i}".encode())
             assert not code.is_failure, code
         assert wait_until(lambda: len(received) >= MESSAGES)
-        assert received == [f"{DEVICE_PREFIX}/victim-{tag}/results"] * MESSAGES
+        expected = [
+            f"{DEVICE_PREFIX}/victim-{tag}/{SHARED_KINDS[i % len(SHARED_KINDS)]}" for i in range(MESSAGES)
+        ]
+        assert sorted(received) == sorted(expected)
         assert all(thief.received() == [] for thief in attackers)
     finally:
         controller.stop()
