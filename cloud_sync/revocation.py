@@ -36,7 +36,9 @@ __all__ = [
 
 CRL_FILE = "ca.crl"
 ISSUED_FILE = "issued.json"
-DEFAULT_CRL_DAYS = 30
+# The broker is the CRL's only reader and gets it pushed, so freshness is the operator's; a long
+# validity keeps a forgotten re-sign from locking the whole fleet out.
+DEFAULT_CRL_DAYS = 365
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,16 @@ it on the CA's CRL, the shipped config's ``crlfile``; after a SIGHUP the broker 
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from edgefleet.cli.main import main
-from edgefleet.cloud_sync.revocation import CRL_FILE, issued_serials, revoked_serials
-from tests.support.shipped_broker import Client, ShippedBroker
+from edgefleet.cloud_sync.provision import load_ca
+from edgefleet.cloud_sync.revocation import CRL_FILE, issued_serials, revoked_serials, write_crl
+from tests.support.shipped_broker import CONTROLLERS, Client, ShippedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +63,21 @@ def test_revoking_an_unknown_device_says_what_to_do(
     err = capsys.readouterr().err
     assert "no certificate issued to 'never-issued'" in err
     assert "--cert" in err
+
+
+def test_an_expired_crl_locks_everyone_out_until_it_is_re_signed(tmp_path: Path) -> None:
+    """Why the CRL must be rotated (docs/security.md, "Revocation"): past its nextUpdate OpenSSL
+    refuses every client certificate; `edgefleet device crl` and a reload bring them back."""
+    with ShippedBroker(tmp_path / "broker", CONTROLLERS) as own:
+        ca_key, ca_cert = load_ca(own.ca_dir)
+        write_crl(ca_key, ca_cert, {}, own.ca_dir / CRL_FILE, days=0)  # nextUpdate = now
+        time.sleep(1.5)
+        own.reload()
+        locked_out = connect(own, "innocent")
+        locked_out.close()
+        assert not locked_out.connected.is_set()
+        assert main(["device", "crl", "--ca-dir", str(own.ca_dir)]) == 0
+        own.reload()
+        back = connect(own, "innocent")
+        back.close()
+        assert back.connected.is_set()
