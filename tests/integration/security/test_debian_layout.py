@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import find_mosquitto
-from tests.support.shipped_broker import DEBIAN_MAIN_CONF, SHIPPED_CONF, ShippedBroker
+from tests.support.broker import find_mosquitto, free_port, wait_for_port
+from tests.support.shipped_broker import DEBIAN_MAIN_CONF, SHIPPED, SHIPPED_CONF, ShippedBroker
+from tests.support.tls import make_pki
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +44,31 @@ def test_evidence_repeating_persistence_location_stops_debians_broker(tmp_path: 
     done = subprocess.run([binary, "-c", str(main)], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode != 0
     assert "Duplicate persistence_location value" in done.stderr + done.stdout
+
+
+def test_the_legacy_single_listener_example_also_starts_inside_debians_layout(tmp_path: Path) -> None:
+    binary = find_mosquitto()
+    assert binary is not None
+    pki = make_pki(tmp_path / "certs")
+    for sub in ("run", "lib", "log", "conf.d"):
+        (tmp_path / sub).mkdir()
+    port = free_port()
+    text = (SHIPPED / "mosquitto.conf.example").read_text()
+    for old, new in {
+        "listener 8883\n": f"listener {port} 127.0.0.1\n",
+        "/etc/mosquitto/certs/": f"{pki.root}/",
+        "/etc/mosquitto/edgefleet.acl": str(SHIPPED / "acl.example"),
+    }.items():
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "conf.d" / "edgefleet.conf").write_text(text)
+    main = tmp_path / "mosquitto.conf"
+    main.write_text(DEBIAN_MAIN_CONF.format(root=tmp_path) + "user root\n")
+    process = subprocess.Popen(
+        [binary, "-c", str(main)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, timeout=15)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
