@@ -20,7 +20,7 @@ from edgefleet.cloud_sync.protocol import Envelope
 from edgefleet.cloud_sync.topics import device_topic
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
 from edgefleet.controller.mqtt import ControllerMqtt
-from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, ShippedBroker, wait_until
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
 from tests.support.sync_fixtures import fill_results, open_store, unique_device
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,23 @@ def test_controller_example_config_tells_the_truth_about_client_ids() -> None:
     assert client_id.startswith("edgefleet-controller-")
     assert "edgefleet-controller-<hostname>-<pid>-<random>" in example_config_text()
     assert "use_username_as_clientid" in example_config_text()
+
+
+def test_a_devices_own_last_will_reaches_the_controller(broker: ShippedBroker) -> None:
+    device = unique_device()
+    cert, key = broker.device(device)
+    controller = Client("ctl").with_password(broker.ca_cert, "controller-1", CONTROLLERS["controller-1"])
+    controller.connect(broker.controller_port)
+    dying = Client(device).with_certificate(broker.ca_cert, cert, key)
+    dying.client.will_set(f"edgefleet/v1/{device}/status", b"offline", qos=1, retain=True)
+    try:
+        controller.subscribe(f"{DEVICE_PREFIX}/+/status")
+        dying.connect(broker.device_port)
+        assert dying.connected.is_set()
+        sock = dying.client.socket()
+        assert sock is not None
+        sock.close()  # no DISCONNECT: the broker publishes the will
+        assert wait_until(lambda: (f"{DEVICE_PREFIX}/{device}/status", b"offline") in controller.received())
+    finally:
+        dying.client.loop_stop()
+        controller.close()
