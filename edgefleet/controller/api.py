@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from edgefleet import __version__
 from edgefleet.controller.context import ControllerContext
 from edgefleet.controller.http_errors import ErrorBody, install_error_handlers
+from edgefleet.controller.login_throttle import LoginThrottle
 from edgefleet.controller.routers import ROUTERS
 from edgefleet.controller.routers.dashboard import install_pages
 
@@ -29,6 +30,8 @@ def create_app(context: ControllerContext) -> FastAPI:
         responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
     )
     app.state.context = context
+    # One throttle per app: its failure counts must outlive a single request.
+    app.state.login_throttle = LoginThrottle(context.config.auth.login_throttle)
     install_error_handlers(app)
     install_pages(app)
     for router in ROUTERS:

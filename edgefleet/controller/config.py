@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
 from edgefleet.config_issues import issues_from
+from edgefleet.controller.login_throttle import LoginThrottleConfig
 from edgefleet.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -62,7 +63,11 @@ class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
-    client_id: str = Field(default="", description="empty: a fresh id per process (no persistent session)")
+    client_id: str = Field(
+        default="",
+        description="empty: edgefleet-controller-<host>-<pid>-<random> (no persistent session); "
+        "a broker with use_username_as_clientid replaces it with the user name",
+    )
     share_group: str = Field(
         default="edgefleet-controller",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -119,6 +124,7 @@ class AuthConfig(_Section):
     bootstrap_admin_token_env: str = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
     bootstrap_admin_user: str = "admin"
     bootstrap_admin_password_env: str = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+    login_throttle: LoginThrottleConfig = Field(default_factory=LoginThrottleConfig)
 
 
 class IngestConfig(_Section):
@@ -219,10 +225,15 @@ def example_config_text() -> str:
 # edgefleet cloud controller configuration (edgefleet controller serve --config controller.toml)
 
 [mqtt]
+# With the shipped broker config (deploy/mosquitto/edgefleet.conf, docs/security.md):
+# port = 8884, username = "controller-1" (one per controller process), password_env set,
+# topic_prefix = "devices/edgefleet/v1", [mqtt.tls] enabled with ca_file.
 host = "127.0.0.1"
 port = 1883
 protocol = "mqtt5"                  # "mqtt5" (shared subscriptions) or "mqtt311"
-client_id = ""                      # empty: controller-<hostname>-<pid>
+client_id = ""                      # empty: edgefleet-controller-<hostname>-<pid>-<random>, no
+                                    # persistent session; a broker with use_username_as_clientid
+                                    # (the shipped config) uses the user name instead
 share_group = "edgefleet-controller"  # controllers in one group split the fleet's uplink messages
 username = ""
 password_env = ""                   # name of the environment variable holding the MQTT password
@@ -254,6 +265,17 @@ stream_interval_s = 1.0
 bootstrap_admin_token_env = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
 bootstrap_admin_user = "admin"
 bootstrap_admin_password_env = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+
+[auth.login_throttle]
+# Checked before any password hash (docs/security.md, "Login throttling").
+enabled = true
+free_failures = 5                   # per user name, then back-off: 1 s, 2 s, 4 s ... max_lockout_s
+source_free_failures = 20           # per client address (the TCP peer; proxies are not trusted)
+base_lockout_s = 1.0
+max_lockout_s = 900.0
+forget_after_s = 3600.0
+max_concurrent_checks = 4           # scrypt hashes at once (16 MiB each); more get 429
+max_tracked = 50000
 
 [ingest]
 batch_max_messages = 500            # one database transaction per batch ...

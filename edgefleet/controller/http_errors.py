@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgefleet.controller.auth import AuthError
 from edgefleet.controller.commands import CommandError
+from edgefleet.controller.login_throttle import LoginThrottledError
 
 __all__ = ["ErrorBody", "error_response", "install_error_handlers"]
 
@@ -32,6 +33,12 @@ def error_response(
 
 def install_error_handlers(app: FastAPI) -> None:
     """Turn every error the routes raise into :class:`ErrorBody`'s shape."""
+
+    @app.exception_handler(LoginThrottledError)
+    async def _throttled(request: Request, exc: LoginThrottledError) -> JSONResponse:
+        reply = error_response(429, "too_many_requests", exc.message, exc.hint)
+        reply.headers["Retry-After"] = str(int(exc.retry_after_s + 0.999))
+        return reply
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:

@@ -8,8 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.controller.auth import CSRF_COOKIE, SESSION_COOKIE, hash_secret, login
+from edgefleet.controller.auth import CSRF_COOKIE, SESSION_COOKIE, hash_secret
 from edgefleet.controller.dependencies import Context, Reader
+from edgefleet.controller.login_throttle import LoginThrottle, throttled_login
 from edgefleet.controller.schemas import Role
 
 __all__ = ["LoginRequest", "Me", "router"]
@@ -31,9 +32,13 @@ class Me(BaseModel):
 
 
 @router.post("/login")
-def auth_login(body: LoginRequest, response: Response, context: Context) -> Me:
+def auth_login(body: LoginRequest, request: Request, response: Response, context: Context) -> Me:
     http = context.config.http
-    session, found = login(context.database, body.username, body.password, ttl_s=http.session_ttl_s)
+    throttle: LoginThrottle = request.app.state.login_throttle
+    source = request.client.host if request.client else "unknown"
+    session, found = throttled_login(
+        throttle, context.database, body.username, body.password, source=source, ttl_s=http.session_ttl_s
+    )
     csrf = secrets.token_urlsafe(24)
     common: dict[str, Any] = {
         "max_age": http.session_ttl_s,
