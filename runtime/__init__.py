@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-from edgefleet.runtime.backends import BACKENDS, BackendConfig, available_backends, supported_extensions
+from edgefleet.runtime.backends import BACKENDS, available_backends, supported_extensions
 from edgefleet.runtime.loading import load_model
 from edgefleet.runtime.model import Model
 from edgefleet.runtime.tensors import ModelFormat, ModelInfo, QuantParams, TensorSpec
 
 __all__ = [
     "BACKENDS",
-    "BackendConfig",
     "Model",
     "ModelFormat",
     "ModelInfo",
