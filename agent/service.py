@@ -36,6 +36,7 @@ from typing import Any
 from edgefleet import __version__
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
+from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.logging import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
@@ -131,6 +132,9 @@ class AgentService:
         log.info("edgefleet agent %s starting (pid %d)", __version__, os.getpid())
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
+        for inactive in inactive_settings(config):
+            log.warning("config: %s", inactive)
+            self.store.add_event("config_inactive", inactive, level="warning")
         self._start_components(config)
         self._state = "running"
         self._write_status()
