@@ -37,7 +37,7 @@ from edgefleet import __version__
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
-from edgefleet.agent.logging import configure_logging
+from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sdnotify import Notifier

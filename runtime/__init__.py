@@ -23,3 +23,11 @@ __all__ = [
     "load_model",
     "supported_extensions",
 ]
+
+if __name__ != "edgefleet.runtime":
+    # With the repository root on sys.path this folder is also reachable as 'runtime': two names
+    # would load every module twice, as two module objects with their own state and classes.
+    # (Checked last, after the imports above, which name edgefleet.runtime anyway.)
+    raise ImportError(
+        f"this folder is the package edgefleet.runtime; import it as edgefleet.runtime, not as {__name__!r}"
+    )
