@@ -110,20 +110,20 @@ class ModelSlot:
                 if wait(self.retry_s):
                     return None
                 continue
-            loaded = self._install(bundle, model)
+            loaded = LoadedModel(
+                bundle, model, bundle.manifest.name, str(bundle.manifest.version), loaded_at=time.time()
+            )
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._held = _Held(loaded)
+                    self._name, self._version = loaded.name, loaded.version
+                    self._error = None
+            if closed:  # the pipeline stopped while the model was opening
+                _close_model(model)
+                return None
             self._announce(loaded, "model_loaded", "loaded")
             return loaded
-
-    def _install(self, bundle: Bundle, model: Model) -> LoadedModel:
-        loaded = LoadedModel(
-            bundle, model, bundle.manifest.name, str(bundle.manifest.version), loaded_at=time.time()
-        )
-        with self._lock:
-            self._held = _Held(loaded)
-            self._bundle = bundle
-            self._name, self._version = loaded.name, loaded.version
-            self._error = None
-        return loaded
 
     def _announce(self, loaded: LoadedModel, kind: str, verb: str) -> None:
         log.info(

@@ -198,3 +198,19 @@ def test_a_running_pipeline_swaps_models_without_losing_a_window(
     seqs = sorted(r["window_seq"] for r in rows)
     assert seqs == list(range(len(seqs)))  # every window answered once, by one model or the other
     store.close()
+
+
+def test_a_model_opened_after_close_is_closed_not_installed(tflite: Bundle) -> None:
+    opened: list[Model] = []
+
+    def open_while_stopping(bundle: Bundle) -> Model:
+        slot.close()  # the pipeline stops while the model is being opened
+        opened.append(bundle.open_model())
+        return opened[0]
+
+    slot = ModelSlot(load_bundle=lambda: tflite, open_model=open_while_stopping)
+    assert slot.acquire_model(tflite, _never_stop) is None
+    assert slot.current is None
+    assert slot.info()["state"] == "closed"
+    with pytest.raises(ModelError, match="closed"):
+        opened[0].predict(WINDOWS)
