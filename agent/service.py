@@ -132,10 +132,10 @@ class AgentService:
         log.info("edgefleet agent %s starting (pid %d)", __version__, os.getpid())
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
+        self._start_components(config)
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)
             self.store.add_event("config_inactive", inactive, level="warning")
-        self._start_components(config)
         self._state = "running"
         self._write_status()
         self.notifier.ready(self._status_line())
