@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgefleet.agent import store
 from edgefleet.agent.results import packed_outputs, result_records_of, result_rows_of
-from edgefleet.agent.store import ResultRecord
 from edgefleet.agent.store.migrations import encode_outputs
 from edgefleet.agent.store.rows import RESULT_COLUMNS, result_rows
 from edgefleet.runtime.batcher import Batch
@@ -35,14 +35,14 @@ def _windows(n: int) -> list[Window]:
 
 def _records_window_by_window(
     bundle: Bundle, batch: Batch, predictions: list[Prediction], done: float, *, keep_outputs: bool
-) -> list[ResultRecord]:
+) -> list[store.ResultRecord]:
     """The reference: one ResultRecord per window, built from Window and Prediction objects."""
     records = []
     for window, prediction in zip(batch.windows, predictions, strict=True):
         score = prediction.score
         latency = (done - window.ready_at) * 1000.0
         records.append(
-            ResultRecord(
+            store.ResultRecord(
                 window.stream,
                 window.start_ts,
                 window.end_ts,
