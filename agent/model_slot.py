@@ -196,7 +196,8 @@ class ModelSlot:
         """Make ``bundle`` (and ``model``, opened from it if not given) the one new batches use.
 
         The previous model is closed once the batch in flight on it is checked in. Raises
-        ModelError when the bundle cuts other windows than the streams were built for.
+        ModelError when the bundle cuts other windows than the streams were built for, and
+        whatever opening the model raises; either way the running model stays in the slot.
         """
         with self._lock:
             streams_for = self._bundle

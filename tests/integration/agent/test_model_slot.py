@@ -16,7 +16,7 @@ from edgefleet.agent.model_slot import ModelSlot
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sources import SyntheticSourceConfig, create_source
 from edgefleet.agent.store import Store, StoreConfig
-from edgefleet.errors import ModelError
+from edgefleet.errors import EdgefleetError, ModelError
 from edgefleet.runtime import Model
 from edgefleet.runtime.bundle import Bundle, load_bundle
 
@@ -214,3 +214,19 @@ def test_a_model_opened_after_close_is_closed_not_installed(tflite: Bundle) -> N
     assert slot.info()["state"] == "closed"
     with pytest.raises(ModelError, match="closed"):
         opened[0].predict(WINDOWS)
+
+
+def test_a_swap_whose_model_cannot_open_keeps_the_running_model(tflite: Bundle, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(BUNDLES / "basicmotions-edge-onnx", broken)
+    bundle = load_bundle(broken)
+    (broken / "basicmotions-int8.onnx").write_bytes(b"not an onnx model")
+    slot = ModelSlot(load_bundle=lambda: tflite)
+    slot.acquire_bundle(_never_stop)
+    first = slot.acquire_model(tflite, _never_stop)
+    assert first is not None
+    with pytest.raises(EdgefleetError):
+        slot.swap(bundle)
+    assert slot.current is first
+    assert _answers(first.model) == 4
+    slot.close()
