@@ -62,7 +62,7 @@ class SourceHub:
     latency pacing adds to a sample.
     """
 
-    def __init__(self, name: str = "source-io", tick_s: float = 0.05) -> None:
+    def __init__(self, name: str = "source-io", tick_s: float = 0.1) -> None:
         if not tick_s > 0:
             raise ValueError(f"tick_s must be > 0, got {tick_s!r}")
         self.name = name

@@ -14,7 +14,9 @@ skipped. Without ``loop`` the source marks itself :attr:`~Source.finished` at th
 
 from __future__ import annotations
 
+import bisect
 import csv
+import math
 import time
 import warnings
 import zipfile
@@ -274,6 +276,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
     def __init__(self, config: ReplaySourceConfig, sink: Sink) -> None:
         super().__init__(config, sink)
         self.recording = load_recording(config)
+        self._finite_times = bool(np.isfinite(self.recording.offsets).all())
         self._position = 0
         self._cycle = 0
         self._scale = 1.0
@@ -312,12 +315,16 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
                 self._cycle += 1
             end = min(n, self._position + cfg.block_size)
             if cfg.realtime:
-                now_t = (now - self._mono0) * cfg.speed
-                offsets = rec.offsets[self._position : end] + self._cycle * rec.period
-                due = int(np.searchsorted(offsets, now_t, side="right"))
+                # recording time due now; bisect, unlike numpy, never lets go of the GIL mid-turn
+                now_t = (now - self._mono0) * cfg.speed - self._cycle * rec.period
+                if self._finite_times:
+                    due = bisect.bisect_right(rec.offsets, now_t, self._position, end) - self._position
+                else:
+                    due = int(np.searchsorted(rec.offsets[self._position : end], now_t, side="right"))
                 if due == 0:
-                    if np.isfinite(offsets[0]):
-                        wait = (float(offsets[0]) - now_t) / cfg.speed
+                    first = float(rec.offsets[self._position])
+                    if math.isfinite(first):
+                        wait = (first - now_t) / cfg.speed
                         if wait > 0:
                             return now + wait
                     due = 1  # a NaN time: let it through to be counted as bad
