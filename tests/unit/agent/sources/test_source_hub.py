@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edgefleet.agent.sources import BaseSourceConfig
+from edgefleet.agent.sources import BaseSourceConfig, Sink
 from edgefleet.agent.sources.hub import HubSource, SourceHub
 from edgefleet.types import FloatArray
 
@@ -61,7 +61,7 @@ class TickSource(HubSource[TickConfig]):
         self.events.append("shutdown")
 
 
-class Sink:
+class CountingSink:
     def __init__(self) -> None:
         self.rows = 0
         self.lock = threading.Lock()
@@ -81,7 +81,7 @@ def wait_until(condition: object, timeout: float = 10.0) -> None:
 
 def test_sources_on_one_hub_share_its_single_thread() -> None:
     hub = SourceHub(name="test-hub", tick_s=0.01)
-    sinks = [Sink() for _ in range(4)]
+    sinks = [CountingSink() for _ in range(4)]
     sources = [TickSource(f"s{i}", sink) for i, sink in enumerate(sinks)]
     for source in sources:
         source.start(hub)
@@ -100,7 +100,7 @@ def test_sources_on_one_hub_share_its_single_thread() -> None:
 
 def test_paced_sources_due_together_share_a_wake_up() -> None:
     hub = SourceHub(name="test-grid", tick_s=0.05)
-    sources = [TickSource(f"g{i}", Sink(), every=0.001) for i in range(16)]
+    sources = [TickSource(f"g{i}", CountingSink(), every=0.001) for i in range(16)]
     for source in sources:
         source.start(hub)
     wait_until(lambda: all(source.emitted for source in sources))
@@ -116,7 +116,7 @@ def test_paced_sources_due_together_share_a_wake_up() -> None:
 
 def test_a_failing_open_is_recorded_and_retried() -> None:
     hub = SourceHub(name="test-retry", tick_s=0.01)
-    sink = Sink()
+    sink = CountingSink()
     source = TickSource("flaky", sink)
     source.fail_opens = 2
     source.start(hub)
@@ -131,7 +131,7 @@ def test_a_failing_open_is_recorded_and_retried() -> None:
 
 def test_a_finite_source_finishes_and_stops_running() -> None:
     hub = SourceHub(name="test-finish", tick_s=0.01)
-    sink = Sink()
+    sink = CountingSink()
     source = TickSource("finite", sink, total=3)
     source.start(hub)
     assert source.wait_finished(10)
@@ -161,7 +161,7 @@ def test_a_source_stopped_from_its_own_sink_does_not_deadlock() -> None:
 
 def test_restart_after_stop_resumes_on_the_hub() -> None:
     hub = SourceHub(name="test-restart", tick_s=0.01)
-    sink = Sink()
+    sink = CountingSink()
     source = TickSource("again", sink)
     source.start(hub)
     wait_until(lambda: sink.rows >= 2)
