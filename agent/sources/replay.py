@@ -282,6 +282,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         self._scale = 1.0
         self._base = 0.0
         self._mono0 = 0.0
+        self._scaled_offsets = self.recording.offsets
 
     @property
     def channels(self) -> int:
@@ -300,6 +301,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         self._base = time.time() - self._stream_time() * self._scale if wall else rec.start
         # pacing clock: stream time t is due at mono0 + t / speed (playback resumes in place)
         self._mono0 = now - self._stream_time() / cfg.speed
+        self._scaled_offsets = rec.offsets * self._scale
         return now
 
     def _turn(self, now: float) -> float | None:
@@ -313,7 +315,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
                     return None
                 self._position = 0
                 self._cycle += 1
-            end = min(n, self._position + cfg.block_size)
+            block_end = end = min(n, self._position + cfg.block_size)
             if cfg.realtime:
                 # recording time due now; bisect, unlike numpy, never lets go of the GIL mid-turn
                 now_t = (now - self._mono0) * cfg.speed - self._cycle * rec.period
@@ -322,19 +324,27 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
                 else:
                     due = int(np.searchsorted(rec.offsets[self._position : end], now_t, side="right"))
                 if due == 0:
-                    first = float(rec.offsets[self._position])
-                    if math.isfinite(first):
-                        wait = (first - now_t) / cfg.speed
-                        if wait > 0:
-                            return now + wait
+                    wait = self._wait_for(self._position, now_t)
+                    if wait > 0:
+                        return now + wait
                     due = 1  # a NaN time: let it through to be counted as bad
                 end = self._position + due
             chunk = slice(self._position, end)
-            times = self._base + (rec.offsets[chunk] + self._cycle * rec.period) * self._scale
+            times = self._scaled_offsets[chunk] + (self._base + self._cycle * rec.period * self._scale)
             self._position = end
             self._count_frame()
             self._emit(rec.samples[chunk], times)
+            if cfg.realtime and end < block_end:
+                # the next sample is not due yet: say when it is, without another search
+                wait = self._wait_for(end, now_t)
+                if wait > 0:
+                    return now + wait
         return now  # more is due (or unpaced): another turn on the hub's next pass
+
+    def _wait_for(self, index: int, now_t: float) -> float:
+        """Wall seconds until sample ``index`` is due (recording time ``now_t`` is now); 0 for a NaN time."""
+        at = float(self.recording.offsets[index])
+        return (at - now_t) / self.config.speed if math.isfinite(at) else 0.0
 
     def _stream_time(self) -> float:
         rec = self.recording
