@@ -2,7 +2,8 @@
 
 Threads (all daemon threads, so a wedged one can never keep the process alive):
 
-* one per source (owned by the source) pushing ``(n, C)`` blocks into that stream's
+* the sources' one I/O thread (:mod:`edgefleet.agent.sources.hub`, shared by every source
+  of the process) pushing ``(n, C)`` blocks into each stream's
   :class:`~edgefleet.runtime.ringbuffer.StreamBuffer`;
 * the inference worker: has the :class:`~edgefleet.agent.model_slot.ModelSlot` load the bundle
   and model (retrying while they fail), then takes batches from the
