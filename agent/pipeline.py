@@ -11,8 +11,8 @@ Threads (all daemon threads, so a wedged one can never keep the process alive):
   (``interpret_batch``) and one row per window (:mod:`edgefleet.agent.results`: plain tuples,
   no object per window), and groups rows into batched transactions
   (``Store.write_result_rows``). Building rows there rather than in the inference worker
-  lets it overlap the next model call (which runs without the GIL). With observers or a
-  fallback router the worker interprets the batch itself, since they need the answers.
+  lets it overlap the next model call (which runs without the GIL). Batch observers run there
+  too; with a fallback router the worker interprets the batch itself, since it needs the answers.
 
 A model that fails to load never stops the agent: the failure becomes an event and
 the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.
@@ -87,8 +87,9 @@ class StreamSpec:
 
 
 BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
-"""Sees every inferred batch and its predictions in the worker thread (e.g. a drift monitor).
-Must be quick; exceptions are logged and ignored."""
+"""Sees every inferred batch and its predictions (e.g. the drift monitor): in the writer thread,
+or in the inference worker when a fallback router is set. Must be quick; exceptions are logged
+and ignored."""
 
 
 @dataclass(frozen=True)
@@ -559,11 +560,14 @@ class Pipeline:
         done = time.monotonic()
         self.counters.record_batch(len(batch), (done - started) * 1000.0)
         keep_outputs = self.settings.store_outputs
-        if self._router is None and not self._observers:
+        if self._router is None:
             # The common case: this thread goes straight back to the model; the writer thread
-            # turns the outputs into answers and rows while the next batch is inferred.
+            # turns the outputs into answers and rows (and runs the observers, e.g. drift) while
+            # the next batch is inferred.
             def rows() -> list[tuple[Any, ...]]:
                 answers = bundle.interpret_batch(outputs)
+                if self._observers:
+                    self._notify_observers(batch, answers.predictions())
                 return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
 
             self._writer.put_deferred(rows, lambda exc: self._inference_failed(batch, exc))
@@ -574,18 +578,18 @@ class Pipeline:
             self._inference_failed(batch, exc)
             return
         predictions = answers.predictions()
+        self._notify_observers(batch, predictions)
+        records = result_records_of(bundle, batch, predictions, done, keep_outputs=keep_outputs)
+        keep = offer(self._router, batch.windows, predictions, records, self.counters)
+        if keep:
+            self._writer.put(keep)
+
+    def _notify_observers(self, batch: Batch, predictions: Sequence[Prediction]) -> None:
         for observer in self._observers:
             try:
                 observer(batch, predictions)
             except Exception as exc:  # an observer (drift, ...) must never stop inference
                 self._observer_log.warning("batch observer %r failed: %s", observer, exc)
-        if self._router is None:
-            self._writer.put_rows(result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs))
-            return
-        records = result_records_of(bundle, batch, predictions, done, keep_outputs=keep_outputs)
-        keep = offer(self._router, batch.windows, predictions, records, self.counters)
-        if keep:
-            self._writer.put(keep)
 
     def _inference_failed(self, batch: Batch, exc: BaseException) -> None:
         self.counters.record_inference_error(len(batch))
