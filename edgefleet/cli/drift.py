@@ -138,7 +138,7 @@ def load_recording(path: Path, channel_names: list[str]) -> npt.NDArray[np.float
     if data.shape[1] != len(channel_names):
         expected = f"{len(channel_names)}: {', '.join(channel_names)}"
         raise _bad_data(path, f"has {data.shape[1]} channels; the bundle expects {expected}")
-    finite = [bool(v) for v in np.isfinite(data).any(axis=0)]
+    finite = [bool(np.isfinite(data[:, c]).any()) for c in range(data.shape[1])]
     dead = [name for name, ok in zip(channel_names, finite, strict=True) if not ok]
     if dead:
         raise _bad_data(path, f"channel(s) {', '.join(dead)} hold no finite value (only NaN/inf)")
