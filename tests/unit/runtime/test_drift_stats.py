@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
-from scipy.spatial import distance
+from scipy import stats  # type: ignore[import-untyped]
+from scipy.spatial import distance  # type: ignore[import-untyped]
 
 from edgefleet.runtime.drift_stats import (
     BinCounter,
@@ -18,13 +20,21 @@ from edgefleet.runtime.drift_stats import (
     ks_statistic,
     score_counts,
 )
-from edgefleet.runtime.profile import CONFIDENCE_EDGES, ReferenceProfile, histogram, output_profile, reference_profile
+from edgefleet.runtime.profile import (
+    CONFIDENCE_EDGES,
+    ReferenceProfile,
+    histogram,
+    output_profile,
+    reference_profile,
+)
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
 
 def _profile(ref: np.ndarray, bins: int = 100) -> ReferenceProfile:
-    return reference_profile(ref.reshape(-1, 1, ref.shape[-1]), [f"c{i}" for i in range(ref.shape[-1])], bins=bins)
+    return reference_profile(
+        ref.reshape(-1, 1, ref.shape[-1]), [f"c{i}" for i in range(ref.shape[-1])], bins=bins
+    )
 
 
 def _live(seed: int, n: int, shift: float, scale: float, channels: int = 2) -> np.ndarray:
@@ -122,7 +132,7 @@ def test_streaming_in_any_chunking_counts_the_same_as_one_pass(seed: int, n: int
     whole.add_samples(live)
     chunked = BinCounter(profile)
     bounds = [0, *sorted(c % (n + 1) for c in cuts), n]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         chunked.add_samples(live[a:b])
     assert np.array_equal(whole.counts.bins, chunked.counts.bins)
     assert whole.counts.sums == pytest.approx(chunked.counts.sums)
@@ -130,7 +140,9 @@ def test_streaming_in_any_chunking_counts_the_same_as_one_pass(seed: int, n: int
 
 @settings(max_examples=30, deadline=None)
 @given(seed=seeds, n_a=st.integers(1, 2000), n_b=st.integers(1, 2000), shift=st.floats(-2, 2))
-def test_merge_then_score_equals_score_of_the_concatenation(seed: int, n_a: int, n_b: int, shift: float) -> None:
+def test_merge_then_score_equals_score_of_the_concatenation(
+    seed: int, n_a: int, n_b: int, shift: float
+) -> None:
     profile = _profile(np.random.default_rng(seed + 5).normal(size=(3000, 2)))
     a, b = _live(seed, n_a, 0.0, 1.0), _live(seed + 1, n_b, shift, 1.0)
     ca, cb, cab = BinCounter(profile), BinCounter(profile), BinCounter(profile)
@@ -139,7 +151,9 @@ def test_merge_then_score_equals_score_of_the_concatenation(seed: int, n_a: int,
     cab.add_samples(np.concatenate([a, b]))
     merged = ca.take() + cb.take()
     assert np.array_equal(merged.bins, cab.counts.bins)
-    for m, c in zip(score_counts(profile, merged).channels, score_counts(profile, cab.counts).channels, strict=True):
+    for m, c in zip(
+        score_counts(profile, merged).channels, score_counts(profile, cab.counts).channels, strict=True
+    ):
         assert (m.psi, m.js, m.ks) == pytest.approx((c.psi, c.js, c.ks), abs=1e-12)
         assert m.mean == pytest.approx(c.mean)
         assert m.std == pytest.approx(c.std, abs=1e-9)
@@ -168,10 +182,13 @@ def test_outputs_class_and_confidence_psi_against_the_reference() -> None:
     skewed.add_outputs(["a"] * 100, [0.55] * 100)
     s_same = score_counts(profile, same.counts, labels).outputs
     s_skew = score_counts(profile, skewed.counts, labels).outputs
-    assert s_same is not None and s_skew is not None
+    assert s_same is not None
+    assert s_skew is not None
     assert s_same.class_psi == pytest.approx(0.0, abs=1e-9)
     assert s_same.confidence_psi == pytest.approx(0.0, abs=1e-9)
-    assert s_skew.class_psi is not None and s_skew.class_psi > 1.0
-    assert s_skew.confidence_psi is not None and s_skew.confidence_psi > 1.0
+    assert s_skew.class_psi is not None
+    assert s_skew.class_psi > 1.0
+    assert s_skew.confidence_psi is not None
+    assert s_skew.confidence_psi > 1.0
     assert s_skew.classes == {"a": 100, "b": 0}
     assert len(s_skew.confidence) == len(CONFIDENCE_EDGES) - 1
