@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,11 +151,9 @@ def test_hysteresis_alert_after_and_clear_after_one_noisy_report_never_flaps() -
 def test_each_threshold_key_decides_its_metric(
     key: str, value: float, shift: float, expect_over: set[str]
 ) -> None:
-    monitor = DriftMonitor(
-        _profile(),
-        window_length=L,
-        settings=replace(DriftSettings(windows=10**6, min_samples=1), **{key: value}),
-    )
+    overrides: dict[str, Any] = {key: value}
+    chosen = replace(DriftSettings(windows=10**6, min_samples=1), **overrides)
+    monitor = DriftMonitor(_profile(), window_length=L, settings=chosen)
     assert set(_report(monitor, shift).over["c0"]) == expect_over
 
 
