@@ -8,7 +8,6 @@ valid ``drift`` message carrying raw bin counts.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -76,11 +75,7 @@ def _run(bundle: Bundle, store: Store, recording: Path, config: DriftConfig) -> 
 
 
 def _drift_messages(store: Store) -> list[DriftBody]:
-    items = [i for i in store.outbox_peek(10_000) if i.kind == "drift"]
-    return [
-        DriftBody.model_validate(i.payload if isinstance(i.payload, dict) else json.loads(i.payload))
-        for i in items
-    ]
+    return [DriftBody.model_validate(i.payload) for i in store.outbox_peek(10_000) if i.kind == "drift"]
 
 
 def test_clean_replay_sends_reports_and_raises_no_alert(tmp_path: Path, store: Store) -> None:
