@@ -131,6 +131,7 @@ class DriftReport:
     window_start: float
     window_end: float
     windows: int
+    skipped_windows: int
     scores: DriftScores
     counts: DriftCounts
     over: dict[str, list[str]]
@@ -193,6 +194,7 @@ class DriftReport:
             "drift_version": 2,
             "report": self.index,
             "windows": self.windows,
+            "skipped_windows": self.skipped_windows,
             "outputs": None
             if outputs is None
             else {
@@ -238,6 +240,7 @@ class DriftMonitor:
 
     def _reset_span(self) -> None:
         self._span_windows = 0
+        self._span_skipped = 0
         self._span_started = self._clock()
         self._first_sample: int | None = None
         self._last_sample = 0
@@ -245,6 +248,10 @@ class DriftMonitor:
         self._t1 = float("-inf")
 
     # -- feeding ------------------------------------------------------------------------------
+
+    def skip(self, windows: int) -> None:
+        """Note ``windows`` that were inferred but not counted (reported as ``skipped_windows``)."""
+        self._span_skipped += windows
 
     def add_windows(
         self,
@@ -339,6 +346,7 @@ class DriftMonitor:
             window_start=self._t0 if np.isfinite(self._t0) else float(first),
             window_end=self._t1 if np.isfinite(self._t1) else float(self._last_sample),
             windows=self._span_windows,
+            skipped_windows=self._span_skipped,
             scores=scores,
             counts=counts,
             over=over_by_channel,

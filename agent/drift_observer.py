@@ -6,12 +6,18 @@ drift off with one log line and one event) and passes it to the pipeline as an o
 closed report is queued as a ``drift`` message (version 2 body, raw bin counts included) in the
 store's outbox; each alert change becomes a ``drift.alert`` / ``drift.cleared`` event naming the
 channel, metric and score. ``agent status`` shows :meth:`status`.
+
+CPU budget (``[drift] max_cpu``): the observer runs in the pipeline's writer thread and times
+itself with a token bucket that fills at ``max_cpu`` seconds per second. While the bucket is
+empty whole batches are skipped (noted in the report as ``skipped_windows``), so at saturation
+drift never takes more than that share of a core; at sensor rates nothing is ever skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +32,8 @@ __all__ = ["DriftObserver"]
 
 log = logging.getLogger(__name__)
 
+_BURST_S = 0.05  # CPU seconds drift may spend at once before the budget applies
+
 
 class DriftObserver:
     """Pipeline observer feeding a :class:`DriftMonitor`; thread-safe for :meth:`status`."""
@@ -39,6 +47,10 @@ class DriftObserver:
         self._model: tuple[str | None, str | None] = (None, None)
         self._off_reason: str | None = "no bundle loaded yet"
         self._failures = RateLimitedLog(log, 60.0)
+        self._budget_per_s = config.max_cpu
+        self._tokens = 0.0
+        self._refilled_at = time.perf_counter()
+        self.skipped_windows = 0
 
     def attach(self, bundle: Bundle) -> None:
         """Start counting against ``bundle``'s reference profile (or turn drift off without one)."""
@@ -65,6 +77,18 @@ class DriftObserver:
         monitor = self._monitor
         if monitor is None or len(batch) == 0:
             return
+        started = time.perf_counter()
+        self._tokens = min(_BURST_S, self._tokens + (started - self._refilled_at) * self._budget_per_s)
+        self._refilled_at = started
+        if self._tokens < 0:
+            with self._lock:
+                monitor.skip(len(batch))
+                self.skipped_windows += len(batch)
+            return
+        self._count(monitor, batch, predictions)
+        self._tokens -= time.perf_counter() - started
+
+    def _count(self, monitor: DriftMonitor, batch: Batch, predictions: Sequence[Prediction]) -> None:
         labels = [p.label for p in predictions] if monitor.labels else None
         scores = [p.score for p in predictions] if monitor.labels else None
         for stream, rows, starts, data, t0, t1 in _groups(batch):
@@ -115,7 +139,7 @@ class DriftObserver:
             monitor = self._monitor
             if monitor is None:
                 return {"enabled": False, "reason": self._off_reason}
-            return {"enabled": True, **monitor.state()}
+            return {"enabled": True, "skipped_windows": self.skipped_windows, **monitor.state()}
 
 
 def _groups(batch: Batch) -> list[tuple[str, Sequence[int], Any, Any, Any, Any]]:

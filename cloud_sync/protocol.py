@@ -166,6 +166,8 @@ class DriftBody(_Model):
     drift_version: Literal[1, 2] = 1
     report: int | None = Field(default=None, ge=0)
     windows: int | None = Field(default=None, ge=0)
+    skipped_windows: int | None = Field(default=None, ge=0)
+    """Windows inferred while the report was open but not counted (the agent's CPU budget)."""
     outputs: OutputDrift | None = None
 
 

@@ -78,9 +78,13 @@ def _drift_messages(store: Store) -> list[DriftBody]:
     return [DriftBody.model_validate(i.payload) for i in store.outbox_peek(10_000) if i.kind == "drift"]
 
 
+# max_cpu = 1: replaying as fast as possible must not skip batches where counts are checked.
+EVERY_BATCH = DriftConfig(max_cpu=1.0)
+
+
 def test_clean_replay_sends_reports_and_raises_no_alert(tmp_path: Path, store: Store) -> None:
     bundle = load_bundle(BUNDLE)
-    drift = _run(bundle, store, _recording(tmp_path, None), DriftConfig())
+    drift = _run(bundle, store, _recording(tmp_path, None), EVERY_BATCH)
     messages = _drift_messages(store)
     assert len(messages) == 4  # 1198 windows: four full reports of 256, the rest still open
     assert all(m.drift_version == 2 and m.windows == 256 for m in messages)
@@ -93,11 +97,24 @@ def test_clean_replay_sends_reports_and_raises_no_alert(tmp_path: Path, store: S
     assert status["enabled"] is True
     assert status["reports"] == 4
     assert status["drifted"] is False
+    assert status["skipped_windows"] == 0
+    assert all(m.skipped_windows == 0 for m in messages)
+
+
+def test_max_cpu_skips_whole_batches_beyond_the_budget_and_says_so(tmp_path: Path, store: Store) -> None:
+    bundle = load_bundle(BUNDLE)
+    drift = _run(bundle, store, _recording(tmp_path, None), DriftConfig(max_cpu=1e-9, windows=8))
+    status = drift.status()
+    inferred = len(store.query_results(limit=100_000))
+    assert status["skipped_windows"] > 0
+    assert status["reports"] * 8 + status["skipped_windows"] <= inferred
+    messages = _drift_messages(store)
+    assert sum(m.skipped_windows or 0 for m in messages) <= status["skipped_windows"]
 
 
 def test_a_stuck_sensor_raises_one_alert_naming_its_channel(tmp_path: Path, store: Store) -> None:
     bundle = load_bundle(BUNDLE)
-    drift = _run(bundle, store, _recording(tmp_path, "stuck gyr_x"), DriftConfig())
+    drift = _run(bundle, store, _recording(tmp_path, "stuck gyr_x"), EVERY_BATCH)
     alerts = store.query_events(kind="drift.alert")
     assert len(alerts) == 1
     data = alerts[0]["data"]
@@ -114,7 +131,7 @@ def test_a_stuck_sensor_raises_one_alert_naming_its_channel(tmp_path: Path, stor
 
 def test_alert_after_one_flags_in_the_first_report(tmp_path: Path, store: Store) -> None:
     bundle = load_bundle(BUNDLE)
-    _run(bundle, store, _recording(tmp_path, "stuck gyr_x"), DriftConfig(alert_after=1))
+    _run(bundle, store, _recording(tmp_path, "stuck gyr_x"), DriftConfig(alert_after=1, max_cpu=1.0))
     assert [e["data"]["report"] for e in store.query_events(kind="drift.alert")] == [0]
 
 
