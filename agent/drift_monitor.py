@@ -296,8 +296,13 @@ class DriftMonitor:
         ends = starts + length
         previous = np.maximum.accumulate(np.concatenate(([last_end], ends[:-1])))
         skip = np.clip(previous - starts, 0, length)
+        channels = data.shape[2]
         if np.all(skip == skip[0]):
-            block = data[:, int(skip[0]) :, :].reshape(-1, data.shape[2])
+            block = data[:, int(skip[0]) :, :].reshape(-1, channels)
+        elif len(skip) > 1 and np.all(skip[1:] == skip[1]):
+            # the usual batch after a gap or at a stream's start: only its first window differs
+            rest = data[1:, int(skip[1]) :, :].reshape(-1, channels)
+            block = np.concatenate([data[0, int(skip[0]) :, :], rest])
         else:
             block = np.concatenate([data[i, int(k) :, :] for i, k in enumerate(skip)])
         self._counter.add_samples(block)

@@ -22,6 +22,7 @@ from edgefleet.runtime.drift_stats import (
 )
 from edgefleet.runtime.profile import (
     CONFIDENCE_EDGES,
+    ChannelProfile,
     ReferenceProfile,
     histogram,
     output_profile,
@@ -192,3 +193,41 @@ def test_outputs_class_and_confidence_psi_against_the_reference() -> None:
     assert s_skew.confidence_psi > 1.0
     assert s_skew.classes == {"a": 100, "b": 0}
     assert len(s_skew.confidence) == len(CONFIDENCE_EDGES) - 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    edges=st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=40),
+    picks=st.lists(st.integers(0, 10_000), max_size=50),
+    extra=st.lists(st.floats(-1e9, 1e9, allow_nan=False), max_size=50),
+    seed=seeds,
+)
+def test_bin_lookup_equals_searchsorted_at_edges_ties_and_outliers(
+    edges: list[float], picks: list[int], extra: list[float], seed: int
+) -> None:
+    inner = np.sort(np.asarray(edges, dtype=np.float64))
+    bin_edges = [float(inner[0]) - 1.0, *inner.tolist(), float(inner[-1]) + 1.0]
+    profile = ReferenceProfile(
+        windows=1,
+        samples=1,
+        channels=[
+            ChannelProfile(
+                name="x",
+                mean=0.0,
+                std=1.0,
+                min=bin_edges[0],
+                max=bin_edges[-1],
+                bin_edges=bin_edges,
+                histogram=[1.0 / (len(bin_edges) - 1)] * (len(bin_edges) - 1),
+            )
+        ],
+    )
+    rng = np.random.default_rng(seed)
+    on_edges = inner[[p % len(inner) for p in picks]]
+    near = np.concatenate([np.nextafter(on_edges, np.inf), np.nextafter(on_edges, -np.inf)])
+    spread = rng.uniform(inner[0] - 10, inner[-1] + 10, size=200)
+    values = np.concatenate([on_edges, near, spread, np.asarray(extra, dtype=np.float64)])
+    counter = BinCounter(profile)
+    counter.add_samples(values.reshape(-1, 1))
+    expected = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
+    assert np.array_equal(counter.counts.bins[0], expected)
