@@ -103,6 +103,12 @@ class DriftObserver:
                     scores=None if scores is None else [scores[i] for i in rows],
                 )
 
+    def flush(self) -> None:
+        """Close and send the open report, if it counted anything (the agent stops or reloads)."""
+        with self._lock:
+            if self._monitor is not None:
+                self._monitor.flush()
+
     def _publish(self, report: DriftReport) -> None:
         name, version = self._model
         try:

@@ -289,6 +289,8 @@ class AgentService:
                 report.drained_windows,
                 "" if report.completed else " (incomplete: " + "; ".join(report.notes) + ")",
             )
+        if self.drift is not None:
+            self.drift.flush()  # the open report's counts are sent, not lost on stop or reload
         if self.health is not None:
             self.health.stop()
         if self.sync is not None and not keep_sync:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,10 +75,20 @@ def test_a_stuck_sensor_is_flagged_by_the_running_agent(tmp_path: Path) -> None:
 def test_clean_replay_flags_nothing_and_disabled_drift_is_off(tmp_path: Path) -> None:
     config, db = _agent(tmp_path / "clean", stuck=False)
     assert _events(db, "drift.alert") == []
-    drift = _status(config)["drift"]
+    status = _status(config)
+    drift = status["drift"]
     assert isinstance(drift, dict)
-    assert drift["reports"] >= 4
+    assert drift["reports"] == 5  # four of 256 windows and, flushed at stop, the last 172
     assert drift["drifted"] is False
+    store = Store.open(db, StoreConfig(path=db))
+    try:
+        reports: list[dict[str, Any]] = [
+            i.payload for i in store.outbox_peek(1000) if i.kind == "drift" and isinstance(i.payload, dict)
+        ]
+    finally:
+        store.close()
+    assert [r["windows"] for r in reports] == [256, 256, 256, 256, 172]
+    assert sum(r["windows"] for r in reports) == status["totals"]["windows_inferred"]  # type: ignore[index]
     off_config, off_db = _agent(tmp_path / "off", stuck=True, drift="enabled = false")
     assert _events(off_db, "drift.alert") == []
     assert _status(off_config)["drift"] == {"enabled": False, "reason": "disabled"}
