@@ -118,12 +118,38 @@ class FallbackConfig(_Section):
 
 
 class DriftConfig(_Section):
-    """``[drift]``: comparing live inputs and outputs to the bundle's reference profile."""
+    """``[drift]``: comparing live inputs and outputs to the bundle's reference profile
+    (:mod:`edgefleet.agent.drift_monitor`; metrics and thresholds: docs/drift.md)."""
 
     enabled: bool = Field(default=True, description="compare live data to the bundle's reference profile")
-    interval_s: float = Field(default=60.0, gt=0, description="how often drift is computed")
-    windows: int = Field(default=256, ge=8, description="recent windows compared per check")
-    psi_threshold: float = Field(default=0.2, gt=0, description="population stability index that flags drift")
+    interval_s: float = Field(
+        default=300.0, gt=0, description="longest time between two drift reports (seconds)"
+    )
+    windows: int = Field(default=256, ge=8, description="windows per drift report at most")
+    psi_threshold: float = Field(default=0.1, gt=0, description="population stability index that flags drift")
+    js_threshold: float = Field(
+        default=0.15, gt=0, le=1, description="Jensen-Shannon distance (base 2) that flags drift"
+    )
+    ks_threshold: float = Field(
+        default=0.15, gt=0, le=1, description="Kolmogorov-Smirnov statistic that flags drift"
+    )
+    alert_after: int = Field(
+        default=2, ge=1, description="consecutive reports over a threshold before a channel is flagged"
+    )
+    clear_after: int = Field(
+        default=3, ge=1, description="consecutive reports under every threshold before a flag clears"
+    )
+    min_samples: int = Field(
+        default=1000,
+        ge=1,
+        description="samples per channel a report needs to move the alert state (smaller ones are only sent)",
+    )
+    max_cpu: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="share of one core drift may use; batches beyond it are skipped (and counted as skipped)",
+    )
 
 
 class PrometheusConfig(_Section):

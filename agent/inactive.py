@@ -1,9 +1,9 @@
 """Configuration that is parsed and documented but does nothing yet, said out loud.
 
-``[drift]``, ``[fallback]`` and ``model.cloud_bundle`` describe features whose code has not
-landed: no drift monitor and no fallback router is built from them. Until it lands,
-``edgefleet config check`` prints each of these as a note and the agent logs a warning at start
-and records an event, so that nobody trusts a section that does nothing. When a feature lands,
+``[fallback]`` and ``model.cloud_bundle`` describe a feature whose code has not landed: no
+fallback router is built from them (``[drift]`` is active: see
+:mod:`edgefleet.agent.drift_monitor`). Until it lands, ``edgefleet config check`` prints each
+of these as a note and the agent logs a warning at start and records an event, so that nobody trusts a section that does nothing. When a feature lands,
 its entry here goes.
 """
 
@@ -17,11 +17,6 @@ __all__ = ["inactive_settings"]
 def inactive_settings(config: AgentConfig) -> list[str]:
     """One sentence per configured section or key that has no effect in this version."""
     found = []
-    if config.drift.enabled:
-        found.append(
-            "[drift] is not active yet: no drift monitor runs in this version, so no drift is "
-            "computed or reported whatever its keys say (set drift.enabled = false to silence this)"
-        )
     if config.fallback.enabled or config.fallback.model_fields_set:
         state = "enabled" if config.fallback.enabled else "configured"
         found.append(

@@ -3,11 +3,11 @@
 :meth:`BatchRunner.run` runs one batch on a model and hands its results to the writer, one of
 three ways that all make the same rows (:func:`~edgefleet.agent.results.result_rows_of`):
 
-* the common case, no observer and no router: the rows are built in the writer thread
-  (``ResultWriter.put_deferred``) while this thread goes back to the model;
-* with observers: the answers are interpreted here (the observers need them), then the rows;
-* with a fallback router: as with observers, and the router is offered the records derived
-  from those rows (:func:`~edgefleet.agent.results.result_records_of`).
+* the common case, no router: the answers, the observers (e.g. drift) and the rows are run in
+  the writer thread (``ResultWriter.put_deferred``) while this thread goes back to the model;
+* with a fallback router: the answers are interpreted here (the router needs them), the
+  observers see them, and the router is offered the records derived from the rows
+  (:func:`~edgefleet.agent.results.result_records_of`).
 
 A batch that fails is counted, logged and recorded as an event (one per minute per kind of
 failure, with a count), never raised: a bad batch must not stop the worker.
@@ -37,8 +37,9 @@ __all__ = ["BatchObserver", "BatchRunner"]
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
-"""Sees every inferred batch and its predictions in the worker thread (e.g. a drift monitor).
-Must be quick; exceptions are logged and ignored."""
+"""Sees every inferred batch and its predictions (e.g. the drift monitor): in the writer thread,
+or in the inference worker when a fallback router is set. Must be quick; exceptions are logged
+and ignored."""
 
 _FAILURE_EVENT_EVERY_S = 60.0
 
@@ -93,11 +94,14 @@ class BatchRunner:
         done = time.monotonic()
         self.counters.record_batch(len(batch), (done - started) * 1000.0)
         keep_outputs = self.keep_outputs
-        if self._router is None and not self._observers:
+        if self._router is None:
             # The common case: this thread goes straight back to the model; the writer thread
-            # turns the outputs into answers and rows while the next batch is inferred.
+            # turns the outputs into answers and rows (and runs the observers, e.g. drift) while
+            # the next batch is inferred.
             def deferred_rows() -> list[tuple[Any, ...]]:
                 answers = bundle.interpret_batch(outputs)
+                if self._observers:
+                    self._notify_observers(batch, answers.predictions())
                 return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
 
             self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc))
@@ -108,18 +112,18 @@ class BatchRunner:
             self.failed(batch, exc)
             return
         predictions = answers.predictions()
+        self._notify_observers(batch, predictions)
+        rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
+        keep = offer(self._router, batch.windows, predictions, result_records_of(rows), self.counters)
+        if keep:
+            self._writer.put(keep)
+
+    def _notify_observers(self, batch: Batch, predictions: Sequence[Prediction]) -> None:
         for observer in self._observers:
             try:
                 observer(batch, predictions)
             except Exception as exc:  # an observer (drift, ...) must never stop inference
                 self._observer_log.warning("batch observer %r failed: %s", observer, exc)
-        rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
-        if self._router is None:
-            self._writer.put_rows(rows)
-            return
-        keep = offer(self._router, batch.windows, predictions, result_records_of(rows), self.counters)
-        if keep:
-            self._writer.put(keep)
 
     def failed(self, batch: Batch, exc: BaseException) -> None:
         """Count ``batch`` as skipped because of ``exc``; log and record it (rate-limited)."""

@@ -13,9 +13,9 @@ Threads (all daemon threads, so a wedged one can never keep the process alive):
   (``interpret_batch``) and one row per window (:mod:`edgefleet.agent.results`: plain tuples,
   no object per window), and groups rows into batched transactions
   (``Store.write_result_rows``). Building rows there rather than in the inference worker
-  lets it overlap the next model call (which runs without the GIL). With observers or a
-  fallback router the worker interprets the batch itself, since they need the answers; the
-  rows are made the same way, and the router's records are derived from them.
+  lets it overlap the next model call (which runs without the GIL). Batch observers (drift)
+  run there too; with a fallback router the worker interprets the batch itself, since it needs
+  the answers; the rows are made the same way, and the router's records are derived from them.
 
 A model that fails to load never stops the agent: the failure becomes an event and
 the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.

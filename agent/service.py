@@ -35,6 +35,7 @@ from typing import Any
 
 from edgefleet import __version__
 from edgefleet.agent.config import AgentConfig, load_config
+from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
@@ -86,6 +87,7 @@ class AgentService:
         self.config: AgentConfig | None = None
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
+        self.drift: DriftObserver | None = None
         self.health: HealthMonitor | None = None
         self.sync: Any | None = None
         self.counters = PipelineCounters()
@@ -205,8 +207,13 @@ class AgentService:
             "nan_policy": model_cfg.nan_policy,
         }
 
+        drift = self.drift = DriftObserver(config.drift, store) if config.drift.enabled else None
+
         def open_bundle() -> Bundle:
-            return load_bundle(model_cfg.bundle, cache_dir=config.device.state_dir / "bundles")
+            bundle = load_bundle(model_cfg.bundle, cache_dir=config.device.state_dir / "bundles")
+            if drift is not None:
+                drift.attach(bundle)
+            return bundle
 
         def open_model(bundle: Bundle) -> Model:
             return bundle.open_model(**load_kwargs)
@@ -222,6 +229,7 @@ class AgentService:
             open_model=open_model,
             settings=self._pipeline_settings(config),
             counters=self.counters,
+            observers=[drift] if drift is not None else [],
         )
 
     def _start_components(self, config: AgentConfig, *, start_sync: bool = True) -> None:
@@ -285,6 +293,8 @@ class AgentService:
                 report.drained_windows,
                 "" if report.completed else " (incomplete: " + "; ".join(report.notes) + ")",
             )
+        if self.drift is not None:
+            self.drift.flush()  # the open report's counts are sent, not lost on stop or reload
         if self.health is not None:
             self.health.stop()
         if self.sync is not None and not keep_sync:
@@ -448,6 +458,8 @@ class AgentService:
                 for name, stream in self._streams_health().items()
             },
         }
+        drift = self.drift
+        snapshot["drift"] = drift.status() if drift is not None else {"enabled": False, "reason": "disabled"}
         counters = self.counters.snapshot()
         snapshot["totals"] = {
             "windows_inferred": counters.windows_inferred,

@@ -34,6 +34,7 @@ __all__ = [
     "MetricPoint",
     "OtaOfferBody",
     "OtaProgressBody",
+    "OutputDrift",
     "ResultItem",
     "ResultsBody",
     "StatusBody",
@@ -117,16 +118,42 @@ class EventsBody(_Model):
 
 
 class ChannelDrift(_Model):
+    """One input channel of a drift report. ``drifted`` is the channel's alert state after
+    hysteresis; drift_version 2 adds the other scores and the raw ``bins`` counts (in the
+    bundle reference's bins) that receivers merge by addition."""
+
     channel: str
-    mean: float
-    std: float
+    mean: float | None
+    std: float | None
     reference_mean: float | None = None
     reference_std: float | None = None
     psi: float | None = None
     drifted: bool = False
+    js: float | None = None
+    ks: float | None = None
+    samples: int | None = Field(default=None, ge=0)
+    nonfinite: int | None = Field(default=None, ge=0)
+    over: list[str] = Field(default_factory=list)
+    """Metrics over their threshold in this report (before hysteresis)."""
+    bins: list[int] | None = None
+
+
+class OutputDrift(_Model):
+    """The model's outputs in a drift report (classifiers): raw counts and their PSI against the
+    reference's class distribution and top-class confidence histogram."""
+
+    windows: int = Field(ge=0)
+    class_psi: float | None = None
+    confidence_psi: float | None = None
+    classes: dict[str, int] = Field(default_factory=dict)
+    confidence: list[int] = Field(default_factory=list)
 
 
 class DriftBody(_Model):
+    """A drift report. Version 1 (no ``drift_version``) had channels' mean/std/psi only; version 2
+    adds ``report``, ``windows``, per-channel JS/KS/bins and ``outputs``. Every field added by
+    version 2 has a default, so version 1 bodies still validate."""
+
     stream: str | None = None
     model_name: str | None = None
     model_version: str | None = None
@@ -136,6 +163,12 @@ class DriftBody(_Model):
     channels: list[ChannelDrift] = Field(default_factory=list)
     psi: float | None = None
     drifted: bool = False
+    drift_version: Literal[1, 2] = 1
+    report: int | None = Field(default=None, ge=0)
+    windows: int | None = Field(default=None, ge=0)
+    skipped_windows: int | None = Field(default=None, ge=0)
+    """Windows inferred while the report was open but not counted (the agent's CPU budget)."""
+    outputs: OutputDrift | None = None
 
 
 class OtaProgressBody(_Model):

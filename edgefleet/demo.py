@@ -1,8 +1,9 @@
 """``edgefleet demo``: the whole system on one machine.
 
 A broker (Mosquitto when installed, else the embedded pure-Python amqtt broker speaking
-MQTT 3.1.1), the controller with its dashboard, and three real agents replaying the
-BasicMotions test recordings through the shipped demo models. Every part is a real
+MQTT 3.1.1), the controller with its dashboard, and four real agents replaying the
+BasicMotions test recordings through the shipped demo models (the fourth with an injected
+sensor fault, so its drift alert shows in the dashboard). Every part is a real
 ``edgefleet`` process; the demo only writes their configs, starts them and prints a live
 summary read from the controller's API. Ctrl-C stops everything cleanly.
 """
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgefleet.demo_fault import FAULTY_DEVICE_INDEX, faulty_device_toml
 from edgefleet.errors import EdgefleetError
 
 __all__ = ["DemoFleet", "DemoSettings", "find_models_dir"]
@@ -86,7 +88,7 @@ def _wait_for_port(port: int, timeout: float, what: str, log: Path) -> None:
 
 @dataclass
 class DemoSettings:
-    devices: int = 3
+    devices: int = 4  # the fourth replays an injected sensor fault (edgefleet/demo_fault.py)
     http_port: int = 8080
     workdir: Path | None = None
     seconds: float | None = None
@@ -191,13 +193,7 @@ class DemoFleet:
         stream = models / "data" / "basicmotions_test_stream.csv"
         speed = REPLAY_SPEEDS[index % len(REPLAY_SPEEDS)]
         state = self.workdir / device_id
-        return f"""\
-[device]
-id = "{device_id}"
-name = "Demo device {index + 1}"
-tags = ["demo"]
-state_dir = "{state}"
-
+        source = f"""\
 [[sources]]
 type = "replay"
 name = "imu"
@@ -207,7 +203,18 @@ ignore_columns = ["label"]
 speed = {speed}
 realtime = true
 loop = true
+"""
+        drift = ""
+        if index == FAULTY_DEVICE_INDEX:
+            source, drift = faulty_device_toml(models, self.workdir, max(REPLAY_SPEEDS))
+        return f"""\
+[device]
+id = "{device_id}"
+name = "Demo device {index + 1}"
+tags = ["demo"]
+state_dir = "{state}"
 
+{source}
 [model]
 bundle = "{bundle}"
 
@@ -230,7 +237,7 @@ metrics_interval_s = 2.0
 
 [logging]
 level = "warning"
-"""
+{drift}"""
 
     def _start_agents(self) -> None:
         models = find_models_dir()

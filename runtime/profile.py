@@ -4,7 +4,13 @@ A bundle stores, for every input channel, moments, range and a quantile histogra
 (un-normalized) training samples, and for the outputs the class distribution (classification)
 or per-value mean and std. Live data is compared against it with the same bin edges:
 :func:`histogram` puts live values into the reference bins (outer bins open-ended) and
-:func:`population_stability_index` scores the difference.
+:func:`population_stability_index` scores the difference (:mod:`edgefleet.runtime.drift_stats`
+has the full set of drift statistics on mergeable bin counts).
+
+Profiles written by this version (manifest ``schema_version`` 2) have ``DEFAULT_BINS`` = 100
+percentile bins per channel, fine enough for a binned Kolmogorov-Smirnov statistic, and, for
+classifiers, the top-class confidence histogram; profiles of schema 1 (10 bins, no confidence
+histogram) still load and are scored with what they have.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgefleet.types import FloatArray
 
 __all__ = [
+    "CONFIDENCE_EDGES",
+    "DEFAULT_BINS",
     "ChannelProfile",
     "OutputProfile",
     "ReferenceProfile",
@@ -27,7 +35,9 @@ __all__ = [
     "reference_profile",
 ]
 
-DEFAULT_BINS = 10
+DEFAULT_BINS = 100
+CONFIDENCE_EDGES: tuple[float, ...] = tuple(float(e) for e in np.linspace(0.0, 1.0, 11))
+"""Bin edges of the top-class confidence histogram (ten bins of 0.1 over [0, 1])."""
 _PSI_FLOOR = 1e-4  # keeps empty bins from making PSI infinite
 
 
@@ -67,7 +77,9 @@ class OutputProfile(BaseModel):
     """What the model answered on the reference windows.
 
     ``mean``/``std`` are per value of the (first) output; ``class_distribution`` maps each label to
-    the fraction of reference windows whose argmax it was (classification only).
+    the fraction of reference windows whose argmax it was (classification only);
+    ``confidence_histogram`` the fraction of reference windows whose top-class confidence fell
+    in each bin of ``confidence_edges`` (classification only; manifest schema 2).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,11 +88,24 @@ class OutputProfile(BaseModel):
     mean: list[float]
     std: list[float]
     class_distribution: dict[str, float] | None = None
+    confidence_edges: list[float] | None = None
+    confidence_histogram: list[float] | None = None
 
     @model_validator(mode="after")
     def _check_lengths(self) -> OutputProfile:
         if len(self.mean) != len(self.std):
             raise ValueError(f"output {self.name!r}: {len(self.mean)} means but {len(self.std)} stds")
+        if (self.confidence_edges is None) != (self.confidence_histogram is None):
+            raise ValueError(f"output {self.name!r}: confidence_edges and confidence_histogram go together")
+        if (
+            self.confidence_edges is not None
+            and self.confidence_histogram is not None
+            and len(self.confidence_edges) != len(self.confidence_histogram) + 1
+        ):
+            raise ValueError(
+                f"output {self.name!r}: {len(self.confidence_edges)} confidence edges for "
+                f"{len(self.confidence_histogram)} bins; expected bins + 1 edges"
+            )
         return self
 
 
@@ -144,8 +169,18 @@ def _channel_profile(name: str, values: npt.NDArray[np.float64], bins: int) -> C
     )
 
 
-def output_profile(name: str, values: npt.ArrayLike, labels: Sequence[str] | None = None) -> OutputProfile:
-    """Profile of one model output over the reference windows; ``values`` is (N, ...) float."""
+def output_profile(
+    name: str,
+    values: npt.ArrayLike,
+    labels: Sequence[str] | None = None,
+    *,
+    confidences: npt.ArrayLike | None = None,
+) -> OutputProfile:
+    """Profile of one model output over the reference windows; ``values`` is (N, ...) float.
+
+    ``confidences`` (one top-class score per window, as the bundle interprets the output) adds
+    the confidence histogram over :data:`CONFIDENCE_EDGES`.
+    """
     arr = np.asarray(values, dtype=np.float64)
     flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
     distribution: dict[str, float] | None = None
@@ -161,6 +196,10 @@ def output_profile(name: str, values: npt.ArrayLike, labels: Sequence[str] | Non
         mean=[float(v) for v in flat.mean(axis=0)],
         std=[float(v) for v in flat.std(axis=0)],
         class_distribution=distribution,
+        confidence_edges=None if confidences is None else list(CONFIDENCE_EDGES),
+        confidence_histogram=None
+        if confidences is None
+        else [float(h) for h in histogram(confidences, CONFIDENCE_EDGES)],
     )
 
 

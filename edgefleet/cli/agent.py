@@ -234,6 +234,7 @@ def _render(
             f"{stream.get('bad_samples', 0)} bad samples"
             + (f", ERROR {stream['source_error']}" if stream.get("source_error") else "")
         )
+    lines += _drift_lines(status)
     facts = store_facts or {}
     if facts.get("size_bytes") is not None:
         backlog = facts.get("outbox_backlog") or {}
@@ -261,3 +262,9 @@ def _sync_line(sync: dict[str, Any]) -> str:
     keys = ("state", "connected", "last_error")
     shown = [f"{k}={sync[k]}" for k in keys if k in sync and sync[k] is not None]
     return ", ".join(shown) or json.dumps(sync, default=str)[:200]
+
+
+def _drift_lines(status: dict[str, Any]) -> list[str]:
+    from edgefleet.cli.drift import drift_status_lines
+
+    return drift_status_lines(status)

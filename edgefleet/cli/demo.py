@@ -16,7 +16,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "its dashboard, and agents replaying the BasicMotions test data through the demo models. "
         "Prints the dashboard URL and a live summary; Ctrl-C stops everything.",
     )
-    parser.add_argument("--devices", type=int, default=3, help="number of agents (default 3)")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=4,
+        help="number of agents (default 4; the fourth replays a sensor fault)",
+    )
     parser.add_argument("--http-port", type=int, default=8080, help="dashboard port (default 8080; 0: any)")
     parser.add_argument(
         "--workdir", type=Path, help="where configs, logs and stores go (default: a temp dir)"

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "config",
     "model",
     "bundle",
+    "drift",
     "sync",
     "device",
     "store",

@@ -1,4 +1,5 @@
-"""`edgefleet demo` shows three live devices with real results in the dashboard (headless Chromium)."""
+"""`edgefleet demo` shows four live devices with real results in the dashboard (headless Chromium);
+the fourth replays an injected sensor fault and shows as drifted."""
 
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ class DemoOutput:
         return None
 
 
-def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path) -> None:
+def test_demo_shows_four_live_devices_with_results_and_the_faulty_one_drifted(
+    browser: Any, tmp_path: Path
+) -> None:
     workdir = tmp_path / "demo"
     process = subprocess.Popen(
-        edgefleet_command("demo", "--seconds", "60", "--http-port", "0", "--workdir", str(workdir)),
+        edgefleet_command("demo", "--seconds", "90", "--http-port", "0", "--workdir", str(workdir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -70,22 +73,34 @@ def test_demo_shows_three_live_devices_with_results(browser: Any, tmp_path: Path
         page.fill("#password", password)
         page.click("#password-form button[type=submit]")
         page.wait_for_url("**/static/index.html**")
-        page.wait_for_function("() => document.getElementById('count-online').textContent === '3'")
+        page.wait_for_function("() => document.getElementById('count-online').textContent === '4'")
         # Real results: every agent's replayed windows were classified and stored by the controller.
         page.wait_for_function(
             "() => [...document.querySelectorAll('#devices tbody tr[data-online=true] td[data-results]')]"
-            ".filter(c => Number(c.dataset.results) > 0).length === 3",
+            ".filter(c => Number(c.dataset.results) > 0).length === 4",
             timeout=45_000,
         )
         page.wait_for_function(
             "() => [...document.querySelectorAll('#devices td[data-throughput]')]"
-            ".filter(c => Number(c.dataset.throughput) > 0).length === 3",
+            ".filter(c => Number(c.dataset.throughput) > 0).length === 4",
             timeout=30_000,
         )
         ids: list[str] = page.eval_on_selector_all(
             "#devices tbody tr", "rows => rows.map(r => r.dataset.device)"
         )
-        assert ids == ["demo-01", "demo-02", "demo-03"]
+        assert ids == ["demo-01", "demo-02", "demo-03", "demo-04"]
+
+        # demo-04's acc_y is offset by one std (edgefleet/demo_fault.py): its agent flags drift.
+        def demo_04_drifted() -> bool:
+            page.reload()
+            page.wait_for_selector("#devices tbody tr[data-device='demo-04']")
+            return page.query_selector("#devices tbody tr[data-device='demo-04'] .badge.drifted") is not None
+
+        wait_for(demo_04_drifted, timeout=60, what="demo-04 shown as drifted")
+        drifted = page.eval_on_selector_all(
+            "#devices tbody tr .badge.drifted", "cells => cells.map(c => c.closest('tr').dataset.device)"
+        )
+        assert drifted == ["demo-04"]
         labels = page.eval_on_selector_all(
             "#devices tbody tr td:nth-child(8)", "cells => cells.map(c => c.textContent)"
         )

@@ -131,7 +131,10 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 
 def test_unknown_key_without_close_match_lists_known_keys(tmp_path: Path) -> None:
     issues = issues_of(MINIMAL + "\n[drift]\nzzz = 1\n", tmp_path)
-    assert "known keys: enabled, interval_s, windows, psi_threshold" in issues["drift.zzz"].expected
+    assert (
+        "known keys: enabled, interval_s, windows, psi_threshold, js_threshold, ks_threshold"
+        in issues["drift.zzz"].expected
+    )
 
 
 def test_unknown_source_type_lists_the_known_ones(tmp_path: Path) -> None:

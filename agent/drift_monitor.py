@@ -1,0 +1,390 @@
+"""The drift monitor: live windows -> per-sample bin counts -> reports -> alerts with hysteresis.
+
+Shared by the agent (:mod:`edgefleet.agent.drift_observer` feeds it every inferred batch) and
+``edgefleet drift check`` (which feeds it a recording cut into the same windows), so both count,
+report and alert identically.
+
+* **Every sample once.** Windows overlap (``hop < window_length``), so only the samples of a
+  window that no earlier window of its stream covered are counted: per stream the monitor keeps
+  the end of the last counted window and counts each window's rows from there on. In the usual
+  case (consecutive windows) that is the last ``hop`` rows of every window, one slice per batch.
+* **Reports** close after ``windows`` windows or ``interval_s`` seconds, whichever comes first,
+  and are scored with :func:`edgefleet.runtime.drift_stats.score_counts`.
+* **Hysteresis.** A channel is *over* in a report when any of its PSI / JS / KS scores is over its
+  threshold; it is flagged after ``alert_after`` consecutive reports over and cleared after
+  ``clear_after`` consecutive reports under every threshold. Reports with fewer than
+  ``min_samples`` samples on a channel are scored and sent but leave its state alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.agent.config import DriftConfig
+from edgefleet.runtime.drift_stats import BinCounter, ChannelScore, DriftCounts, DriftScores, score_counts
+from edgefleet.runtime.profile import ReferenceProfile
+
+__all__ = [
+    "ChannelState",
+    "DriftAlert",
+    "DriftMonitor",
+    "DriftReport",
+    "DriftSettings",
+]
+
+METRICS = ("psi", "js", "ks")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """The ``[drift]`` keys the monitor uses (``enabled`` is the caller's business)."""
+
+    interval_s: float = 300.0
+    windows: int = 256
+    psi_threshold: float = 0.1
+    js_threshold: float = 0.15
+    ks_threshold: float = 0.15
+    alert_after: int = 2
+    clear_after: int = 3
+    min_samples: int = 1000
+
+    @classmethod
+    def from_config(cls, config: DriftConfig) -> DriftSettings:
+        return cls(
+            interval_s=config.interval_s,
+            windows=config.windows,
+            psi_threshold=config.psi_threshold,
+            js_threshold=config.js_threshold,
+            ks_threshold=config.ks_threshold,
+            alert_after=config.alert_after,
+            clear_after=config.clear_after,
+            min_samples=config.min_samples,
+        )
+
+    def thresholds(self) -> dict[str, float]:
+        return {"psi": self.psi_threshold, "js": self.js_threshold, "ks": self.ks_threshold}
+
+
+@dataclass(frozen=True)
+class DriftAlert:
+    """A channel's alert state changed in report ``report``: ``kind`` ``alert`` or ``cleared``."""
+
+    kind: Literal["alert", "cleared"]
+    report: int
+    channel: str
+    metric: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": self.report, "channel": self.channel, "metric": self.metric, "score": self.score}
+
+
+@dataclass
+class ChannelState:
+    """Hysteresis state of one channel."""
+
+    drifted: bool = False
+    over_streak: int = 0
+    under_streak: int = 0
+    metric: str | None = None
+    score: float | None = None
+    since_report: int | None = None
+
+    def update(
+        self,
+        report: int,
+        channel: str,
+        over: dict[str, float],
+        ratios: dict[str, float],
+        settings: DriftSettings,
+    ) -> DriftAlert | None:
+        if over:
+            self.over_streak += 1
+            self.under_streak = 0
+            self.metric = max(over, key=lambda m: ratios[m])
+            self.score = over[self.metric]
+        else:
+            self.under_streak += 1
+            self.over_streak = 0
+        if not self.drifted and self.over_streak >= settings.alert_after:
+            self.drifted, self.since_report = True, report
+            return DriftAlert("alert", report, channel, self.metric or "psi", self.score or 0.0)
+        if self.drifted and self.under_streak >= settings.clear_after:
+            self.drifted, self.since_report = False, report
+            return DriftAlert("cleared", report, channel, self.metric or "psi", self.score or 0.0)
+        return None
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """One closed report: its span, scores, raw counts and the alerts it raised or cleared."""
+
+    index: int
+    start_sample: int
+    end_sample: int
+    window_start: float
+    window_end: float
+    windows: int
+    skipped_windows: int
+    scores: DriftScores
+    counts: DriftCounts
+    over: dict[str, list[str]]
+    drifted: dict[str, bool]
+    alerts: list[DriftAlert] = field(default_factory=list)
+
+    @property
+    def any_drifted(self) -> bool:
+        return any(self.drifted.values())
+
+    def channel(self, name: str) -> ChannelScore:
+        return next(c for c in self.scores.channels if c.name == name)
+
+    def summary(self) -> dict[str, Any]:
+        """The report as ``edgefleet drift check --json`` prints it."""
+        return {
+            "index": self.index,
+            "start_sample": self.start_sample,
+            "end_sample": self.end_sample,
+            "drifted": self.any_drifted,
+            "channels": {
+                c.name: {"psi": c.psi, "js": c.js, "ks": c.ks, "drifted": self.drifted[c.name]}
+                for c in self.scores.channels
+            },
+        }
+
+    def body(
+        self, *, model_name: str | None, model_version: str | None, stream: str | None
+    ) -> dict[str, Any]:
+        """The report as a ``drift`` message body (``DriftBody`` version 2, cloud_sync.protocol)."""
+        psis = [c.psi for c in self.scores.channels if c.psi is not None]
+        outputs = self.scores.outputs
+        return {
+            "stream": stream,
+            "model_name": model_name,
+            "model_version": model_version,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "samples": int(self.counts.samples.max(initial=0)),
+            "channels": [
+                {
+                    "channel": c.name,
+                    "mean": c.mean,
+                    "std": c.std,
+                    "reference_mean": c.reference_mean,
+                    "reference_std": c.reference_std,
+                    "psi": c.psi,
+                    "drifted": self.drifted[c.name],
+                    "js": c.js,
+                    "ks": c.ks,
+                    "samples": c.samples,
+                    "nonfinite": c.nonfinite,
+                    "over": self.over[c.name],
+                    "bins": c.bins,
+                }
+                for c in self.scores.channels
+            ],
+            "psi": max(psis) if psis else None,
+            "drifted": self.any_drifted,
+            "drift_version": 2,
+            "report": self.index,
+            "windows": self.windows,
+            "skipped_windows": self.skipped_windows,
+            "outputs": None
+            if outputs is None
+            else {
+                "windows": outputs.windows,
+                "class_psi": outputs.class_psi,
+                "confidence_psi": outputs.confidence_psi,
+                "classes": outputs.classes,
+                "confidence": outputs.confidence,
+            },
+        }
+
+
+class DriftMonitor:
+    """Counts live windows against ``profile`` and closes a :class:`DriftReport` when one is due.
+
+    Single-threaded: call :meth:`add_windows` / :meth:`flush` from one thread. :meth:`state`
+    returns a copy and may be read from others.
+    """
+
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        *,
+        window_length: int,
+        labels: Sequence[str] = (),
+        settings: DriftSettings | None = None,
+        on_report: Callable[[DriftReport], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.profile = profile
+        self.settings = settings or DriftSettings()
+        self.window_length = window_length
+        self.labels = list(labels)
+        self.channel_names = [c.name for c in profile.channels]
+        self._counter = BinCounter(profile, self.labels)
+        self._on_report = on_report
+        self._clock = clock
+        self._last_end: dict[str, int] = {}
+        self.states = {name: ChannelState() for name in self.channel_names}
+        self.reports = 0
+        self.last_report: DriftReport | None = None
+        self._reset_span()
+
+    def _reset_span(self) -> None:
+        self._span_windows = 0
+        self._span_skipped = 0
+        self._span_started = self._clock()
+        self._first_sample: int | None = None
+        self._last_sample = 0
+        self._t0 = float("inf")
+        self._t1 = float("-inf")
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def skip(self, windows: int) -> None:
+        """Note ``windows`` that were inferred but not counted (reported as ``skipped_windows``)."""
+        self._span_skipped += windows
+
+    def add_windows(
+        self,
+        stream: str,
+        start_index: npt.ArrayLike,
+        data: npt.NDArray[Any],
+        *,
+        start_ts: npt.ArrayLike | None = None,
+        end_ts: npt.ArrayLike | None = None,
+        labels: Sequence[str | None] | None = None,
+        scores: Sequence[float | None] | None = None,
+    ) -> list[DriftReport]:
+        """Count windows ``data`` (``(N, window_length, C)``, oldest first) of ``stream`` whose
+        first samples have indices ``start_index``; returns the reports this closed."""
+        starts = np.asarray(start_index, dtype=np.int64)
+        n = len(starts)
+        t0 = None if start_ts is None else np.asarray(start_ts, dtype=np.float64)
+        t1 = None if end_ts is None else np.asarray(end_ts, dtype=np.float64)
+        closed: list[DriftReport] = []
+        at = 0
+        while at < n:
+            take = min(n - at, self.settings.windows - self._span_windows)
+            part = slice(at, at + take)
+            self._count(stream, starts[part], data[part])
+            if labels is not None and scores is not None:
+                confidences = np.array([np.nan if s is None else s for s in scores[part]], dtype=np.float64)
+                self._counter.add_outputs(labels[part], confidences)
+            if t0 is not None and t1 is not None:
+                self._t0 = min(self._t0, float(t0[part].min()))
+                self._t1 = max(self._t1, float(t1[part].max()))
+            self._span_windows += take
+            at += take
+            if self._due():
+                closed.append(self._close())
+        return closed
+
+    def _count(self, stream: str, starts: npt.NDArray[np.int64], data: npt.NDArray[Any]) -> None:
+        length = self.window_length
+        last_end = self._last_end.get(stream, -1)
+        if last_end >= 0 and starts[0] + length < last_end:
+            last_end = -1  # the stream's indices started again (a new source or buffer)
+        ends = starts + length
+        previous = np.maximum.accumulate(np.concatenate(([last_end], ends[:-1])))
+        skip = np.clip(previous - starts, 0, length)
+        channels = data.shape[2]
+        if np.all(skip == skip[0]):
+            block = data[:, int(skip[0]) :, :].reshape(-1, channels)
+        elif len(skip) > 1 and np.all(skip[1:] == skip[1]):
+            # the usual batch after a gap or at a stream's start: only its first window differs
+            rest = data[1:, int(skip[1]) :, :].reshape(-1, channels)
+            block = np.concatenate([data[0, int(skip[0]) :, :], rest])
+        else:
+            block = np.concatenate([data[i, int(k) :, :] for i, k in enumerate(skip)])
+        self._counter.add_samples(block)
+        new_first = int(starts[0] + skip[0])
+        self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
+        self._last_sample = max(self._last_sample, int(ends[-1]))
+        self._last_end[stream] = max(last_end, int(ends[-1]))
+
+    def _due(self) -> bool:
+        if self._span_windows >= self.settings.windows:
+            return True
+        return self._span_windows > 0 and self._clock() - self._span_started >= self.settings.interval_s
+
+    def poll(self) -> DriftReport | None:
+        """Close the report if its interval has passed (call when no windows come)."""
+        return self._close() if self._due() else None
+
+    def flush(self) -> DriftReport | None:
+        """Close the report now if it counted anything (end of a recording, shutdown)."""
+        return self._close() if self._span_windows > 0 else None
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def _close(self) -> DriftReport:
+        counts = self._counter.take()
+        scores = score_counts(self.profile, counts, self.labels)
+        thresholds = self.settings.thresholds()
+        index = self.reports
+        alerts: list[DriftAlert] = []
+        over_by_channel: dict[str, list[str]] = {}
+        for score in scores.channels:
+            values = {m: getattr(score, m) for m in METRICS}
+            over = {m: v for m, v in values.items() if v is not None and v > thresholds[m]}
+            over_by_channel[score.name] = sorted(over)
+            if score.samples < self.settings.min_samples:
+                continue  # too few samples to judge: sent, but the state stays
+            ratios = {m: v / thresholds[m] for m, v in over.items()}
+            change = self.states[score.name].update(index, score.name, over, ratios, self.settings)
+            if change is not None:
+                alerts.append(change)
+        first = self._first_sample if self._first_sample is not None else self._last_sample
+        report = DriftReport(
+            index=index,
+            start_sample=first,
+            end_sample=self._last_sample,
+            window_start=self._t0 if np.isfinite(self._t0) else float(first),
+            window_end=self._t1 if np.isfinite(self._t1) else float(self._last_sample),
+            windows=self._span_windows,
+            skipped_windows=self._span_skipped,
+            scores=scores,
+            counts=counts,
+            over=over_by_channel,
+            drifted={name: state.drifted for name, state in self.states.items()},
+            alerts=alerts,
+        )
+        self.reports += 1
+        self.last_report = report
+        self._reset_span()
+        if self._on_report is not None:
+            self._on_report(report)
+        return report
+
+    def state(self) -> dict[str, Any]:
+        """Per channel: alert state and the latest scores (what ``agent status`` shows)."""
+        last = self.last_report
+        channels: dict[str, Any] = {}
+        for name, state in self.states.items():
+            score = last.channel(name) if last is not None else None
+            channels[name] = {
+                "drifted": state.drifted,
+                "metric": state.metric if state.drifted else None,
+                "since_report": state.since_report,
+                "psi": None if score is None else score.psi,
+                "js": None if score is None else score.js,
+                "ks": None if score is None else score.ks,
+            }
+        outputs = last.scores.outputs if last is not None else None
+        return {
+            "reports": self.reports,
+            "drifted": any(s.drifted for s in self.states.values()),
+            "channels": channels,
+            "outputs": None
+            if outputs is None
+            else {"class_psi": outputs.class_psi, "confidence_psi": outputs.confidence_psi},
+        }

@@ -1,0 +1,178 @@
+"""The agent's side of drift: a pipeline batch observer around :class:`DriftMonitor`.
+
+The service builds one :class:`DriftObserver` per pipeline when ``[drift] enabled``, attaches it
+to each bundle the pipeline loads (:meth:`attach`: a bundle without a reference profile turns
+drift off with one log line and one event) and passes it to the pipeline as an observer. Each
+closed report is queued as a ``drift`` message (version 2 body, raw bin counts included) in the
+store's outbox; each alert change becomes a ``drift.alert`` / ``drift.cleared`` event naming the
+channel, metric and score. ``agent status`` shows :meth:`status`.
+
+CPU budget (``[drift] max_cpu``): the observer runs in the pipeline's writer thread and times
+itself with a token bucket that fills at ``max_cpu`` seconds per second. While the bucket is
+empty whole batches are skipped (noted in the report as ``skipped_windows``), so at saturation
+drift never takes more than that share of a core; at sensor rates nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from edgefleet.agent.config import DriftConfig
+from edgefleet.agent.drift_monitor import DriftMonitor, DriftReport, DriftSettings
+from edgefleet.agent.sources.base import RateLimitedLog
+from edgefleet.agent.store import PRIORITY_TELEMETRY, Store
+from edgefleet.runtime.batcher import Batch
+from edgefleet.runtime.bundle import Bundle, Prediction
+
+__all__ = ["DriftObserver"]
+
+log = logging.getLogger(__name__)
+
+_BURST_S = 0.05  # CPU seconds drift may spend at once before the budget applies
+
+
+class DriftObserver:
+    """Pipeline observer feeding a :class:`DriftMonitor`; thread-safe for :meth:`status`."""
+
+    def __init__(self, config: DriftConfig, store: Store) -> None:
+        self.config = config
+        self.settings = DriftSettings.from_config(config)
+        self.store = store
+        self._lock = threading.Lock()
+        self._monitor: DriftMonitor | None = None
+        self._model: tuple[str | None, str | None] = (None, None)
+        self._off_reason: str | None = "no bundle loaded yet"
+        self._failures = RateLimitedLog(log, 60.0)
+        self._budget_per_s = config.max_cpu
+        self._tokens = 0.0
+        self._refilled_at = time.perf_counter()
+        self.skipped_windows = 0
+
+    def attach(self, bundle: Bundle) -> None:
+        """Start counting against ``bundle``'s reference profile (or turn drift off without one)."""
+        manifest = bundle.manifest
+        with self._lock:
+            self._model = (manifest.name, str(manifest.version))
+            if manifest.reference is None:
+                self._monitor = None
+                self._off_reason = f"bundle {manifest.name} {manifest.version} has no reference profile"
+                log.warning("drift monitoring off: %s (rebuild it with --reference-data)", self._off_reason)
+                self._event("drift_off", f"drift monitoring off: {self._off_reason}", level="warning")
+                return
+            labels = manifest.labels if manifest.task == "classification" else []
+            self._monitor = DriftMonitor(
+                manifest.reference,
+                window_length=manifest.preprocessing.window_length,
+                labels=labels,
+                settings=self.settings,
+                on_report=self._publish,
+            )
+            self._off_reason = None
+
+    def __call__(self, batch: Batch, predictions: Sequence[Prediction]) -> None:
+        monitor = self._monitor
+        if monitor is None or len(batch) == 0:
+            return
+        started = time.perf_counter()
+        self._tokens = min(_BURST_S, self._tokens + (started - self._refilled_at) * self._budget_per_s)
+        self._refilled_at = started
+        if self._tokens < 0:
+            with self._lock:
+                monitor.skip(len(batch))
+                self.skipped_windows += len(batch)
+            return
+        self._count(monitor, batch, predictions)
+        self._tokens -= time.perf_counter() - started
+
+    def _count(self, monitor: DriftMonitor, batch: Batch, predictions: Sequence[Prediction]) -> None:
+        labels = [p.label for p in predictions] if monitor.labels else None
+        scores = [p.score for p in predictions] if monitor.labels else None
+        for stream, rows, starts, data, t0, t1 in _groups(batch):
+            with self._lock:
+                monitor.add_windows(
+                    stream,
+                    starts,
+                    data,
+                    start_ts=t0,
+                    end_ts=t1,
+                    labels=None if labels is None else [labels[i] for i in rows],
+                    scores=None if scores is None else [scores[i] for i in rows],
+                )
+
+    def flush(self) -> None:
+        """Close and send the open report, if it counted anything (the agent stops or reloads)."""
+        with self._lock:
+            if self._monitor is not None:
+                self._monitor.flush()
+
+    def _publish(self, report: DriftReport) -> None:
+        name, version = self._model
+        try:
+            self.store.enqueue(
+                "drift",
+                report.body(model_name=name, model_version=version, stream=None),
+                priority=PRIORITY_TELEMETRY,
+            )
+        except Exception as exc:  # a full or failing store must never stop inference
+            self._failures.warning("drift report %d not stored: %s", report.index, exc)
+        for alert in report.alerts:
+            what = "drifted" if alert.kind == "alert" else "back within the reference"
+            score = f"{alert.metric} {alert.score:.3f}"
+            message = f"input channel {alert.channel} {what}: {score} (report {alert.report})"
+            if alert.kind == "alert":
+                log.warning("%s", message)
+            else:
+                log.info("%s", message)
+            self._event(
+                f"drift.{alert.kind}",
+                message,
+                level="warning" if alert.kind == "alert" else "info",
+                data=alert.to_dict(),
+            )
+
+    def _event(self, kind: str, message: str, *, level: str, data: dict[str, Any] | None = None) -> None:
+        try:
+            self.store.add_event(kind, message, level=level, data=data)
+        except Exception as exc:
+            self._failures.warning("could not record %s event: %s", kind, exc)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            monitor = self._monitor
+            if monitor is None:
+                return {"enabled": False, "reason": self._off_reason}
+            return {"enabled": True, "skipped_windows": self.skipped_windows, **monitor.state()}
+
+
+def _groups(batch: Batch) -> list[tuple[str, Sequence[int], Any, Any, Any, Any]]:
+    """The batch per stream: ``(stream, rows, start_index, data, start_ts, end_ts)``, oldest first;
+    ``rows`` are the windows' positions in the batch (and in its predictions)."""
+    if batch.parts:
+        groups: list[tuple[str, Sequence[int], Any, Any, Any, Any]] = []
+        at = 0
+        for p in batch.parts:
+            groups.append((p.stream, range(at, at + len(p)), p.start_index, p.data, p.start_ts, p.end_ts))
+            at += len(p)
+        return groups
+    by_stream: dict[str, list[int]] = {}
+    for i, window in enumerate(batch.windows):
+        by_stream.setdefault(window.stream, []).append(i)
+    windows = batch.windows
+    groups = []
+    for stream, rows in by_stream.items():
+        rows.sort(key=lambda i: windows[i].start_index)
+        groups.append(
+            (
+                stream,
+                rows,
+                [windows[i].start_index for i in rows],
+                batch.data[rows],
+                [windows[i].start_ts for i in rows],
+                [windows[i].end_ts for i in rows],
+            )
+        )
+    return groups

@@ -1,0 +1,150 @@
+"""Drift in the running pipeline: real bundle, real replay source, real SQLite store.
+
+The BasicMotions test recording (looped three times) is replayed as fast as possible through
+the pipeline with the agent's :class:`DriftObserver`: clean it raises no alert; with a fault it
+raises ``drift.alert`` naming the faulty channel, and every report reaches the outbox as a
+valid ``drift`` message carrying raw bin counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefleet.agent.config import DriftConfig
+from edgefleet.agent.drift_observer import DriftObserver
+from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
+from edgefleet.agent.sources import ReplaySourceConfig, create_source
+from edgefleet.agent.store import Store, StoreConfig
+from edgefleet.cloud_sync.protocol import DriftBody
+from edgefleet.runtime.bundle import Bundle, load_bundle
+from edgefleet.runtime.bundle_manifest import BundleManifest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+BUNDLE = REPO / "models" / "bundles" / "basicmotions-edge-tflite"
+RECORDING = REPO / "models" / "data" / "basicmotions_test_stream.npz"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open(tmp_path / "store.db", StoreConfig(path=tmp_path / "store.db"))
+    yield store
+    store.close()
+
+
+def _recording(tmp_path: Path, fault: str | None) -> Path:
+    data = np.tile(np.load(RECORDING)["samples"].astype(np.float32), (3, 1))
+    if fault == "stuck gyr_x":
+        data[:, 3] = data[0, 3]
+    path = tmp_path / f"{fault or 'clean'}.npy".replace(" ", "_")
+    np.save(path, data)
+    return path
+
+
+def _run(bundle: Bundle, store: Store, recording: Path, config: DriftConfig) -> DriftObserver:
+    drift = DriftObserver(config, store)
+
+    def load() -> Bundle:
+        drift.attach(bundle)
+        return bundle
+
+    source = ReplaySourceConfig(name="imu", file=recording, realtime=False, rate_hz=10.0)
+    pipeline = Pipeline(
+        store=store,
+        streams=[StreamSpec("imu", partial(create_source, source))],
+        load_bundle=load,
+        settings=PipelineSettings(backpressure="block", max_batch_size=16),
+        observers=[drift],
+    )
+    pipeline.start()
+    deadline = time.monotonic() + 120
+    while (
+        not all(getattr(s, "finished", False) for s in pipeline.sources().values()) or not pipeline.sources()
+    ):
+        assert time.monotonic() < deadline, "replay did not finish"
+        time.sleep(0.05)
+    assert pipeline.stop(timeout=60).completed
+    return drift
+
+
+def _drift_messages(store: Store) -> list[DriftBody]:
+    return [DriftBody.model_validate(i.payload) for i in store.outbox_peek(10_000) if i.kind == "drift"]
+
+
+# max_cpu = 1: replaying as fast as possible must not skip batches where counts are checked.
+EVERY_BATCH = DriftConfig(max_cpu=1.0)
+
+
+def test_clean_replay_sends_reports_and_raises_no_alert(tmp_path: Path, store: Store) -> None:
+    bundle = load_bundle(BUNDLE)
+    drift = _run(bundle, store, _recording(tmp_path, None), EVERY_BATCH)
+    messages = _drift_messages(store)
+    assert len(messages) == 4  # 1198 windows: four full reports of 256, the rest still open
+    assert all(m.drift_version == 2 and m.windows == 256 for m in messages)
+    assert all(m.model_name == bundle.manifest.name for m in messages)
+    assert sum(messages[0].channels[0].bins or []) == 50 + 255 * 10  # each sample once
+    assert messages[0].outputs is not None
+    assert sum(messages[0].outputs.classes.values()) == 256
+    assert store.query_events(kind="drift.alert") == []
+    status = drift.status()
+    assert status["enabled"] is True
+    assert status["reports"] == 4
+    assert status["drifted"] is False
+    assert status["skipped_windows"] == 0
+    assert all(m.skipped_windows == 0 for m in messages)
+
+
+def test_max_cpu_skips_whole_batches_beyond_the_budget_and_says_so(tmp_path: Path, store: Store) -> None:
+    bundle = load_bundle(BUNDLE)
+    drift = _run(bundle, store, _recording(tmp_path, None), DriftConfig(max_cpu=1e-9, windows=8))
+    status = drift.status()
+    inferred = len(store.query_results(limit=100_000))
+    assert status["skipped_windows"] > 0
+    assert status["reports"] * 8 + status["skipped_windows"] <= inferred
+    messages = _drift_messages(store)
+    assert sum(m.skipped_windows or 0 for m in messages) <= status["skipped_windows"]
+
+
+def test_a_stuck_sensor_raises_one_alert_naming_its_channel(tmp_path: Path, store: Store) -> None:
+    bundle = load_bundle(BUNDLE)
+    drift = _run(bundle, store, _recording(tmp_path, "stuck gyr_x"), EVERY_BATCH)
+    alerts = store.query_events(kind="drift.alert")
+    assert len(alerts) == 1
+    data = alerts[0]["data"]
+    assert data["channel"] == "gyr_x"
+    assert data["report"] == 1
+    assert data["metric"] in ("psi", "js", "ks")
+    assert "gyr_x" in alerts[0]["message"]
+    assert drift.status()["channels"]["gyr_x"]["drifted"] is True
+    messages = _drift_messages(store)
+    assert [m.drifted for m in messages] == [False, True, True, True]
+    assert messages[1].channels[3].drifted is True
+    assert messages[0].channels[3].over  # over in report 0, flagged from report 1 (alert_after 2)
+
+
+def test_alert_after_one_flags_in_the_first_report(tmp_path: Path, store: Store) -> None:
+    bundle = load_bundle(BUNDLE)
+    _run(bundle, store, _recording(tmp_path, "stuck gyr_x"), DriftConfig(alert_after=1, max_cpu=1.0))
+    assert [e["data"]["report"] for e in store.query_events(kind="drift.alert")] == [0]
+
+
+def test_a_bundle_without_a_reference_profile_runs_with_drift_off(tmp_path: Path, store: Store) -> None:
+    bundle = load_bundle(BUNDLE)
+    plain = Bundle(
+        bundle.path, BundleManifest.model_validate({**bundle.manifest.model_dump(), "reference": None})
+    )
+    drift = _run(plain, store, _recording(tmp_path, None), DriftConfig())
+    assert drift.status() == {
+        "enabled": False,
+        "reason": f"bundle {plain.manifest.name} {plain.manifest.version} has no reference profile",
+    }
+    assert len(store.query_events(kind="drift_off")) == 1
+    assert _drift_messages(store) == []
+    assert len(store.query_results(limit=10_000)) > 0  # inference went on

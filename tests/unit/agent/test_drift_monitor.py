@@ -1,0 +1,221 @@
+"""The drift monitor's counting, report cadence and hysteresis (pure logic, synthetic profiles)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgefleet.agent.config import DriftConfig
+from edgefleet.agent.drift_monitor import ChannelState, DriftMonitor, DriftReport, DriftSettings
+from edgefleet.cloud_sync.protocol import DriftBody
+from edgefleet.runtime.drift_stats import BinCounter
+from edgefleet.runtime.profile import ReferenceProfile, output_profile, reference_profile
+
+L = 10
+
+
+def _profile(channels: int = 2, bins: int = 20) -> ReferenceProfile:
+    ref = np.random.default_rng(0).normal(size=(4000, channels))
+    return reference_profile(ref.reshape(-1, 1, channels), [f"c{i}" for i in range(channels)], bins=bins)
+
+
+def _windows(samples: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.arange(0, len(samples) - L + 1, hop)
+    return starts, np.stack([samples[s : s + L] for s in starts])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(L, 600),
+    hop=st.integers(1, 2 * L),
+    batch=st.integers(1, 40),
+)
+def test_every_sample_is_counted_once_per_channel_however_windows_overlap_and_batch(
+    seed: int, n: int, hop: int, batch: int
+) -> None:
+    profile = _profile()
+    samples = np.random.default_rng(seed).normal(size=(n, 2))
+    starts, windows = _windows(samples, hop)
+    monitor = DriftMonitor(profile, window_length=L, settings=DriftSettings(windows=10**6))
+    for at in range(0, len(starts), batch):
+        monitor.add_windows("s", starts[at : at + batch], windows[at : at + batch])
+    report = monitor.flush()
+    assert report is not None
+    # Exactly the samples some window covers: each once (with hop > L the gaps are never seen).
+    covered = np.zeros(n, dtype=bool)
+    for s in starts:
+        covered[s : s + L] = True
+    direct = BinCounter(profile)
+    direct.add_samples(samples[covered])
+    assert np.array_equal(report.counts.bins, direct.counts.bins)
+    assert report.start_sample == 0
+    assert report.end_sample == starts[-1] + L
+
+
+def test_streams_are_counted_apart_and_a_restarted_stream_counts_again() -> None:
+    profile = _profile()
+    samples = np.random.default_rng(1).normal(size=(100, 2))
+    starts, windows = _windows(samples, 5)
+    monitor = DriftMonitor(profile, window_length=L, settings=DriftSettings(windows=10**6))
+    monitor.add_windows("a", starts, windows)
+    monitor.add_windows("b", starts, windows)
+    monitor.add_windows("a", starts, windows)  # indices start again: a new source for stream a
+    report = monitor.flush()
+    assert report is not None
+    assert report.counts.samples.tolist() == [300, 300]
+
+
+def test_a_report_closes_after_windows_and_splits_a_batch_at_the_boundary() -> None:
+    samples = np.random.default_rng(2).normal(size=(400, 2))
+    starts, windows = _windows(samples, L)
+    monitor = DriftMonitor(_profile(), window_length=L, settings=DriftSettings(windows=16, min_samples=1))
+    closed = monitor.add_windows("s", starts[:39], windows[:39])
+    assert [r.windows for r in closed] == [16, 16]
+    assert [(r.start_sample, r.end_sample) for r in closed] == [(0, 160), (160, 320)]
+    last = monitor.flush()
+    assert last is not None
+    assert last.windows == 7
+    assert monitor.flush() is None  # nothing left
+
+
+def test_a_report_closes_after_interval_s_whichever_comes_first() -> None:
+    now = [0.0]
+    samples = np.random.default_rng(3).normal(size=(200, 2))
+    starts, windows = _windows(samples, L)
+    monitor = DriftMonitor(
+        _profile(),
+        window_length=L,
+        settings=DriftSettings(windows=1000, interval_s=30.0),
+        clock=lambda: now[0],
+    )
+    assert monitor.add_windows("s", starts[:3], windows[:3]) == []
+    assert monitor.poll() is None
+    now[0] = 31.0
+    report = monitor.poll()
+    assert report is not None
+    assert report.windows == 3
+
+
+def _report(monitor: DriftMonitor, shift: float, n: int = 400) -> DriftReport:
+    samples = np.random.default_rng(int(shift * 100) + monitor.reports).normal(size=(n, 2))
+    samples[:, 0] += shift
+    starts, windows = _windows(samples, L)
+    monitor.add_windows(f"r{monitor.reports}", starts, windows)  # a fresh stream: counted whole
+    report = monitor.flush()
+    assert report is not None
+    return report
+
+
+def test_hysteresis_alert_after_and_clear_after_one_noisy_report_never_flaps() -> None:
+    monitor = DriftMonitor(
+        _profile(),
+        window_length=L,
+        settings=DriftSettings(windows=10**6, alert_after=2, clear_after=3, min_samples=1),
+    )
+    assert _report(monitor, 0.0).alerts == []
+    noisy = _report(monitor, 3.0)
+    assert noisy.over["c0"]
+    assert not noisy.drifted["c0"]
+    assert noisy.alerts == []
+    assert _report(monitor, 0.0).alerts == []  # the streak broke
+    _report(monitor, 3.0)
+    flagged = _report(monitor, 3.0)
+    assert [(a.kind, a.channel, a.report) for a in flagged.alerts] == [("alert", "c0", 4)]
+    assert flagged.alerts[0].metric in ("psi", "js", "ks")
+    assert flagged.alerts[0].score > 0.1
+    assert flagged.drifted == {"c0": True, "c1": False}
+    assert _report(monitor, 0.0).alerts == []
+    assert _report(monitor, 0.0).alerts == []
+    assert _report(monitor, 3.0).alerts == []  # over again: the clear streak restarts
+    for _ in range(2):
+        assert _report(monitor, 0.0).alerts == []
+    cleared = _report(monitor, 0.0)
+    assert [(a.kind, a.channel) for a in cleared.alerts] == [("cleared", "c0")]
+    assert monitor.state()["channels"]["c0"]["drifted"] is False
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shift", "expect_over"),
+    [
+        ("psi_threshold", 50.0, 3.0, {"js", "ks"}),
+        ("js_threshold", 1.0, 3.0, {"psi", "ks"}),
+        ("ks_threshold", 1.0, 3.0, {"psi", "js"}),
+    ],
+)
+def test_each_threshold_key_decides_its_metric(
+    key: str, value: float, shift: float, expect_over: set[str]
+) -> None:
+    overrides: dict[str, Any] = {key: value}
+    chosen = replace(DriftSettings(windows=10**6, min_samples=1), **overrides)
+    monitor = DriftMonitor(_profile(), window_length=L, settings=chosen)
+    assert set(_report(monitor, shift).over["c0"]) == expect_over
+
+
+def test_min_samples_keeps_small_reports_from_moving_the_state() -> None:
+    monitor = DriftMonitor(
+        _profile(), window_length=L, settings=DriftSettings(windows=10**6, alert_after=1, min_samples=1000)
+    )
+    small = _report(monitor, 3.0, n=400)
+    assert small.over["c0"]
+    assert small.alerts == []
+    assert not small.drifted["c0"]
+    big = _report(monitor, 3.0, n=1200)
+    assert [a.channel for a in big.alerts] == ["c0"]
+
+
+def test_channel_state_names_the_metric_furthest_over_its_threshold() -> None:
+    state = ChannelState()
+    s = DriftSettings(alert_after=1)
+    alert = state.update(0, "x", {"psi": 0.3, "ks": 0.9}, {"psi": 3.0, "ks": 6.0}, s)
+    assert alert is not None
+    assert (alert.metric, alert.score) == ("ks", 0.9)
+
+
+def test_settings_mirror_every_drift_config_key() -> None:
+    config = DriftConfig(
+        interval_s=5, windows=9, psi_threshold=0.3, js_threshold=0.4, ks_threshold=0.5,
+        alert_after=4, clear_after=6, min_samples=7,
+    )  # fmt: skip
+    s = DriftSettings.from_config(config)
+    keys = set(DriftConfig.model_fields) - {"enabled", "max_cpu"}  # the agent's: drift_observer
+    assert {k: getattr(s, k) for k in keys} == {k: getattr(config, k) for k in keys}
+
+
+def test_report_body_is_a_valid_drift_body_version_2_and_version_1_still_validates() -> None:
+    profile = _profile()
+    labels = ["a", "b"]
+    profile.outputs = [
+        output_profile("out", np.array([[0.9, 0.1], [0.3, 0.7]]), labels, confidences=[0.9, 0.7])
+    ]
+    monitor = DriftMonitor(profile, window_length=L, labels=labels, settings=DriftSettings(windows=10**6))
+    samples = np.random.default_rng(5).normal(size=(100, 2))
+    starts, windows = _windows(samples, L)
+    monitor.add_windows("s", starts, windows, labels=["a"] * len(starts), scores=[0.95] * len(starts))
+    report = monitor.flush()
+    assert report is not None
+    body = DriftBody.model_validate(report.body(model_name="m", model_version="1.0.0", stream=None))
+    assert body.drift_version == 2
+    assert body.windows == len(starts)
+    assert body.channels[0].bins is not None
+    assert sum(body.channels[0].bins) == 100
+    assert body.outputs is not None
+    assert body.outputs.classes == {"a": len(starts), "b": 0}
+    assert body.outputs.class_psi is not None
+    assert body.outputs.class_psi > 0.1
+    old = DriftBody.model_validate(
+        {
+            "window_start": 1.0,
+            "window_end": 2.0,
+            "samples": 10,
+            "channels": [{"channel": "x", "mean": 0.0, "std": 1.0, "psi": 0.01}],
+            "psi": 0.01,
+        }
+    )
+    assert old.drift_version == 1
+    assert old.outputs is None
