@@ -3,8 +3,8 @@
 ``[fallback]`` and ``model.cloud_bundle`` describe a feature whose code has not landed: no
 fallback router is built from them (``[drift]`` is active: see
 :mod:`edgefleet.agent.drift_monitor`). Until it lands, ``edgefleet config check`` prints each
-of these as a note and the agent logs a warning at start and records an event, so that nobody trusts a section that does nothing. When a feature lands,
-its entry here goes.
+of these as a note and the agent logs a warning at start and records an event, so that nobody
+trusts a section that does nothing. When a feature lands, its entry here goes.
 """
 
 from __future__ import annotations
