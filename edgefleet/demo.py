@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgefleet.cli.extras import require_extra
 from edgefleet.errors import EdgefleetError
 
 __all__ = ["DemoFleet", "DemoSettings", "find_models_dir"]
@@ -72,9 +73,14 @@ def _port_or_free(preferred: int) -> int:
     return _free_port()
 
 
-def _wait_for_port(port: int, timeout: float, what: str, log: Path) -> None:
+def _wait_for_port(
+    port: int, timeout: float, what: str, log: Path, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EdgefleetError(f"{what} exited with status {process.returncode} before listening:\n{tail}")
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -154,6 +160,7 @@ class DemoFleet:
             child = self._spawn("broker", [mosquitto, "-c", str(conf)])
             self.protocol = "mqtt5"
         else:
+            require_extra("demo", "`edgefleet demo` without Mosquitto (its embedded amqtt broker)")
             conf = self.workdir / "amqtt.yaml"
             conf.write_text(
                 "listeners:\n  default:\n    type: tcp\n"
@@ -164,7 +171,7 @@ class DemoFleet:
             child = self._spawn("broker", [amqtt, "-c", str(conf)])
             # amqtt speaks MQTT 3.1.1 only: everyone falls back to it.
             self.protocol = "mqtt311"
-        _wait_for_port(self.broker_port, 15, "the broker", child.log)
+        _wait_for_port(self.broker_port, 15, "the broker", child.log, child.process)
 
     def _start_controller(self) -> None:
         self.http_port = _port_or_free(self.settings.http_port)
@@ -183,7 +190,7 @@ class DemoFleet:
             [sys.executable, "-m", "edgefleet", "controller", "serve", "--config", str(config)],
             env,
         )
-        _wait_for_port(self.http_port, 60, "the controller", child.log)
+        _wait_for_port(self.http_port, 60, "the controller", child.log, child.process)
 
     def agent_config(self, index: int, models: Path) -> str:
         device_id = f"demo-{index + 1:02d}"

@@ -27,8 +27,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgefleet.cli.extras import require_extra
     from edgefleet.demo import DemoFleet, DemoSettings
 
+    # The controller runs as a child process: check its extra here, before starting anything.
+    require_extra("controller", "`edgefleet demo` (it runs the controller)", ("fastapi", "uvicorn"))
     fleet = DemoFleet(
         DemoSettings(
             devices=args.devices,

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edgefleet import __version__
+from edgefleet.cli.extras import missing_extra_error
 from edgefleet.errors import EdgefleetError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -64,6 +65,15 @@ def iter_commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str
     return found
 
 
+def _command_words(args: argparse.Namespace) -> str:
+    """``edgefleet controller serve`` for the parsed command, for error messages."""
+    words = ["edgefleet"]
+    for key, value in vars(args).items():
+        if (key == "command" or key.endswith("_command")) and isinstance(value, str):
+            words.append(value)
+    return "`" + " ".join(words) + "`"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except EdgefleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as exc:
+        missing = missing_extra_error(exc, _command_words(args))
+        if missing is None:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
