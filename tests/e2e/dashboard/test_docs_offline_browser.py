@@ -86,7 +86,7 @@ def test_redoc_renders_without_network(browser: Any, controller_url: str) -> Non
     try:
         page.goto(controller_url + "/redoc")
         page.wait_for_selector("h1 >> text=edgefleet controller", timeout=30_000)
-        page.wait_for_selector("text=/api/devices", timeout=30_000)
+        page.get_by_text("/api/devices", exact=True).first.wait_for(timeout=30_000)
         # ReDoc's own "powered by" footer logo is the one remote image; the page works without it.
         assert [url for url in blocked if not url.endswith("/logo-mini.svg")] == [], blocked
     finally:
