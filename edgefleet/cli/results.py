@@ -71,7 +71,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--since", metavar="WHEN", help="only results after this: 10m, 2h, ISO time, epoch")
     parser.add_argument("--stream", metavar="S", help="only this stream")
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results (default 20)")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table for people (default), json (one object per line) or csv (with a header row)",
+    )
     parser.set_defaults(handler=_results)
 
 
