@@ -176,11 +176,7 @@ class DemoFleet:
     def _start_controller(self) -> None:
         self.http_port = _port_or_free(self.settings.http_port)
         config = self.workdir / "controller.toml"
-        config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
-            f'[database]\nsqlite_path = "controller.db"\n\n'
-            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n'
-        )
+        config.write_text(self.controller_config())
         env = {
             "EDGEFLEET_CONTROLLER_ADMIN_TOKEN": self.token,
             "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD": self.password,
@@ -191,6 +187,26 @@ class DemoFleet:
             env,
         )
         _wait_for_port(self.http_port, 60, "the controller", child.log, child.process)
+
+    def port_notice(self) -> str | None:
+        """What to say when the asked-for dashboard port was taken and another one is used."""
+        wanted = self.settings.http_port
+        if not wanted or self.http_port == wanted:
+            return None
+        return (
+            f"edgefleet demo: port {wanted} is in use, so the dashboard is on port {self.http_port} "
+            "(choose one with --http-port)"
+        )
+
+    def controller_config(self) -> str:
+        # One-second result buckets: "in the last minute" sums the 60 buckets before now, a sliding
+        # minute, instead of the current 60-s bucket that restarts from zero at every minute.
+        return (
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
+            f'[database]\nsqlite_path = "controller.db"\n\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n\n'
+            "[ingest]\nresult_bucket_s = 1\n"
+        )
 
     def agent_config(self, index: int, models: Path) -> str:
         device_id = f"demo-{index + 1:02d}"
@@ -298,6 +314,9 @@ level = "warning"
         self._start_controller()
         self._start_agents()
         broker = "Mosquitto" if self.protocol == "mqtt5" else "amqtt (MQTT 3.1.1)"
+        notice = self.port_notice()
+        if notice:
+            print(notice, file=self.out, flush=True)
         print(
             f"edgefleet demo: broker {broker} on 127.0.0.1:{self.broker_port}, "
             f"{self.settings.devices} agents replaying BasicMotions\n"
