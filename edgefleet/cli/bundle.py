@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.cli.arguments import positive_int, print_usage
-from edgefleet.errors import BundleError
+from edgefleet.errors import BundleError, EdgefleetError
 
 if TYPE_CHECKING:
     from edgefleet.runtime.bundle import Bundle, Preprocessing
@@ -106,6 +106,13 @@ def _load_reference(path: Path, key: str | None) -> tuple[FloatArray, dict[str, 
     """The raw reference array and any metadata (labels, channel_names, sample_rate_hz) in the npz."""
     import numpy as np
 
+    from edgefleet.cli.numpy_files import check_numpy_file
+
+    if path.is_file():
+        try:
+            check_numpy_file(path)
+        except EdgefleetError as exc:
+            raise BundleError(f"cannot read reference data: {exc.message}", hint=exc.hint) from None
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
