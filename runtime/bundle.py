@@ -129,8 +129,6 @@ def _check_end_marker(tar: tarfile.TarFile, source: Path, members: list[tarfile.
     boundary would otherwise read as a complete archive that merely lacks files.
     """
     fileobj = tar.fileobj
-    if fileobj is None:  # pragma: no cover - opened from a path, always set
-        return
     fileobj.seek(tar.offset)
     block = fileobj.read(tarfile.BLOCKSIZE)
     if len(block) == tarfile.BLOCKSIZE and block == tarfile.NUL * tarfile.BLOCKSIZE:
