@@ -230,7 +230,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--role",
         choices=("admin", "read"),
         required=True,
-        help="read: GET endpoints only; admin: also commands, OTA and token management",
+        help="read: view the registry, telemetry and results; admin: also send commands to devices",
     )
     create.add_argument("--name", help="what the token is for (shown in token list)")
     create.set_defaults(handler=_token_create)
@@ -254,7 +254,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--role",
         choices=("admin", "read"),
         default="read",
-        help="read (default): view pages; admin: also send commands and manage devices",
+        help="read (default): view the pages; admin: also send commands to devices",
     )
     password = user_create.add_mutually_exclusive_group()
     password.add_argument(
