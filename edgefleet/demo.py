@@ -51,7 +51,8 @@ def find_models_dir() -> Path:
             return candidate
     raise EdgefleetError(
         "cannot find the shipped demo models (models/bundles)",
-        hint="run the demo from a checkout of edgefleet, or set EDGEFLEET_MODELS_DIR",
+        hint="they come with a checkout of edgefleet (its models/ folder), not with `pip install`: run "
+        "from a checkout, or set EDGEFLEET_MODELS_DIR to a copy of that models/ folder",
     )
 
 

@@ -6,6 +6,8 @@ quick), then runs the real `edgefleet` console script there.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,7 +35,9 @@ def bare_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def run(venv: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run(
+    venv: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(venv / "bin" / "edgefleet"), *args],
         capture_output=True,
@@ -41,6 +45,7 @@ def run(venv: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProc
         timeout=timeout,
         check=False,
         cwd=venv.parent,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -122,3 +127,43 @@ def test_the_installed_package_carries_the_licence(bare_venv: Path) -> None:
     assert text == (ROOT / "LICENSE").read_text() + "\n"
     assert "Apache License" in text
     assert "Version 2.0, January 2004" in text
+
+
+def test_the_demo_config_needs_the_models_and_says_where_they_come_from(bare_venv: Path) -> None:
+    result = run(bare_venv, "config", "example", "--demo", env={"EDGEFLEET_MODELS_DIR": ""})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot find the shipped demo models")
+    assert "EDGEFLEET_MODELS_DIR" in result.stderr
+
+
+def test_the_bare_install_runs_the_demo_config_with_the_models(bare_venv: Path) -> None:
+    env = {"EDGEFLEET_MODELS_DIR": str(ROOT / "models")}
+    printed = run(bare_venv, "config", "example", "--demo", env=env)
+    assert printed.returncode == 0, printed.stderr
+    config = bare_venv.parent / "demo.toml"
+    config.write_text(printed.stdout)
+    store = bare_venv.parent / "edgefleet-demo.db"
+    log = bare_venv.parent / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [str(bare_venv / "bin" / "edgefleet"), "agent", "run", "--config", str(config)],
+            cwd=bare_venv.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        count = 0
+        while time.monotonic() < deadline and agent.poll() is None and count < 2:
+            time.sleep(0.5)
+            if store.exists():
+                try:
+                    with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+                        count = int(db.execute("SELECT count(*) FROM results").fetchone()[0])
+                except sqlite3.OperationalError:
+                    count = 0
+        assert count >= 2, log.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
