@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge inference runtime and fleet agent.",
     )
     parser.add_argument("--version", action="version", version=f"edgefleet {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log debug messages to stderr, with the model runtimes' own messages",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"edgefleet.cli.{name}")
