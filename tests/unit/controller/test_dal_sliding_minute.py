@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from edgefleet.controller.dal import Database
-from edgefleet.controller.records import IngestMessage, ResultItem
+from edgefleet.controller.records import IngestMessage, StoredResult
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +17,7 @@ MINUTE = 1_699_999_200.0  # a minute boundary
 
 
 def results(at: float, count: int) -> IngestMessage:
-    items = [ResultItem(at + i / (count + 1), "walking", 2.0, "edge") for i in range(count)]
+    items = [StoredResult(at + i / (count + 1), "walking", 2.0, "edge") for i in range(count)]
     return IngestMessage("dev-a", f"{at}:0", "results", received_at=at, results=items)
 
 
