@@ -45,6 +45,7 @@ from edgefleet.agent.sdnotify import Notifier
 from edgefleet.agent.sources import create_source
 from edgefleet.agent.status import STATUS_FILENAME, write_status
 from edgefleet.agent.store import Store
+from edgefleet.agent.waiting import announce_waits
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.bundle import Bundle, load_bundle
@@ -134,6 +135,7 @@ class AgentService:
         log.info("edgefleet agent %s starting (pid %d)", __version__, os.getpid())
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
+        announce_waits(config)
         self._start_components(config)
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)

@@ -54,12 +54,14 @@ def issues_from(
     environment; an issue whose variable is set says so. ``tag_noun`` names what a discriminated
     union's ``type`` key selects (e.g. "source type").
     """
-    environment = {name.upper() for name in os.environ} if env_prefix else set()
+    environment = {name.upper(): name for name in os.environ} if env_prefix else {}
     issues = []
     for error in exc.errors():
         path, raw, models = _walk(error["loc"], data, model)
         env_name = env_prefix + env_delimiter.join(str(p).upper() for p in path) if env_prefix else None
         from_env = env_name if env_name in environment else None
+        if from_env is not None:
+            raw = os.environ[environment[from_env]]  # the value refused, not the file's it replaced
         issues.append(_issue(error, path, raw, models, from_env, tag_noun))
     return issues
 

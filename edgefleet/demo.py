@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgefleet.cli.extras import require_extra
 from edgefleet.demo_fault import FAULTY_DEVICE_INDEX, faulty_device_toml
 from edgefleet.errors import EdgefleetError
 
@@ -52,7 +53,8 @@ def find_models_dir() -> Path:
             return candidate
     raise EdgefleetError(
         "cannot find the shipped demo models (models/bundles)",
-        hint="run the demo from a checkout of edgefleet, or set EDGEFLEET_MODELS_DIR",
+        hint="they come with a checkout of edgefleet (its models/ folder), not with `pip install`: run "
+        "from a checkout, or set EDGEFLEET_MODELS_DIR to a copy of that models/ folder",
     )
 
 
@@ -74,9 +76,14 @@ def _port_or_free(preferred: int) -> int:
     return _free_port()
 
 
-def _wait_for_port(port: int, timeout: float, what: str, log: Path) -> None:
+def _wait_for_port(
+    port: int, timeout: float, what: str, log: Path, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EdgefleetError(f"{what} exited with status {process.returncode} before listening:\n{tail}")
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -156,6 +163,7 @@ class DemoFleet:
             child = self._spawn("broker", [mosquitto, "-c", str(conf)])
             self.protocol = "mqtt5"
         else:
+            require_extra("demo", "`edgefleet demo` without Mosquitto (its embedded amqtt broker)")
             conf = self.workdir / "amqtt.yaml"
             conf.write_text(
                 "listeners:\n  default:\n    type: tcp\n"
@@ -166,16 +174,12 @@ class DemoFleet:
             child = self._spawn("broker", [amqtt, "-c", str(conf)])
             # amqtt speaks MQTT 3.1.1 only: everyone falls back to it.
             self.protocol = "mqtt311"
-        _wait_for_port(self.broker_port, 15, "the broker", child.log)
+        _wait_for_port(self.broker_port, 15, "the broker", child.log, child.process)
 
     def _start_controller(self) -> None:
         self.http_port = _port_or_free(self.settings.http_port)
         config = self.workdir / "controller.toml"
-        config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
-            f'[database]\nsqlite_path = "controller.db"\n\n'
-            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n'
-        )
+        config.write_text(self.controller_config())
         env = {
             "EDGEFLEET_CONTROLLER_ADMIN_TOKEN": self.token,
             "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD": self.password,
@@ -185,7 +189,27 @@ class DemoFleet:
             [sys.executable, "-m", "edgefleet", "controller", "serve", "--config", str(config)],
             env,
         )
-        _wait_for_port(self.http_port, 60, "the controller", child.log)
+        _wait_for_port(self.http_port, 60, "the controller", child.log, child.process)
+
+    def port_notice(self) -> str | None:
+        """What to say when the asked-for dashboard port was taken and another one is used."""
+        wanted = self.settings.http_port
+        if not wanted or self.http_port == wanted:
+            return None
+        return (
+            f"edgefleet demo: port {wanted} is in use, so the dashboard is on port {self.http_port} "
+            "(choose one with --http-port)"
+        )
+
+    def controller_config(self) -> str:
+        # One-second result buckets: "in the last minute" sums the 60 buckets before now, a sliding
+        # minute, instead of the current 60-s bucket that restarts from zero at every minute.
+        return (
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
+            f'[database]\nsqlite_path = "controller.db"\n\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n\n'
+            "[ingest]\nresult_bucket_s = 1\n"
+        )
 
     def agent_config(self, index: int, models: Path) -> str:
         device_id = f"demo-{index + 1:02d}"
@@ -298,6 +322,9 @@ level = "warning"
         self._start_controller()
         self._start_agents()
         broker = "Mosquitto" if self.protocol == "mqtt5" else "amqtt (MQTT 3.1.1)"
+        notice = self.port_notice()
+        if notice:
+            print(notice, file=self.out, flush=True)
         print(
             f"edgefleet demo: broker {broker} on 127.0.0.1:{self.broker_port}, "
             f"{self.settings.devices} agents replaying BasicMotions\n"

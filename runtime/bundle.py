@@ -122,10 +122,31 @@ def _check_file(root: Path, ref: FileRef, what: str) -> list[str]:
     return []
 
 
+def _check_end_marker(tar: tarfile.TarFile, source: Path, members: list[tarfile.TarInfo]) -> None:
+    """BundleError when the archive stops after a member without the end-of-archive zero block.
+
+    tarfile takes the end of the file for the end of the archive, so a copy cut at a member
+    boundary would otherwise read as a complete archive that merely lacks files.
+    """
+    fileobj = tar.fileobj
+    fileobj.seek(tar.offset)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) == tarfile.BLOCKSIZE and block == tarfile.NUL * tarfile.BLOCKSIZE:
+        return
+    last = f"after member {members[-1].name!r}" if members else "before its first member"
+    raise BundleError(
+        f"bundle archive {source} is truncated: it ends {last} without the end-of-archive marker",
+        path=str(source),
+        hint="the copy was cut short (full disk, interrupted download): copy the .tar again, "
+        "then check it with `edgefleet bundle verify`",
+    )
+
+
 def _safe_members(tar: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
     """Every member, or BundleError when any could escape the extraction directory."""
     problems: list[str] = []
     members = tar.getmembers()
+    _check_end_marker(tar, source, members)
     total = 0
     for m in members:
         p = PurePosixPath(m.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.cli.arguments import positive_int, print_usage
-from edgefleet.errors import BundleError
+from edgefleet.errors import BundleError, EdgefleetError
 
 if TYPE_CHECKING:
     from edgefleet.runtime.bundle import Bundle, Preprocessing
@@ -37,7 +37,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     build.add_argument("--model", type=Path, required=True, help=".tflite or .onnx model file")
     build.add_argument("--name", help="bundle name (default: the model file's stem)")
     build.add_argument("--version", required=True, help="semantic version, e.g. 1.0.0")
-    build.add_argument("--task", choices=TASKS, default="classification")
+    build.add_argument(
+        "--task",
+        choices=TASKS,
+        default="classification",
+        help="classification (default; needs --labels, results carry a label and confidence); "
+        "regression, detection or raw: results carry the model's output values, no label",
+    )
     build.add_argument("--labels", type=_csv, help="comma-separated class labels, in output order")
     build.add_argument("--window-length", type=positive_int, required=True, help="samples per window")
     build.add_argument("--hop", type=positive_int, help="samples between windows (default: window length)")
@@ -59,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--canaries", type=int, default=4, metavar="N", help="canary windows to store (default 4)"
     )
     build.add_argument("--canary-tolerance", type=float, help="max |diff| for canary outputs")
-    build.add_argument("--description", default="")
+    build.add_argument("--description", default="", help="free text stored in the manifest")
     build.add_argument("--out", type=Path, required=True, help="bundle directory, or .tar file with --tar")
     build.add_argument("--tar", action="store_true", help="write a single .tar archive")
     build.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
@@ -100,6 +106,13 @@ def _load_reference(path: Path, key: str | None) -> tuple[FloatArray, dict[str, 
     """The raw reference array and any metadata (labels, channel_names, sample_rate_hz) in the npz."""
     import numpy as np
 
+    from edgefleet.cli.numpy_files import check_numpy_file
+
+    if path.is_file():
+        try:
+            check_numpy_file(path)
+        except EdgefleetError as exc:
+            raise BundleError(f"cannot read reference data: {exc.message}", hint=exc.hint) from None
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:

@@ -42,7 +42,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(handler=_show)
 
-    example = commands.add_parser("example", help="print a commented example config")
+    example = commands.add_parser(
+        "example",
+        help="print a commented example config (--demo: one that runs here as printed)",
+        description="Print the commented deployment example (paths under /var/lib/edgefleet, a fleet "
+        "broker on localhost), meant for /etc/edgefleet/agent.toml. With --demo, print instead a "
+        "config that runs as printed on this machine: the shipped demo bundle, a replay of the "
+        "shipped recording, the store in the current directory and sync off.",
+    )
+    example.add_argument(
+        "--demo",
+        action="store_true",
+        help="a config that runs here as printed: shipped bundle and recording, store in the "
+        "current directory, sync off",
+    )
     example.set_defaults(handler=_example)
 
 
@@ -106,7 +119,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _example(args: argparse.Namespace) -> int:
-    del args
+    if args.demo:
+        from edgefleet.cli.config_demo import demo_example_text
+
+        print(demo_example_text(), end="")
+        return 0
     print(example_text(), end="")
     return 0
 

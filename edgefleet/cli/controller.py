@@ -49,19 +49,29 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from edgefleet.controller.first_admin import create_first_admin, first_admin_notice
     from edgefleet.controller.service import ControllerService
 
     config = _load(args)
     if not args.quiet and logging.getLogger("edgefleet").level == logging.NOTSET:
         logging.getLogger("edgefleet").setLevel(logging.INFO)
+    # A long-running service: every log line says when (UTC, ISO 8601), as journald readers expect.
+    stamped = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    stamped.converter = time.gmtime
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(stamped)
     service = ControllerService(config)
     db = config.database.url or str(config.database.resolved_sqlite_path())
+    url = f"http://{config.http.host}:{config.http.port}"
     print(
-        f"edgefleet controller: http://{config.http.host}:{config.http.port} "
+        f"edgefleet controller: {url} "
         f"(database {db.split('@')[-1]}, broker {config.mqtt.host}:{config.mqtt.port})",
         file=sys.stderr,
         flush=True,
     )
+    admin = create_first_admin(service.database, config.auth)
+    if admin is not None:
+        print(first_admin_notice(admin, url), flush=True)
     service.run()
     return 0
 
@@ -126,7 +136,16 @@ def _token_revoke(args: argparse.Namespace) -> int:
 def _user_create(args: argparse.Namespace) -> int:
     from edgefleet.controller.auth import hash_password
 
-    if args.password_env:
+    if args.password_stdin:
+        if sys.stdin.isatty():
+            raise EdgefleetError(
+                "--password-stdin reads the password from a pipe, but stdin is a terminal",
+                hint='echo "$PASSWORD" | edgefleet controller user create NAME --password-stdin',
+            )
+        password = sys.stdin.read().rstrip("\r\n")
+        if not password:
+            raise EdgefleetError("stdin held no password", hint="pipe the password in, one line")
+    elif args.password_env:
         password = os.environ.get(args.password_env, "")
         if not password:
             raise EdgefleetError(
@@ -176,7 +195,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     group = subparsers.add_parser("controller", help="the cloud controller: registry, ingest, HTTP API")
     commands = group.add_subparsers(dest="controller_command", metavar="SUBCOMMAND")
 
-    serve = commands.add_parser("serve", help="run the controller (MQTT ingest + HTTP API) in the foreground")
+    serve = commands.add_parser(
+        "serve",
+        help="run the controller (MQTT ingest + HTTP API) in the foreground",
+        description="Run the controller in the foreground: subscribe to the devices' MQTT topics, store "
+        "what they send, and serve the HTTP API, the dashboard and the API docs (/docs). On first start "
+        "with no users it creates the login `admin` and prints its generated password once. Logs go to "
+        "stderr with timestamps; Ctrl-C or SIGTERM stops it cleanly.",
+    )
     _add_config(serve)
     serve.add_argument("--host", help="override http.host")
     serve.add_argument("--port", type=int, help="override http.port")
@@ -193,9 +219,19 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     token = commands.add_parser("token", help="API bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION")
-    create = token_commands.add_parser("create", help="create a token and print it (once)")
+    create = token_commands.add_parser(
+        "create",
+        help="create a token and print it (once)",
+        description="Create an API bearer token and print it on stdout, once: only its hash is stored. "
+        "Send it as `Authorization: Bearer TOKEN`.",
+    )
     _add_config(create)
-    create.add_argument("--role", choices=("admin", "read"), required=True)
+    create.add_argument(
+        "--role",
+        choices=("admin", "read"),
+        required=True,
+        help="read: view the registry, telemetry and results; admin: also send commands to devices",
+    )
     create.add_argument("--name", help="what the token is for (shown in token list)")
     create.set_defaults(handler=_token_create)
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
@@ -203,18 +239,28 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     listing.set_defaults(handler=_token_list)
     revoke = token_commands.add_parser("revoke", help="revoke a token by id")
     _add_config(revoke)
-    revoke.add_argument("token_id")
+    revoke.add_argument("token_id", help="the id `edgefleet controller token list` shows")
     revoke.set_defaults(handler=_token_revoke)
 
     user = commands.add_parser("user", help="page logins")
     user_commands = user.add_subparsers(dest="user_command", metavar="ACTION")
     user_create = user_commands.add_parser(
-        "create", help="create or update a login (password: prompt or stdin)"
+        "create",
+        help="create or update a login (password: prompt, --password-stdin or --password-env)",
     )
     _add_config(user_create)
-    user_create.add_argument("username")
-    user_create.add_argument("--role", choices=("admin", "read"), default="read")
-    user_create.add_argument("--password-env", help="read the password from this environment variable")
+    user_create.add_argument("username", help="login name")
+    user_create.add_argument(
+        "--role",
+        choices=("admin", "read"),
+        default="read",
+        help="read (default): view the pages; admin: also send commands to devices",
+    )
+    password = user_create.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (a pipe), as docker login"
+    )
+    password.add_argument("--password-env", help="read the password from this environment variable")
     user_create.set_defaults(handler=_user_create)
 
     devices = commands.add_parser("devices", help="list the devices the controller knows")
@@ -223,6 +269,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     state.add_argument("--online", action="store_true", help="only online devices")
     state.add_argument("--offline", action="store_true", help="only offline devices")
     devices.add_argument("--search", help="substring of id, versions or hardware")
-    devices.add_argument("--limit", type=int, default=1000)
+    devices.add_argument("--limit", type=int, default=1000, help="list at most this many (default 1000)")
     devices.add_argument("--json", action="store_true", help="print JSON")
     devices.set_defaults(handler=_devices)

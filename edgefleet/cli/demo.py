@@ -27,13 +27,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--workdir", type=Path, help="where configs, logs and stores go (default: a temp dir)"
     )
     parser.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
-    parser.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    parser.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="auto (default): Mosquitto when installed, else the embedded amqtt (demo extra)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgefleet.cli.extras import require_extra
     from edgefleet.demo import DemoFleet, DemoSettings
 
+    # The controller runs as a child process: check its extra here, before starting anything.
+    require_extra("controller", "`edgefleet demo` (it runs the controller)", ("fastapi", "uvicorn"))
     fleet = DemoFleet(
         DemoSettings(
             devices=args.devices,

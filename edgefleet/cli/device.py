@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     provision = commands.add_parser(
         "provision",
         help="write a device key + CSR; with --dev-ca also a development CA and signed certificates",
+        description="Write a private key and a certificate signing request for one device, for the "
+        "MQTT sync's mutual TLS. With --dev-ca, also create (or reuse) a development CA and sign the "
+        "device and broker certificates, for trying TLS without a real CA.",
     )
     provision.add_argument("--device-id", required=True, help="device id (certificate CN, MQTT user name)")
     provision.add_argument("--out", type=Path, required=True, help="directory for the device's files")

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edgefleet import __version__
+from edgefleet.cli.extras import missing_extra_error
 from edgefleet.errors import EdgefleetError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,12 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge inference runtime and fleet agent.",
     )
     parser.add_argument("--version", action="version", version=f"edgefleet {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log debug messages to stderr, with the model runtimes' own messages",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"edgefleet.cli.{name}")
         module.register(subparsers)
+    _describe_from_help(parser)
     return parser
+
+
+def _describe_from_help(parser: argparse.ArgumentParser) -> None:
+    """A subcommand registered with ``help=`` only gets that text as its ``--help`` description."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    text = str(helps[name])
+                    sub.description = text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+                _describe_from_help(sub)
 
 
 def iter_commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
@@ -63,6 +82,15 @@ def iter_commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str
                 children = iter_commands(sub, path)
                 found.extend(children or [path])
     return found
+
+
+def _command_words(args: argparse.Namespace) -> str:
+    """``edgefleet controller serve`` for the parsed command, for error messages."""
+    words = ["edgefleet"]
+    for key, value in vars(args).items():
+        if (key == "command" or key.endswith("_command")) and isinstance(value, str):
+            words.append(value)
+    return "`" + " ".join(words) + "`"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except EdgefleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as exc:
+        missing = missing_extra_error(exc, _command_words(args))
+        if missing is None:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -165,9 +165,15 @@ def render_info(info: ModelInfo) -> str:
 def _read_inputs(path: Path, input_names: list[str]) -> AnyArray | dict[str, AnyArray]:
     import numpy as np
 
+    from edgefleet.cli.numpy_files import check_numpy_file
+
     if not path.is_file():
         raise EdgefleetError(f"{path}: no such input file", hint="pass an existing .npz or .npy file")
     suffix = path.suffix.lower()
+    try:
+        check_numpy_file(path)
+    except EdgefleetError as exc:
+        raise EdgefleetError(f"cannot read the input file: {exc.message}", hint=exc.hint) from None
     try:
         if suffix == ".npy":
             array: AnyArray = np.load(path, allow_pickle=False)

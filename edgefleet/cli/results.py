@@ -6,8 +6,10 @@ import argparse
 import csv
 import json
 import re
+import sqlite3
 import sys
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--since", metavar="WHEN", help="only results after this: 10m, 2h, ISO time, epoch")
     parser.add_argument("--stream", metavar="S", help="only this stream")
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results (default 20)")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table for people (default), json (one object per line) or csv (with a header row)",
+    )
     parser.set_defaults(handler=_results)
 
 
@@ -96,6 +103,7 @@ def _results(args: argparse.Namespace) -> int:
         rows = store.query_results(since=since, stream=args.stream, limit=args.limit)
     finally:
         store.close()
+    more = _count_results(path, since, args.stream) - len(rows) if len(rows) == args.limit else 0
     out = sys.stdout
     if args.format == "json":
         json.dump(rows, out, indent=2, default=str)
@@ -108,7 +116,25 @@ def _results(args: argparse.Namespace) -> int:
             writer.writerow({k: _csv_value(row.get(k)) for k in columns})
     else:
         out.write(_table(rows) + "\n")
+    if more > 0:
+        # On stderr, so json and csv output stay parseable.
+        print(f"{more} more; use --limit {args.limit + more} to see all", file=sys.stderr)
     return 0
+
+
+def _count_results(path: Path, since: float | None, stream: str | None) -> int:
+    """How many results match, read-only (the agent may be writing)."""
+    where: list[str] = ["1 = 1"]
+    params: list[object] = []
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if stream is not None:
+        where.append("stream = ?")
+        params.append(stream)
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+        (count,) = db.execute(f"SELECT count(*) FROM results WHERE {' AND '.join(where)}", params).fetchone()
+    return int(count)
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="results per second per device (default 1)")
     parser.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
-    parser.add_argument("--protocol", choices=["mqtt5", "mqtt311"], default="mqtt5")
+    parser.add_argument(
+        "--protocol", choices=["mqtt5", "mqtt311"], default="mqtt5", help="MQTT version (default mqtt5)"
+    )
     parser.add_argument("--telemetry-interval", type=float, default=1.0, help="seconds (default 1)")
     parser.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-0000, PREFIX-0001, ...")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")

@@ -34,7 +34,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     commands = parser.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
 
-    backup_cmd = commands.add_parser("backup", help="consistent online copy, safe while the agent is writing")
+    backup_cmd = commands.add_parser(
+        "backup",
+        help="consistent online copy, safe while the agent is writing",
+        description="Copy a live SQLite store with SQLite's online backup API: the copy is consistent "
+        "even while the agent is writing. Restore it with `edgefleet store restore`.",
+    )
     _add_db_options(backup_cmd)
     backup_cmd.add_argument("dest", type=Path, help="backup file, or a directory to put a dated copy in")
     backup_cmd.add_argument("--force", action="store_true", help="overwrite an existing backup file")

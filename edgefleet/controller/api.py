@@ -16,6 +16,7 @@ from edgefleet import __version__
 from edgefleet.controller.context import ControllerContext
 from edgefleet.controller.http_errors import ErrorBody, install_error_handlers
 from edgefleet.controller.login_throttle import LoginThrottle
+from edgefleet.controller.offline_docs import install_offline_docs
 from edgefleet.controller.routers import ROUTERS
 from edgefleet.controller.routers.dashboard import install_pages
 
@@ -28,7 +29,10 @@ def create_app(context: ControllerContext) -> FastAPI:
         version=__version__,
         description="Fleet registry, telemetry, results, drift, events and commands of edgefleet devices.",
         responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+        docs_url=None,  # served with local assets by install_offline_docs: no CDN
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.context = context
     # One throttle per app: its failure counts must outlive a single request.
     app.state.login_throttle = LoginThrottle(context.config.auth.login_throttle)

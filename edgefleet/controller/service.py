@@ -87,6 +87,7 @@ class ControllerService:
             host=http.host,
             port=http.port,
             log_level="warning",
+            log_config=None,  # uvicorn's records go through the root logger's timestamped format
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,

@@ -27,6 +27,7 @@ from edgefleet.runtime.backends.base import (
     custom_op_error,
     run_looped,
 )
+from edgefleet.runtime.native_stderr import filtered_native_stderr
 from edgefleet.runtime.tensors import ModelFormat, QuantParams, TensorSpec, format_shape
 from edgefleet.types import AnyArray
 
@@ -112,11 +113,12 @@ class LiteRTSession(BackendSession):
         self._interpreter_cls = interpreter_cls
         self._runtime = runtime
         self._threads = threads
-        base = self._new_interpreter()
-        try:
-            base.allocate_tensors()
-        except (RuntimeError, ValueError) as exc:
-            raise self._load_error(exc) from None
+        with filtered_native_stderr():
+            base = self._new_interpreter()
+            try:
+                base.allocate_tensors()
+            except (RuntimeError, ValueError) as exc:
+                raise self._load_error(exc) from None
 
         # Prefer the signature's names ("window", "scores") over internal tensor names
         # ("serving_default_window:0") when the model has exactly one signature.
@@ -222,15 +224,16 @@ class LiteRTSession(BackendSession):
         return interpreter
 
     def _resized(self, key: ShapeKey) -> Any | None:
-        interpreter = self._new_interpreter()
-        try:
-            for index, shape, base in zip(self._input_index.values(), key, self._base_key, strict=True):
-                if shape != base:
-                    interpreter.resize_tensor_input(index, list(shape), strict=False)
-            interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as exc:
-            log.info("%s: cannot resize inputs to %s (%s); looping instead", self._path.name, key, exc)
-            return None
+        with filtered_native_stderr():
+            interpreter = self._new_interpreter()
+            try:
+                for index, shape, base in zip(self._input_index.values(), key, self._base_key, strict=True):
+                    if shape != base:
+                        interpreter.resize_tensor_input(index, list(shape), strict=False)
+                interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as exc:
+                log.info("%s: cannot resize inputs to %s (%s); looping instead", self._path.name, key, exc)
+                return None
         return interpreter
 
     def _invoke(self, interpreter: Any, feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:

@@ -187,6 +187,10 @@ class Database(abc.ABC):
     def upsert_user(self, username: str, password_hash: str, role: Role, *, at: float) -> None: ...
 
     @abc.abstractmethod
+    def create_first_user(self, username: str, password_hash: str, role: Role, *, at: float) -> bool:
+        """Create the user only while no user exists at all (atomically); True when it was created."""
+
+    @abc.abstractmethod
     def get_user(self, username: str) -> tuple[str, Role] | None:
         """(password hash, role) of the user, or None."""
 

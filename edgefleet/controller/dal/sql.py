@@ -117,12 +117,15 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
             if m.status is not None:
                 s = m.status
                 before = conn.rows("SELECT online FROM devices WHERE device_id = ?", (m.device_id,))
+                # status_changed_at moves only when online flips: it is what "online since" shows.
                 conn.run(
-                    "UPDATE devices SET online = ?, status_changed_at = ?, agent_version = COALESCE(?,"
-                    " agent_version),"
+                    "UPDATE devices SET online = ?, status_changed_at = CASE WHEN status_changed_at IS NULL"
+                    " OR online IS NULL OR online <> ? THEN ? ELSE status_changed_at END,"
+                    " agent_version = COALESCE(?, agent_version),"
                     " model_name = COALESCE(?, model_name), model_version = COALESCE(?, model_version),"
                     " hardware = COALESCE(?, hardware) WHERE device_id = ?",
                     (
+                        int(s.online),
                         int(s.online),
                         s.ts,
                         s.agent_version,

@@ -128,6 +128,15 @@ class SqlAdmin(SqlBase):
                 (username, password_hash, role, at),
             )
 
+    def create_first_user(self, username: str, password_hash: str, role: Role, *, at: float) -> bool:
+        with self._tx() as conn:
+            created = conn.run(
+                "INSERT INTO users (username, password_hash, role, created_at)"
+                " SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users)",
+                (username, password_hash, role, at),
+            )
+        return created > 0
+
     def get_user(self, username: str) -> tuple[str, Role] | None:
         with self._conn() as conn:
             rows = conn.rows("SELECT password_hash, role FROM users WHERE username = ?", (username,))

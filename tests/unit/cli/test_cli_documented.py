@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,36 @@ def test_command_help_works(command: str, capsys: pytest.CaptureFixture[str]) ->
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def _leaf_parsers() -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            found[prefix] = parser
+        for action in subs:
+            for name, sub in action.choices.items():
+                walk(sub, f"{prefix} {name}".strip())
+
+    walk(build_parser(), "")
+    return found
+
+
+LEAVES = _leaf_parsers()
+
+
+@pytest.mark.parametrize("command", sorted(LEAVES))
+def test_command_help_has_a_description(command: str) -> None:
+    assert LEAVES[command].description, f"`edgefleet {command} --help` has no description"
+
+
+@pytest.mark.parametrize("command", sorted(LEAVES))
+def test_every_option_has_help(command: str) -> None:
+    missing = [
+        "/".join(action.option_strings) or action.dest
+        for action in LEAVES[command]._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == [], f"`edgefleet {command}`: no help text for {missing}"
