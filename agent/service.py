@@ -95,6 +95,7 @@ class AgentService:
         self._stop_reason = ""
         self._last_report: HealthReport | None = None
         self._status_lock = threading.Lock()
+        self._last_status_marks: tuple[object, ...] = ()
         self._reloads = 0
         self._reload_error: str | None = None
 
@@ -162,6 +163,7 @@ class AgentService:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+            self._write_status_on_change()
             if deadline is not None and now >= deadline:
                 self.request_stop("max-seconds reached")
                 break
@@ -190,6 +192,7 @@ class AgentService:
             buffer_capacity=batching.buffer_capacity,
             backpressure=batching.backpressure,
             store_outputs=config.store.store_raw_outputs,
+            write_interval_s=config.store.commit_interval_s,
         )
 
     def _build_pipeline(self, config: AgentConfig, store: Store) -> Pipeline:
@@ -462,6 +465,10 @@ class AgentService:
             "unsynced_results": report.store_unsynced_results if report is not None else None,
             "outbox_backlog": dict(report.outbox_backlog) if report is not None else {},
             "bytes_written_per_hour": report.store_bytes_written_per_hour if report is not None else None,
+            # The whole process (status/sync files, logs too): what `store stats` shows as the
+            # running agent's writes, since the CLI cannot see another process's counters.
+            "process_bytes_written_per_hour": report.process_bytes_written_per_hour if report else None,
+            "process_bytes_written_total": report.process_bytes_written_total if report else None,
         }
         sync = self.sync
         if sync is not None:
@@ -473,6 +480,22 @@ class AgentService:
         else:
             snapshot["sync"] = {"enabled": bool(config is not None and config.sync.enabled), "running": False}
         return snapshot
+
+    def _status_marks(self) -> tuple[object, ...]:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return ()
+        model = pipeline.model_info()
+        return (model["state"], model["loaded_at"], pipeline.first_result.is_set(), len(self.problems()))
+
+    def _write_status_on_change(self) -> None:
+        """Rewrite the status file as soon as the model loads (or fails), the first results are
+        committed or a problem appears or clears, not only every health interval: a container
+        health check reads it right after start-up."""
+        marks = self._status_marks()
+        if marks != self._last_status_marks:
+            self._last_status_marks = marks
+            self._write_status()
 
     def _write_status(self) -> None:
         config = self.config

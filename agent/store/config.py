@@ -40,6 +40,17 @@ class StoreConfig(BaseModel):
         "OFF: no fsync at all; safe against an agent crash, but a power cut or kernel panic may "
         "corrupt the database. Only for throwaway stores on tmpfs.",
     )
+    commit_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=60,
+        description="The running agent commits results at most once per this many seconds (sooner "
+        "when a full write batch is waiting), and outbox acknowledgements and health metrics ride "
+        "on the same transaction: at sensor rates each commit rewrites a few 4 KiB pages whatever "
+        "it holds, so fewer commits mean less flash wear. Results not yet committed - at most this "
+        "many seconds of them - are lost if the agent is killed (kill -9, OOM) or the power fails; "
+        "SIGTERM, reload and shutdown commit them. 0 commits every result as it comes.",
+    )
     max_bytes: int = Field(
         default=256 * MiB,
         ge=64 * 1024,

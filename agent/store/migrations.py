@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from edgefleet.agent.store.codec import encode_outputs
 from edgefleet.errors import StoreError
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Migration",
-    "decode_outputs",
-    "encode_outputs",
     "migrate",
     "read_schema_version",
 ]
@@ -36,26 +33,6 @@ class Migration:
     version: int
     description: str
     apply: Callable[[sqlite3.Connection], None]
-
-
-def encode_outputs(values: Sequence[float] | None) -> bytes | None:
-    """Pack an output vector as little-endian float64 (exact, 8 bytes per value)."""
-    if values is None:
-        return None
-    packed = array("d", values)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def decode_outputs(blob: bytes | None) -> list[float] | None:
-    if blob is None:
-        return None
-    values = array("d")
-    values.frombytes(blob)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
 
 
 def _run(conn: sqlite3.Connection, statements: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import sqlite_utils
 
+from edgefleet.agent.store import outbox
 from edgefleet.agent.store.batches import newest_results, record_bounds
 from edgefleet.agent.store.config import StoreConfig
 from edgefleet.agent.store.connection import (
@@ -29,6 +30,7 @@ from edgefleet.agent.store.connection import (
     translate_error,
 )
 from edgefleet.agent.store.migrations import read_schema_version
+from edgefleet.agent.store.outbox import HeldWrites
 from edgefleet.agent.store.records import (
     PRIORITY_EVENTS,
     PRIORITY_RESULTS,
@@ -41,7 +43,6 @@ from edgefleet.agent.store.records import (
 from edgefleet.agent.store.retention import RetentionReport, disk_bytes, enforce_retention, used_bytes
 from edgefleet.agent.store.rows import (
     RESULT_COLUMNS,
-    SELECT_RESULT,
     check_record,
     converted_rows,
     insert_results_statement,
@@ -61,7 +62,6 @@ CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
 
 # Rough wire size of one result row without its outputs; sync only uses it to cap a batch.
 _RESULT_ROW_BYTES = 160
-_IN_CHUNK = 500
 _TABLES = ("results", "metrics", "events", "outbox")
 _MIN_CAP_BYTES = 64 * 1024
 _T = TypeVar("_T")
@@ -78,6 +78,7 @@ class Store:
         self._lock_fd: int | None = lock_fd
         self._lock = threading.RLock()
         self._meter = WriteMeter()
+        self._held = HeldWrites()
         # Due at once: a store already over its cap at start-up is trimmed by the first write.
         self._next_retention = time.monotonic()
         self.last_retention: RetentionReport | None = None
@@ -106,6 +107,11 @@ class Store:
             if self._lock_fd is None:
                 return
             try:
+                self._held.interval_s = None
+                self.flush_held()
+            except StoreError as exc:  # closing must not fail; unsent acks only mean resends
+                log.warning("store %s: held acknowledgements and metrics not committed: %s", self.path, exc)
+            try:
                 self._conn.close()
             finally:
                 os.close(self._lock_fd)
@@ -130,20 +136,29 @@ class Store:
             if self._lock_fd is None:
                 raise StoreError(f"cannot {what}: the store {self.path} is closed", path=str(self.path))
             conn = self._conn
+            held = self._held.take() if self._held else None
             try:
                 with self._meter.measure():
                     conn.execute("BEGIN IMMEDIATE")
                     try:
+                        if held is not None:
+                            HeldWrites.apply(conn, held)
                         yield conn
                     except BaseException:
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")
                         raise
                     conn.execute("COMMIT")
+                if held is not None:
+                    self._held.committed(held)
+                    held = None
             except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
                 raise  # a refused row: write_results sorts the good records from the bad
             except sqlite3.DatabaseError as exc:  # busy, full, read-only, malformed ...
                 raise translate_error(what, self.path, exc) from exc
+            finally:
+                if held is not None:  # rolled back: held again, for the next transaction
+                    self._held.restore(held)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -307,6 +322,11 @@ class Store:
         Returns the outbox id. Samples with a non-numeric value or non-string labels are rejected
         with a StoreError naming the first bad one (nothing is written).
         """
+        rows, payload = self._metric_rows(samples)
+        return self._insert_metrics(rows, payload)
+
+    @staticmethod
+    def _metric_rows(samples: Sequence[MetricSample]) -> tuple[list[tuple[float, str, float, str]], str]:
         if not samples:
             raise StoreError("write_metrics() got no samples", hint="pass at least one MetricSample")
         rows: list[tuple[float, str, float, str]] = []
@@ -325,12 +345,13 @@ class Store:
                 ) from exc
             rows.append((ts, s.name, value, json.dumps(labels, sort_keys=True)))
             wire.append({"ts": ts, "name": s.name, "value": value, "labels": labels})
-        payload = json.dumps({"samples": wire}, allow_nan=True)
+        return rows, json.dumps({"samples": wire}, allow_nan=True)
 
+    def _insert_metrics(self, rows: list[tuple[float, str, float, str]], payload: str) -> int:
         def insert() -> int:
             with self._write("write metrics") as conn:
                 conn.executemany("INSERT INTO metrics (ts, name, value, labels) VALUES (?, ?, ?, ?)", rows)
-                return self._enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
+                return outbox.enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
 
         outbox_id = self._with_space(insert)
         self._maybe_retention()
@@ -366,7 +387,7 @@ class Store:
                     "message": message,
                     "data": data,
                 }
-                self._enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
+                outbox.enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
             return event_id
 
         return self._with_space(insert)
@@ -387,7 +408,7 @@ class Store:
 
         def insert() -> int:
             with self._write(f"enqueue {kind}") as conn:
-                return self._enqueue_in(conn, kind, text, priority)
+                return outbox.enqueue_in(conn, kind, text, priority)
 
         outbox_id = self._with_space(insert)
         self._maybe_retention()
@@ -403,91 +424,71 @@ class Store:
                 hint="use str, int, float, bool, None, lists and str-keyed dicts only",
             ) from exc
 
-    @staticmethod
-    def _enqueue_in(conn: sqlite3.Connection, kind: str, payload: str, priority: int) -> int:
-        cursor = conn.execute(
-            "INSERT INTO outbox (kind, priority, created_at, payload, approx_bytes) VALUES (?, ?, ?, ?, ?)",
-            (kind, priority, time.time(), payload, len(payload)),
-        )
-        return int(cursor.lastrowid or 0)
-
     # -- outbox ---------------------------------------------------------------------------------
 
     def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> list[OutboxItem]:
         """The next pending items, priority then id order, without removing them.
 
         With ``max_bytes``, stops before the item that would exceed it (but always returns at
-        least one item, so one oversize item cannot block the queue).
+        least one item, so one oversize item cannot block the queue). Items acknowledged but
+        held for the next commit (see :meth:`hold_writes`) are not pending any more.
         """
-        items: list[OutboxItem] = []
-        total = 0
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT id, kind, priority, created_at, payload, first_result_id, last_result_id, "
-                "approx_bytes FROM outbox ORDER BY priority, id LIMIT ?",
-                (max(int(limit), 0),),
-            ).fetchall()
-            for item_id, kind, priority, created_at, payload, first, last, approx in rows:
-                if max_bytes is not None and items and total + approx > max_bytes:
-                    break
-                total += approx
-                body: dict[str, Any] | list[dict[str, Any]]
-                if kind == "results":
-                    body = [
-                        result_dict(row)
-                        for row in conn.execute(
-                            f"{SELECT_RESULT} WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
-                        )
-                    ]
-                else:
-                    body = json.loads(payload)
-                items.append(OutboxItem(item_id, kind, priority, created_at, body, approx))
-        return items
+            return outbox.peek(conn, limit, max_bytes=max_bytes, skip=self._held.acked())
 
     def outbox_ack(self, ids: Iterable[int]) -> int:
-        """Remove delivered items; results they reference are marked synced. Returns items removed."""
+        """Remove delivered items; results they reference are marked synced. Returns items removed.
+
+        While writes are held (:meth:`hold_writes`), the removal rides on the next commit
+        instead of a transaction of its own; the items are gone for ``outbox_peek`` and
+        ``outbox_backlog`` at once.
+        """
         ids = [int(i) for i in ids]
         if not ids:
             return 0
-        removed = 0
-        now = time.time()
-        with self._write("acknowledge outbox items") as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                ranges = conn.execute(
-                    "SELECT first_result_id, last_result_id FROM outbox "
-                    f"WHERE kind = 'results' AND id IN ({marks})",
-                    chunk,
-                ).fetchall()
-                conn.executemany(
-                    "UPDATE results SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL",
-                    [(now, first, last) for first, last in ranges],
-                )
-                removed += conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk).rowcount
+        if not self._held.holding:
+            with self._write("acknowledge outbox items") as conn:
+                return outbox.ack(conn, ids)
+        new = self._held.add_acks(ids)
+        with self._read() as conn:
+            removed = outbox.count_present(conn, new)
+        self.flush_held(only_if_due=True)
         return removed
 
     def outbox_backlog(self) -> dict[str, int]:
         """Pending items per kind (``results`` counted in rows); kinds with nothing pending are absent."""
         with self._read() as conn:
-            backlog = {
-                str(kind): int(n)
-                for kind, n in conn.execute(
-                    "SELECT kind, count(*) FROM outbox WHERE kind != 'results' GROUP BY kind ORDER BY kind"
-                )
-            }
-            # The unsynced results are exactly the id ranges of the pending results items (a write
-            # adds rows and their item together, an ack syncs a range and drops its item, eviction
-            # trims both): one row per batch to add up, not a count over every unsynced result.
-            unsynced = int(
-                conn.execute(
-                    "SELECT coalesce(sum(last_result_id - first_result_id + 1), 0) FROM outbox "
-                    "WHERE kind = 'results'"
-                ).fetchone()[0]
-            )
-        if unsynced:
-            backlog["results"] = unsynced
-        return backlog
+            return outbox.backlog(conn, skip=self._held.acked())
+
+    # -- the commit policy ----------------------------------------------------------------------
+
+    def hold_writes(self, interval_s: float | None) -> None:
+        """Hold acknowledgements and queued metrics for the next commit, at most ``interval_s``.
+
+        The agent's result writer turns this on with ``store.commit_interval_s`` and commits
+        every interval, so they ride on its transaction; ``None`` (or 0) commits whatever is
+        held and writes straight through again. ``close()`` commits what is held too.
+        """
+        self._held.interval_s = interval_s if interval_s else None
+        if not self._held.holding:
+            self.flush_held()
+
+    def flush_held(self, *, only_if_due: bool = False) -> bool:
+        """Commit held acknowledgements and metrics now (or only once due); True if it did."""
+        if not self._held or (only_if_due and not self._held.due()):
+            return False
+        with self._write("commit held acknowledgements and metrics"):
+            pass  # _write applies what is held
+        return True
+
+    def queue_metrics(self, samples: Sequence[MetricSample]) -> None:
+        """Like :meth:`write_metrics`, but while writes are held the samples wait for the next
+        commit instead of taking a transaction of their own. Bad samples raise at once."""
+        rows, payload = self._metric_rows(samples)
+        if self._held.holding:
+            self._held.add_metrics(rows, payload)
+            return
+        self._insert_metrics(rows, payload)
 
     # -- reads ----------------------------------------------------------------------------------
 
