@@ -1,6 +1,11 @@
 """Flash wear of the running agent: bytes it sends to the storage device per stored result.
 
     python bench/flash_wear.py [--seconds 60] [--rates 5 50] [--no-controller] [--store KEY=VALUE ...]
+    python bench/flash_wear.py --pages
+
+``--pages`` instead counts, for each kind of store write the agent makes at a slow rate, the
+WAL pages one transaction appends and which tables and indexes they belong to (SQLite's
+``dbstat``), each write alone and with the commit policy's held writes folded in.
 
 For each rate, the real ``edgefleet agent run`` process runs with the default configuration
 (only paths, the broker port and a synthetic 6-channel source paced in real time at
@@ -24,10 +29,12 @@ import argparse
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -141,12 +148,62 @@ def stored_rows(db: Path, first: int, last: int) -> list[tuple[object, ...]]:
         conn.close()
 
 
+def prefill(db: Path, hours: float, rate: float) -> None:
+    """``hours`` of synced history, as a store that has run that long holds it: results at
+    ``rate``, the health monitor's 17 samples every 10 s. B-trees a day old are what a device
+    writes into; a fresh store hides whatever grows with them (an index entry per metric name
+    landed on its own page once the metrics table was some hundred ticks old)."""
+    from edgefleet.agent.store import MetricSample, ResultRecord, Store, StoreConfig
+    from edgefleet.agent.store.rows import result_rows
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    store = Store.open(db, StoreConfig(path=db, synchronous="OFF"))
+    start = time.time() - hours * 3600
+    names = [f"metric_{i}" for i in range(17)]
+    try:
+        for tick in range(int(hours * 360)):
+            t = start + tick * 10.0
+            records = [
+                ResultRecord(
+                    "imu",
+                    t + i / rate,
+                    t + i / rate + 5,
+                    "basicmotions-edge-tflite",
+                    "1.0.0",
+                    "Walking",
+                    0.8,
+                    None,
+                    1.2,
+                    window_seq=tick * 50 + i,
+                    created_at=t + i / rate,
+                )
+                for i in range(int(rate * 10))
+            ]
+            store.write_result_rows(result_rows(records, raw_outputs=False))
+            store.write_metrics([MetricSample(t, name, 1.0) for name in names])
+            if tick % 50 == 49:
+                store.outbox_ack([item.id for item in store.outbox_peek(1000)])
+        store.outbox_ack([item.id for item in store.outbox_peek(100_000)])
+        store.checkpoint("TRUNCATE")
+    finally:
+        store.close()
+
+
 def run_agent(
-    workdir: Path, rate: float, seconds: float, broker: MosquittoBroker, store_lines: list[str]
+    workdir: Path,
+    rate: float,
+    seconds: float,
+    broker: MosquittoBroker,
+    store_lines: list[str],
+    history_h: float,
 ) -> tuple[int, int, Path]:
     """(bytes written, results stored) during the measured ``seconds``, and the store's path."""
     config = agent_config(workdir, rate, broker.port, store_lines)
     db = workdir / "state" / "store.db"
+    if history_h > 0:
+        prefill(db, history_h, rate)
+        print(f"  ({history_h:.3g} h of history at {rate:g} windows/s in the store)", flush=True)
+    first_id = max_result_id(db) if db.exists() else 0
     log = workdir / "agent.log"
     with log.open("ab") as out:
         agent = subprocess.Popen(
@@ -158,7 +215,7 @@ def run_agent(
         )
     try:
         deadline = time.monotonic() + 120
-        while not db.exists() or max_result_id(db) == 0:
+        while not db.exists() or max_result_id(db) == first_id:
             if agent.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("agent stored nothing:\n" + log.read_text(errors="replace")[-3000:])
             time.sleep(0.2)
@@ -205,6 +262,96 @@ def baseline(workdir: Path, rows: list[tuple[object, ...]], per_transaction: int
         os.close(fd)
 
 
+def _wal_pages(db: Path) -> list[int]:
+    data = db.with_name(db.name + "-wal").read_bytes()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    return [struct.unpack(">I", data[o : o + 4])[0] for o in range(32, len(data) - 23, 24 + page_size)]
+
+
+def _owners(db: Path) -> dict[int, str]:
+    conn = sqlite3.connect(db)
+    try:
+        owners = {int(page): str(name) for name, page in conn.execute("SELECT name, pageno FROM dbstat")}
+    finally:
+        conn.close()
+    owners[1] = "header (page 1)"
+    return owners
+
+
+def pages_per_transaction() -> None:
+    """WAL pages appended by each kind of transaction, by owner (steady state, 4 KiB pages)."""
+    from edgefleet.agent.store import MetricSample, ResultRecord, Store, StoreConfig
+    from edgefleet.agent.store.rows import result_rows
+
+    def rows(n: int, start: int) -> list[tuple[object, ...]]:
+        now = time.time()
+        records = [
+            ResultRecord(
+                "imu",
+                now + i,
+                now + i + 5,
+                "basicmotions-edge-tflite",
+                "1.0.0",
+                "Walking",
+                0.8,
+                None,
+                1.2,
+                window_seq=start + i,
+                created_at=now,
+            )
+            for i in range(n)
+        ]
+        return result_rows(records, raw_outputs=False)
+
+    def metrics() -> list[MetricSample]:
+        # What the health monitor sends every metrics interval for one stream: 17 samples.
+        return [MetricSample(time.time(), f"metric_{i}", float(i)) for i in range(17)]
+
+    with tempfile.TemporaryDirectory(prefix="flash-pages-") as tmp:
+        db = Path(tmp) / "store.db"
+        store = Store.open(db, StoreConfig(path=db, wal_autocheckpoint_pages=0, retention_interval_s=1e9))
+        seq = 0
+
+        def ack_all() -> None:
+            store.outbox_ack([item.id for item in store.outbox_peek(100)])
+
+        def results(n: int) -> None:
+            nonlocal seq
+            store.write_result_rows(rows(n, seq))
+            seq += n
+
+        # (what, held?, set-up before the measured transaction, the measured write)
+        cases = [
+            ("1 result (one per commit)", False, ack_all, lambda: results(1)),
+            ("50 results in one commit", False, ack_all, lambda: results(50)),
+            ("ack of one results item", False, lambda: results(50), ack_all),
+            ("17 metric samples", False, ack_all, lambda: store.write_metrics(metrics())),
+            (
+                "50 results + held ack + held metrics",
+                True,
+                lambda: results(50),
+                lambda: (ack_all(), store.queue_metrics(metrics()), results(50)),
+            ),
+            ("50 results + held ack", True, lambda: results(50), lambda: (ack_all(), results(50))),
+        ]
+        print("WAL pages appended per transaction (steady state; 4 KiB each, plus 24-byte frame headers)")
+        for label, held, setup, write in cases:
+            for _ in range(5):  # warm: the tables' current pages exist, as in a running agent
+                setup()
+                write()
+            setup()
+            store.checkpoint("TRUNCATE")
+            store.hold_writes(3600.0 if held else None)
+            write()
+            store.hold_writes(None)
+            pages = _wal_pages(db)
+            owners = _owners(db)
+            by_owner = Counter(owners.get(page, "pointer map / free") for page in pages)
+            detail = ", ".join(f"{name} {n}" for name, n in by_owner.most_common())
+            print(f"  {label:38s} {len(pages):3d} pages: {detail}")
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured time per rate")
@@ -213,7 +360,17 @@ def main() -> int:
     parser.add_argument(
         "--store", action="append", default=[], metavar="KEY=VALUE", help="extra [store] lines (TOML)"
     )
+    parser.add_argument(
+        "--history-hours",
+        type=float,
+        default=24.0,
+        help="synced history in the store before the agent starts",
+    )
+    parser.add_argument("--pages", action="store_true", help="WAL pages per kind of transaction, then exit")
     args = parser.parse_args()
+    if args.pages:
+        pages_per_transaction()
+        return 0
     try:
         write_bytes("self")
     except (OSError, RuntimeError) as exc:
@@ -221,8 +378,8 @@ def main() -> int:
         return 2
     met = True
     print(
-        f"agent: default config, sync on, {args.seconds:.0f} s measured per rate"
-        + ("" if args.no_controller else ", with a controller")
+        f"agent: default config, sync on, up to {args.history_hours:g} h of synced history in the store, "
+        f"{args.seconds:.0f} s measured per rate" + ("" if args.no_controller else ", with a controller")
     )
     print(
         f"{'windows/s':>9} {'results':>8} {'agent B/result':>15} {'agent MiB/h':>12} "
@@ -236,7 +393,9 @@ def main() -> int:
             try:
                 if not args.no_controller:
                     controller, _ = start_controller(workdir, broker)
-                written, results, db = run_agent(workdir, rate, args.seconds, broker, args.store)
+                # At most ~500k results of history: a day at 50 windows/s would pass the soft cap.
+                history_h = min(args.history_hours, 500_000 / (rate * 3600))
+                written, results, db = run_agent(workdir, rate, args.seconds, broker, args.store, history_h)
             finally:
                 if controller is not None:
                     controller.send_signal(signal.SIGTERM)

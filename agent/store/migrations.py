@@ -190,6 +190,14 @@ def _v5_result_batches_instead_of_time_index(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v6_no_metrics_name_index(conn: sqlite3.Connection) -> None:
+    # No query reads metrics by name (retention cuts by ts through metrics_ts; sync ships the
+    # outbox copy). Each health tick put one entry per metric name into (name, ts): a different
+    # leaf page per name once the table is a few hundred ticks old, ~20 of the ~27 pages a
+    # tick appended to the WAL. Flash wear, not speed (docs/store.md, "Commit policy").
+    _run(conn, ["DROP INDEX IF EXISTS metrics_name_ts"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, metrics, events, outbox", _v1_initial),
     Migration(
@@ -205,6 +213,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "result_batches (id range, created_at bounds per write) instead of results_created",
         _v5_result_batches_instead_of_time_index,
+    ),
+    Migration(
+        6,
+        "drop metrics_name_ts: no reader, a page per metric name per health tick",
+        _v6_no_metrics_name_index,
     ),
 )
 
