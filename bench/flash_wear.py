@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -320,19 +321,26 @@ def pages_per_transaction() -> None:
             store.write_result_rows(rows(n, seq))
             seq += n
 
+        def held_ack_metrics_results() -> None:
+            ack_all()
+            store.queue_metrics(metrics())
+            results(50)
+
+        def held_ack_results() -> None:
+            ack_all()
+            results(50)
+
+        def metrics_alone() -> None:
+            store.write_metrics(metrics())
+
         # (what, held?, set-up before the measured transaction, the measured write)
-        cases = [
+        cases: list[tuple[str, bool, Callable[[], None], Callable[[], None]]] = [
             ("1 result (one per commit)", False, ack_all, lambda: results(1)),
             ("50 results in one commit", False, ack_all, lambda: results(50)),
             ("ack of one results item", False, lambda: results(50), ack_all),
-            ("17 metric samples", False, ack_all, lambda: store.write_metrics(metrics())),
-            (
-                "50 results + held ack + held metrics",
-                True,
-                lambda: results(50),
-                lambda: (ack_all(), store.queue_metrics(metrics()), results(50)),
-            ),
-            ("50 results + held ack", True, lambda: results(50), lambda: (ack_all(), results(50))),
+            ("17 metric samples", False, ack_all, metrics_alone),
+            ("50 results + held ack + held metrics", True, lambda: results(50), held_ack_metrics_results),
+            ("50 results + held ack", True, lambda: results(50), held_ack_results),
         ]
         print("WAL pages appended per transaction (steady state; 4 KiB each, plus 24-byte frame headers)")
         for label, held, setup, write in cases:
