@@ -360,6 +360,8 @@ class Store(StoreCore):
         rows, payload = self._metric_rows(samples)
         if self._held.holding:
             self._held.add_metrics(rows, payload)
+            # Normally the writer's next commit takes them; should it be gone, they still go in.
+            self.flush_held(only_if_due=True)
             return
         self._insert_metrics(rows, payload)
 
