@@ -26,6 +26,7 @@ stored result and <= 1.5x the baseline.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sqlite3
@@ -226,6 +227,11 @@ def run_agent(
         bytes_after, id_after = write_bytes(agent.pid), max_result_id(db)
         if agent.poll() is not None:
             raise RuntimeError("agent exited during the run:\n" + log.read_text(errors="replace")[-3000:])
+        facts = json.loads((workdir / "state" / "agent-status.json").read_text()).get("store") or {}
+        store_h, process_h = facts.get("bytes_written_per_hour"), facts.get("process_bytes_written_per_hour")
+        if store_h and process_h:
+            # Both over the agent's life so far (start-up included): the share, not the figure.
+            print(f"  the agent's own counters: store transactions {store_h / process_h:.0%} of its writes")
     finally:
         agent.send_signal(signal.SIGTERM)
         try:

@@ -41,7 +41,7 @@ class StoreConfig(BaseModel):
         "corrupt the database. Only for throwaway stores on tmpfs.",
     )
     commit_interval_s: float = Field(
-        default=10.0,
+        default=15.0,
         ge=0,
         le=60,
         description="The running agent commits results at most once per this many seconds (sooner "
