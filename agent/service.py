@@ -465,8 +465,7 @@ class AgentService:
             "unsynced_results": report.store_unsynced_results if report is not None else None,
             "outbox_backlog": dict(report.outbox_backlog) if report is not None else {},
             "bytes_written_per_hour": report.store_bytes_written_per_hour if report is not None else None,
-            # The whole process (status/sync files, logs too): what `store stats` shows as the
-            # running agent's writes, since the CLI cannot see another process's counters.
+            # The whole process (status/sync files too): `store stats` cannot read another's counters.
             "process_bytes_written_per_hour": report.process_bytes_written_per_hour if report else None,
             "process_bytes_written_total": report.process_bytes_written_total if report else None,
         }
@@ -481,18 +480,14 @@ class AgentService:
             snapshot["sync"] = {"enabled": bool(config is not None and config.sync.enabled), "running": False}
         return snapshot
 
-    def _status_marks(self) -> tuple[object, ...]:
+    def _write_status_on_change(self) -> None:
+        """Rewrite the status file once the model loads (or fails), the first results commit or
+        the problems change: a container health check reads it right after start-up."""
         pipeline = self.pipeline
         if pipeline is None:
-            return ()
+            return
         model = pipeline.model_info()
-        return (model["state"], model["loaded_at"], pipeline.first_result.is_set(), len(self.problems()))
-
-    def _write_status_on_change(self) -> None:
-        """Rewrite the status file as soon as the model loads (or fails), the first results are
-        committed or a problem appears or clears, not only every health interval: a container
-        health check reads it right after start-up."""
-        marks = self._status_marks()
+        marks = (model["state"], model["loaded_at"], pipeline.first_result.is_set(), len(self.problems()))
         if marks != self._last_status_marks:
             self._last_status_marks = marks
             self._write_status()
