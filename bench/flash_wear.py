@@ -1,6 +1,6 @@
 """Flash wear of the running agent: bytes it sends to the storage device per stored result.
 
-    python bench/flash_wear.py [--seconds 60] [--rates 5 50] [--no-controller] [--store KEY=VALUE ...]
+    python bench/flash_wear.py [--seconds 120] [--rates 5 50] [--no-controller] [--store KEY=VALUE ...]
     python bench/flash_wear.py --pages
 
 ``--pages`` instead counts, for each kind of store write the agent makes at a slow rate, the
@@ -386,7 +386,7 @@ def pages_per_transaction() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured time per rate")
+    parser.add_argument("--seconds", type=float, default=120.0, help="measured time per rate")
     parser.add_argument("--rates", type=float, nargs="+", default=[5.0, 50.0], help="windows per second")
     parser.add_argument("--no-controller", action="store_true", help="broker only (nothing acknowledges)")
     parser.add_argument(
