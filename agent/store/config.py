@@ -38,7 +38,9 @@ class StoreConfig(BaseModel):
         "nothing and the file never corrupts, but a power cut may roll back the batches committed "
         "since the last checkpoint (the file stays consistent). "
         "OFF: no fsync at all; safe against an agent crash, but a power cut or kernel panic may "
-        "corrupt the database. Only for throwaway stores on tmpfs.",
+        "corrupt the database. Only for throwaway stores on tmpfs. "
+        "Whatever the mode, the results not yet committed (at most commit_interval_s of them) are "
+        "lost by a crash or a power cut.",
     )
     commit_interval_s: float = Field(
         default=15.0,
