@@ -23,6 +23,7 @@ import psutil
 
 from edgefleet.agent.metrics import CountersSnapshot, PipelineCounters
 from edgefleet.agent.store import MetricSample, Store
+from edgefleet.agent.store.wear import ProcessWrites
 
 __all__ = [
     "HealthMonitor",
@@ -80,6 +81,9 @@ class HealthReport:
     temperatures_c: dict[str, float] = field(default_factory=dict)
     store_size_bytes: int | None = None
     store_bytes_written_per_hour: float | None = None
+    process_bytes_written_per_hour: float | None = None
+    """The whole agent process's device writes (``/proc/self/io``), the figure flash wear follows."""
+    process_bytes_written_total: int | None = None
     store_unsynced_results: int | None = None
     store_results: int | None = None
     outbox_backlog: dict[str, int] = field(default_factory=dict)
@@ -127,6 +131,7 @@ class HealthReport:
             "temperature_c": self.temperature_c,
             "store_size_bytes": self.store_size_bytes,
             "store_bytes_written_per_hour": self.store_bytes_written_per_hour,
+            "process_bytes_written_per_hour": self.process_bytes_written_per_hour,
         }
         samples.extend(MetricSample(ts, name, float(v)) for name, v in optional.items() if v is not None)
         for kind, count in self.outbox_backlog.items():
@@ -214,6 +219,7 @@ class HealthMonitor:
         self._on_report = on_report
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # prime: the first call always returns 0.0
+        self._writes = ProcessWrites()
         self._previous: CountersSnapshot = counters.snapshot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -249,7 +255,7 @@ class HealthMonitor:
         samples = report.metric_samples()
         if self._write_metrics:
             try:
-                self.store.write_metrics(samples)
+                self.store.queue_metrics(samples)
             except Exception as exc:
                 log.warning("could not store health metrics: %s", exc)
         if self._exporter is not None:
@@ -288,6 +294,9 @@ class HealthMonitor:
         except psutil.Error as exc:
             log.debug("psutil failed: %s", exc)
         report.temperatures_c = read_temperatures()
+        report.process_bytes_written_per_hour = self._writes.sample()
+        if report.process_bytes_written_per_hour is not None:
+            report.process_bytes_written_total = self._writes.total
         try:
             stats = self.store.stats()
         except Exception as exc:

@@ -99,6 +99,7 @@ class AgentService:
         self._stop_reason = ""
         self._last_report: HealthReport | None = None
         self._status_lock = threading.Lock()
+        self._last_status_marks: tuple[object, ...] = ()
         self._reloads = 0
         self._reload_error: str | None = None
 
@@ -170,6 +171,7 @@ class AgentService:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+            self._write_status_on_change()
             if deadline is not None and now >= deadline:
                 self.request_stop("max-seconds reached")
                 break
@@ -198,6 +200,7 @@ class AgentService:
             buffer_capacity=batching.buffer_capacity,
             backpressure=batching.backpressure,
             store_outputs=config.store.store_raw_outputs,
+            write_interval_s=config.store.commit_interval_s,
         )
 
     def _build_pipeline(self, config: AgentConfig, store: Store) -> Pipeline:
@@ -480,6 +483,9 @@ class AgentService:
             "unsynced_results": report.store_unsynced_results if report is not None else None,
             "outbox_backlog": dict(report.outbox_backlog) if report is not None else {},
             "bytes_written_per_hour": report.store_bytes_written_per_hour if report is not None else None,
+            # The whole process (status/sync files too): `store stats` cannot read another's counters.
+            "process_bytes_written_per_hour": report.process_bytes_written_per_hour if report else None,
+            "process_bytes_written_total": report.process_bytes_written_total if report else None,
         }
         sync = self.sync
         if sync is not None:
@@ -491,6 +497,18 @@ class AgentService:
         else:
             snapshot["sync"] = {"enabled": bool(config is not None and config.sync.enabled), "running": False}
         return snapshot
+
+    def _write_status_on_change(self) -> None:
+        """Rewrite the status file once the model loads (or fails), the first results commit or
+        the problems change: a container health check reads it right after start-up."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        model = pipeline.model_info()
+        marks = (model["state"], model["loaded_at"], pipeline.first_result.is_set(), len(self.problems()))
+        if marks != self._last_status_marks:
+            self._last_status_marks = marks
+            self._write_status()
 
     def _write_status(self) -> None:
         config = self.config

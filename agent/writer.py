@@ -82,6 +82,8 @@ class ResultWriter:
 
     def start(self) -> None:
         self.heartbeat = time.monotonic()
+        # Acknowledgements and metrics wait for this writer's next commit (docs/store.md).
+        self.store.hold_writes(self.settings.interval_s)
         self._thread = threading.Thread(target=self._loop, name="agent-writer", daemon=True)
         self._thread.start()
 
@@ -142,6 +144,8 @@ class ResultWriter:
                     item = self._queue.get(timeout=1.0)
             except queue.Empty:
                 item = None
+                if not pending:
+                    self._flush_held()  # nothing to ride on: commit held acks/metrics once due
             while item is not None:
                 if isinstance(item, _RowBatch):
                     pending.rows += item.rows
@@ -165,7 +169,18 @@ class ResultWriter:
                 self._flush(pending, final=False, full_only=True)
                 last_commit = time.monotonic()
             if stopping and not pending and self._queue.empty():
+                try:
+                    self.store.hold_writes(None)  # commits what is still held
+                except Exception as exc:
+                    log.error("committing held acknowledgements and metrics failed: %s", exc)
                 return
+
+    def _flush_held(self) -> None:
+        try:
+            self.store.flush_held(only_if_due=True)
+        except Exception as exc:  # the store fails: the next commit retries them
+            self.counters.record_store_error()
+            log.error("committing held acknowledgements and metrics failed: %s", exc)
 
     @staticmethod
     def _build(item: _DeferredRows) -> list[tuple[Any, ...]]:

@@ -32,6 +32,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("agent_memory", []),
     ("agent_startup", []),
     ("sync_drain", []),
+    ("flash_wear", []),
     ("controller_ingest", []),
     ("dashboard_overview", []),
 ]

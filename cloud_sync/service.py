@@ -33,7 +33,7 @@ __all__ = ["StatusProvider", "SyncService", "SyncState", "read_state_file"]
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], "Mapping[str, Any] | StatusBody"]
-_STATE_EVERY_S = 1.0
+_STATE_EVERY_S = 5.0  # each rewrite of the state file costs a 4 KiB page of flash (docs/store.md)
 _STOP_FLUSH_S = 2.0
 
 

@@ -243,6 +243,7 @@ class FleetSimulator:
             "temperature_c": rng.uniform(45, 70),
             "fallback_share": self.fallback_share * rng.uniform(0.5, 1.5),
             "store_size_bytes": 4e6 + (now - device.started) * 500,
+            "process_bytes_written_per_hour": rng.uniform(20e6, 40e6),
         }
         samples = [MetricPoint(ts=now, name=name, value=value) for name, value in values.items()]
         self._publish(device, "telemetry", TelemetryBody(samples=samples))

@@ -38,7 +38,20 @@ class StoreConfig(BaseModel):
         "nothing and the file never corrupts, but a power cut may roll back the batches committed "
         "since the last checkpoint (the file stays consistent). "
         "OFF: no fsync at all; safe against an agent crash, but a power cut or kernel panic may "
-        "corrupt the database. Only for throwaway stores on tmpfs.",
+        "corrupt the database. Only for throwaway stores on tmpfs. "
+        "Whatever the mode, the results not yet committed (at most commit_interval_s of them) are "
+        "lost by a crash or a power cut.",
+    )
+    commit_interval_s: float = Field(
+        default=15.0,
+        ge=0,
+        le=60,
+        description="The running agent commits results at most once per this many seconds (sooner "
+        "when a full write batch is waiting), and outbox acknowledgements and health metrics ride "
+        "on the same transaction: at sensor rates each commit rewrites a few 4 KiB pages whatever "
+        "it holds, so fewer commits mean less flash wear. Results not yet committed - at most this "
+        "many seconds of them - are lost if the agent is killed (kill -9, OOM) or the power fails; "
+        "SIGTERM, reload and shutdown commit them. 0 commits every result as it comes.",
     )
     max_bytes: int = Field(
         default=256 * MiB,

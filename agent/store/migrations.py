@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from edgefleet.agent.store.codec import encode_outputs
 from edgefleet.errors import StoreError
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Migration",
-    "decode_outputs",
-    "encode_outputs",
     "migrate",
     "read_schema_version",
 ]
@@ -36,26 +33,6 @@ class Migration:
     version: int
     description: str
     apply: Callable[[sqlite3.Connection], None]
-
-
-def encode_outputs(values: Sequence[float] | None) -> bytes | None:
-    """Pack an output vector as little-endian float64 (exact, 8 bytes per value)."""
-    if values is None:
-        return None
-    packed = array("d", values)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def decode_outputs(blob: bytes | None) -> list[float] | None:
-    if blob is None:
-        return None
-    values = array("d")
-    values.frombytes(blob)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
 
 
 def _run(conn: sqlite3.Connection, statements: Sequence[str]) -> None:
@@ -213,6 +190,14 @@ def _v5_result_batches_instead_of_time_index(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v6_no_metrics_name_index(conn: sqlite3.Connection) -> None:
+    # No query reads metrics by name (retention cuts by ts through metrics_ts; sync ships the
+    # outbox copy). Each health tick put one entry per metric name into (name, ts): a different
+    # leaf page per name once the table is a few hundred ticks old, ~20 of the ~27 pages a
+    # tick appended to the WAL. Flash wear, not speed (docs/store.md, "Commit policy").
+    _run(conn, ["DROP INDEX IF EXISTS metrics_name_ts"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, metrics, events, outbox", _v1_initial),
     Migration(
@@ -228,6 +213,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "result_batches (id range, created_at bounds per write) instead of results_created",
         _v5_result_batches_instead_of_time_index,
+    ),
+    Migration(
+        6,
+        "drop metrics_name_ts: no reader, a page per metric name per health tick",
+        _v6_no_metrics_name_index,
     ),
 )
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
-from edgefleet.agent.store.migrations import decode_outputs, encode_outputs
+from edgefleet.agent.store.codec import decode_outputs, encode_outputs
 from edgefleet.agent.store.records import ResultRecord
 
 __all__ = [

@@ -1,33 +1,22 @@
 """``Store``: the agent's local SQLite store and the outbox that sync drains.
 
-One WAL-mode file. Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a
-kill -9 at any moment leaves either the whole batch or none of it; WAL keeps the file
-consistent. A Store is safe to share between threads (one connection behind a lock).
+Results, metrics, events and the outbox; transactions, retention and the rest of the upkeep
+live in :mod:`edgefleet.agent.store.core`, the outbox queries in
+:mod:`edgefleet.agent.store.outbox`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-import sqlite_utils
-
+from edgefleet.agent.store import outbox
 from edgefleet.agent.store.batches import newest_results, record_bounds
-from edgefleet.agent.store.config import StoreConfig
-from edgefleet.agent.store.connection import (
-    StoreFullError,
-    connect,
-    lock_shared,
-    translate_error,
-)
+from edgefleet.agent.store.core import StoreCore
 from edgefleet.agent.store.migrations import read_schema_version
 from edgefleet.agent.store.records import (
     PRIORITY_EVENTS,
@@ -38,10 +27,9 @@ from edgefleet.agent.store.records import (
     ResultRecord,
     StoreStats,
 )
-from edgefleet.agent.store.retention import RetentionReport, disk_bytes, enforce_retention, used_bytes
+from edgefleet.agent.store.retention import disk_bytes
 from edgefleet.agent.store.rows import (
     RESULT_COLUMNS,
-    SELECT_RESULT,
     check_record,
     converted_rows,
     insert_results_statement,
@@ -49,7 +37,6 @@ from edgefleet.agent.store.rows import (
     result_dict,
     result_rows,
 )
-from edgefleet.agent.store.wear import WriteMeter
 from edgefleet.errors import StoreError
 
 __all__ = ["EVENT_LEVELS", "Store"]
@@ -57,105 +44,14 @@ __all__ = ["EVENT_LEVELS", "Store"]
 log = logging.getLogger(__name__)
 
 EVENT_LEVELS = ("debug", "info", "warning", "error", "critical")
-CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
 
 # Rough wire size of one result row without its outputs; sync only uses it to cap a batch.
 _RESULT_ROW_BYTES = 160
-_IN_CHUNK = 500
 _TABLES = ("results", "metrics", "events", "outbox")
-_MIN_CAP_BYTES = 64 * 1024
-_T = TypeVar("_T")
 
 
-class Store:
+class Store(StoreCore):
     """Open with :meth:`open`; see ``docs/store.md`` for the schema and the durability modes."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path, config: StoreConfig, lock_fd: int) -> None:
-        self._conn = conn
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
-        self.path = path
-        self.config = config
-        self._lock_fd: int | None = lock_fd
-        self._lock = threading.RLock()
-        self._meter = WriteMeter()
-        # Due at once: a store already over its cap at start-up is trimmed by the first write.
-        self._next_retention = time.monotonic()
-        self.last_retention: RetentionReport | None = None
-        # Set while this thread evicts for a full disk: the eviction's own writes must not recurse.
-        self._evicting = threading.local()
-        variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(config.write_chunk_rows, variables // len(RESULT_COLUMNS)))
-
-    # -- opening and closing --------------------------------------------------------------------
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, config: StoreConfig | None = None) -> Store:
-        """Open (creating or migrating forward) the store at ``path`` (default ``config.path``)."""
-        config = config or StoreConfig()
-        db_path = Path(path if path is not None else config.path)
-        lock_fd = lock_shared(db_path)
-        try:
-            conn = connect(db_path, config)
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        return cls(conn, db_path, config, lock_fd)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._lock_fd is None:
-                return
-            try:
-                self._conn.close()
-            finally:
-                os.close(self._lock_fd)
-                self._lock_fd = None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._lock_fd is None
-
-    # -- transactions ---------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, metered for flash wear; SQLite errors become StoreError."""
-        with self._lock:
-            if self._lock_fd is None:
-                raise StoreError(f"cannot {what}: the store {self.path} is closed", path=str(self.path))
-            conn = self._conn
-            try:
-                with self._meter.measure():
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield conn
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
-            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
-                raise  # a refused row: write_results sorts the good records from the bad
-            except sqlite3.DatabaseError as exc:  # busy, full, read-only, malformed ...
-                raise translate_error(what, self.path, exc) from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for multi-statement reads."""
-        with self._lock:
-            if self._lock_fd is None:
-                raise StoreError(f"the store {self.path} is closed", path=str(self.path))
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -307,6 +203,11 @@ class Store:
         Returns the outbox id. Samples with a non-numeric value or non-string labels are rejected
         with a StoreError naming the first bad one (nothing is written).
         """
+        rows, payload = self._metric_rows(samples)
+        return self._insert_metrics(rows, payload)
+
+    @staticmethod
+    def _metric_rows(samples: Sequence[MetricSample]) -> tuple[list[tuple[float, str, float, str]], str]:
         if not samples:
             raise StoreError("write_metrics() got no samples", hint="pass at least one MetricSample")
         rows: list[tuple[float, str, float, str]] = []
@@ -325,12 +226,13 @@ class Store:
                 ) from exc
             rows.append((ts, s.name, value, json.dumps(labels, sort_keys=True)))
             wire.append({"ts": ts, "name": s.name, "value": value, "labels": labels})
-        payload = json.dumps({"samples": wire}, allow_nan=True)
+        return rows, json.dumps({"samples": wire}, allow_nan=True)
 
+    def _insert_metrics(self, rows: list[tuple[float, str, float, str]], payload: str) -> int:
         def insert() -> int:
             with self._write("write metrics") as conn:
                 conn.executemany("INSERT INTO metrics (ts, name, value, labels) VALUES (?, ?, ?, ?)", rows)
-                return self._enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
+                return outbox.enqueue_in(conn, "telemetry", payload, PRIORITY_TELEMETRY)
 
         outbox_id = self._with_space(insert)
         self._maybe_retention()
@@ -366,7 +268,7 @@ class Store:
                     "message": message,
                     "data": data,
                 }
-                self._enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
+                outbox.enqueue_in(conn, "events", json.dumps(payload), PRIORITY_EVENTS)
             return event_id
 
         return self._with_space(insert)
@@ -387,7 +289,7 @@ class Store:
 
         def insert() -> int:
             with self._write(f"enqueue {kind}") as conn:
-                return self._enqueue_in(conn, kind, text, priority)
+                return outbox.enqueue_in(conn, kind, text, priority)
 
         outbox_id = self._with_space(insert)
         self._maybe_retention()
@@ -403,91 +305,65 @@ class Store:
                 hint="use str, int, float, bool, None, lists and str-keyed dicts only",
             ) from exc
 
-    @staticmethod
-    def _enqueue_in(conn: sqlite3.Connection, kind: str, payload: str, priority: int) -> int:
-        cursor = conn.execute(
-            "INSERT INTO outbox (kind, priority, created_at, payload, approx_bytes) VALUES (?, ?, ?, ?, ?)",
-            (kind, priority, time.time(), payload, len(payload)),
-        )
-        return int(cursor.lastrowid or 0)
-
     # -- outbox ---------------------------------------------------------------------------------
 
     def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> list[OutboxItem]:
         """The next pending items, priority then id order, without removing them.
 
         With ``max_bytes``, stops before the item that would exceed it (but always returns at
-        least one item, so one oversize item cannot block the queue).
+        least one item, so one oversize item cannot block the queue). Items acknowledged but
+        held for the next commit (see :meth:`hold_writes`) are not pending any more.
         """
-        items: list[OutboxItem] = []
-        total = 0
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT id, kind, priority, created_at, payload, first_result_id, last_result_id, "
-                "approx_bytes FROM outbox ORDER BY priority, id LIMIT ?",
-                (max(int(limit), 0),),
-            ).fetchall()
-            for item_id, kind, priority, created_at, payload, first, last, approx in rows:
-                if max_bytes is not None and items and total + approx > max_bytes:
-                    break
-                total += approx
-                body: dict[str, Any] | list[dict[str, Any]]
-                if kind == "results":
-                    body = [
-                        result_dict(row)
-                        for row in conn.execute(
-                            f"{SELECT_RESULT} WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
-                        )
-                    ]
-                else:
-                    body = json.loads(payload)
-                items.append(OutboxItem(item_id, kind, priority, created_at, body, approx))
-        return items
+            return outbox.peek(conn, limit, max_bytes=max_bytes, skip=self._held.acked())
 
     def outbox_ack(self, ids: Iterable[int]) -> int:
-        """Remove delivered items; results they reference are marked synced. Returns items removed."""
+        """Remove delivered items; results they reference are marked synced. Returns items removed.
+
+        While writes are held (:meth:`hold_writes`), the removal rides on the next commit
+        instead of a transaction of its own; the items are gone for ``outbox_peek`` and
+        ``outbox_backlog`` at once.
+        """
         ids = [int(i) for i in ids]
         if not ids:
             return 0
-        removed = 0
-        now = time.time()
-        with self._write("acknowledge outbox items") as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                ranges = conn.execute(
-                    "SELECT first_result_id, last_result_id FROM outbox "
-                    f"WHERE kind = 'results' AND id IN ({marks})",
-                    chunk,
-                ).fetchall()
-                conn.executemany(
-                    "UPDATE results SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL",
-                    [(now, first, last) for first, last in ranges],
-                )
-                removed += conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk).rowcount
+        if not self._held.holding:
+            with self._write("acknowledge outbox items") as conn:
+                return outbox.ack(conn, ids)
+        new = self._held.add_acks(ids)
+        with self._read() as conn:
+            removed = outbox.count_present(conn, new)
+        self.flush_held(only_if_due=True)
         return removed
 
     def outbox_backlog(self) -> dict[str, int]:
         """Pending items per kind (``results`` counted in rows); kinds with nothing pending are absent."""
         with self._read() as conn:
-            backlog = {
-                str(kind): int(n)
-                for kind, n in conn.execute(
-                    "SELECT kind, count(*) FROM outbox WHERE kind != 'results' GROUP BY kind ORDER BY kind"
-                )
-            }
-            # The unsynced results are exactly the id ranges of the pending results items (a write
-            # adds rows and their item together, an ack syncs a range and drops its item, eviction
-            # trims both): one row per batch to add up, not a count over every unsynced result.
-            unsynced = int(
-                conn.execute(
-                    "SELECT coalesce(sum(last_result_id - first_result_id + 1), 0) FROM outbox "
-                    "WHERE kind = 'results'"
-                ).fetchone()[0]
-            )
-        if unsynced:
-            backlog["results"] = unsynced
-        return backlog
+            return outbox.backlog(conn, skip=self._held.acked())
+
+    # -- the commit policy ----------------------------------------------------------------------
+
+    def hold_writes(self, interval_s: float | None) -> None:
+        """Hold acknowledgements and queued metrics for the next commit, at most ``interval_s``.
+
+        The agent's result writer turns this on with ``store.commit_interval_s`` and commits
+        every interval, so they ride on its transaction; ``None`` (or 0) commits whatever is
+        held and writes straight through again. ``close()`` commits what is held too.
+        """
+        self._held.interval_s = interval_s if interval_s else None
+        if not self._held.holding:
+            self.flush_held()
+
+    def queue_metrics(self, samples: Sequence[MetricSample]) -> None:
+        """Like :meth:`write_metrics`, but while writes are held the samples wait for the next
+        commit instead of taking a transaction of their own. Bad samples raise at once."""
+        rows, payload = self._metric_rows(samples)
+        if self._held.holding:
+            self._held.add_metrics(rows, payload)
+            # Normally the writer's next commit takes them; should it be gone, they still go in.
+            self.flush_held(only_if_due=True)
+            return
+        self._insert_metrics(rows, payload)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -539,110 +415,3 @@ class Store:
             bytes_written_source=self._meter.source,
             evicted_unsynced_total=int(evicted[0]) if evicted else 0,
         )
-
-    # -- maintenance ----------------------------------------------------------------------------
-
-    def _maybe_retention(self) -> None:
-        with self._lock:  # checked under the lock so concurrent writers run it once
-            if time.monotonic() >= self._next_retention:
-                self.enforce_retention()
-
-    def enforce_retention(self, *, now: float | None = None) -> RetentionReport:
-        """Run retention now (writes also run it every ``retention_interval_s``)."""
-        return self._retention(
-            self.config, now=now, why=f"over its hard cap of {self.config.hard_max_bytes} bytes"
-        )
-
-    def _retention(self, config: StoreConfig, *, now: float | None, why: str) -> RetentionReport:
-        with self._lock:
-            self._next_retention = time.monotonic() + self.config.retention_interval_s
-            try:
-                with self._meter.measure():
-                    report = enforce_retention(self._conn, self.path, config, now=now)
-                    if self.config.wal_autocheckpoint_pages == 0:
-                        # No automatic checkpoints: this is the periodic one, so the WAL stays bounded.
-                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.OperationalError as exc:
-                raise translate_error("enforce retention", self.path, exc) from exc
-            self.last_retention = report
-            evicted = report.evicted_unsynced_total
-            if evicted:
-                with self._write("count evictions") as conn:
-                    conn.execute(
-                        "UPDATE store_meta SET value = value + ? WHERE key = 'evicted_unsynced_total'",
-                        (evicted,),
-                    )
-                log.warning("store %s: evicted %d unsynced items %s", why, evicted, report.evicted_unsynced)
-                self.add_event(
-                    "store.evicted_unsynced",
-                    f"store {why}: evicted {evicted} unsynced items, oldest first",
-                    level="error",
-                    data={"count": evicted, "by_kind": dict(report.evicted_unsynced)},
-                )
-            return report
-
-    def _with_space(self, write: Callable[[], _T]) -> _T:
-        """Run a write; if the disk is full, evict down to 80 % of the store and retry once.
-
-        Best effort: deleting also needs a little room in the WAL, which a disk filled by
-        something else may not have. The hard cap is what keeps the store from filling it.
-        """
-        try:
-            return write()
-        except StoreFullError:
-            if getattr(self._evicting, "active", False):  # the eviction's own event did not fit
-                raise
-        with self._lock:  # one thread evicts; the others wait, then retry into the freed space
-            try:
-                return write()
-            except StoreFullError:
-                if getattr(self._evicting, "active", False):
-                    raise
-            self._evicting.active = True
-            try:
-                cap = max(_MIN_CAP_BYTES, int(used_bytes(self._conn) * 0.8))
-                emergency = self.config.model_copy(
-                    update={"max_bytes": cap, "hard_max_bytes": cap, "retention_headroom": 0.0}
-                )
-                self._retention(emergency, now=None, why="found the disk full")
-            finally:
-                self._evicting.active = False
-            return write()
-
-    def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int, int]:
-        """Checkpoint the WAL now; returns SQLite's (busy, wal frames, frames checkpointed)."""
-        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
-            raise StoreError(f"unknown checkpoint mode {mode!r}", hint="PASSIVE, FULL, RESTART or TRUNCATE")
-        with self._lock, self._meter.measure():
-            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        return int(busy), int(frames), int(done)
-
-    def vacuum(self, *, full: bool = False) -> int:
-        """Give free pages back to the filesystem; returns bytes saved on disk.
-
-        The default is an incremental vacuum plus a WAL truncation (cheap, in bounded steps).
-        ``full=True`` rewrites the whole file (VACUUM): it needs as much free disk as the store.
-        """
-        with self._lock:
-            before = disk_bytes(self.path)
-            try:
-                with self._meter.measure():
-                    if full:
-                        self._conn.execute("VACUUM")
-                    else:
-                        # executescript() steps it to completion; execute() frees one page.
-                        self._conn.executescript("PRAGMA incremental_vacuum;")
-                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.OperationalError as exc:
-                raise translate_error("vacuum", self.path, exc) from exc
-            return before - disk_bytes(self.path)
-
-    def integrity_check(self) -> list[str]:
-        """SQLite's integrity_check lines; ``["ok"]`` when the file is sound."""
-        with self._lock:
-            return [str(row[0]) for row in self._conn.execute("PRAGMA integrity_check")]
-
-    @property
-    def schema_version(self) -> int:
-        with self._lock:
-            return read_schema_version(self._conn)

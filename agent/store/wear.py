@@ -22,7 +22,7 @@ from typing import Literal
 
 import psutil
 
-__all__ = ["WriteMeter", "WriteSource"]
+__all__ = ["ProcessWrites", "WriteMeter", "WriteSource", "process_write_bytes"]
 
 WriteSource = Literal["thread-io", "process-io", "unavailable"]
 
@@ -117,3 +117,50 @@ class WriteMeter:
             start_t, start_total = self._samples[0]
             written = self._total - start_total
         return float(written) * _HOUR_S / max(now - start_t, 1.0)
+
+
+def process_write_bytes(pid: int | str = "self") -> int | None:
+    """``write_bytes`` of ``/proc/<pid>/io``: what the process sent (or will send) to storage
+    devices, every thread and file included; None where the kernel does not account it."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    start = text.find(b"\nwrite_bytes:")
+    if start < 0:
+        return None
+    start += 13
+    end = text.find(b"\n", start)
+    return int(text[start:] if end < 0 else text[start:end])
+
+
+class ProcessWrites:
+    """The whole agent process's device writes per hour, from ``/proc/self/io`` samples.
+
+    The store's :class:`WriteMeter` sees only the store's transactions; this also counts the
+    status and sync state files, logs written to disk and model downloads - what the SD card
+    actually takes. Sample it periodically (the health monitor does, every metrics interval).
+    """
+
+    def __init__(self) -> None:
+        first = process_write_bytes()
+        self.available = first is not None
+        now = time.monotonic()
+        self._base = first or 0
+        self._samples: deque[tuple[float, int]] = deque([(now, self._base)])
+        self.total = 0
+        """Bytes written since this meter was made (the agent's start)."""
+
+    def sample(self) -> float | None:
+        """Take a sample; bytes per hour over the last hour (extrapolated while younger), or None."""
+        current = process_write_bytes()
+        if current is None:
+            return None
+        now = time.monotonic()
+        self.total = current - self._base
+        self._samples.append((now, current))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= _HOUR_S:
+            self._samples.popleft()
+        start_t, start_bytes = self._samples[0]
+        return float(current - start_bytes) * _HOUR_S / max(now - start_t, 1.0)

@@ -241,8 +241,9 @@ def _render(
         backlog_text = ", ".join(f"{k} {v}" for k, v in sorted(backlog.items())) or "empty"
         lines.append(
             f"store:      {facts.get('path')}: {_bytes(facts.get('size_bytes'))}, "
-            f"{facts.get('results')} results, {_bytes(facts.get('bytes_written_per_hour'))}/h written"
+            f"{facts.get('results')} results"
         )
+        lines.append(f"writes:     {_writes_line(facts)}")
         lines.append(
             f"sync:       backlog {facts.get('unsynced_results')} unsynced results; outbox {backlog_text}"
         )
@@ -254,6 +255,15 @@ def _render(
     for warning in status.get("warnings") or []:
         lines.append(f"warning:    {warning}")
     return "\n".join(lines)
+
+
+def _writes_line(facts: dict[str, Any]) -> str:
+    """The agent's device writes per hour: the whole process, and the store's share of it."""
+    process = facts.get("process_bytes_written_per_hour")
+    store = f"store {_bytes(facts.get('bytes_written_per_hour'))}/h"
+    if process is None:
+        return f"{store} (the process total is not accounted on this system)"
+    return f"{_bytes(process)}/h to the device by the agent process ({store})"
 
 
 def _sync_line(sync: dict[str, Any]) -> str:

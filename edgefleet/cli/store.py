@@ -175,11 +175,61 @@ def _vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_agent_writes(args: argparse.Namespace, db: Path) -> dict[str, Any] | None:
+    """The device writes the agent running on ``db`` reports in its status file, if one runs.
+
+    Another process's I/O counters cannot be read from here (and need not be readable by
+    this user): the agent samples its own ``/proc/self/io`` every health interval.
+    """
+    from edgefleet.agent.status import STATUS_FILENAME, StatusUnavailableError, assess_status, read_status
+
+    if args.config is not None:
+        from edgefleet.agent.config import load_config
+
+        status_path = load_config(args.config).device.state_dir / STATUS_FILENAME
+    else:
+        status_path = db.parent / STATUS_FILENAME  # the default layout: store in the state dir
+    try:
+        status = read_status(status_path)
+    except StatusUnavailableError:
+        return None
+    facts = status.get("store")
+    if not isinstance(facts, dict) or not facts.get("path"):
+        return None
+    if Path(str(facts["path"])).resolve() != db.resolve() or not assess_status(status).running:
+        return None
+    return {
+        "pid": status.get("pid"),
+        "status_file": str(status_path),
+        "updated_at": status.get("updated_at"),
+        "process_bytes_written_per_hour": facts.get("process_bytes_written_per_hour"),
+        "process_bytes_written_total": facts.get("process_bytes_written_total"),
+        "store_bytes_written_per_hour": facts.get("bytes_written_per_hour"),
+    }
+
+
+def _per_hour(value: object) -> str:
+    return f"{value / 2**20:.2f} MiB/h" if isinstance(value, int | float) else "not sampled yet"
+
+
 def _stats(args: argparse.Namespace) -> int:
     with _open_existing(args) as store:
         stats = store.stats()
+    agent = _running_agent_writes(args, Path(stats.path))
     if args.json:
-        print(json.dumps(asdict(stats)))
+        # This command's own writes say nothing about flash wear: report the running agent's.
+        found = agent is not None
+        print(
+            json.dumps(
+                {
+                    **asdict(stats),
+                    "bytes_written_per_hour": agent["process_bytes_written_per_hour"] if agent else None,
+                    "bytes_written_total": agent["process_bytes_written_total"] if agent else None,
+                    "bytes_written_source": "agent-process-io" if found else "no-running-agent",
+                    "running_agent": agent,
+                }
+            )
+        )
         return 0
     print(f"{stats.path}: schema version {stats.schema_version}")
     print(
@@ -190,4 +240,12 @@ def _stats(args: argparse.Namespace) -> int:
     backlog = ", ".join(f"{kind} {n}" for kind, n in stats.outbox_backlog.items()) or "empty"
     print(f"  outbox backlog: {backlog}")
     print(f"  unsynced results evicted over the hard cap (ever): {stats.evicted_unsynced_total}")
+    if agent is None:
+        print("  device writes: no agent running on this store (its status file reports them)")
+    else:
+        print(
+            f"  device writes by the running agent (pid {agent['pid']}): "
+            f"{_per_hour(agent['process_bytes_written_per_hour'])} (the store's own transactions "
+            f"{_per_hour(agent['store_bytes_written_per_hour'])})"
+        )
     return 0

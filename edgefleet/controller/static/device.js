@@ -19,6 +19,8 @@ const CHARTS = [
   { id: "memory", title: "Memory RSS (MB)", yMin: 0, digits: 1, scale: 1e-6, metrics: [["memory_rss_bytes", "RSS"]] },
   { id: "temperature", title: "Temperature (°C)", digits: 1, metrics: [["temperature_c", "hottest zone"]] },
   { id: "fallback", title: "Fallback share (%)", yMin: 0, digits: 1, scale: 100, metrics: [["fallback_share", "cloud"]] },
+  { id: "writes", title: "Flash writes (MiB/h)", yMin: 0, digits: 2, scale: 1 / 1048576,
+    metrics: [["process_bytes_written_per_hour", "agent process"], ["store_bytes_written_per_hour", "store"]] },
   { id: "drift", title: "Drift score (PSI)", yMin: 0, digits: 3, drift: true },
   { id: "results", title: "Results per bucket", yMin: 0, digits: 0, results: true },
 ];

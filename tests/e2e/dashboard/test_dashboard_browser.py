@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ONLINE_ROWS = "document.querySelectorAll('#devices tbody tr[data-online=true]').length"
 OFFLINE_ROWS = "document.querySelectorAll('#devices tbody tr[data-online=false]').length"
-CHART_METRICS = ("throughput", "latency", "cpu", "memory", "temperature", "fallback", "results")
+CHART_METRICS = ("throughput", "latency", "cpu", "memory", "temperature", "fallback", "writes", "results")
 
 
 @pytest.fixture

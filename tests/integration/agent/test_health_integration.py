@@ -38,6 +38,7 @@ ARCHITECTURE_NAMES = {
     "temperature_c",
     "store_size_bytes",
     "store_bytes_written_per_hour",
+    "process_bytes_written_per_hour",
     "fallback_share",
     "sync_backlog",
 }
@@ -84,6 +85,7 @@ def test_tick_writes_architecture_metrics_to_the_store(store: Store, tmp_path: P
         "inference_latency_ms_p99",
         "buffer_fill_ratio",
         "sync_backlog",
+        "process_bytes_written_per_hour",  # /proc/self/io: Linux, which these tests run on
     } <= names
     fill = [(v, json.loads(labels)) for name, v, labels in rows if name == "buffer_fill_ratio"]
     assert fill == [(0.125, {"stream": "imu"})]

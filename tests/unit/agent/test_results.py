@@ -9,7 +9,7 @@ import pytest
 
 from edgefleet.agent import store
 from edgefleet.agent.results import packed_outputs, result_records_of, result_rows_of
-from edgefleet.agent.store.migrations import encode_outputs
+from edgefleet.agent.store.codec import encode_outputs
 from edgefleet.agent.store.rows import RESULT_COLUMNS, result_rows
 from edgefleet.runtime.batcher import Batch
 from edgefleet.runtime.bundle import Bundle, Prediction, load_bundle

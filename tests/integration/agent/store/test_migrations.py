@@ -178,7 +178,7 @@ def test_v5_replaces_the_time_index_with_batch_bounds_that_cover_every_row(tmp_p
         [(5000.0 - i if i % 7 else 10.0 + i,) for i in range(600)],
     )
     conn.execute("COMMIT")
-    assert migrate(conn) == [5]
+    assert migrate(conn, target=5) == [5]
     indexes = {
         row[0]
         for row in conn.execute(
@@ -206,3 +206,27 @@ def test_v5_replaces_the_time_index_with_batch_bounds_that_cover_every_row(tmp_p
         assert len(store.query_results(since=4500.0, limit=1000)) == sum(
             1 for i in range(600) if i % 7 and 5000.0 - i >= 4500.0
         )
+
+
+def test_v6_drops_the_metrics_name_index_and_keeps_every_metric(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    build_v1_store(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=5) == [2, 3, 4, 5]
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO metrics (ts, name, value, labels) VALUES (?, ?, 1.0, '{}')",
+        [(1000.0 + i, f"m{i % 17}") for i in range(340)],
+    )
+    conn.execute("COMMIT")
+    before = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+    assert migrate(conn) == [6]
+    indexes = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metrics'"
+        )
+    }
+    assert indexes == {"metrics_ts"}  # retention's age cut still has its index
+    assert conn.execute("SELECT count(*) FROM metrics").fetchone()[0] == before
+    conn.close()

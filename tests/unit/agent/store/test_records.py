@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgefleet.agent.store import ResultRecord
-from edgefleet.agent.store.migrations import decode_outputs, encode_outputs
+from edgefleet.agent.store.codec import decode_outputs, encode_outputs
 from edgefleet.agent.store.rows import check_record as _check_record
 from edgefleet.agent.store.wear import WriteMeter
 
