@@ -489,6 +489,16 @@ class Store:
             backlog["results"] = unsynced
         return backlog
 
+    def outbox_floor(self) -> int:
+        """Lowest outbox id still held, or the next id when the outbox is empty: every id below it
+        has left the store (acknowledged, dropped or evicted). The controller's gap detection uses it."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT coalesce((SELECT min(id) FROM outbox), "
+                "(SELECT seq + 1 FROM sqlite_sequence WHERE name = 'outbox'), 1)"
+            ).fetchone()
+        return int(row[0])
+
     # -- reads ----------------------------------------------------------------------------------
 
     def query_results(

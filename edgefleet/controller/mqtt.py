@@ -131,6 +131,13 @@ class ControllerMqtt:
             time.sleep(0.005)
         return None
 
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
+        """Queue a publish without waiting for the broker; False when not connected."""
+        if not self.connected:
+            return False
+        info = self.client.publish(topic, payload, qos=qos)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     # --- paho callbacks (network thread) ----------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:

@@ -11,6 +11,7 @@ from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
     CommandRecord,
     CommandStatus,
+    DeliveryReport,
     DeviceDetail,
     DeviceInfo,
     DeviceList,
@@ -102,6 +103,10 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def device_detail(self, device_id: str) -> DeviceDetail | None: ...
+
+    @abc.abstractmethod
+    def delivery_report(self, device_id: str) -> DeliveryReport | None:
+        """Results received and message_id ranges lost on the way (None: unknown device)."""
 
     @abc.abstractmethod
     def telemetry(
