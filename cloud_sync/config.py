@@ -101,7 +101,9 @@ class SyncConfig(BaseModel):
         default=10.0, gt=0, description="A connection attempt without CONNACK after this long has failed."
     )
     ack_timeout_s: float = Field(
-        default=60.0, gt=0, description="No broker acknowledgement (PUBACK) for this long while publishes are in flight: "
+        default=60.0,
+        gt=0,
+        description="No broker acknowledgement (PUBACK) for this long while publishes are in flight: "
         "reconnect. The controller's end-to-end acknowledgement has its own timer, resend_after_s.",
     )
     end_to_end_ack: bool = Field(

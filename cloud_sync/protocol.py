@@ -18,9 +18,9 @@ from edgefleet.types import AnsweredBy
 
 __all__ = [
     "BODY_TYPES",
-    "AckBody",
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
+    "AckBody",
     "Body",
     "ChannelDrift",
     "CommandBody",

@@ -58,6 +58,8 @@ class SyncState(BaseModel):
     """Rows sent again: no controller acknowledgement within sync.resend_after_s."""
     resent_no_subscribers: int = 0
     """Rows sent again because the broker said nobody was subscribed (MQTT 5 reason 0x10)."""
+    no_subscribers: int = 0
+    """Rows the broker acknowledged with reason 0x10 (resent with end_to_end_ack, else gone)."""
     controller_acks: int = 0
     """``ack`` downlink messages received from the controller."""
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
@@ -181,6 +183,7 @@ class SyncService:
         state.resent = awaiting.resent
         state.resent_no_subscribers = awaiting.retried_no_subscribers
         state.controller_acks = awaiting.acks_received
+        state.no_subscribers = self.uplink.counters.no_subscribers
         state.bytes_sent_by_kind = dict(counters.bytes_sent_by_kind)
         state.messages_sent_by_kind = dict(counters.messages_sent_by_kind)
         state.results_sent = counters.results_sent

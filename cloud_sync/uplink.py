@@ -190,6 +190,8 @@ class UplinkCounters:
     last_ack_at: float | None = None
     last_acked_id: int | None = None
     last_refusal: str | None = None
+    no_subscribers: int = 0
+    """Rows the broker acknowledged with MQTT 5 reason 0x10 (nobody subscribed to their topic)."""
 
 
 @dataclass
@@ -289,20 +291,24 @@ class Uplink:
         del self._pending[item_id]
         if item_id in self._failed:
             return
-        if pending.nobody_subscribed:
-            # Nobody received it (no controller subscribed at that moment): keep it, send again.
-            self.awaiting.nobody_subscribed(item_id, pending.parts)
-            return
         kind = pending.kind
+        end_to_end = self.config.end_to_end_ack and kind in ACKNOWLEDGED_KINDS
+        if pending.nobody_subscribed:
+            self.counters.no_subscribers += 1
+            if end_to_end:
+                # Nobody received it (the controller is reconnecting?): keep it, send again.
+                self.awaiting.nobody_subscribed(item_id, pending.parts)
+                return
+            # Without end_to_end_ack the PUBACK is the acknowledgement, 0x10 included (a kind no
+            # consumer subscribes to would otherwise stay in the store for ever): counted only.
         c = self.counters
         c.bytes_sent_by_kind[kind] = c.bytes_sent_by_kind.get(kind, 0) + pending.wire
         c.messages_sent_by_kind[kind] = c.messages_sent_by_kind.get(kind, 0) + 1
         c.results_sent += pending.results
         c.last_ack_at = time.time()
         c.last_acked_id = item_id
-        if self.config.end_to_end_ack and kind in ACKNOWLEDGED_KINDS:
-            if self.awaiting.sent(item_id, pending.parts):
-                return
+        if end_to_end and self.awaiting.sent(item_id, pending.parts):
+            return
         self._done.append(item_id)
 
     def on_controller_ack(self, body: AckBody) -> int:
@@ -355,7 +361,7 @@ class Uplink:
             peeked = self.store.outbox_peek(2 * window + waiting, max_bytes=_PEEK_MAX_BYTES)
             self._queue.extend(item for item in peeked if item.id not in self.awaiting)
         sent = 0
-        while self._queue and self.inflight < window:
+        while self._queue and self.inflight < window and len(self.awaiting) < self.config.max_awaiting_ack:
             item = self._queue[0]
             if item.kind == "results" and item.payload == [] and not self.config.end_to_end_ack:
                 # Retention evicted every row this item referenced: nothing left to send.

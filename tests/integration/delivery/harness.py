@@ -157,14 +157,18 @@ def assert_exactly_once(device: Device, database_config: DatabaseConfig) -> None
     missing = sorted(k for k in expected if got.get(k, 0) == 0)
     doubled = sorted(k for k, n in got.items() if n > 1)
     unknown = sorted(k for k in got if k not in expected)
-    assert not missing and not doubled and not unknown, (
+    summary = (
         f"{len(missing)} results missing (first {missing[:5]}), {len(doubled)} counted twice "
         f"(first {doubled[:5]}), {len(unknown)} the device never stored, of {len(expected)}"
     )
+    assert not missing, summary
+    assert not doubled, summary
+    assert not unknown, summary
     report = delivery(database_config, device.device_id)
     assert report is not None
     assert report.results_received == len(expected)
-    assert report.missing == [] and report.missing_messages == 0
+    assert report.missing == []
+    assert report.missing_messages == 0
 
 
 class ControllerProcess:
@@ -200,7 +204,8 @@ class ControllerProcess:
         return self
 
     def _subscribed(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+        assert self.process is not None
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
         try:
             health = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()
         except httpx.HTTPError:

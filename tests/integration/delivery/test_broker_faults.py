@@ -111,7 +111,16 @@ def test_controller_killed_and_restarted_loses_nothing(mosquitto: MosquittoBroke
     assert state.resent_no_subscribers > 0  # nobody subscribed while it was down: 0x10, retried
     assert_exactly_once(device, DatabaseConfig(sqlite_path=db))
     listing = subprocess.run(
-        [sys.executable, "-m", "edgefleet", "controller", "devices", "--json", "--config", str(controller.config)],
+        [
+            sys.executable,
+            "-m",
+            "edgefleet",
+            "controller",
+            "devices",
+            "--json",
+            "--config",
+            str(controller.config),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -122,7 +131,9 @@ def test_controller_killed_and_restarted_loses_nothing(mosquitto: MosquittoBroke
     assert row["delivery"]["missing"] == []
 
 
-def test_two_controllers_in_one_group_one_killed_mid_stream(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+def test_two_controllers_in_one_group_one_killed_mid_stream(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
     db = tmp_path / "controller.db"
     first = ControllerProcess(tmp_path / "ctl-a", mosquitto, db).start()
     second = ControllerProcess(tmp_path / "ctl-b", mosquitto, db).start()
@@ -137,4 +148,3 @@ def test_two_controllers_in_one_group_one_killed_mid_stream(mosquitto: Mosquitto
         second.stop()
         first.kill()
     assert_exactly_once(device, DatabaseConfig(sqlite_path=db))
-
