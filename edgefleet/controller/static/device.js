@@ -100,7 +100,7 @@ function renderDetail(detail) {
 // Message ids lost between the device and this controller (docs/cloud_sync.md, gap detection).
 function missingText(delivery) {
   if (!delivery.missing_messages) return "none";
-  const ranges = delivery.missing.map(([a, b]) => (a === b ? `${a}` : `${a}–${b}`)).join(", ");
+  const ranges = delivery.missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
   const more = delivery.missing.length < 100 ? "" : " …";
   return `${delivery.missing_messages} messages: ids ${ranges}${more}`;
 }

@@ -90,6 +90,8 @@ def test_broker_killed_at_random_moments_loses_nothing(
     assert device.written > 100
     assert_exactly_once(device, database)
     assert state.resent + state.resent_no_subscribers > 0  # the faults did cost resends
+    assert state.connected
+    assert state.last_error is None  # cleared once the link came back
 
 
 def test_controller_killed_and_restarted_loses_nothing(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
@@ -108,8 +110,8 @@ def test_controller_killed_and_restarted_loses_nothing(mosquitto: MosquittoBroke
     finally:
         device.close()
         controller.stop()
-    assert state.resent_no_subscribers > 0  # nobody subscribed while it was down: 0x10, retried
     assert_exactly_once(device, DatabaseConfig(sqlite_path=db))
+    assert state.resent_no_subscribers > 0  # nobody subscribed while it was down: 0x10, retried
     listing = subprocess.run(
         [
             sys.executable,
