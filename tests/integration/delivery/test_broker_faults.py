@@ -31,7 +31,7 @@ from tests.integration.delivery.harness import (
     wait_until,
 )
 from tests.support.broker import MosquittoBroker, find_mosquitto
-from tests.support.sync_fixtures import unique_device
+from tests.support.sync_fixtures import Collector, password_broker, unique_device
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +150,40 @@ def test_two_controllers_in_one_group_one_killed_mid_stream(
         second.stop()
         first.kill()
     assert_exactly_once(device, DatabaseConfig(sqlite_path=db))
+
+
+def test_acknowledgements_pass_the_shipped_acl(
+    tmp_path: Path, database: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/mosquitto/acl.example: the controller may write any device's `ack`, a device reads
+    only its own, so another device never sees (or forges) them."""
+    device, other = unique_device(), unique_device()
+    users = {device: "dev-pass", other: "other-pass", "controller": "ctl-pass"}
+    monkeypatch.setenv("DELIVERY_TEST_MQTT_PASSWORD", "ctl-pass")
+    with password_broker(tmp_path / "acl-broker", users) as broker:
+        config = ControllerConfig(
+            mqtt=MqttConfig(
+                host=broker.host,
+                port=broker.port,
+                username="controller",
+                password_env="DELIVERY_TEST_MQTT_PASSWORD",
+            ),
+            database=database,
+            http=HttpConfig(port=0),
+            ingest=IngestConfig(batch_max_delay_ms=20, result_bucket_s=1),
+            retention=RetentionConfig(interval_s=3600),
+        )
+        controller = ControllerService(config)
+        controller.start_background()
+        assert controller.mqtt.wait_ready(15), controller.mqtt.last_error
+        with Collector(broker, [f"edgefleet/v1/{device}/ack"], username=other, password="other-pass") as spy:
+            sync = device_config(broker, username=device, password="dev-pass")
+            dev = Device(tmp_path / "device", device, sync).start()
+            try:
+                wait_until(lambda: dev.written > 60, 20, "results written")
+                settle(dev)
+            finally:
+                dev.close()
+                controller.stop()
+            assert spy.envelopes == []
+        assert_exactly_once(dev, database)
