@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sync_drain import fill  # noqa: E402
+from edgefleet.agent.store import Store, StoreConfig  # noqa: E402
 from edgefleet.cloud_sync import SyncConfig, SyncService  # noqa: E402
 from edgefleet.controller.config import (  # noqa: E402
     ControllerConfig,
@@ -37,10 +37,26 @@ from edgefleet.controller.config import (  # noqa: E402
 )
 from edgefleet.controller.service import ControllerService  # noqa: E402
 from tests.support.broker import MosquittoBroker  # noqa: E402
+from tests.support.sync_fixtures import result_records  # noqa: E402
+
+
+def fill(path: Path, total: int, batch: int) -> Store:
+    store = Store.open(
+        path, StoreConfig(path=path, synchronous="OFF", max_bytes=1 << 30, hard_max_bytes=1 << 31)
+    )
+    for start in range(0, total, batch):
+        store.write_results(result_records(min(batch, total - start), start_seq=start))
+    return store
 
 
 def run(
-    workdir: Path, broker: MosquittoBroker, total: int, batch: int, end_to_end: bool, device_id: str
+    workdir: Path,
+    broker: MosquittoBroker,
+    total: int,
+    batch: int,
+    end_to_end: bool,
+    device_id: str,
+    max_awaiting: int,
 ) -> dict[str, Any]:
     store = fill(workdir / "store.db", total, batch)
     controller = ControllerService(
@@ -53,7 +69,9 @@ def run(
     )
     controller.start_background()
     assert controller.mqtt.wait_ready(15), controller.mqtt.last_error
-    config = SyncConfig(port=broker.port, drain_interval_s=0.05, end_to_end_ack=end_to_end)
+    config = SyncConfig(
+        port=broker.port, drain_interval_s=0.05, end_to_end_ack=end_to_end, max_awaiting_ack=max_awaiting
+    )
     service = SyncService(store, config, device_id, state_path=workdir / "sync.json")
     start = time.perf_counter()
     service.start()
@@ -86,6 +104,7 @@ def main() -> int:
     parser.add_argument("--results", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--max-awaiting", type=int, default=SyncConfig().max_awaiting_ack)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {"end_to_end": [], "baseline": []}
@@ -100,7 +119,9 @@ def main() -> int:
                     # A fresh store numbers its rows from 1 again: a new device id per run, or the
                     # broker's session would hand this run acknowledgements meant for the last one.
                     device_id = f"bench-{name.replace('_', '-')}-{i}"
-                    runs[name].append(run(run_dir, broker, args.results, args.batch, e2e, device_id))
+                    runs[name].append(
+                        run(run_dir, broker, args.results, args.batch, e2e, device_id, args.max_awaiting)
+                    )
     best = {name: max(r["results_per_s"] for r in rs) for name, rs in runs.items()}
     print(f"{args.results} results, {args.batch} per outbox row, local Mosquitto, controller on SQLite")
     print(f"{'':<34}{'results/s (best of ' + str(args.repeat) + ')':>26}")
