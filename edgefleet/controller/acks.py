@@ -25,7 +25,7 @@ __all__ = ["AckPublisher", "AckRef"]
 log = logging.getLogger(__name__)
 
 _INTERVAL_S = 0.2
-_RANGES_PER_MESSAGE = 2000  # keeps one ack far below the device's sync.max_message_bytes
+_RANGES_PER_MESSAGE = 50  # one ack stays under 1 KiB, the smallest sync.max_message_bytes allowed
 _MAX_PENDING_PER_DEVICE = 100_000  # beyond this (broker down for long) the oldest are forgotten
 
 
@@ -104,8 +104,10 @@ class AckPublisher:
             ranges = to_ranges(ids)
             chunks = [ranges[i : i + _RANGES_PER_MESSAGE] for i in range(0, len(ranges), _RANGES_PER_MESSAGE)]
             bodies = [AckBody(ranges=chunk) for chunk in chunks]
-            if pairs:
-                bodies.append(AckBody(parts=pairs))
+            bodies += [
+                AckBody(parts=pairs[i : i + _RANGES_PER_MESSAGE])
+                for i in range(0, len(pairs), _RANGES_PER_MESSAGE)
+            ]
             topic = device_topic(device_id, "ack", prefix=self._prefix)
             for body in bodies:
                 payload = encode_message(make_envelope(device_id, "ack", body))
