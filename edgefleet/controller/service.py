@@ -81,6 +81,7 @@ class ControllerService:
     def stop_background(self) -> None:
         if not self._background:
             return
+        self.mqtt.stop_intake()
         self.ingest.stop()  # store what was received, then acknowledge it before disconnecting
         self.acks.stop()
         self.mqtt.stop()
