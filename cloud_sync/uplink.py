@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -65,7 +65,9 @@ class OutboxLike(Protocol):
 class OutboxStore(Protocol):
     """The part of ``edgefleet.agent.store.Store`` the sync uses (docs/architecture.md)."""
 
-    def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> Sequence[OutboxLike]: ...
+    def outbox_peek(
+        self, limit: int, *, max_bytes: int | None = None, skip: Container[int] = ...
+    ) -> Sequence[OutboxLike]: ...
     def outbox_ack(self, ids: Iterable[int]) -> Any: ...
     def outbox_backlog(self) -> dict[str, int]: ...
     def add_event(
@@ -356,9 +358,12 @@ class Uplink:
                 return 0
             self.flush_acks()  # acknowledged rows must be gone before the next peek
             # Two windows per peek: the second is sent as the first one's acknowledgements arrive.
-            # Rows awaiting the controller are still stored and come first: skip them.
+            # Rows awaiting the controller are still stored and come first: the store skips them
+            # without reading their payload.
             waiting = len(self.awaiting)
-            peeked = self.store.outbox_peek(2 * window + waiting, max_bytes=_PEEK_MAX_BYTES)
+            peeked = self.store.outbox_peek(
+                2 * window + waiting, max_bytes=_PEEK_MAX_BYTES, skip=self.awaiting
+            )
             self._queue.extend(item for item in peeked if item.id not in self.awaiting)
         sent = 0
         while self._queue and self.inflight < window and len(self.awaiting) < self.config.max_awaiting_ack:

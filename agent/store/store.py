@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -413,11 +413,15 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------------------------
 
-    def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> list[OutboxItem]:
+    def outbox_peek(
+        self, limit: int, *, max_bytes: int | None = None, skip: Container[int] = ()
+    ) -> list[OutboxItem]:
         """The next pending items, priority then id order, without removing them.
 
         With ``max_bytes``, stops before the item that would exceed it (but always returns at
-        least one item, so one oversize item cannot block the queue).
+        least one item, so one oversize item cannot block the queue). Items whose id is in
+        ``skip`` (sent, awaiting the controller's acknowledgement) count towards ``limit`` but are
+        neither read nor returned.
         """
         items: list[OutboxItem] = []
         total = 0
@@ -428,6 +432,8 @@ class Store:
                 (max(int(limit), 0),),
             ).fetchall()
             for item_id, kind, priority, created_at, payload, first, last, approx in rows:
+                if item_id in skip:
+                    continue
                 if max_bytes is not None and items and total + approx > max_bytes:
                     break
                 total += approx

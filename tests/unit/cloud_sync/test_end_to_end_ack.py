@@ -159,3 +159,12 @@ def test_an_ack_with_a_huge_range_touches_only_known_rows(store: Store) -> None:
     uplink.pump(broker.publish)
     broker.ack_all(uplink)
     assert uplink.on_controller_ack(AckBody(ranges=[(1, 2**62)])) == 2
+
+
+def test_the_store_peek_skips_rows_awaiting_acknowledgement(store: Store) -> None:
+    fill_results(store, 40, batch=10)
+    ids = [item.id for item in store.outbox_peek(10)]
+    assert len(ids) == 4
+    peeked = store.outbox_peek(3, skip={ids[0], ids[2]})
+    assert [item.id for item in peeked] == [ids[1]]  # the limit counts the skipped rows
+    assert [item.id for item in store.outbox_peek(10, skip={ids[0]})] == ids[1:]
