@@ -22,12 +22,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgefleet.cloud_sync.awaiting import NO_MATCHING_SUBSCRIBERS
 from edgefleet.cloud_sync.config import SyncConfig, TlsConfig
 from edgefleet.errors import ConfigError
 
 __all__ = ["LinkCallbacks", "MqttLink", "Will", "build_tls_context"]
 
 log = logging.getLogger(__name__)
+
+_NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 
 AckCallback = Callable[[int, bool, str], None]
 MessageCallback = Callable[[str, bytes], None]
@@ -150,6 +153,10 @@ class MqttLink:
         self.closed = True
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        if getattr(reason, "value", 0) == _NO_MATCHING_SUBSCRIBERS:
+            # Success for MQTT, but nobody received it: the uplink keeps the row and retries.
+            self.callbacks.on_ack(mid, True, NO_MATCHING_SUBSCRIBERS)
+            return
         self.callbacks.on_ack(mid, not reason.is_failure, str(reason))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

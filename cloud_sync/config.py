@@ -101,7 +101,29 @@ class SyncConfig(BaseModel):
         default=10.0, gt=0, description="A connection attempt without CONNACK after this long has failed."
     )
     ack_timeout_s: float = Field(
-        default=60.0, gt=0, description="No acknowledgement for this long while messages wait: reconnect."
+        default=60.0,
+        gt=0,
+        description="No broker acknowledgement (PUBACK) for this long while publishes are in flight: "
+        "reconnect. The controller's end-to-end acknowledgement has its own timer, resend_after_s.",
+    )
+    end_to_end_ack: bool = Field(
+        default=True,
+        description="Keep each outbox row until the edgefleet controller acknowledges it (an 'ack' "
+        "downlink after it stored the row); the broker's PUBACK only marks it sent. False: the broker's "
+        "PUBACK deletes the row (for a broker with no edgefleet controller behind it; a broker restart "
+        "without persistence can then lose what it acknowledged).",
+    )
+    resend_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="With end_to_end_ack: a row the broker acknowledged but the controller has not "
+        "acknowledged this long after is sent again (the controller de-duplicates).",
+    )
+    max_awaiting_ack: int = Field(
+        default=512,
+        ge=1,
+        description="With end_to_end_ack: rows sent but not yet acknowledged by the controller at most; "
+        "more waits until acknowledgements come back.",
     )
     drain_interval_s: float = Field(
         default=0.5, gt=0, description="How often the store outbox is polled when it was found empty."

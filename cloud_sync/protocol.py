@@ -20,6 +20,7 @@ __all__ = [
     "BODY_TYPES",
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
+    "AckBody",
     "Body",
     "ChannelDrift",
     "CommandBody",
@@ -102,6 +103,7 @@ class StatusBody(_Model):
     hardware: dict[str, Any] = Field(default_factory=dict)
     uptime_s: float | None = None
     backlog: dict[str, int] = Field(default_factory=dict)
+    outbox_floor: Annotated[int, Field(ge=1, le=_MAX_ID)] | None = None
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
 
 
@@ -230,6 +232,28 @@ class InferResponseBody(_Model):
     error: str | None = None
 
 
+class AckBody(_Model):
+    """The controller stored (or already had) these uplink messages: the device may forget them.
+
+    ``ranges``: inclusive ``[first, last]`` ``message_id`` ranges whose every part is stored.
+    ``parts``: ``[message_id, part]`` pairs of multi-part rows acknowledged part by part.
+    """
+
+    ranges: list[tuple[Annotated[int, Field(ge=1, le=_MAX_ID)], Annotated[int, Field(ge=1, le=_MAX_ID)]]] = (
+        Field(default_factory=list)
+    )
+    parts: list[tuple[Annotated[int, Field(ge=1, le=_MAX_ID)], Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AckBody:
+        for first, last in self.ranges:
+            if last < first:
+                raise ValueError(f"ack range [{first}, {last}] ends before it starts")
+        return self
+
+
 Body: TypeAlias = (
     ResultsBody
     | TelemetryBody
@@ -242,6 +266,7 @@ Body: TypeAlias = (
     | ConfigBody
     | OtaOfferBody
     | InferResponseBody
+    | AckBody
 )
 
 BODY_TYPES: dict[str, type[Body]] = {
@@ -256,6 +281,7 @@ BODY_TYPES: dict[str, type[Body]] = {
     "config": ConfigBody,
     "ota/offer": OtaOfferBody,
     "infer/response": InferResponseBody,
+    "ack": AckBody,
 }
 
 

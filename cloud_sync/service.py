@@ -24,7 +24,7 @@ from edgefleet.cloud_sync.client import LinkCallbacks, MqttLink, Will, build_tls
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.config import SyncConfig
 from edgefleet.cloud_sync.downlink import Downlink, DownlinkCounters, Handler
-from edgefleet.cloud_sync.protocol import CommandBody, Envelope, StatusBody
+from edgefleet.cloud_sync.protocol import AckBody, CommandBody, Envelope, StatusBody
 from edgefleet.cloud_sync.topics import device_topic, validate_device_id
 from edgefleet.cloud_sync.uplink import OutboxStore, Uplink, wire_bytes
 
@@ -52,6 +52,16 @@ class SyncState(BaseModel):
     next_attempt_in_s: float | None = None
     backlog: dict[str, int] = Field(default_factory=dict)
     inflight: int = 0
+    awaiting_ack: int = 0
+    """Rows the broker took that the controller has not acknowledged yet (sync.end_to_end_ack)."""
+    resent: int = 0
+    """Rows sent again: no controller acknowledgement within sync.resend_after_s."""
+    resent_no_subscribers: int = 0
+    """Rows sent again because the broker said nobody was subscribed (MQTT 5 reason 0x10)."""
+    no_subscribers: int = 0
+    """Rows the broker acknowledged with reason 0x10 (resent with end_to_end_ack, else gone)."""
+    controller_acks: int = 0
+    """``ack`` downlink messages received from the controller."""
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
     messages_sent_by_kind: dict[str, int] = Field(default_factory=dict)
     results_sent: int = 0
@@ -117,6 +127,7 @@ class SyncService:
             store, self.device_id, prefix=config.topic_prefix, max_bytes=config.max_message_bytes
         )
         self.downlink.register("cmd", self._on_command)
+        self.downlink.register("ack", self._on_controller_ack)
         self._tls = build_tls_context(config.tls) if config.tls is not None else None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -167,6 +178,12 @@ class SyncService:
     def _copy_uplink_counters(self, state: SyncState) -> None:
         counters = self.uplink.counters
         state.inflight = self.uplink.inflight
+        awaiting = self.uplink.awaiting
+        state.awaiting_ack = len(awaiting)
+        state.resent = awaiting.resent
+        state.resent_no_subscribers = awaiting.retried_no_subscribers
+        state.controller_acks = awaiting.acks_received
+        state.no_subscribers = self.uplink.counters.no_subscribers
         state.bytes_sent_by_kind = dict(counters.bytes_sent_by_kind)
         state.messages_sent_by_kind = dict(counters.messages_sent_by_kind)
         state.results_sent = counters.results_sent
@@ -260,6 +277,7 @@ class SyncService:
             self._state.connected = True
             self._state.connected_since = time.time()
             self._state.next_attempt_in_s = None
+            self._state.last_error = None  # the link is back; the last disconnect time stays
         self._refresh_state()
         return True
 
@@ -287,12 +305,15 @@ class SyncService:
             backlog=dict(self._backlog),
             bytes_sent_by_kind=dict(counters.bytes_sent_by_kind),
         )
+        floor = self._outbox_floor()
+        if floor is not None:
+            fields["outbox_floor"] = floor
         fields.setdefault("uptime_s", time.time() - self._started_at)
         try:
             body = StatusBody.model_validate(fields)
         except ValidationError as exc:
             log.warning("status provider returned fields outside StatusBody: %s", exc)
-            body = StatusBody(state=fields["state"], backlog=fields["backlog"])
+            body = StatusBody(state=fields["state"], backlog=fields["backlog"], outbox_floor=floor)
         envelope = Envelope(
             message_id=0, device_id=self.device_id, kind="status", created_at=time.time(), body=body
         )
@@ -330,6 +351,21 @@ class SyncService:
             write(samples)
         except Exception as exc:  # metrics are best effort; the sync goes on
             log.warning("could not record sync metrics: %s", exc)
+
+    def _outbox_floor(self) -> int | None:
+        """Lowest outbox id the store still holds: the controller's gap detection needs it."""
+        floor = getattr(self.store, "outbox_floor", None)
+        if floor is None:
+            return None
+        try:
+            return int(floor())
+        except Exception as exc:  # store busy or closing: the status goes out without it
+            log.debug("outbox_floor failed: %s", exc)
+            return None
+
+    def _on_controller_ack(self, envelope: Envelope) -> None:
+        if isinstance(envelope.body, AckBody) and self.uplink.on_controller_ack(envelope.body):
+            self._wake.set()  # room in the awaiting window: look at the outbox again
 
     def _on_command(self, envelope: Envelope) -> None:
         body = envelope.body

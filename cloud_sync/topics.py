@@ -14,6 +14,7 @@ from typing import Literal, TypeAlias, get_args
 from edgefleet.errors import ProtocolError
 
 __all__ = [
+    "ACKNOWLEDGED_KINDS",
     "ALL_KINDS",
     "DEFAULT_PREFIX",
     "DOWNLINK_KINDS",
@@ -34,7 +35,7 @@ DEFAULT_PREFIX = "edgefleet/v1"
 UplinkKind: TypeAlias = Literal[
     "status", "telemetry", "results", "drift", "events", "ota/progress", "infer/request"
 ]
-DownlinkKind: TypeAlias = Literal["cmd", "config", "ota/offer", "infer/response"]
+DownlinkKind: TypeAlias = Literal["cmd", "config", "ota/offer", "infer/response", "ack"]
 MessageKind: TypeAlias = Literal[
     "status",
     "telemetry",
@@ -47,11 +48,15 @@ MessageKind: TypeAlias = Literal[
     "config",
     "ota/offer",
     "infer/response",
+    "ack",
 ]
 
 UPLINK_KINDS: tuple[UplinkKind, ...] = get_args(UplinkKind)
 DOWNLINK_KINDS: tuple[DownlinkKind, ...] = get_args(DownlinkKind)
 ALL_KINDS: tuple[MessageKind, ...] = get_args(MessageKind)
+ACKNOWLEDGED_KINDS: frozenset[str] = frozenset({"status", "telemetry", "results", "drift", "events"})
+"""Uplink kinds a controller ingests and acknowledges with an ``ack`` downlink (docs/protocol.md).
+Outbox rows of other kinds are done once the broker acknowledged them."""
 
 # Device ids become one topic level and (with ACLs) an MQTT user name or certificate CN:
 # no wildcards, no separators, nothing a shell or SQL would trip on.

@@ -2,8 +2,10 @@
 
 An outbox row becomes one message (or ``parts`` messages when it is too big) whose
 ``message_id`` is the row id, so every resend carries the same identity and the receiver
-de-duplicates. A row is acknowledged in the store only when the broker acknowledged every
-part; whatever was in flight when a connection died is simply peeked and sent again.
+de-duplicates. With ``sync.end_to_end_ack`` (the default) a row leaves the store only when the
+controller acknowledged it (an ``ack`` downlink, :mod:`.awaiting`); the broker's PUBACK only
+marks it sent, because a broker may lose what it acknowledged. Without it, the broker's PUBACK
+is enough. Whatever was in flight when a connection died is simply peeked and sent again.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
 
+from edgefleet.cloud_sync.awaiting import NO_MATCHING_SUBSCRIBERS, AwaitingAcks
 from edgefleet.cloud_sync.backoff import TokenBucket
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.config import SyncConfig
 from edgefleet.cloud_sync.protocol import (
     BODY_TYPES,
+    AckBody,
     Body,
     Envelope,
     EventItem,
@@ -30,7 +34,7 @@ from edgefleet.cloud_sync.protocol import (
     ResultsBody,
     TelemetryBody,
 )
-from edgefleet.cloud_sync.topics import UPLINK_KINDS, MessageKind, device_topic
+from edgefleet.cloud_sync.topics import ACKNOWLEDGED_KINDS, UPLINK_KINDS, MessageKind, device_topic
 from edgefleet.errors import ProtocolError
 
 __all__ = ["OutboxLike", "OutboxStore", "Uplink", "UplinkCounters", "build_messages", "wire_bytes"]
@@ -61,7 +65,9 @@ class OutboxLike(Protocol):
 class OutboxStore(Protocol):
     """The part of ``edgefleet.agent.store.Store`` the sync uses (docs/architecture.md)."""
 
-    def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> Sequence[OutboxLike]: ...
+    def outbox_peek(
+        self, limit: int, *, max_bytes: int | None = None, skip: Container[int] = ...
+    ) -> Sequence[OutboxLike]: ...
     def outbox_ack(self, ids: Iterable[int]) -> Any: ...
     def outbox_backlog(self) -> dict[str, int]: ...
     def add_event(
@@ -186,6 +192,8 @@ class UplinkCounters:
     last_ack_at: float | None = None
     last_acked_id: int | None = None
     last_refusal: str | None = None
+    no_subscribers: int = 0
+    """Rows the broker acknowledged with MQTT 5 reason 0x10 (nobody subscribed to their topic)."""
 
 
 @dataclass
@@ -194,6 +202,8 @@ class _Pending:
     mids: set[int]
     wire: int
     results: int
+    parts: int = 1
+    nobody_subscribed: bool = False
 
 
 Publish = Callable[[str, bytes, int, bool], "int | None"]
@@ -220,6 +230,8 @@ class Uplink:
         self._mid_item: dict[int, int] = {}
         self._done: list[int] = []
         self._queue: deque[OutboxLike] = deque()
+        self.awaiting = AwaitingAcks(config.resend_after_s, clock=clock)
+        """Rows the broker took and the controller has not acknowledged (sync.end_to_end_ack)."""
         self.window = config.max_inflight
         """Publishes in flight at most: sync.max_inflight, lowered to the broker's Receive Maximum."""
         self._last_flush = clock()
@@ -254,6 +266,9 @@ class Uplink:
         self._pending.clear()
         self._mid_item.clear()
         self._failed.clear()
+        # A broker that went away may have lost what it acknowledged: send every unacknowledged
+        # row again once connected (a duplicate costs bandwidth, never a double count).
+        self.awaiting.clear()
         self.flush_acks()
 
     def on_ack(self, mid: int, accepted: bool, reason: str) -> None:
@@ -270,6 +285,8 @@ class Uplink:
             self.counters.refused += 1
             self.counters.last_refusal = f"broker refused outbox row {item_id} ({pending.kind}): {reason}"
             log.warning("%s", self.counters.last_refusal)
+        elif reason == NO_MATCHING_SUBSCRIBERS:
+            pending.nobody_subscribed = True
         pending.mids.discard(mid)
         if pending.mids:
             return
@@ -277,13 +294,30 @@ class Uplink:
         if item_id in self._failed:
             return
         kind = pending.kind
+        end_to_end = self.config.end_to_end_ack and kind in ACKNOWLEDGED_KINDS
+        if pending.nobody_subscribed:
+            self.counters.no_subscribers += 1
+            if end_to_end:
+                # Nobody received it (the controller is reconnecting?): keep it, send again.
+                self.awaiting.nobody_subscribed(item_id, pending.parts)
+                return
+            # Without end_to_end_ack the PUBACK is the acknowledgement, 0x10 included (a kind no
+            # consumer subscribes to would otherwise stay in the store for ever): counted only.
         c = self.counters
         c.bytes_sent_by_kind[kind] = c.bytes_sent_by_kind.get(kind, 0) + pending.wire
         c.messages_sent_by_kind[kind] = c.messages_sent_by_kind.get(kind, 0) + 1
         c.results_sent += pending.results
         c.last_ack_at = time.time()
         c.last_acked_id = item_id
+        if end_to_end and self.awaiting.sent(item_id, pending.parts):
+            return
         self._done.append(item_id)
+
+    def on_controller_ack(self, body: AckBody) -> int:
+        """The controller stored these rows: they may leave the store. Returns rows now done."""
+        done = self.awaiting.acknowledge(body.ranges, body.parts, self._pending)
+        self._done.extend(done)
+        return len(done)
 
     def flush_acks(self) -> int:
         """Remove fully acknowledged rows from the store; returns how many."""
@@ -319,13 +353,22 @@ class Uplink:
         if not self._queue:
             if self._pending:
                 return 0  # peeking now would re-read every in-flight row; wait for the window to clear
+            self.awaiting.expire()
+            if len(self.awaiting) >= self.config.max_awaiting_ack:
+                return 0
             self.flush_acks()  # acknowledged rows must be gone before the next peek
             # Two windows per peek: the second is sent as the first one's acknowledgements arrive.
-            self._queue.extend(self.store.outbox_peek(2 * window, max_bytes=_PEEK_MAX_BYTES))
+            # Rows awaiting the controller are still stored and come first: the store skips them
+            # without reading their payload.
+            waiting = len(self.awaiting)
+            peeked = self.store.outbox_peek(
+                2 * window + waiting, max_bytes=_PEEK_MAX_BYTES, skip=self.awaiting
+            )
+            self._queue.extend(item for item in peeked if item.id not in self.awaiting)
         sent = 0
-        while self._queue and self.inflight < window:
+        while self._queue and self.inflight < window and len(self.awaiting) < self.config.max_awaiting_ack:
             item = self._queue[0]
-            if item.kind == "results" and item.payload == []:
+            if item.kind == "results" and item.payload == [] and not self.config.end_to_end_ack:
                 # Retention evicted every row this item referenced: nothing left to send.
                 self._queue.popleft()
                 self._done.append(item.id)
@@ -349,7 +392,7 @@ class Uplink:
                 self.bandwidth.try_take(wire)
             if self.rate is not None:
                 self.rate.try_take(len(messages))
-            pending = _Pending(kind=item.kind, mids=set(), wire=wire, results=0)
+            pending = _Pending(kind=item.kind, mids=set(), wire=wire, results=0, parts=len(messages))
             if isinstance(item.payload, list) and item.kind == "results":
                 pending.results = len(item.payload)
             if not self._mid_item:

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,18 +40,27 @@ def _not_in(skip: Collection[int]) -> tuple[str, list[int]]:
 
 
 def peek(
-    conn: sqlite3.Connection, limit: int, *, max_bytes: int | None, skip: Collection[int] = ()
+    conn: sqlite3.Connection,
+    limit: int,
+    *,
+    max_bytes: int | None,
+    held: Collection[int] = (),
+    skip: Container[int] = (),
 ) -> list[OutboxItem]:
-    """The next pending items (priority, then id), leaving out ``skip`` (acknowledged, held)."""
+    """The next pending items (priority, then id), leaving out ``held`` (acknowledged, held for
+    the next commit: not pending any more) and ``skip`` (sent, awaiting the controller's
+    acknowledgement: still pending, so they count towards ``limit`` but are not read)."""
     items: list[OutboxItem] = []
     total = 0
-    clause, params = _not_in(skip)
+    clause, params = _not_in(held)
     rows = conn.execute(
         "SELECT id, kind, priority, created_at, payload, first_result_id, last_result_id, "
         f"approx_bytes FROM outbox WHERE 1{clause} ORDER BY priority, id LIMIT ?",
         (*params, max(int(limit), 0)),
     ).fetchall()
     for item_id, kind, priority, created_at, payload, first, last, approx in rows:
+        if item_id in skip:
+            continue
         if max_bytes is not None and items and total + approx > max_bytes:
             break
         total += approx

@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from edgefleet.agent.store import outbox
@@ -307,15 +307,19 @@ class Store(StoreCore):
 
     # -- outbox ---------------------------------------------------------------------------------
 
-    def outbox_peek(self, limit: int, *, max_bytes: int | None = None) -> list[OutboxItem]:
+    def outbox_peek(
+        self, limit: int, *, max_bytes: int | None = None, skip: Container[int] = ()
+    ) -> list[OutboxItem]:
         """The next pending items, priority then id order, without removing them.
 
         With ``max_bytes``, stops before the item that would exceed it (but always returns at
         least one item, so one oversize item cannot block the queue). Items acknowledged but
-        held for the next commit (see :meth:`hold_writes`) are not pending any more.
+        held for the next commit (see :meth:`hold_writes`) are not pending any more. Items whose
+        id is in ``skip`` (sent, awaiting the controller's acknowledgement) count towards
+        ``limit`` but are neither read nor returned.
         """
         with self._read() as conn:
-            return outbox.peek(conn, limit, max_bytes=max_bytes, skip=self._held.acked())
+            return outbox.peek(conn, limit, max_bytes=max_bytes, held=self._held.acked(), skip=skip)
 
     def outbox_ack(self, ids: Iterable[int]) -> int:
         """Remove delivered items; results they reference are marked synced. Returns items removed.
@@ -364,6 +368,16 @@ class Store(StoreCore):
             self.flush_held(only_if_due=True)
             return
         self._insert_metrics(rows, payload)
+
+    def outbox_floor(self) -> int:
+        """Lowest outbox id still held, or the next id when the outbox is empty: every id below it
+        has left the store (acknowledged, dropped or evicted). The controller's gap detection uses it."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT coalesce((SELECT min(id) FROM outbox), "
+                "(SELECT seq + 1 FROM sqlite_sequence WHERE name = 'outbox'), 1)"
+            ).fetchone()
+        return int(row[0])
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -172,17 +172,24 @@ def _devices(args: argparse.Namespace) -> int:
     try:
         online = True if args.online else False if args.offline else None
         listing = database.list_devices(online=online, search=args.search, limit=args.limit, sort="device_id")
+        delivery = {d.device_id: database.delivery_report(d.device_id) for d in listing.devices}
     finally:
         database.close()
     if args.json:
-        print(json.dumps(listing.model_dump(mode="json"), indent=2))
+        doc = listing.model_dump(mode="json")
+        for row in doc["devices"]:
+            report = delivery.get(row["device_id"])
+            row["delivery"] = None if report is None else report.model_dump(mode="json")
+        print(json.dumps(doc, indent=2))
         return 0
-    print(f"{'DEVICE':<24} {'STATE':<8} {'MODEL':<20} {'AGENT':<10} LAST SEEN (UTC)")
+    print(f"{'DEVICE':<24} {'STATE':<8} {'MODEL':<20} {'AGENT':<10} {'LAST SEEN (UTC)':<19}  MISSING")
     for d in listing.devices:
         model = f"{d.model_name or '-'}@{d.model_version or '-'}"
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.last_seen))
         state = ("online" if d.online else "offline") + ("*" if d.drifted else "")
-        print(f"{d.device_id:<24} {state:<8} {model:<20} {d.agent_version or '-':<10} {seen}")
+        report = delivery.get(d.device_id)
+        missing = "-" if report is None else str(report.missing_messages or "none")
+        print(f"{d.device_id:<24} {state:<8} {model:<20} {d.agent_version or '-':<10} {seen}  {missing}")
     shown = len(listing.devices)
     print(
         f"{shown} of {listing.total} devices"

@@ -139,6 +139,15 @@ def _status(args: argparse.Namespace) -> int:
         ("backlog", _kinds(backlog) + (f"  [{report['backlog_error']}]" if report["backlog_error"] else ""))
     )
     if state is not None:
+        lines.append(
+            (
+                "awaiting ack",
+                f"{state.get('awaiting_ack', 0)} rows sent, not yet acknowledged by the controller; "
+                f"resent {state.get('resent', 0)} (no ack in time), "
+                f"{state.get('resent_no_subscribers', 0)} (broker: no matching subscribers, "
+                f"{state.get('no_subscribers', 0)} such PUBACKs in all)",
+            )
+        )
         lines.append(("bytes sent", _kinds(state["bytes_sent_by_kind"], " B")))
         lines.append(("messages sent", _kinds(state["messages_sent_by_kind"])))
         lines.append(("results sent", str(state["results_sent"])))

@@ -26,6 +26,8 @@ from edgefleet.cloud_sync.protocol import (
     StatusBody,
     TelemetryBody,
 )
+from edgefleet.cloud_sync.topics import ACKNOWLEDGED_KINDS
+from edgefleet.controller.acks import AckRef
 from edgefleet.controller.config import IngestConfig
 from edgefleet.controller.dal import Database, IngestOutcome
 from edgefleet.controller.records import (
@@ -108,6 +110,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
         kind=envelope.kind,
         received_at=received_at,
         sent_at=envelope.sent_at,
+        parts=envelope.parts,
     )
     body = envelope.body
     if isinstance(body, TelemetryBody):
@@ -137,6 +140,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             model_version=body.model_version,
             hardware=hardware or None,  # an empty report (e.g. the last will) keeps what is known
         )
+        message.outbox_floor = body.outbox_floor
     elif isinstance(body, EventsBody):
         for e in body.events:
             data: dict[str, JSONValue] = _clean_json(e.data or {})
@@ -146,6 +150,9 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             ack = _ack_from_event(envelope.device_id, e.kind, received_at, e.message, e.data or {})
             if ack is not None:
                 message.acks.append(ack)
+            dropped = (e.data or {}).get("outbox_id")
+            if e.kind == "sync.outbox_dropped" and isinstance(dropped, int) and not isinstance(dropped, bool):
+                message.skipped_ids.append(dropped)  # never sent, by design: not a gap
     elif isinstance(body, DriftBody):
         details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude={"drifted", "psi"}))
         score = body.psi if body.psi is not None and math.isfinite(body.psi) else None
@@ -204,12 +211,17 @@ class IngestPipeline:
         *,
         prefix: str = "edgefleet/v1",
         on_stored: Callable[[IngestOutcome], None] | None = None,
+        on_committed: Callable[[list[AckRef]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``on_committed`` gets every de-duplicated message the database now holds (stored by this
+        batch or earlier), after the commit: the end-to-end acknowledgements (controller/acks.py)."""
         self.database = database
         self.config = config
         self.prefix = prefix
         self.on_stored = on_stored
+        self.on_committed = on_committed
+        self._unstored: set[int] = set()
         self.clock = clock
         self.stats = IngestStats()
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=config.queue_max)
@@ -298,14 +310,17 @@ class IngestPipeline:
                 break
         return batch
 
-    def _decode(self, batch: list[_Item]) -> list[IngestMessage]:
-        messages = []
+    def _decode(self, batch: list[_Item]) -> list[tuple[IngestMessage, AckRef | None]]:
+        messages: list[tuple[IngestMessage, AckRef | None]] = []
         for topic, payload, received_at in batch:
             try:
                 envelope = decode_message(
                     topic, payload, max_bytes=self.config.max_message_bytes, prefix=self.prefix
                 )
-                messages.append(envelope_to_message(envelope, received_at=received_at))
+                ref = None
+                if envelope.message_id and envelope.kind in ACKNOWLEDGED_KINDS:
+                    ref = AckRef(envelope.device_id, envelope.message_id, envelope.part, envelope.parts)
+                messages.append((envelope_to_message(envelope, received_at=received_at), ref))
             except ProtocolError as exc:
                 self._count_malformed(topic, exc.reason, exc.message)
             except Exception as exc:  # a bug in our mapping must not stop the ingest either
@@ -322,8 +337,16 @@ class IngestPipeline:
 
     def _write(self, batch: list[_Item]) -> None:
         try:
-            messages = self._decode(batch)
+            decoded = self._decode(batch)
+            messages = [m for m, _ in decoded]
+            self._unstored = set()
             outcome = self._store(messages) if messages else IngestOutcome()
+            refs = [ref for m, ref in decoded if ref is not None and id(m) not in self._unstored]
+            if self.on_committed is not None and refs:
+                try:
+                    self.on_committed(refs)
+                except Exception:
+                    log.exception("ingest acknowledgement listener failed")
             stored_at = self.clock()
             with self.stats.lock:
                 self.stats.stored += outcome.stored
@@ -361,6 +384,7 @@ class IngestPipeline:
                 log.error(
                     "dropping a batch of %d messages at shutdown: database error %s", len(messages), error
                 )
+                self._unstored = {id(m) for m in messages}  # not acknowledged: the devices resend
                 return IngestOutcome()
             log.error(
                 "storing a batch of %d messages failed (%s); retrying in %.1fs", len(messages), error, delay
@@ -386,6 +410,7 @@ class IngestPipeline:
             total.acked_commands.extend(one.acked_commands)
         if failed and len(failed) == len(messages):
             return None
+        self._unstored = {id(m) for m, _ in failed}
         for message, problem in failed:
             self._count_malformed(
                 f"{self.prefix}/{message.device_id}/{message.kind}",

@@ -56,6 +56,7 @@ class ControllerMqtt:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.last_error: str | None = None
+        self._intake = True
         persistent = bool(config.client_id)
         client_id = config.client_id or (
             f"edgefleet-controller-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -96,6 +97,7 @@ class ControllerMqtt:
 
     def start(self) -> None:
         """Connect in the background; failures are logged and retried, never raised."""
+        self._intake = True
         if self._v5:
             self.client.connect_async(
                 self.config.host,
@@ -111,6 +113,13 @@ class ControllerMqtt:
     def wait_ready(self, timeout: float) -> bool:
         """True once connected and subscribed."""
         return self._subscribed.wait(timeout)
+
+    def stop_intake(self) -> None:
+        """Stop taking uplink messages but stay connected (the last acknowledgements go out).
+        What the broker delivers meanwhile is dropped unacknowledged: its devices send it again."""
+        self._intake = False
+        if self.connected:
+            self.client.unsubscribe(self.filters)
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -130,6 +139,13 @@ class ControllerMqtt:
                 return f"the broker did not acknowledge within {timeout:.0f}s"
             time.sleep(0.005)
         return None
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
+        """Queue a publish without waiting for the broker; False when not connected."""
+        if not self.connected:
+            return False
+        info = self.client.publish(topic, payload, qos=qos)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     # --- paho callbacks (network thread) ----------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -160,6 +176,8 @@ class ControllerMqtt:
             log.warning("lost the broker connection (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if not self._intake:
+            return
         try:
             self.sink(message.topic, bytes(message.payload), time.time())
         except Exception:  # an exception here would end paho's network thread

@@ -110,6 +110,12 @@ class IngestMessage:
     events: list[StoredEvent] = field(default_factory=list)
     drift: list[DriftItem] = field(default_factory=list)
     acks: list[CommandAck] = field(default_factory=list)
+    parts: int = 1
+    """How many parts the device's outbox row travels in (delivery tracking, see dal/sql_delivery.py)."""
+    outbox_floor: int | None = None
+    """From a status: the lowest outbox id the device still holds."""
+    skipped_ids: list[int] = field(default_factory=list)
+    """Outbox ids the device reports it will never send (a ``sync.outbox_dropped`` event)."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -14,6 +14,7 @@ __all__ = [
     "CommandRecord",
     "CommandRequest",
     "CommandStatus",
+    "DeliveryReport",
     "DeviceDetail",
     "DeviceInfo",
     "DeviceList",
@@ -70,10 +71,23 @@ class CommandRecord(_Out):
     detail: str | None = None
 
 
+class DeliveryReport(_Out):
+    """End-to-end delivery of one device's uplink messages (docs/cloud_sync.md, gap detection)."""
+
+    results_received: int = 0
+    messages_received: int = 0
+    outbox_floor: int | None = None
+    missing: list[tuple[int, int]] = Field(default_factory=list)
+    """Inclusive message_id ranges the controller never stored and the device no longer holds
+    (at most the first 100 ranges; ``missing_messages`` counts them all)."""
+    missing_messages: int = 0
+
+
 class DeviceDetail(_Out):
     device: DeviceInfo
     latest_telemetry: dict[str, float]
     recent_commands: list[CommandRecord]
+    delivery: DeliveryReport | None = None
 
 
 class TelemetryPoint(_Out):

@@ -9,6 +9,7 @@ import time
 
 import uvicorn
 
+from edgefleet.controller.acks import AckPublisher
 from edgefleet.controller.api import ControllerContext, create_app
 from edgefleet.controller.auth import bootstrap_credentials
 from edgefleet.controller.commands import CommandService
@@ -38,8 +39,13 @@ class ControllerService:
         self.database = database if database is not None else open_database(config.database)
         bootstrap_credentials(self.database, config.auth)
         self.changes = FleetChanges()
+        self.acks = AckPublisher(self._publish_nowait, prefix=config.mqtt.topic_prefix)
         self.ingest = IngestPipeline(
-            self.database, config.ingest, prefix=config.mqtt.topic_prefix, on_stored=self.changes.publish
+            self.database,
+            config.ingest,
+            prefix=config.mqtt.topic_prefix,
+            on_stored=self.changes.publish,
+            on_committed=self.acks.add,
         )
         self.mqtt = ControllerMqtt(config.mqtt, config.ingest.kinds if ingest else [], self.ingest.submit)
         self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
@@ -62,11 +68,15 @@ class ControllerService:
     def _publish(self, topic: str, payload: bytes) -> str | None:
         return self.mqtt.publish(topic, payload)
 
+    def _publish_nowait(self, topic: str, payload: bytes) -> bool:
+        return self.mqtt.publish_nowait(topic, payload)
+
     # --- background parts -------------------------------------------------------------------------
     def start_background(self) -> None:
         if self._background:
             return
         self.ingest.start()
+        self.acks.start()
         self.mqtt.start()
         self.retention.start()
         self._background = True
@@ -74,8 +84,10 @@ class ControllerService:
     def stop_background(self) -> None:
         if not self._background:
             return
+        self.mqtt.stop_intake()
+        self.ingest.stop()  # store what was received, then acknowledge it before disconnecting
+        self.acks.stop()
         self.mqtt.stop()
-        self.ingest.stop()
         self.retention.stop()
         self._background = False
 

@@ -12,6 +12,7 @@ from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
     CommandRecord,
     CommandStatus,
+    DeliveryReport,
     DeviceDetail,
     DeviceInfo,
     DeviceList,
@@ -103,6 +104,10 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def device_detail(self, device_id: str) -> DeviceDetail | None: ...
+
+    @abc.abstractmethod
+    def delivery_report(self, device_id: str) -> DeliveryReport | None:
+        """Results received and message_id ranges lost on the way (None: unknown device)."""
 
     @abc.abstractmethod
     def telemetry(

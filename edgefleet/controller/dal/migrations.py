@@ -134,5 +134,19 @@ CREATE TABLE controller_state (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "initial schema", _V1),)
+_V2 = """
+ALTER TABLE devices ADD COLUMN results_received {bigint} NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN outbox_floor {bigint};
+CREATE TABLE delivery_ranges (
+    device_id TEXT NOT NULL,
+    first_id {bigint} NOT NULL,
+    last_id {bigint} NOT NULL,
+    PRIMARY KEY (device_id, first_id)
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "initial schema", _V1),
+    (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
+)
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

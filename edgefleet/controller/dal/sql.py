@@ -15,6 +15,7 @@ from edgefleet.controller.dal.base import (
 )
 from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
+from edgefleet.controller.dal.sql_delivery import SqlDelivery
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -54,7 +55,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
+class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
                 "INSERT INTO telemetry_raw (device_id, metric, ts, value) VALUES (?, ?, ?, ?)", telemetry
             )
         self._store_results(conn, accepted, bucket_s)
+        self._record_delivery(conn, accepted)
         events = [
             (m.device_id, e.ts, m.received_at, e.kind, e.level, e.message, json.dumps(e.data, sort_keys=True))
             for m in accepted
@@ -274,6 +276,7 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
             device=device,
             latest_telemetry={str(r[0]): float(r[1]) for r in latest},
             recent_commands=self.list_commands(device_id, limit=20),
+            delivery=self.delivery_report(device_id),
         )
 
     def telemetry(

@@ -94,6 +94,19 @@ function renderDetail(detail, latestDrift) {
   fact(facts, "First seen", fmtTime(d.first_seen));
   const hw = Object.entries(d.hardware || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
   fact(facts, "Hardware", hw || "–");
+  const delivery = detail.delivery;
+  if (delivery) {
+    fact(facts, "Results received", String(delivery.results_received));
+    fact(facts, "Results missing", missingText(delivery));
+  }
+}
+
+// Message ids lost between the device and this controller (docs/cloud_sync.md, gap detection).
+function missingText(delivery) {
+  if (!delivery.missing_messages) return "none";
+  const ranges = delivery.missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+  const more = delivery.missing.length < 100 ? "" : " …";
+  return `${delivery.missing_messages} messages: ids ${ranges}${more}`;
 }
 
 function renderResults(summary) {

@@ -106,6 +106,29 @@ class FleetStack:
             client.loop_stop()
             client.disconnect()
 
+    def publish_raw(self, device_id: str, messages: list[tuple[str, int]], *, floor: int) -> None:
+        """Telemetry/status messages with chosen message ids; each status carries ``floor``."""
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"dashboard-test-{device_id}",
+            protocol=mqtt.MQTTv5,
+        )
+        client.connect(self.broker.host, self.broker.port)
+        client.loop_start()
+        try:
+            for kind, message_id in messages:
+                body: dict[str, Any] = (
+                    {"state": "online", "outbox_floor": floor}
+                    if kind == "status"
+                    else {"samples": [{"ts": time.time(), "name": "cpu_percent", "value": 1.0}]}
+                )
+                envelope = make_envelope(device_id, kind, body, message_id=message_id)  # type: ignore[arg-type]
+                info = client.publish(f"edgefleet/v1/{device_id}/{kind}", encode_message(envelope), qos=1)
+                info.wait_for_publish(10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
     def start_simulator(self, prefix: str, devices: int) -> None:
         self.simulators[prefix] = subprocess.Popen(
             edgefleet_command(

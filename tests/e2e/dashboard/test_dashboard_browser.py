@@ -278,3 +278,17 @@ def test_a_killed_device_goes_offline_without_a_reload(page: Any, browser: Any, 
         assert view.evaluate("window.__noReload") is True
     polling_context.close()
     screenshot(page, "dashboard-overview-offline.png")
+
+
+def test_device_page_shows_missing_results(page: Any, fleet: FleetStack) -> None:
+    # Last in the module: it adds a device, and the tests above count the fleet's five.
+    # Messages 1, 2 and 5 arrive; the device's status says it holds nothing below id 7: 3, 4 and 6
+    # left the device without reaching the controller (gap detection, docs/cloud_sync.md).
+    device = "gap-dev-1"
+    fleet.publish_raw(device, [("telemetry", 1), ("telemetry", 2), ("telemetry", 5), ("status", 0)], floor=7)
+    page.goto(fleet.base_url + "/static/device.html?id=sim-a-0001")
+    page.wait_for_selector("#facts dt:text('Results missing') + dd:text('none')")
+    page.goto(fleet.base_url + f"/static/device.html?id={device}")
+    page.wait_for_selector("#facts dt:text('Results missing') + dd:has-text('3 messages: ids 3-4, 6')")
+    detail = fleet.get(f"/api/devices/{device}")
+    assert detail["delivery"]["missing"] == [[3, 4], [6, 6]]

@@ -37,6 +37,7 @@ def main() -> int:
         reconnect_max_s=1.0,
         drain_interval_s=0.1,
         max_inflight=8,
+        end_to_end_ack=False,  # a plain collector reads the uplink, no edgefleet controller
     )
     service = SyncService(store, config, args.device_id)
     stop = threading.Event()

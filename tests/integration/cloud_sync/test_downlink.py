@@ -35,7 +35,13 @@ def test_bad_downlink_is_refused_with_events_and_the_agent_keeps_going(
     device = unique_device()
     handled: list[Envelope] = []
     configs: list[Envelope] = []
-    config = SyncConfig(port=mosquitto.port, protocol=protocol, max_message_bytes=4096, drain_interval_s=0.1)
+    config = SyncConfig(
+        port=mosquitto.port,
+        protocol=protocol,
+        max_message_bytes=4096,
+        drain_interval_s=0.1,
+        end_to_end_ack=False,
+    )
     service = SyncService(store, config, device, command_handler=handled.append)
     service.register_handler("config", configs.append)
     service.start()

@@ -53,6 +53,7 @@ def mtls_config(broker: MosquittoBroker, pki: Pki, cn: str, **extra: object) -> 
             "reconnect_max_s": 0.5,
             "drain_interval_s": 0.1,
             "connect_timeout_s": 3.0,
+            "end_to_end_ack": False,  # no edgefleet controller behind these brokers
             **extra,
         }
     )
@@ -211,7 +212,13 @@ def test_password_auth_with_acl(tmp_path: Path, store: Store) -> None:
     device = unique_device()
     users = {device: "s3cret", "controller": "ctl-pass"}
     with password_broker(tmp_path / "pw-broker", users) as broker:
-        base = {"port": broker.port, "username": device, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
+        base = {
+            "port": broker.port,
+            "username": device,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+            "end_to_end_ack": False,
+        }
         bad = SyncService(store, SyncConfig.model_validate({**base, "password": "wrong"}), device)
         bad.start()
         try:

@@ -152,6 +152,10 @@ def test_cli_sync_status_reads_store_and_state_file(
         results_sent=70,
         last_ack_at=time.time(),
         last_acked_id=42,
+        awaiting_ack=3,
+        resent=2,
+        resent_no_subscribers=5,
+        no_subscribers=6,
         pid=os.getpid(),
     )
     (tmp_path / "store.db.sync.json").write_text(state.model_dump_json())
@@ -160,6 +164,8 @@ def test_cli_sync_status_reads_store_and_state_file(
     assert "running, connected since" in text
     assert "results 30" in text
     assert "results 1234 B" in text
+    assert "3 rows sent, not yet acknowledged by the controller; resent 2 (no ack in time), 5" in text
+    assert "6 such PUBACKs" in text
     assert main(["sync", "status", "--config", str(config), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["connected"] is True

@@ -61,7 +61,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def test_rows_leave_the_store_only_once_acknowledged(store: Store) -> None:
     fill_results(store, 100, batch=10)
     store.add_event("boot", "hello")
-    uplink = Uplink(store, SyncConfig(max_inflight=32), DEVICE)
+    uplink = Uplink(store, SyncConfig(max_inflight=32, end_to_end_ack=False), DEVICE)
     broker = Broker()
     assert uplink.pump(broker.publish) == 11
     kinds = [e.kind for e in broker.envelopes()]
@@ -78,7 +78,7 @@ def test_rows_leave_the_store_only_once_acknowledged(store: Store) -> None:
 
 def test_unacknowledged_rows_are_resent_with_the_same_ids_after_reconnect(store: Store) -> None:
     fill_results(store, 60, batch=20)
-    uplink = Uplink(store, SyncConfig(), DEVICE)
+    uplink = Uplink(store, SyncConfig(end_to_end_ack=False), DEVICE)
     first = Broker()
     uplink.pump(first.publish)
     uplink.on_ack(first.sent[0][0], True, "Success")  # only the first message made it

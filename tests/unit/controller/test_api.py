@@ -204,6 +204,6 @@ def test_openapi_health_and_root(api: Api) -> None:
     for path in ("/api/devices", "/api/devices/{device_id}/telemetry", "/api/fleet/summary", "/api/stream"):
         assert path in spec["paths"]
     health = api.client.get("/healthz").json()
-    assert (health["status"], health["database"], health["schema_version"]) == ("ok", "sqlite", 1)
+    assert (health["status"], health["database"], health["schema_version"]) == ("ok", "sqlite", 2)
     root = api.client.get("/", follow_redirects=False)
     assert root.status_code in (200, 307)

@@ -32,7 +32,7 @@ def status(device: str, online: bool, at: float = T0, **fields: object) -> Inges
 
 
 def test_migrations_are_recorded_and_idempotent(database: Database) -> None:
-    assert database.schema_version() == 1
+    assert database.schema_version() == 2
     assert database.migrate() == []
 
 
