@@ -14,6 +14,7 @@ from edgefleet.controller.auth import bootstrap_credentials
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig, inactive_kinds_warning
 from edgefleet.controller.dal import Database, open_database
+from edgefleet.controller.inference.worker import InferencePool
 from edgefleet.controller.ingest import IngestPipeline
 from edgefleet.controller.live import FleetChanges
 from edgefleet.controller.mqtt import ControllerMqtt
@@ -44,6 +45,7 @@ class ControllerService:
         self.mqtt = ControllerMqtt(config.mqtt, config.ingest.kinds if ingest else [], self.ingest.submit)
         self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
         self.retention = RetentionWorker(self.database, config.retention)
+        self.inference = InferencePool(config.mqtt, config.inference) if config.inference.enabled else None
         self.context = ControllerContext(
             config=config,
             database=self.database,
@@ -69,6 +71,8 @@ class ControllerService:
         self.ingest.start()
         self.mqtt.start()
         self.retention.start()
+        if self.inference is not None:
+            self.inference.start()
         self._background = True
 
     def stop_background(self) -> None:
@@ -77,6 +81,8 @@ class ControllerService:
         self.mqtt.stop()
         self.ingest.stop()
         self.retention.stop()
+        if self.inference is not None:
+            self.inference.stop()
         self._background = False
 
     # --- HTTP -------------------------------------------------------------------------------------
