@@ -88,6 +88,9 @@ def _infer(args: argparse.Namespace) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     pool.start()
+    if not pool.wait_ready(30):
+        errors = sorted({w.last_error or "no answer from the broker" for w in pool.workers})
+        print(f"edgefleet inference: not subscribed yet ({'; '.join(errors)}); retrying", file=sys.stderr)
     print(
         f"edgefleet inference: {len(pool.workers)} worker(s) serving {pool.bundle.manifest.name}"
         f"@{pool.bundle.manifest.version} (broker {config.mqtt.host}:{config.mqtt.port}, "

@@ -165,6 +165,7 @@ class InferenceWorker:
             self.last_error = f"broker refused subscriptions {self.filters}: {', '.join(refused)}"
             log.error("inference worker %s: %s", self.name, self.last_error)
             return
+        log.info("inference worker %s subscribed to %s", self.name, self.filters)
         self._subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
