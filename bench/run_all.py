@@ -28,6 +28,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("agent_startup", []),
     ("sync_drain", []),
     ("controller_ingest", []),
+    ("cloud_inference", []),
     ("dashboard_overview", []),
 ]
 
