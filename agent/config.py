@@ -25,6 +25,7 @@ from edgefleet.agent.store.config import StoreConfig
 from edgefleet.cloud_sync.config import SyncConfig
 from edgefleet.config_issues import Shown, issues_from
 from edgefleet.errors import ConfigError, ConfigIssue
+from edgefleet.runtime.backends import BackendName
 from edgefleet.types import BackpressurePolicy, NanPolicy
 
 if sys.version_info >= (3, 11):
@@ -80,9 +81,7 @@ class ModelConfig(_Section):
     """``[model]``: the bundle to run and how."""
 
     bundle: Path = Field(description="model bundle directory or .tar (see `edgefleet bundle`)")
-    backend: Literal["auto", "litert", "onnxruntime"] = Field(
-        default="auto", description="'auto' picks by the model file's extension"
-    )
+    backend: BackendName = Field(default="auto", description="'auto' picks by the model file's extension")
     providers: list[str] | None = Field(
         default=None, description="ONNX Runtime execution providers in preference order"
     )

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,9 @@ class BaseSourceConfig(BaseModel):
     restart_delay_s: float = Field(
         default=1.0, gt=0, le=300, description="pause before a failed source loop is run again"
     )
+    if TYPE_CHECKING:
+        # Each subclass's ``type: Literal[...]`` field; the config union is built at run time.
+        type: str
 
 
 @dataclass(frozen=True)
