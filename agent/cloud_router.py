@@ -14,8 +14,10 @@ outbox, whose priorities and budget would defeat the latency objective) and wait
 
 Nothing waits forever and every claimed window with an edge answer ends up stored exactly once:
 a response that arrives after its deadline, or for an id never sent, is only counted
-(``late_responses``, ``unknown_responses``). Not built yet (issue 15): budgets, deferred
-escalation of timed-out windows, out-of-distribution and capacity policies.
+(``late_responses``, ``unknown_responses``). The agent builds one from ``[fallback]`` when
+``fallback.enabled`` and sync are on (requests through ``SyncService.publish_live``, answers through
+its ``infer/response`` handler). Not built yet (issue 15): budgets, deferred escalation of
+timed-out windows, out-of-distribution and capacity policies.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.store import ResultRecord
 from edgefleet.cloud_sync.codec import decode_message, encode_message
-from edgefleet.cloud_sync.protocol import InferRequestBody, InferResponseBody, make_envelope
+from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.cloud_sync.topics import device_topic
 from edgefleet.errors import ProtocolError
 from edgefleet.runtime.bundle import Prediction
 from edgefleet.runtime.ringbuffer import Window
 
-__all__ = ["CloudRouter", "ConfidencePolicy", "Publish"]
+__all__ = ["CloudRouter", "ConfidencePolicy", "Publish", "router_from_config"]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,10 @@ class CloudRouter:
                 self.counts["bad_responses"] += 1
             log.warning("refused a cloud response on %s: %s", topic, exc)
             return
+        self.on_envelope(envelope)
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        """Handle one decoded ``infer/response`` (the sync service's downlink handler)."""
         body = envelope.body
         if not isinstance(body, InferResponseBody) or envelope.device_id != self.device_id:
             with self._cond:
@@ -244,3 +251,20 @@ class CloudRouter:
         self._timer.join(5)
         for rid in leftover:
             self._settle(rid, outcome="shutdown")
+
+
+def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Deliver) -> CloudRouter | None:
+    """The agent's router from ``[fallback]``; None unless fallback and sync are both enabled
+    (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is)."""
+    fallback = config.fallback
+    if not (fallback.enabled and config.sync.enabled):
+        return None
+    return CloudRouter(
+        device_id=config.device.id,
+        publish=publish,
+        deliver=deliver,
+        policy=ConfidencePolicy(min_confidence=fallback.min_confidence),
+        latency_slo_ms=fallback.latency_slo_ms,
+        max_pending=fallback.max_queue_windows,
+        prefix=config.sync.topic_prefix,
+    )

@@ -1,7 +1,7 @@
 """Configuration that is parsed and documented but does nothing yet, said out loud.
 
-``[drift]``, ``[fallback]`` and ``model.cloud_bundle`` describe features whose code has not
-landed: no drift monitor and no fallback router is built from them. Until it lands,
+``[drift]``, ``fallback.on_drift`` and ``model.cloud_bundle`` describe features whose code has not
+landed (and ``[fallback]`` needs ``[sync]``). Until it lands,
 ``edgefleet config check`` prints each of these as a note and the agent logs a warning at start
 and records an event, so that nobody trusts a section that does nothing. When a feature lands,
 its entry here goes.
@@ -22,11 +22,14 @@ def inactive_settings(config: AgentConfig) -> list[str]:
             "[drift] is not active yet: no drift monitor runs in this version, so no drift is "
             "computed or reported whatever its keys say (set drift.enabled = false to silence this)"
         )
-    if config.fallback.enabled or config.fallback.model_fields_set:
-        state = "enabled" if config.fallback.enabled else "configured"
+    if config.fallback.enabled and not config.sync.enabled:
         found.append(
-            f"[fallback] is {state} but not active yet: no window is sent to the cloud in this "
-            "version; every window is answered by the edge model"
+            "[fallback] is enabled but [sync] is not: the cloud is reached over the sync broker, so "
+            "no window is sent to the cloud; every window is answered by the edge model"
+        )
+    if config.fallback.on_drift:
+        found.append(
+            "fallback.on_drift is not active yet: only low-confidence windows go to the cloud in this version"
         )
     if config.model.cloud_bundle is not None:
         found.append(
