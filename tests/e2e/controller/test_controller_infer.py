@@ -58,7 +58,10 @@ def test_infer_command_answers_requests_and_reports_on_sigterm(
     )
     try:
         assert process.stderr is not None
-        line = process.stderr.readline()
+        line = ""
+        while "serving" not in line:  # after the workers' own log lines
+            line = process.stderr.readline()
+            assert line, f"infer exited: {process.wait(30)}"
         assert "2 worker(s) serving watch-cloud@1.0.0" in line, line
         ask(mosquitto, "e2e-watch", 5)
     finally:
