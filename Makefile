@@ -39,6 +39,7 @@ models:
 	$(PYTHON) -m venv .venv-build
 	.venv-build/bin/pip install --quiet -e '.[build]'
 	.venv-build/bin/python models/build_demo.py
+	.venv-build/bin/python models/build_watch.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,10 +1,10 @@
 """Configuration that is parsed and documented but does nothing yet, said out loud.
 
-``[fallback]`` and ``model.cloud_bundle`` describe a feature whose code has not landed: no
-fallback router is built from them (``[drift]`` is active: see
-:mod:`edgefleet.agent.drift_monitor`). Until it lands, ``edgefleet config check`` prints each
-of these as a note and the agent logs a warning at start and records an event, so that nobody
-trusts a section that does nothing. When a feature lands, its entry here goes.
+``fallback.on_drift`` and ``model.cloud_bundle`` describe features whose code has not landed
+(and ``[fallback]`` needs ``[sync]``); ``[drift]`` is active (:mod:`edgefleet.agent.drift_monitor`).
+Until they land, ``edgefleet config check`` prints each of these as a note and the agent logs a
+warning at start and records an event, so that nobody trusts a section that does nothing. When
+a feature lands, its entry here goes.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ __all__ = ["inactive_settings"]
 def inactive_settings(config: AgentConfig) -> list[str]:
     """One sentence per configured section or key that has no effect in this version."""
     found = []
-    if config.fallback.enabled or config.fallback.model_fields_set:
-        state = "enabled" if config.fallback.enabled else "configured"
+    if config.fallback.enabled and not config.sync.enabled:
         found.append(
-            f"[fallback] is {state} but not active yet: no window is sent to the cloud in this "
-            "version; every window is answered by the edge model"
+            "[fallback] is enabled but [sync] is not: the cloud is reached over the sync broker, so "
+            "no window is sent to the cloud; every window is answered by the edge model"
+        )
+    if config.fallback.on_drift:
+        found.append(
+            "fallback.on_drift is not active yet: only low-confidence windows go to the cloud in this version"
         )
     if config.model.cloud_bundle is not None:
         found.append(

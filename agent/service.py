@@ -27,13 +27,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edgefleet import __version__
+from edgefleet.agent.cloud_router import CloudRouter, router_from_config
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
@@ -44,7 +45,7 @@ from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sdnotify import Notifier
 from edgefleet.agent.sources import create_source
 from edgefleet.agent.status import STATUS_FILENAME, write_status
-from edgefleet.agent.store import Store
+from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.waiting import announce_waits
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime import Model
@@ -91,6 +92,7 @@ class AgentService:
         self.drift: DriftObserver | None = None
         self.health: HealthMonitor | None = None
         self.sync: Any | None = None
+        self.router: CloudRouter | None = None
         self.counters = PipelineCounters()
         self.started_at = time.time()
         self._state = "starting"
@@ -227,6 +229,7 @@ class AgentService:
             StreamSpec(name=src.name, make_source=functools.partial(create_source, src))
             for src in config.sources
         ]
+        self.router = router_from_config(config, publish=self._publish_live, deliver=self._deliver_cloud)
         return Pipeline(
             store=store,
             streams=streams,
@@ -235,7 +238,27 @@ class AgentService:
             settings=self._pipeline_settings(config),
             counters=self.counters,
             observers=[drift] if drift is not None else [],
+            router=self.router,
         )
+
+    # -- cloud fallback (edgefleet/agent/cloud_router.py) ---------------------------------------
+
+    def _publish_live(self, topic: str, payload: bytes) -> str | None:
+        sync = self.sync
+        if sync is None:
+            return "sync is not running"
+        result: str | None = sync.publish_live(topic, payload)
+        return result
+
+    def _deliver_cloud(self, records: Sequence[ResultRecord]) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.deliver(records)
+
+    def _on_infer_response(self, envelope: Any) -> None:
+        router = self.router
+        if router is not None:
+            router.on_envelope(envelope)
 
     def _start_components(self, config: AgentConfig, *, start_sync: bool = True) -> None:
         assert self.store is not None
@@ -275,6 +298,7 @@ class AgentService:
                 status_provider=self.status_snapshot,
                 command_handler=self._on_command,
             )
+            sync.register_handler("infer/response", self._on_infer_response)
             sync.start()
         except Exception as exc:  # sync is optional: inference and storage go on without it
             log.error("sync not started: %s", exc)
@@ -291,6 +315,10 @@ class AgentService:
 
     def _stop_components(self, timeout: float, *, keep_sync: bool = False) -> None:
         deadline = time.monotonic() + timeout
+        if self.router is not None:
+            # Before the pipeline: the windows still waiting for the cloud keep their edge answers.
+            self.router.close()
+            self.router = None
         if self.pipeline is not None:
             report = self.pipeline.stop(timeout=max(0.5, deadline - time.monotonic() - 0.5))
             log.info(

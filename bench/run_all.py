@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("sync_drain", []),
     ("flash_wear", []),
     ("controller_ingest", []),
+    ("cloud_inference", []),
     ("dashboard_overview", []),
 ]
 

@@ -147,6 +147,19 @@ class SyncService:
         """Handle a downlink kind other than ``cmd`` (``config``, ``ota/offer``, ``infer/response``)."""
         self.downlink.register(kind, handler)
 
+    def publish_live(self, topic: str, payload: bytes) -> str | None:
+        """Publish now, bypassing the outbox (cloud fallback requests, which have their own deadline).
+
+        QoS 0: a lost request is covered by the caller's timeout, and its mid never mixes with the
+        outbox's acknowledgements. None once handed to the connection, else why not.
+        """
+        link = self._link
+        if link is None or not link.alive:
+            return f"not connected to the broker at {self.config.host}:{self.config.port}"
+        if link.publish(topic, payload, qos=0) is None:
+            return link.error or "the publish failed"
+        return None
+
     def start(self) -> None:
         if self._thread is not None:
             return

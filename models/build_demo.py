@@ -133,11 +133,11 @@ def train_keras(ds: Dataset, arch: dict[str, Any], epochs: int) -> Any:
     return model
 
 
-def export_tflite_int8(model: Any, ds: Dataset, out: Path) -> None:
+def export_tflite_int8(model: Any, calibration: FArray, out: Path) -> None:
     import tensorflow as tf
 
     def representative() -> Iterator[list[FArray]]:
-        for w in ds.train_windows:
+        for w in calibration:
             yield [w[None, ...]]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -153,7 +153,7 @@ def export_tflite_int8(model: Any, ds: Dataset, out: Path) -> None:
 
 
 def keras_to_onnx(model: Any, out: Path, *, name: str) -> None:
-    """Write the Conv1D/GAP/Dense Keras network as an fp32 ONNX graph, weight for weight."""
+    """Write the Conv1D/MaxPool/GAP/Dense Keras network as an fp32 ONNX graph, weight for weight."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -184,6 +184,14 @@ def keras_to_onnx(model: Any, out: Path, *, name: str) -> None:
             ]
             current = f"relu{conv_i}"
             conv_i += 1
+        elif kind == "MaxPooling1D":
+            pool = int(layer.get_config()["pool_size"][0])
+            nodes.append(
+                helper.make_node("MaxPool", [current], [f"pool{conv_i}"], kernel_shape=[pool], strides=[pool])
+            )
+            current = f"pool{conv_i}"
+        elif kind == "Dropout":
+            continue  # identity at inference
         elif kind == "GlobalAveragePooling1D":
             nodes += [
                 helper.make_node("GlobalAveragePool", [current], ["gap"]),
@@ -210,12 +218,13 @@ def keras_to_onnx(model: Any, out: Path, *, name: str) -> None:
             raise ValueError(f"unsupported layer {kind}")
     if current != "probabilities":
         raise ValueError("the network must end in a softmax Dense layer")
+    window_length = int(model.input_shape[1])
     channels = int(model.input_shape[2])
     n_classes = int(model.output_shape[1])
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", WINDOW_LENGTH, channels])],
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", window_length, channels])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_classes])],
         initializer=inits,
     )
@@ -227,7 +236,7 @@ def keras_to_onnx(model: Any, out: Path, *, name: str) -> None:
     onnx.save(onnx_model, str(out))
 
 
-def quantize_onnx_int8(fp32: Path, out: Path, ds: Dataset) -> None:
+def quantize_onnx_int8(fp32: Path, out: Path, calibration: FArray) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -238,7 +247,7 @@ def quantize_onnx_int8(fp32: Path, out: Path, ds: Dataset) -> None:
 
     class TrainWindows(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self._it = iter(ds.train_windows[i : i + 16] for i in range(0, len(ds.train_windows), 16))
+            self._it = iter(calibration[i : i + 16] for i in range(0, len(calibration), 16))
 
         def get_next(self) -> dict[str, FArray] | None:
             batch = next(self._it, None)
@@ -351,10 +360,10 @@ def stage_models(ds: Dataset, epochs: int) -> dict[str, Any]:
     keras_edge = np.asarray(edge.predict(ds.test_windows, verbose=0), dtype=np.float32)
     keras_cloud = np.asarray(cloud.predict(ds.test_windows, verbose=0), dtype=np.float32)
 
-    export_tflite_int8(edge, ds, paths["tflite_int8"])
+    export_tflite_int8(edge, ds.train_windows, paths["tflite_int8"])
     keras_to_onnx(edge, paths["onnx_fp32"], name="basicmotions_edge")
     keras_to_onnx(cloud, paths["cloud_fp32"], name="basicmotions_cloud")
-    quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], ds)
+    quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], ds.train_windows)
 
     predictors = {
         key: (tflite_predictor if key.startswith("tflite") else onnx_predictor)(p) for key, p in paths.items()

@@ -76,6 +76,54 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infer(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edgefleet.controller.inference.worker import InferencePool
+
+    config = _load(args)
+    if args.bundle is not None:
+        config.inference.bundle = args.bundle
+    if args.workers is not None:
+        config.inference.workers = args.workers
+    if config.inference.bundle is None:
+        raise EdgefleetError(
+            "no cloud bundle to serve",
+            hint="set inference.bundle in the controller config or pass --bundle DIR",
+        )
+    if not args.quiet and logging.getLogger("edgefleet").level == logging.NOTSET:
+        logging.getLogger("edgefleet").setLevel(logging.INFO)
+    pool = InferencePool(config.mqtt, config.inference)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    pool.start()
+    if not pool.wait_ready(30):
+        errors = sorted({w.last_error or "no answer from the broker" for w in pool.workers})
+        print(f"edgefleet inference: not subscribed yet ({'; '.join(errors)}); retrying", file=sys.stderr)
+    print(
+        f"edgefleet inference: {len(pool.workers)} worker(s) serving {pool.bundle.manifest.name}"
+        f"@{pool.bundle.manifest.version} (broker {config.mqtt.host}:{config.mqtt.port}, "
+        f"{config.mqtt.protocol})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pool.stop()
+    stats = pool.stats()
+    refused = sum(stats.refused.values())
+    print(
+        f"edgefleet inference: answered {stats.answered} of {stats.received} requests in {stats.batches} "
+        f"batches; refused {refused} {dict(stats.refused)}; model errors {stats.model_errors}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _example_config(args: argparse.Namespace) -> int:
     from edgefleet.controller.config import example_config_text
 
@@ -216,6 +264,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--mqtt-port", type=int, help="override mqtt.port")
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
     serve.set_defaults(handler=_serve)
+
+    infer = commands.add_parser(
+        "infer", help="run cloud inference workers only ([inference] and [mqtt] of the controller config)"
+    )
+    _add_config(infer)
+    infer.add_argument("--bundle", type=Path, help="override inference.bundle")
+    infer.add_argument("--workers", type=int, help="override inference.workers")
+    infer.add_argument("--mqtt-port", type=int, help="override mqtt.port")
+    infer.add_argument("--quiet", action="store_true", help="log warnings only")
+    infer.set_defaults(handler=_infer)
 
     example = commands.add_parser("example-config", help="print a commented controller.toml")
     example.set_defaults(handler=_example_config)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
 from edgefleet.config_issues import issues_from
+from edgefleet.controller.inference.config import InferenceConfig
 from edgefleet.controller.login_throttle import LoginThrottleConfig
 from edgefleet.errors import ConfigError
 
@@ -167,6 +168,7 @@ class ControllerConfig(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
 
 
 def inactive_kinds_warning(config: ControllerConfig) -> str | None:
@@ -216,6 +218,8 @@ def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | Non
         ) from None
     if path is not None and not config.database.sqlite_path.is_absolute():
         config.database.sqlite_path = (path.parent / config.database.sqlite_path).resolve()
+    if path is not None and config.inference.bundle is not None and not config.inference.bundle.is_absolute():
+        config.inference.bundle = (path.parent / config.inference.bundle).resolve()
     return config
 
 
@@ -297,4 +301,16 @@ events_s = 2592000
 drift_s = 2592000
 commands_s = 2592000
 dedup_s = 604800
+
+[inference]
+# Cloud inference workers answering the devices' fallback requests (infer/request); also runnable
+# on their own: edgefleet controller infer --config controller.toml
+enabled = false
+# bundle = "models/bundles/watch-cloud"   # the cloud model; relative to this file
+workers = 1                         # MQTT 5: the workers split the requests (shared subscription)
+max_batch_size = 32
+max_wait_ms = 5.0                   # the oldest pending request waits at most this long for a batch
+threads = 1                         # inference threads per worker
+share_group = "edgefleet-inference"
+max_request_bytes = 262144
 """

@@ -15,6 +15,7 @@ from edgefleet.controller.auth import bootstrap_credentials
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig, inactive_kinds_warning
 from edgefleet.controller.dal import Database, open_database
+from edgefleet.controller.inference.worker import InferencePool
 from edgefleet.controller.ingest import IngestPipeline
 from edgefleet.controller.live import FleetChanges
 from edgefleet.controller.mqtt import ControllerMqtt
@@ -50,6 +51,7 @@ class ControllerService:
         self.mqtt = ControllerMqtt(config.mqtt, config.ingest.kinds if ingest else [], self.ingest.submit)
         self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
         self.retention = RetentionWorker(self.database, config.retention)
+        self.inference = InferencePool(config.mqtt, config.inference) if config.inference.enabled else None
         self.context = ControllerContext(
             config=config,
             database=self.database,
@@ -79,6 +81,8 @@ class ControllerService:
         self.acks.start()
         self.mqtt.start()
         self.retention.start()
+        if self.inference is not None:
+            self.inference.start()
         self._background = True
 
     def stop_background(self) -> None:
@@ -89,6 +93,8 @@ class ControllerService:
         self.acks.stop()
         self.mqtt.stop()
         self.retention.stop()
+        if self.inference is not None:
+            self.inference.stop()
         self._background = False
 
     # --- HTTP -------------------------------------------------------------------------------------

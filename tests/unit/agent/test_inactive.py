@@ -30,20 +30,15 @@ def test_a_quiet_config_has_nothing_inactive() -> None:
     assert inactive_settings(parse_config(BASE + "[drift]\nenabled = false\n")) == []
 
 
-def test_fallback_and_the_cloud_bundle_are_named_when_configured() -> None:
+def test_fallback_without_sync_and_the_cloud_bundle_are_named() -> None:
     text = BASE.replace('bundle = "b"', 'bundle = "b"\ncloud_bundle = "/srv/cloud"')
-    text += "[drift]\nenabled = false\n[fallback]\nenabled = true\n"
+    text += "[drift]\nenabled = false\n[fallback]\nenabled = true\non_drift = true\n[sync]\nenabled = false\n"
     found = inactive_settings(parse_config(text))
-    assert [line.split(" ")[0] for line in found] == ["[fallback]", "model.cloud_bundle"]
-    assert "enabled but not active yet" in found[0]
-    assert "/srv/cloud" in found[1]
+    assert [line.split(" ")[0] for line in found] == ["[fallback]", "fallback.on_drift", "model.cloud_bundle"]
+    assert "[sync] is not" in found[0]
+    assert "/srv/cloud" in found[2]
 
 
-def test_a_fallback_section_left_disabled_is_still_named() -> None:
-    found = inactive_settings(
-        parse_config(BASE + "[drift]\nenabled = false\n[fallback]\nmin_confidence = 0.8\n")
-    )
-    assert found == [
-        "[fallback] is configured but not active yet: no window is sent to the cloud in this "
-        "version; every window is answered by the edge model"
-    ]
+def test_fallback_with_sync_is_active_and_not_named() -> None:
+    quiet = BASE + "[drift]\nenabled = false\n[fallback]\nenabled = true\nmin_confidence = 0.8\n"
+    assert inactive_settings(parse_config(quiet)) == []

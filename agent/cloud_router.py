@@ -1,0 +1,270 @@
+"""The device side of the cloud fallback: which windows to ask the cloud about, and the live request.
+
+:class:`CloudRouter` implements :class:`~edgefleet.agent.routing.FallbackRouter`. Its policy
+(:class:`ConfidencePolicy`) claims a window when the edge model is unsure (top probability under
+``min_confidence``, or top-2 margin under ``min_margin``) or when there is no edge model. A claimed
+window goes **straight to the broker** as an ``infer/request`` (through ``publish``, not the store's
+outbox, whose priorities and budget would defeat the latency objective) and waits at most
+``latency_slo_ms`` for its ``infer/response``:
+
+* the cloud answers in time: a result with ``answered_by="cloud"`` and the policy's reason;
+* it does not (``timeout``), the cloud refuses (``cloud_error``), the publish fails (``offline``) or
+  too many requests are pending (``queue_full``): the **edge** answer is stored, its
+  ``fallback_reason`` saying ``<reason>:<outcome>``, e.g. ``low_confidence:timeout``.
+
+Nothing waits forever and every claimed window with an edge answer ends up stored exactly once:
+a response that arrives after its deadline, or for an id never sent, is only counted
+(``late_responses``, ``unknown_responses``). The agent builds one from ``[fallback]`` when
+``fallback.enabled`` and sync are on (requests through ``SyncService.publish_live``, answers through
+its ``infer/response`` handler). Not built yet (issue 15): budgets, deferred escalation of
+timed-out windows, out-of-distribution and capacity policies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.store import ResultRecord
+from edgefleet.cloud_sync.codec import decode_message, encode_message
+from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
+from edgefleet.cloud_sync.topics import device_topic
+from edgefleet.errors import ProtocolError
+from edgefleet.runtime.bundle import Prediction
+from edgefleet.runtime.ringbuffer import Window
+
+__all__ = ["CloudRouter", "ConfidencePolicy", "Publish", "router_from_config"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes], str | None]
+"""``publish(topic, payload)``: None once handed to the broker client, else why not."""
+Deliver = Callable[[Sequence[ResultRecord]], None]
+_EXPIRED_KEPT = 10_000  # ids remembered to tell a late response from an unknown one
+
+
+@dataclass(frozen=True)
+class ConfidencePolicy:
+    """Low confidence: top probability under ``min_confidence`` or top-2 margin under ``min_margin``."""
+
+    min_confidence: float = 0.6
+    min_margin: float = 0.0
+
+    def reason(self, prediction: Prediction | None) -> str | None:
+        if prediction is None:
+            return "no_model"
+        if prediction.score is not None and prediction.score < self.min_confidence:
+            return "low_confidence"
+        if self.min_margin > 0 and prediction.values.size >= 2:
+            top2 = np.sort(prediction.values.ravel())[-2:]
+            if float(top2[1] - top2[0]) < self.min_margin:
+                return "low_margin"
+        return None
+
+
+@dataclass
+class _Pending:
+    reason: str
+    edge: ResultRecord | None
+    window: Window
+    sent_at: float
+    deadline: float
+
+
+class CloudRouter:
+    """Live cloud requests for unsure windows, with a latency objective; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        publish: Publish,
+        deliver: Deliver,
+        policy: ConfidencePolicy | None = None,
+        latency_slo_ms: float = 500.0,
+        max_pending: int = 256,
+        prefix: str = "edgefleet/v1",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device_id = device_id
+        self.policy = policy or ConfidencePolicy()
+        self.latency_slo_s = latency_slo_ms / 1000.0
+        self.max_pending = max_pending
+        self.prefix = prefix
+        self.request_topic = device_topic(device_id, "infer/request", prefix=prefix)
+        self.response_topic = device_topic(device_id, "infer/response", prefix=prefix)
+        self._publish = publish
+        self._deliver = deliver
+        self._clock = clock
+        self._pending: dict[str, _Pending] = {}
+        self._expired: dict[str, None] = {}  # recently timed-out ids, oldest first, bounded
+        self._cond = threading.Condition()
+        self._closed = False
+        self.counts: Counter[str] = Counter()
+        """``sent``, ``cloud``, ``timeout``, ``offline``, ``cloud_error``, ``queue_full``,
+        ``late_responses``, ``unknown_responses``, ``bad_responses``."""
+        self.cloud_latency_ms: list[float] = []
+        self._timer = threading.Thread(target=self._expire_loop, name="edgefleet-cloud-router", daemon=True)
+        self._timer.start()
+
+    # --- FallbackRouter -------------------------------------------------------------------------
+    def route(self, windows: Sequence[Window], predictions: Sequence[Prediction] | None) -> list[str | None]:
+        reasons: list[str | None] = []
+        with self._cond:
+            room = self.max_pending - len(self._pending)
+        for i in range(len(windows)):
+            reason = self.policy.reason(predictions[i] if predictions is not None else None)
+            if reason is not None and room <= 0:
+                with self._cond:
+                    self.counts["queue_full"] += 1
+                reason = None  # keep the edge answer; the cloud is saturated
+            elif reason is not None:
+                room -= 1
+            reasons.append(reason)
+        return reasons
+
+    def submit(self, window: Window, reason: str, edge_result: ResultRecord | None) -> None:
+        request_id = uuid.uuid4().hex
+        body = InferRequestBody(
+            request_id=request_id,
+            stream=window.stream,
+            window_seq=window.seq,
+            window_start=window.start_ts,
+            window_end=window.end_ts,
+            shape=list(window.data.shape),
+            data=np.ascontiguousarray(window.data, dtype="<f4").tobytes(),
+            fallback_reason=reason,
+        )
+        payload = encode_message(make_envelope(self.device_id, "infer/request", body))
+        now = self._clock()
+        with self._cond:
+            self._pending[request_id] = _Pending(reason, edge_result, window, now, now + self.latency_slo_s)
+            self._cond.notify_all()
+        error = self._publish(self.request_topic, payload)
+        if error is not None:
+            self._settle(request_id, outcome="offline", detail=error)
+            return
+        with self._cond:
+            self.counts["sent"] += 1
+
+    # --- responses (the MQTT client's thread) ---------------------------------------------------
+    def on_response(self, topic: str, payload: bytes) -> None:
+        """Handle one ``infer/response`` message; never raises."""
+        try:
+            envelope = decode_message(topic, payload, prefix=self.prefix)
+        except ProtocolError as exc:
+            with self._cond:
+                self.counts["bad_responses"] += 1
+            log.warning("refused a cloud response on %s: %s", topic, exc)
+            return
+        self.on_envelope(envelope)
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        """Handle one decoded ``infer/response`` (the sync service's downlink handler)."""
+        body = envelope.body
+        if not isinstance(body, InferResponseBody) or envelope.device_id != self.device_id:
+            with self._cond:
+                self.counts["bad_responses"] += 1
+            return
+        with self._cond:
+            pending = self._pending.pop(body.request_id, None)
+            if pending is None:
+                key = "late_responses" if body.request_id in self._expired else "unknown_responses"
+                self.counts[key] += 1
+                return
+        if body.error is not None or body.label is None:
+            self._finish_edge(pending, "cloud_error")
+            return
+        latency_ms = (self._clock() - pending.sent_at) * 1000.0
+        model = (body.model_name or "cloud", body.model_version or "")
+        record = ResultRecord(
+            stream=pending.window.stream,
+            window_start=pending.window.start_ts,
+            window_end=pending.window.end_ts,
+            model_name=model[0],
+            model_version=model[1],
+            label=body.label,
+            score=body.score,
+            outputs=body.outputs,
+            latency_ms=latency_ms,
+            answered_by="cloud",
+            fallback_reason=pending.reason,
+            window_seq=pending.window.seq,
+        )
+        with self._cond:
+            self.counts["cloud"] += 1
+            self.cloud_latency_ms.append(latency_ms)
+        self._deliver([record])
+
+    # --- deadlines --------------------------------------------------------------------------------
+    def _expire_loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = self._clock()
+                due = [rid for rid, p in self._pending.items() if p.deadline <= now]
+                if not due:
+                    nearest = min((p.deadline for p in self._pending.values()), default=None)
+                    self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+                    continue
+            for rid in due:
+                self._settle(rid, outcome="timeout")
+
+    def _settle(self, request_id: str, *, outcome: str, detail: str | None = None) -> None:
+        with self._cond:
+            pending = self._pending.pop(request_id, None)
+            if pending is None:
+                return  # answered meanwhile
+            if outcome == "timeout":
+                self._expired[request_id] = None
+                if len(self._expired) > _EXPIRED_KEPT:
+                    del self._expired[next(iter(self._expired))]
+        if detail:
+            log.warning("cloud fallback %s: %s", outcome, detail)
+        self._finish_edge(pending, outcome)
+
+    def _finish_edge(self, pending: _Pending, outcome: str) -> None:
+        with self._cond:
+            self.counts[outcome] += 1
+        if pending.edge is not None:
+            self._deliver([replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")])
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def close(self) -> None:
+        """Stop waiting: every pending window keeps its edge answer (``<reason>:shutdown``)."""
+        with self._cond:
+            self._closed = True
+            leftover = list(self._pending)
+            self._cond.notify_all()
+        self._timer.join(5)
+        for rid in leftover:
+            self._settle(rid, outcome="shutdown")
+
+
+def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Deliver) -> CloudRouter | None:
+    """The agent's router from ``[fallback]``; None unless fallback and sync are both enabled
+    (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is)."""
+    fallback = config.fallback
+    if not (fallback.enabled and config.sync.enabled):
+        return None
+    return CloudRouter(
+        device_id=config.device.id,
+        publish=publish,
+        deliver=deliver,
+        policy=ConfidencePolicy(min_confidence=fallback.min_confidence),
+        latency_slo_ms=fallback.latency_slo_ms,
+        max_pending=fallback.max_queue_windows,
+        prefix=config.sync.topic_prefix,
+    )

@@ -1,0 +1,310 @@
+"""Train, export, evaluate and bundle the smartwatch exercise models used by the cloud fallback.
+
+BasicMotions is too easy to show a fallback (every model scores 100 %). The shoulder-exercise
+recordings (``data/watch.npz``, see ``extract_watch.py`` and ``data/ATTRIBUTION.md``) are harder:
+7 exercises, 10 subjects, and subjects 9 and 10 held out. A small edge model is clearly weaker
+there than a larger convolutional cloud model, which is what the fallback needs.
+
+Needs TensorFlow for training only (never at run time); same venv as ``build_demo.py``:
+
+    .venv-build/bin/python models/build_watch.py                  # train + export + evaluate + bundle
+    .venv-build/bin/python models/build_watch.py --stage bundles  # rebuild bundles from models/demo/watch-*
+
+Windows are 100 samples (2 s at 50 Hz). Training windows start every 20 samples; the evaluation
+(and the bundles' ``hop``, what the agent uses) every 50. Each channel is normalized with the
+mean/std of the training subjects' samples. Outputs, beside the BasicMotions ones in ``demo/``:
+
+- ``watch-edge-int8.tflite`` (fully int8), ``watch-edge-fp32.onnx``, ``watch-edge-int8.onnx`` (QDQ),
+  all the same small 1D CNN (at most ~5k parameters);
+- ``watch-cloud-fp32.onnx``: a larger 1D CNN with pooling (the "cloud" model);
+- ``watch_metrics.json``: accuracies on the held-out subjects, measured with the real runtimes;
+- ``bundles/watch-edge-tflite``, ``bundles/watch-edge-onnx``, ``bundles/watch-cloud``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run as a script: make ``models.build_demo`` importable
+
+from models.build_demo import (  # noqa: E402
+    Predict,
+    export_tflite_int8,
+    keras_to_onnx,
+    onnx_predictor,
+    quantize_onnx_int8,
+    tflite_predictor,
+)
+
+DATA = HERE / "data" / "watch.npz"
+DEMO_DIR = HERE / "demo"
+BUNDLE_DIR = HERE / "bundles"
+METRICS = DEMO_DIR / "watch_metrics.json"
+
+SEED = 11
+WINDOW_LENGTH = 100
+TRAIN_HOP = 20
+HOP = 50
+SAMPLE_RATE_HZ = 50.0
+VERSION = "1.0.0"
+BUILD_DATE = datetime(2026, 12, 2, tzinfo=timezone.utc)
+MAX_INT8_DROP = 0.03
+MAX_EDGE_PARAMS = 5000
+LABEL_SMOOTHING = 0.1
+
+# Conv1D layers as (filters, kernel, max-pool after it or 1), then hidden Dense widths.
+# ``dropout`` applies after the pooling and after each hidden Dense (training only).
+EDGE_ARCH: dict[str, Any] = {"convs": [(8, 5, 1), (16, 5, 1)], "dense": [], "dropout": 0.0}
+CLOUD_ARCH: dict[str, Any] = {
+    "convs": [(64, 7, 2), (64, 5, 2), (128, 5, 2), (128, 3, 1)],
+    "dense": [64],
+    "dropout": 0.3,
+}
+
+FArray = npt.NDArray[np.float32]
+IArray = npt.NDArray[np.int64]
+
+
+def recording_windows(samples: FArray, hop: int) -> FArray:
+    """(T, C) -> (W, WINDOW_LENGTH, C): the windows the agent would cut from one recording."""
+    starts = range(0, len(samples) - WINDOW_LENGTH + 1, hop)
+    return np.stack([samples[s : s + WINDOW_LENGTH] for s in starts]).astype(np.float32)
+
+
+class WatchData:
+    """The extracted recordings, split by subject, cut into windows and normalized."""
+
+    def __init__(self, path: Path = DATA) -> None:
+        with np.load(path) as d:
+            samples: FArray = d["samples"]
+            offsets: IArray = d["offsets"]
+            self.y: IArray = d["y"]
+            self.test: npt.NDArray[np.bool_] = d["test"]
+            self.labels: list[str] = [str(s) for s in d["labels"]]
+            self.channel_names: list[str] = [str(s) for s in d["channel_names"]]
+        recordings = [samples[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        train_recs = [r for r, t in zip(recordings, self.test, strict=True) if not t]
+        flat = np.concatenate(train_recs).astype(np.float64)
+        self.mean: FArray = flat.mean(axis=0).astype(np.float32)
+        self.std: FArray = flat.std(axis=0).astype(np.float32)
+        tr_x: list[FArray] = []
+        te_x: list[FArray] = []
+        tr_y: list[IArray] = []
+        te_y: list[IArray] = []
+        te_rec: list[IArray] = []
+        for i, (rec, y, is_test) in enumerate(zip(recordings, self.y, self.test, strict=True)):
+            w = recording_windows(rec, HOP if is_test else TRAIN_HOP)
+            (te_x if is_test else tr_x).append(w)
+            (te_y if is_test else tr_y).append(np.full(len(w), y, dtype=np.int64))
+            if is_test:
+                te_rec.append(np.full(len(w), i, dtype=np.int64))
+        self.train_windows_raw: FArray = np.concatenate(tr_x)
+        self.train_y: IArray = np.concatenate(tr_y)
+        self.test_windows_raw: FArray = np.concatenate(te_x)
+        self.test_y: IArray = np.concatenate(te_y)
+        self.test_recording: IArray = np.concatenate(te_rec)
+        self.train_windows = self.normalize(self.train_windows_raw)
+        self.test_windows = self.normalize(self.test_windows_raw)
+
+    def normalize(self, windows: FArray) -> FArray:
+        return ((windows - self.mean) / self.std).astype(np.float32)
+
+
+def train_keras(ds: WatchData, arch: dict[str, Any], epochs: int) -> Any:
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(SEED)
+    tf.config.experimental.enable_op_determinism()
+    layers: list[Any] = [tf.keras.Input(shape=(WINDOW_LENGTH, len(ds.channel_names)), name="window")]
+    for filters, kernel, pool in arch["convs"]:
+        layers.append(tf.keras.layers.Conv1D(filters, kernel, padding="valid", activation="relu"))
+        if pool > 1:
+            layers.append(tf.keras.layers.MaxPooling1D(pool))
+    layers.append(tf.keras.layers.GlobalAveragePooling1D())
+    dropout = float(arch["dropout"])
+    if dropout:
+        layers.append(tf.keras.layers.Dropout(dropout))
+    for width in arch["dense"]:
+        layers.append(tf.keras.layers.Dense(width, activation="relu"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    layers.append(tf.keras.layers.Dense(len(ds.labels), activation="softmax", name="probabilities"))
+    model = tf.keras.Sequential(layers)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate=2e-3),
+        loss=tf.keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
+        metrics=["accuracy"],
+    )
+    onehot = np.eye(len(ds.labels), dtype=np.float32)[ds.train_y]
+    model.fit(ds.train_windows, onehot, epochs=epochs, batch_size=64, shuffle=True, verbose=0)
+    return model
+
+
+def score(probs: FArray, ds: WatchData) -> dict[str, float]:
+    """Window accuracy on the held-out subjects, and per recording by mean probability."""
+    pred = probs.argmax(axis=1)
+    rec_ids = np.unique(ds.test_recording)
+    rec_pred = np.array([probs[ds.test_recording == r].mean(axis=0).argmax() for r in rec_ids])
+    return {
+        "window_accuracy": round(float((pred == ds.test_y).mean()), 4),
+        "recording_accuracy": round(float((rec_pred == ds.y[rec_ids]).mean()), 4),
+        "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+    }
+
+
+def param_count(model: Any) -> int:
+    return int(sum(np.prod(w.shape) for w in model.get_weights()))
+
+
+def stage_models(ds: WatchData, epochs: int) -> dict[str, Any]:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "edge_tflite_int8": DEMO_DIR / "watch-edge-int8.tflite",
+        "edge_onnx_fp32": DEMO_DIR / "watch-edge-fp32.onnx",
+        "edge_onnx_int8": DEMO_DIR / "watch-edge-int8.onnx",
+        "cloud_fp32": DEMO_DIR / "watch-cloud-fp32.onnx",
+    }
+    edge = train_keras(ds, EDGE_ARCH, epochs)
+    if param_count(edge) > MAX_EDGE_PARAMS:
+        raise SystemExit(f"edge model has {param_count(edge)} parameters (> {MAX_EDGE_PARAMS})")
+    cloud = train_keras(ds, CLOUD_ARCH, epochs)
+    keras_edge = np.asarray(edge.predict(ds.test_windows, verbose=0), dtype=np.float32)
+    keras_cloud = np.asarray(cloud.predict(ds.test_windows, verbose=0), dtype=np.float32)
+
+    # Calibrate on every 4th training window: plenty for min/max, and keeps the build quick.
+    calibration = ds.train_windows[::4]
+    export_tflite_int8(edge, calibration, paths["edge_tflite_int8"])
+    keras_to_onnx(edge, paths["edge_onnx_fp32"], name="watch_edge")
+    keras_to_onnx(cloud, paths["cloud_fp32"], name="watch_cloud")
+    quantize_onnx_int8(paths["edge_onnx_fp32"], paths["edge_onnx_int8"], calibration)
+
+    predictors: dict[str, Predict] = {
+        key: (tflite_predictor if key.endswith("tflite_int8") else onnx_predictor)(p)
+        for key, p in paths.items()
+    }
+    probs = {key: predict(ds.test_windows) for key, predict in predictors.items()}
+    for key, reference in (("edge_onnx_fp32", keras_edge), ("cloud_fp32", keras_cloud)):
+        diff = float(np.abs(probs[key] - reference).max())
+        if diff > 1e-4:
+            raise SystemExit(f"{key}: ONNX differs from Keras by {diff:.2e} (> 1e-4); exporter bug")
+    metrics: dict[str, Any] = {
+        "dataset": "smartwatch shoulder exercises (Burns et al. 2018), held-out subjects 9 and 10: "
+        f"{len(np.unique(ds.test_recording))} recordings, windows of {WINDOW_LENGTH} samples, hop {HOP} "
+        f"-> {len(ds.test_y)} windows",
+        "window_length": WINDOW_LENGTH,
+        "hop": HOP,
+        "train_hop": TRAIN_HOP,
+        "seed": SEED,
+        "epochs": epochs,
+        "runtimes": "onnxruntime (CPUExecutionProvider), ai_edge_litert Interpreter",
+        "models": {},
+    }
+    fp32_pred = probs["edge_onnx_fp32"].argmax(axis=1)
+    for key, path in paths.items():
+        params = param_count(cloud if key == "cloud_fp32" else edge)
+        entry: dict[str, Any] = {"file": path.name, "size_bytes": path.stat().st_size, "params": params}
+        entry.update(score(probs[key], ds))
+        if key.endswith("int8"):
+            entry["agreement_with_fp32"] = round(float((probs[key].argmax(axis=1) == fp32_pred).mean()), 4)
+        metrics["models"][key] = entry
+    fp32_acc = metrics["models"]["edge_onnx_fp32"]["window_accuracy"]
+    for key in ("edge_tflite_int8", "edge_onnx_int8"):
+        drop = fp32_acc - metrics["models"][key]["window_accuracy"]
+        if drop > MAX_INT8_DROP:
+            raise SystemExit(f"{key}: int8 loses {drop:.3f} window accuracy against fp32 (> {MAX_INT8_DROP})")
+    METRICS.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(metrics["models"], indent=2))
+    return metrics
+
+
+def stage_bundles(ds: WatchData) -> list[Path]:
+    from edgefleet.runtime.bundle import Preprocessing, build_bundle
+
+    prep = Preprocessing(
+        window_length=WINDOW_LENGTH,
+        hop=HOP,
+        channels=len(ds.channel_names),
+        channel_names=ds.channel_names,
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        mean=[float(v) for v in ds.mean],
+        std=[float(v) for v in ds.std],
+    )
+    canary_idx = [int(np.flatnonzero(ds.test_y == c)[0]) for c in range(len(ds.labels))]
+    canary = ds.test_windows_raw[canary_idx]
+    # The reference profile comes from the training subjects, every 5th window (one per 2 s).
+    reference = ds.train_windows_raw[::5]
+    specs = [
+        (
+            "watch-edge-tflite",
+            "watch-edge-int8.tflite",
+            0.02,
+            "Edge shoulder-exercise classifier, fully int8 LiteRT.",
+        ),
+        (
+            "watch-edge-onnx",
+            "watch-edge-int8.onnx",
+            0.02,
+            "Edge shoulder-exercise classifier, int8 QDQ ONNX.",
+        ),
+        (
+            "watch-cloud",
+            "watch-cloud-fp32.onnx",
+            1e-4,
+            "Cloud fallback shoulder-exercise classifier, fp32 ONNX CNN.",
+        ),
+    ]
+    BUNDLE_DIR.mkdir(parents=True, exist_ok=True)
+    built: list[Path] = []
+    for name, model_file, tol, description in specs:
+        built.append(
+            build_bundle(
+                DEMO_DIR / model_file,
+                BUNDLE_DIR / name,
+                name=name,
+                version=VERSION,
+                task="classification",
+                labels=ds.labels,
+                preprocessing=prep,
+                reference_windows=reference,
+                reference_source=f"watch training subjects 1-8: {len(reference)} windows of {WINDOW_LENGTH}",
+                canary_windows=canary,
+                canary_tolerance=tol,
+                description=description,
+                overwrite=True,
+                created_at=BUILD_DATE,
+            )
+        )
+        print(f"bundle: {built[-1]}")
+    return built
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stage", choices=("all", "models", "bundles"), default="all")
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ds = WatchData()
+    print(f"train windows {ds.train_windows.shape}, test windows {ds.test_windows.shape}")
+    if args.stage in ("all", "models"):
+        stage_models(ds, args.epochs)
+    if args.stage in ("all", "bundles"):
+        stage_bundles(ds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
