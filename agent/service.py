@@ -34,16 +34,25 @@ from types import FrameType
 from typing import Any
 
 from edgefleet import __version__
+from edgefleet.agent.commands import CommandRegistry, Reply
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
+from edgefleet.agent.remote_config import (
+    apply_overrides,
+    apply_setting,
+    is_live,
+    read_overrides,
+    write_overrides,
+)
 from edgefleet.agent.sdnotify import Notifier
 from edgefleet.agent.sources import create_source
 from edgefleet.agent.status import STATUS_FILENAME, write_status
 from edgefleet.agent.store import Store
+from edgefleet.cloud_sync.protocol import CommandBody
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.bundle import Bundle, load_bundle
@@ -98,6 +107,15 @@ class AgentService:
         self._status_lock = threading.Lock()
         self._reloads = 0
         self._reload_error: str | None = None
+        self._overrides_error: str | None = None
+        self._pending_commands: list[CommandBody] = []
+        self._commands_lock = threading.Lock()
+        self.commands = CommandRegistry(lambda: self.store)
+        for name in ("ping", "report_status", "flush_outbox"):
+            # The sync service itself acts on these (status publish, outbox wake-up).
+            self.commands.register(name, lambda body: Reply("done"))
+        self.commands.register("restart_pipeline", self._restart_pipeline_command)
+        self.commands.register("set_config", self._set_config_command)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -124,7 +142,7 @@ class AgentService:
     # -- run ------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        config = load_config(self.config_path)
+        config = self._load_config()
         self.config = config
         self._configure_logging(config)
         if threading.current_thread() is threading.main_thread():
@@ -132,6 +150,8 @@ class AgentService:
         log.info("edgefleet agent %s starting (pid %d)", __version__, os.getpid())
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
+        if self._overrides_error is not None:
+            self.store.add_event("config_overrides_dropped", self._overrides_error, level="error")
         self._start_components(config)
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)
@@ -165,7 +185,8 @@ class AgentService:
                 next_ping = now + watchdog_every
             if self._reload_requested:
                 self._reload_requested = False
-                self.reload()
+                pending = self._take_pending_commands()
+                self._finish_commands(pending, self.reload())
             if deadline is not None and now >= deadline:
                 self.request_stop("max-seconds reached")
                 break
@@ -270,11 +291,71 @@ class AgentService:
         return sync
 
     def _on_command(self, envelope: Any) -> None:
-        """Downlink commands (sync thread): only set flags; the main loop acts on them."""
-        command = getattr(getattr(envelope, "body", None), "command", None)
-        if command == "restart_pipeline":
-            log.info("restart_pipeline command received; rebuilding the pipeline")
-            self.request_reload()
+        """Downlink commands (sync thread): handlers only validate and set flags; see agent/commands.py."""
+        body = getattr(envelope, "body", None)
+        if isinstance(body, CommandBody):
+            self.commands.handle(body)
+
+    # -- commands and remote config -------------------------------------------------------------
+
+    def _load_config(self) -> AgentConfig:
+        """The config file with the ``set_config`` overrides laid over it (dropped if they no longer fit)."""
+        config = load_config(self.config_path)
+        self._overrides_error = None
+        try:
+            overrides = read_overrides(config.device.state_dir)
+            return apply_overrides(config, overrides) if overrides else config
+        except ConfigError as exc:
+            # The file changed under the overrides: the file wins, and the device stays up.
+            self._overrides_error = f"remote config overrides not applied: {exc}"
+            log.error("%s", self._overrides_error)
+            return config
+
+    def _take_pending_commands(self) -> list[CommandBody]:
+        with self._commands_lock:
+            pending, self._pending_commands = self._pending_commands, []
+        return pending
+
+    def _finish_commands(self, pending: list[CommandBody], reloaded: bool) -> None:
+        for body in pending:
+            if reloaded and self._reload_error is None:
+                self.commands.report(body, "done", "pipeline reloaded")
+            else:
+                self.commands.report(body, "failed", self._reload_error or "reload refused")
+
+    def _queue_reload(self, body: CommandBody) -> None:
+        with self._commands_lock:
+            self._pending_commands.append(body)
+        self.request_reload()
+
+    def _restart_pipeline_command(self, body: CommandBody) -> Reply:
+        log.info("restart_pipeline command received; rebuilding the pipeline")
+        self._queue_reload(body)
+        return Reply("acked", "pipeline reload queued")
+
+    def _set_config_command(self, body: CommandBody) -> Reply:
+        config = self.config
+        if config is None:
+            return Reply("failed", "the agent is not running yet")
+        key, value = body.args.get("key"), body.args.get("value")
+        if not isinstance(key, str):
+            return Reply("failed", f"set_config needs args.key, a dotted config key; got {key!r}")
+        try:
+            new = apply_setting(config, key, value)
+            state_dir = config.device.state_dir
+            overrides = read_overrides(state_dir)
+            overrides[key] = value
+            write_overrides(state_dir, overrides)
+        except ConfigError as exc:
+            return Reply("failed", str(exc))
+        except OSError as exc:
+            return Reply("failed", f"could not save the setting: {exc}")
+        if is_live(key):
+            self._configure_logging(new)
+            self.config = new
+            return Reply("done", f"{key} applied live")
+        self._queue_reload(body)
+        return Reply("acked", f"{key} validated; pipeline reload queued")
 
     def _stop_components(self, timeout: float, *, keep_sync: bool = False) -> None:
         deadline = time.monotonic() + timeout
@@ -314,7 +395,7 @@ class AgentService:
         """Apply the config file again; True when the new config now runs."""
         log.info("reloading configuration from %s", self.config_path)
         try:
-            new = load_config(self.config_path)
+            new = self._load_config()
         except ConfigError as exc:
             self._reload_error = str(exc)
             log.error("configuration reload refused; keeping the running configuration:\n%s", exc)
@@ -326,6 +407,8 @@ class AgentService:
             )
             self.notifier.status("reload refused: invalid configuration; running the previous one")
             return False
+        if self._overrides_error is not None:
+            self._add_event("config_overrides_dropped", self._overrides_error, level="error")
         self.notifier.reloading()
         old = self.config
         assert old is not None
