@@ -65,12 +65,18 @@ def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
     last = parts[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError(f"set_config key {key!r}: {last!r} is not an index of the list")
+            raise ConfigError(
+                f"set_config key {key!r}: {last!r} is not an index of a {len(node)}-item list",
+                hint="list items are addressed by position, e.g. sources.0",
+            )
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"set_config key {key!r}: its parent is a value, not a section")
+        raise ConfigError(
+            f"set_config key {key!r}: {'.'.join(parts[:-1])!r} is a value, not a section",
+            hint="name a key such as batching.max_batch_size",
+        )
 
 
 def apply_setting(config: AgentConfig, key: str, value: Any) -> AgentConfig:
