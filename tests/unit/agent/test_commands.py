@@ -49,7 +49,12 @@ def test_done_acked_then_reported() -> None:
 def test_expired_is_not_run() -> None:
     commands, events = registry()
     ran: list[str] = []
-    commands.register("ping", lambda b: ran.append("x") or Reply("done"))
+
+    def ping(b: CommandBody) -> Reply:
+        ran.append(b.command_id)
+        return Reply("done")
+
+    commands.register("ping", ping)
     assert commands.handle(body("ping", expires_at=NOW - 5)) == "expired"
     assert ran == []
     assert events.recorded[0][0] == "command.expired"
