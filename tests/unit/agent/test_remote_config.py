@@ -39,7 +39,7 @@ def test_a_valid_key_is_applied_and_the_rest_kept() -> None:
     assert new.batching.max_batch_size == 4
     assert new.device.id == "dev-1"
     assert new.model.bundle == Path("/srv/edge/bundles/demo")
-    assert apply_setting(config(), "sources.0.rate_hz", 25.0).sources[0].rate_hz == 25.0
+    assert apply_setting(config(), "sources.0.rate_hz", 25.0).sources[0].model_dump()["rate_hz"] == 25.0
 
 
 @pytest.mark.parametrize(
