@@ -56,6 +56,7 @@ from edgefleet.cloud_sync.protocol import CommandBody
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.bundle import Bundle, load_bundle
+from edgefleet.runtime.bundle_signing import load_trusted_keys
 
 __all__ = ["AgentService", "RunLimits", "status_path_for"]
 
@@ -227,7 +228,9 @@ class AgentService:
         }
 
         def open_bundle() -> Bundle:
-            return load_bundle(model_cfg.bundle, cache_dir=config.device.state_dir / "bundles")
+            # The keys are re-read on every try, so a key file fixed on disk is picked up by the retry.
+            trusted = load_trusted_keys(config.ota.trusted_keys) if config.ota.trusted_keys else []
+            return load_bundle(model_cfg.bundle, cache_dir=config.device.state_dir / "bundles", trusted_keys=trusted)
 
         def open_model(bundle: Bundle) -> Model:
             return bundle.open_model(**load_kwargs)

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "config",
     "model",
     "bundle",
+    "keys",
     "sync",
     "device",
     "store",
