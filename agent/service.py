@@ -230,7 +230,8 @@ class AgentService:
         def open_bundle() -> Bundle:
             # The keys are re-read on every try, so a key file fixed on disk is picked up by the retry.
             trusted = load_trusted_keys(config.ota.trusted_keys) if config.ota.trusted_keys else []
-            return load_bundle(model_cfg.bundle, cache_dir=config.device.state_dir / "bundles", trusted_keys=trusted)
+            cache_dir = config.device.state_dir / "bundles"
+            return load_bundle(model_cfg.bundle, cache_dir=cache_dir, trusted_keys=trusted)
 
         def open_model(bundle: Bundle) -> Model:
             return bundle.open_model(**load_kwargs)

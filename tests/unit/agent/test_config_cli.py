@@ -65,7 +65,8 @@ def test_check_says_the_example_s_drift_and_fallback_are_not_active(
 def test_example_documents_every_section() -> None:
     data = tomllib.loads(example_text())
     assert set(data) == {
-        "device", "sources", "model", "batching", "store", "sync", "fallback", "drift", "health", "ota", "logging",
+        "device", "sources", "model", "batching", "store", "sync", "fallback", "drift", "health", "ota",
+        "logging",
     }  # fmt: skip
 
 
