@@ -161,6 +161,7 @@ def test_docs_mention_every_agent_and_source_key() -> None:
         agent_config.DriftConfig,
         agent_config.HealthConfig,
         agent_config.PrometheusConfig,
+        agent_config.OtaConfig,
         agent_config.LoggingConfig,
         DriftInjection,
         *(cls.config_model for cls in SOURCE_TYPES.values()),
