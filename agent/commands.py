@@ -64,6 +64,7 @@ class CommandRegistry:
         self._clock = clock
         self._handlers: dict[str, CommandHandler] = {}
         self._lock = threading.Lock()
+        self._deferred: list[CommandBody] = []
         self.outcomes: dict[CommandOutcome, int] = dict.fromkeys(_LEVELS, 0)
 
     def register(self, name: str, handler: CommandHandler) -> None:
@@ -71,6 +72,29 @@ class CommandRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._handlers)
+
+    def defer(self, body: CommandBody) -> None:
+        """Keep an ``acked`` command until the pipeline reload that finishes it (:meth:`finish`)."""
+        with self._lock:
+            self._deferred.append(body)
+
+    def take_deferred(self) -> list[CommandBody]:
+        with self._lock:
+            taken, self._deferred = self._deferred, []
+        return taken
+
+    def finish(self, bodies: list[CommandBody], error: str | None) -> None:
+        """Report deferred commands ``done``, or ``failed`` with ``error``."""
+        for body in bodies:
+            if error is None:
+                self.report(body, "done", "pipeline reloaded")
+            else:
+                self.report(body, "failed", error)
+
+    def handle_envelope(self, envelope: object) -> CommandOutcome | None:
+        """:meth:`handle` a downlink envelope's ``CommandBody`` (None for any other body)."""
+        body = getattr(envelope, "body", None)
+        return self.handle(body) if isinstance(body, CommandBody) else None
 
     def handle(self, body: CommandBody) -> CommandOutcome:
         now = self._clock()

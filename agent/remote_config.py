@@ -25,6 +25,7 @@ __all__ = [
     "OVERRIDES_FILENAME",
     "REFUSED_PREFIXES",
     "apply_overrides",
+    "apply_saved_overrides",
     "apply_setting",
     "is_live",
     "read_overrides",
@@ -139,3 +140,15 @@ def write_overrides(state_dir: Path, overrides: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def apply_saved_overrides(config: AgentConfig) -> tuple[AgentConfig, str | None]:
+    """``config`` with the saved overrides laid over it, or unchanged plus why they were dropped.
+
+    When an edit of the file makes the overrides invalid, the file wins and the device stays up.
+    """
+    try:
+        overrides = read_overrides(config.device.state_dir)
+        return (apply_overrides(config, overrides) if overrides else config), None
+    except ConfigError as exc:
+        return config, f"remote config overrides not applied: {exc}"

@@ -34,25 +34,19 @@ from types import FrameType
 from typing import Any
 
 from edgefleet import __version__
-from edgefleet.agent.commands import CommandRegistry, Reply
+from edgefleet.agent.command_handlers import register_agent_commands
+from edgefleet.agent.commands import CommandRegistry
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
-from edgefleet.agent.remote_config import (
-    apply_overrides,
-    apply_setting,
-    is_live,
-    read_overrides,
-    write_overrides,
-)
+from edgefleet.agent.remote_config import apply_saved_overrides
 from edgefleet.agent.sdnotify import Notifier
 from edgefleet.agent.sources import create_source
 from edgefleet.agent.status import STATUS_FILENAME, write_status
 from edgefleet.agent.store import Store
-from edgefleet.cloud_sync.protocol import CommandBody
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.bundle import Bundle, load_bundle
@@ -109,14 +103,8 @@ class AgentService:
         self._reloads = 0
         self._reload_error: str | None = None
         self._overrides_error: str | None = None
-        self._pending_commands: list[CommandBody] = []
-        self._commands_lock = threading.Lock()
         self.commands = CommandRegistry(lambda: self.store)
-        for name in ("ping", "report_status", "flush_outbox"):
-            # The sync service itself acts on these (status publish, outbox wake-up).
-            self.commands.register(name, lambda body: Reply("done"))
-        self.commands.register("restart_pipeline", self._restart_pipeline_command)
-        self.commands.register("set_config", self._set_config_command)
+        register_agent_commands(self.commands, self)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -143,7 +131,7 @@ class AgentService:
     # -- run ------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        config = self._load_config()
+        config, self._overrides_error = apply_saved_overrides(load_config(self.config_path))
         self.config = config
         self._configure_logging(config)
         if threading.current_thread() is threading.main_thread():
@@ -151,12 +139,11 @@ class AgentService:
         log.info("edgefleet agent %s starting (pid %d)", __version__, os.getpid())
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
-        if self._overrides_error is not None:
-            self.store.add_event("config_overrides_dropped", self._overrides_error, level="error")
         self._start_components(config)
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)
             self.store.add_event("config_inactive", inactive, level="warning")
+        self._report_dropped_overrides()
         self._state = "running"
         self._write_status()
         self.notifier.ready(self._status_line())
@@ -186,8 +173,7 @@ class AgentService:
                 next_ping = now + watchdog_every
             if self._reload_requested:
                 self._reload_requested = False
-                pending = self._take_pending_commands()
-                self._finish_commands(pending, self.reload())
+                self.reload()
             if deadline is not None and now >= deadline:
                 self.request_stop("max-seconds reached")
                 break
@@ -295,71 +281,18 @@ class AgentService:
         return sync
 
     def _on_command(self, envelope: Any) -> None:
-        """Downlink commands (sync thread): handlers only validate and set flags; see agent/commands.py."""
-        body = getattr(envelope, "body", None)
-        if isinstance(body, CommandBody):
-            self.commands.handle(body)
+        """Downlink commands (sync thread): see agent/commands.py and agent/command_handlers.py."""
+        self.commands.handle_envelope(envelope)
 
-    # -- commands and remote config -------------------------------------------------------------
+    def apply_live_config(self, config: AgentConfig) -> None:
+        """A ``set_config`` that needs no pipeline reload (``logging.*``) takes effect now."""
+        self._configure_logging(config)
+        self.config = config
 
-    def _load_config(self) -> AgentConfig:
-        """The config file with the ``set_config`` overrides laid over it (dropped if they no longer fit)."""
-        config = load_config(self.config_path)
-        self._overrides_error = None
-        try:
-            overrides = read_overrides(config.device.state_dir)
-            return apply_overrides(config, overrides) if overrides else config
-        except ConfigError as exc:
-            # The file changed under the overrides: the file wins, and the device stays up.
-            self._overrides_error = f"remote config overrides not applied: {exc}"
+    def _report_dropped_overrides(self) -> None:
+        if self._overrides_error is not None:
             log.error("%s", self._overrides_error)
-            return config
-
-    def _take_pending_commands(self) -> list[CommandBody]:
-        with self._commands_lock:
-            pending, self._pending_commands = self._pending_commands, []
-        return pending
-
-    def _finish_commands(self, pending: list[CommandBody], reloaded: bool) -> None:
-        for body in pending:
-            if reloaded and self._reload_error is None:
-                self.commands.report(body, "done", "pipeline reloaded")
-            else:
-                self.commands.report(body, "failed", self._reload_error or "reload refused")
-
-    def _queue_reload(self, body: CommandBody) -> None:
-        with self._commands_lock:
-            self._pending_commands.append(body)
-        self.request_reload()
-
-    def _restart_pipeline_command(self, body: CommandBody) -> Reply:
-        log.info("restart_pipeline command received; rebuilding the pipeline")
-        self._queue_reload(body)
-        return Reply("acked", "pipeline reload queued")
-
-    def _set_config_command(self, body: CommandBody) -> Reply:
-        config = self.config
-        if config is None:
-            return Reply("failed", "the agent is not running yet")
-        key, value = body.args.get("key"), body.args.get("value")
-        if not isinstance(key, str):
-            return Reply("failed", f"set_config needs args.key, a dotted config key; got {key!r}")
-        try:
-            new = apply_setting(config, key, value)
-            state_dir = config.device.state_dir
-            overrides = read_overrides(state_dir)
-            overrides[key] = value
-            write_overrides(state_dir, overrides)
-        except ConfigError as exc:
-            return Reply("failed", str(exc))
-        except OSError as exc:
-            return Reply("failed", f"could not save the setting: {exc}")
-        if is_live(key):
-            self._configure_logging(new)
-            self.config = new
-            return Reply("done", f"{key} applied live")
-        self._queue_reload(body)
-        return Reply("acked", f"{key} validated; pipeline reload queued")
+            self._add_event("config_overrides_dropped", self._overrides_error, level="error")
 
     def _stop_components(self, timeout: float, *, keep_sync: bool = False) -> None:
         deadline = time.monotonic() + timeout
@@ -396,10 +329,20 @@ class AgentService:
     # -- reload ---------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Apply the config file again; True when the new config now runs."""
+        """Apply the config file again; True when the new config now runs.
+
+        Commands waiting on a reload (restart_pipeline, set_config) are reported done or failed.
+        """
+        waiting = self.commands.take_deferred()
+        reloaded = self._reload_config()
+        failed = None if reloaded and self._reload_error is None else self._reload_error or "reload refused"
+        self.commands.finish(waiting, failed)
+        return reloaded
+
+    def _reload_config(self) -> bool:
         log.info("reloading configuration from %s", self.config_path)
         try:
-            new = self._load_config()
+            new, self._overrides_error = apply_saved_overrides(load_config(self.config_path))
         except ConfigError as exc:
             self._reload_error = str(exc)
             log.error("configuration reload refused; keeping the running configuration:\n%s", exc)
@@ -411,8 +354,7 @@ class AgentService:
             )
             self.notifier.status("reload refused: invalid configuration; running the previous one")
             return False
-        if self._overrides_error is not None:
-            self._add_event("config_overrides_dropped", self._overrides_error, level="error")
+        self._report_dropped_overrides()
         self.notifier.reloading()
         old = self.config
         assert old is not None

@@ -83,3 +83,17 @@ def test_no_store_yet_does_not_raise() -> None:
     commands = CommandRegistry(lambda: None, clock=lambda: NOW)
     commands.register("ping", lambda b: Reply("done"))
     assert commands.handle(body()) == "done"
+
+
+def test_deferred_commands_finish_after_the_reload() -> None:
+    commands, events = registry()
+    commands.defer(body("restart_pipeline"))
+    commands.defer(body("set_config"))
+    waiting = commands.take_deferred()
+    assert commands.take_deferred() == []
+    commands.finish(waiting[:1], None)
+    commands.finish(waiting[1:], "new configuration failed to start: boom")
+    assert [(e[0], e[3].get("reason")) for e in events.recorded] == [
+        ("command.done", "pipeline reloaded"),
+        ("command.failed", "new configuration failed to start: boom"),
+    ]
