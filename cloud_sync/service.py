@@ -332,7 +332,9 @@ class SyncService:
             log.warning("could not record sync metrics: %s", exc)
 
     def _on_command(self, envelope: Envelope) -> None:
-        body = envelope.body
+        body: object = envelope.body
+        if isinstance(body, CommandBody) and body.expires_at is not None and time.time() > body.expires_at:
+            body = None  # expired: not run; the command handler reports it expired
         if isinstance(body, CommandBody) and body.command in ("report_status", "ping"):
             self._status_due = True
         if isinstance(body, CommandBody) and body.command == "flush_outbox":
