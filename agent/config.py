@@ -171,6 +171,16 @@ class HealthConfig(_Section):
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+class OtaConfig(_Section):
+    """``[ota]``: which bundle signers this device trusts."""
+
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (.pub from `edgefleet keys generate`); with any listed, only"
+        " bundles signed by one of them are loaded",
+    )
+
+
 class LoggingConfig(_Section):
     """``[logging]``."""
 
@@ -199,6 +209,7 @@ class AgentConfig(BaseSettings):
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("sources")

@@ -35,6 +35,8 @@ from typing import Any
 
 from edgefleet import __version__
 from edgefleet.agent.cloud_router import CloudRouter, router_from_config
+from edgefleet.agent.command_handlers import register_agent_commands
+from edgefleet.agent.commands import CommandRegistry
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
@@ -42,6 +44,7 @@ from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
+from edgefleet.agent.remote_config import apply_saved_overrides
 from edgefleet.agent.sdnotify import Notifier
 from edgefleet.agent.sources import create_source
 from edgefleet.agent.status import STATUS_FILENAME, write_status
@@ -50,6 +53,7 @@ from edgefleet.agent.waiting import announce_waits
 from edgefleet.errors import ConfigError, EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.bundle import Bundle, load_bundle
+from edgefleet.runtime.bundle_signing import load_trusted_keys
 
 __all__ = ["AgentService", "RunLimits", "status_path_for"]
 
@@ -104,6 +108,9 @@ class AgentService:
         self._last_status_marks: tuple[object, ...] = ()
         self._reloads = 0
         self._reload_error: str | None = None
+        self._overrides_error: str | None = None
+        self.commands = CommandRegistry(lambda: self.store)
+        register_agent_commands(self.commands, self)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -130,7 +137,7 @@ class AgentService:
     # -- run ------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        config = load_config(self.config_path)
+        config, self._overrides_error = apply_saved_overrides(load_config(self.config_path))
         self.config = config
         self._configure_logging(config)
         if threading.current_thread() is threading.main_thread():
@@ -143,6 +150,7 @@ class AgentService:
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)
             self.store.add_event("config_inactive", inactive, level="warning")
+        self._report_dropped_overrides()
         self._state = "running"
         self._write_status()
         self.notifier.ready(self._status_line())
@@ -217,7 +225,10 @@ class AgentService:
         drift = self.drift = DriftObserver(config.drift, store) if config.drift.enabled else None
 
         def open_bundle() -> Bundle:
-            bundle = load_bundle(model_cfg.bundle, cache_dir=config.device.state_dir / "bundles")
+            # The keys are re-read on every try, so a key file fixed on disk is picked up by the retry.
+            trusted = load_trusted_keys(config.ota.trusted_keys) if config.ota.trusted_keys else []
+            cache_dir = config.device.state_dir / "bundles"
+            bundle = load_bundle(model_cfg.bundle, cache_dir=cache_dir, trusted_keys=trusted)
             if drift is not None:
                 drift.attach(bundle)
             return bundle
@@ -307,11 +318,18 @@ class AgentService:
         return sync
 
     def _on_command(self, envelope: Any) -> None:
-        """Downlink commands (sync thread): only set flags; the main loop acts on them."""
-        command = getattr(getattr(envelope, "body", None), "command", None)
-        if command == "restart_pipeline":
-            log.info("restart_pipeline command received; rebuilding the pipeline")
-            self.request_reload()
+        """Downlink commands (sync thread): see agent/commands.py and agent/command_handlers.py."""
+        self.commands.handle_envelope(envelope)
+
+    def apply_live_config(self, config: AgentConfig) -> None:
+        """A ``set_config`` that needs no pipeline reload (``logging.*``) takes effect now."""
+        self._configure_logging(config)
+        self.config = config
+
+    def _report_dropped_overrides(self) -> None:
+        if self._overrides_error is not None:
+            log.error("%s", self._overrides_error)
+            self._add_event("config_overrides_dropped", self._overrides_error, level="error")
 
     def _stop_components(self, timeout: float, *, keep_sync: bool = False) -> None:
         deadline = time.monotonic() + timeout
@@ -354,10 +372,20 @@ class AgentService:
     # -- reload ---------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Apply the config file again; True when the new config now runs."""
+        """Apply the config file again; True when the new config now runs.
+
+        Commands waiting on a reload (restart_pipeline, set_config) are reported done or failed.
+        """
+        waiting = self.commands.take_deferred()
+        reloaded = self._reload_config()
+        failed = None if reloaded and self._reload_error is None else self._reload_error or "reload refused"
+        self.commands.finish(waiting, failed)
+        return reloaded
+
+    def _reload_config(self) -> bool:
         log.info("reloading configuration from %s", self.config_path)
         try:
-            new = load_config(self.config_path)
+            new, self._overrides_error = apply_saved_overrides(load_config(self.config_path))
         except ConfigError as exc:
             self._reload_error = str(exc)
             log.error("configuration reload refused; keeping the running configuration:\n%s", exc)
@@ -369,6 +397,7 @@ class AgentService:
             )
             self.notifier.status("reload refused: invalid configuration; running the previous one")
             return False
+        self._report_dropped_overrides()
         self.notifier.reloading()
         old = self.config
         assert old is not None

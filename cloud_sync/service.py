@@ -381,7 +381,9 @@ class SyncService:
             self._wake.set()  # room in the awaiting window: look at the outbox again
 
     def _on_command(self, envelope: Envelope) -> None:
-        body = envelope.body
+        body: object = envelope.body
+        if isinstance(body, CommandBody) and body.expires_at is not None and time.time() > body.expires_at:
+            body = None  # expired: not run; the command handler reports it expired
         if isinstance(body, CommandBody) and body.command in ("report_status", "ping"):
             self._status_due = True
         if isinstance(body, CommandBody) and body.command == "flush_outbox":

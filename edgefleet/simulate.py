@@ -193,8 +193,9 @@ class FleetSimulator:
         if not isinstance(body, CommandBody):
             return
         self.stats.commands_received += 1
+        # Like the real agent (agent/commands.py): a command finished at once is reported done.
         self._publish_events(
-            device, "command.acked", f"{body.command} done", "info", {"command_id": body.command_id}
+            device, "command.done", f"{body.command} done", "info", {"command_id": body.command_id}
         )
         if body.command == "report_status":
             self._publish_status(device)

@@ -48,6 +48,7 @@ from edgefleet.runtime.bundle_manifest import (
 from edgefleet.types import FloatArray
 
 if TYPE_CHECKING:
+    from edgefleet.runtime.bundle_signing import TrustedKey
     from edgefleet.runtime.model import Model
 
 __all__ = [
@@ -349,8 +350,16 @@ class Bundle:
             ) from exc
 
 
-def load_bundle(path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None) -> Bundle:
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trusted_keys: Sequence[TrustedKey] = (),
+) -> Bundle:
     """Open a bundle directory or ``.tar``; verify manifest, sizes and sha256 of every file.
+
+    With ``trusted_keys``, the manifest's signature (``manifest.sig``) must verify against one of
+    them before the manifest is even parsed; unsigned or wrongly signed bundles raise BundleError.
 
     Archives are extracted (safely: regular files only, no absolute paths or ``..``) under
     ``cache_dir`` (default: ``$TMPDIR/edgefleet-bundles``), keyed by the archive's sha256.
@@ -365,7 +374,7 @@ def load_bundle(path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[st
     if source.is_file() and source.name == MANIFEST_NAME:
         source = source.parent
     if source.is_dir():
-        return _open_root(source, source)
+        return _open_root(source, source, trusted_keys)
     if not tarfile.is_tarfile(source):
         raise BundleError(
             f"bundle {source} is neither a directory nor a tar archive",
@@ -374,13 +383,13 @@ def load_bundle(path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[st
         )
     cache = Path(cache_dir) if cache_dir is not None else None
     try:
-        return _open_root(_extract_tar(source, cache), source)
+        return _open_root(_extract_tar(source, cache), source, trusted_keys)
     except BundleError:
         # The cached extraction may have been altered since; one fresh extraction settles it.
-        return _open_root(_extract_tar(source, cache, fresh=True), source)
+        return _open_root(_extract_tar(source, cache, fresh=True), source, trusted_keys)
 
 
-def _open_root(root: Path, source: Path) -> Bundle:
+def _open_root(root: Path, source: Path, trusted_keys: Sequence[TrustedKey] = ()) -> Bundle:
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(
@@ -389,7 +398,12 @@ def _open_root(root: Path, source: Path) -> Bundle:
             hint="a bundle directory needs manifest.json; build one with `edgefleet bundle build`",
         )
     try:
-        text = manifest_path.read_text(encoding="utf-8")
+        raw = manifest_path.read_bytes()
+        if trusted_keys:
+            from edgefleet.runtime.bundle_signing import verify_manifest_signature
+
+            verify_manifest_signature(root, trusted_keys, source=str(source), manifest=raw)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"cannot read {manifest_path}: {exc}", path=str(source), hint=HINT_REBUILD) from exc
     manifest = parse_manifest(text, source=str(manifest_path))

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "drift",
     "sync",
     "device",
+    "keys",
     "store",
     "controller",
     "simulate",

@@ -51,6 +51,7 @@ NO_LABEL = "(none)"
 """Label stored for results that carry none (e.g. a regression model)."""
 _SKEW_TOLERANCE_S = 2.0
 _ACK_FAILURE_SUFFIXES = ("failed", "refused", "rejected", "error")
+_ACK_OUTCOMES = ("acked", "done")
 _LOG_FIRST = 20
 _LOG_EVERY = 1000
 
@@ -78,7 +79,13 @@ def _ack_from_event(
     if not kind.startswith("command.") or not isinstance(command_id, str):
         return None
     ok = not kind.endswith(_ACK_FAILURE_SUFFIXES) and data.get("ok", True) is not False
-    return CommandAck(command_id=command_id, device_id=device_id, ok=ok, ts=ts, detail=message or None)
+    outcome = kind.removeprefix("command.")
+    status = outcome if ok and outcome in _ACK_OUTCOMES else ("acked" if ok else "failed")
+    if outcome in ("expired", "unknown"):
+        status, ok = outcome, False
+    return CommandAck(
+        command_id=command_id, device_id=device_id, ok=ok, ts=ts, detail=message or None, status=status
+    )
 
 
 def _clean_json(value: Any) -> Any:

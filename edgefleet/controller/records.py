@@ -89,6 +89,12 @@ class CommandAck:
     ok: bool
     ts: float
     detail: str | None = None
+    status: str = ""
+    """The command status this ack sets (``acked``, ``done``, ``failed``, ``expired``, ``unknown``)."""
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "acked" if self.ok else "failed")
 
 
 @dataclass

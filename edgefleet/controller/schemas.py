@@ -33,7 +33,8 @@ __all__ = [
 
 Role = Literal["admin", "read"]
 COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
-CommandStatus = Literal["sent", "acked", "failed", "pending"]
+# pending/sent: controller side; the rest come from the device's ``command.<outcome>`` events.
+CommandStatus = Literal["pending", "sent", "acked", "done", "failed", "expired", "unknown"]
 DeviceSort = Literal["device_id", "last_seen", "first_seen", "online", "model_version", "agent_version"]
 
 

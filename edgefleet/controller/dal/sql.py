@@ -176,10 +176,12 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery):
                     (int(d.drifted), d.ts, m.device_id, d.ts),
                 )
             for ack in m.acks:
+                # A final outcome (done, failed, expired, unknown) is never taken back by a late "acked".
                 changed = conn.run(
                     "UPDATE commands SET status = ?, updated_at = ?, detail = COALESCE(?, detail)"
-                    " WHERE command_id = ? AND device_id = ?",
-                    ("acked" if ack.ok else "failed", ack.ts, ack.detail, ack.command_id, m.device_id),
+                    " WHERE command_id = ? AND device_id = ?"
+                    " AND NOT (? = 'acked' AND status IN ('done', 'failed', 'expired', 'unknown'))",
+                    (ack.status, ack.ts, ack.detail, ack.command_id, m.device_id, ack.status),
                 )
                 if changed:
                     outcome.acked_commands.append(ack.command_id)

@@ -43,7 +43,11 @@ class SqlAdmin(SqlBase):
         self, command_id: str, status: CommandStatus, *, at: float, detail: str | None = None
     ) -> bool:
         # An ack that raced ahead of the publish confirmation must not be overwritten by "sent".
-        guard = " AND status NOT IN ('acked', 'failed')" if status in ("sent", "pending") else ""
+        guard = (
+            " AND status NOT IN ('acked', 'done', 'failed', 'expired', 'unknown')"
+            if status in ("sent", "pending")
+            else ""
+        )
         with self._tx() as conn:
             changed = conn.run(
                 "UPDATE commands SET status = ?, updated_at = ?, detail = COALESCE(?, detail) WHERE"

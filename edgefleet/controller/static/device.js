@@ -134,7 +134,9 @@ function renderCommands(commands) {
   document.querySelector("#command-history tbody").replaceChildren(...(commands.length ? commands.map((c) => el("tr", { "data-command-id": c.command_id },
     el("td", { text: fmtTime(c.created_at) }),
     el("td", { text: c.name }),
-    el("td", {}, el("span", { class: `badge ${c.status}`, text: c.status })),
+    el("td", {}, el("span", { class: `badge ${c.status}`, text: c.status }),
+      // The device's reason (validation errors, why it expired) sits beside the outcome.
+      c.detail && !["pending", "sent"].includes(c.status) ? el("span", { class: "muted command-detail", text: ` ${c.detail}` }) : null),
     el("td", { text: c.created_by || "–" }),
   )) : [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "No commands yet." }))]));
 }

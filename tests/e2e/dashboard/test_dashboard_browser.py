@@ -170,7 +170,9 @@ def test_device_page_draws_charts_and_sends_commands(page: Any, fleet: FleetStac
     page.click("button[data-command=report_status]")
     page.wait_for_selector("#command-result:text('report_status: sent')")
     # The simulator acknowledges; the ack reaches the page through the live stream.
-    page.wait_for_selector("#command-history tbody tr:has-text('report_status') .badge.acked")
+    page.wait_for_selector("#command-history tbody tr:has-text('report_status') .badge.done")
+    # The device's own words sit beside the outcome.
+    assert "report_status done" in page.inner_text("#command-history tbody tr:has-text('report_status')")
     screenshot(page, "dashboard-device.png")
 
 

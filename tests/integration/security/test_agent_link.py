@@ -1,8 +1,9 @@
 """The agent and the controller on the shipped broker configuration, end to end.
 
 The secure layout must not cost function: the agent's results reach the controller (which reads
-under ``devices/edgefleet/v1``), a controller command reaches the agent and is handled, and the
-agent's "offline" last will reaches the controller when it dies.
+under ``devices/edgefleet/v1``), the controller's end-to-end acknowledgements reach the agent
+(which only then forgets its outbox rows), a controller command reaches the agent and is
+handled, and the agent's "offline" last will reaches the controller when it dies.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from edgefleet.cloud_sync import SyncConfig, SyncService, TlsConfig, make_envelo
 from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import Envelope
 from edgefleet.cloud_sync.topics import device_topic
+from edgefleet.controller.acks import AckPublisher, AckRef
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
 from edgefleet.controller.mqtt import ControllerMqtt
 from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
@@ -38,6 +40,15 @@ def test_results_up_and_commands_down_through_the_shipped_config(broker: Shipped
     cert, key = broker.device(device)
     os.environ["EDGEFLEET_TEST_LINK_PASSWORD"] = CONTROLLERS["controller-2"]
     envelopes: list[Envelope] = []
+    acks: AckPublisher | None = None
+
+    def received(topic: str, payload: bytes, at: float) -> None:
+        envelope = decode_message(topic, payload, prefix=DEVICE_PREFIX)
+        envelopes.append(envelope)
+        if acks is not None and envelope.message_id:
+            # What the real controller does once it has stored a message.
+            acks.add([AckRef(envelope.device_id, envelope.message_id, envelope.part, envelope.parts)])
+
     controller = ControllerMqtt(
         MqttConfig(
             host="localhost",
@@ -47,9 +58,12 @@ def test_results_up_and_commands_down_through_the_shipped_config(broker: Shipped
             topic_prefix=DEVICE_PREFIX,
             tls=MqttTlsConfig(enabled=True, ca_file=broker.ca_cert),
         ),
-        ["results", "status"],
-        lambda topic, payload, at: envelopes.append(decode_message(topic, payload, prefix=DEVICE_PREFIX)),
+        # Every kind the agent sends (its sync metrics travel as telemetry): a kind nobody
+        # subscribes to is answered 0x10 by the broker and stays in the outbox, resent.
+        ["results", "telemetry", "events", "status"],
+        received,
     )
+    acks = AckPublisher(controller.publish_nowait, prefix=DEVICE_PREFIX)
     fill_results(store, 40, batch=10)
     handled: list[Envelope] = []
     config = SyncConfig.model_validate(
@@ -65,11 +79,14 @@ def test_results_up_and_commands_down_through_the_shipped_config(broker: Shipped
     assert config.client_id is None  # the default client id is the device id = the certificate CN
     service = SyncService(store, config, device, command_handler=handled.append)
     controller.start()
+    acks.start()
     try:
         assert controller.wait_ready(20), controller.last_error
         service.start()
-        assert wait_until(lambda: not store.outbox_backlog())
+        assert wait_until(lambda: not store.outbox_backlog())  # acknowledged by the controller
         assert wait_until(lambda: sum(1 for e in envelopes if e.kind == "results") >= 4)
+        assert acks.published >= 1
+        assert service.state().awaiting_ack == 0
         assert {e.device_id for e in envelopes} == {device}
         command = make_envelope(device, "cmd", {"command_id": "c-1", "command": "ping"}, message_id=5)
         assert (
@@ -83,6 +100,7 @@ def test_results_up_and_commands_down_through_the_shipped_config(broker: Shipped
         assert " as controller-2 (" in broker.log()
     finally:
         service.stop()
+        acks.stop()
         controller.stop()
 
 

@@ -88,7 +88,7 @@ def test_commands_are_acknowledged(mosquitto: MosquittoBroker) -> None:
     runner.join()
     publisher.loop_stop()
     client.loop_stop()
-    assert sorted(event_kinds()) == ["command.acked", "command.refused"]
+    assert sorted(event_kinds()) == ["command.done", "command.refused"]
     assert simulator.stats.commands_received == 1
 
 

@@ -65,7 +65,8 @@ def test_check_says_the_example_has_nothing_inactive(
 def test_example_documents_every_section() -> None:
     data = tomllib.loads(example_text())
     assert set(data) == {
-        "device", "sources", "model", "batching", "store", "sync", "fallback", "drift", "health", "logging",
+        "device", "sources", "model", "batching", "store", "sync", "fallback", "drift", "health", "ota",
+        "logging",
     }  # fmt: skip
 
 
@@ -160,6 +161,7 @@ def test_docs_mention_every_agent_and_source_key() -> None:
         agent_config.DriftConfig,
         agent_config.HealthConfig,
         agent_config.PrometheusConfig,
+        agent_config.OtaConfig,
         agent_config.LoggingConfig,
         DriftInjection,
         *(cls.config_model for cls in SOURCE_TYPES.values()),

@@ -83,6 +83,18 @@ def test_events_carry_command_acks() -> None:
     assert len(message.events) == 3
 
 
+def test_command_outcomes_map_to_statuses() -> None:
+    outcomes = ["acked", "done", "failed", "expired", "unknown", "refused"]
+    body = {
+        "events": [
+            {"ts": NOW, "kind": f"command.{o}", "message": o, "data": {"command_id": f"c-{o}"}}
+            for o in outcomes
+        ]
+    }
+    message = envelope_to_message(make_envelope("d", "events", body, message_id=4), received_at=NOW)
+    assert [a.status for a in message.acks] == ["acked", "done", "failed", "expired", "unknown", "failed"]
+
+
 def test_telemetry_and_drift_mapping() -> None:
     telemetry = make_envelope(
         "d",
