@@ -41,7 +41,7 @@ from edgefleet.errors import ProtocolError
 from edgefleet.runtime.bundle import Prediction
 from edgefleet.runtime.ringbuffer import Window
 
-__all__ = ["CloudRouter", "ConfidencePolicy", "Publish", "router_from_config"]
+__all__ = ["CloudRouter", "ConfidencePolicy", "Deliver", "Publish", "router_from_config"]
 
 log = logging.getLogger(__name__)
 

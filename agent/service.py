@@ -20,7 +20,6 @@ reports it unhealthy, and an event records why.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -31,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from edgefleet import __version__
-from edgefleet.agent.cloud_router import CloudRouter, router_from_config
+from edgefleet.agent.cloud_router import CloudRouter
 from edgefleet.agent.command_handlers import register_agent_commands
 from edgefleet.agent.commands import CommandRegistry
 from edgefleet.agent.config import AgentConfig, load_config
@@ -43,29 +42,21 @@ from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExport
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
-from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
+from edgefleet.agent.pipeline import Pipeline
+from edgefleet.agent.pipeline_build import build_pipeline
 from edgefleet.agent.remote_config import apply_saved_overrides
 from edgefleet.agent.sdnotify import Notifier
-from edgefleet.agent.sources import create_source
-from edgefleet.agent.status import STATUS_FILENAME, write_status
+from edgefleet.agent.status import STATUS_FILENAME, status_line, store_section, sync_section, write_status
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.waiting import announce_waits
 from edgefleet.errors import ConfigError, EdgefleetError
-from edgefleet.runtime import Model
-from edgefleet.runtime.bundle import Bundle, load_bundle
-from edgefleet.runtime.bundle_signing import load_trusted_keys
 
-__all__ = ["AgentService", "RunLimits", "status_path_for"]
+__all__ = ["AgentService", "RunLimits"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT_S = 10.0
 _POLL_S = 0.25
-
-
-def status_path_for(config: AgentConfig) -> Path:
-    """Where the running agent writes its status file: its state directory."""
-    return config.device.state_dir / STATUS_FILENAME
 
 
 @dataclass(frozen=True)
@@ -202,74 +193,29 @@ class AgentService:
 
     # -- components -----------------------------------------------------------------------
 
-    def _pipeline_settings(self, config: AgentConfig) -> PipelineSettings:
-        batching = config.batching
-        return PipelineSettings(
-            max_batch_size=batching.max_batch_size,
-            batch_timeout_s=batching.batch_timeout_s,
-            buffer_capacity=batching.buffer_capacity,
-            backpressure=batching.backpressure,
-            store_outputs=config.store.store_raw_outputs,
-            write_interval_s=config.store.commit_interval_s,
-        )
-
     def _build_pipeline(self, config: AgentConfig, store: Store) -> Pipeline:
-        model_cfg = config.model
-        load_kwargs: dict[str, Any] = {
-            "backend": None if model_cfg.backend == "auto" else model_cfg.backend,
-            "providers": model_cfg.providers,
-            "threads": model_cfg.threads,
-            "nan_policy": model_cfg.nan_policy,
-        }
-
-        drift = self.drift = DriftObserver(config.drift, store) if config.drift.enabled else None
-
-        def open_bundle() -> Bundle:
-            # The keys are re-read on every try, so a key file fixed on disk is picked up by the retry.
-            trusted = load_trusted_keys(config.ota.trusted_keys) if config.ota.trusted_keys else []
-            cache_dir = config.device.state_dir / "bundles"
-            bundle = load_bundle(model_cfg.bundle, cache_dir=cache_dir, trusted_keys=trusted)
-            if drift is not None:
-                drift.attach(bundle)
-            return bundle
-
-        def open_model(bundle: Bundle) -> Model:
-            return bundle.open_model(**load_kwargs)
-
-        streams = [
-            StreamSpec(name=src.name, make_source=functools.partial(create_source, src))
-            for src in config.sources
-        ]
-        self.router = router_from_config(config, publish=self._publish_live, deliver=self._deliver_cloud)
-        return Pipeline(
-            store=store,
-            streams=streams,
-            load_bundle=open_bundle,
-            open_model=open_model,
-            settings=self._pipeline_settings(config),
-            counters=self.counters,
-            observers=[drift] if drift is not None else [],
-            router=self.router,
+        built = build_pipeline(
+            config, store, self.counters, publish_live=self._publish_live, deliver=self._deliver_cloud
         )
+        self.drift, self.router = built.drift, built.router
+        return built.pipeline
 
-    # -- cloud fallback (edgefleet/agent/cloud_router.py) ---------------------------------------
+    # -- cloud fallback (edgefleet/agent/cloud_router.py): the router outlives neither sync nor pipeline
 
     def _publish_live(self, topic: str, payload: bytes) -> str | None:
-        sync = self.sync
-        if sync is None:
-            return "sync is not running"
-        result: str | None = sync.publish_live(topic, payload)
-        return result
+        return (
+            "sync is not running"
+            if self.sync is None
+            else cast(str | None, self.sync.publish_live(topic, payload))
+        )
 
     def _deliver_cloud(self, records: Sequence[ResultRecord]) -> None:
-        pipeline = self.pipeline
-        if pipeline is not None:
-            pipeline.deliver(records)
+        if self.pipeline is not None:
+            self.pipeline.deliver(records)
 
     def _on_infer_response(self, envelope: Any) -> None:
-        router = self.router
-        if router is not None:
-            router.on_envelope(envelope)
+        if self.router is not None:
+            self.router.on_envelope(envelope)
 
     def _start_components(self, config: AgentConfig, *, start_sync: bool = True) -> None:
         assert self.store is not None
@@ -479,19 +425,8 @@ class AgentService:
         return found
 
     def _status_line(self) -> str:
-        report = self._last_report
         model = self.pipeline.model_info() if self.pipeline is not None else {}
-        parts = [self._state]
-        if model.get("name"):
-            parts.append(
-                f"model {model['name']} {model['version']}" + ("" if model.get("loaded") else " (not loaded)")
-            )
-        if report is not None:
-            parts.append(f"{report.throughput_wps:.1f} windows/s")
-        problems = self.problems()
-        if problems:
-            parts.append(f"{len(problems)} problem(s)")
-        return "; ".join(parts)
+        return status_line(self._state, model, self._last_report, len(self.problems()))
 
     def status_snapshot(self) -> dict[str, Any]:
         """Everything `edgefleet agent status` shows; also what sync reports as device status."""
@@ -531,28 +466,8 @@ class AgentService:
         }
         if report is None:
             snapshot["latency_ms"] = counters.latency_percentiles()
-        # Store facts as of the last health sample: `agent status` reads them from here rather
-        # than opening the database itself (it may run as another user, e.g. root).
-        snapshot["store"] = {
-            "path": str(config.store.path) if config is not None else None,
-            "size_bytes": report.store_size_bytes if report is not None else None,
-            "results": report.store_results if report is not None else None,
-            "unsynced_results": report.store_unsynced_results if report is not None else None,
-            "outbox_backlog": dict(report.outbox_backlog) if report is not None else {},
-            "bytes_written_per_hour": report.store_bytes_written_per_hour if report is not None else None,
-            # The whole process (status/sync files too): `store stats` cannot read another's counters.
-            "process_bytes_written_per_hour": report.process_bytes_written_per_hour if report else None,
-            "process_bytes_written_total": report.process_bytes_written_total if report else None,
-        }
-        sync = self.sync
-        if sync is not None:
-            try:
-                state = sync.state()
-                snapshot["sync"] = state.model_dump(mode="json") if hasattr(state, "model_dump") else state
-            except Exception as exc:
-                snapshot["sync"] = {"error": str(exc)}
-        else:
-            snapshot["sync"] = {"enabled": bool(config is not None and config.sync.enabled), "running": False}
+        snapshot["store"] = store_section(config.store.path if config is not None else None, report)
+        snapshot["sync"] = sync_section(self.sync, enabled=bool(config is not None and config.sync.enabled))
         return snapshot
 
     def _write_status_on_change(self) -> None:
@@ -573,6 +488,6 @@ class AgentService:
             return
         with self._status_lock:
             try:
-                write_status(status_path_for(config), self.status_snapshot())
+                write_status(config.device.state_dir / STATUS_FILENAME, self.status_snapshot())
             except OSError as exc:
                 log.warning("could not write the status file: %s", exc)

@@ -15,9 +15,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from edgefleet.agent.health import HealthReport
 
 __all__ = [
     "STATUS_FILENAME",
@@ -25,6 +28,9 @@ __all__ = [
     "StatusUnavailableError",
     "assess_status",
     "read_status",
+    "status_line",
+    "store_section",
+    "sync_section",
     "write_status",
 ]
 
@@ -37,6 +43,48 @@ _MIN_STALE_S = 10.0
 
 class StatusUnavailableError(EdgefleetError):
     """No readable status file: the agent never ran here, or it is another state dir."""
+
+
+def status_line(state: str, model: dict[str, Any], report: HealthReport | None, problems: int) -> str:
+    """One line for systemd's STATUS=: state, model, throughput, problems."""
+    parts = [state]
+    if model.get("name"):
+        loaded = "" if model.get("loaded") else " (not loaded)"
+        parts.append(f"model {model['name']} {model['version']}{loaded}")
+    if report is not None:
+        parts.append(f"{report.throughput_wps:.1f} windows/s")
+    if problems:
+        parts.append(f"{problems} problem(s)")
+    return "; ".join(parts)
+
+
+def store_section(path: Path | None, report: HealthReport | None) -> dict[str, Any]:
+    """The status file's ``store`` part, as of the last health sample: `agent status` reads the
+    store's facts from here rather than opening the database itself (it may run as another
+    user, e.g. root)."""
+    return {
+        "path": str(path) if path is not None else None,
+        "size_bytes": report.store_size_bytes if report is not None else None,
+        "results": report.store_results if report is not None else None,
+        "unsynced_results": report.store_unsynced_results if report is not None else None,
+        "outbox_backlog": dict(report.outbox_backlog) if report is not None else {},
+        "bytes_written_per_hour": report.store_bytes_written_per_hour if report is not None else None,
+        # The whole process (status/sync files too): `store stats` cannot read another's counters.
+        "process_bytes_written_per_hour": report.process_bytes_written_per_hour if report else None,
+        "process_bytes_written_total": report.process_bytes_written_total if report else None,
+    }
+
+
+def sync_section(sync: Any | None, *, enabled: bool) -> dict[str, Any]:
+    """The status file's ``sync`` part: the running sync service's state, or why there is none."""
+    if sync is None:
+        return {"enabled": enabled, "running": False}
+    try:
+        state = sync.state()
+    except Exception as exc:  # a sync that cannot report must not stop the status file
+        return {"error": str(exc)}
+    result: dict[str, Any] = state.model_dump(mode="json") if hasattr(state, "model_dump") else state
+    return result
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:
