@@ -10,11 +10,9 @@ was expected; unknown keys come with a "did you mean" suggestion.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -25,7 +23,9 @@ from edgefleet.agent.sources import SourceConfig
 from edgefleet.agent.sources.base import STREAM_NAME_PATTERN
 from edgefleet.agent.store.config import StoreConfig
 from edgefleet.cloud_sync.config import SyncConfig
+from edgefleet.config_issues import Shown, issues_from
 from edgefleet.errors import ConfigError, ConfigIssue
+from edgefleet.runtime.backends import BackendName
 from edgefleet.types import BackpressurePolicy, NanPolicy
 
 if sys.version_info >= (3, 11):
@@ -81,9 +81,7 @@ class ModelConfig(_Section):
     """``[model]``: the bundle to run and how."""
 
     bundle: Path = Field(description="model bundle directory or .tar (see `edgefleet bundle`)")
-    backend: Literal["auto", "litert", "onnxruntime"] = Field(
-        default="auto", description="'auto' picks by the model file's extension"
-    )
+    backend: BackendName = Field(default="auto", description="'auto' picks by the model file's extension")
     providers: list[str] | None = Field(
         default=None, description="ONNX Runtime execution providers in preference order"
     )
@@ -266,7 +264,9 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     except SettingsError as exc:
         raise _env_parse_error(exc, source) from None
     except ValidationError as exc:
-        issues = [_issue_from(error, data) for error in exc.errors()]
+        issues = issues_from(
+            exc, data, AgentConfig, env_prefix=ENV_PREFIX, env_delimiter=ENV_DELIMITER, tag_noun="source type"
+        )
         count = len(issues)
         raise ConfigError(
             f"agent config {source} has {count} invalid key{'s' if count != 1 else ''}",
@@ -311,7 +311,7 @@ def _toml_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> ConfigE
     content = lines[line - 1] if 0 < line <= len(lines) else ""
     return ConfigError(
         f"agent config {source} is not valid TOML at line {line}, column {col}: {found['msg']}",
-        issues=[ConfigIssue(f"line {line}, column {col}", _Shown(content.strip()), "valid TOML syntax")],
+        issues=[ConfigIssue(f"line {line}, column {col}", Shown(content.strip()), "valid TOML syntax")],
         source=source,
         hint="TOML strings need quotes, tables are [section], each key = value on its own line",
     )
@@ -342,143 +342,3 @@ def _resolve_value(value: Any, base_dir: Path) -> Any:
         items = [_resolve_value(v, base_dir) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     return value
-
-
-# -- error reporting -------------------------------------------------------------------------------
-
-
-class _Shown:
-    """A value shown verbatim in an issue (no quotes), e.g. a TOML line or a shortened table."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Shown) and other.text == self.text
-
-    def __hash__(self) -> int:
-        return hash(self.text)
-
-
-MISSING = _Shown("nothing")
-
-
-def _shorten(value: object) -> object:
-    if isinstance(value, (dict, list)):
-        text = repr(value)
-        return _Shown(text if len(text) <= 80 else text[:77] + "...")
-    return value
-
-
-def _issue_from(error: Any, data: dict[str, Any]) -> ConfigIssue:
-    """One pydantic error as a ConfigIssue keyed by the dotted path a user would write."""
-    path, raw, models = _walk(error["loc"], data)
-    key = _dotted(path)
-    kind = error["type"]
-    message = str(error["msg"])
-    env_name = ENV_PREFIX + ENV_DELIMITER.join(str(p).upper() for p in path)
-    from_env = env_name in {k.upper() for k in os.environ}
-    if kind == "extra_forbidden":
-        section = _dotted(path[:-1]) or "the top level"
-        name = str(path[-1])
-        known = list(models[-1].model_fields) if models and models[-1] is not None else []
-        close = difflib.get_close_matches(name, known, n=1)
-        expected = f"unknown key {name!r} in [{section}]"
-        expected += f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-    elif kind == "string_pattern_mismatch":
-        owner = models[-1] if models else None
-        field = owner.model_fields.get(str(path[-1])) if owner is not None and path else None
-        pattern = error.get("ctx", {}).get("pattern", "")
-        expected = (
-            field.description if field is not None and field.description else f"text matching {pattern}"
-        )
-    elif kind == "missing":
-        expected = "a value: this key is required"
-    elif kind in ("union_tag_invalid", "union_tag_not_found"):
-        key = f"{key}.type" if key else "type"
-        tags = error.get("ctx", {}).get("expected_tags", "")
-        expected = f"a source type, one of {tags}"
-        raw = raw.get("type", MISSING) if isinstance(raw, dict) else raw
-    else:
-        expected = message.removeprefix("Value error, ").removeprefix("Input should be ")
-    if from_env:
-        expected += f" (set by environment variable {env_name})"
-    value = MISSING if kind == "missing" else _shorten(raw if raw is not MISSING else error.get("input"))
-    return ConfigIssue(key, value, expected)
-
-
-def _walk(loc: tuple[Any, ...], data: Any) -> tuple[list[str | int], Any, list[type[BaseModel] | None]]:
-    """Follow a pydantic ``loc`` through the raw data, dropping discriminator tags.
-
-    Returns the user-facing path, the raw value there (MISSING if absent), and the model
-    holding each step's key (used to suggest known keys and describe fields).
-    """
-    path: list[str | int] = []
-    node: Any = data
-    annotation: Any = AgentConfig
-    owners: list[type[BaseModel] | None] = []
-    for part in loc:
-        if isinstance(part, str) and isinstance(node, dict) and part not in node and node.get("type") == part:
-            continue  # the union's tag pydantic inserts for the chosen arm
-        owner = _pick_model(annotation, node)
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else MISSING
-            annotation = _item_type(annotation)
-            owner = None
-        else:
-            node = node.get(part, MISSING) if isinstance(node, dict) else MISSING
-            field = owner.model_fields.get(part) if owner is not None else None
-            annotation = field.annotation if field is not None else None
-        path.append(part)
-        owners.append(owner)
-    return path, node, owners
-
-
-def _item_type(annotation: Any) -> Any:
-    """``X`` for ``list[X]`` (through Optional/Annotated), else None."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _item_type(typing.get_args(annotation)[0])
-    if typing.get_origin(annotation) is list:
-        return typing.get_args(annotation)[0]
-    for arg in typing.get_args(annotation):
-        found = _item_type(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
-    """The BaseModel inside ``annotation`` (through Optional, list, Annotated, unions)."""
-    candidates: list[type[BaseModel]] = []
-
-    def collect(tp: Any) -> None:
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            candidates.append(tp)
-            return
-        if typing.get_origin(tp) is typing.Annotated:
-            collect(typing.get_args(tp)[0])
-            return
-        if typing.get_origin(tp) is list:
-            return  # a list's items are not the list's own keys
-        for arg in typing.get_args(tp):
-            collect(arg)
-
-    collect(annotation)
-    if len(candidates) <= 1:
-        return candidates[0] if candidates else None
-    tag = node.get("type") if isinstance(node, dict) else None
-    for candidate in candidates:
-        field = candidate.model_fields.get("type")
-        if field is not None and field.default == tag:
-            return candidate
-    return None
-
-
-def _dotted(path: list[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

@@ -37,6 +37,7 @@ class CountersSnapshot:
     store_errors: int
     windows_to_fallback: int
     windows_skipped: int
+    router_mismatches: int
     latencies_ms: list[float] = field(repr=False)
     batch_sizes: list[int] = field(repr=False)
 
@@ -57,6 +58,7 @@ class PipelineCounters:
         self.store_errors = 0
         self.windows_to_fallback = 0
         self.windows_skipped = 0
+        self.router_mismatches = 0  # batches whose router gave another number of reasons than windows
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
         self._batch_sizes: deque[int] = deque(maxlen=_LATENCY_WINDOW)
 
@@ -80,6 +82,10 @@ class PipelineCounters:
         with self._lock:
             self.windows_to_fallback += windows
 
+    def record_router_mismatch(self) -> None:
+        with self._lock:
+            self.router_mismatches += 1
+
     def record_stored(self, results: int) -> None:
         with self._lock:
             self.results_stored += results
@@ -101,6 +107,7 @@ class PipelineCounters:
                 store_errors=self.store_errors,
                 windows_to_fallback=self.windows_to_fallback,
                 windows_skipped=self.windows_skipped,
+                router_mismatches=self.router_mismatches,
                 latencies_ms=list(self._latencies),
                 batch_sizes=list(self._batch_sizes),
             )

@@ -2,17 +2,20 @@
 
 Threads (all daemon threads, so a wedged one can never keep the process alive):
 
-* one per source (owned by the source) pushing ``(n, C)`` blocks into that stream's
+* the sources' one I/O thread (:mod:`edgefleet.agent.sources.hub`, shared by every source
+  of the process) pushing ``(n, C)`` blocks into each stream's
   :class:`~edgefleet.runtime.ringbuffer.StreamBuffer`;
-* the inference worker: loads the bundle and model (retrying while they fail),
-  then takes batches from the :class:`~edgefleet.runtime.batcher.Batcher`, runs
-  ``preprocess -> predict`` and checks the outputs' shapes;
+* the inference worker: has the :class:`~edgefleet.agent.model_slot.ModelSlot` load the bundle
+  and model (retrying while they fail), then takes batches from the
+  :class:`~edgefleet.runtime.batcher.Batcher`, runs each on the model checked out of the slot
+  (``preprocess -> predict``) and checks the outputs' shapes;
 * the writer (:mod:`edgefleet.agent.writer`): turns each batch's outputs into answers
   (``interpret_batch``) and one row per window (:mod:`edgefleet.agent.results`: plain tuples,
   no object per window), and groups rows into batched transactions
   (``Store.write_result_rows``). Building rows there rather than in the inference worker
-  lets it overlap the next model call (which runs without the GIL). Batch observers run there
-  too; with a fallback router the worker interprets the batch itself, since it needs the answers.
+  lets it overlap the next model call (which runs without the GIL). With observers or a
+  fallback router the worker interprets the batch itself, since they need the answers; the
+  rows are made the same way, and the router's records are derived from them.
 
 A model that fails to load never stops the agent: the failure becomes an event and
 the pipeline's ``problems`` (status reports it unhealthy) and the load is retried.
@@ -38,16 +41,16 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.agent.health import StreamHealth
+from edgefleet.agent.inference import BatchObserver, BatchRunner
 from edgefleet.agent.metrics import PipelineCounters
-from edgefleet.agent.results import result_records_of, result_rows_of
+from edgefleet.agent.model_slot import LoadedModel, ModelSlot
 from edgefleet.agent.routing import FallbackRouter, offer
-from edgefleet.agent.sources.base import RateLimitedLog
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.writer import ResultWriter, WriterSettings
 from edgefleet.errors import EdgefleetError
 from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
-from edgefleet.runtime.bundle import Bundle, Prediction
+from edgefleet.runtime.bundle import Bundle
 from edgefleet.runtime.encoding import InputEncoder, encode_overlapping_windows
 from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.types import BackpressurePolicy, FloatArray
@@ -86,12 +89,6 @@ class StreamSpec:
     make_source: Callable[[Sink], SourceHandle]
 
 
-BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
-"""Sees every inferred batch and its predictions (e.g. the drift monitor): in the writer thread,
-or in the inference worker when a fallback router is set. Must be quick; exceptions are logged
-and ignored."""
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
     max_batch_size: int = 16
@@ -115,18 +112,13 @@ class DrainReport:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _ModelState:
-    bundle: Bundle | None = None
-    model: Model | None = None
-    name: str | None = None
-    version: str | None = None
-    error: str | None = None
-    loaded_at: float | None = None
-    attempts: int = 0
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """A checked-out model and how batches are fed to it."""
 
-
-_FAILURE_EVENT_EVERY_S = 60.0
+    loaded: LoadedModel
+    preprocess: Callable[[FloatArray], FloatArray] | None
+    encoder: InputEncoder | None
 
 
 class Pipeline:
@@ -148,14 +140,14 @@ class Pipeline:
         self.settings = settings or PipelineSettings()
         self.counters = counters or PipelineCounters()
         self._streams = list(streams)
-        self._load_bundle = load_bundle
-        self._open_model = open_model or (lambda bundle: bundle.open_model())
+        self.model_slot = ModelSlot(
+            load_bundle=load_bundle,
+            open_model=open_model,
+            retry_s=self.settings.model_retry_s,
+            add_event=self._add_event,
+        )
+        """The bundle and model batches run on; ``model_slot.swap(bundle)`` replaces them live."""
         self._router = router
-        self._observers = list(observers)
-        self._observer_log = RateLimitedLog(log, 60.0)
-        self._last_failure: tuple[str, float, int] = ("", 0.0, 0)
-        self._model = _ModelState()
-        self._model_lock = threading.Lock()
         self._buffers: dict[str, StreamBuffer] = {}
         self._sources: dict[str, SourceHandle] = {}
         self._pending_sources: dict[str, SourceHandle] = {}
@@ -173,6 +165,14 @@ class Pipeline:
                 max_queued_batches=self.settings.max_queued_batches,
                 max_pending=self.settings.max_pending_results,
             ),
+        )
+        self._runner = BatchRunner(
+            writer=self._writer,
+            counters=self.counters,
+            add_event=self._add_event,
+            keep_outputs=self.settings.store_outputs,
+            router=router,
+            observers=observers,
         )
         self._stop_sources = threading.Event()
         self._stop_worker = threading.Event()
@@ -220,20 +220,10 @@ class Pipeline:
         if not self._writer.stop(max(0.1, deadline - time.monotonic())):
             report.completed = False
             report.notes.append("writer did not flush in time")
-        self._close_model()
+        self.model_slot.close()
         report.drained_windows = self._drained
         report.pending_results_lost = self._writer.lost
         return report
-
-    def _close_model(self) -> None:
-        with self._model_lock:
-            model = self._model.model
-            self._model.model = None
-        if model is not None:
-            try:
-                model.close()
-            except Exception as exc:
-                log.debug("closing the model failed: %s", exc)
 
     # -- results from elsewhere (fallback router) -----------------------------------------
 
@@ -280,23 +270,7 @@ class Pipeline:
         return dict(self._sources)
 
     def model_info(self) -> dict[str, Any]:
-        with self._model_lock:
-            state = self._model
-            if state.model is not None:
-                phase = "loaded"
-            elif self._draining.is_set():
-                phase = "closed"
-            else:
-                phase = "failed" if state.error else "loading"
-            return {
-                "state": phase,
-                "name": state.name,
-                "version": state.version,
-                "loaded": state.model is not None,
-                "error": state.error,
-                "loaded_at": state.loaded_at,
-                "attempts": state.attempts,
-            }
+        return self.model_slot.info(stopping=self._draining.is_set())
 
     def problems(self) -> list[str]:
         found: list[str] = []
@@ -339,17 +313,6 @@ class Pipeline:
         self._wake.clear()
         return self._draining.is_set() or self._stop_worker.is_set()
 
-    def _record_load_failure(self, what: str, exc: BaseException) -> None:
-        message = f"{what}: {exc}"
-        with self._model_lock:
-            first = self._model.error != message
-            self._model.error = message
-            self._model.attempts += 1
-        if first:
-            # Log and record an event once per distinct error, not on every retry.
-            log.error("%s; retrying every %.0fs", message, self.settings.model_retry_s)
-            self._add_event("model_load_failed", message, level="error")
-
     def _add_event(
         self, kind: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None
     ) -> None:
@@ -358,54 +321,12 @@ class Pipeline:
         except Exception as exc:
             log.warning("could not record %s event: %s", kind, exc)
 
-    def _acquire_bundle(self) -> Bundle | None:
-        while True:
-            try:
-                bundle = self._load_bundle()
-            except Exception as exc:
-                self._record_load_failure("model bundle failed to load", exc)
-                if self._wait(self.settings.model_retry_s):
-                    return None
-                continue
-            with self._model_lock:
-                self._model.bundle = bundle
-                self._model.name = bundle.manifest.name
-                self._model.version = str(bundle.manifest.version)
-            return bundle
-
-    def _acquire_model(self, bundle: Bundle) -> Model | None:
-        while True:
-            try:
-                model = self._open_model(bundle)
-            except Exception as exc:
-                self._record_load_failure(f"model {bundle.manifest.name} failed to load", exc)
-                if self._route_without_model():
-                    return None
-                if self._wait(self.settings.model_retry_s):
-                    return None
-                continue
-            with self._model_lock:
-                self._model.model = model
-                self._model.error = None
-                self._model.loaded_at = time.time()
-            log.info(
-                "model %s %s loaded",
-                bundle.manifest.name,
-                bundle.manifest.version,
-                extra={"model": bundle.manifest.name, "model_version": str(bundle.manifest.version)},
-            )
-            self._add_event(
-                "model_loaded",
-                f"model {bundle.manifest.name} {bundle.manifest.version} loaded",
-                data={"name": bundle.manifest.name, "version": str(bundle.manifest.version)},
-            )
-            return model
-
-    def _route_without_model(self) -> bool:
-        """With a router, hand every ready window over while no model exists. True if stopping."""
+    def _route_without_model(self, seconds: float) -> bool:
+        """Between model load attempts: with a router, hand every ready window over for
+        ``seconds``, else just wait. True if stopping."""
         if self._router is None or self._batcher is None:
-            return False
-        deadline = time.monotonic() + self.settings.model_retry_s
+            return self._wait(seconds)
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self._stop_worker.is_set():
                 return True
@@ -476,7 +397,7 @@ class Pipeline:
 
     def _work_loop(self) -> None:
         try:
-            bundle = self._acquire_bundle()
+            bundle = self.model_slot.acquire_bundle(self._wait)
             if bundle is None:
                 return
             self._start_streams(bundle)
@@ -485,15 +406,23 @@ class Pipeline:
                 while not self._wait(self.settings.model_retry_s):
                     pass
                 return
-            model = self._acquire_model(bundle)
-            if model is None:
+            if self.model_slot.acquire_model(bundle, self._route_without_model) is None:
                 return
-            self._infer_loop(bundle, model)
+            self._infer_loop()
         except Exception:  # the last line of defence: report, never crash the process
             log.exception("inference worker failed")
             self._add_event(
                 "pipeline_failed", "inference worker stopped on an unexpected error", level="error"
             )
+
+    def _prepare(self, loaded: LoadedModel, first: bool) -> _Prepared:
+        """How batches reach ``loaded``'s model: normalized by the model itself when it can,
+        from the codes the streams quantized at ingest for the first model (a swapped-in
+        model takes the float path: the streams keep the first model's encoders)."""
+        bundle, model = loaded.bundle, loaded.model
+        preprocess = None if self._fold_normalization(bundle, model) else bundle.preprocess
+        encoder = self._attach_encoders(model) if preprocess is None and first else None
+        return _Prepared(loaded, preprocess, encoder)
 
     def _fold_normalization(self, bundle: Bundle, model: Model) -> bool:
         """Let the model normalize its input itself (folded into its input quantizer: one pass
@@ -506,12 +435,10 @@ class Pipeline:
             return False
         return True
 
-    def _infer_loop(self, bundle: Bundle, model: Model) -> None:
+    def _infer_loop(self) -> None:
         batcher = self._batcher
         assert batcher is not None
-        # The model was opened for this bundle, so its input is the bundle's windows.
-        preprocess = None if self._fold_normalization(bundle, model) else bundle.preprocess
-        encoder = None if preprocess is not None else self._attach_encoders(model)
+        prepared: _Prepared | None = None
         while not self._stop_worker.is_set():
             if self._draining.is_set():
                 # Sources are stopped: infer every complete window still buffered, then finish.
@@ -519,12 +446,26 @@ class Pipeline:
                     if self._stop_worker.is_set():
                         return
                     self._drained += len(remaining.windows)
-                    self._run_batch(bundle, model, remaining, preprocess, encoder)
+                    prepared = self._run_on_slot(remaining, prepared)
                 return
             self._beat = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
             if batch is not None:
-                self._run_batch(bundle, model, batch, preprocess, encoder)
+                prepared = self._run_on_slot(batch, prepared)
+
+    def _run_on_slot(self, batch: Batch, prepared: _Prepared | None) -> _Prepared | None:
+        """Run ``batch`` on the slot's current model, held until the batch is handed on."""
+        loaded = self.model_slot.checkout()
+        if loaded is None:  # closed while stopping: only a timed-out drain gets here
+            self._runner.failed(batch, RuntimeError("no model: the model slot is closed"))
+            return prepared
+        try:
+            if prepared is None or prepared.loaded is not loaded:
+                prepared = self._prepare(loaded, first=prepared is None)
+            self._runner.run(loaded.bundle, loaded.model, batch, prepared.preprocess, prepared.encoder)
+        finally:
+            self.model_slot.checkin(loaded)
+        return prepared
 
     def _attach_encoders(self, model: Model) -> InputEncoder | None:
         """Have every stream quantize its samples once for ``model`` (integer-input models with
@@ -533,80 +474,3 @@ class Pipeline:
         for buffer in self._buffers.values():
             attached = encode_overlapping_windows(model, buffer) or attached
         return attached
-
-    def _run_batch(
-        self,
-        bundle: Bundle,
-        model: Model,
-        batch: Batch,
-        preprocess: Callable[[FloatArray], FloatArray] | None,
-        encoder: InputEncoder | None = None,
-    ) -> None:
-        started = time.monotonic()
-        try:
-            codes = None if encoder is None else batch.codes
-            if codes is not None and encoder is not None:
-                outputs = model.predict_encoded(codes, encoder)
-            else:
-                outputs = model.predict(batch.data if preprocess is None else preprocess(batch.data))
-            bundle.check_outputs(outputs, len(batch))
-        except EdgefleetError as exc:
-            self._inference_failed(batch, exc)
-            return
-        except Exception as exc:
-            log.exception("inference failed unexpectedly")
-            self._inference_failed(batch, exc)
-            return
-        done = time.monotonic()
-        self.counters.record_batch(len(batch), (done - started) * 1000.0)
-        keep_outputs = self.settings.store_outputs
-        if self._router is None:
-            # The common case: this thread goes straight back to the model; the writer thread
-            # turns the outputs into answers and rows (and runs the observers, e.g. drift) while
-            # the next batch is inferred.
-            def rows() -> list[tuple[Any, ...]]:
-                answers = bundle.interpret_batch(outputs)
-                if self._observers:
-                    self._notify_observers(batch, answers.predictions())
-                return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
-
-            self._writer.put_deferred(rows, lambda exc: self._inference_failed(batch, exc))
-            return
-        try:
-            answers = bundle.interpret_batch(outputs)
-        except EdgefleetError as exc:  # check_outputs vouched for the shapes; report, never crash
-            self._inference_failed(batch, exc)
-            return
-        predictions = answers.predictions()
-        self._notify_observers(batch, predictions)
-        records = result_records_of(bundle, batch, predictions, done, keep_outputs=keep_outputs)
-        keep = offer(self._router, batch.windows, predictions, records, self.counters)
-        if keep:
-            self._writer.put(keep)
-
-    def _notify_observers(self, batch: Batch, predictions: Sequence[Prediction]) -> None:
-        for observer in self._observers:
-            try:
-                observer(batch, predictions)
-            except Exception as exc:  # an observer (drift, ...) must never stop inference
-                self._observer_log.warning("batch observer %r failed: %s", observer, exc)
-
-    def _inference_failed(self, batch: Batch, exc: BaseException) -> None:
-        self.counters.record_inference_error(len(batch))
-        streams = sorted(set(batch.streams))
-        # Keyed by the error's class: its text often varies with the batch size.
-        kind = type(exc).__name__
-        now = time.monotonic()
-        last_kind, last_at, suppressed = self._last_failure
-        if kind == last_kind and now - last_at < _FAILURE_EVENT_EVERY_S:
-            # The same failure on every batch: one event per minute, with a count, not a flood.
-            self._last_failure = (last_kind, last_at, suppressed + len(batch))
-            return
-        self._last_failure = (kind, now, 0)
-        log.error("inference failed for %d windows of %s: %s", len(batch), ", ".join(streams), exc)
-        self._add_event(
-            "inference_failed",
-            f"{len(batch)} windows skipped: {exc}",
-            level="error",
-            data={"streams": streams, "skipped_since_last_event": suppressed},
-        )

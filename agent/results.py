@@ -1,11 +1,12 @@
-"""Turning an inferred batch into results: rows for the store (the hot path) or records.
+"""Turning an inferred batch into results: rows for the store, the one way from a batch to results.
 
 The hot path (:func:`result_rows_of`) makes one plain tuple per window in the store's
 ``RESULT_COLUMNS`` order and nothing else: no Window, Prediction or ResultRecord object. The
 per-window metadata comes from the batch's arrays (``Batch.start_ts`` & co., no Window objects
 built) and the answers' columns, zipped in C. The values are plain ``str``/``float``/``int`` by
 construction (``tolist()``), which is what lets ``Store.write_result_rows`` skip the per-record
-validation of ``Store.write_results``.
+validation of ``Store.write_results``. Where records are needed (the fallback router hands them
+on), :func:`result_records_of` derives them from these rows.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.agent.store import ResultRecord
+from edgefleet.agent.store.rows import record_from_row
 from edgefleet.runtime.batcher import Batch
-from edgefleet.runtime.bundle import Bundle, Interpretation, Prediction
+from edgefleet.runtime.bundle import Bundle, Interpretation
 from edgefleet.types import FloatArray
 
 __all__ = ["packed_outputs", "result_records_of", "result_rows_of"]
@@ -58,32 +60,7 @@ def result_rows_of(
     )
 
 
-def result_records_of(
-    bundle: Bundle, batch: Batch, predictions: Sequence[Prediction], done: float, *, keep_outputs: bool
-) -> list[ResultRecord]:
-    """One ResultRecord per window (the fallback router's path: it hands records on)."""
-    name = bundle.manifest.name
-    version = str(bundle.manifest.version)
-    created = time.time()
-    records = []
-    for window, prediction in zip(batch.windows, predictions, strict=True):
-        score = prediction.score
-        latency = (done - window.ready_at) * 1000.0
-        records.append(
-            ResultRecord(
-                window.stream,
-                window.start_ts,
-                window.end_ts,
-                name,
-                version,
-                prediction.label,
-                None if score is None else float(score),
-                prediction.values.tolist() if keep_outputs else None,
-                latency if latency > 0.0 else 0.0,
-                "edge",
-                None,
-                window.seq,
-                created,
-            )
-        )
-    return records
+def result_records_of(rows: Sequence[tuple[Any, ...]]) -> list[ResultRecord]:
+    """The records ``rows`` stand for (outputs unpacked): the fallback router hands records on,
+    and deriving them from the rows keeps one way from a batch to its results."""
+    return [record_from_row(row) for row in rows]

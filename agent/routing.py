@@ -4,7 +4,8 @@ The router itself (which windows, which cloud) lives elsewhere; the pipeline onl
 each batch through :func:`offer` and stores what the router leaves to the edge. Claimed
 windows are the router's to answer, later, through ``Pipeline.deliver`` - with a cloud
 result (``answered_by="cloud"``, ``fallback_reason=reason``) or by handing back the edge
-record. A router that raises never costs a result: the edge answer is kept.
+record. A router that raises, or returns another number of reasons than windows (counted in
+``PipelineCounters.router_mismatches``), never costs a result: the edge answers are kept.
 """
 
 from __future__ import annotations
@@ -57,8 +58,18 @@ def offer(
     except Exception as exc:
         log.warning("fallback router failed; keeping edge answers: %s", exc)
         reasons = [None] * len(windows)
+    if len(reasons) != len(windows):
+        # Which reason belongs to which window is unknown: keep every edge answer, and count it.
+        counters.record_router_mismatch()
+        log.warning(
+            "fallback router returned %d reasons for %d windows; keeping the edge answers "
+            "(route() must return one reason or None per window)",
+            len(reasons),
+            len(windows),
+        )
+        reasons = [None] * len(windows)
     keep: list[ResultRecord] = []
-    for window, record, reason in zip(windows, records, reasons, strict=False):
+    for window, record, reason in zip(windows, records, reasons, strict=True):
         if reason is not None:
             try:
                 router.submit(window, reason, record)

@@ -37,7 +37,8 @@ from edgefleet import __version__
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
-from edgefleet.agent.logging import configure_logging
+from edgefleet.agent.inactive import inactive_settings
+from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sdnotify import Notifier
@@ -134,6 +135,9 @@ class AgentService:
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
         self._start_components(config)
+        for inactive in inactive_settings(config):
+            log.warning("config: %s", inactive)
+            self.store.add_event("config_inactive", inactive, level="warning")
         self._state = "running"
         self._write_status()
         self.notifier.ready(self._status_line())

@@ -9,7 +9,7 @@ source looping the BasicMotions test stream as fast as possible (``realtime = fa
 Throughput = results committed per second, measured from the store between two reads
 after a warm-up (so start-up is not counted).
 
-Baselines, same run: :func:`edgefleet.runtime.benchmark.run_benchmark`'s bare loops at the
+Baselines, same run: :func:`edgefleet.bench.run_benchmark`'s bare loops at the
 same batch size and thread count, measured before and after each agent round (the mean of
 the two is the round's baseline): ``bare`` (the backend's API on pre-made float32 batches,
 quantizing like a hand-written loop would) and, for int8 models, ``bare-int8`` (pre-made,
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from agentbench import BUNDLE, agent_log_tail, count_results, model_file, spawn_agent, wait_for, write_config
 
-from edgefleet.runtime.benchmark import run_benchmark
+from edgefleet.bench import run_benchmark
 
 TARGET = 0.85
 

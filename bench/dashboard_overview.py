@@ -32,8 +32,8 @@ from pathlib import Path
 
 from edgefleet.controller.config import DatabaseConfig
 from edgefleet.controller.dal import open_database
-from edgefleet.controller.dashboard import TOTALS_TTL_S
-from edgefleet.controller.records import DriftItem, IngestMessage, ResultItem, StatusUpdate, TelemetryItem
+from edgefleet.controller.dal.sql_overview import TOTALS_TTL_S
+from edgefleet.controller.records import DriftItem, IngestMessage, StatusUpdate, StoredResult, TelemetryItem
 
 TOKEN = "bench-dashboard-token-0123456789abcdef"
 PAGE = 100
@@ -92,7 +92,7 @@ def build_fleet(path: Path, devices: int, history_s: float, interval_s: float) -
                 rows += len(telemetry)
                 batch.append(IngestMessage(device, f"{index}:t", "telemetry", now, telemetry=telemetry))
                 results = [
-                    ResultItem(now - rng.uniform(0, 600), rng.choice(("walk", "run", "stand")), 5.0, "edge")
+                    StoredResult(now - rng.uniform(0, 600), rng.choice(("walk", "run", "stand")), 5.0, "edge")
                     for _ in range(50)
                 ]
                 batch.append(IngestMessage(device, f"{index}:r", "results", now, results=results))

@@ -1,6 +1,9 @@
 """Run every benchmark in bench/ one after the other (``make bench``).
 
 Each benchmark prints its own figures beside a baseline measured in the same run, as ratios;
+the three a device owner cares about are ``model_path`` (real-work models, goal >= 0.95x the bare
+loop), ``fixed_load`` (CPU per window at 16 streams x 100 Hz beside a hand-written loop, goal
+<= 1.5x) and ``saturation`` (the tiny model's fixed cost per window and the agent's ceiling).
 this runner only sequences them so they never compete for the CPU. Pass ``--only NAME`` to run
 a subset, e.g. ``python bench/run_all.py --only ring_buffer store_writer``.
 """
@@ -23,6 +26,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("model_predict", []),
     ("model_path", []),
     ("store_writer", []),
+    ("fixed_load", []),
+    ("saturation", []),
     ("agent_e2e", []),
     ("agent_memory", []),
     ("agent_startup", []),

@@ -20,3 +20,12 @@ __all__ = [
     "make_envelope",
     "read_state_file",
 ]
+
+if __name__ != "edgefleet.cloud_sync":
+    # With the repository root on sys.path this folder is also reachable as 'cloud_sync': two names
+    # would load every module twice, as two module objects with their own state and classes.
+    # (Checked last, after the imports above, which name edgefleet.cloud_sync anyway.)
+    raise ImportError(
+        f"this folder is the package edgefleet.cloud_sync; import it as edgefleet.cloud_sync, "
+        f"not as {__name__!r}"
+    )

@@ -67,8 +67,18 @@ class Downlink:
         except Exception as exc:  # the store may be closing; the refusal is still logged
             log.warning("could not record %s event: %s", kind, exc)
 
+    def _unmounted(self, topic: str) -> str:
+        # Mosquitto 2.0.11 (Debian bookworm) leaves a listener's mount_point on the messages it
+        # sends (fixed in 2.0.12); the shipped broker config mounts devices under "devices/".
+        # Only this device's own subscriptions are mapped back, so nothing else gets through.
+        for own in self.topics():
+            if topic.endswith("/" + own):
+                return own
+        return topic
+
     def on_message(self, topic: str, payload: bytes) -> None:
         self.counters.received += 1
+        topic = self._unmounted(topic)
         try:
             envelope = decode_message(topic, payload, max_bytes=self.max_bytes, prefix=self.prefix)
             if envelope.device_id != self.device_id or envelope.kind not in DOWNLINK_KINDS:

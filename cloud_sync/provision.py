@@ -3,7 +3,9 @@
 Production: ``provision_device`` writes ``<id>.key`` (0600) and ``<id>.csr``; the fleet CA signs
 the CSR (CN = device id, which the broker maps to the MQTT user name with
 ``use_identity_as_username``). Development (``dev_ca=True``): a self-signed CA is created once in
-``ca_dir`` and signs the device certificate and a broker certificate for localhost.
+``ca_dir`` (never the device's folder: a CA key beside a device's files ends up on the device)
+and signs the device certificate and a broker certificate for localhost. Names starting with
+``controller`` are reserved for controller users and never issued to devices.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from edgefleet.errors import ConfigError
 __all__ = [
     "CA_CERT",
     "CA_KEY",
+    "DEFAULT_CERT_DAYS",
+    "RESERVED_PREFIX",
     "ProvisionResult",
+    "check_not_reserved",
     "create_ca",
     "generate_key",
     "issue_certificate",
@@ -40,6 +45,11 @@ __all__ = [
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
 DEFAULT_BROKER_HOSTS = ("localhost", "127.0.0.1", "::1")
+DEFAULT_CERT_DAYS = 825
+MAX_CERT_DAYS = 3650
+# Controllers log in as controller-1, controller-2, ... (docs/security.md): a device certificate
+# with such a CN must not exist, whatever the broker's listener layout.
+RESERVED_PREFIX = "controller"
 _DAY = dt.timedelta(days=1)
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -128,7 +138,7 @@ def issue_certificate(
     common_name: str,
     *,
     server_hosts: Sequence[str] = (),
-    days: int = 825,
+    days: int = DEFAULT_CERT_DAYS,
 ) -> x509.Certificate:
     """Sign a client certificate (CN = device id), or a server one when ``server_hosts`` is given."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -173,6 +183,26 @@ def load_ca(ca_dir: Path) -> tuple[PrivateKey, x509.Certificate]:
     return key, cert
 
 
+def check_not_reserved(device_id: str) -> str:
+    if device_id.lower().startswith(RESERVED_PREFIX):
+        raise ConfigError(
+            f"device id {device_id!r} is reserved: names starting with {RESERVED_PREFIX!r} are "
+            "controller users on the broker, and a device holding one could act as a controller",
+            hint="choose another device id; controllers get a user name and password instead "
+            "(docs/security.md, 'Controllers')",
+        )
+    return device_id
+
+
+def _check_days(days: int) -> int:
+    if not 1 <= days <= MAX_CERT_DAYS:
+        raise ConfigError(
+            f"certificate lifetime {days} days is out of range; expected 1 to {MAX_CERT_DAYS}",
+            hint=f"pass --days N (default {DEFAULT_CERT_DAYS}); renew before it ends (docs/security.md)",
+        )
+    return days
+
+
 def provision_device(
     device_id: str,
     out_dir: Path,
@@ -180,9 +210,26 @@ def provision_device(
     ca_dir: Path | None = None,
     dev_ca: bool = False,
     broker_hosts: Sequence[str] = DEFAULT_BROKER_HOSTS,
+    days: int = DEFAULT_CERT_DAYS,
 ) -> ProvisionResult:
     """Write the device key and CSR; with a CA (``ca_dir``, or a new dev CA) also its certificate."""
+    from edgefleet.cloud_sync.revocation import CRL_FILE, record_issued, write_crl
+
     validate_device_id(device_id)
+    check_not_reserved(device_id)
+    _check_days(days)
+    if dev_ca and ca_dir is None:
+        raise ConfigError(
+            "--dev-ca needs --ca-dir: the development CA's key must never be written beside the "
+            f"device's files in {out_dir}",
+            hint="pass --ca-dir ./creds/ca (a folder that stays off devices)",
+        )
+    if ca_dir is not None and ca_dir.resolve() == out_dir.resolve():
+        raise ConfigError(
+            f"--ca-dir and --out are the same folder ({out_dir}); the CA key would sit beside the "
+            "device's key and be copied to the device with it",
+            hint="keep the CA in its own folder, e.g. --ca-dir ./creds/ca --out ./creds/<device id>",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     key = generate_key()
     csr = make_csr(device_id, key)
@@ -191,12 +238,11 @@ def provision_device(
         key=write_key(key, out_dir / f"{device_id}.key"),
         csr=write_pem(csr, out_dir / f"{device_id}.csr"),
     )
-    if ca_dir is None and not dev_ca:
+    if ca_dir is None:
         result.notes.append(
             f"send {result.csr} to the fleet CA; install the signed certificate as {device_id}.crt"
         )
         return result
-    ca_dir = ca_dir or out_dir
     if dev_ca and not (ca_dir / CA_KEY).exists():
         ca_key, ca_cert = create_ca()
         write_key(ca_key, ca_dir / CA_KEY)
@@ -204,9 +250,13 @@ def provision_device(
         result.created_ca = True
         result.notes.append(f"created a development CA in {ca_dir} (keep {CA_KEY} off devices)")
     ca_key, ca_cert = load_ca(ca_dir)
-    result.cert = write_pem(
-        issue_certificate(ca_key, ca_cert, key.public_key(), device_id), out_dir / f"{device_id}.crt"
-    )
+    if not (ca_dir / CRL_FILE).exists():
+        # The shipped broker configuration names a crlfile: an empty CRL lets it start.
+        write_crl(ca_key, ca_cert, {}, ca_dir / CRL_FILE)
+        result.notes.append(f"wrote an empty revocation list {ca_dir / CRL_FILE} (broker crlfile)")
+    certificate = issue_certificate(ca_key, ca_cert, key.public_key(), device_id, days=days)
+    record_issued(ca_dir, device_id, certificate.serial_number)
+    result.cert = write_pem(certificate, out_dir / f"{device_id}.crt")
     result.ca_cert = out_dir / CA_CERT
     if result.ca_cert != ca_dir / CA_CERT:
         write_pem(ca_cert, result.ca_cert)

@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-from edgefleet.runtime.backends import BACKENDS, BackendConfig, available_backends, supported_extensions
+from edgefleet.runtime.backends import BACKENDS, available_backends, supported_extensions
 from edgefleet.runtime.loading import load_model
 from edgefleet.runtime.model import Model
 from edgefleet.runtime.tensors import ModelFormat, ModelInfo, QuantParams, TensorSpec
 
 __all__ = [
     "BACKENDS",
-    "BackendConfig",
     "Model",
     "ModelFormat",
     "ModelInfo",
@@ -24,3 +23,11 @@ __all__ = [
     "load_model",
     "supported_extensions",
 ]
+
+if __name__ != "edgefleet.runtime":
+    # With the repository root on sys.path this folder is also reachable as 'runtime': two names
+    # would load every module twice, as two module objects with their own state and classes.
+    # (Checked last, after the imports above, which name edgefleet.runtime anyway.)
+    raise ImportError(
+        f"this folder is the package edgefleet.runtime; import it as edgefleet.runtime, not as {__name__!r}"
+    )

@@ -215,7 +215,7 @@ class Bundle:
         self._mean = np.asarray(prep.mean, dtype=np.float32)
         self._std = np.asarray(prep.std, dtype=np.float32)
         # Normalisation over a flattened window: broadcasting (channels,) over (N, L, C) runs
-        # numpy's inner loop C (~6) elements at a time, ~5x slower than one L*C-long row.
+        # numpy's inner loop only C elements at a time (figures: docs/runtime.md, "Hot-path notes").
         self._mean_row = np.tile(self._mean, prep.window_length)
         self._std_row = np.tile(self._std, prep.window_length)
         self._label_array = np.array(manifest.labels, dtype=object)

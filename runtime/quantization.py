@@ -38,7 +38,8 @@ __all__ = [
     "quantize",
 ]
 
-# The ufunc behind np.clip, minus np.clip's argument-checking wrapper (3x faster on small arrays).
+# The ufunc behind np.clip, minus np.clip's argument-checking wrapper, which costs more than the
+# work on small arrays (figures: docs/runtime.md, "Hot-path notes").
 _clip: Callable[..., Any] = getattr(getattr(np, "_core", getattr(np, "core", np)).umath, "clip", np.clip)
 _min = np.minimum.reduce  # the ufunc methods: np.min / np.max's wrappers cost more than the work
 _max = np.maximum.reduce
@@ -285,7 +286,7 @@ class Quantizer:
         result = out
         if values.ndim >= 2 and values.shape[0]:
             # (channels,) constants broadcast over the last axis run numpy's inner loop only
-            # ``channels`` (~6) elements at a time, ~5x slower than over one flattened window:
+            # ``channels`` elements at a time, far slower than over one flattened window:
             # work on (N, row) views with the constants tiled along the row
             n = values.shape[0]
             row = values.size // n
@@ -294,7 +295,7 @@ class Quantizer:
         if clip:
             # per channel, in real units first so a huge input cannot overflow x * a, then in
             # code units, since float32 rounding may carry a clipped value just past the range
-            # with array bounds the clip ufunc is ~3x slower than maximum + minimum (it is the
+            # with array bounds the clip ufunc is slower than maximum + minimum (it is the
             # faster one with scalar bounds, below); the same result for finite input
             np.maximum(values, x_low, out=scaled)
             np.minimum(scaled, x_high, out=scaled)

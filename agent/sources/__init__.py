@@ -2,13 +2,17 @@
 
 Each ``[[sources]]`` table of the agent config is validated by the model its ``type``
 selects (:data:`SourceConfig`, a pydantic discriminated union) and built by
-:func:`create_source`. To add a source: write a module with a ``BaseSourceConfig``
-subclass (``type: Literal["name"]``) and a ``Source`` subclass, then add both here.
+:func:`create_source`. :data:`SOURCE_PLUGINS` is the one list of source classes: both the
+union and the registry (:data:`SOURCE_TYPES`) are built from it. To add a source: write a
+module with a ``BaseSourceConfig`` subclass (``type: Literal["name"]``) and a ``Source``
+subclass naming it (``type_key``, ``config_model``), then add the class to SOURCE_PLUGINS.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeAlias
+import functools
+import operator
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from pydantic import Field
 
@@ -33,6 +37,7 @@ from edgefleet.agent.sources.udp import UdpSource, UdpSourceConfig
 from edgefleet.agent.sources.unix import UnixSource, UnixSourceConfig
 
 __all__ = [
+    "SOURCE_PLUGINS",
     "SOURCE_TYPES",
     "BaseSourceConfig",
     "Decoded",
@@ -59,16 +64,26 @@ __all__ = [
     "create_source",
 ]
 
-SourceConfig: TypeAlias = Annotated[
-    ReplaySourceConfig | SyntheticSourceConfig | UdpSourceConfig | UnixSourceConfig | MqttSourceConfig,
-    Field(discriminator="type"),
-]
-"""One ``[[sources]]`` table; ``type`` picks the model."""
+SOURCE_PLUGINS: tuple[type[Source[Any]], ...] = (
+    ReplaySource,
+    SyntheticSource,
+    UdpSource,
+    UnixSource,
+    MqttSource,
+)
+"""Every source plugin: the one list the config union and the registry are built from."""
 
-SOURCE_TYPES: dict[str, type[Source[Any]]] = {
-    cls.type_key: cls for cls in (ReplaySource, SyntheticSource, UdpSource, UnixSource, MqttSource)
-}
+SOURCE_TYPES: dict[str, type[Source[Any]]] = {cls.type_key: cls for cls in SOURCE_PLUGINS}
 """The registry: ``type`` key -> source class."""
+
+if TYPE_CHECKING:
+    SourceConfig: TypeAlias = BaseSourceConfig  # the union below is built at run time
+else:
+    SourceConfig = Annotated[
+        functools.reduce(operator.or_, (cls.config_model for cls in SOURCE_PLUGINS)),
+        Field(discriminator="type"),
+    ]
+"""One ``[[sources]]`` table; ``type`` picks the model."""
 
 
 def create_source(config: BaseSourceConfig, sink: Sink) -> Source[Any]:

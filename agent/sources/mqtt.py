@@ -17,8 +17,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, model_validator
 
-from edgefleet.agent.sources.base import Sink, Source
+from edgefleet.agent.sources.base import Sink
 from edgefleet.agent.sources.framing import FrameDecoder
+from edgefleet.agent.sources.hub import HubSource, SourceHub
 from edgefleet.agent.sources.udp import FramedSourceConfig
 
 __all__ = ["MqttSource", "MqttSourceConfig"]
@@ -51,7 +52,9 @@ class MqttSourceConfig(FramedSourceConfig):
         return self
 
 
-class MqttSource(Source[MqttSourceConfig]):
+class MqttSource(HubSource[MqttSourceConfig]):
+    """Subscribes on paho's own network loop; the hub only opens and shuts it down."""
+
     type_key = "mqtt"
     config_model = MqttSourceConfig
 
@@ -60,6 +63,7 @@ class MqttSource(Source[MqttSourceConfig]):
         self._decoder = FrameDecoder(config.channels, config.format, timestamped=config.timestamped)
         self._connected = False
         self._subscribed = False
+        self._client: mqtt.Client | None = None
 
     @property
     def channels(self) -> int:
@@ -87,18 +91,20 @@ class MqttSource(Source[MqttSourceConfig]):
         client.on_connect_fail = self._on_connect_fail
         return client
 
-    def _run(self) -> None:
-        client = self._make_client()
+    def _open(self, hub: SourceHub, now: float) -> float | None:
+        client = self._client = self._make_client()
         # connect_async + loop_start: paho's network thread connects, and on any failure waits
         # (back-off) and reconnects; loop_stop is the one stop signal it always honours.
         client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         client.loop_start()
-        try:
-            self._stopping.wait()
-        finally:
+        return None
+
+    def _shutdown(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
             client.disconnect()
             client.loop_stop()
-            self._connected = self._subscribed = False
+        self._connected = self._subscribed = False
 
     # -- paho callbacks (run on paho's network thread) ---------------------------------------------
     def _on_connect(

@@ -14,7 +14,9 @@ skipped. Without ``loop`` the source marks itself :attr:`~Source.finished` at th
 
 from __future__ import annotations
 
+import bisect
 import csv
+import math
 import time
 import warnings
 import zipfile
@@ -25,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 
-from edgefleet.agent.sources.base import BaseSourceConfig, Sink, Source, SourceError
+from edgefleet.agent.sources.base import BaseSourceConfig, Sink, SourceError
+from edgefleet.agent.sources.hub import HubSource, SourceHub
 from edgefleet.errors import ConfigIssue
 from edgefleet.types import FloatArray
 
@@ -264,17 +267,22 @@ def _timed(
     return Recording(samples, offsets, start=start, period=period, channel_names=channel_names)
 
 
-class ReplaySource(Source[ReplaySourceConfig]):
+class ReplaySource(HubSource[ReplaySourceConfig]):
     type_key = "replay"
     config_model = ReplaySourceConfig
 
-    MIN_TICK_S = 0.02  # real-time playback wakes at most ~50 times a second
+    BLOCKS_PER_TURN = 16  # unpaced or catching up: blocks sent before the hub serves the others
 
     def __init__(self, config: ReplaySourceConfig, sink: Sink) -> None:
         super().__init__(config, sink)
         self.recording = load_recording(config)
+        self._finite_times = bool(np.isfinite(self.recording.offsets).all())
         self._position = 0
         self._cycle = 0
+        self._scale = 1.0
+        self._base = 0.0
+        self._mono0 = 0.0
+        self._scaled_offsets = self.recording.offsets
 
     @property
     def channels(self) -> int:
@@ -284,40 +292,59 @@ class ReplaySource(Source[ReplaySourceConfig]):
     def channel_names(self) -> list[str]:
         return list(self.recording.channel_names)
 
-    def _run(self) -> None:
+    def _open(self, hub: SourceHub, now: float) -> float | None:
         cfg, rec = self.config, self.recording
-        n = rec.samples.shape[0]
         wall = cfg.timestamps == "wall"
         # Real-time wall stamps follow the playback clock, so a sped-up replay never stamps the future.
-        scale = 1.0 / cfg.speed if wall and cfg.realtime else 1.0
+        self._scale = 1.0 / cfg.speed if wall and cfg.realtime else 1.0
         # wall mode: the next sample is stamped "now", also when resuming after stop()/start()
-        base = time.time() - self._stream_time() * scale if wall else rec.start
+        self._base = time.time() - self._stream_time() * self._scale if wall else rec.start
         # pacing clock: stream time t is due at mono0 + t / speed (playback resumes in place)
-        mono0 = time.monotonic() - self._stream_time() / cfg.speed
-        while not self._stopping.is_set():
+        self._mono0 = now - self._stream_time() / cfg.speed
+        self._scaled_offsets = rec.offsets * self._scale
+        return now
+
+    def _turn(self, now: float) -> float | None:
+        """Emit every sample due by ``now`` (in blocks of ``block_size``); return the next due time."""
+        cfg, rec = self.config, self.recording
+        n = rec.samples.shape[0]
+        for _ in range(self.BLOCKS_PER_TURN):
             if self._position >= n:
                 if not cfg.loop:
                     self._mark_finished()
-                    return
+                    return None
                 self._position = 0
                 self._cycle += 1
-            end = min(n, self._position + cfg.block_size)
+            block_end = end = min(n, self._position + cfg.block_size)
             if cfg.realtime:
-                now_t = (time.monotonic() - mono0) * cfg.speed
-                offsets = rec.offsets[self._position : end] + self._cycle * rec.period
-                due = int(np.searchsorted(offsets, now_t, side="right"))
+                # recording time due now; bisect, unlike numpy, never lets go of the GIL mid-turn
+                now_t = (now - self._mono0) * cfg.speed - self._cycle * rec.period
+                if self._finite_times:
+                    due = bisect.bisect_right(rec.offsets, now_t, self._position, end) - self._position
+                else:
+                    due = int(np.searchsorted(rec.offsets[self._position : end], now_t, side="right"))
                 if due == 0:
-                    wait = (float(offsets[0]) - now_t) / cfg.speed if np.isfinite(offsets[0]) else 0.0
+                    wait = self._wait_for(self._position, now_t)
                     if wait > 0:
-                        self._stopping.wait(max(self.MIN_TICK_S, wait))
-                        continue
+                        return now + wait
                     due = 1  # a NaN time: let it through to be counted as bad
                 end = self._position + due
             chunk = slice(self._position, end)
-            times = base + (rec.offsets[chunk] + self._cycle * rec.period) * scale
+            times = self._scaled_offsets[chunk] + (self._base + self._cycle * rec.period * self._scale)
             self._position = end
             self._count_frame()
             self._emit(rec.samples[chunk], times)
+            if cfg.realtime and end < block_end:
+                # the next sample is not due yet: say when it is, without another search
+                wait = self._wait_for(end, now_t)
+                if wait > 0:
+                    return now + wait
+        return now  # more is due (or unpaced): another turn on the hub's next pass
+
+    def _wait_for(self, index: int, now_t: float) -> float:
+        """Wall seconds until sample ``index`` is due (recording time ``now_t`` is now); 0 for a NaN time."""
+        at = float(self.recording.offsets[index])
+        return (at - now_t) / self.config.speed if math.isfinite(at) else 0.0
 
     def _stream_time(self) -> float:
         rec = self.recording

@@ -22,7 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgefleet.agent.sources.base import BaseSourceConfig, Sink, Source
+from edgefleet.agent.sources.base import BaseSourceConfig, Sink
+from edgefleet.agent.sources.hub import HubSource, SourceHub
 from edgefleet.types import FloatArray
 
 __all__ = ["DriftInjection", "SyntheticSignal", "SyntheticSource", "SyntheticSourceConfig"]
@@ -118,39 +119,45 @@ class SyntheticSignal:
             x[:, cols] += self._noise.normal(0, 1, (x.shape[0], len(cols))) * d.magnitude * strength
 
 
-class SyntheticSource(Source[SyntheticSourceConfig]):
+class SyntheticSource(HubSource[SyntheticSourceConfig]):
     type_key = "synthetic"
     config_model = SyntheticSourceConfig
 
-    MIN_TICK_S = 0.02  # at most ~50 sink calls a second in real time, whatever the rate
+    BLOCKS_PER_TURN = 16  # unpaced or catching up: blocks sent before the hub serves the others
 
     def __init__(self, config: SyntheticSourceConfig, sink: Sink) -> None:
         super().__init__(config, sink)
         self._signal = SyntheticSignal(config)
+        self._wall0 = 0.0
+        self._mono0 = 0.0
 
     @property
     def channels(self) -> int:
         return self.config.channels
 
-    def _run(self) -> None:
+    def _open(self, hub: SourceHub, now: float) -> float | None:
+        rate = self.config.rate_hz
+        self._wall0 = time.time() - self._signal.index / rate  # resuming continues the timeline
+        self._mono0 = now - self._signal.index / rate
+        return now
+
+    def _turn(self, now: float) -> float | None:
         cfg = self.config
         total = None if cfg.duration_s is None else max(1, round(cfg.duration_s * cfg.rate_hz))
-        wall0 = time.time() - self._signal.index / cfg.rate_hz  # resuming continues the timeline
-        mono0 = time.monotonic() - self._signal.index / cfg.rate_hz
-        while not self._stopping.is_set():
+        for _ in range(self.BLOCKS_PER_TURN):
             remaining = None if total is None else total - self._signal.index
             if remaining is not None and remaining <= 0:
                 self._mark_finished()
-                return
+                return None
             n = cfg.block_size
             if cfg.realtime:
-                due = int((time.monotonic() - mono0) * cfg.rate_hz) + 1 - self._signal.index
+                due = int((now - self._mono0) * cfg.rate_hz) + 1 - self._signal.index
                 if due <= 0:
-                    self._stopping.wait(max(self.MIN_TICK_S, -due / cfg.rate_hz))
-                    continue
+                    return self._mono0 + self._signal.index / cfg.rate_hz  # when the next is due
                 n = min(n, due)
             if remaining is not None:
                 n = min(n, remaining)
             samples, t = self._signal.generate(n)
             self._count_frame()
-            self._emit(samples, wall0 + t)
+            self._emit(samples, self._wall0 + t)
+        return now  # more is due (or unpaced): another turn on the hub's next pass

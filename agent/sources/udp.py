@@ -11,10 +11,14 @@ import time
 from abc import abstractmethod
 from typing import Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
-from edgefleet.agent.sources.base import BaseSourceConfig, Sink, Source
+from edgefleet.agent.sources.base import BaseSourceConfig, Sink
 from edgefleet.agent.sources.framing import Decoded, FrameDecoder, FrameFormat
+from edgefleet.agent.sources.hub import HubSource, SourceHub
+from edgefleet.types import FloatArray
 
 __all__ = ["DatagramSource", "FramedSourceConfig", "UdpSource", "UdpSourceConfig"]
 
@@ -43,15 +47,16 @@ class UdpSourceConfig(FramedSourceConfig):
 F = TypeVar("F", bound=FramedSourceConfig)
 
 
-class DatagramSource(Source[F]):
-    """Binds a datagram socket and decodes every datagram into samples."""
+class DatagramSource(HubSource[F]):
+    """Binds a datagram socket and decodes every datagram into samples, on the source hub."""
 
-    POLL_S = 0.2  # how often a blocked recv checks whether the source is stopping
+    MAX_DATAGRAMS_PER_TURN = 1024  # then the hub serves the others; the rest waits in the socket
 
     def __init__(self, config: F, sink: Sink) -> None:
         super().__init__(config, sink)
         self._decoder = FrameDecoder(config.channels, config.format, timestamped=config.timestamped)
         self._sock: socket.socket | None = None
+        self._hub_ref: SourceHub | None = None
 
     @property
     def channels(self) -> int:
@@ -64,34 +69,58 @@ class DatagramSource(Source[F]):
 
     @abstractmethod
     def _open_socket(self) -> socket.socket:
-        """A bound, blocking datagram socket."""
+        """A bound datagram socket."""
 
-    def _run(self) -> None:
-        sock = self._sock = self._open_socket()
-        sock.settimeout(self.POLL_S)
+    def _open(self, hub: SourceHub, now: float) -> float | None:
+        sock = self._open_socket()
+        sock.setblocking(False)
+        hub.add_reader(sock, self._readable)
+        self._sock, self._hub_ref = sock, hub
+        return None  # driven by the socket, not by a timer
+
+    def _shutdown(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._hub_ref is not None:
+            self._hub_ref.remove_reader(sock)
+        sock.close()
+        self._after_close()
+
+    def _readable(self) -> None:
+        """Read every datagram queued on the socket; hand all their good samples over in one block."""
+        sock = self._sock
+        if sock is None:
+            return
+        received_at = time.time()
+        samples: list[FloatArray] = []
+        stamps: list[npt.NDArray[np.float64]] = []
         try:
-            while not self._stopping.is_set():
+            for _ in range(self.MAX_DATAGRAMS_PER_TURN):
                 try:
                     payload = sock.recv(MAX_DATAGRAM)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    if self._stopping.is_set():
-                        return
-                    raise
-                self._handle(payload, time.time())
+                except (BlockingIOError, InterruptedError):
+                    break
+                decoded = self._decode(payload, received_at)
+                if decoded.samples.shape[0]:
+                    samples.append(decoded.samples)
+                    stamps.append(decoded.timestamps)
+        except OSError as exc:  # the socket broke: closed and opened again after restart_delay_s
+            if self._hub_ref is not None:
+                self._failed(self._hub_ref, exc)
         finally:
-            self._sock = None
-            sock.close()
-            self._after_close()
+            if samples:
+                if len(samples) == 1:
+                    self._emit(samples[0], stamps[0])
+                else:
+                    self._emit(np.concatenate(samples), np.concatenate(stamps))
 
-    def _handle(self, payload: bytes, received_at: float) -> None:
+    def _decode(self, payload: bytes, received_at: float) -> Decoded:
         self._count_frame()
         decoded: Decoded = self._decoder.decode(payload, received_at)
         if decoded.bad:
             self._reject(decoded.bad, "; ".join(decoded.reasons) or "unreadable frame")
-        if decoded.samples.shape[0]:
-            self._emit(decoded.samples, decoded.timestamps)
+        return decoded
 
     def _after_close(self) -> None:
         """Clean up after the socket is closed (the unix source removes its socket file)."""

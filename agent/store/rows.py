@@ -70,10 +70,10 @@ def insert_results_sql(
 
     Why not executemany: it steps SQLite once per row, releasing and re-taking the GIL each
     time; with the inference and source threads busy, every re-take can wait for the GIL's
-    switch interval. One statement per chunk steps once, ~1.4x less CPU per row too. Why shared
-    parameters: each bound value costs the binding (GIL held; measured per value: float 0.06 us,
-    str 0.19, None 0.5, bytes 0.8 - sqlite3 looks for an adapter for all but int/float/str) and
-    SQLite a copy; a pipeline batch repeats 5 of its 13 values in every row, 2 of them None.
+    switch interval. One statement per chunk steps once, and costs less CPU per row too. Why
+    shared parameters: each bound value costs the binding (GIL held; sqlite3 looks for an adapter
+    for all but int/float/str) and SQLite a copy; a pipeline batch repeats 5 of its 13 values in
+    every row, 2 of them None. Figures: docs/store.md, "Row binding costs".
     """
 
     def mark(column: int, row: int) -> str:
@@ -103,15 +103,15 @@ def insert_results_statement(rows: Sequence[tuple[Any, ...]], *, raw_outputs: bo
         raise ValueError(f"rows must have {_WIDTH} values each")
     columns = list(zip(*rows, strict=False))  # widths checked above; transposed in C, not per row in Python
     # A column that is None in every row is written as the literal NULL: sqlite3 looks for an
-    # adapter for every bound value that is not an int, float or str, so a None costs ~10x a float.
+    # adapter for every bound value that is not an int, float or str, so a None costs many floats.
     nulls = {c for c in _NULLABLE if columns[c][0] is None and columns[c].count(None) == len(rows)}
     shared = tuple(c for c in _SHAREABLE if c not in nulls and _one_value(columns[c]))
     own = tuple(
         c for c in range(_WIDTH) if c not in shared and c not in nulls and (raw_outputs or c != _OUTPUTS)
     )
     if _OUTPUTS in own:
-        # bytearray binds without the adapter lookup: ~0.14 us instead of ~1 us for bytes, ~0.2 to
-        # copy. Only exact bytes: anything else is bound as it is and refused or stored as before.
+        # bytearray binds without the adapter lookup that bytes pay, which costs more than the copy.
+        # Only exact bytes: anything else is bound as it is and refused or stored as before.
         columns[_OUTPUTS] = tuple(bytearray(v) if type(v) is bytes else v for v in columns[_OUTPUTS])
     params = [columns[c][0] for c in shared]
     params.extend(chain.from_iterable(columns[c] for c in own))

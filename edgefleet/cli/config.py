@@ -54,6 +54,7 @@ def example_text() -> str:
 def _check(args: argparse.Namespace) -> int:
     # imported here: `edgefleet --help` must not load every config model and source
     from edgefleet.agent.config import load_config
+    from edgefleet.agent.inactive import inactive_settings
 
     config = load_config(args.file)
     print(f"ok: {args.file} is a valid agent config")
@@ -61,6 +62,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  {line}")
     for note in _notes(config):
         print(f"  note: {note}")
+    for inactive in inactive_settings(config):
+        print(f"  NOT ACTIVE: {inactive}")
     return 0
 
 

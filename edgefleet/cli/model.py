@@ -53,7 +53,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.set_defaults(handler=_run)
 
     bench = commands.add_parser("bench", help="measure latency and throughput")
-    bench.add_argument("path", type=Path, metavar="PATH", help=".tflite or .onnx model file")
+    bench.add_argument(
+        "path",
+        type=Path,
+        metavar="PATH",
+        help=".tflite or .onnx model file: a windowed (batch, length, channels) model, or any fixed-size "
+        "input such as an image model (then edgefleet's path is Model.predict)",
+    )
     bench.add_argument("--batch", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     bench.add_argument(
         "--seconds", type=positive_float, default=5.0, metavar="S", help="how long to measure (default 5)"
@@ -222,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     # Imported here: the benchmark pulls in the ring buffer and batcher, which inspect/run never need.
-    from edgefleet.runtime.benchmark import run_benchmark
+    from edgefleet.bench import run_benchmark
 
     report = run_benchmark(
         args.path,

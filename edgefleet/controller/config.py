@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgefleet.errors import ConfigError, ConfigIssue
+from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
+from edgefleet.config_issues import issues_from
+from edgefleet.controller.login_throttle import LoginThrottleConfig
+from edgefleet.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,6 +24,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "STORED_KINDS",
     "UPLINK_KINDS",
     "AuthConfig",
     "ControllerConfig",
@@ -32,12 +36,15 @@ __all__ = [
     "RetentionConfig",
     "UplinkKind",
     "example_config_text",
+    "inactive_kinds_warning",
     "load_controller_config",
 ]
 
 
-UplinkKind = Literal["results", "telemetry", "status", "events", "drift"]
-UPLINK_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
+# ``UplinkKind``/``UPLINK_KINDS`` are the protocol's (cloud_sync/topics.py): every uplink kind can be
+# configured. The controller stores these; the others it receives, de-duplicates and counts as the
+# device's sign of life, but keeps nothing of (their features have not landed yet).
+STORED_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
 
 
 class _Section(BaseModel):
@@ -56,7 +63,11 @@ class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
-    client_id: str = Field(default="", description="empty: a fresh id per process (no persistent session)")
+    client_id: str = Field(
+        default="",
+        description="empty: edgefleet-controller-<host>-<pid>-<random> (no persistent session); "
+        "a broker with use_username_as_clientid replaces it with the user name",
+    )
     share_group: str = Field(
         default="edgefleet-controller",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -113,6 +124,7 @@ class AuthConfig(_Section):
     bootstrap_admin_token_env: str = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
     bootstrap_admin_user: str = "admin"
     bootstrap_admin_password_env: str = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
+    login_throttle: LoginThrottleConfig = Field(default_factory=LoginThrottleConfig)
 
 
 class IngestConfig(_Section):
@@ -121,7 +133,14 @@ class IngestConfig(_Section):
     queue_max: int = Field(default=200_000, ge=100)
     max_message_bytes: int = Field(default=512 * 1024, ge=1024)
     result_bucket_s: int = Field(default=60, ge=1, le=3600)
-    kinds: list[UplinkKind] = Field(default_factory=lambda: list(UPLINK_KINDS))
+    kinds: list[UplinkKind] = Field(
+        default_factory=lambda: list(STORED_KINDS),
+        description=f"uplink kinds to subscribe to, of {', '.join(UPLINK_KINDS)}",
+    )
+
+    def inactive_kinds(self) -> list[UplinkKind]:
+        """Configured kinds whose messages the controller receives but does not store yet."""
+        return [kind for kind in self.kinds if kind not in STORED_KINDS]
 
 
 class RetentionConfig(_Section):
@@ -150,15 +169,16 @@ class ControllerConfig(_Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
-def _issues(exc: ValidationError) -> list[ConfigIssue]:
-    issues = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        expected = err["msg"]
-        if err["type"] == "extra_forbidden":
-            expected = "no such key (check the spelling; `edgefleet controller example-config` lists them)"
-        issues.append(ConfigIssue(key=key, value=err.get("input"), expected=expected))
-    return issues
+def inactive_kinds_warning(config: ControllerConfig) -> str | None:
+    """What to tell an operator who subscribed to kinds the controller does not store yet."""
+    inactive = config.ingest.inactive_kinds()
+    if not inactive:
+        return None
+    return (
+        f"ingest.kinds {', '.join(repr(k) for k in inactive)}: not active yet; the controller receives"
+        " these messages (they mark the device as seen) but stores nothing of them; it stores only"
+        f" {', '.join(STORED_KINDS)}"
+    )
 
 
 def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -> ControllerConfig:
@@ -190,9 +210,9 @@ def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | Non
     except ValidationError as exc:
         raise ConfigError(
             f"controller config {source} is invalid",
-            issues=_issues(exc),
+            issues=issues_from(exc, data, ControllerConfig),
             source=source,
-            hint="fix the keys listed above",
+            hint="fix the keys listed above; `edgefleet controller example-config` shows every key",
         ) from None
     if path is not None and not config.database.sqlite_path.is_absolute():
         config.database.sqlite_path = (path.parent / config.database.sqlite_path).resolve()
@@ -205,10 +225,15 @@ def example_config_text() -> str:
 # edgefleet cloud controller configuration (edgefleet controller serve --config controller.toml)
 
 [mqtt]
+# With the shipped broker config (deploy/mosquitto/edgefleet.conf, docs/security.md):
+# port = 8884, username = "controller-1" (one per controller process), password_env set,
+# topic_prefix = "devices/edgefleet/v1", [mqtt.tls] enabled with ca_file.
 host = "127.0.0.1"
 port = 1883
 protocol = "mqtt5"                  # "mqtt5" (shared subscriptions) or "mqtt311"
-client_id = ""                      # empty: controller-<hostname>-<pid>
+client_id = ""                      # empty: edgefleet-controller-<hostname>-<pid>-<random>, no
+                                    # persistent session; a broker with use_username_as_clientid
+                                    # (the shipped config) uses the user name instead
 share_group = "edgefleet-controller"  # controllers in one group split the fleet's uplink messages
 username = ""
 password_env = ""                   # name of the environment variable holding the MQTT password
@@ -241,6 +266,17 @@ bootstrap_admin_token_env = "EDGEFLEET_CONTROLLER_ADMIN_TOKEN"
 bootstrap_admin_user = "admin"
 bootstrap_admin_password_env = "EDGEFLEET_CONTROLLER_ADMIN_PASSWORD"
 
+[auth.login_throttle]
+# Checked before any password hash (docs/security.md, "Login throttling").
+enabled = true
+free_failures = 5                   # per user name, then back-off: 1 s, 2 s, 4 s ... max_lockout_s
+source_free_failures = 20           # per client address (the TCP peer; proxies are not trusted)
+base_lockout_s = 1.0
+max_lockout_s = 900.0
+forget_after_s = 3600.0
+max_concurrent_checks = 4           # scrypt hashes at once (16 MiB each); more get 429
+max_tracked = 50000
+
 [ingest]
 batch_max_messages = 500            # one database transaction per batch ...
 batch_max_delay_ms = 150            # ... or per this many milliseconds, whichever comes first
@@ -248,6 +284,7 @@ queue_max = 200000
 max_message_bytes = 524288
 result_bucket_s = 60                # result summaries are kept per label per this many seconds
 kinds = ["results", "telemetry", "status", "events", "drift"]
+# also accepted, not active yet (received, nothing stored): "ota/progress", "infer/request"
 
 [retention]
 interval_s = 60

@@ -31,10 +31,10 @@ from edgefleet.controller.dal import Database, IngestOutcome
 from edgefleet.controller.records import (
     CommandAck,
     DriftItem,
-    EventItem,
     IngestMessage,
-    ResultItem,
     StatusUpdate,
+    StoredEvent,
+    StoredResult,
     TelemetryItem,
 )
 from edgefleet.controller.schemas import IngestStatsOut
@@ -118,7 +118,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
         ]
     elif isinstance(body, ResultsBody):
         message.results = [
-            ResultItem(
+            StoredResult(
                 ts=when(r.window_end),
                 label=r.label if r.label is not None else NO_LABEL,
                 latency_ms=r.latency_ms,
@@ -141,7 +141,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
         for e in body.events:
             data: dict[str, JSONValue] = _clean_json(e.data or {})
             message.events.append(
-                EventItem(ts=when(e.ts), kind=e.kind, level=e.level, message=e.message, data=data)
+                StoredEvent(ts=when(e.ts), kind=e.kind, level=e.level, message=e.message, data=data)
             )
             ack = _ack_from_event(envelope.device_id, e.kind, received_at, e.message, e.data or {})
             if ack is not None:

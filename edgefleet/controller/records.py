@@ -18,12 +18,12 @@ __all__ = [
     "LATENCY_BIN_EDGES_MS",
     "CommandAck",
     "DriftItem",
-    "EventItem",
     "IngestMessage",
     "LatencyBinRow",
     "ResultBucketRow",
-    "ResultItem",
     "StatusUpdate",
+    "StoredEvent",
+    "StoredResult",
     "TelemetryItem",
     "aggregate_results",
     "latency_bin",
@@ -43,7 +43,9 @@ class TelemetryItem(NamedTuple):
     value: float
 
 
-class ResultItem(NamedTuple):
+class StoredResult(NamedTuple):
+    """One inference result as the controller stores it (the wire's is ``protocol.ResultItem``)."""
+
     ts: float
     label: str
     latency_ms: float | None
@@ -62,7 +64,9 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True)
-class EventItem:
+class StoredEvent:
+    """One device event as the controller stores it (the wire's is ``protocol.EventItem``)."""
+
     ts: float
     kind: str
     level: str
@@ -101,9 +105,9 @@ class IngestMessage:
     received_at: float
     sent_at: float | None = None
     telemetry: list[TelemetryItem] = field(default_factory=list)
-    results: list[ResultItem] = field(default_factory=list)
+    results: list[StoredResult] = field(default_factory=list)
     status: StatusUpdate | None = None
-    events: list[EventItem] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
     drift: list[DriftItem] = field(default_factory=list)
     acks: list[CommandAck] = field(default_factory=list)
 

@@ -12,7 +12,7 @@ import uvicorn
 from edgefleet.controller.api import ControllerContext, create_app
 from edgefleet.controller.auth import bootstrap_credentials
 from edgefleet.controller.commands import CommandService
-from edgefleet.controller.config import ControllerConfig
+from edgefleet.controller.config import ControllerConfig, inactive_kinds_warning
 from edgefleet.controller.dal import Database, open_database
 from edgefleet.controller.ingest import IngestPipeline
 from edgefleet.controller.live import FleetChanges
@@ -32,6 +32,9 @@ class ControllerService:
         self, config: ControllerConfig, *, database: Database | None = None, ingest: bool = True
     ) -> None:
         self.config = config
+        inactive = inactive_kinds_warning(config) if ingest else None
+        if inactive:
+            log.warning("%s", inactive)
         self.database = database if database is not None else open_database(config.database)
         bootstrap_credentials(self.database, config.auth)
         self.changes = FleetChanges()

@@ -1,10 +1,12 @@
 """Runtime backend plugins, keyed by ``type``.
 
 Each backend is one module declaring a :class:`~edgefleet.runtime.backends.base.Backend`
-subclass with a ``type`` key, plus its pydantic options model (one arm of
-:data:`BackendConfig`). Importing a backend never imports its inference library, so a
-device without, say, onnxruntime still loads ``.tflite`` models; the missing runtime is
-logged, and loading a model that needs it raises a ModelLoadError naming the package.
+subclass with a ``type`` key. :data:`BACKEND_PLUGINS` is the one list of them: the registry
+(:data:`BACKENDS`) and the choices of the agent config's ``model.backend``
+(:data:`BackendName`) are both built from it, so adding a backend is one module plus one
+entry there. Importing a backend never imports its inference library, so a device without,
+say, onnxruntime still loads ``.tflite`` models; the missing runtime is logged, and loading a
+model that needs it raises a ModelLoadError naming the package.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Literal
 
 from edgefleet.errors import ModelLoadError
 from edgefleet.runtime.backends.base import Backend, BackendSession, OpenOptions
@@ -23,11 +23,10 @@ from edgefleet.runtime.backends.onnx import OnnxBackend
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_PLUGINS",
     "Backend",
-    "BackendConfig",
+    "BackendName",
     "BackendSession",
-    "LiteRTOptions",
-    "OnnxOptions",
     "OpenOptions",
     "available_backends",
     "backend_for",
@@ -36,29 +35,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKENDS: dict[str, type[Backend]] = {cls.type: cls for cls in (LiteRTBackend, OnnxBackend)}
+BACKEND_PLUGINS: tuple[type[Backend], ...] = (LiteRTBackend, OnnxBackend)
+"""Every runtime backend, in the order an extension is looked up."""
+
+BACKENDS: dict[str, type[Backend]] = {cls.type: cls for cls in BACKEND_PLUGINS}
+"""The registry: ``type`` key -> backend class."""
+
+if TYPE_CHECKING:
+    BackendName = str
+else:
+    BackendName = Literal[("auto", *BACKENDS)]
+"""``model.backend`` in the agent config: ``"auto"`` (by file extension) or a registry key."""
+
 _ALIASES = {"tflite": "litert", "tflite_runtime": "litert", "onnx": "onnxruntime", "ort": "onnxruntime"}
-
-
-class LiteRTOptions(BaseModel):
-    """``[model.backend]`` for ``.tflite`` models."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["litert"] = "litert"
-    threads: int | None = Field(default=None, ge=1, description="LiteRT num_threads")
-
-
-class OnnxOptions(BaseModel):
-    """``[model.backend]`` for ``.onnx`` models."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["onnxruntime"] = "onnxruntime"
-    providers: list[str] = Field(default_factory=lambda: ["cpu"], description="preference order")
-    threads: int | None = Field(default=None, ge=1, description="intra-op threads")
-    inter_op_threads: int | None = Field(default=None, ge=1)
-
-
-BackendConfig = Annotated[LiteRTOptions | OnnxOptions, Field(discriminator="type")]
 
 
 def supported_extensions() -> list[str]:

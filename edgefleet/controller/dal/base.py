@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
     CommandRecord,
@@ -134,6 +135,24 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def fleet_summary(self, *, now: float, window_s: int) -> FleetSummary: ...
+
+    @abc.abstractmethod
+    def fleet_overview(
+        self,
+        *,
+        online: bool | None = None,
+        model_version: str | None = None,
+        search: str | None = None,
+        drifted: bool | None = None,
+        sort: OverviewSort = "device_id",
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+        window_s: int = 300,
+        now: float | None = None,
+    ) -> OverviewPage:
+        """The dashboard's fleet table: a filtered, sorted page of devices with their latest
+        throughput, p95 latency, fallback share, drift and recent results, plus fleet-wide counts."""
 
     # --- commands -------------------------------------------------------------------------------
     @abc.abstractmethod

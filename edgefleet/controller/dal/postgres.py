@@ -47,8 +47,8 @@ class _PgConnection:
         return self.bulk(sql, rows)
 
     def bulk(self, sql: str, rows: Sequence[Sequence[object]]) -> list[tuple[Any, ...]]:
-        # Per-row executemany (or one huge VALUES list, which psycopg must parse) costs tens of
-        # microseconds a row; COPY costs about one. Plain inserts COPY straight into the table;
+        # Per-row executemany (or one huge VALUES list, which psycopg must parse) pays a statement's
+        # overhead per row; COPY streams the rows in one. Plain inserts COPY straight into the table;
         # the others COPY into a session-local staging table, then INSERT ... SELECT ... <tail>
         # (ON CONFLICT, RETURNING). Callers never repeat a conflict key within one call.
         match = _BULK_INSERT.match(sql)

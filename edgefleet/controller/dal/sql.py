@@ -15,6 +15,7 @@ from edgefleet.controller.dal.base import (
 )
 from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
+from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
 from edgefleet.controller.schemas import (
@@ -53,7 +54,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention):
+class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------

@@ -196,3 +196,17 @@ export function el(tag, attrs = {}, ...children) {
   }
   return node;
 }
+
+// A device's drift badge. No report at all must not read as "stable": drift detection may be off,
+// not yet shipped on that device, or its reports lost, and an operator would be falsely reassured.
+export function driftBadge(drifted, reportedAt, score, driftedText = "drifted") {
+  if (reportedAt === null || reportedAt === undefined) {
+    return { class: "badge nodata", text: "no drift data", title: "this device has never sent a drift report" };
+  }
+  const when = `latest drift report ${fmtTime(reportedAt)}`;
+  if (drifted) {
+    const shown = score !== null && score !== undefined ? ` (${fmtNumber(score, 2)})` : "";
+    return { class: "badge drifted", text: `${driftedText}${shown}`, title: when };
+  }
+  return { class: "badge not-drifted", text: "not drifted", title: when };
+}

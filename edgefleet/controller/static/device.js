@@ -1,6 +1,6 @@
 // One device: facts, telemetry charts, drift, results, events, and admin commands; live.
 import {
-  api, el, fmtAgo, fmtNumber, fmtPercent, fmtTime, liveUpdates, signedIn, throttle,
+  api, driftBadge, el, fmtAgo, fmtNumber, fmtPercent, fmtTime, liveUpdates, signedIn, throttle,
 } from "/static/api.js";
 import { drawChart } from "/static/charts.js";
 
@@ -70,7 +70,7 @@ function fact(list, label, value) {
   list.append(el("dt", { text: label }), el("dd", { text: value }));
 }
 
-function renderDetail(detail) {
+function renderDetail(detail, latestDrift) {
   const d = detail.device;
   firstSeen = d.first_seen;
   document.getElementById("device-title").textContent = d.device_id;
@@ -78,9 +78,11 @@ function renderDetail(detail) {
   const status = document.getElementById("status");
   status.className = `badge ${d.online ? "online" : "offline"}`;
   status.textContent = d.online ? "online" : "offline";
+  const badge = driftBadge(latestDrift?.drifted ?? false, latestDrift?.ts ?? null, null, "drift detected");
   const drift = document.getElementById("drift");
-  drift.className = `badge ${d.drifted ? "drifted" : "stable"}`;
-  drift.textContent = d.drifted ? "drift detected" : "no drift";
+  drift.className = badge.class;
+  drift.textContent = badge.text;
+  drift.title = badge.title;
   const facts = document.getElementById("facts");
   facts.replaceChildren();
   fact(facts, "Model", d.model_name ? `${d.model_name} ${d.model_version || ""}` : d.model_version || "–");
@@ -158,10 +160,12 @@ async function refreshCharts(now) {
 async function refresh() {
   const now = Date.now() / 1000;
   try {
-    const [detail, events, commands] = await Promise.all([
+    // since=0: the latest drift report ever sent, however old (none: "no drift data").
+    const [detail, events, commands, drift] = await Promise.all([
       api(base), api(`${base}/events?limit=50`), api(`${base}/commands?limit=20`),
+      api(`${base}/drift?since=0&limit=1`),
     ]);
-    renderDetail(detail);
+    renderDetail(detail, drift[0] ?? null);
     renderEvents(events);
     renderCommands(commands);
     await refreshCharts(now);

@@ -1,6 +1,6 @@
 // Fleet overview: totals, a filterable/sortable device table, live updates.
 import {
-  api, el, fmtAgo, fmtNumber, fmtPercent, liveUpdates, signedIn, throttle,
+  api, driftBadge, el, fmtAgo, fmtNumber, fmtPercent, liveUpdates, signedIn, throttle,
 } from "/static/api.js";
 
 const PAGE = 100;
@@ -70,10 +70,7 @@ function row(d) {
     el("td", { class: "num", text: fmtPercent(d.fallback_share) }),
     el("td", { class: "num", "data-results": String(d.results_recent), text: d.results_recent.toLocaleString() }),
     el("td", { text: d.top_label || "–" }),
-    el("td", {}, el("span", {
-      class: `badge ${d.drifted ? "drifted" : "stable"}`,
-      text: d.drifted ? `drifted${d.drift_score !== null ? ` (${fmtNumber(d.drift_score, 2)})` : ""}` : "stable",
-    })),
+    el("td", {}, el("span", driftBadge(d.drifted, d.drift_at, d.drift_score))),
     el("td", { class: "last-seen", "data-ts": String(d.last_seen), text: fmtAgo(d.last_seen) }),
   );
 }

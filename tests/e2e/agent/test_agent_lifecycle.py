@@ -137,6 +137,10 @@ def test_finite_replay_stores_every_window(tmp_path: Path) -> None:
     with AgentProcess(config, tmp_path / "agent.log", args=("--until-sources-finish",)) as agent:
         assert agent.wait() == 0, agent.output()
     assert count_results(state / "store.db") == expected_windows(REPLAY_ROWS)
+    # [drift] is enabled by default and does nothing yet: the start-up log and an event say so.
+    assert "[drift] is not active yet" in agent.output()
+    inactive = events(state / "store.db", "config_inactive")
+    assert [e["message"][:26] for e in inactive] == ["[drift] is not active yet:"]
     out = run_cli("results", "--config", str(config), "--limit", "3", "--format", "json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)

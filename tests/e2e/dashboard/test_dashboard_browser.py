@@ -185,6 +185,35 @@ def test_device_page_charts_drift_scores_and_marks_drifted_reports(page: Any, fl
     screenshot(page, "dashboard-device-drift.png")
 
 
+def test_devices_without_drift_reports_say_no_drift_data(page: Any, fleet: FleetStack) -> None:
+    # The simulator sends no drift reports: such a device is "no drift data", never "stable".
+    fleet.publish_drift("sim-b-0000", [0.03])  # one report under the threshold: checked, not drifted
+    wait_for(
+        lambda: any(
+            d["device_id"] == "sim-b-0000" and d["drift_at"] is not None
+            for d in fleet.get("/api/dashboard/overview")["devices"]
+        ),
+        what="sim-b-0000's drift report in the overview",
+    )
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 5")
+    badge = "tr[data-device={}] td .badge:not(.status)"
+    page.wait_for_selector(badge.format("sim-b-0000") + ".not-drifted")
+    assert page.locator(badge.format("sim-b-0000")).inner_text() == "not drifted"
+    assert page.locator(badge.format("sim-a-0002")).inner_text() == "drifted (0.42)"
+    for device in ("sim-a-0000", "sim-a-0001", "sim-b-0001"):
+        assert page.locator(badge.format(device)).inner_text() == "no drift data"
+        assert "nodata" in (page.get_attribute(badge.format(device), "class") or "")
+    assert "stable" not in page.inner_text("#devices").lower()
+
+    page.goto(fleet.base_url + "/static/device.html?id=sim-a-0001")
+    page.wait_for_selector("#drift.nodata")
+    assert page.inner_text("#drift") == "no drift data"
+    page.goto(fleet.base_url + "/static/device.html?id=sim-b-0000")
+    page.wait_for_selector("#drift.not-drifted")
+    assert page.inner_text("#drift") == "not drifted"
+
+
 def test_an_unknown_device_is_explained(page: Any, fleet: FleetStack) -> None:
     page.goto(fleet.base_url + "/static/device.html?id=no-such-device")
     page.wait_for_selector("#load-error:not([hidden])")

@@ -1,4 +1,5 @@
-"""The dashboard's overview query on real databases (SQLite file, PostgreSQL when reachable) and over HTTP."""
+"""The dashboard's overview query (``Database.fleet_overview``) on real databases (SQLite file,
+PostgreSQL when reachable) and over HTTP."""
 
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ from edgefleet.controller.auth import create_token
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig
 from edgefleet.controller.dal import Database
-from edgefleet.controller.dashboard import DashboardError, fleet_overview
 from edgefleet.controller.live import FleetChanges
-from edgefleet.controller.records import DriftItem, IngestMessage, ResultItem, StatusUpdate, TelemetryItem
+from edgefleet.controller.records import DriftItem, IngestMessage, StatusUpdate, StoredResult, TelemetryItem
 from tests.unit.controller.db_fixtures import DB_KINDS, throwaway_database
 
 pytestmark = pytest.mark.integration
@@ -72,11 +72,11 @@ def seed(database: Database) -> None:
                 "5",
                 "results",
                 NOW,
-                results=[ResultItem(NOW - 5, "walk", 8.0, "edge", "1.0.0")] * 3
-                + [ResultItem(NOW - 5, "run", 8.0, "cloud", "1.0.0")],
+                results=[StoredResult(NOW - 5, "walk", 8.0, "edge", "1.0.0")] * 3
+                + [StoredResult(NOW - 5, "run", 8.0, "cloud", "1.0.0")],
             ),
             IngestMessage(
-                "a-2", "6", "results", NOW, results=[ResultItem(NOW - 7200, "old", 8.0, "edge", "2.0.0")]
+                "a-2", "6", "results", NOW, results=[StoredResult(NOW - 7200, "old", 8.0, "edge", "2.0.0")]
             ),
             IngestMessage("a-1", "7", "drift", NOW, drift=[DriftItem(NOW - 1, True, 0.5)]),
         ],
@@ -92,23 +92,26 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 
 def ids(database: Database, **kwargs: Any) -> list[str]:
-    return [d.device_id for d in fleet_overview(database, now=NOW, **kwargs).devices]
+    return [d.device_id for d in database.fleet_overview(now=NOW, **kwargs).devices]
 
 
 def test_latest_figures_and_fleet_counts(database: Database) -> None:
-    page = fleet_overview(database, now=NOW)
+    page = database.fleet_overview(now=NOW)
     by_id = {d.device_id: d for d in page.devices}
     assert list(by_id) == ["a-1", "a-2", "b-1", "c-1"]
     a1 = by_id["a-1"]
     assert (a1.throughput, a1.p95_latency_ms, a1.fallback_share) == (5.0, 10.0, 0.1)
     assert a1.drifted
     assert a1.drift_score == 0.5
+    assert a1.drift_at == pytest.approx(NOW - 1)
     assert a1.results_recent == 4
     assert a1.top_label == "walk"
     assert a1.metrics_at == pytest.approx(NOW - 2)
     assert by_id["a-2"].results_recent == 0  # its only result is older than the window
     assert by_id["c-1"].throughput is None
     assert by_id["c-1"].top_label is None
+    # Never sent a drift report: not drifted, and nothing says it was checked.
+    assert (by_id["c-1"].drifted, by_id["c-1"].drift_score, by_id["c-1"].drift_at) == (False, None, None)
     counts = page.counts
     assert (counts.total, counts.online, counts.offline, counts.drifted) == (4, 3, 1, 1)
     assert counts.throughput == pytest.approx(7.0)
@@ -131,17 +134,16 @@ def test_filters_and_paging(database: Database) -> None:
     assert ids(database, search="A-") == ["a-1", "a-2"]
     assert ids(database, search="%") == []  # LIKE wildcards are matched literally
     assert ids(database, drifted=True) == ["a-1"]
-    page = fleet_overview(database, limit=2, offset=2, now=NOW)
+    page = database.fleet_overview(limit=2, offset=2, now=NOW)
     assert [d.device_id for d in page.devices] == ["b-1", "c-1"]
     assert page.matched == 4
     # Filters narrow the table, never the fleet totals at the top.
-    assert fleet_overview(database, online=False, now=NOW).counts.total == 4
+    assert database.fleet_overview(online=False, now=NOW).counts.total == 4
 
 
-def test_a_non_sql_database_is_refused_with_a_hint() -> None:
-    with pytest.raises(DashboardError, match="needs a SQL database") as raised:
-        fleet_overview(object())
-    assert raised.value.hint
+def test_the_overview_is_part_of_the_database_interface() -> None:
+    # The dashboard reads only through Database: every storage backend must answer the query.
+    assert "fleet_overview" in Database.__abstractmethods__
 
 
 @pytest.fixture

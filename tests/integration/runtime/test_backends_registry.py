@@ -6,14 +6,16 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from edgefleet.agent.config import ModelConfig
 from edgefleet.errors import ModelLoadError
-from edgefleet.runtime import BACKENDS, BackendConfig, available_backends, load_model
-from edgefleet.runtime.backends import LiteRTOptions, OnnxOptions, litert
+from edgefleet.runtime import BACKENDS, available_backends, load_model
+from edgefleet.runtime.backends import BACKEND_PLUGINS, BackendName, litert
 from tests.fixtures.runtime import onnx_models as om
 
 pytestmark = pytest.mark.integration
@@ -35,16 +37,13 @@ def test_registry_lists_both_backends() -> None:
     assert versions["onnxruntime"] is not None
 
 
-def test_backend_config_is_a_discriminated_union() -> None:
-    adapter: TypeAdapter[LiteRTOptions | OnnxOptions] = TypeAdapter(BackendConfig)
-    onnx = adapter.validate_python({"type": "onnxruntime", "providers": ["cuda"], "threads": 2})
-    assert isinstance(onnx, OnnxOptions)
-    assert onnx.providers == ["cuda"]
-    assert isinstance(adapter.validate_python({"type": "litert"}), LiteRTOptions)
-    with pytest.raises(ValidationError):
-        adapter.validate_python({"type": "litert", "providers": ["cuda"]})  # extra="forbid"
-    with pytest.raises(ValidationError):
-        adapter.validate_python({"type": "torch"})
+def test_the_config_backend_choices_come_from_the_registry() -> None:
+    assert set(get_args(BackendName)) == {"auto", *BACKENDS}
+    assert {cls.type: cls for cls in BACKEND_PLUGINS} == BACKENDS
+    for name in ("auto", *BACKENDS):
+        assert ModelConfig(bundle=Path("b"), backend=name).backend == name
+    with pytest.raises(ValidationError, match="'auto', 'litert' or 'onnxruntime'"):
+        ModelConfig(bundle=Path("b"), backend="torch")
 
 
 def test_missing_litert_is_logged_and_named_on_load(

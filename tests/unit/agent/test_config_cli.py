@@ -51,6 +51,17 @@ def test_example_passes_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "device: edge-001" in out
 
 
+def test_check_says_the_example_s_drift_and_fallback_are_not_active(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(example_text())
+    assert main(["config", "check", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    inactive = [line.strip() for line in lines if "NOT ACTIVE" in line]
+    assert [line.split(" ")[2] for line in inactive] == ["[drift]", "[fallback]"]
+
+
 def test_example_documents_every_section() -> None:
     data = tomllib.loads(example_text())
     assert set(data) == {

@@ -1,4 +1,4 @@
-"""Batch -> result rows (the pipeline's hot path) agrees with the per-record path."""
+"""Batch -> result rows (the pipeline's one way to results) and the records derived from them."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgefleet.agent import store
 from edgefleet.agent.results import packed_outputs, result_records_of, result_rows_of
 from edgefleet.agent.store.migrations import encode_outputs
 from edgefleet.agent.store.rows import RESULT_COLUMNS, result_rows
 from edgefleet.runtime.batcher import Batch
-from edgefleet.runtime.bundle import Bundle, load_bundle
+from edgefleet.runtime.bundle import Bundle, Prediction, load_bundle
 from edgefleet.runtime.ringbuffer import StreamBuffer, Window
 
 pytestmark = pytest.mark.unit
@@ -30,6 +31,33 @@ def _windows(n: int) -> list[Window]:
         Window(("imu", "arm")[i % 2], 100 + i, 10.0 + i, 12.5 + i, data[i], 50.0 + i * 0.001, i * 10)
         for i in range(n)
     ]
+
+
+def _records_window_by_window(
+    bundle: Bundle, batch: Batch, predictions: list[Prediction], done: float, *, keep_outputs: bool
+) -> list[store.ResultRecord]:
+    """The reference: one ResultRecord per window, built from Window and Prediction objects."""
+    records = []
+    for window, prediction in zip(batch.windows, predictions, strict=True):
+        score = prediction.score
+        latency = (done - window.ready_at) * 1000.0
+        records.append(
+            store.ResultRecord(
+                window.stream,
+                window.start_ts,
+                window.end_ts,
+                bundle.manifest.name,
+                str(bundle.manifest.version),
+                prediction.label,
+                None if score is None else float(score),
+                prediction.values.tolist() if keep_outputs else None,
+                latency if latency > 0.0 else 0.0,
+                "edge",
+                None,
+                window.seq,
+            )
+        )
+    return records
 
 
 def _popped_batch() -> Batch:
@@ -52,7 +80,7 @@ def test_rows_equal_the_rows_of_the_records(bundle: Bundle, keep_outputs: bool) 
     done = 50.2
     for batch in (Batch.of(windows), _popped_batch()):
         rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
-        records = result_records_of(
+        records = _records_window_by_window(
             bundle,
             batch,
             answers.predictions(),
@@ -72,6 +100,23 @@ def test_rows_equal_the_rows_of_the_records(bundle: Bundle, keep_outputs: bool) 
         assert rows[0][9] == "edge"
         assert rows[0][10] is None
         assert rows[0][3] == "basicmotions-edge-tflite"
+        derived = result_records_of(rows)
+        for got, record in zip(derived, records, strict=True):
+            assert (got.stream, got.window_start, got.window_end, got.window_seq) == (
+                record.stream,
+                record.window_start,
+                record.window_end,
+                record.window_seq,
+            )
+            assert (got.model_name, got.model_version, got.label, got.score, got.outputs) == (
+                record.model_name,
+                record.model_version,
+                record.label,
+                record.score,
+                record.outputs,
+            )
+            assert got.latency_ms == pytest.approx(record.latency_ms)
+            assert (got.answered_by, got.fallback_reason) == ("edge", None)
 
 
 def test_latency_is_never_negative(bundle: Bundle) -> None:

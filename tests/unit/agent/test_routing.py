@@ -71,3 +71,17 @@ def test_without_edge_answers_unclaimed_windows_are_skipped() -> None:
     snap = counters.snapshot()
     assert snap.windows_to_fallback == 1
     assert snap.windows_skipped == 1
+
+
+@pytest.mark.parametrize("reasons", [["cloud"], ["cloud", None, "cloud"], []])
+def test_a_router_giving_another_number_of_reasons_keeps_every_edge_answer_and_is_counted(
+    reasons: list[str | None],
+) -> None:
+    counters = PipelineCounters()
+    router = Router(reasons)
+    records = [_record(0), _record(1)]
+    keep = offer(router, [_window(0), _window(1)], [], records, counters)
+    assert keep == records  # no window silently dropped
+    assert router.taken == []
+    snapshot = counters.snapshot()
+    assert (snapshot.router_mismatches, snapshot.windows_to_fallback) == (1, 0)

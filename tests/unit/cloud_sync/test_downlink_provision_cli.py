@@ -102,7 +102,19 @@ def test_provision_csr_only_then_dev_ca(tmp_path: Path) -> None:
 
 def test_cli_device_provision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "creds"
-    assert main(["device", "provision", "--device-id", "cli-dev", "--out", str(out), "--dev-ca"]) == 0
+    ca = tmp_path / "ca"
+    argv = [
+        "device",
+        "provision",
+        "--device-id",
+        "cli-dev",
+        "--out",
+        str(out),
+        "--dev-ca",
+        "--ca-dir",
+        str(ca),
+    ]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "[sync.tls]" in text
     assert (out / "cli-dev.crt").exists()

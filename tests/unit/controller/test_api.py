@@ -22,10 +22,10 @@ from edgefleet.controller.dal import Database, open_database
 from edgefleet.controller.live import FleetChanges
 from edgefleet.controller.records import (
     DriftItem,
-    EventItem,
     IngestMessage,
-    ResultItem,
     StatusUpdate,
+    StoredEvent,
+    StoredResult,
     TelemetryItem,
 )
 
@@ -82,11 +82,11 @@ def api(tmp_path: Path) -> Iterator[Api]:
                 "2:0",
                 "results",
                 now,
-                results=[ResultItem(now - 2, "walk", 8.0, "edge", "1.0.0")] * 3,
+                results=[StoredResult(now - 2, "walk", 8.0, "edge", "1.0.0")] * 3,
             ),
             IngestMessage("dev-1", "3:0", "drift", now, drift=[DriftItem(now - 1, True, 0.5)]),
             IngestMessage(
-                "dev-1", "4:0", "events", now, events=[EventItem(now - 1, "pipeline.error", "error", "x")]
+                "dev-1", "4:0", "events", now, events=[StoredEvent(now - 1, "pipeline.error", "error", "x")]
             ),
         ],
         result_bucket_s=60,

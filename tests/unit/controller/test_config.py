@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from edgefleet.cloud_sync import topics
+from edgefleet.controller import config as controller_config
 from edgefleet.controller.config import ControllerConfig, example_config_text, load_controller_config
 from edgefleet.errors import ConfigError
 
@@ -27,7 +30,10 @@ def test_unknown_and_invalid_keys_are_all_listed(tmp_path: Path) -> None:
         load_controller_config(path)
     keys = sorted(issue.key for issue in info.value.issues)
     assert keys == ["http.port", "mqtt.port", "mqtt.protocl"]
-    assert "no such key" in str(info.value)
+    issues = {issue.key: issue for issue in info.value.issues}
+    # Unknown keys get the same spelling help as the agent's config (edgefleet/config_issues.py).
+    assert issues["mqtt.protocl"].expected == "unknown key 'protocl' in [mqtt]; did you mean 'protocol'?"
+    assert issues["mqtt.port"].value == 70000
     assert info.value.hint
 
 
@@ -61,3 +67,59 @@ def test_overrides_and_database_kinds(tmp_path: Path) -> None:
     sqlite = load_controller_config(None, overrides={"database.url": f"sqlite:///{tmp_path}/x.db"})
     assert not sqlite.database.is_postgres
     assert sqlite.database.resolved_sqlite_path() == tmp_path / "x.db"
+
+
+def test_every_uplink_kind_of_the_protocol_can_be_configured(tmp_path: Path) -> None:
+    # One list of message kinds: the controller's come from cloud_sync/topics.py.
+    assert controller_config.UPLINK_KINDS is topics.UPLINK_KINDS
+    path = tmp_path / "controller.toml"
+    path.write_text(f"[ingest]\nkinds = {list(topics.UPLINK_KINDS)!r}\n".replace("'", '"'))
+    config = load_controller_config(path)
+    assert tuple(config.ingest.kinds) == topics.UPLINK_KINDS
+    assert config.ingest.inactive_kinds() == ["ota/progress", "infer/request"]
+    warning = controller_config.inactive_kinds_warning(config) or ""
+    assert "'ota/progress', 'infer/request': not active yet" in warning
+    assert "stores nothing" in warning
+
+
+def test_the_default_kinds_are_the_stored_ones_and_say_nothing() -> None:
+    config = ControllerConfig()
+    assert tuple(config.ingest.kinds) == controller_config.STORED_KINDS
+    assert set(controller_config.STORED_KINDS) <= set(topics.UPLINK_KINDS)
+    assert controller_config.inactive_kinds_warning(config) is None
+
+
+def test_an_unknown_kind_is_named_with_the_kinds_expected(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text('[ingest]\nkinds = ["results", "ota/status"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_controller_config(path)
+    (issue,) = info.value.issues
+    assert issue.key == "ingest.kinds[1]"
+    assert issue.value == "ota/status"
+    assert "'infer/request'" in issue.expected
+
+
+def test_the_service_warns_at_start_up_about_kinds_it_does_not_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgefleet.controller.service import ControllerService
+
+    config = load_controller_config(
+        None,
+        overrides={"database.sqlite_path": tmp_path / "c.db", "ingest.kinds": ["results", "ota/progress"]},
+    )
+    with caplog.at_level(logging.WARNING, logger="edgefleet.controller.service"):
+        service = ControllerService(config)
+    service.database.close()
+    assert any("'ota/progress': not active yet" in r.getMessage() for r in caplog.records)
+
+
+def test_a_key_like_no_other_lists_the_known_keys_of_its_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[http]\nzzz = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_controller_config(path)
+    (issue,) = info.value.issues
+    assert issue.key == "http.zzz"
+    assert issue.expected.startswith("unknown key 'zzz' in [http]; known keys: host, port, cookie_secure")

@@ -8,10 +8,10 @@ from edgefleet.controller.dal import Database, RetentionCutoffs
 from edgefleet.controller.records import (
     CommandAck,
     DriftItem,
-    EventItem,
     IngestMessage,
-    ResultItem,
     StatusUpdate,
+    StoredEvent,
+    StoredResult,
     TelemetryItem,
 )
 from edgefleet.controller.schemas import CommandRecord
@@ -81,15 +81,16 @@ def test_status_follows_arrival_order_and_is_never_deduplicated(database: Databa
 
 
 def test_results_summary_counts_labels_fallback_and_latency(database: Database) -> None:
-    results = [ResultItem(T0 + i, "walking", 10.0, "edge", "1.0") for i in range(8)]
+    results = [StoredResult(T0 + i, "walking", 10.0, "edge", "1.0") for i in range(8)]
     results += [
-        ResultItem(T0 + 61, "standing", 200.0, "cloud", "1.0"),
-        ResultItem(T0 + 62, "standing", None, "cloud"),
+        StoredResult(T0 + 61, "standing", 200.0, "cloud", "1.0"),
+        StoredResult(T0 + 62, "standing", None, "cloud"),
     ]
     database.ingest([msg("dev-a", "1:0", "results", results=results[:5])], result_bucket_s=60)
     database.ingest([msg("dev-a", "2:0", "results", results=results[5:])], result_bucket_s=60)
     database.ingest(
-        [msg("dev-b", "1:0", "results", results=[ResultItem(T0, "walking", 5.0, "edge")])], result_bucket_s=60
+        [msg("dev-b", "1:0", "results", results=[StoredResult(T0, "walking", 5.0, "edge")])],
+        result_bucket_s=60,
     )
     summary = database.results_summary("dev-a", since=T0, until=T0 + 3600, bucket_s=60)
     assert summary.total == 10
@@ -137,7 +138,7 @@ def test_events_stored_and_command_acks_update_commands(database: Database) -> N
         updated_at=T0,
     )
     database.insert_command(record)
-    event = EventItem(T0 + 1, "command.acked", "info", "report_status done", {"command_id": "c1"})
+    event = StoredEvent(T0 + 1, "command.acked", "info", "report_status done", {"command_id": "c1"})
     outcome = database.ingest(
         [msg("dev-a", "5:0", "events", events=[event], acks=[CommandAck("c1", "dev-a", True, T0 + 1)])],
         result_bucket_s=60,
@@ -225,7 +226,7 @@ def test_fleet_summary(database: Database) -> None:
             status("a", True, model_version="1.0"),
             status("b", False, model_version="1.0"),
             status("c", True),
-            msg("a", "1:0", "results", results=[ResultItem(T0 - 10, "x", 20.0, "cloud")] * 3),
+            msg("a", "1:0", "results", results=[StoredResult(T0 - 10, "x", 20.0, "cloud")] * 3),
         ],
         result_bucket_s=60,
     )

@@ -5,7 +5,7 @@ import pytest
 from edgefleet.controller.records import (
     LATENCY_BIN_EDGES_MS,
     IngestMessage,
-    ResultItem,
+    StoredResult,
     aggregate_results,
     latency_bin,
     percentile_from_bins,
@@ -40,10 +40,10 @@ def test_aggregate_results_folds_per_bucket_label_and_version() -> None:
         kind="results",
         received_at=0,
         results=[
-            ResultItem(0.0, "a", 5.0, "edge", "1"),
-            ResultItem(59.9, "a", 15.0, "cloud", "1"),
-            ResultItem(60.0, "a", None, "edge", "1"),
-            ResultItem(10.0, "b", float("nan"), "edge", "2"),
+            StoredResult(0.0, "a", 5.0, "edge", "1"),
+            StoredResult(59.9, "a", 15.0, "cloud", "1"),
+            StoredResult(60.0, "a", None, "edge", "1"),
+            StoredResult(10.0, "b", float("nan"), "edge", "2"),
         ],
     )
     buckets, bins = aggregate_results([message], 60)
@@ -65,3 +65,11 @@ def test_aggregate_results_folds_per_bucket_label_and_version() -> None:
     assert by_key[(60.0, "a", "1")].latency_count == 0
     assert by_key[(0.0, "b", "2")].latency_count == 0  # NaN latencies are not counted
     assert sum(b.count for b in bins) == 2
+
+
+def test_no_record_shares_a_name_with_a_wire_model() -> None:
+    # One name per concept: the wire's ResultItem/EventItem and the stored rows are different things.
+    from edgefleet.cloud_sync import protocol
+    from edgefleet.controller import records
+
+    assert set(records.__all__) & set(protocol.__all__) == set()

@@ -5,13 +5,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
-from edgefleet.agent.sources import SOURCE_TYPES, BaseSourceConfig, RateLimitedLog, Source, SourceError
+from edgefleet.agent.sources import (
+    SOURCE_PLUGINS,
+    SOURCE_TYPES,
+    BaseSourceConfig,
+    RateLimitedLog,
+    Source,
+    SourceConfig,
+    SourceError,
+)
 from edgefleet.agent.sources import create_source as build
 from edgefleet.types import FloatArray
 
@@ -199,3 +208,14 @@ def test_registry_holds_every_type_and_refuses_mismatched_configs() -> None:
     assert set(SOURCE_TYPES) == {"replay", "synthetic", "udp", "unix", "mqtt"}
     with pytest.raises(SourceError, match="no source of type 'script'"):
         build(ScriptConfig(name="x"), Collector())
+
+
+def test_the_config_union_and_the_registry_come_from_one_list_of_plugins() -> None:
+    union = get_args(get_args(SourceConfig)[0])
+    assert union == tuple(cls.config_model for cls in SOURCE_PLUGINS)
+    assert {cls.type_key: cls for cls in SOURCE_PLUGINS} == SOURCE_TYPES
+    for cls in SOURCE_PLUGINS:  # each plugin's key is the tag its config model carries
+        assert cls.config_model.model_fields["type"].default == cls.type_key
+    adapter: TypeAdapter[BaseSourceConfig] = TypeAdapter(SourceConfig)
+    with pytest.raises(ValidationError, match="'replay', 'synthetic', 'udp', 'unix', 'mqtt'"):
+        adapter.validate_python({"type": "serial", "name": "imu"})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.agent.logging import configure_logging, make_formatter, writes_to_journal
+from edgefleet.agent.log_setup import configure_logging, make_formatter, writes_to_journal
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The paths :func:`~edgefleet.runtime.benchmark.run_benchmark` times, each one a ``run_slice``.
+"""The paths :func:`~edgefleet.bench.run_benchmark` times, each one a ``run_slice``.
 
 The bare runtime loops (LiteRT / onnxruntime called directly, with the hand-written conversions
 a user's own loop needs), edgefleet's path structured as the agent runs it (:class:`_ThreadedPath`:
@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.encoding import InputEncoder, encode_overlapping_windows
 from edgefleet.runtime.model import Model
 from edgefleet.runtime.ringbuffer import StreamBuffer
-from edgefleet.runtime.tensors import TensorSpec
 from edgefleet.types import AnyArray, FloatArray
+
+__all__ = ["BareLoop", "BenchmarkError", "bare_loop"]
 
 DEFAULT_CAPACITY = 4096
 """The agent's default ring buffer capacity (samples per stream)."""
@@ -51,13 +53,67 @@ def _dequantize(y: AnyArray, scale: float, zero_point: int) -> FloatArray:
 _Step = Callable[[int], object]
 
 
+@dataclass(frozen=True)
+class BareLoop:
+    """A hand-written loop's step on one of the pre-made float32 batches (``step(i)`` runs batch
+    ``i % len(batches)`` and returns float32 outputs), and the same on pre-quantized input
+    returning the raw integer output (integer-input models only, else None)."""
+
+    step: _Step
+    prequantized: _Step | None
+    description: str
+
+
+def bare_loop(path: Path, batches: list[FloatArray], threads: int | None = None) -> BareLoop:
+    """The backend's own API called directly on ``batches``, as a user's loop would call it.
+
+    A model whose batch axis is fixed (e.g. ``[1, 128, 128, 3]``) is fed that many samples per
+    call, looping over the batch, as a hand-written loop for such a model must.
+    """
+    if Path(path).suffix.lower() == ".tflite":
+        step, prequantized = _bare_tflite(Path(path), batches, threads)
+        what = "LiteRT Interpreter set_tensor/invoke/get_tensor"
+    else:
+        step, prequantized = _bare_onnx(Path(path), batches, threads)
+        what = "onnxruntime InferenceSession.run"
+    return BareLoop(step, prequantized, what)
+
+
+def _per_call(batches: list[FloatArray], fixed: int | None) -> int:
+    """Samples per runtime call: the whole batch, or the model's fixed batch size."""
+    size = int(batches[0].shape[0])
+    if fixed is None or fixed == size:
+        return size
+    if fixed < 1 or size % fixed:
+        raise BenchmarkError(
+            f"the model's batch axis is fixed at {fixed}; a batch of {size} is not a multiple of it",
+            hint=f"pass --batch {fixed} or a multiple of it",
+        )
+    return fixed
+
+
+def _looped(run_one: Callable[[AnyArray], AnyArray], per_call: int) -> Callable[[AnyArray], AnyArray]:
+    """``run_one`` over a batch cut into ``per_call``-sample slices, outputs concatenated."""
+
+    def run(x: AnyArray) -> AnyArray:
+        if x.shape[0] == per_call:
+            return run_one(x)
+        return np.concatenate([run_one(x[k : k + per_call]) for k in range(0, x.shape[0], per_call)])
+
+    return run
+
+
 def _bare_tflite(path: Path, batches: list[FloatArray], threads: int | None) -> tuple[_Step, _Step | None]:
     """(float32 in/out step, pre-quantized step or None for a float model)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], list(batches[0].shape))
+    declared = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+    fixed = declared[0] if declared and declared[0] > 0 else None
+    per_call = _per_call(batches, fixed)
+    if fixed is None:
+        interpreter.resize_tensor_input(detail["index"], [per_call, *batches[0].shape[1:]])
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     out_detail = interpreter.get_output_details()[0]
@@ -71,13 +127,19 @@ def _bare_tflite(path: Path, batches: list[FloatArray], threads: int | None) -> 
     out_quantized = np.dtype(out_detail["dtype"]).kind in "iu" and bool(out_scale)
     count = len(batches)
 
+    def invoke_one(x: AnyArray) -> AnyArray:
+        set_tensor(index, x)
+        invoke()
+        y: AnyArray = get_tensor(out_index)
+        return y if per_call == len(batches[0]) else y.copy()  # get_tensor's buffer is reused
+
+    run = _looped(invoke_one, per_call)
+
     if not in_quantized:
         feeds = [b.astype(dtype) for b in batches]
 
         def step_float(i: int) -> object:
-            set_tensor(index, feeds[i % count])
-            invoke()
-            y = get_tensor(out_index)
+            y = run(feeds[i % count])
             return _dequantize(y, float(out_scale), int(out_zero_point)) if out_quantized else y
 
         return step_float, None
@@ -85,40 +147,50 @@ def _bare_tflite(path: Path, batches: list[FloatArray], threads: int | None) -> 
     in_scale, in_zero_point = float(scale), int(zero_point)
 
     def step(i: int) -> object:
-        set_tensor(index, _quantize(batches[i % count], dtype, in_scale, in_zero_point))
-        invoke()
-        y = get_tensor(out_index)
+        y = run(_quantize(batches[i % count], dtype, in_scale, in_zero_point))
         return _dequantize(y, float(out_scale), int(out_zero_point)) if out_quantized else y
 
     prequantized = [_quantize(b, dtype, in_scale, in_zero_point) for b in batches]
 
     def step_prequantized(i: int) -> object:
-        set_tensor(index, prequantized[i % count])
-        invoke()
-        return get_tensor(out_index)
+        return run(prequantized[i % count])
 
     return step, step_prequantized
 
 
-def _bare_onnx(
-    path: Path, batches: list[FloatArray], spec: TensorSpec, out_spec: TensorSpec, threads: int | None
-) -> tuple[_Step, _Step | None]:
-    """(float32 in/out step, pre-quantized step or None for a float-input model)."""
+def _bare_onnx(path: Path, batches: list[FloatArray], threads: int | None) -> tuple[_Step, _Step | None]:
+    """(float32 in/out step, pre-quantized step or None for a float-input model).
+
+    The quantization of an integer input or output is read as a hand-written loop would: from
+    the graph's ``QuantizeLinear`` / ``DequantizeLinear`` around it, via edgefleet's model info.
+    """
     import onnxruntime as ort
 
+    from edgefleet.runtime.loading import load_model
+
+    with load_model(path) as model:
+        spec, out_spec = model.info.inputs[0], model.info.outputs[0]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    declared = session.get_inputs()[0].shape
+    fixed = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
+    per_call = _per_call(batches, fixed)
     name = session.get_inputs()[0].name
-    run = session.run
+    session_run = session.run
     dtype = spec.numpy_dtype
     out_q = out_spec.quantization
     count = len(batches)
 
-    def to_float(outputs: list[Any]) -> object:
-        y = outputs[0]
+    def run_one(x: AnyArray) -> AnyArray:
+        y: AnyArray = session_run(None, {name: x})[0]
+        return y
+
+    run = _looped(run_one, per_call)
+
+    def to_float(y: AnyArray) -> object:
         return y if out_q is None else _dequantize(y, out_q.scale, out_q.zero_point)
 
     q = spec.quantization
@@ -126,17 +198,17 @@ def _bare_onnx(
         feeds = [b if b.dtype == dtype else b.astype(dtype) for b in batches]
 
         def step_float(i: int) -> object:
-            return to_float(run(None, {name: feeds[i % count]}))
+            return to_float(run(feeds[i % count]))
 
         return step_float, None
 
     def step(i: int) -> object:
-        return to_float(run(None, {name: _quantize(batches[i % count], dtype, q.scale, q.zero_point)}))
+        return to_float(run(_quantize(batches[i % count], dtype, q.scale, q.zero_point)))
 
     prequantized = [_quantize(b, dtype, q.scale, q.zero_point) for b in batches]
 
     def step_prequantized(i: int) -> object:
-        return run(None, {name: prequantized[i % count]})
+        return run(prequantized[i % count])
 
     return step, step_prequantized
 

@@ -1,0 +1,143 @@
+"""From an inferred batch to results: the inference worker's per-batch step.
+
+:meth:`BatchRunner.run` runs one batch on a model and hands its results to the writer, one of
+three ways that all make the same rows (:func:`~edgefleet.agent.results.result_rows_of`):
+
+* the common case, no observer and no router: the rows are built in the writer thread
+  (``ResultWriter.put_deferred``) while this thread goes back to the model;
+* with observers: the answers are interpreted here (the observers need them), then the rows;
+* with a fallback router: as with observers, and the router is offered the records derived
+  from those rows (:func:`~edgefleet.agent.results.result_records_of`).
+
+A batch that fails is counted, logged and recorded as an event (one per minute per kind of
+failure, with a count), never raised: a bad batch must not stop the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.results import result_records_of, result_rows_of
+from edgefleet.agent.routing import FallbackRouter, offer
+from edgefleet.agent.sources.base import RateLimitedLog
+from edgefleet.agent.writer import ResultWriter
+from edgefleet.errors import EdgefleetError
+from edgefleet.runtime import Model
+from edgefleet.runtime.batcher import Batch
+from edgefleet.runtime.bundle import Bundle, Prediction
+from edgefleet.runtime.encoding import InputEncoder
+from edgefleet.types import FloatArray
+
+__all__ = ["BatchObserver", "BatchRunner"]
+
+log = logging.getLogger(__name__)
+
+BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
+"""Sees every inferred batch and its predictions in the worker thread (e.g. a drift monitor).
+Must be quick; exceptions are logged and ignored."""
+
+_FAILURE_EVENT_EVERY_S = 60.0
+
+
+class BatchRunner:
+    """Runs batches on a model and hands their results to the writer (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        writer: ResultWriter,
+        counters: PipelineCounters,
+        add_event: Callable[..., None],
+        keep_outputs: bool = False,
+        router: FallbackRouter | None = None,
+        observers: Sequence[BatchObserver] = (),
+    ) -> None:
+        self._writer = writer
+        self.counters = counters
+        self._add_event = add_event
+        self.keep_outputs = keep_outputs
+        self._router = router
+        self._observers = list(observers)
+        self._observer_log = RateLimitedLog(log, 60.0)
+        self._last_failure: tuple[str, float, int] = ("", 0.0, 0)
+
+    def run(
+        self,
+        bundle: Bundle,
+        model: Model,
+        batch: Batch,
+        preprocess: Callable[[FloatArray], FloatArray] | None,
+        encoder: InputEncoder | None = None,
+    ) -> None:
+        """Infer ``batch`` (from the codes ``encoder`` made, else ``preprocess``-ed floats) and
+        hand its results on; a failure is reported through :meth:`failed`."""
+        started = time.monotonic()
+        try:
+            codes = None if encoder is None else batch.codes
+            if codes is not None and encoder is not None:
+                outputs = model.predict_encoded(codes, encoder)
+            else:
+                outputs = model.predict(batch.data if preprocess is None else preprocess(batch.data))
+            bundle.check_outputs(outputs, len(batch))
+        except EdgefleetError as exc:
+            self.failed(batch, exc)
+            return
+        except Exception as exc:
+            log.exception("inference failed unexpectedly")
+            self.failed(batch, exc)
+            return
+        done = time.monotonic()
+        self.counters.record_batch(len(batch), (done - started) * 1000.0)
+        keep_outputs = self.keep_outputs
+        if self._router is None and not self._observers:
+            # The common case: this thread goes straight back to the model; the writer thread
+            # turns the outputs into answers and rows while the next batch is inferred.
+            def deferred_rows() -> list[tuple[Any, ...]]:
+                answers = bundle.interpret_batch(outputs)
+                return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
+
+            self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc))
+            return
+        try:
+            answers = bundle.interpret_batch(outputs)
+        except EdgefleetError as exc:  # check_outputs vouched for the shapes; report, never crash
+            self.failed(batch, exc)
+            return
+        predictions = answers.predictions()
+        for observer in self._observers:
+            try:
+                observer(batch, predictions)
+            except Exception as exc:  # an observer (drift, ...) must never stop inference
+                self._observer_log.warning("batch observer %r failed: %s", observer, exc)
+        rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
+        if self._router is None:
+            self._writer.put_rows(rows)
+            return
+        keep = offer(self._router, batch.windows, predictions, result_records_of(rows), self.counters)
+        if keep:
+            self._writer.put(keep)
+
+    def failed(self, batch: Batch, exc: BaseException) -> None:
+        """Count ``batch`` as skipped because of ``exc``; log and record it (rate-limited)."""
+        self.counters.record_inference_error(len(batch))
+        streams = sorted(set(batch.streams))
+        # Keyed by the error's class: its text often varies with the batch size.
+        kind = type(exc).__name__
+        now = time.monotonic()
+        last_kind, last_at, suppressed = self._last_failure
+        if kind == last_kind and now - last_at < _FAILURE_EVENT_EVERY_S:
+            # The same failure on every batch: one event per minute, with a count, not a flood.
+            self._last_failure = (last_kind, last_at, suppressed + len(batch))
+            return
+        self._last_failure = (kind, now, 0)
+        log.error("inference failed for %d windows of %s: %s", len(batch), ", ".join(streams), exc)
+        self._add_event(
+            "inference_failed",
+            f"{len(batch)} windows skipped: {exc}",
+            level="error",
+            data={"streams": streams, "skipped_since_last_event": suppressed},
+        )
