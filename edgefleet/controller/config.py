@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
 from edgefleet.config_issues import issues_from
+from edgefleet.controller.drift_references import FleetDriftConfig
 from edgefleet.controller.login_throttle import LoginThrottleConfig
 from edgefleet.errors import ConfigError
 
@@ -167,6 +168,7 @@ class ControllerConfig(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    drift: FleetDriftConfig = Field(default_factory=FleetDriftConfig)
 
 
 def inactive_kinds_warning(config: ControllerConfig) -> str | None:
@@ -216,6 +218,8 @@ def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | Non
         ) from None
     if path is not None and not config.database.sqlite_path.is_absolute():
         config.database.sqlite_path = (path.parent / config.database.sqlite_path).resolve()
+    if path is not None:
+        config.drift.reference_bundles = [(path.parent / p).resolve() for p in config.drift.reference_bundles]
     return config
 
 
@@ -297,4 +301,12 @@ events_s = 2592000
 drift_s = 2592000
 commands_s = 2592000
 dedup_s = 604800
+
+[drift]
+# Fleet drift (/api/fleet/drift, the dashboard's fleet drift panel) merges reports' raw counts per
+# model version and scores the sum against the version's reference profile, read from bundles:
+reference_bundles = []              # e.g. ["/srv/edgefleet/bundles"]; relative to this file
+psi_threshold = 0.1                 # merged scores above these are marked "over"
+js_threshold = 0.15
+ks_threshold = 0.15
 """

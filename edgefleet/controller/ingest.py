@@ -28,6 +28,7 @@ from edgefleet.cloud_sync.protocol import (
 )
 from edgefleet.controller.config import IngestConfig
 from edgefleet.controller.dal import Database, IngestOutcome
+from edgefleet.controller.drift_counts import counts_of_body
 from edgefleet.controller.records import (
     CommandAck,
     DriftItem,
@@ -148,9 +149,23 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
                 message.acks.append(ack)
     elif isinstance(body, DriftBody):
         details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude={"drifted", "psi"}))
+        counts = counts_of_body(body)
+        if counts is not None:  # the bins live in ``counts`` only, not twice
+            stored_channels = details.get("channels")
+            for channel in stored_channels if isinstance(stored_channels, list) else []:
+                if isinstance(channel, dict):
+                    channel.pop("bins", None)
         score = body.psi if body.psi is not None and math.isfinite(body.psi) else None
         message.drift.append(
-            DriftItem(ts=when(body.window_end), drifted=body.drifted, score=score, details=details)
+            DriftItem(
+                ts=when(body.window_end),
+                drifted=body.drifted,
+                score=score,
+                details=details,
+                model_name=body.model_name,
+                model_version=body.model_version,
+                counts=counts,
+            )
         )
     return message
 

@@ -15,6 +15,7 @@ from edgefleet.controller.dal.base import (
 )
 from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
+from edgefleet.controller.dal.sql_drift import SqlDrift
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -54,7 +55,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
+class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDrift):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------
@@ -154,8 +155,8 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
         for m in accepted:
             for d in m.drift:
                 conn.run(
-                    "INSERT INTO drift_reports (device_id, ts, received_at, drifted, score, details)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO drift_reports (device_id, ts, received_at, drifted, score, details,"
+                    " model_name, model_version, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         m.device_id,
                         d.ts,
@@ -163,6 +164,9 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview):
                         int(d.drifted),
                         d.score,
                         json.dumps(d.details, sort_keys=True),
+                        d.model_name,
+                        d.model_version,
+                        None if d.counts is None else json.dumps(d.counts),
                     ),
                 )
                 conn.run(
