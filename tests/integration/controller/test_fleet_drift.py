@@ -237,3 +237,36 @@ def test_without_a_reference_the_merge_is_shown_unscored_with_the_reason(kind: s
         merged = fleet.parts[0] + fleet.parts[1] + fleet.parts[2]
         assert acc_x["samples"] == int(merged.samples[0])
         assert acc_x["mean"] == pytest.approx(merged.sums[0] / merged.samples[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", DB_KINDS)
+def test_a_database_of_schema_1_migrates_and_keeps_its_drift_reports(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgefleet.controller.dal import open_database, sql_base
+    from edgefleet.controller.dal.migrations import MIGRATIONS
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sql_base, "MIGRATIONS", MIGRATIONS[:1])
+        with throwaway_database(kind, tmp_path) as (old, config):
+            assert old.schema_version() == 1
+            # The schema 1 insert, as the controller before this change wrote it.
+            with old._tx() as conn:  # type: ignore[attr-defined]
+                conn.run(
+                    "INSERT INTO drift_reports (device_id, ts, received_at, drifted, score, details)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    ("dev-old", NOW - 5, NOW, 1, 0.3, "{}"),
+                )
+            patch.undo()
+            database = open_database(config)
+            try:
+                assert database.schema_version() == max(v for v, _, _ in MIGRATIONS)
+                [kept] = database.drift_reports("dev-old", since=0)
+                assert kept.score == 0.3
+                ingest(database, "dev-new", 1, report_body(counted(RECORDING[:500], 4), 0))
+                [row] = database.drift_counts(since=0, until=NOW + 10)
+                assert row.device_id == "dev-new"
+                assert row.model_version == MANIFEST.version
+                assert [sum(bins) for bins in row.counts["bins"]] == [500] * 6
+            finally:
+                database.close()
