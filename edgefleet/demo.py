@@ -174,7 +174,9 @@ class DemoFleet:
         config.write_text(
             f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
             f'[database]\nsqlite_path = "controller.db"\n\n'
-            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n\n'
+            # The shipped bundles' reference profiles score the dashboard's fleet drift panel.
+            f'[drift]\nreference_bundles = ["{find_models_dir() / "bundles"}"]\n'
         )
         env = {
             "EDGEFLEET_CONTROLLER_ADMIN_TOKEN": self.token,
