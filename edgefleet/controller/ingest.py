@@ -148,13 +148,12 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             if ack is not None:
                 message.acks.append(ack)
     elif isinstance(body, DriftBody):
-        details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude={"drifted", "psi"}))
         counts = counts_of_body(body)
-        if counts is not None:  # the bins live in ``counts`` only, not twice
-            stored_channels = details.get("channels")
-            for channel in stored_channels if isinstance(stored_channels, list) else []:
-                if isinstance(channel, dict):
-                    channel.pop("bins", None)
+        # The bins live in ``counts`` only, not twice (and are not walked by _clean_json: ints).
+        exclude: dict[str, Any] = {"drifted": True, "psi": True}
+        if counts is not None:
+            exclude["channels"] = {"__all__": {"bins"}}
+        details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude=exclude))
         score = body.psi if body.psi is not None and math.isfinite(body.psi) else None
         message.drift.append(
             DriftItem(
