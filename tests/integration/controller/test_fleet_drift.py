@@ -29,6 +29,7 @@ from edgefleet.controller.auth import create_token
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig
 from edgefleet.controller.dal import Database
+from edgefleet.controller.drift_counts import decode_bins
 from edgefleet.controller.drift_references import FleetDriftConfig
 from edgefleet.controller.ingest import envelope_to_message
 from edgefleet.controller.live import FleetChanges
@@ -267,6 +268,6 @@ def test_a_database_of_schema_1_migrates_and_keeps_its_drift_reports(
                 [row] = database.drift_counts(since=0, until=NOW + 10)
                 assert row.device_id == "dev-new"
                 assert row.model_version == MANIFEST.version
-                assert [sum(bins) for bins in row.counts["bins"]] == [500] * 6
+                assert decode_bins(row.counts["bins"]).sum(axis=1).tolist() == [500] * 6
             finally:
                 database.close()

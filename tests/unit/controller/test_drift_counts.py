@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from edgefleet.cloud_sync.protocol import DriftBody, make_envelope
 from edgefleet.controller.config import load_controller_config
-from edgefleet.controller.drift_counts import DriftCountsRow, Thresholds, counts_of_body, merge_drift
+from edgefleet.controller.drift_counts import (
+    DriftCountsRow,
+    Thresholds,
+    counts_of_body,
+    decode_bins,
+    encode_bins,
+    merge_drift,
+)
 from edgefleet.controller.drift_references import DriftReferences
 from edgefleet.controller.ingest import envelope_to_message
 from edgefleet.errors import ConfigError
@@ -158,7 +165,7 @@ def test_ingest_keeps_the_counts_once_and_the_scores_in_details() -> None:
     assert item.model_version == "1.0.0"
     assert item.counts is not None
     stored: dict[str, Any] = json.loads(json.dumps(item.counts))
-    assert [sum(b) for b in stored["bins"]] == [80] * len(NAMES)
+    assert decode_bins(stored["bins"]).sum(axis=1).tolist() == [80] * len(NAMES)
     channels = item.details["channels"]
     assert isinstance(channels, list)
     assert all(isinstance(c, dict) and "bins" not in c and "psi" in c for c in channels)
@@ -191,3 +198,16 @@ def test_drift_config_resolves_paths_against_the_file_and_rejects_unknown_keys(t
     with pytest.raises(ConfigError) as info:
         load_controller_config(path)
     assert "reference_bundle" in str(info.value) + " ".join(str(i) for i in getattr(info.value, "issues", []))
+
+
+def test_stored_bins_round_trip_and_damage_is_an_error() -> None:
+    bins = [[0, 1, 2**31 + 5], [7, 0, 0]]
+    stored = encode_bins(bins)
+    assert decode_bins(json.loads(json.dumps(stored))).tolist() == bins
+    with pytest.raises(ValueError, match="do not fit"):
+        decode_bins({**stored, "shape": [2, 4]})
+    damaged = DriftCountsRow(
+        "dev", 1.0, MANIFEST.name, "1.0.0", {"bins": {"shape": [6, 100], "u32_zlib_b64": "!!"}}
+    )
+    [group] = merge_drift([damaged], references, Thresholds(), since=0, until=2).groups
+    assert (group.reports, group.skipped_reports) == (0, 1)
