@@ -169,10 +169,13 @@ def page(browser: Any, drift_fleet: tuple[FleetStack, Any]) -> Iterator[Any]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(stack.base_url) else elsewhere.append(r.url))
     login(page, stack.base_url)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not elsewhere, f"requests that left the controller: {elsewhere}"
 
 
 def alerted(bodies: list[dict[str, Any]], channel: str) -> list[bool]:
