@@ -208,7 +208,9 @@ class DemoFleet:
             f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker_port}\nprotocol = "{self.protocol}"\n\n'
             f'[database]\nsqlite_path = "controller.db"\n\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n\n'
-            "[ingest]\nresult_bucket_s = 1\n"
+            "[ingest]\nresult_bucket_s = 1\n\n"
+            # The shipped bundles' reference profiles score the dashboard's fleet drift panel.
+            f'[drift]\nreference_bundles = ["{find_models_dir() / "bundles"}"]\n'
         )
 
     def agent_config(self, index: int, models: Path) -> str:

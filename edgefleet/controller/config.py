@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgefleet.cloud_sync.topics import UPLINK_KINDS, UplinkKind
 from edgefleet.config_issues import issues_from
+from edgefleet.controller.drift_references import FleetDriftConfig
 from edgefleet.controller.inference.config import InferenceConfig
 from edgefleet.controller.login_throttle import LoginThrottleConfig
 from edgefleet.errors import ConfigError
@@ -169,6 +170,7 @@ class ControllerConfig(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    drift: FleetDriftConfig = Field(default_factory=FleetDriftConfig)
 
 
 def inactive_kinds_warning(config: ControllerConfig) -> str | None:
@@ -220,6 +222,8 @@ def load_controller_config(path: Path | None, *, overrides: dict[str, Any] | Non
         config.database.sqlite_path = (path.parent / config.database.sqlite_path).resolve()
     if path is not None and config.inference.bundle is not None and not config.inference.bundle.is_absolute():
         config.inference.bundle = (path.parent / config.inference.bundle).resolve()
+    if path is not None:
+        config.drift.reference_bundles = [(path.parent / p).resolve() for p in config.drift.reference_bundles]
     return config
 
 
@@ -313,4 +317,12 @@ max_wait_ms = 5.0                   # the oldest pending request waits at most t
 threads = 1                         # inference threads per worker
 share_group = "edgefleet-inference"
 max_request_bytes = 262144
+
+[drift]
+# Fleet drift (/api/fleet/drift, the dashboard's fleet drift panel) merges reports' raw counts per
+# model version and scores the sum against the version's reference profile, read from bundles:
+reference_bundles = []              # e.g. ["/srv/edgefleet/bundles"]; relative to this file
+psi_threshold = 0.1                 # merged scores above these are marked "over"
+js_threshold = 0.15
+ks_threshold = 0.15
 """

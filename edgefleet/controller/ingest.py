@@ -30,6 +30,7 @@ from edgefleet.cloud_sync.topics import ACKNOWLEDGED_KINDS
 from edgefleet.controller.acks import AckRef
 from edgefleet.controller.config import IngestConfig
 from edgefleet.controller.dal import Database, IngestOutcome
+from edgefleet.controller.drift_counts import counts_of_body
 from edgefleet.controller.records import (
     CommandAck,
     DriftItem,
@@ -161,10 +162,23 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             if e.kind == "sync.outbox_dropped" and isinstance(dropped, int) and not isinstance(dropped, bool):
                 message.skipped_ids.append(dropped)  # never sent, by design: not a gap
     elif isinstance(body, DriftBody):
-        details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude={"drifted", "psi"}))
+        counts = counts_of_body(body)
+        # The bins live in ``counts`` only, not twice (and are not walked by _clean_json: ints).
+        exclude: dict[str, Any] = {"drifted": True, "psi": True}
+        if counts is not None:
+            exclude["channels"] = {"__all__": {"bins"}}
+        details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude=exclude))
         score = body.psi if body.psi is not None and math.isfinite(body.psi) else None
         message.drift.append(
-            DriftItem(ts=when(body.window_end), drifted=body.drifted, score=score, details=details)
+            DriftItem(
+                ts=when(body.window_end),
+                drifted=body.drifted,
+                score=score,
+                details=details,
+                model_name=body.model_name,
+                model_version=body.model_version,
+                counts=counts,
+            )
         )
     return message
 

@@ -80,6 +80,10 @@ class DriftItem:
     drifted: bool
     score: float | None
     details: dict[str, JSONValue] = field(default_factory=dict)
+    model_name: str | None = None
+    model_version: str | None = None
+    counts: dict[str, JSONValue] | None = None
+    """Raw counts of a version 2 report (:mod:`edgefleet.controller.drift_counts`), merged by addition."""
 
 
 @dataclass(frozen=True)

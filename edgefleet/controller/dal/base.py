@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edgefleet.controller.drift_counts import DriftCountsRow
 from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
@@ -127,6 +128,22 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def drift_reports(self, device_id: str, *, since: float, limit: int = 100) -> list[DriftReport]: ...
+
+    @abc.abstractmethod
+    def drift_counts(
+        self,
+        *,
+        since: float,
+        until: float,
+        device_id: str | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> list[DriftCountsRow]:
+        """Raw counts of the version 2 drift reports with ``since <= ts < until``, oldest first."""
+
+    @abc.abstractmethod
+    def drift_model_versions(self) -> list[tuple[str | None, str | None]]:
+        """Every (model name, model version) with merged-ready drift reports."""
 
     @abc.abstractmethod
     def events(

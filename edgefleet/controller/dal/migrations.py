@@ -145,8 +145,19 @@ CREATE TABLE delivery_ranges (
 );
 """
 
+# Fleet drift (issue 14): each version 2 report's raw counts, and its model, so reports merge by
+# addition per model version.
+_V3 = """
+ALTER TABLE drift_reports ADD COLUMN model_name TEXT;
+ALTER TABLE drift_reports ADD COLUMN model_version TEXT;
+ALTER TABLE drift_reports ADD COLUMN counts TEXT;
+CREATE INDEX drift_reports_version_ts ON drift_reports (model_version, ts);
+CREATE INDEX drift_reports_ts ON drift_reports (ts);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1),
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
+    (3, "fleet drift: raw bin counts and model of each drift report", _V3),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

@@ -16,6 +16,7 @@ from edgefleet.controller.dal.base import (
 from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
 from edgefleet.controller.dal.sql_delivery import SqlDelivery
+from edgefleet.controller.dal.sql_drift import SqlDrift
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -55,7 +56,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery):
+class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------
@@ -159,8 +160,8 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery):
         for m in accepted:
             for d in m.drift:
                 conn.run(
-                    "INSERT INTO drift_reports (device_id, ts, received_at, drifted, score, details)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO drift_reports (device_id, ts, received_at, drifted, score, details,"
+                    " model_name, model_version, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         m.device_id,
                         d.ts,
@@ -168,6 +169,9 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery):
                         int(d.drifted),
                         d.score,
                         json.dumps(d.details, sort_keys=True),
+                        d.model_name,
+                        d.model_version,
+                        None if d.counts is None else json.dumps(d.counts),
                     ),
                 )
                 conn.run(

@@ -10,6 +10,7 @@ module             routes
 ``commands``       ``/api/devices/{id}/commands`` (list, send), ``/api/commands/{id}``
 ``fleet``          ``/api/fleet/summary``, ``/api/results/summary``, ``/api/events``,
                    ``/api/ingest/stats``
+``drift``          ``/api/fleet/drift``, ``/api/devices/{id}/drift/merged`` (merged counts)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edgefleet.controller.routers import auth, commands, dashboard, devices, fleet, service
+from edgefleet.controller.routers import auth, commands, dashboard, devices, drift, fleet, service
 
 __all__ = ["ROUTERS"]
 
@@ -37,4 +38,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     devices.router,
     commands.router,
     fleet.router,
+    drift.router,
 )

@@ -43,7 +43,8 @@ function segments(points) {
 /**
  * Draw series into `figure` (a <figure> holding an <svg>).
  * series: [{name, points: [[ts, value], ...], color?}]; opts: {from, to, format(v), unit, yMin, marks}
- * marks: [[ts, value]] drawn as red dots (drift verdicts). Sets data-points on the svg.
+ * marks: [[ts, value]] drawn as red dots (drift verdicts); bands: [{from, to, label}] shaded behind
+ * the series (drift alert periods). Sets data-points (and data-bands) on the svg.
  */
 export function drawChart(figure, series, opts) {
   const { to, format = (v) => v.toFixed(1), unit = "", title = "", bars = 0 } = opts;
@@ -55,6 +56,7 @@ export function drawChart(figure, series, opts) {
   svg.setAttribute("role", "img");
   const all = series.flatMap((s) => s.points);
   const marks = opts.marks || [];
+  const bands = opts.bands || [];
   const latest = figure.querySelector(".latest");
   const legend = figure.querySelector(".legend");
   svg.dataset.points = String(all.length);
@@ -82,6 +84,15 @@ export function drawChart(figure, series, opts) {
   const x = (ts) => M.left + ((ts - from) / (to - from)) * plotW;
   const y = (v) => M.top + plotH - ((v - lo) / (hi - lo)) * plotH;
 
+  svg.dataset.bands = String(bands.length);
+  for (const b of bands) {
+    // An alert period of one report is still visible: at least 3 px wide.
+    const left = x(Math.max(b.from, from));
+    const width = Math.max(3, x(Math.min(b.to, to)) - left);
+    const band = node("rect", { x: left, y: M.top, width, height: plotH, class: "alert-band", "data-channel": b.label });
+    band.append(node("title", {}, `${b.label} drifted`));
+    svg.append(band);
+  }
   for (let v = lo; v <= hi + step / 2; v += step) {
     svg.append(node("line", { x1: M.left, x2: M.left + plotW, y1: y(v), y2: y(v), class: "grid" }));
     svg.append(node("text", { x: M.left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label" }, format(v)));
@@ -121,11 +132,12 @@ export function drawChart(figure, series, opts) {
     .filter((s) => s.points.length)
     .map((s) => `${s.name} ${format(s.points[s.points.length - 1][1])}${unit}`)
     .join(", ");
-  svg.setAttribute("aria-label", `${title}: latest ${summary}; ${all.length} points`);
+  const periods = bands.length ? `; ${bands.length} alert periods (${[...new Set(bands.map((b) => b.label))].join(", ")})` : "";
+  svg.setAttribute("aria-label", `${title}: latest ${summary}; ${all.length} points${periods}`);
   if (latest) latest.textContent = summary;
   if (legend) {
     legend.replaceChildren(
-      ...(series.length > 1 || marks.length
+      ...(series.length > 1 || marks.length || bands.length
         ? series.map((s, i) => {
             const item = document.createElement("span");
             item.style.setProperty("--swatch", s.color || PALETTE[i % PALETTE.length]);
@@ -138,6 +150,12 @@ export function drawChart(figure, series, opts) {
       const item = document.createElement("span");
       item.style.setProperty("--swatch", "#b42318");
       item.textContent = "drift detected";
+      legend.append(item);
+    }
+    if (bands.length) {
+      const item = document.createElement("span");
+      item.style.setProperty("--swatch", "rgba(180, 35, 24, 0.25)");
+      item.textContent = "alert period";
       legend.append(item);
     }
   }

@@ -21,7 +21,7 @@ const CHARTS = [
   { id: "fallback", title: "Fallback share (%)", yMin: 0, digits: 1, scale: 100, metrics: [["fallback_share", "cloud"]] },
   { id: "writes", title: "Flash writes (MiB/h)", yMin: 0, digits: 2, scale: 1 / 1048576,
     metrics: [["process_bytes_written_per_hour", "agent process"], ["store_bytes_written_per_hour", "store"]] },
-  { id: "drift", title: "Drift score (PSI)", yMin: 0, digits: 3, drift: true },
+  { id: "drift", title: "Drift (PSI per input channel)", yMin: 0, digits: 3, drift: true },
   { id: "results", title: "Results per bucket", yMin: 0, digits: 0, results: true },
 ];
 
@@ -141,6 +141,40 @@ function renderCommands(commands) {
   )) : [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "No commands yet." }))]));
 }
 
+// Reports that name their channels (every agent report does) chart one PSI line per channel and
+// shade each channel's alert periods: from the first report it was flagged in to the last.
+function driftPerChannel(reports) {
+  const chronological = [...reports].reverse()
+    .filter((r) => Array.isArray(r.details?.channels) && r.details.channels.some((c) => c.psi != null));
+  if (!chronological.length) return null;
+  const names = [...new Set(chronological.flatMap((r) => r.details.channels.map((c) => c.channel)))];
+  const series = names.map((name) => ({
+    name,
+    points: chronological.flatMap((r) => {
+      const c = r.details.channels.find((x) => x.channel === name);
+      return c && c.psi != null ? [[r.ts, c.psi]] : [];
+    }),
+  }));
+  const bands = [];
+  for (const name of names) {
+    let open = null;
+    for (const r of chronological) {
+      const c = r.details.channels.find((x) => x.channel === name);
+      if (c?.drifted) {
+        // r.ts is the report's end on the controller's clock; its span is the device's.
+        const span = Math.max(0, (r.details.window_end ?? r.ts) - (r.details.window_start ?? r.ts));
+        if (!open) open = { from: r.ts - span, to: r.ts, label: name };
+        else open.to = r.ts;
+      } else if (open) {
+        bands.push(open);
+        open = null;
+      }
+    }
+    if (open) bands.push(open);
+  }
+  return { series, bands };
+}
+
 async function refreshCharts(now) {
   const tasks = CHARTS.map(async (spec) => {
     const fig = document.getElementById(`chart-${spec.id}`);
@@ -150,6 +184,11 @@ async function refreshCharts(now) {
     const opts = { from, to: now, format: fmt, title: spec.title, yMin: spec.yMin };
     if (spec.drift) {
       const reports = await api(`${base}/drift?since=${-range}&limit=10000`);
+      const perChannel = driftPerChannel(reports);
+      if (perChannel) {
+        drawChart(fig, perChannel.series, { ...opts, bands: perChannel.bands });
+        return;
+      }
       const points = reports.filter((r) => r.score !== null).map((r) => [r.ts, r.score]).reverse();
       const marks = reports.filter((r) => r.drifted && r.score !== null).map((r) => [r.ts, r.score]);
       drawChart(fig, [{ name: "PSI", points }], { ...opts, marks });

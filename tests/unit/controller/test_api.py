@@ -19,6 +19,7 @@ from edgefleet.controller.auth import CSRF_HEADER, create_token, hash_password
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig, DatabaseConfig
 from edgefleet.controller.dal import Database, open_database
+from edgefleet.controller.dal.migrations import MIGRATIONS
 from edgefleet.controller.live import FleetChanges
 from edgefleet.controller.records import (
     DriftItem,
@@ -204,6 +205,7 @@ def test_openapi_health_and_root(api: Api) -> None:
     for path in ("/api/devices", "/api/devices/{device_id}/telemetry", "/api/fleet/summary", "/api/stream"):
         assert path in spec["paths"]
     health = api.client.get("/healthz").json()
-    assert (health["status"], health["database"], health["schema_version"]) == ("ok", "sqlite", 2)
+    latest = max(version for version, _, _ in MIGRATIONS)
+    assert (health["status"], health["database"], health["schema_version"]) == ("ok", "sqlite", latest)
     root = api.client.get("/", follow_redirects=False)
     assert root.status_code in (200, 307)
