@@ -278,7 +278,7 @@ class Batcher:
             elif getattr(other, "counts_windows", False):
                 cast(Callable[[int], object], other)(windows)
             else:
-                other()
+                cast(Callable[[], object], other)()
             self._wake(windows)
 
         buf.notify = both

@@ -74,8 +74,9 @@ __all__ = [
     "counts_windows",
 ]
 
-Notify: TypeAlias = threading.Condition | Callable[[], object]
-"""What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable."""
+Notify: TypeAlias = threading.Condition | Callable[[], object] | Callable[[int], object]
+"""What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable
+(called with no argument, or with the number of windows when marked :func:`counts_windows`)."""
 
 _CallableT = TypeVar("_CallableT", bound=Callable[..., object])
 
@@ -214,9 +215,9 @@ class StreamBuffer(RingConsumer):
 
             self._signal = signal
         elif callable(target):
-            self._signal = target
             if getattr(target, "counts_windows", False):
                 self._signal_counted = cast(Callable[[int], object], target)
+            self._signal = cast(Callable[[], object], target)  # unused when counted
         else:
             raise TypeError(f"notify must be a threading.Condition, a callable or None, got {target!r}")
 
