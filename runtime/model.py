@@ -39,22 +39,6 @@ __all__ = ["Model"]
 log = logging.getLogger(__name__)
 
 
-def _finite_by_dot(sample: AnyArray) -> bool:
-    """True when every value is finite; False may also mean a sum of squares past float range.
-
-    One BLAS dot of the values with themselves reads them once and writes nothing (NaN and inf
-    carry through it), where isfinite writes a mask and reduces it. Values so large that their
-    squares overflow read as not finite here: the caller checks those again exactly.
-    """
-    flat = sample.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(np.dot(flat, flat)))
-
-
-class _NotFinite(Exception):
-    """A sample failed the quick finiteness check (internal: the batch-wide path takes over)."""
-
-
 class Model(CallerInputs):
     """A loaded model. Thread-safe (calls are serialised); use as a context manager or ``close()``."""
 
@@ -220,10 +204,6 @@ class Model(CallerInputs):
                 if tensor is None:
                     tensor = quantizer(self._apply_nan_policy(plan.spec.name, arr))
             else:
-                if session.runs_samples_one_at_a_time and arr.shape[0] > 1:
-                    looped = self._run_fast_per_sample(session, plan, arr)
-                    if looped is not None:
-                        return looped
                 if self._nan_policy != "allow":
                     arr = self._apply_nan_policy(plan.spec.name, arr)
                 normalizer = plan.normalizer
@@ -232,50 +212,6 @@ class Model(CallerInputs):
                 else:
                     tensor = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
             return self._run_fast(session, plan, tensor)
-
-    def _run_fast_per_sample(
-        self, session: BackendSession, plan: InputPlan, arr: AnyArray
-    ) -> dict[str, AnyArray] | None:
-        """_predict_fast's float path for a session that runs one sample per call anyway.
-
-        Each sample is normalized just before it runs and checked right after, while it is in
-        cache; a check over the whole batch first would read a large batch (images) from memory
-        once more. None when a sample is not finite: the caller then applies the NaN policy to the
-        whole batch, so the outcome and the error are exactly those of the batch-wide path.
-        """
-        name = plan.spec.name
-        check = self._nan_policy != "allow"
-        normalizer = plan.normalizer
-
-        def run_one(feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
-            sample = feeds[name]
-            tensor = sample
-            if normalizer is not None:
-                tensor = normalizer(sample)
-            elif not sample.flags.c_contiguous:
-                tensor = np.ascontiguousarray(sample)
-            # checked after the run, while the runtime has just pulled the sample into cache;
-            # the outputs of a sample that fails are thrown away with the whole batch's
-            try:
-                outputs = session.run({name: tensor}, 1)
-            except Exception:
-                if check and not _finite_by_dot(sample):
-                    raise _NotFinite from None
-                raise
-            if check and not _finite_by_dot(sample):
-                raise _NotFinite
-            return outputs
-
-        try:
-            raw = run_looped(run_one, {name: arr}, frozenset((name,)), int(arr.shape[0]))
-        except _NotFinite:
-            return None
-        except EdgefleetError:
-            raise
-        except Exception as exc:  # the native runtime's own exception types
-            raise self._inference_error(exc) from None
-        convert = self._to_caller
-        return {out: convert[out](value) for out, value in raw.items()}
 
     def _run_fast(self, session: BackendSession, plan: InputPlan, tensor: AnyArray) -> dict[str, AnyArray]:
         try:

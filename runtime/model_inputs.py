@@ -188,8 +188,9 @@ class CallerInputs:
             hint=hint,
         )
 
-    def _all_finite(self, arr: AnyArray) -> bool:
-        """Whether every value of a float array is finite (a quick check; False may be checked again)."""
+    def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
+        if arr.size == 0:
+            return arr
         # isfinite into a reused mask, then one reduction: no allocation, and unlike a sum of
         # squares no overflow, so no np.errstate (whose enter/exit costs more than the check)
         if arr.dtype in _IEEE_FLOATS:
@@ -197,14 +198,13 @@ class CallerInputs:
                 self._finite_scratch = np.empty(arr.shape, np.bool_)
             mask = self._finite_scratch
             np.isfinite(arr, out=mask)
-            return bool(_all_true(mask, axis=None))
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = float(np.add.reduce(arr, axis=None))
-        return math.isfinite(total)
-
-    def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
-        if arr.size == 0 or self._all_finite(arr):
-            return arr
+            if _all_true(mask, axis=None):
+                return arr
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = float(np.add.reduce(arr, axis=None))
+            if math.isfinite(total):
+                return arr
         bad = ~np.isfinite(arr)
         count = int(np.count_nonzero(bad))
         if count == 0:

@@ -46,10 +46,6 @@ class BackendSession(ABC):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     providers: list[str]
-    #: True when a batch of more than one sample runs one sample per runtime call (the runtime
-    #: cannot resize the model's fixed batch axis): the Model then checks each sample just before
-    #: it runs, while it is in cache, instead of making a pass over the whole batch first.
-    runs_samples_one_at_a_time: bool = False
 
     @abstractmethod
     def run(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:

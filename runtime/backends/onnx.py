@@ -232,7 +232,6 @@ class OnnxSession(BackendSession):
         self._batched = batched_inputs(self.inputs)
         # ONNX Runtime cannot resize a fixed dimension: batch-1 models are looped.
         self._native_batch = all(s.shape[0] is None for s in self.inputs if s.name in self._batched)
-        self.runs_samples_one_at_a_time = not self._native_batch
 
     def run(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
         if batch == 1 or self._native_batch:
