@@ -90,6 +90,7 @@ def counts_windows(listener: _CallableT) -> _CallableT:
     listener.counts_windows = True  # type: ignore[attr-defined]
     return listener
 
+
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
