@@ -27,6 +27,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("model_path", []),
     ("store_writer", []),
     ("fixed_load", []),
+    ("fixed_load_stages", []),
     ("saturation", []),
     ("agent_e2e", []),
     ("agent_memory", []),

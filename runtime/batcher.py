@@ -15,11 +15,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 
 from edgefleet.errors import ConfigError, ConfigIssue
-from edgefleet.runtime.ringbuffer import StreamBuffer
+from edgefleet.runtime.ringbuffer import StreamBuffer, counts_windows
 from edgefleet.runtime.windows import Window, WindowBatch
 from edgefleet.types import AnyArray, FloatArray
 
@@ -238,18 +239,28 @@ class Batcher:
         self._next_stream = 0
         self._closed = False
         self._sleeping = False
+        # windows published since the consumer's last look, and how many it sleeps until (see _wake)
+        self._arrived = 0
+        self._need = 1
         # the consumer's fast path in next_batch (one stream): pop without the Condition
         self._single: StreamBuffer | None = buffers[0] if len(buffers) == 1 else None
         for buf in buffers:
             self._attach(buf)
 
-    def _wake(self) -> None:
-        # Producers call this on every completed window: skip the lock unless the consumer sleeps.
-        # next_batch sets ``_sleeping`` before its last look at the buffers, so a window published
-        # after that look always finds it set and the notify cannot be lost.
+    @counts_windows
+    def _wake(self, windows: int = 1) -> None:
+        # Producers call this on every push that completes windows: skip the lock unless the
+        # consumer sleeps, and wake it only once the windows it waits for are there (the first
+        # one, to start the batch timeout; then enough to fill the batch), not at every window:
+        # with many streams a wake-up per window costs more than the batching saves.
+        # next_batch sets ``_sleeping`` (and ``_need`` to 1) before its last look at the buffers,
+        # so a window published after that look is always counted and the notify cannot be lost.
         if self._sleeping:
-            with self._cond:
-                self._cond.notify_all()
+            arrived = self._arrived + windows
+            self._arrived = arrived
+            if arrived >= self._need:
+                with self._cond:
+                    self._cond.notify_all()
 
     def _attach(self, buf: StreamBuffer) -> None:
         existing = buf.notify
@@ -259,13 +270,16 @@ class Batcher:
         # keep the caller's listener and wake this batcher too
         other = existing
 
-        def both() -> None:
+        @counts_windows
+        def both(windows: int = 1) -> None:
             if isinstance(other, threading.Condition):
                 with other:
                     other.notify_all()
+            elif getattr(other, "counts_windows", False):
+                cast(Callable[[int], object], other)(windows)
             else:
-                other()
-            self._wake()
+                cast(Callable[[], object], other)()
+            self._wake(windows)
 
         buf.notify = both
 
@@ -338,7 +352,11 @@ class Batcher:
                 while True:
                     if self._closed:
                         return None
-                    self._sleeping = True  # before gathering: see _wake
+                    # before gathering (see _wake): from here every window published counts, and
+                    # the first one wakes, until _need says how many the batch still lacks
+                    self._need = 1
+                    self._arrived = 0
+                    self._sleeping = True
                     self._gather()
                     now = self._clock()
                     if self._count:
@@ -355,6 +373,11 @@ class Batcher:
                     wake = deadline
                     if due is not None:
                         wake = due if wake is None else min(wake, due)
+                    # nothing pending: the first window starts the timeout; else a full batch
+                    need = self.max_batch_size - self._count if self._count else 1
+                    self._need = need
+                    if self._arrived >= need:
+                        continue  # enough arrived while gathering: look again now
                     self._cond.wait(None if wake is None else max(0.0, wake - now))
             finally:
                 self._sleeping = False

@@ -52,7 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -64,10 +64,32 @@ from edgefleet.runtime.ring_settings import validate_ring_settings
 from edgefleet.runtime.windows import Window, WindowBatch
 from edgefleet.types import BackpressurePolicy, FloatArray
 
-__all__ = ["BufferInputError", "BufferStats", "Notify", "StreamBuffer", "Window", "WindowBatch"]
+__all__ = [
+    "BufferInputError",
+    "BufferStats",
+    "Notify",
+    "StreamBuffer",
+    "Window",
+    "WindowBatch",
+    "counts_windows",
+]
 
-Notify: TypeAlias = threading.Condition | Callable[[], object]
-"""What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable."""
+Notify: TypeAlias = threading.Condition | Callable[[], object] | Callable[[int], object]
+"""What a buffer signals when a window becomes ready: a Condition (``notify_all``) or a callable
+(called with no argument, or with the number of windows when marked :func:`counts_windows`)."""
+
+_CallableT = TypeVar("_CallableT", bound=Callable[..., object])
+
+
+def counts_windows(listener: _CallableT) -> _CallableT:
+    """Mark a notify callable that takes one argument: how many windows the push just completed.
+
+    A listener that knows how many windows it waits for (a :class:`Batcher` filling a batch) can
+    then skip waking its consumer until they are there; unmarked callables are called with none.
+    """
+    listener.counts_windows = True  # type: ignore[attr-defined]
+    return listener
+
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -149,6 +171,7 @@ class StreamBuffer(RingConsumer):
         self._gaps: deque[int] = deque()
         self._notify: Notify | None = None
         self._signal: Callable[[], object] | None = None
+        self._signal_counted: Callable[[int], object] | None = None  # a @counts_windows listener
         self.notify = notify
         # the samples' codes for an integer-input model (attach_encoder), or None
         self._codes: CodeRing | None = None
@@ -181,6 +204,7 @@ class StreamBuffer(RingConsumer):
     @notify.setter
     def notify(self, target: Notify | None) -> None:
         self._notify = target
+        self._signal_counted = None
         if target is None:
             self._signal = None
         elif isinstance(target, threading.Condition):
@@ -192,7 +216,9 @@ class StreamBuffer(RingConsumer):
 
             self._signal = signal
         elif callable(target):
-            self._signal = target
+            if getattr(target, "counts_windows", False):
+                self._signal_counted = cast(Callable[[int], object], target)
+            self._signal = cast(Callable[[], object], target)  # unused when counted
         else:
             raise TypeError(f"notify must be a threading.Condition, a callable or None, got {target!r}")
 
@@ -225,6 +251,10 @@ class StreamBuffer(RingConsumer):
             else:
                 ready.put(np.arange(first, last + 1, hop), now, mode="wrap")
         self._write = end
+        counted = self._signal_counted
+        if counted is not None:
+            counted(steps)
+            return
         signal = self._signal
         if signal is not None:
             signal()
@@ -301,6 +331,10 @@ class StreamBuffer(RingConsumer):
             self._ready[first:q:hop] = self._clock()
         self._write = end  # publish after the ready times too: pop reads them for windows below write
         self._announce_at = at + steps * hop
+        counted = self._signal_counted
+        if counted is not None:
+            counted(steps)
+            return n
         signal = self._signal
         if signal is not None:
             signal()

@@ -1,0 +1,101 @@
+"""The batcher wakes its consumer once per batch, not once per window (real threads, no timing).
+
+A sleeping consumer is woken by the first window (it starts the batch timeout) and then only
+when enough windows arrived to fill the batch; a push that completes several windows counts them
+all. Each test waits for real events with generous limits; none asserts a duration.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edgefleet.runtime.batcher import Batch, Batcher
+from edgefleet.runtime.ringbuffer import StreamBuffer, counts_windows
+
+
+def make(name: str) -> StreamBuffer:
+    return StreamBuffer(name, 1, window_length=2, hop=2, capacity=64)
+
+
+def feed(buf: StreamBuffer, windows: int) -> None:
+    idx = np.arange(2 * windows, dtype=np.float32)
+    buf.push_block(idx[:, None], idx.astype(np.float64))
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.001)
+
+
+def test_a_counted_listener_hears_how_many_windows_a_push_completed() -> None:
+    heard: list[int] = []
+
+    @counts_windows
+    def listener(windows: int) -> None:
+        heard.append(windows)
+
+    buf = make("a")
+    buf.notify = listener
+    feed(buf, 3)
+    buf.push([7.0], 100.0)  # half a window: nothing completed, nothing heard
+    buf.push([8.0], 101.0)
+    assert heard == [3, 1]
+
+
+def test_a_plain_listener_is_still_called_without_arguments() -> None:
+    calls: list[int] = []
+    buf = make("a")
+    buf.notify = lambda: calls.append(1)
+    feed(buf, 3)
+    assert calls == [1]
+
+
+def test_consumer_sleeps_through_windows_that_cannot_fill_the_batch() -> None:
+    streams = [make(f"s{i}") for i in range(8)]
+    batcher = Batcher(streams, max_batch_size=8, batch_timeout=3600)
+    got: list[Batch | None] = []
+    consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
+    consumer.start()
+    feed(streams[0], 1)  # the first window wakes the consumer: it starts the timeout
+    wait_until(lambda: batcher.pending == 1 and batcher._need == 7, "the consumer to wait for 7 more")
+    notified: list[int] = []
+    notify_all = batcher._cond.notify_all
+
+    def counting_notify_all() -> None:
+        notified.append(1)
+        notify_all()
+
+    batcher._cond.notify_all = counting_notify_all  # type: ignore[method-assign]
+    for buf in streams[1:7]:
+        feed(buf, 1)
+    assert notified == []  # 7 of 8 windows: no reason to wake
+    feed(streams[7], 1)
+    consumer.join(timeout=90)
+    assert notified == [1]
+    assert got
+    batch = got[0]
+    assert batch is not None  # released full, long before its 3600 s timeout
+    assert sorted(batch.streams) == [f"s{i}" for i in range(8)]
+
+
+def test_one_push_of_several_windows_fills_the_batch_and_wakes_the_consumer() -> None:
+    a, b = make("a"), make("b")
+    batcher = Batcher([a, b], max_batch_size=5, batch_timeout=3600)
+    got: list[Batch | None] = []
+    consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
+    consumer.start()
+    feed(a, 1)
+    wait_until(lambda: batcher.pending == 1 and batcher._need == 4, "the consumer to wait for 4 more")
+    feed(b, 4)  # one push, four windows: counted as four
+    consumer.join(timeout=90)
+    assert got
+    batch = got[0]
+    assert batch is not None
+    assert len(batch) == 5
