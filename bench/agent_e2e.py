@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sqlite3
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from agentbench import BUNDLE, agent_log_tail, count_results, model_file, spawn_agent, wait_for, write_config
+from agentbench import BUNDLE, agent_windows_per_s, model_file
 
 from edgefleet.bench import run_benchmark
 
@@ -96,29 +95,6 @@ def bare_with_sqlite_windows_per_s(bundle: Path, batch: int, seconds: float) -> 
         elapsed = time.perf_counter() - start
         conn.close()
     return windows / elapsed
-
-
-def agent_windows_per_s(bundle: Path, batch: int, seconds: float, warmup: float) -> float:
-    with tempfile.TemporaryDirectory(prefix="agent-e2e-") as tmp:
-        workdir = Path(tmp)
-        config = write_config(workdir, batch=batch, bundle=bundle)
-        db = workdir / "state" / "store.db"
-        proc = spawn_agent(config)
-        try:
-            try:
-                wait_for(lambda: count_results(db) > 0, timeout=60)
-            except TimeoutError:
-                raise SystemExit(f"no result after 60 s; agent log:\n{agent_log_tail(config)}") from None
-            time.sleep(warmup)
-            n0, t0 = count_results(db), time.perf_counter()
-            time.sleep(seconds)
-            n1, t1 = count_results(db), time.perf_counter()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-        if proc.returncode != 0:
-            raise SystemExit(f"agent exited with {proc.returncode}")
-        return (n1 - n0) / (t1 - t0)
 
 
 def _mean(a: float, b: float) -> float:

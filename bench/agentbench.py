@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,3 +123,34 @@ def wait_for(condition: object, timeout: float = 60.0, poll: float = 0.005) -> f
             raise TimeoutError("benchmark condition not reached")
         time.sleep(poll)
     return time.perf_counter() - start
+
+
+def agent_windows_per_s(
+    bundle: Path, batch: int, seconds: float, warmup: float, *, extra_config: str = ""
+) -> float:
+    """Results the real agent commits per second at saturation (replay as fast as it can), read
+    from the store between two counts after ``warmup``; ``extra_config`` is appended to the
+    config file (e.g. a ``[drift]`` section)."""
+    with tempfile.TemporaryDirectory(prefix="agent-e2e-") as tmp:
+        workdir = Path(tmp)
+        config = write_config(workdir, batch=batch, bundle=bundle)
+        if extra_config:
+            with config.open("a") as fh:
+                fh.write("\n" + extra_config)
+        db = workdir / "state" / "store.db"
+        proc = spawn_agent(config)
+        try:
+            try:
+                wait_for(lambda: count_results(db) > 0, timeout=60)
+            except TimeoutError:
+                raise SystemExit(f"no result after 60 s; agent log:\n{agent_log_tail(config)}") from None
+            time.sleep(warmup)
+            n0, t0 = count_results(db), time.perf_counter()
+            time.sleep(seconds)
+            n1, t1 = count_results(db), time.perf_counter()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        if proc.returncode != 0:
+            raise SystemExit(f"agent exited with {proc.returncode}")
+        return (n1 - n0) / (t1 - t0)

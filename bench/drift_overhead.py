@@ -22,14 +22,11 @@ load below the budget.
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from agentbench import BUNDLE, REPLAY, agent_log_tail, count_results, spawn_agent, wait_for, write_config
+from agentbench import BUNDLE, REPLAY, agent_windows_per_s
 
 from edgefleet.agent.drift_monitor import DriftMonitor, DriftSettings
 from edgefleet.runtime.bundle import load_bundle
@@ -37,30 +34,9 @@ from edgefleet.runtime.bundle import load_bundle
 TARGET = 0.97
 
 
-def agent_windows_per_s(*, drift: bool, batch: int, windows: int, seconds: float, warmup: float) -> float:
-    with tempfile.TemporaryDirectory(prefix="edgefleet-drift-bench-") as tmp:
-        workdir = Path(tmp)
-        config = write_config(workdir, batch=batch, bundle=BUNDLE)
-        with config.open("a") as fh:
-            fh.write(f"\n[drift]\nenabled = {str(drift).lower()}\nwindows = {windows}\n")
-        db = workdir / "state" / "store.db"
-        proc = spawn_agent(config)
-        try:
-            try:
-                wait_for(lambda: count_results(db) > 0, timeout=60)
-            except TimeoutError:
-                raise SystemExit(f"the agent produced no result:\n{agent_log_tail(config)}") from None
-            time.sleep(warmup)
-            n0, t0 = count_results(db), time.perf_counter()
-            time.sleep(seconds)
-            n1, t1 = count_results(db), time.perf_counter()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except Exception:
-                proc.kill()
-        return (n1 - n0) / (t1 - t0)
+def drift_windows_per_s(*, drift: bool, batch: int, windows: int, seconds: float, warmup: float) -> float:
+    section = f"[drift]\nenabled = {str(drift).lower()}\nwindows = {windows}\n"
+    return agent_windows_per_s(BUNDLE, batch, seconds, warmup, extra_config=section)
 
 
 def per_window_costs(batch: int, seconds: float) -> tuple[float, float, float]:
@@ -127,10 +103,10 @@ def main() -> None:
     print(f"bundle {BUNDLE.name}, batch {args.batch}, drift report every {args.windows} windows")
     print(f"{'round':>5} {'off w/s':>10} {'on w/s':>10} {'on/off':>7}")
     for r in range(args.rounds):
-        off = agent_windows_per_s(
+        off = drift_windows_per_s(
             drift=False, batch=args.batch, windows=args.windows, seconds=args.seconds, warmup=args.warmup
         )
-        on = agent_windows_per_s(
+        on = drift_windows_per_s(
             drift=True, batch=args.batch, windows=args.windows, seconds=args.seconds, warmup=args.warmup
         )
         ratios.append(on / off)

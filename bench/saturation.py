@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 
-from agent_e2e import agent_windows_per_s, bare_windows_per_s
-from agentbench import BUNDLE, model_file
+from agent_e2e import bare_windows_per_s
+from agentbench import BUNDLE, agent_windows_per_s, model_file
 
 from edgefleet.bench import run_benchmark
 
