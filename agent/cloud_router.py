@@ -1,23 +1,30 @@
 """The device side of the cloud fallback: which windows to ask the cloud about, and the live request.
 
-:class:`CloudRouter` implements :class:`~edgefleet.agent.routing.FallbackRouter`. Its policy
-(:class:`ConfidencePolicy`) claims a window when the edge model is unsure (top probability under
-``min_confidence``, or top-2 margin under ``min_margin``) or when there is no edge model. A claimed
-window goes **straight to the broker** as an ``infer/request`` (through ``publish``, not the store's
-outbox, whose priorities and budget would defeat the latency objective) and waits at most
-``latency_slo_ms`` for its ``infer/response``:
+:class:`CloudRouter` implements :class:`~edgefleet.agent.routing.FallbackRouter`. Its
+:class:`~edgefleet.agent.fallback_policy.FallbackPolicy` claims a window when the edge cannot
+answer well (no model, buffer over its high-water mark, inference latency p95 over its objective),
+when the input is out of distribution (drift alert, outside the reference's range) or when the
+edge answer is unsure (top probability, top-2 margin, entropy); the device's state comes from a
+signal source (:mod:`edgefleet.agent.fallback_signals`) attached once the pipeline exists. A
+claimed window goes **straight to the broker** as an ``infer/request`` (through ``publish``, not
+the store's outbox, whose priorities and budget would defeat the latency objective) and waits at
+most ``latency_slo_ms`` for its ``infer/response``:
 
 * the cloud answers in time: a result with ``answered_by="cloud"`` and the policy's reason;
-* it does not (``timeout``), the cloud refuses (``cloud_error``), the publish fails (``offline``) or
-  too many requests are pending (``queue_full``): the **edge** answer is stored, its
-  ``fallback_reason`` saying ``<reason>:<outcome>``, e.g. ``low_confidence:timeout``.
+* it does not (``timeout``), the cloud refuses (``cloud_error``), the publish fails (``offline``),
+  the budget is spent (``budget``: :class:`~edgefleet.agent.fallback_budget.FallbackBudget`,
+  requests per minute and bytes per hour) or the router is closed (``shutdown``): the **edge**
+  answer is stored, its ``fallback_reason`` saying ``<reason>:<outcome>``, e.g.
+  ``low_confidence:timeout`` - all through :meth:`CloudRouter._finish_edge`;
+* too many requests are pending (``queue_full``): the window is not claimed, its edge answer is
+  stored unflagged.
 
 Nothing waits forever and every claimed window with an edge answer ends up stored exactly once:
 a response that arrives after its deadline, or for an id never sent, is only counted
 (``late_responses``, ``unknown_responses``). The agent builds one from ``[fallback]`` when
 ``fallback.enabled`` and sync are on (requests through ``SyncService.publish_live``, answers through
-its ``infer/response`` handler). Not built yet (issue 15): budgets, deferred escalation of
-timed-out windows, out-of-distribution and capacity policies.
+its ``infer/response`` handler); :meth:`CloudRouter.fallback_stats` is what its status reports.
+Not built here: deferred escalation of timed-out windows (issue 15).
 """
 
 from __future__ import annotations
@@ -26,13 +33,24 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.config import AgentConfig, FallbackConfig
+from edgefleet.agent.fallback_budget import FallbackBudget
+from edgefleet.agent.fallback_policy import (
+    CapacityPolicy,
+    ConfidencePolicy,
+    FallbackPolicy,
+    OutOfDistributionPolicy,
+    Signals,
+    SignalSource,
+)
+from edgefleet.agent.metrics import percentile
 from edgefleet.agent.store import ResultRecord
 from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
@@ -41,7 +59,15 @@ from edgefleet.errors import ProtocolError
 from edgefleet.runtime.bundle import Prediction
 from edgefleet.runtime.ringbuffer import Window
 
-__all__ = ["CloudRouter", "ConfidencePolicy", "Deliver", "Publish", "router_from_config"]
+__all__ = [
+    "CloudRouter",
+    "ConfidencePolicy",
+    "Deliver",
+    "FallbackPolicy",
+    "Publish",
+    "policy_from_config",
+    "router_from_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +75,8 @@ Publish = Callable[[str, bytes], str | None]
 """``publish(topic, payload)``: None once handed to the broker client, else why not."""
 Deliver = Callable[[Sequence[ResultRecord]], None]
 _EXPIRED_KEPT = 10_000  # ids remembered to tell a late response from an unknown one
-
-
-@dataclass(frozen=True)
-class ConfidencePolicy:
-    """Low confidence: top probability under ``min_confidence`` or top-2 margin under ``min_margin``."""
-
-    min_confidence: float = 0.6
-    min_margin: float = 0.0
-
-    def reason(self, prediction: Prediction | None) -> str | None:
-        if prediction is None:
-            return "no_model"
-        if prediction.score is not None and prediction.score < self.min_confidence:
-            return "low_confidence"
-        if self.min_margin > 0 and prediction.values.size >= 2:
-            top2 = np.sort(prediction.values.ravel())[-2:]
-            if float(top2[1] - top2[0]) < self.min_margin:
-                return "low_margin"
-        return None
+_LATENCIES_KEPT = 1024  # recent cloud round trips for the p50/p95 in the stats
+_NO_SIGNALS = Signals()
 
 
 @dataclass
@@ -88,14 +97,20 @@ class CloudRouter:
         device_id: str,
         publish: Publish,
         deliver: Deliver,
-        policy: ConfidencePolicy | None = None,
+        policy: FallbackPolicy | ConfidencePolicy | None = None,
         latency_slo_ms: float = 500.0,
         max_pending: int = 256,
         prefix: str = "edgefleet/v1",
+        budget: FallbackBudget | None = None,
+        signals: SignalSource | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device_id = device_id
-        self.policy = policy or ConfidencePolicy()
+        if isinstance(policy, ConfidencePolicy):
+            policy = FallbackPolicy(confidence=policy)
+        self.policy = policy or FallbackPolicy()
+        self.budget = budget or FallbackBudget(clock=clock)
+        self._signals = signals
         self.latency_slo_s = latency_slo_ms / 1000.0
         self.max_pending = max_pending
         self.prefix = prefix
@@ -109,26 +124,39 @@ class CloudRouter:
         self._cond = threading.Condition()
         self._closed = False
         self.counts: Counter[str] = Counter()
-        """``sent``, ``cloud``, ``timeout``, ``offline``, ``cloud_error``, ``queue_full``,
-        ``late_responses``, ``unknown_responses``, ``bad_responses``."""
-        self.cloud_latency_ms: list[float] = []
+        """``sent``, ``cloud``, ``timeout``, ``offline``, ``cloud_error``, ``budget``, ``shutdown``,
+        ``queue_full``, ``late_responses``, ``unknown_responses``, ``bad_responses``."""
+        self.reasons: Counter[str] = Counter()
+        """Windows claimed per policy reason (``low_confidence``, ``drift_alert``, ...)."""
+        self.cloud_latency_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._timer = threading.Thread(target=self._expire_loop, name="edgefleet-cloud-router", daemon=True)
         self._timer.start()
 
+    def attach_signals(self, signals: SignalSource) -> None:
+        """Read the device's state (drift, buffers, latency, model) from ``signals`` per batch."""
+        self._signals = signals
+
     # --- FallbackRouter -------------------------------------------------------------------------
     def route(self, windows: Sequence[Window], predictions: Sequence[Prediction] | None) -> list[str | None]:
+        signals = self._signals() if self._signals is not None and predictions is not None else _NO_SIGNALS
         reasons: list[str | None] = []
         with self._cond:
             room = self.max_pending - len(self._pending)
-        for i in range(len(windows)):
-            reason = self.policy.reason(predictions[i] if predictions is not None else None)
+        claimed: Counter[str] = Counter()
+        full = 0
+        for i, window in enumerate(windows):
+            reason = self.policy.reason(window, predictions[i] if predictions is not None else None, signals)
             if reason is not None and room <= 0:
-                with self._cond:
-                    self.counts["queue_full"] += 1
+                full += 1
                 reason = None  # keep the edge answer; the cloud is saturated
             elif reason is not None:
                 room -= 1
+                claimed[reason] += 1
             reasons.append(reason)
+        if claimed or full:
+            with self._cond:
+                self.reasons.update(claimed)
+                self.counts["queue_full"] += full
         return reasons
 
     def submit(self, window: Window, reason: str, edge_result: ResultRecord | None) -> None:
@@ -145,8 +173,12 @@ class CloudRouter:
         )
         payload = encode_message(make_envelope(self.device_id, "infer/request", body))
         now = self._clock()
+        pending = _Pending(reason, edge_result, window, now, now + self.latency_slo_s)
+        if not self.budget.spend(len(payload)):
+            self._finish_edge(pending, "budget")
+            return
         with self._cond:
-            self._pending[request_id] = _Pending(reason, edge_result, window, now, now + self.latency_slo_s)
+            self._pending[request_id] = pending
             self._cond.notify_all()
         error = self._publish(self.request_topic, payload)
         if error is not None:
@@ -242,6 +274,32 @@ class CloudRouter:
         with self._cond:
             return len(self._pending)
 
+    def fallback_stats(self) -> dict[str, Any]:
+        """The router's figures for the device status (``status.fallback``): counts since start,
+        the budget's use now (0 for a limit means none) and the recent cloud round trips."""
+        requests, spent = self.budget.usage()
+        with self._cond:
+            counts = self.counts
+            latencies = list(self.cloud_latency_ms)
+            reasons = dict(self.reasons)
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        return {
+            "sent": counts["sent"],
+            "answered_cloud": counts["cloud"],
+            "timeouts": counts["timeout"],
+            "budget_refused": counts["budget"],
+            "offline": counts["offline"],
+            "deferred": 0,  # deferred escalation is not built here
+            "late_answers": counts["late_responses"],
+            "requests_last_min": requests,
+            "bytes_last_hour": spent,
+            "max_requests_per_min": self.budget.max_requests_per_min or 0,
+            "max_bytes_per_hour": self.budget.max_bytes_per_hour or 0,
+            "latency_p50_ms": 0.0 if p50 is None else round(p50, 3),
+            "latency_p95_ms": 0.0 if p95 is None else round(p95, 3),
+            "reasons": reasons,
+        }
+
     def close(self) -> None:
         """Stop waiting: every pending window keeps its edge answer (``<reason>:shutdown``)."""
         with self._cond:
@@ -253,9 +311,27 @@ class CloudRouter:
             self._settle(rid, outcome="shutdown")
 
 
+def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
+    """The policies ``[fallback]`` asks for."""
+    return FallbackPolicy(
+        confidence=ConfidencePolicy(
+            min_confidence=fallback.min_confidence,
+            min_margin=fallback.min_margin,
+            max_entropy=fallback.max_entropy,
+        ),
+        ood=OutOfDistributionPolicy(
+            on_drift=fallback.on_drift, on_out_of_range=fallback.range_tolerance is not None
+        ),
+        capacity=CapacityPolicy(
+            queue_high_water=fallback.queue_high_water, latency_p95_ms=fallback.inference_p95_slo_ms
+        ),
+    )
+
+
 def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Deliver) -> CloudRouter | None:
     """The agent's router from ``[fallback]``; None unless fallback and sync are both enabled
-    (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is)."""
+    (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is). Its
+    signals are attached once the pipeline exists (:func:`edgefleet.agent.pipeline_build.build_pipeline`)."""
     fallback = config.fallback
     if not (fallback.enabled and config.sync.enabled):
         return None
@@ -263,8 +339,11 @@ def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Delive
         device_id=config.device.id,
         publish=publish,
         deliver=deliver,
-        policy=ConfidencePolicy(min_confidence=fallback.min_confidence),
+        policy=policy_from_config(fallback),
         latency_slo_ms=fallback.latency_slo_ms,
         max_pending=fallback.max_queue_windows,
         prefix=config.sync.topic_prefix,
+        budget=FallbackBudget(
+            max_requests_per_min=fallback.max_requests_per_min, max_bytes_per_hour=fallback.max_bytes_per_hour
+        ),
     )

@@ -114,7 +114,43 @@ class FallbackConfig(_Section):
     latency_slo_ms: float = Field(
         default=500.0, gt=0, description="cloud answers later than this are replaced by the edge answer"
     )
-    on_drift: bool = Field(default=False, description="also send windows while input drift is detected")
+    on_drift: bool = Field(
+        default=False, description="also send windows while a drift alert is active on an input channel"
+    )
+    min_margin: float = Field(
+        default=0.0, ge=0, le=1, description="top-2 probability margins below go to the cloud (0: off)"
+    )
+    max_entropy: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="normalized output entropies (0..1) above go to the cloud (1: off)",
+    )
+    range_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description="send windows outside the reference's per-channel [min, max] widened by this share of"
+        " its width (unset: off)",
+    )
+    queue_high_water: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="send windows while their stream's ring buffer is at least this full (0..1; unset: off)",
+    )
+    inference_p95_slo_ms: float | None = Field(
+        default=None, gt=0, description="send windows while the edge inference p95 is over this (unset: off)"
+    )
+    max_requests_per_min: int | None = Field(
+        default=None,
+        ge=1,
+        description="cloud requests in any minute at most; past it the edge answers (unset: no limit)",
+    )
+    max_bytes_per_hour: int | None = Field(
+        default=None,
+        ge=1,
+        description="request bytes in any hour at most; past it the edge answers (unset: no limit)",
+    )
 
 
 class DriftConfig(_Section):

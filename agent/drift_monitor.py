@@ -365,6 +365,10 @@ class DriftMonitor:
             self._on_report(report)
         return report
 
+    def drifted_channels(self) -> frozenset[str]:
+        """The input channels whose drift alert is active now (the fallback's ``on_drift``)."""
+        return frozenset(name for name, state in self.states.items() if state.drifted)
+
     def state(self) -> dict[str, Any]:
         """Per channel: alert state and the latest scores (what ``agent status`` shows)."""
         last = self.last_report

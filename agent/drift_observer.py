@@ -140,6 +140,11 @@ class DriftObserver:
         except Exception as exc:
             self._failures.warning("could not record %s event: %s", kind, exc)
 
+    def drifted_channels(self) -> frozenset[str]:
+        """The input channels with an active drift alert (none while drift is off)."""
+        with self._lock:
+            return frozenset() if self._monitor is None else self._monitor.drifted_channels()
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             monitor = self._monitor

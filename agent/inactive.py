@@ -1,7 +1,7 @@
 """Configuration that is parsed and documented but does nothing yet, said out loud.
 
-``fallback.on_drift`` and ``model.cloud_bundle`` describe features whose code has not landed
-(and ``[fallback]`` needs ``[sync]``); ``[drift]`` is active (:mod:`edgefleet.agent.drift_monitor`).
+``model.cloud_bundle`` describes a feature whose code has not landed (and ``[fallback]`` needs
+``[sync]``); ``[drift]`` is active (:mod:`edgefleet.agent.drift_monitor`).
 Until they land, ``edgefleet config check`` prints each of these as a note and the agent logs a
 warning at start and records an event, so that nobody trusts a section that does nothing. When
 a feature lands, its entry here goes.
@@ -22,9 +22,10 @@ def inactive_settings(config: AgentConfig) -> list[str]:
             "[fallback] is enabled but [sync] is not: the cloud is reached over the sync broker, so "
             "no window is sent to the cloud; every window is answered by the edge model"
         )
-    if config.fallback.on_drift:
+    if config.fallback.enabled and config.fallback.on_drift and not config.drift.enabled:
         found.append(
-            "fallback.on_drift is not active yet: only low-confidence windows go to the cloud in this version"
+            "fallback.on_drift needs [drift] enabled: without the drift monitor no alert is ever "
+            "active, so no window goes to the cloud for drift"
         )
     if config.model.cloud_bundle is not None:
         found.append(

@@ -14,6 +14,7 @@ from typing import Any
 from edgefleet.agent.cloud_router import CloudRouter, Deliver, Publish, router_from_config
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.drift_observer import DriftObserver
+from edgefleet.agent.fallback_signals import PipelineSignals
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sources import create_source
@@ -88,4 +89,8 @@ def build_pipeline(
         observers=[drift] if drift is not None else [],
         router=router,
     )
+    if router is not None:
+        router.attach_signals(
+            PipelineSignals(pipeline, counters, drift, range_tolerance=config.fallback.range_tolerance)
+        )
     return BuiltPipeline(pipeline, drift, router)

@@ -468,6 +468,8 @@ class AgentService:
             snapshot["latency_ms"] = counters.latency_percentiles()
         snapshot["store"] = store_section(config.store.path if config is not None else None, report)
         snapshot["sync"] = sync_section(self.sync, enabled=bool(config is not None and config.sync.enabled))
+        router = self.router
+        snapshot["fallback"] = router.fallback_stats() if router is not None else None
         return snapshot
 
     def _write_status_on_change(self) -> None:

@@ -105,6 +105,8 @@ class StatusBody(_Model):
     backlog: dict[str, int] = Field(default_factory=dict)
     outbox_floor: Annotated[int, Field(ge=1, le=_MAX_ID)] | None = None
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
+    fallback: dict[str, Any] | None = None
+    """The cloud fallback router's figures (``CloudRouter.fallback_stats``); None without one."""
 
 
 class EventItem(_Model):

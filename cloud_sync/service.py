@@ -94,6 +94,7 @@ def _status_from(snapshot: Mapping[str, Any] | StatusBody) -> dict[str, Any]:
         "model_version": snapshot.get("model_version") or model.get("version") or model.get("model_version"),
         "hardware": dict(hardware) if isinstance(hardware, Mapping) else {},
         "uptime_s": snapshot.get("uptime_s"),
+        "fallback": snapshot.get("fallback"),
     }
     if "hostname" in snapshot and "hostname" not in out["hardware"]:
         out["hardware"]["hostname"] = snapshot["hostname"]
