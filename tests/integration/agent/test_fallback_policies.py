@@ -114,7 +114,8 @@ def test_past_the_request_budget_the_edge_answer_is_kept_flagged(link: Link, poo
         stats = router.fallback_stats()
         assert (stats["sent"], stats["answered_cloud"], stats["budget_refused"]) == (4, 4, 6)
         assert stats["requests_last_min"] == 4
-        assert stats["max_requests_per_min"] == 4 and stats["max_bytes_per_hour"] == 0
+        assert stats["max_requests_per_min"] == 4
+        assert stats["max_bytes_per_hour"] == 0
         assert stats["bytes_last_hour"] > 4 * windows[0].data.nbytes  # the raw float32 window and more
         assert stats["reasons"] == {"low_confidence": 10}
     finally:
@@ -235,7 +236,8 @@ def test_out_of_range_then_drift_alert_windows_go_to_the_cloud(
         tmp_path, link, policy, shift=10.0, drift=drift, range_tolerance=0.1
     )
     try:
-        assert observer is not None and "acc_x" in observer.drifted_channels()
+        assert observer is not None
+        assert "acc_x" in observer.drifted_channels()
         reasons = {r["fallback_reason"] for r in rows}
         assert reasons == {"out_of_range", "drift_alert"}, reasons
         assert {r["answered_by"] for r in rows} == {"cloud"}
@@ -260,7 +262,8 @@ def test_windows_within_the_reference_range_keep_the_edge_answer(
     store.close()
     assert {r["answered_by"] for r in rows} == {"edge"}
     assert {r["fallback_reason"] for r in rows} == {None}
-    assert stats["sent"] == 0 and stats["reasons"] == {}
+    assert stats["sent"] == 0
+    assert stats["reasons"] == {}
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from edgefleet.agent.config import parse_config
 from edgefleet.agent.cloud_router import policy_from_config
+from edgefleet.agent.config import parse_config
 from edgefleet.agent.fallback_policy import (
     CapacityPolicy,
     ChannelRanges,
@@ -124,7 +124,8 @@ def test_every_fallback_key_reaches_its_policy() -> None:
     assert policy.ood == OutOfDistributionPolicy(on_drift=True, on_out_of_range=True)
     assert policy.capacity == CapacityPolicy(queue_high_water=0.75, latency_p95_ms=40.0)
     quiet = policy_from_config(parse_config(_MINIMAL).fallback)
-    assert quiet.ood == OutOfDistributionPolicy() and quiet.capacity == CapacityPolicy()
+    assert quiet.ood == OutOfDistributionPolicy()
+    assert quiet.capacity == CapacityPolicy()
 
 
 _MINIMAL = '[device]\nid = "d"\n[[sources]]\ntype = "synthetic"\nname = "imu"\n[model]\nbundle = "b"\n'
