@@ -235,6 +235,9 @@ def _render(
             + (f", ERROR {stream['source_error']}" if stream.get("source_error") else "")
         )
     lines += _drift_lines(status)
+    fallback = status.get("fallback")
+    if isinstance(fallback, dict):
+        lines.append(f"fallback:   {_fallback_line(fallback)}")
     facts = store_facts or {}
     if facts.get("size_bytes") is not None:
         backlog = facts.get("outbox_backlog") or {}
@@ -264,6 +267,22 @@ def _writes_line(facts: dict[str, Any]) -> str:
     if process is None:
         return f"{store} (the process total is not accounted on this system)"
     return f"{_bytes(process)}/h to the device by the agent process ({store})"
+
+
+def _fallback_line(stats: dict[str, Any]) -> str:
+    """The cloud fallback router's figures (``CloudRouter.fallback_stats``) on one line."""
+    limit = stats.get("max_requests_per_min") or "no limit"
+    byte_limit = stats.get("max_bytes_per_hour")
+    reasons = stats.get("reasons") or {}
+    reason_text = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"
+    return (
+        f"{stats.get('sent', 0)} sent, {stats.get('answered_cloud', 0)} answered by the cloud "
+        f"(p50 {_ms(stats.get('latency_p50_ms'))}, p95 {_ms(stats.get('latency_p95_ms'))}), "
+        f"{stats.get('timeouts', 0)} timed out, {stats.get('offline', 0)} offline, "
+        f"{stats.get('budget_refused', 0)} over budget; budget {stats.get('requests_last_min', 0)}/{limit} "
+        f"requests a minute, {_bytes(stats.get('bytes_last_hour'))}/"
+        f"{_bytes(byte_limit) if byte_limit else 'no limit'} an hour; reasons: {reason_text}"
+    )
 
 
 def _sync_line(sync: dict[str, Any]) -> str:

@@ -16,7 +16,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud_sync.codec import decode_message
 from edgefleet.cloud_sync.protocol import StatusBody
-from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, wait_until, write_config
+from tests.e2e.agent.agentproc import (
+    AgentProcess,
+    count_results,
+    read_status,
+    run_cli,
+    wait_until,
+    write_config,
+)
 from tests.e2e.agent.test_agent_cloud_fallback import MODELS, held_out_recording, stored
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
@@ -119,6 +126,7 @@ def test_a_full_buffer_sends_windows_until_the_budget_is_spent(
                 what="the router's figures in the status message",
             )
             rows = stored(db)
+            shown = run_cli("agent", "status", "--config", str(config))
             assert agent.proc.poll() is None, agent.output()
     finally:
         watcher.close()
@@ -134,3 +142,8 @@ def test_a_full_buffer_sends_windows_until_the_budget_is_spent(
         assert stats["requests_last_min"] == 5
         assert stats["max_requests_per_min"] == 5
         assert stats["reasons"] == {"queue_high": windows}
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("fallback:"))
+    assert "5 sent, 5 answered by the cloud" in line
+    assert f"{windows - 5} over budget; budget 5/5 requests a minute" in line
+    assert f"reasons: queue_high {windows}" in line
