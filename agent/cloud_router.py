@@ -312,13 +312,20 @@ class CloudRouter:
 
 
 def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
-    """The policies ``[fallback]`` asks for."""
+    """The policies ``[fallback]`` asks for (``[fallback.models.<name>]`` keys override its
+    confidence thresholds for that model)."""
+    default = ConfidencePolicy(
+        min_confidence=fallback.min_confidence,
+        min_margin=fallback.min_margin,
+        max_entropy=fallback.max_entropy,
+    )
+    per_model = {
+        name: replace(default, **{k: v for k, v in model.model_dump().items() if v is not None})
+        for name, model in fallback.models.items()
+    }
     return FallbackPolicy(
-        confidence=ConfidencePolicy(
-            min_confidence=fallback.min_confidence,
-            min_margin=fallback.min_margin,
-            max_entropy=fallback.max_entropy,
-        ),
+        confidence=default,
+        per_model=per_model,
         ood=OutOfDistributionPolicy(
             on_drift=fallback.on_drift, on_out_of_range=fallback.range_tolerance is not None
         ),

@@ -40,6 +40,7 @@ __all__ = [
     "DeviceConfig",
     "DriftConfig",
     "FallbackConfig",
+    "FallbackModelConfig",
     "HealthConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -105,6 +106,21 @@ class BatchingConfig(_Section):
     )
 
 
+class FallbackModelConfig(_Section):
+    """``[fallback.models."<model name>"]``: one model's own confidence thresholds (a model's
+    scores are calibrated its own way); an unset key takes the ``[fallback]`` value."""
+
+    min_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="this model's edge scores below go to the cloud"
+    )
+    min_margin: float | None = Field(
+        default=None, ge=0, le=1, description="this model's top-2 margins below go to the cloud"
+    )
+    max_entropy: float | None = Field(
+        default=None, ge=0, le=1, description="this model's normalized entropies above go to the cloud"
+    )
+
+
 class FallbackConfig(_Section):
     """``[fallback]``: when to ask the cloud model instead of trusting the edge answer."""
 
@@ -150,6 +166,10 @@ class FallbackConfig(_Section):
         default=None,
         ge=1,
         description="request bytes in any hour at most; past it the edge answers (unset: no limit)",
+    )
+    models: dict[str, FallbackModelConfig] = Field(
+        default_factory=dict,
+        description="per model name (the bundle manifest's), its own confidence thresholds",
     )
 
 

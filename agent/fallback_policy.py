@@ -15,9 +15,11 @@ the inference thread and tests can call them on literals:
   inference latency p95 over ``latency_p95_ms`` (``latency_slo``).
 
 :class:`FallbackPolicy` asks them in that order of precedence (capacity, then out of
-distribution, then confidence): the first reason wins. What the device looks like right now
-(drift alerts, reference ranges, buffer fill, latency, model) comes in as :class:`Signals`,
-gathered once per batch by whoever owns those parts (see :mod:`edgefleet.agent.fallback_signals`).
+distribution, then confidence): the first reason wins; the confidence thresholds may differ per
+model (``per_model``, by manifest name: each model's scores are calibrated its own way). What the
+device looks like right now (drift alerts, reference ranges, buffer fill, latency, model) comes in
+as :class:`Signals`, gathered once per batch by whoever owns those parts (see
+:mod:`edgefleet.agent.fallback_signals`).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class Signals:
     fill: Mapping[str, float] = field(default_factory=dict)
     """Per stream: ring buffer fill over its capacity (0..1)."""
     latency_p95_ms: float | None = None
+    model_name: str | None = None
+    """The model the slot holds now (its manifest name), for per-model thresholds."""
 
 
 SignalSource = Callable[[], Signals]
@@ -170,11 +174,13 @@ class CapacityPolicy:
 
 @dataclass(frozen=True)
 class FallbackPolicy:
-    """The three policies together: capacity first, then out of distribution, then confidence."""
+    """The three policies together: capacity first, then out of distribution, then confidence;
+    ``per_model`` replaces ``confidence`` for the model of that name (``Signals.model_name``)."""
 
     confidence: ConfidencePolicy = field(default_factory=ConfidencePolicy)
     ood: OutOfDistributionPolicy = field(default_factory=OutOfDistributionPolicy)
     capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
+    per_model: Mapping[str, ConfidencePolicy] = field(default_factory=dict)
 
     @property
     def needs_ranges(self) -> bool:
@@ -183,8 +189,11 @@ class FallbackPolicy:
     def reason(self, window: Window, prediction: Prediction | None, signals: Signals) -> str | None:
         if prediction is None:
             return "no_model"
+        confidence = self.confidence
+        if signals.model_name is not None:
+            confidence = self.per_model.get(signals.model_name, confidence)
         return (
             self.capacity.reason(window, signals)
             or self.ood.reason(window, signals)
-            or self.confidence.reason(prediction)
+            or confidence.reason(prediction)
         )

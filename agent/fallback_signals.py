@@ -58,6 +58,7 @@ class PipelineSignals:
             ranges=None if current is None else self._ranges_for(current.bundle),
             fill=fill,
             latency_p95_ms=self._latency_p95(),
+            model_name=None if current is None else current.name,
         )
 
     def _ranges_for(self, bundle: Bundle) -> ChannelRanges | None:

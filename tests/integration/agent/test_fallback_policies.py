@@ -284,3 +284,15 @@ def test_capacity_signals_come_from_the_running_pipeline(
     assert {r["fallback_reason"] for r in rows} == {reason}
     assert {r["answered_by"] for r in rows} == {"cloud"}
     assert stats["reasons"] == {reason: len(rows)}
+
+
+def test_the_running_models_own_thresholds_apply(tmp_path: Path, link: Link, pool: InferencePool) -> None:
+    # The default sends nothing; the thresholds of the model the slot holds send every window.
+    policy = FallbackPolicy(
+        ConfidencePolicy(min_confidence=0.0),
+        per_model={"watch-edge-onnx": ConfidencePolicy(min_confidence=1.01), "other": ConfidencePolicy(0.0)},
+    )
+    rows, stats, store, _ = _run_pipeline(tmp_path, link, policy)
+    store.close()
+    assert {(r["answered_by"], r["fallback_reason"]) for r in rows} == {("cloud", "low_confidence")}
+    assert stats["reasons"] == {"low_confidence": len(rows)}

@@ -128,6 +128,23 @@ def test_every_fallback_key_reaches_its_policy() -> None:
     assert quiet.capacity == CapacityPolicy()
 
 
+def test_a_models_own_thresholds_replace_the_defaults_for_that_model_only() -> None:
+    config = parse_config(
+        _MINIMAL + "[fallback]\nmin_confidence = 0.6\nmin_margin = 0.1\n"
+        '[fallback.models."watch-edge-onnx"]\nmin_confidence = 0.8\n'
+        '[fallback.models."other"]\nmax_entropy = 0.5\n'
+    )
+    policy = policy_from_config(config.fallback)
+    assert policy.per_model == {
+        "watch-edge-onnx": ConfidencePolicy(0.8, 0.1, 1.0),  # unset keys come from [fallback]
+        "other": ConfidencePolicy(0.6, 0.1, 0.5),
+    }
+    window, unsure = _window([[0.0]]), _prediction(0.7, 0.3)
+    assert policy.reason(window, unsure, Signals(model_name="watch-edge-onnx")) == "low_confidence"
+    assert policy.reason(window, unsure, Signals(model_name="basicmotions-edge")) is None
+    assert policy.reason(window, unsure, Signals()) is None
+
+
 _MINIMAL = '[device]\nid = "d"\n[[sources]]\ntype = "synthetic"\nname = "imu"\n[model]\nbundle = "b"\n'
 
 
@@ -142,6 +159,7 @@ _MINIMAL = '[device]\nid = "d"\n[[sources]]\ntype = "synthetic"\nname = "imu"\n[
         ("inference_p95_slo_ms", "0"),
         ("max_requests_per_min", "0"),
         ("max_bytes_per_hour", "-5"),
+        ('models."m".min_confidence', "2"),
     ],
 )
 def test_bad_fallback_values_are_refused_with_the_key_named(key: str, value: str) -> None:
@@ -149,4 +167,6 @@ def test_bad_fallback_values_are_refused_with_the_key_named(key: str, value: str
 
     with pytest.raises(ConfigError) as raised:
         parse_config(_MINIMAL + f"[fallback]\n{key} = {value}\n")
-    assert any(issue.key == f"fallback.{key}" for issue in raised.value.issues), raised.value.issues
+    assert any(issue.key == f"fallback.{key}".replace('"', "") for issue in raised.value.issues), (
+        raised.value.issues
+    )
