@@ -144,8 +144,7 @@ class CloudRouter:
             room = self.max_pending - len(self._pending)
         claimed: Counter[str] = Counter()
         full = 0
-        for i, window in enumerate(windows):
-            reason = self.policy.reason(window, predictions[i] if predictions is not None else None, signals)
+        for reason in self.policy.flags(windows, predictions, signals):
             if reason is not None and room <= 0:
                 full += 1
                 reason = None  # keep the edge answer; the cloud is saturated

@@ -1,8 +1,10 @@
 """Which windows the cloud should answer, and why: the fallback policies, pure and small.
 
-Each policy is one class with a ``reason(...)`` that returns a short reason or None, and holds
-no state and takes no lock, so the router (:mod:`edgefleet.agent.cloud_router`) can call them on
-the inference thread and tests can call them on literals:
+Each policy is one class that holds no state and takes no lock, so the router
+(:mod:`edgefleet.agent.cloud_router`) can call it on the inference thread and tests on literals.
+Each judges a whole batch at once (``flags``: a reason or None per window, a few numpy calls per
+batch, no Python loop over samples: the policies must cost little next to the model itself) and
+one window (``reason``, the same rule on a batch of one):
 
 * :class:`ConfidencePolicy` - the edge answer is unsure: top probability under
   ``min_confidence`` (``low_confidence``), top-2 margin under ``min_margin`` (``low_margin``) or
@@ -25,7 +27,7 @@ as :class:`Signals`, gathered once per batch by whoever owns those parts (see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,49 +49,72 @@ __all__ = [
     "probabilities",
 ]
 
+Reasons = list[str | None]
 
-def probabilities(values: FloatArray) -> npt.NDArray[np.float64]:
-    """The class probabilities of one output row: as is when it already is a distribution, else
-    its softmax (the same test :meth:`edgefleet.runtime.bundle.Bundle.interpret_batch` applies)."""
-    row = np.asarray(values, dtype=np.float64).ravel()
-    if row.size == 0 or (row.min() >= 0 and abs(row.sum() - 1.0) <= 0.05):
-        return row
-    shifted = np.exp(row - row.max())
-    result: npt.NDArray[np.float64] = shifted / shifted.sum()
+
+def probabilities(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Class probabilities of output rows ``(N, K)`` (or one row): as they are when every row
+    already is a distribution, else the rows' softmax - the test
+    :meth:`edgefleet.runtime.bundle.Bundle.interpret_batch` applies to pick the top class."""
+    rows = np.asarray(values, dtype=np.float64)
+    rows = rows.reshape(1, -1) if rows.ndim < 2 else rows.reshape(rows.shape[0], -1)
+    if rows.size == 0 or (rows.min() >= 0 and np.abs(rows.sum(axis=1) - 1.0).max() <= 0.05):
+        return rows
+    shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
+    result: npt.NDArray[np.float64] = shifted / shifted.sum(axis=1, keepdims=True)
     return result
+
+
+def _first(*columns: Reasons) -> Reasons:
+    """Per window, the first reason of the columns (in precedence order)."""
+    out = columns[0]
+    for column in columns[1:]:
+        if any(r is None for r in out):
+            out = [a if a is not None else b for a, b in zip(out, column, strict=True)]
+    return out
 
 
 @dataclass(frozen=True)
 class ConfidencePolicy:
     """Low confidence: top probability under ``min_confidence``, top-2 margin under ``min_margin``
     or entropy (divided by log K, so 0..1) over ``max_entropy``; a zero margin / an entropy of 1
-    turns that test off."""
+    turns that test off. Outputs with fewer than two values (regression) are never judged unsure."""
 
     min_confidence: float = 0.6
     min_margin: float = 0.0
     max_entropy: float = 1.0
 
+    @property
+    def needs_values(self) -> bool:
+        """Whether :meth:`flags` reads the output rows (margin or entropy), not only the scores."""
+        return self.min_margin > 0 or self.max_entropy < 1
+
+    def flags(self, scores: Sequence[float | None], values: npt.ArrayLike | None) -> Reasons:
+        """Per window: ``scores`` as the bundle interpreted them, ``values`` its output rows
+        (``(N, K)``; may be None unless :attr:`needs_values`)."""
+        floor = self.min_confidence
+        out: Reasons = ["low_confidence" if s is not None and s < floor else None for s in scores]
+        if not self.needs_values or values is None:
+            return out  # the common case needs no probabilities
+        probs = probabilities(values)
+        classes = probs.shape[1] if probs.ndim == 2 else 0
+        if classes < 2 or probs.shape[0] != len(out):
+            return out
+        if self.min_margin > 0:
+            top2 = np.partition(probs, -2, axis=1)[:, -2:]
+            narrow = (top2[:, 1] - top2[:, 0]) < self.min_margin
+            out = _first(out, ["low_margin" if n else None for n in narrow.tolist()])
+        if self.max_entropy < 1:
+            logs = np.log(np.where(probs > 0, probs, 1.0))
+            entropy = -(probs * logs).sum(axis=1) / math.log(classes)
+            spread = entropy > self.max_entropy
+            out = _first(out, ["high_entropy" if h else None for h in spread.tolist()])
+        return out
+
     def reason(self, prediction: Prediction | None) -> str | None:
         if prediction is None:
-            # Kept for callers of the old router API; the router asks CapacityPolicy first.
-            return "no_model"
-        if prediction.score is not None and prediction.score < self.min_confidence:
-            return "low_confidence"
-        if self.min_margin <= 0 and self.max_entropy >= 1:
-            return None  # the common case needs no probabilities
-        probs = probabilities(prediction.values)
-        if probs.size < 2:
-            return None
-        if self.min_margin > 0:
-            top2 = np.partition(probs, -2)[-2:]
-            if float(top2[1] - top2[0]) < self.min_margin:
-                return "low_margin"
-        if self.max_entropy < 1:
-            p = probs[probs > 0]
-            entropy = float(-(p * np.log(p)).sum()) / math.log(probs.size)
-            if entropy > self.max_entropy:
-                return "high_entropy"
-        return None
+            return "no_model"  # kept for callers of the first router API
+        return self.flags([prediction.score], np.asarray(prediction.values).reshape(1, -1))[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,11 +132,18 @@ class ChannelRanges:
         slack = (hi - lo) * tolerance
         return cls((lo - slack).astype(np.float32), (hi + slack).astype(np.float32))
 
-    def outside(self, data: FloatArray) -> bool:
-        """True when any sample of ``data`` (``(length, channels)``) leaves its channel's range."""
-        if data.ndim != 2 or data.shape[1] != self.low.shape[0]:
-            return False  # another model's windows: these ranges say nothing about them
-        return bool((data.min(axis=0) < self.low).any() or (data.max(axis=0) > self.high).any())
+    def outside(self, data: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Per window of ``data`` (``(N, length, channels)``, or one ``(length, channels)`` window:
+        then one value), whether any of its samples leaves its channel's range. Windows of another
+        channel count are never outside: these ranges say nothing about them."""
+        arr = np.asarray(data)
+        windows = arr[None] if arr.ndim == 2 else arr
+        if windows.ndim != 3 or windows.shape[2] != self.low.shape[0]:
+            return np.zeros(windows.shape[0] if windows.ndim == 3 else 1, dtype=bool)
+        below = (windows.min(axis=1) < self.low).any(axis=1)
+        above = (windows.max(axis=1) > self.high).any(axis=1)
+        result: npt.NDArray[np.bool_] = below | above
+        return result
 
 
 @dataclass(frozen=True)
@@ -141,12 +173,16 @@ class OutOfDistributionPolicy:
     on_drift: bool = False
     on_out_of_range: bool = False
 
-    def reason(self, window: Window, signals: Signals) -> str | None:
+    def flags(self, data: npt.ArrayLike | None, count: int, signals: Signals) -> Reasons:
+        """Per window of ``data`` (``(count, length, channels)``; only read to judge ranges)."""
         if self.on_drift and signals.drifted_channels:
-            return "drift_alert"
-        if self.on_out_of_range and signals.ranges is not None and signals.ranges.outside(window.data):
-            return "out_of_range"
-        return None
+            return ["drift_alert"] * count
+        if self.on_out_of_range and signals.ranges is not None and data is not None:
+            return ["out_of_range" if o else None for o in signals.ranges.outside(data).tolist()]
+        return [None] * count
+
+    def reason(self, window: Window, signals: Signals) -> str | None:
+        return self.flags(window.data[None], 1, signals)[0]
 
 
 @dataclass(frozen=True)
@@ -158,18 +194,23 @@ class CapacityPolicy:
     queue_high_water: float | None = None
     latency_p95_ms: float | None = None
 
-    def reason(self, window: Window, signals: Signals) -> str | None:
+    def stream_reason(self, stream: str, signals: Signals) -> str | None:
         if not signals.model_active:
             return "no_model"
-        if (
-            self.queue_high_water is not None
-            and signals.fill.get(window.stream, 0.0) >= self.queue_high_water
-        ):
+        if self.queue_high_water is not None and signals.fill.get(stream, 0.0) >= self.queue_high_water:
             return "queue_high"
         p95 = signals.latency_p95_ms
         if self.latency_p95_ms is not None and p95 is not None and p95 > self.latency_p95_ms:
             return "latency_slo"
         return None
+
+    def flags(self, streams: Sequence[str], signals: Signals) -> Reasons:
+        """Per window, from its stream's name (judged once per stream)."""
+        by_stream = {name: self.stream_reason(name, signals) for name in set(streams)}
+        return [by_stream[name] for name in streams]
+
+    def reason(self, window: Window, signals: Signals) -> str | None:
+        return self.stream_reason(window.stream, signals)
 
 
 @dataclass(frozen=True)
@@ -182,18 +223,25 @@ class FallbackPolicy:
     capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
     per_model: Mapping[str, ConfidencePolicy] = field(default_factory=dict)
 
-    @property
-    def needs_ranges(self) -> bool:
-        return self.ood.on_out_of_range
-
-    def reason(self, window: Window, prediction: Prediction | None, signals: Signals) -> str | None:
-        if prediction is None:
-            return "no_model"
+    def flags(
+        self, windows: Sequence[Window], predictions: Sequence[Prediction] | None, signals: Signals
+    ) -> Reasons:
+        """A reason or None per window; ``predictions`` None: no edge model answered them."""
+        count = len(windows)
+        if predictions is None or not signals.model_active:
+            return ["no_model"] * count
+        if count == 0:
+            return []
         confidence = self.confidence
         if signals.model_name is not None:
             confidence = self.per_model.get(signals.model_name, confidence)
-        return (
-            self.capacity.reason(window, signals)
-            or self.ood.reason(window, signals)
-            or confidence.reason(prediction)
-        )
+        capacity = self.capacity.flags([w.stream for w in windows], signals)
+        needs_data = self.ood.on_out_of_range and signals.ranges is not None
+        data = np.stack([w.data for w in windows]) if needs_data else None
+        ood = self.ood.flags(data, count, signals)
+        values = np.stack([np.ravel(p.values) for p in predictions]) if confidence.needs_values else None
+        unsure = confidence.flags([p.score for p in predictions], values)
+        return _first(capacity, ood, unsure)
+
+    def reason(self, window: Window, prediction: Prediction | None, signals: Signals) -> str | None:
+        return self.flags([window], None if prediction is None else [prediction], signals)[0]

@@ -228,7 +228,8 @@ def _run_pipeline(
 def test_out_of_range_then_drift_alert_windows_go_to_the_cloud(
     tmp_path: Path, link: Link, pool: InferencePool
 ) -> None:
-    drift = DriftConfig(windows=8, alert_after=1, clear_after=100, min_samples=100)
+    # max_cpu 1: the drift budget must not skip batches on a loaded machine (no alert, no test)
+    drift = DriftConfig(windows=8, alert_after=1, clear_after=100, min_samples=100, max_cpu=1.0)
     policy = FallbackPolicy(
         ConfidencePolicy(min_confidence=0.0), OutOfDistributionPolicy(on_drift=True, on_out_of_range=True)
     )

@@ -170,3 +170,35 @@ def test_bad_fallback_values_are_refused_with_the_key_named(key: str, value: str
     assert any(issue.key == f"fallback.{key}".replace('"', "") for issue in raised.value.issues), (
         raised.value.issues
     )
+
+
+def test_a_batch_is_judged_window_by_window_as_single_windows_are() -> None:
+    policy = FallbackPolicy(
+        ConfidencePolicy(0.5, min_margin=0.2, max_entropy=0.9),
+        OutOfDistributionPolicy(on_out_of_range=True),
+        CapacityPolicy(queue_high_water=0.5),
+    )
+    ranges = ChannelRanges(np.array([0.0], np.float32), np.array([1.0], np.float32))
+    signals = Signals(ranges=ranges, fill={"busy": 0.9})
+    windows = [
+        _window([[0.5]], "busy"),  # queue_high wins over everything below
+        _window([[3.0]]),  # out_of_range
+        _window([[0.5]]),  # low_confidence
+        _window([[0.5]]),  # low_margin
+        _window([[0.5]]),  # high_entropy
+        _window([[0.5]]),  # sure
+    ]
+    predictions = [
+        _prediction(0.3, 0.3, 0.4),
+        _prediction(0.9, 0.05, 0.05),
+        _prediction(0.45, 0.35, 0.2),
+        _prediction(0.55, 0.4, 0.05),
+        _prediction(0.5, 0.25, 0.25),  # entropy 0.946
+        _prediction(0.9, 0.05, 0.05),
+    ]
+    expected = ["queue_high", "out_of_range", "low_confidence", "low_margin", "high_entropy", None]
+    assert policy.flags(windows, predictions, signals) == expected
+    single = [policy.reason(w, p, signals) for w, p in zip(windows, predictions, strict=True)]
+    assert single == expected
+    assert policy.flags(windows, None, signals) == ["no_model"] * 6
+    assert policy.flags(windows, predictions, Signals(model_active=False)) == ["no_model"] * 6
