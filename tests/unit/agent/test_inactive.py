@@ -1,4 +1,5 @@
-"""Configured but inert sections ([fallback], model.cloud_bundle) are named, not silent."""
+"""Configured but inert sections ([fallback] without [sync], on_drift without [drift],
+model.cloud_bundle) are named, not silent."""
 
 from __future__ import annotations
 
@@ -42,3 +43,11 @@ def test_fallback_without_sync_and_the_cloud_bundle_are_named() -> None:
 def test_fallback_with_sync_is_active_and_not_named() -> None:
     quiet = BASE + "[drift]\nenabled = false\n[fallback]\nenabled = true\nmin_confidence = 0.8\n"
     assert inactive_settings(parse_config(quiet)) == []
+
+
+def test_on_drift_is_active_with_drift_and_named_without_it() -> None:
+    on = BASE + "[fallback]\nenabled = true\non_drift = true\n"
+    assert inactive_settings(parse_config(on)) == []  # [drift] is on by default
+    found = inactive_settings(parse_config(on + "[drift]\nenabled = false\n"))
+    assert len(found) == 1
+    assert found[0].startswith("fallback.on_drift needs [drift]")
