@@ -8,7 +8,9 @@ and 10, one stream per recording) through the shipped int8 edge bundle with ``[f
 infer`` process serving the cloud bundle; accuracy comes from the agent's stored results
 (:mod:`edgefleet.bench.fallback_curve`). Threshold 0 is edge-only, 1 is cloud-only: the baselines,
 measured in the same run. Goal: within 1 point of cloud-only accuracy while sending <= 30 % of
-windows. ``--quick``: a few recordings and three thresholds (what the test runs).
+windows, at the threshold the model build chose on validation subjects (``fallback_policy`` in
+models/demo/watch_metrics.json, added to the sweep). ``--quick``: a few recordings and three
+thresholds (what the test runs).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgefleet.bench.fallback_curve import DEFAULT_THRESHOLDS, QUICK_THRESHOLDS, run_curve
+from edgefleet.bench.fallback_curve import DEFAULT_THRESHOLDS, QUICK_THRESHOLDS, chosen_threshold, run_curve
 
 GOAL_SHARE = 0.30
 GOAL_POINTS = 0.01
@@ -33,7 +35,10 @@ def main() -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", help="min_confidence values to sweep")
     parser.add_argument("--plot", type=Path, help="write the curve as a PNG (needs edgefleet[docs])")
     args = parser.parse_args()
-    thresholds = args.thresholds or (QUICK_THRESHOLDS if args.quick else DEFAULT_THRESHOLDS)
+    chosen = chosen_threshold()
+    thresholds = list(args.thresholds or (QUICK_THRESHOLDS if args.quick else DEFAULT_THRESHOLDS))
+    if chosen is not None and not args.quick and not args.thresholds:
+        thresholds.append(chosen)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -42,7 +47,7 @@ def main() -> int:
     if args.plot:
         from edgefleet.bench.curve_plot import plot_curve
 
-        plot_curve(result, args.plot, goal_share=GOAL_SHARE, goal_points=GOAL_POINTS)
+        plot_curve(result, args.plot, goal_share=GOAL_SHARE, goal_points=GOAL_POINTS, chosen=chosen)
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
         return 0
@@ -57,6 +62,11 @@ def main() -> int:
         print(
             f"{p.policy:<11} {p.threshold:9.2f}  {p.cloud_share:5.3f}  {p.accuracy:8.4f}  "
             f"{gap * 100:+8.1f} pt  {'yes' if met else 'no'}"
+            + (
+                "  <- chosen on validation subjects 7-8 (models/demo/watch_metrics.json)"
+                if p.threshold == chosen
+                else ""
+            )
         )
     return 0
 

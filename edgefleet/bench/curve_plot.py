@@ -10,7 +10,10 @@ from edgefleet.errors import EdgefleetError
 __all__ = ["plot_curve"]
 
 
-def plot_curve(result: CurveResult, out: Path, *, goal_share: float, goal_points: float) -> Path:
+def plot_curve(
+    result: CurveResult, out: Path, *, goal_share: float, goal_points: float, chosen: float | None = None
+) -> Path:
+    """Accuracy against the share sent; ``chosen`` (the validated threshold) is ringed."""
     try:
         import matplotlib
 
@@ -42,6 +45,17 @@ def plot_curve(result: CurveResult, out: Path, *, goal_share: float, goal_points
         label="confidence policy (stored results)",
     )
     for p in points:
+        if p.threshold == chosen:
+            ax.plot(
+                [p.cloud_share],
+                [p.accuracy],
+                marker="o",
+                markersize=12,
+                markerfacecolor="none",
+                color="black",
+                linestyle="none",
+                label=f"threshold {p.threshold:g}, chosen on validation subjects",
+            )
         if 0.0 < p.cloud_share < 1.0:
             ax.annotate(
                 f"{p.threshold:g}",

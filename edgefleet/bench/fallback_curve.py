@@ -45,6 +45,7 @@ __all__ = [
     "CurvePoint",
     "CurveResult",
     "HeldOut",
+    "chosen_threshold",
     "held_out_recordings",
     "run_curve",
     "score_store",
@@ -129,6 +130,15 @@ def held_out_recordings(limit: int | None = None, data: Path = DATA) -> tuple[li
                     picked.append(recs.pop(0))
         recordings = picked
     return recordings, labels
+
+
+def chosen_threshold(models: Path = MODELS) -> float | None:
+    """The ``min_confidence`` that ``models/build_watch.py`` chose on validation subjects, if any."""
+    try:
+        metrics = json.loads((models / "demo" / "watch_metrics.json").read_text(encoding="utf-8"))
+        return float(metrics["fallback_policy"]["min_confidence"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _free_port() -> int:
