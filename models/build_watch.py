@@ -7,15 +7,21 @@ there than a larger convolutional cloud model, which is what the fallback needs.
 
 Needs TensorFlow for training only (never at run time); same venv as ``build_demo.py``:
 
-    .venv-build/bin/python models/build_watch.py                  # train + export + evaluate + bundle
+    .venv-build/bin/python models/build_watch.py                  # validate, train, export, evaluate, bundle
+    .venv-build/bin/python models/build_watch.py --keep-cloud     # the same, keeping the shipped cloud model
+    .venv-build/bin/python models/build_watch.py --stage validate # only choose the fallback threshold
     .venv-build/bin/python models/build_watch.py --stage bundles  # rebuild bundles from models/demo/watch-*
+
+The ``validate`` stage never sees the held-out subjects: it trains both models on subjects 1-6 and
+picks ``fallback.min_confidence`` on subjects 7 and 8 (``fallback_policy`` in the metrics, with what
+that threshold then does on the held-out subjects).
 
 Windows are 100 samples (2 s at 50 Hz). Training windows start every 20 samples; the evaluation
 (and the bundles' ``hop``, what the agent uses) every 50. Each channel is normalized with the
 mean/std of the training subjects' samples. Outputs, beside the BasicMotions ones in ``demo/``:
 
 - ``watch-edge-int8.tflite`` (fully int8), ``watch-edge-fp32.onnx``, ``watch-edge-int8.onnx`` (QDQ),
-  all the same small 1D CNN (at most ~5k parameters);
+  all the same small 1D CNN with pooling (at most ~5k parameters);
 - ``watch-cloud-fp32.onnx``: a larger 1D CNN with pooling (the "cloud" model);
 - ``watch_metrics.json``: accuracies on the held-out subjects, measured with the real runtimes;
 - ``bundles/watch-edge-tflite``, ``bundles/watch-edge-onnx``, ``bundles/watch-cloud``.
