@@ -36,6 +36,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("flash_wear", []),
     ("controller_ingest", []),
     ("cloud_inference", []),
+    ("fallback_curve", []),
     ("dashboard_overview", []),
 ]
 

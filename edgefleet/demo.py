@@ -1,9 +1,11 @@
 """``edgefleet demo``: the whole system on one machine.
 
 A broker (Mosquitto when installed, else the embedded pure-Python amqtt broker speaking
-MQTT 3.1.1), the controller with its dashboard, and four real agents replaying the
-BasicMotions test recordings through the shipped demo models (the fourth with an injected
-sensor fault, so its drift alert shows in the dashboard). Every part is a real
+MQTT 3.1.1), the controller with its dashboard and its cloud inference workers (the
+``watch-cloud`` bundle), and four real agents: three replay the held-out smartwatch
+exercise recordings through the shipped watch edge models with the cloud fallback on
+(edgefleet/demo_watch.py), the fourth replays the BasicMotions test recording with an
+injected sensor fault, so its drift alert shows in the dashboard. Every part is a real
 ``edgefleet`` process; the demo only writes their configs, starts them and prints a live
 summary read from the controller's API. Ctrl-C stops everything cleanly.
 """
@@ -32,12 +34,13 @@ from typing import Any, TextIO
 
 from edgefleet.cli.extras import require_extra
 from edgefleet.demo_fault import FAULTY_DEVICE_INDEX, faulty_device_toml
+from edgefleet.demo_watch import CLOUD_BUNDLE, watch_device_toml
 from edgefleet.errors import EdgefleetError
 
 __all__ = ["DemoFleet", "DemoSettings", "find_models_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-AGENT_BUNDLES = ("basicmotions-edge-tflite", "basicmotions-edge-onnx", "basicmotions-edge-tflite")
+FAULTY_BUNDLE = "basicmotions-edge-tflite"
 REPLAY_SPEEDS = (2.0, 3.0, 5.0)
 
 
@@ -210,29 +213,21 @@ class DemoFleet:
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\nstream_interval_s = 1.0\n\n'
             "[ingest]\nresult_bucket_s = 1\n\n"
             # The shipped bundles' reference profiles score the dashboard's fleet drift panel.
-            f'[drift]\nreference_bundles = ["{find_models_dir() / "bundles"}"]\n'
+            f'[drift]\nreference_bundles = ["{find_models_dir() / "bundles"}"]\n\n'
+            # The fallback devices' unsure windows are answered here, by the larger watch model.
+            f'[inference]\nenabled = true\nbundle = "{find_models_dir() / "bundles" / CLOUD_BUNDLE}"\n'
         )
 
     def agent_config(self, index: int, models: Path) -> str:
         device_id = f"demo-{index + 1:02d}"
-        bundle = models / "bundles" / AGENT_BUNDLES[index % len(AGENT_BUNDLES)]
-        stream = models / "data" / "basicmotions_test_stream.csv"
         speed = REPLAY_SPEEDS[index % len(REPLAY_SPEEDS)]
         state = self.workdir / device_id
-        source = f"""\
-[[sources]]
-type = "replay"
-name = "imu"
-file = "{stream}"
-timestamp_column = "timestamp"
-ignore_columns = ["label"]
-speed = {speed}
-realtime = true
-loop = true
-"""
         drift = ""
         if index == FAULTY_DEVICE_INDEX:
+            bundle = models / "bundles" / FAULTY_BUNDLE
             source, drift = faulty_device_toml(models, self.workdir, max(REPLAY_SPEEDS))
+        else:
+            bundle, source = watch_device_toml(models, self.workdir, index, speed, device_id)
         return f"""\
 [device]
 id = "{device_id}"
@@ -291,12 +286,13 @@ level = "warning"
             return "store: -"
         try:
             with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
-                count, last = db.execute(
-                    "SELECT count(*), (SELECT label FROM results ORDER BY id DESC LIMIT 1) FROM results"
+                count, cloud, last = db.execute(
+                    "SELECT count(*), coalesce(sum(answered_by = 'cloud'), 0),"
+                    " (SELECT label FROM results ORDER BY id DESC LIMIT 1) FROM results"
                 ).fetchone()
         except sqlite3.Error as exc:
             return f"store: ({exc})"
-        return f"store: {count} results, latest {last or '-'}"
+        return f"store: {count} results ({cloud} by the cloud), latest {last or '-'}"
 
     def summary_lines(self) -> list[str]:
         devices = self.api("/api/devices?sort=device_id")["devices"]
@@ -329,7 +325,8 @@ level = "warning"
             print(notice, file=self.out, flush=True)
         print(
             f"edgefleet demo: broker {broker} on 127.0.0.1:{self.broker_port}, "
-            f"{self.settings.devices} agents replaying BasicMotions\n"
+            f"{self.settings.devices} agents (held-out watch recordings with cloud fallback; "
+            f"demo-{FAULTY_DEVICE_INDEX + 1:02d}: BasicMotions with a sensor fault)\n"
             f"  dashboard: http://127.0.0.1:{self.http_port}/   (login: admin / {self.password})\n"
             f"  API token: {self.token}\n  logs and stores: {self.workdir}\n  Ctrl-C stops everything.",
             file=self.out,

@@ -7,15 +7,21 @@ there than a larger convolutional cloud model, which is what the fallback needs.
 
 Needs TensorFlow for training only (never at run time); same venv as ``build_demo.py``:
 
-    .venv-build/bin/python models/build_watch.py                  # train + export + evaluate + bundle
+    .venv-build/bin/python models/build_watch.py                  # validate, train, export, evaluate, bundle
+    .venv-build/bin/python models/build_watch.py --keep-cloud     # the same, keeping the shipped cloud model
+    .venv-build/bin/python models/build_watch.py --stage validate # only choose the fallback threshold
     .venv-build/bin/python models/build_watch.py --stage bundles  # rebuild bundles from models/demo/watch-*
+
+The ``validate`` stage never sees the held-out subjects: it trains both models on subjects 1-6 and
+picks ``fallback.min_confidence`` on subjects 7 and 8 (``fallback_policy`` in the metrics, with what
+that threshold then does on the held-out subjects).
 
 Windows are 100 samples (2 s at 50 Hz). Training windows start every 20 samples; the evaluation
 (and the bundles' ``hop``, what the agent uses) every 50. Each channel is normalized with the
 mean/std of the training subjects' samples. Outputs, beside the BasicMotions ones in ``demo/``:
 
 - ``watch-edge-int8.tflite`` (fully int8), ``watch-edge-fp32.onnx``, ``watch-edge-int8.onnx`` (QDQ),
-  all the same small 1D CNN (at most ~5k parameters);
+  all the same small 1D CNN with pooling (at most ~5k parameters);
 - ``watch-cloud-fp32.onnx``: a larger 1D CNN with pooling (the "cloud" model);
 - ``watch_metrics.json``: accuracies on the held-out subjects, measured with the real runtimes;
 - ``bundles/watch-edge-tflite``, ``bundles/watch-edge-onnx``, ``bundles/watch-cloud``.
@@ -60,12 +66,22 @@ SAMPLE_RATE_HZ = 50.0
 VERSION = "1.0.0"
 BUILD_DATE = datetime(2026, 12, 2, tzinfo=timezone.utc)
 MAX_INT8_DROP = 0.03
+# The fallback threshold is chosen on subjects 7 and 8 with models trained on 1-6 (never on the
+# held-out 9 and 10): the largest min_confidence sending at most VALIDATION_SHARE of their windows,
+# 5 points under the issue's 30 % because the share moves from one set of subjects to another.
+VALIDATION_SUBJECTS = (7, 8)
+VALIDATION_SHARE = 0.25
 MAX_EDGE_PARAMS = 5000
 LABEL_SMOOTHING = 0.1
 
 # Conv1D layers as (filters, kernel, max-pool after it or 1), then hidden Dense widths.
 # ``dropout`` applies after the pooling and after each hidden Dense (training only).
-EDGE_ARCH: dict[str, Any] = {"convs": [(8, 5, 1), (16, 5, 1)], "dense": [], "dropout": 0.0}
+# The edge model was chosen on validation subjects 7-8 (models trained on 1-6), among variants of at
+# most ~5k parameters, by the accuracy of the confidence fallback at 20-30 % sent (validation cloud
+# model 0.871): pooling after the first two convolutions gave 0.872 and 0.886 at 30 % (seeds 5 and
+# 11), the previous 1k model without pooling 0.860, a 3.3k model without pooling 0.862, 3.8k and
+# 4.9k variants with pooling 0.831-0.874; label smoothing 0.1 ranked confidences better than none.
+EDGE_ARCH: dict[str, Any] = {"convs": [(8, 7, 2), (16, 5, 2), (16, 5, 1)], "dense": [], "dropout": 0.0}
 CLOUD_ARCH: dict[str, Any] = {
     "convs": [(64, 7, 2), (64, 5, 2), (128, 5, 2), (128, 3, 1)],
     "dense": [64],
@@ -83,17 +99,27 @@ def recording_windows(samples: FArray, hop: int) -> FArray:
 
 
 class WatchData:
-    """The extracted recordings, split by subject, cut into windows and normalized."""
+    """The extracted recordings, split by subject, cut into windows and normalized.
 
-    def __init__(self, path: Path = DATA) -> None:
+    ``validation=True`` never touches the held-out subjects: it trains on subjects 1-6 and "tests"
+    on :data:`VALIDATION_SUBJECTS` (7 and 8), which is where the fallback threshold is chosen.
+    """
+
+    def __init__(self, path: Path = DATA, *, validation: bool = False) -> None:
         with np.load(path) as d:
             samples: FArray = d["samples"]
             offsets: IArray = d["offsets"]
             self.y: IArray = d["y"]
             self.test: npt.NDArray[np.bool_] = d["test"]
+            subject: IArray = d["subject"]
             self.labels: list[str] = [str(s) for s in d["labels"]]
             self.channel_names: list[str] = [str(s) for s in d["channel_names"]]
         recordings = [samples[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        if validation:
+            keep = ~self.test
+            recordings = [r for r, k in zip(recordings, keep, strict=True) if k]
+            self.y = self.y[keep]
+            self.test = np.isin(subject[keep], VALIDATION_SUBJECTS)
         train_recs = [r for r, t in zip(recordings, self.test, strict=True) if not t]
         flat = np.concatenate(train_recs).astype(np.float64)
         self.mean: FArray = flat.mean(axis=0).astype(np.float32)
@@ -167,7 +193,54 @@ def param_count(model: Any) -> int:
     return int(sum(np.prod(w.shape) for w in model.get_weights()))
 
 
-def stage_models(ds: WatchData, epochs: int) -> dict[str, Any]:
+def fallback_mix(edge: FArray, cloud: FArray, y: IArray, threshold: float) -> tuple[float, float]:
+    """(share sent, accuracy) of the confidence policy: windows whose edge top probability is under
+    ``threshold`` take the cloud's answer (what the agent's router does)."""
+    sent = edge.max(axis=1) < threshold
+    pred = np.where(sent, cloud.argmax(axis=1), edge.argmax(axis=1))
+    return float(sent.mean()), float((pred == y).mean())
+
+
+def stage_validate(epochs: int) -> dict[str, Any]:
+    """Choose ``fallback.min_confidence`` without the held-out subjects: train both models on
+    subjects 1-6 exactly as the shipped ones, run the int8 edge model and the cloud model on subjects
+    7 and 8, and take the largest threshold (step 0.01) that sends at most VALIDATION_SHARE of those
+    windows."""
+    import tempfile
+
+    ds = WatchData(validation=True)
+    edge = train_keras(ds, EDGE_ARCH, epochs)
+    cloud = train_keras(ds, CLOUD_ARCH, epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "edge.tflite"
+        export_tflite_int8(edge, ds.train_windows[::4], path)
+        edge_probs = tflite_predictor(path)(ds.test_windows)
+    cloud_probs = np.asarray(cloud.predict(ds.test_windows, verbose=0), dtype=np.float32)
+    grid = [round(t, 2) for t in np.arange(0.30, 1.0, 0.01)]
+    threshold = max(
+        t for t in grid if fallback_mix(edge_probs, cloud_probs, ds.test_y, t)[0] <= VALIDATION_SHARE
+    )
+    share, accuracy = fallback_mix(edge_probs, cloud_probs, ds.test_y, threshold)
+    policy = {
+        "policy": "confidence",
+        "min_confidence": threshold,
+        "chosen_on": f"subjects {VALIDATION_SUBJECTS[0]} and {VALIDATION_SUBJECTS[1]} "
+        f"({len(ds.test_y)} windows, hop {HOP}) with both models trained on subjects 1-6; "
+        f"largest threshold sending <= {VALIDATION_SHARE:.0%} of them",
+        "validation": {
+            "edge_only": round(float((edge_probs.argmax(axis=1) == ds.test_y).mean()), 4),
+            "cloud_only": round(float((cloud_probs.argmax(axis=1) == ds.test_y).mean()), 4),
+            "cloud_share": round(share, 4),
+            "accuracy": round(accuracy, 4),
+        },
+    }
+    print(json.dumps(policy, indent=2))
+    return policy
+
+
+def stage_models(
+    ds: WatchData, epochs: int, *, keep_cloud: bool = False, policy: dict[str, Any] | None = None
+) -> dict[str, Any]:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     paths = {
         "edge_tflite_int8": DEMO_DIR / "watch-edge-int8.tflite",
@@ -178,15 +251,25 @@ def stage_models(ds: WatchData, epochs: int) -> dict[str, Any]:
     edge = train_keras(ds, EDGE_ARCH, epochs)
     if param_count(edge) > MAX_EDGE_PARAMS:
         raise SystemExit(f"edge model has {param_count(edge)} parameters (> {MAX_EDGE_PARAMS})")
-    cloud = train_keras(ds, CLOUD_ARCH, epochs)
     keras_edge = np.asarray(edge.predict(ds.test_windows, verbose=0), dtype=np.float32)
-    keras_cloud = np.asarray(cloud.predict(ds.test_windows, verbose=0), dtype=np.float32)
+    previous = json.loads(METRICS.read_text(encoding="utf-8")) if METRICS.exists() else {}
+    cloud: Any = None
+    cloud_params = int(previous.get("models", {}).get("cloud_fp32", {}).get("params", 0))
+    if not keep_cloud:
+        cloud = train_keras(ds, CLOUD_ARCH, epochs)
+        cloud_params = param_count(cloud)
+        keras_cloud = np.asarray(cloud.predict(ds.test_windows, verbose=0), dtype=np.float32)
+    elif not paths["cloud_fp32"].exists() or not cloud_params:
+        raise SystemExit(
+            "--keep-cloud needs the shipped watch-cloud-fp32.onnx and its entry in watch_metrics.json"
+        )
 
     # Calibrate on every 4th training window: plenty for min/max, and keeps the build quick.
     calibration = ds.train_windows[::4]
     export_tflite_int8(edge, calibration, paths["edge_tflite_int8"])
     keras_to_onnx(edge, paths["edge_onnx_fp32"], name="watch_edge")
-    keras_to_onnx(cloud, paths["cloud_fp32"], name="watch_cloud")
+    if cloud is not None:
+        keras_to_onnx(cloud, paths["cloud_fp32"], name="watch_cloud")
     quantize_onnx_int8(paths["edge_onnx_fp32"], paths["edge_onnx_int8"], calibration)
 
     predictors: dict[str, Predict] = {
@@ -194,7 +277,10 @@ def stage_models(ds: WatchData, epochs: int) -> dict[str, Any]:
         for key, p in paths.items()
     }
     probs = {key: predict(ds.test_windows) for key, predict in predictors.items()}
-    for key, reference in (("edge_onnx_fp32", keras_edge), ("cloud_fp32", keras_cloud)):
+    references = [("edge_onnx_fp32", keras_edge)] + (
+        [("cloud_fp32", keras_cloud)] if cloud is not None else []
+    )
+    for key, reference in references:
         diff = float(np.abs(probs[key] - reference).max())
         if diff > 1e-4:
             raise SystemExit(f"{key}: ONNX differs from Keras by {diff:.2e} (> 1e-4); exporter bug")
@@ -212,7 +298,7 @@ def stage_models(ds: WatchData, epochs: int) -> dict[str, Any]:
     }
     fp32_pred = probs["edge_onnx_fp32"].argmax(axis=1)
     for key, path in paths.items():
-        params = param_count(cloud if key == "cloud_fp32" else edge)
+        params = cloud_params if key == "cloud_fp32" else param_count(edge)
         entry: dict[str, Any] = {"file": path.name, "size_bytes": path.stat().st_size, "params": params}
         entry.update(score(probs[key], ds))
         if key.endswith("int8"):
@@ -223,6 +309,17 @@ def stage_models(ds: WatchData, epochs: int) -> dict[str, Any]:
         drop = fp32_acc - metrics["models"][key]["window_accuracy"]
         if drop > MAX_INT8_DROP:
             raise SystemExit(f"{key}: int8 loses {drop:.3f} window accuracy against fp32 (> {MAX_INT8_DROP})")
+    if keep_cloud:
+        metrics["cloud_model"] = "kept from the previous build (--keep-cloud), re-measured here"
+    policy = policy or previous.get("fallback_policy")
+    if policy:
+        share, accuracy = fallback_mix(
+            probs["edge_tflite_int8"], probs["cloud_fp32"], ds.test_y, policy["min_confidence"]
+        )
+        metrics["fallback_policy"] = {
+            **policy,
+            "held_out": {"cloud_share": round(share, 4), "accuracy": round(accuracy, 4)},
+        }
     METRICS.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(metrics["models"], indent=2))
     return metrics
@@ -293,14 +390,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stage", choices=("all", "models", "bundles"), default="all")
+    parser.add_argument("--stage", choices=("all", "validate", "models", "bundles"), default="all")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--keep-cloud", action="store_true", help="retrain only the edge model; keep the shipped cloud model"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ds = WatchData()
     print(f"train windows {ds.train_windows.shape}, test windows {ds.test_windows.shape}")
+    policy = stage_validate(args.epochs) if args.stage in ("all", "validate") else None
     if args.stage in ("all", "models"):
-        stage_models(ds, args.epochs)
+        stage_models(ds, args.epochs, keep_cloud=args.keep_cloud, policy=policy)
     if args.stage in ("all", "bundles"):
         stage_bundles(ds)
     return 0

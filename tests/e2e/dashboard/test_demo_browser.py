@@ -1,11 +1,14 @@
 """`edgefleet demo` shows four live devices with real results in the dashboard (headless Chromium);
-the fourth replays an injected sensor fault and shows as drifted."""
+the first three replay held-out watch recordings with the cloud fallback (some answers come from the
+controller's inference workers); the fourth replays an injected sensor fault and shows as drifted."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,16 @@ def test_demo_shows_four_live_devices_with_results_and_the_faulty_one_drifted(
         stop_process(process, timeout=30)
         output.close()
     assert process.returncode == 0, "\n".join(output.lines[-30:])
+    answered = {
+        device: answered_by(workdir / device / "store.db") for device in ("demo-01", "demo-02", "demo-03")
+    }
+    for device, counts in answered.items():
+        assert counts.get("cloud", 0) > 0, (device, counts)
+        assert counts.get("edge", 0) > 0, (device, counts)
+    assert set(answered_by(workdir / "demo-04" / "store.db")) == {"edge"}
+
+
+def answered_by(db: Path) -> dict[str, int]:
+    """Stored results per answering side, read from the agent's own store after the demo stopped."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return dict(conn.execute("SELECT answered_by, count(*) FROM results GROUP BY answered_by").fetchall())

@@ -1,0 +1,83 @@
+"""The demo's fallback devices: held-out smartwatch recordings, an edge model that asks the cloud.
+
+``edgefleet demo`` runs its first three devices on the shoulder-exercise recordings of the test
+subjects (9 and 10 of ``models/data/watch.npz``, never seen in training) through the shipped watch
+edge bundles, with ``[fallback]`` on: windows the edge model is unsure of go over the demo's broker
+to the controller's inference workers, which answer with the ``watch-cloud`` bundle. The threshold is
+the one the build chose on validation subjects (``fallback_policy`` in
+``models/demo/watch_metrics.json``). Each device replays the held-out recordings back to back,
+starting at a different recording, so the three show different exercises at any moment.
+
+Their drift reports span about one pass over the recordings (:data:`DRIFT_WINDOWS`), one report
+every few minutes. They may still be flagged after two of them: subjects 9 and 10 move differently
+from the training subjects whose windows make the reference profile (``edgefleet drift check`` on the
+held-out recordings: accelerometer PSI 0.1-0.4 over reports of 320 windows), which is what the drift
+monitor is for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CLOUD_BUNDLE", "EDGE_BUNDLES", "fallback_threshold", "watch_device_toml"]
+
+EDGE_BUNDLES = ("watch-edge-tflite", "watch-edge-onnx", "watch-edge-tflite")
+CLOUD_BUNDLE = "watch-cloud"
+SAMPLE_RATE_HZ = 50.0
+# A drift report must span every exercise, as the reference does (training subjects, all seven):
+# 256-window reports cover a few exercises each and would flag a change of exercise as drift.
+# 1024 windows is about one pass over the held-out recordings (1,002 windows at hop 50).
+DRIFT_WINDOWS = 1024
+DRIFT_INTERVAL_S = 600.0
+_DEFAULT_THRESHOLD = 0.6  # FallbackConfig's own default, for a models/ folder without the build's choice
+
+
+def fallback_threshold(models: Path) -> float:
+    """``min_confidence`` chosen by ``models/build_watch.py`` on validation subjects."""
+    try:
+        metrics = json.loads((models / "demo" / "watch_metrics.json").read_text(encoding="utf-8"))
+        return float(metrics["fallback_policy"]["min_confidence"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _DEFAULT_THRESHOLD
+
+
+def held_out_stream(models: Path, start: int) -> np.ndarray[tuple[int, int], np.dtype[np.float32]]:
+    """The test subjects' recordings back to back, beginning with recording ``start`` of them."""
+    with np.load(models / "data" / "watch.npz") as data:
+        samples, offsets, test = data["samples"], data["offsets"], data["test"]
+    recordings = [samples[offsets[i] : offsets[i + 1]] for i in np.flatnonzero(test)]
+    start %= len(recordings)
+    return np.concatenate(recordings[start:] + recordings[:start]).astype(np.float32)
+
+
+def watch_device_toml(
+    models: Path, workdir: Path, index: int, speed: float, device_id: str
+) -> tuple[Path, str]:
+    """Write device ``index``'s replay file into ``workdir``; its bundle and its sources/fallback TOML."""
+    with np.load(models / "data" / "watch.npz") as data:
+        count = int(np.count_nonzero(data["test"]))
+    path = workdir / f"{device_id}-watch-held-out.npz"
+    np.savez(path, samples=held_out_stream(models, index * count // len(EDGE_BUNDLES)))
+    bundle = models / "bundles" / EDGE_BUNDLES[index % len(EDGE_BUNDLES)]
+    toml = f"""\
+[[sources]]
+type = "replay"
+name = "imu"
+file = "{path}"
+rate_hz = {SAMPLE_RATE_HZ}
+speed = {speed}
+realtime = true
+loop = true
+
+[fallback]
+enabled = true
+min_confidence = {fallback_threshold(models)}
+
+[drift]
+windows = {DRIFT_WINDOWS}
+interval_s = {DRIFT_INTERVAL_S}
+"""
+    return bundle, toml
