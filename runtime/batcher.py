@@ -327,7 +327,13 @@ class Batcher:
                 if want == 0:
                     still.append(i)
                     continue
-                part = buffers[i].pop_batch(want)
+                buf = buffers[i]
+                if buf._write - buf._next_start < buf.window_length:
+                    # Not a whole window since the last pop: skip the call and its lock. A stale
+                    # read only misses a window published after this look, which _wake counts
+                    # (_sleeping is set before the gather), as if it had come a moment later.
+                    continue
+                part = buf.pop_batch(want)
                 got = 0 if part is None else len(part)
                 if part is not None:
                     self._parts.append(part)
