@@ -209,8 +209,10 @@ class Pipeline:
             except Exception as exc:  # a broken source must not block shutdown
                 report.notes.append(f"source {name!r} failed to stop: {exc}")
                 log.warning("source %s failed to stop: %s", name, exc)
-        if self._hub_hooks is not None:
-            default_hub().remove_pass_hooks(*self._hub_hooks)
+        with self._sources_lock:
+            hooks, self._hub_hooks = self._hub_hooks, None
+        if hooks is not None:
+            default_hub().remove_pass_hooks(*hooks)
         self._draining.set()
         self._wake.set()
         if self._batcher is not None:
@@ -386,8 +388,11 @@ class Pipeline:
             # One consumer wake-up per pass of the sources' I/O thread, for all its streams. Not
             # under "block": a push waiting for room there must be able to wake the consumer.
             hooks = (self._batcher.hold_wakeups, self._batcher.release_wakeups)
-            default_hub().add_pass_hooks(*hooks)
-            self._hub_hooks = hooks
+            with self._sources_lock:  # stop() removes them once set; none are added after it
+                if self._stop_sources.is_set():
+                    return
+                default_hub().add_pass_hooks(*hooks)
+                self._hub_hooks = hooks
         for name, source in self._pending_sources.items():
             with self._sources_lock:
                 if self._stop_sources.is_set():
