@@ -45,6 +45,7 @@ from edgefleet.agent.inference import BatchObserver, BatchRunner
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.model_slot import LoadedModel, ModelSlot
 from edgefleet.agent.routing import FallbackRouter, offer
+from edgefleet.agent.sources.hub import default_hub
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.writer import ResultWriter, WriterSettings
 from edgefleet.errors import EdgefleetError
@@ -156,6 +157,7 @@ class Pipeline:
         """Set once every stream's source was started (or rejected)."""
         self._source_errors: dict[str, str] = {}
         self._batcher: Batcher | None = None
+        self._hub_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None
         self._writer = ResultWriter(
             store,
             self.counters,
@@ -207,6 +209,10 @@ class Pipeline:
             except Exception as exc:  # a broken source must not block shutdown
                 report.notes.append(f"source {name!r} failed to stop: {exc}")
                 log.warning("source %s failed to stop: %s", name, exc)
+        with self._sources_lock:
+            hooks, self._hub_hooks = self._hub_hooks, None
+        if hooks is not None:
+            default_hub().remove_pass_hooks(*hooks)
         self._draining.set()
         self._wake.set()
         if self._batcher is not None:
@@ -378,6 +384,15 @@ class Pipeline:
             max_batch_size=self.settings.max_batch_size,
             batch_timeout=self.settings.batch_timeout_s,
         )
+        if self.settings.backpressure != "block":
+            # One consumer wake-up per pass of the sources' I/O thread, for all its streams. Not
+            # under "block": a push waiting for room there must be able to wake the consumer.
+            hooks = (self._batcher.hold_wakeups, self._batcher.release_wakeups)
+            with self._sources_lock:  # stop() removes them once set; none are added after it
+                if self._stop_sources.is_set():
+                    return
+                default_hub().add_pass_hooks(*hooks)
+                self._hub_hooks = hooks
         for name, source in self._pending_sources.items():
             with self._sources_lock:
                 if self._stop_sources.is_set():
@@ -421,7 +436,11 @@ class Pipeline:
         model takes the float path: the streams keep the first model's encoders)."""
         bundle, model = loaded.bundle, loaded.model
         preprocess = None if self._fold_normalization(bundle, model) else bundle.preprocess
-        encoder = self._attach_encoders(model) if preprocess is None and first else None
+        # Encoding at ingest pays only when a pop carries many windows of one stream: with several
+        # streams a batch is one pop per stream, and one encoder call per pop (for a window's
+        # new rows) costs more than quantizing the whole batch in one pass (docs/batching.md).
+        ingest = preprocess is None and first and len(self._buffers) == 1
+        encoder = self._attach_encoders(model) if ingest else None
         return _Prepared(loaded, preprocess, encoder)
 
     def _fold_normalization(self, bundle: Bundle, model: Model) -> bool:

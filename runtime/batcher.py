@@ -242,6 +242,8 @@ class Batcher:
         # windows published since the consumer's last look, and how many it sleeps until (see _wake)
         self._arrived = 0
         self._need = 1
+        # > 0 while a producer hands over a round of pushes (see hold_wakeups)
+        self._holds = 0
         # the consumer's fast path in next_batch (one stream): pop without the Condition
         self._single: StreamBuffer | None = buffers[0] if len(buffers) == 1 else None
         for buf in buffers:
@@ -258,9 +260,23 @@ class Batcher:
         if self._sleeping:
             arrived = self._arrived + windows
             self._arrived = arrived
-            if arrived >= self._need:
+            if arrived >= self._need and not self._holds:
                 with self._cond:
                     self._cond.notify_all()
+
+    def hold_wakeups(self) -> None:
+        """Count the windows pushed from now on without waking the consumer, until
+        :meth:`release_wakeups`: a producer about to push into many streams at once (the sources'
+        I/O thread, one pacing tick) wakes it once for all of them, not at the first stream's window
+        and again at the batch's last. Calls nest; every hold must be released."""
+        self._holds += 1
+
+    def release_wakeups(self) -> None:
+        """End a :meth:`hold_wakeups`; wakes the consumer if the windows it waits for arrived."""
+        self._holds -= 1
+        if not self._holds and self._sleeping and self._arrived >= self._need:
+            with self._cond:
+                self._cond.notify_all()
 
     def _attach(self, buf: StreamBuffer) -> None:
         existing = buf.notify
@@ -311,7 +327,13 @@ class Batcher:
                 if want == 0:
                     still.append(i)
                     continue
-                part = buffers[i].pop_batch(want)
+                buf = buffers[i]
+                if buf._write - buf._next_start < buf.window_length:
+                    # Not a whole window since the last pop: skip the call and its lock. A stale
+                    # read only misses a window published after this look, which _wake counts
+                    # (_sleeping is set before the gather), as if it had come a moment later.
+                    continue
+                part = buf.pop_batch(want)
                 got = 0 if part is None else len(part)
                 if part is not None:
                     self._parts.append(part)

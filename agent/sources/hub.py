@@ -77,6 +77,8 @@ class SourceHub:
         self._timers: list[tuple[float, int, HubSource[BaseSourceConfig], int]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        # (before, after) of every pass that runs callbacks or turns (see add_pass_hooks)
+        self._pass_hooks: tuple[tuple[Command, Command], ...] = ()
         self.wakeups = 0
         """Times the loop woke up (for benchmarks and tests); only the hub thread writes it."""
 
@@ -114,6 +116,21 @@ class SourceHub:
         self.call(run)
         return done.wait(timeout)
 
+    def add_pass_hooks(self, before: Command, after: Command) -> None:
+        """Call ``before`` ahead of every pass of the loop that runs reader callbacks or turns, and
+        ``after`` once the pass is done (also when one of them failed); any thread may add them.
+
+        A pass hands over everything that fell due on the grid line; a consumer fed by many
+        streams (the batcher) uses these to be woken once per pass rather than once per stream.
+        Hooks must be quick and must not raise.
+        """
+        with self._lock:
+            self._pass_hooks = (*self._pass_hooks, (before, after))
+
+    def remove_pass_hooks(self, before: Command, after: Command) -> None:
+        with self._lock:
+            self._pass_hooks = tuple(h for h in self._pass_hooks if h != (before, after))
+
     # -- hub thread only ---------------------------------------------------------------------------
     def add_reader(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
         self._selector.register(sock, selectors.EVENT_READ, on_readable)
@@ -147,18 +164,28 @@ class SourceHub:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
             events = self._selector.select(timeout)
             self.wakeups += 1
-            for key, _ in events:
-                callback: Callable[[], None] = key.data
-                try:
-                    callback()
-                except Exception:  # a callback guards itself; this only keeps the loop alive
-                    log.exception("source hub: reader callback failed")
-            now = time.monotonic()
-            due = []
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers))
-            for _, _, source, generation in due:  # a turn may reschedule itself for "now"
-                source._hub_turn(self, generation, now)
+            hooks = self._pass_hooks
+            for before, _ in hooks:
+                before()
+            try:
+                self._run_pass(events)
+            finally:
+                for _, after in hooks:
+                    after()
+
+    def _run_pass(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        for key, _ in events:
+            callback: Callable[[], None] = key.data
+            try:
+                callback()
+            except Exception:  # a callback guards itself; this only keeps the loop alive
+                log.exception("source hub: reader callback failed")
+        now = time.monotonic()
+        due = []
+        while self._timers and self._timers[0][0] <= now:
+            due.append(heapq.heappop(self._timers))
+        for _, _, source, generation in due:  # a turn may reschedule itself for "now"
+            source._hub_turn(self, generation, now)
 
     def _run_commands(self) -> None:
         while True:

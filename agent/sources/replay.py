@@ -35,6 +35,7 @@ from edgefleet.types import FloatArray
 __all__ = ["Recording", "ReplaySource", "ReplaySourceConfig", "load_recording"]
 
 FORMATS = (".csv", ".npy", ".npz")
+_NO_OVERFLOW = 1e307  # two finite numbers below this add up to a finite one
 
 
 class ReplaySourceConfig(BaseSourceConfig):
@@ -277,12 +278,18 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         super().__init__(config, sink)
         self.recording = load_recording(config)
         self._finite_times = bool(np.isfinite(self.recording.offsets).all())
+        # Bad rows (NaN or infinity in a value or its time) are known once loaded: a block with
+        # none skips the bad-sample gate, and one with any goes through it (see _emit_clean).
+        rec = self.recording
+        bad = ~(np.isfinite(rec.samples).all(axis=1) & np.isfinite(rec.offsets))
+        self._bad_before: list[int] = [0, *np.cumsum(bad).tolist()]
         self._position = 0
         self._cycle = 0
         self._scale = 1.0
         self._base = 0.0
         self._mono0 = 0.0
         self._scaled_offsets = self.recording.offsets
+        self._offset_bound = math.inf  # set by _open
 
     @property
     def channels(self) -> int:
@@ -302,6 +309,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         # pacing clock: stream time t is due at mono0 + t / speed (playback resumes in place)
         self._mono0 = now - self._stream_time() / cfg.speed
         self._scaled_offsets = rec.offsets * self._scale
+        self._offset_bound = float(np.nanmax(np.abs(self._scaled_offsets), initial=0.0))
         return now
 
     def _turn(self, now: float) -> float | None:
@@ -330,10 +338,17 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
                     due = 1  # a NaN time: let it through to be counted as bad
                 end = self._position + due
             chunk = slice(self._position, end)
-            times = self._scaled_offsets[chunk] + (self._base + self._cycle * rec.period * self._scale)
-            self._position = end
-            self._count_frame()
-            self._emit(rec.samples[chunk], times)
+            shift = self._base + self._cycle * rec.period * self._scale
+            times = self._scaled_offsets[chunk] + shift
+            start, self._position = self._position, end
+            bad_before = self._bad_before
+            if bad_before[end] == bad_before[start] and abs(shift) < _NO_OVERFLOW > self._offset_bound:
+                # clean rows; their times (finite offset + shift, both far below the float64
+                # maximum) are finite too
+                self._emit_clean(rec.samples[chunk], times)
+            else:
+                self._count_frame()
+                self._emit(rec.samples[chunk], times)
             if cfg.realtime and end < block_end:
                 # the next sample is not due yet: say when it is, without another search
                 wait = self._wait_for(end, now_t)

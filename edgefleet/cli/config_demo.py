@@ -11,24 +11,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["demo_example_text"]
+__all__ = ["demo_assets_dir", "demo_example_text"]
 
 DEMO_BUNDLE = "basicmotions-edge-tflite"
 DEMO_RECORDING = "basicmotions_test_stream.csv"
+# The demo bundle and recording ship inside the package (package data, ~350 kB), so the printed
+# config runs after a plain `pip install` too; in a checkout these are links into models/.
+PACKAGED = Path(__file__).resolve().parent.parent / "data" / "demo"
 
 
 def _toml_path(path: Path) -> str:
     return json.dumps(str(path))  # JSON string escapes are valid TOML basic-string escapes
 
 
-def demo_example_text(workdir: Path | None = None) -> str:
-    """The demo config for this machine; ``workdir`` (default: the current directory) holds the state."""
+def demo_assets_dir() -> Path:
+    """Where the demo bundle and recording are: the package's own copy, else the models folder."""
+    if (PACKAGED / "bundles" / DEMO_BUNDLE / "manifest.json").is_file() and (
+        PACKAGED / "data" / DEMO_RECORDING
+    ).is_file():
+        return PACKAGED
     from edgefleet.demo import find_models_dir
 
-    models = find_models_dir()
+    return find_models_dir()
+
+
+def demo_example_text(workdir: Path | None = None) -> str:
+    """The demo config for this machine; ``workdir`` (default: the current directory) holds the state."""
+    models = demo_assets_dir()
     here = (workdir or Path.cwd()).resolve()
-    bundle = models.resolve() / "bundles" / DEMO_BUNDLE
-    recording = models.resolve() / "data" / DEMO_RECORDING
+    bundle = (models / "bundles" / DEMO_BUNDLE).resolve()
+    recording = (models / "data" / DEMO_RECORDING).resolve()
     return f"""\
 # edgefleet agent configuration that runs as printed on this machine:
 #   edgefleet config example --demo > demo.toml && edgefleet agent run --config demo.toml

@@ -126,18 +126,25 @@ def test_the_installed_package_carries_the_licence(bare_venv: Path) -> None:
     assert "Version 2.0, January 2004" in text
 
 
-def test_the_demo_config_needs_the_models_and_says_where_they_come_from(bare_venv: Path) -> None:
-    result = run(bare_venv, "config", "example", "--demo", env={"EDGEFLEET_MODELS_DIR": ""})
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: cannot find the shipped demo models")
-    assert "EDGEFLEET_MODELS_DIR" in result.stderr
-
-
-def test_the_bare_install_runs_the_demo_config_with_the_models(bare_venv: Path) -> None:
-    env = {"EDGEFLEET_MODELS_DIR": str(ROOT / "models")}
+def test_the_bare_install_runs_the_demo_config_as_printed(bare_venv: Path) -> None:
+    # No checkout to lean on: the demo bundle and recording ship inside the wheel.
+    env = {"EDGEFLEET_MODELS_DIR": ""}
     printed = run(bare_venv, "config", "example", "--demo", env=env)
     assert printed.returncode == 0, printed.stderr
+    installed = subprocess.run(
+        [
+            str(bare_venv / "bin" / "python"),
+            "-c",
+            "import edgefleet, pathlib; print(pathlib.Path(edgefleet.__file__).parent.resolve())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=bare_venv.parent,
+    ).stdout.strip()
+    for key in ("file", "bundle"):
+        line = next(x for x in printed.stdout.splitlines() if x.startswith(f"{key} = "))
+        assert line.startswith(f'{key} = "{installed}/data/demo/'), line  # not the checkout's models/
     config = bare_venv.parent / "demo.toml"
     config.write_text(printed.stdout)
     store = bare_venv.parent / "edgefleet-demo.db"
@@ -148,6 +155,7 @@ def test_the_bare_install_runs_the_demo_config_with_the_models(bare_venv: Path) 
             cwd=bare_venv.parent,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
     try:
         deadline = time.monotonic() + 90

@@ -310,9 +310,11 @@ def test_the_fast_path_stores_the_answers_of_python_normalization(bundle: Bundle
     )
     pipeline.start()
     _wait(lambda: _finished(pipeline, ["imu"]))
-    # the int8 model's input is quantized at ingest: the answers below come from those codes
-    assert all(b.encoder is not None for b in pipeline.buffers().values())
     assert pipeline.stop(timeout=30).completed
+    # the int8 model's input is quantized at ingest: the answers below come from those codes
+    # (checked once stopped: the encoders are attached with the model, which may load after
+    # a fast replay has finished)
+    assert all(b.encoder is not None for b in pipeline.buffers().values())
     rows = sorted(store.query_results(limit=10_000), key=lambda r: r["window_seq"])
     prep = bundle.manifest.preprocessing
     samples = np.loadtxt(REPLAY, delimiter=",", skiprows=1, usecols=range(1, 7), dtype=np.float32)
@@ -327,3 +329,29 @@ def test_the_fast_path_stores_the_answers_of_python_normalization(bundle: Bundle
     assert agree == len(windows)
     scores = np.array([r["score"] for r in rows])
     assert np.allclose(scores, np.array(expected.scores, dtype=np.float64), atol=0.02)
+
+
+def test_several_streams_are_quantized_per_batch_not_at_ingest(bundle: Bundle, store: Store) -> None:
+    # With several streams each pop carries a share of a batch: the model quantizes the whole
+    # batch in one pass instead of one encoder call per stream per pop. Same answers.
+    pipeline = Pipeline(
+        store=store,
+        streams=[_replay("a"), _replay("b")],
+        load_bundle=lambda: bundle,
+        settings=PipelineSettings(backpressure="block", max_batch_size=16),
+    )
+    pipeline.start()
+    _wait(lambda: _finished(pipeline, ["a", "b"]))
+    assert pipeline.stop(timeout=30).completed
+    assert all(b.encoder is None for b in pipeline.buffers().values())
+    prep = bundle.manifest.preprocessing
+    samples = np.loadtxt(REPLAY, delimiter=",", skiprows=1, usecols=range(1, 7), dtype=np.float32)
+    starts = range(0, len(samples) - prep.window_length + 1, prep.hop)
+    windows = np.stack([samples[s : s + prep.window_length] for s in starts])
+    with bundle.open_model() as model:
+        expected = bundle.interpret_batch(model.predict(bundle.preprocess(windows)))
+    rows = store.query_results(limit=10_000)
+    for stream in ("a", "b"):
+        mine = sorted((r for r in rows if r["stream"] == stream), key=lambda r: r["window_seq"])
+        assert [r["window_seq"] for r in mine] == list(range(len(windows)))
+        assert [r["label"] for r in mine] == list(expected.labels)

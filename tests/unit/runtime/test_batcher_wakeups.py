@@ -99,3 +99,44 @@ def test_one_push_of_several_windows_fills_the_batch_and_wakes_the_consumer() ->
     batch = got[0]
     assert batch is not None
     assert len(batch) == 5
+
+
+def test_held_wakeups_wake_the_consumer_once_at_release() -> None:
+    # The sources' I/O thread holds the consumer's wake-ups over one pass of pushes into all its
+    # streams: a sleeping consumer is woken once, at release, with every window there.
+    streams = [make(f"h{i}") for i in range(4)]
+    batcher = Batcher(streams, max_batch_size=4, batch_timeout=3600)
+    got: list[Batch | None] = []
+    consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
+    consumer.start()
+    wait_until(lambda: batcher._sleeping and batcher._need == 1, "the consumer to sleep")
+    notified: list[int] = []
+    notify_all = batcher._cond.notify_all
+
+    def counting_notify_all() -> None:
+        notified.append(1)
+        notify_all()
+
+    batcher._cond.notify_all = counting_notify_all  # type: ignore[method-assign]
+    batcher.hold_wakeups()
+    for buf in streams:
+        feed(buf, 1)
+    assert notified == []  # held: the first window (and the full batch) did not wake it
+    assert got == []
+    batcher.release_wakeups()
+    consumer.join(timeout=90)
+    assert not consumer.is_alive()
+    assert notified == [1]
+    batch = got[0]
+    assert batch is not None
+    assert len(batch) == 4
+    assert sorted(set(batch.streams)) == ["h0", "h1", "h2", "h3"]
+
+
+def test_a_release_with_nothing_arrived_wakes_nobody() -> None:
+    batcher = Batcher([make("q")], max_batch_size=2, batch_timeout=3600)
+    notified: list[int] = []
+    batcher._cond.notify_all = lambda: notified.append(1)  # type: ignore[method-assign]
+    batcher.hold_wakeups()
+    batcher.release_wakeups()
+    assert notified == []

@@ -151,6 +151,25 @@ def test_bad_values_are_counted_and_skipped(tmp_path: Path) -> None:
     assert source.stats.samples == 2
 
 
+def test_clean_blocks_and_bad_rows_in_one_recording_are_counted_alike(tmp_path: Path) -> None:
+    # Blocks known clean when the recording was loaded skip the bad-sample gate; a block holding a
+    # bad row goes through it. Both count their frames and samples the same way.
+    rows = [f"{t},{t},{-t}" for t in range(40)]
+    rows[13] = "13,nan,-13"
+    rows[27] = "27,2,inf"
+    path = write_csv(tmp_path / "mixed.csv", "timestamp,a,b\n" + "\n".join(rows) + "\n")
+    sink = Collector()
+    source = replay(path, sink, realtime=False, block_size=8, timestamps="recorded")
+    run_to_end(source)
+    samples, times = sink.arrays(2)
+    kept = [t for t in range(40) if t not in (13, 27)]
+    np.testing.assert_array_equal(samples[:, 0], kept)
+    np.testing.assert_array_equal(times, kept)
+    assert source.stats.bad_samples == 2
+    assert source.stats.samples == 38
+    assert source.stats.frames == 5  # 40 rows in blocks of 8, clean or not
+
+
 def test_bad_values_in_a_realtime_replay_do_not_stall_it(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "r.csv", "timestamp,a\n0,1\nx,2\n0.02,3\n")
     sink = Collector()

@@ -177,3 +177,42 @@ def test_restart_after_stop_resumes_on_the_hub() -> None:
 def test_tick_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tick_s must be > 0"):
         SourceHub(tick_s=0)
+
+
+def test_pass_hooks_bracket_every_pass_that_hands_samples_over() -> None:
+    hub = SourceHub(name="test-hooks", tick_s=0.01)
+    log: list[str] = []
+    inside: list[bool] = []
+    state = {"in_pass": False}
+
+    def before() -> None:
+        log.append("before")
+        state["in_pass"] = True
+
+    def after() -> None:
+        log.append("after")
+        state["in_pass"] = False
+
+    def sink(samples: FloatArray, timestamps: npt.NDArray[np.float64]) -> None:
+        inside.append(state["in_pass"])
+
+    hub.add_pass_hooks(before, after)
+    source = TickSource("h", sink, total=5)
+    source.start(hub)
+    try:
+        assert source.wait_finished(10)
+    finally:
+        source.stop()
+    assert len(inside) == 5
+    assert all(inside)  # every hand-over happened between a before and its after
+    assert log[::2] == ["before"] * (len(log) // 2)
+    assert log[1::2] == ["after"] * (len(log) // 2)
+    hub.remove_pass_hooks(before, after)
+    calls = len(log)
+    again = TickSource("h2", sink, total=3)
+    again.start(hub)
+    try:
+        assert again.wait_finished(10)
+    finally:
+        again.stop()
+    assert len(log) == calls  # removed: not called any more
