@@ -1,0 +1,109 @@
+"""Cloud fallback topics under the shipped configuration: a device publishes only its own
+``infer/request`` and receives only its own ``infer/response``, while the inference workers (on
+the controller listener) serve every device."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefleet.cloud_sync.codec import decode_message, encode_message
+from edgefleet.cloud_sync.protocol import InferRequestBody, InferResponseBody, make_envelope
+from edgefleet.controller.config import MqttConfig, MqttTlsConfig
+from edgefleet.controller.inference import InferenceConfig
+from edgefleet.controller.inference.worker import InferencePool
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
+
+pytestmark = pytest.mark.integration
+
+CLOUD_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "bundles" / "watch-cloud"
+WORKER_USER = "controller-2"  # its own user: the listener forces client id = user name
+
+
+def device(broker: ShippedBroker, device_id: str) -> Client:
+    cert, key = broker.device(device_id)
+    client = Client(device_id, unmount=True).with_certificate(broker.ca_cert, cert, key)
+    client.connect(broker.device_port)
+    assert client.connected.is_set(), client.connack
+    return client
+
+
+def request(device_id: str, request_id: str) -> bytes:
+    window = np.random.default_rng(0).normal(size=(100, 6)).astype("<f4")
+    body = InferRequestBody(
+        request_id=request_id,
+        stream="imu",
+        window_start=0.0,
+        window_end=2.0,
+        shape=[100, 6],
+        data=window.tobytes(),
+        fallback_reason="low_confidence",
+    )
+    return encode_message(make_envelope(device_id, "infer/request", body))
+
+
+def answered_ids(client: Client) -> set[tuple[str, str]]:
+    """(topic, request id) of every response the client received."""
+    out = set()
+    for topic, payload in client.received():
+        envelope = decode_message(topic, payload, prefix="edgefleet/v1")
+        assert isinstance(envelope.body, InferResponseBody)
+        out.add((topic, envelope.body.request_id))
+    return out
+
+
+@pytest.fixture
+def pool(broker: ShippedBroker) -> InferencePool:
+    env = "EDGEFLEET_TEST_MQTT_PASSWORD_INFER_ACL"
+    os.environ[env] = CONTROLLERS[WORKER_USER]
+    mqtt_config = MqttConfig(
+        host="localhost",
+        port=broker.controller_port,
+        username=WORKER_USER,
+        password_env=env,
+        topic_prefix=DEVICE_PREFIX,
+        tls=MqttTlsConfig(enabled=True, ca_file=broker.ca_cert),
+    )
+    return InferencePool(mqtt_config, InferenceConfig(enabled=True, bundle=CLOUD_BUNDLE, workers=1))
+
+
+def test_a_device_cannot_ask_as_another_nor_read_its_answers(
+    broker: ShippedBroker, pool: InferencePool
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    a_id, b_id = f"dev-a-{tag}", f"dev-b-{tag}"
+    a, b = device(broker, a_id), device(broker, b_id)
+    pool.start()
+    try:
+        assert pool.wait_ready(20), [w.last_error for w in pool.workers]
+        # A listens on everything of B's it could name, and on catch-alls.
+        for topic in (f"edgefleet/v1/{b_id}/infer/response", "edgefleet/v1/+/infer/response", "#"):
+            a.subscribe(topic)
+        a.subscribe(f"edgefleet/v1/{a_id}/infer/response")
+        b.subscribe(f"edgefleet/v1/{b_id}/infer/response")
+
+        # A forges a request as B: refused by the broker, so no worker ever sees it.
+        forged = a.publish(f"edgefleet/v1/{b_id}/infer/request", request(b_id, "forged"))
+        assert forged.is_failure and "Not authorized" in str(forged)
+        # A cannot slip its own request onto a response topic either.
+        assert a.publish(f"edgefleet/v1/{a_id}/infer/response", request(a_id, "self-answer")).is_failure
+
+        # Both ask for themselves; the worker serves both, each on its own response topic.
+        assert not a.publish(f"edgefleet/v1/{a_id}/infer/request", request(a_id, "a-1")).is_failure
+        assert not b.publish(f"edgefleet/v1/{b_id}/infer/request", request(b_id, "b-1")).is_failure
+        assert wait_until(lambda: answered_ids(b) == {(f"edgefleet/v1/{b_id}/infer/response", "b-1")})
+        assert wait_until(lambda: (f"edgefleet/v1/{a_id}/infer/response", "a-1") in answered_ids(a))
+        time.sleep(0.5)  # anything else misrouted would have arrived by now
+        assert answered_ids(a) == {(f"edgefleet/v1/{a_id}/infer/response", "a-1")}
+        assert answered_ids(b) == {(f"edgefleet/v1/{b_id}/infer/response", "b-1")}
+        stats = pool.stats()
+        assert stats.received == 2 and stats.answered == 2  # the forged request never arrived
+    finally:
+        pool.stop()
+        a.close()
+        b.close()
