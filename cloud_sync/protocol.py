@@ -105,6 +105,8 @@ class StatusBody(_Model):
     backlog: dict[str, int] = Field(default_factory=dict)
     outbox_floor: Annotated[int, Field(ge=1, le=_MAX_ID)] | None = None
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
+    fallback: dict[str, Any] | None = None
+    """The cloud fallback's counters, budget use and latency (see the dashboard's fallback panel)."""
 
 
 class EventItem(_Model):
@@ -192,6 +194,9 @@ class InferRequestBody(_Model):
     dtype: Literal["float32"] = "float32"
     data: bytes
     fallback_reason: str
+    edge_label: str | None = None
+    """The edge model's answer (None: no edge model), kept with the cloud's as a hard example."""
+    edge_score: float | None = None
 
 
 # ---------------------------------------------------------------- downlink bodies

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edgefleet.controller.drift_counts import DriftCountsRow
+from edgefleet.controller.hard_examples import HardExample
 from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
@@ -57,6 +58,7 @@ class RetentionCutoffs:
     commands: float
     dedup: float
     sessions: float
+    hard_examples: float = 0.0
 
 
 @dataclass
@@ -175,6 +177,23 @@ class Database(abc.ABC):
     ) -> OverviewPage:
         """The dashboard's fleet table: a filtered, sorted page of devices with their latest
         throughput, p95 latency, fallback share, drift and recent results, plus fleet-wide counts."""
+
+    # --- hard examples (cloud fallback) ----------------------------------------------------------
+    @abc.abstractmethod
+    def store_hard_examples(self, examples: Sequence[HardExample]) -> int: ...
+
+    @abc.abstractmethod
+    def hard_examples(
+        self,
+        *,
+        device_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        with_windows: bool = False,
+    ) -> tuple[list[HardExample], int]:
+        """A page of hard examples, oldest first, and how many match in all."""
 
     # --- commands -------------------------------------------------------------------------------
     @abc.abstractmethod

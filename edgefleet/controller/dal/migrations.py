@@ -1,6 +1,6 @@
 """Numbered schema migrations, one text for both databases.
 
-``{real}``, ``{bigint}`` and ``{id_pk}`` are filled in per dialect. Migrations are append-only:
+``{real}``, ``{bigint}``, ``{id_pk}`` and ``{blob}`` are filled in per dialect. Migrations are append-only:
 never edit a released one, add the next number.
 """
 
@@ -155,9 +155,34 @@ CREATE INDEX drift_reports_version_ts ON drift_reports (model_version, ts);
 CREATE INDEX drift_reports_ts ON drift_reports (ts);
 """
 
+# Cloud fallback (issue 15): the windows devices sent to the cloud, with both answers.
+_V4 = """
+CREATE TABLE hard_examples (
+    id {id_pk},
+    device_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    answered_at {real} NOT NULL,
+    stream TEXT NOT NULL,
+    window_start {real} NOT NULL,
+    window_end {real} NOT NULL,
+    fallback_reason TEXT NOT NULL,
+    edge_label TEXT,
+    edge_score {real},
+    cloud_label TEXT NOT NULL,
+    cloud_score {real},
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    data {blob} NOT NULL
+);
+CREATE INDEX hard_examples_answered ON hard_examples (answered_at);
+CREATE INDEX hard_examples_device ON hard_examples (device_id, answered_at);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1),
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
     (3, "fleet drift: raw bin counts and model of each drift report", _V3),
+    (4, "cloud fallback: hard examples (windows sent to the cloud with both answers)", _V4),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

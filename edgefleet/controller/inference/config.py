@@ -28,6 +28,11 @@ class InferenceConfig(BaseModel):
         description="MQTT 5 shared-subscription group the workers split infer/request in",
     )
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, description="larger requests are refused")
+    keep_hard_examples: bool = Field(
+        default=True,
+        description="store each answered window with the edge's and the cloud's answers in the controller"
+        " database (retention.hard_examples_s)",
+    )
 
     @model_validator(mode="after")
     def _needs_bundle(self) -> InferenceConfig:
