@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edgefleet.controller.drift_counts import DriftCountsRow
+from edgefleet.controller.fallback_stats import DeviceFallback
 from edgefleet.controller.hard_examples import HardExample
 from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage
@@ -177,6 +178,14 @@ class Database(abc.ABC):
     ) -> OverviewPage:
         """The dashboard's fleet table: a filtered, sorted page of devices with their latest
         throughput, p95 latency, fallback share, drift and recent results, plus fleet-wide counts."""
+
+    # --- cloud fallback ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fallback_stats(
+        self, device_id: str | None, *, since: float, until: float, limit: int = 5000
+    ) -> list[DeviceFallback]:
+        """Per device (one, or every device with results or a fallback status): cloud share and
+        reasons of the results stored in [since, until), and its last ``status.fallback``."""
 
     # --- hard examples (cloud fallback) ----------------------------------------------------------
     @abc.abstractmethod

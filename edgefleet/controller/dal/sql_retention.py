@@ -83,6 +83,11 @@ class SqlRetention(SqlBase):
                 "DELETE FROM result_latency_bins WHERE bucket_start < ?",
                 cutoffs.results,
             ),
+            (
+                "result_fallback_reasons",
+                "DELETE FROM result_fallback_reasons WHERE bucket_start < ?",
+                cutoffs.results,
+            ),
             ("events", "DELETE FROM events WHERE ts < ?", cutoffs.events),
             ("drift_reports", "DELETE FROM drift_reports WHERE ts < ?", cutoffs.drift),
             ("commands", "DELETE FROM commands WHERE updated_at < ?", cutoffs.commands),

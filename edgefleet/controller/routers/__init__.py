@@ -12,6 +12,7 @@ module             routes
                    ``/api/ingest/stats``
 ``drift``          ``/api/fleet/drift``, ``/api/devices/{id}/drift/merged`` (merged counts)
 ``hard_examples``  ``/api/hard-examples`` (windows sent to the cloud, with both answers)
+``fallback``       ``/api/fleet/fallback``, ``/api/devices/{id}/fallback`` (cloud share, reasons)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -33,6 +34,7 @@ from edgefleet.controller.routers import (
     dashboard,
     devices,
     drift,
+    fallback,
     fleet,
     hard_examples,
     service,
@@ -50,4 +52,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     fleet.router,
     drift.router,
     hard_examples.router,
+    fallback.router,
 )
