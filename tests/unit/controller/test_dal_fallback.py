@@ -44,7 +44,9 @@ FALLBACK = {
 
 
 def test_share_and_reasons_come_from_results_budget_and_latency_from_status(database: Database) -> None:
-    a = [("cloud", "low_confidence")] * 3 + [("edge", "low_confidence:timeout")] * 2 + [("edge", None)] * 5
+    a: list[tuple[str, str | None]] = (
+        [("cloud", "low_confidence")] * 3 + [("edge", "low_confidence:timeout")] * 2 + [("edge", None)] * 5
+    )
     batch = [results("dev-a", "1:0", T0, a), results("dev-b", "1:0", T0, [("edge", None)] * 4)]
     database.ingest(batch, result_bucket_s=60)
     database.ingest([results("dev-a", "1:0", T0, a)], result_bucket_s=60)  # a resend: not counted again
