@@ -322,6 +322,8 @@ threads = 1                         # inference threads per worker
 share_group = "edgefleet-inference"
 max_request_bytes = 262144
 keep_hard_examples = true           # store each answered window with both answers (export-hard-examples)
+# usernames = ["infer-1", "infer-2"]  # one broker user per worker (the shipped broker: user = client id)
+# password_env = "EDGEFLEET_INFER_MQTT_PASSWORD"   # their password; empty: mqtt.password_env
 
 [drift]
 # Fleet drift (/api/fleet/drift, the dashboard's fleet drift panel) merges reports' raw counts per

@@ -55,6 +55,13 @@ class ControllerService:
         self.hard_examples: HardExampleRecorder | None = None
         self.inference: InferencePool | None = None
         if config.inference.enabled:
+            if config.mqtt.username and not config.inference.usernames:
+                log.warning(
+                    "[inference] workers log in as mqtt.username %r, the controller's own user: on a"
+                    " broker that makes the user name the client id (the shipped deploy/mosquitto"
+                    " config) they and the controller replace each other; set inference.usernames",
+                    config.mqtt.username,
+                )
             if config.inference.keep_hard_examples:
                 self.hard_examples = HardExampleRecorder(self.database)
             on_answered = self.hard_examples.record if self.hard_examples else None

@@ -50,7 +50,7 @@ from edgefleet.runtime.batcher import collate
 from edgefleet.runtime.bundle import Bundle, load_bundle
 from edgefleet.runtime.windows import Window
 
-__all__ = ["InferencePool", "InferenceWorker", "OnAnswered", "WorkerStats"]
+__all__ = ["InferencePool", "InferenceWorker", "OnAnswered", "WorkerStats", "worker_mqtt"]
 
 OnAnswered = Callable[[list[HardExample]], None]
 """Receives each answered batch as hard examples (after the answers went out); must not block."""
@@ -335,6 +335,18 @@ class InferenceWorker:
             )
 
 
+def worker_mqtt(mqtt_config: MqttConfig, config: InferenceConfig, index: int) -> MqttConfig:
+    """Worker ``index``'s MQTT settings: its own user name from ``inference.usernames`` when set."""
+    if not config.usernames:
+        return mqtt_config
+    return mqtt_config.model_copy(
+        update={
+            "username": config.usernames[index],
+            "password_env": config.password_env or mqtt_config.password_env,
+        }
+    )
+
+
 class InferencePool:
     """``config.workers`` workers over one loaded bundle."""
 
@@ -347,9 +359,19 @@ class InferencePool:
             )
         self.bundle = load_bundle(config.bundle)
         self.workers = [
-            InferenceWorker(mqtt_config, config, self.bundle, name=str(i), on_answered=on_answered)
+            InferenceWorker(
+                worker_mqtt(mqtt_config, config, i), config, self.bundle, name=str(i), on_answered=on_answered
+            )
             for i in range(config.workers)
         ]
+        if mqtt_config.username and not config.usernames and config.workers > 1:
+            log.warning(
+                "%d inference workers all log in as mqtt.username %r: on a broker that makes the user"
+                " name the client id (use_username_as_clientid, the shipped deploy/mosquitto config)"
+                " they replace each other; set inference.usernames, one per worker",
+                config.workers,
+                mqtt_config.username,
+            )
         if mqtt_config.protocol == "mqtt311" and config.workers > 1:
             log.warning(
                 "inference.workers = %d under MQTT 3.1.1: without shared subscriptions every worker"

@@ -1,12 +1,14 @@
 """Cloud fallback topics under the shipped configuration: a device publishes only its own
 ``infer/request`` and receives only its own ``infer/response``, while the inference workers (on
-the controller listener) serve every device."""
+the controller listener, one broker user each: the listener makes the user name the client id)
+serve every device beside the controller's own connection."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
+from edgefleet.controller.mqtt import ControllerMqtt
 from edgefleet.controller.inference import InferenceConfig
 from edgefleet.controller.inference.worker import InferencePool
 from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
@@ -22,7 +25,15 @@ from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, Shi
 pytestmark = pytest.mark.integration
 
 CLOUD_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "bundles" / "watch-cloud"
-WORKER_USER = "controller-2"  # its own user: the listener forces client id = user name
+WORKERS = {"infer-1": "infer-password", "infer-2": "infer-password"}  # one password, two users
+PASSWORD_ENV = "EDGEFLEET_TEST_MQTT_PASSWORD_INFER_ACL"
+CONTROLLER_ENV = "EDGEFLEET_TEST_MQTT_PASSWORD_CONTROLLER_ACL"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShippedBroker]:
+    with ShippedBroker(tmp_path_factory.mktemp("shipped-broker"), {**CONTROLLERS, **WORKERS}) as running:
+        yield running
 
 
 def device(broker: ShippedBroker, device_id: str) -> Client:
@@ -57,19 +68,26 @@ def answered_ids(client: Client) -> set[tuple[str, str]]:
     return out
 
 
-@pytest.fixture
-def pool(broker: ShippedBroker) -> InferencePool:
-    env = "EDGEFLEET_TEST_MQTT_PASSWORD_INFER_ACL"
-    os.environ[env] = CONTROLLERS[WORKER_USER]
-    mqtt_config = MqttConfig(
+def controller_mqtt(broker: ShippedBroker) -> MqttConfig:
+    """The controller's own settings, as docs/security.md has them (user controller-1)."""
+    os.environ[CONTROLLER_ENV] = CONTROLLERS["controller-1"]
+    os.environ[PASSWORD_ENV] = WORKERS["infer-1"]
+    return MqttConfig(
         host="localhost",
         port=broker.controller_port,
-        username=WORKER_USER,
-        password_env=env,
+        username="controller-1",
+        password_env=CONTROLLER_ENV,
         topic_prefix=DEVICE_PREFIX,
         tls=MqttTlsConfig(enabled=True, ca_file=broker.ca_cert),
     )
-    return InferencePool(mqtt_config, InferenceConfig(enabled=True, bundle=CLOUD_BUNDLE, workers=1))
+
+
+@pytest.fixture
+def pool(broker: ShippedBroker) -> InferencePool:
+    config = InferenceConfig(
+        enabled=True, bundle=CLOUD_BUNDLE, workers=2, usernames=list(WORKERS), password_env=PASSWORD_ENV
+    )
+    return InferencePool(controller_mqtt(broker), config)
 
 
 def test_a_device_cannot_ask_as_another_nor_read_its_answers(
@@ -78,8 +96,12 @@ def test_a_device_cannot_ask_as_another_nor_read_its_answers(
     tag = uuid.uuid4().hex[:6]
     a_id, b_id = f"dev-a-{tag}", f"dev-b-{tag}"
     a, b = device(broker, a_id), device(broker, b_id)
+    # The controller's own connection stays up beside the workers: none takes another's client id.
+    controller = ControllerMqtt(controller_mqtt(broker), ["results"], lambda topic, payload, at: None)
+    controller.start()
     pool.start()
     try:
+        assert controller.wait_ready(20), controller.last_error
         assert pool.wait_ready(20), [w.last_error for w in pool.workers]
         # A listens on everything of B's it could name, and on catch-alls.
         for topic in (f"edgefleet/v1/{b_id}/infer/response", "edgefleet/v1/+/infer/response", "#"):
@@ -104,7 +126,11 @@ def test_a_device_cannot_ask_as_another_nor_read_its_answers(
         assert answered_ids(b) == {(f"edgefleet/v1/{b_id}/infer/response", "b-1")}
         stats = pool.stats()
         assert (stats.received, stats.answered) == (2, 2)  # the forged request never arrived
+        assert "already connected, closing old connection" not in broker.log()
+        assert controller.connected
+        assert all(w.last_error is None for w in pool.workers), [w.last_error for w in pool.workers]
     finally:
+        controller.stop()
         pool.stop()
         a.close()
         b.close()
