@@ -17,9 +17,9 @@ import pytest
 from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
-from edgefleet.controller.mqtt import ControllerMqtt
 from edgefleet.controller.inference import InferenceConfig
 from edgefleet.controller.inference.worker import InferencePool
+from edgefleet.controller.mqtt import ControllerMqtt
 from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
 
 pytestmark = pytest.mark.integration
