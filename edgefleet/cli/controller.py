@@ -102,6 +102,8 @@ def _infer(args: argparse.Namespace) -> int:
         recorder = HardExampleRecorder(open_database(config.database))
         recorder.start()
     pool = InferencePool(config.mqtt, config.inference, on_answered=recorder.record if recorder else None)
+    db = config.database
+    kept = f"in {(db.url or str(db.resolved_sqlite_path())).split('@')[-1]}" if recorder else "not kept"
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     pool.start()
@@ -111,7 +113,7 @@ def _infer(args: argparse.Namespace) -> int:
     print(
         f"edgefleet inference: {len(pool.workers)} worker(s) serving {pool.bundle.manifest.name}"
         f"@{pool.bundle.manifest.version} (broker {config.mqtt.host}:{config.mqtt.port}, "
-        f"{config.mqtt.protocol})",
+        f"{config.mqtt.protocol}; hard examples {kept})",
         file=sys.stderr,
         flush=True,
     )
