@@ -6,6 +6,7 @@ resends, a malformed ``status.fallback``, unknown devices and missing credential
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from tests.support.broker import MosquittoBroker
 pytestmark = pytest.mark.integration
 
 
-def results(answers: list[tuple[str, str | None]], at: float) -> dict[str, Any]:
+def results(answers: Sequence[tuple[str, str | None]], at: float) -> dict[str, Any]:
     return {
         "results": [
             {
