@@ -169,6 +169,8 @@ class CloudRouter:
             shape=list(window.data.shape),
             data=np.ascontiguousarray(window.data, dtype="<f4").tobytes(),
             fallback_reason=reason,
+            edge_label=edge_result.label if edge_result is not None else None,
+            edge_score=edge_result.score if edge_result is not None else None,
         )
         payload = encode_message(make_envelope(self.device_id, "infer/request", body))
         now = self._clock()

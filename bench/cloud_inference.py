@@ -1,6 +1,6 @@
 """Cloud inference round trip: device -> local Mosquitto -> `edgefleet controller infer` -> device.
 
-    python bench/cloud_inference.py [--rate 100] [--seconds 5] [--flood 1500] [--json]
+    python bench/cloud_inference.py [--rate 100] [--seconds 5] [--flood 1500] [--keep-hard-examples] [--json]
 
 Windows are real held-out watch windows (models/data/watch.npz); the workers serve the shipped
 ``watch-cloud`` bundle, each worker one ``edgefleet controller infer --workers 1`` process.
@@ -11,12 +11,21 @@ Windows are real held-out watch windows (models/data/watch.npz); the workers ser
    MQTT echo round trip through the same broker (a client that republishes what it receives).
 2. **Throughput**: ``--flood`` requests published at once; answered per second with one worker
    process, then with two. Goal: two workers ~2x one (on a machine with cores to spare).
+3. **CPU accounting** of each flood: CPU seconds (``/proc/<pid>/stat`` utime + stime) of the
+   broker, each worker process and this process (the load generator: it encodes every request and
+   decodes every answer), per request, and how busy the whole machine was (``/proc/stat``): the
+   rest is other work on a shared machine. Two workers can only double the rate when the one
+   worker was the bottleneck (near 100 % of a core) and the machine had a core to spare.
+
+Workers keep no hard examples unless ``--keep-hard-examples`` (then each writes them to a SQLite
+file in the temporary directory, as ``edgefleet controller infer`` does by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,6 +59,22 @@ def windows(n: int) -> np.ndarray[Any, Any]:
         rec = samples[offsets[i] : offsets[i + 1]]
         out += [rec[s : s + 100] for s in range(0, len(rec) - 100 + 1, 50)]
     return np.stack([out[k % len(out)] for k in range(n)]).astype(np.float32)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / _TICK, sum(values) / _TICK
 
 
 def pct(values: list[float], q: float) -> float:
@@ -110,9 +135,15 @@ class Device:
         self.client.loop_stop()
 
 
-def start_workers(workdir: Path, port: int, processes: int) -> list[subprocess.Popen[str]]:
+def start_workers(
+    workdir: Path, port: int, processes: int, keep_hard_examples: bool = False
+) -> list[subprocess.Popen[str]]:
     config = workdir / "controller.toml"
-    config.write_text(f'[mqtt]\nport = {port}\n[inference]\nbundle = "{BUNDLE}"\nmax_wait_ms = 2.0\n')
+    config.write_text(
+        f'[mqtt]\nport = {port}\n[database]\nsqlite_path = "{workdir}/controller.db"\n'
+        f'[inference]\nbundle = "{BUNDLE}"\nmax_wait_ms = 2.0\n'
+        f"keep_hard_examples = {'true' if keep_hard_examples else 'false'}\n"
+    )
     procs = []
     for _ in range(processes):
         proc = subprocess.Popen(
@@ -209,20 +240,54 @@ def model_baseline(n: int = 300) -> float:
     return statistics.median(times)
 
 
-def flood_run(workdir: Path, port: int, processes: int, n: int) -> float:
-    procs = start_workers(workdir, port, processes)
+def flood_run(
+    workdir: Path, port: int, broker_pid: int, processes: int, n: int, keep_hard_examples: bool
+) -> dict[str, Any]:
+    """Requests answered per second, and the CPU each part spent on them."""
+    procs = start_workers(workdir, port, processes, keep_hard_examples)
     device = Device(port, f"bench-flood-{processes}")
     data = windows(n)
+    pids = {"broker": broker_pid, **{f"worker{i + 1}": p.pid for i, p in enumerate(procs)}}
     try:
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu0["generator"] = cpu_seconds()
+        machine0 = machine_busy_s()
         start = time.perf_counter()
         for i, window in enumerate(data):
             device.send(f"f-{i}", window)
         wait_answers(device, n)
         elapsed = time.perf_counter() - start
+        machine1 = machine_busy_s()
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu["generator"] = cpu_seconds() - cpu0["generator"]
     finally:
         device.close()
         stop_workers(procs)
-    return n / elapsed
+    busy, total = machine1[0] - machine0[0], machine1[1] - machine0[1]
+    cores = os.cpu_count() or 1
+    ours = sum(cpu.values())
+    return {
+        "rps": n / elapsed,
+        "elapsed_s": elapsed,
+        "cpu_us_per_request": {k: v / n * 1e6 for k, v in cpu.items()},
+        "core_share": {k: v / elapsed for k, v in cpu.items()},
+        "machine_busy_cores": busy / total * cores if total else 0.0,
+        "ours_cores": ours / elapsed,
+        "others_cores": max(0.0, busy / total * cores - ours / elapsed) if total else 0.0,
+        "cores": cores,
+    }
+
+
+def print_flood(name: str, run: dict[str, Any]) -> None:
+    parts = ", ".join(
+        f"{k} {run['cpu_us_per_request'][k]:.0f} us ({100 * run['core_share'][k]:.0f}% of a core)"
+        for k in sorted(run["cpu_us_per_request"])
+    )
+    print(f"  {name}: {run['rps']:.0f} req/s; CPU per request: {parts}")
+    print(
+        f"    machine: {run['machine_busy_cores']:.2f} of {run['cores']} cores busy"
+        f" ({run['ours_cores']:.2f} this benchmark, {run['others_cores']:.2f} other work)"
+    )
 
 
 def main() -> int:
@@ -232,17 +297,19 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--flood", type=int, default=1500)
+    parser.add_argument("--keep-hard-examples", action="store_true", help="workers store hard examples")
+    parser.add_argument("--skip-latency", action="store_true", help="only the floods")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         broker, port = start_mosquitto(workdir)
         try:
-            latency = latency_run(workdir, port, args.rate, args.seconds)
+            latency = {} if args.skip_latency else latency_run(workdir, port, args.rate, args.seconds)
             echo_ms = echo_baseline(port)
             model_ms = model_baseline()
-            one = flood_run(workdir, port, 1, args.flood)
-            two = flood_run(workdir, port, 2, args.flood)
+            one = flood_run(workdir, port, broker.pid, 1, args.flood, args.keep_hard_examples)
+            two = flood_run(workdir, port, broker.pid, 2, args.flood, args.keep_hard_examples)
         finally:
             broker.terminate()
             broker.wait(10)
@@ -251,21 +318,31 @@ def main() -> int:
         **latency,
         "baseline_mqtt_echo_p50_ms": echo_ms,
         "baseline_model_p50_ms": model_ms,
-        "one_worker_rps": one,
-        "two_workers_rps": two,
-        "two_over_one": two / one,
+        "one_worker_rps": one["rps"],
+        "two_workers_rps": two["rps"],
+        "two_over_one": two["rps"] / one["rps"],
+        "one_worker": one,
+        "two_workers": two,
+        "keep_hard_examples": args.keep_hard_examples,
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"round trip at {args.rate:.0f} req/s, 2 workers, {latency['requests']:.0f} requests:")
-    print(f"  p50 {latency['p50_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
     base = echo_ms + model_ms
+    if latency:
+        print(f"round trip at {args.rate:.0f} req/s, 2 workers, {latency['requests']:.0f} requests:")
+        p50, p95, p99 = latency["p50_ms"], latency["p95_ms"], latency["p99_ms"]
+        print(f"  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms")
+        print(
+            f"  baseline (same run): MQTT echo p50 {echo_ms:.2f} ms + bare model p50 {model_ms:.2f} ms = "
+            f"{base:.2f} ms; p50 / baseline = {latency['p50_ms'] / base:.1f}x"
+        )
     print(
-        f"  baseline (same run): MQTT echo p50 {echo_ms:.2f} ms + bare model p50 {model_ms:.2f} ms = "
-        f"{base:.2f} ms; p50 / baseline = {latency['p50_ms'] / base:.1f}x"
+        f"flood of {args.flood}: 1 worker {one['rps']:.0f} req/s, 2 workers {two['rps']:.0f} req/s"
+        f" = {two['rps'] / one['rps']:.2f}x (hard examples {'kept' if args.keep_hard_examples else 'off'})"
     )
-    print(f"flood of {args.flood}: 1 worker {one:.0f} req/s, 2 workers {two:.0f} req/s = {two / one:.2f}x")
+    print_flood("1 worker", one)
+    print_flood("2 workers", two)
     return 0
 
 

@@ -194,6 +194,9 @@ class InferRequestBody(_Model):
     dtype: Literal["float32"] = "float32"
     data: bytes
     fallback_reason: str
+    edge_label: str | None = None
+    """The edge model's answer (None: no edge model), kept with the cloud's as a hard example."""
+    edge_score: float | None = None
 
 
 # ---------------------------------------------------------------- downlink bodies

@@ -94,7 +94,16 @@ def _infer(args: argparse.Namespace) -> int:
         )
     if not args.quiet and logging.getLogger("edgefleet").level == logging.NOTSET:
         logging.getLogger("edgefleet").setLevel(logging.INFO)
-    pool = InferencePool(config.mqtt, config.inference)
+    recorder = None
+    if config.inference.keep_hard_examples:
+        from edgefleet.controller.dal import open_database
+        from edgefleet.controller.hard_examples import HardExampleRecorder
+
+        recorder = HardExampleRecorder(open_database(config.database))
+        recorder.start()
+    pool = InferencePool(config.mqtt, config.inference, on_answered=recorder.record if recorder else None)
+    db = config.database
+    kept = f"in {(db.url or str(db.resolved_sqlite_path())).split('@')[-1]}" if recorder else "not kept"
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     pool.start()
@@ -104,7 +113,7 @@ def _infer(args: argparse.Namespace) -> int:
     print(
         f"edgefleet inference: {len(pool.workers)} worker(s) serving {pool.bundle.manifest.name}"
         f"@{pool.bundle.manifest.version} (broker {config.mqtt.host}:{config.mqtt.port}, "
-        f"{config.mqtt.protocol})",
+        f"{config.mqtt.protocol}; hard examples {kept})",
         file=sys.stderr,
         flush=True,
     )
@@ -114,6 +123,14 @@ def _infer(args: argparse.Namespace) -> int:
         pass
     finally:
         pool.stop()
+        if recorder is not None:
+            recorder.stop()
+            recorder.database.close()
+            print(
+                f"edgefleet inference: kept {recorder.stored} hard examples"
+                f" (dropped {recorder.dropped}, failed {recorder.failed})",
+                file=sys.stderr,
+            )
     stats = pool.stats()
     refused = sum(stats.refused.values())
     print(
@@ -121,6 +138,24 @@ def _infer(args: argparse.Namespace) -> int:
         f"batches; refused {refused} {dict(stats.refused)}; model errors {stats.model_errors}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _export_hard_examples(args: argparse.Namespace) -> int:
+    from edgefleet.controller.hard_examples import export_npz
+
+    if args.out.suffix != ".npz":
+        raise EdgefleetError(f"--out {args.out} does not end in .npz", hint="name the file FILE.npz")
+    database = _open(args)
+    try:
+        examples, total = database.hard_examples(
+            device_id=args.device_id, since=args.since, limit=args.limit, with_windows=True
+        )
+    finally:
+        database.close()
+    written = export_npz(examples, args.out)
+    more = f" (the first {written} of {total}; raise --limit)" if total > written else ""
+    print(f"wrote {written} hard examples to {args.out}{more}")
     return 0
 
 
@@ -274,6 +309,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     infer.add_argument("--mqtt-port", type=int, help="override mqtt.port")
     infer.add_argument("--quiet", action="store_true", help="log warnings only")
     infer.set_defaults(handler=_infer)
+
+    export = commands.add_parser(
+        "export-hard-examples",
+        help="write the windows devices sent to the cloud, with both answers, to an .npz file",
+        description="Export the hard examples the inference workers kept (inference.keep_hard_examples):"
+        " each window a device sent to the cloud with the edge's and the cloud's answers, oldest first,"
+        ' to FILE.npz (layout in docs/controller.md, "Hard examples").',
+    )
+    _add_config(export)
+    export.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    export.add_argument("--device-id", help="only this device's examples")
+    export.add_argument("--since", type=float, help="only examples answered at or after this epoch time (s)")
+    export.add_argument(
+        "--limit", type=int, default=100_000, help="export at most this many (default 100000)"
+    )
+    export.set_defaults(handler=_export_hard_examples)
 
     example = commands.add_parser("example-config", help="print a commented controller.toml")
     example.set_defaults(handler=_example_config)

@@ -160,6 +160,9 @@ class RetentionConfig(_Section):
         ge=60,
         description="remember message ids this long (resends older than this re-ingest)",
     )
+    hard_examples_s: int = Field(
+        default=30 * 86_400, ge=60, description="keep windows sent to the cloud (hard examples) this long"
+    )
 
 
 class ControllerConfig(_Section):
@@ -305,6 +308,7 @@ events_s = 2592000
 drift_s = 2592000
 commands_s = 2592000
 dedup_s = 604800
+hard_examples_s = 2592000           # windows sent to the cloud, with both answers (30 days)
 
 [inference]
 # Cloud inference workers answering the devices' fallback requests (infer/request); also runnable
@@ -317,6 +321,9 @@ max_wait_ms = 5.0                   # the oldest pending request waits at most t
 threads = 1                         # inference threads per worker
 share_group = "edgefleet-inference"
 max_request_bytes = 262144
+keep_hard_examples = true           # store each answered window with both answers (export-hard-examples)
+# usernames = ["infer-1", "infer-2"]  # one broker user per worker (the shipped broker: user = client id)
+# password_env = "EDGEFLEET_INFER_MQTT_PASSWORD"   # their password; empty: mqtt.password_env
 
 [drift]
 # Fleet drift (/api/fleet/drift, the dashboard's fleet drift panel) merges reports' raw counts per

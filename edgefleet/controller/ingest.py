@@ -135,6 +135,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
                 latency_ms=r.latency_ms,
                 answered_by=r.answered_by,
                 model_version=r.model_version,
+                fallback_reason=r.fallback_reason,
             )
             for r in body.results
         ]
@@ -147,6 +148,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             model_name=body.model_name,
             model_version=body.model_version,
             hardware=hardware or None,  # an empty report (e.g. the last will) keeps what is known
+            fallback=_clean_json(body.fallback) if body.fallback is not None else None,
         )
         message.outbox_floor = body.outbox_floor
     elif isinstance(body, EventsBody):

@@ -51,6 +51,7 @@ class StoredResult(NamedTuple):
     latency_ms: float | None
     answered_by: str
     model_version: str = ""
+    fallback_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class StatusUpdate:
     model_name: str | None = None
     model_version: str | None = None
     hardware: dict[str, JSONValue] | None = None
+    fallback: dict[str, JSONValue] | None = None
+    """The agent's ``status.fallback`` (None: not reported; the last one reported stays)."""
 
 
 @dataclass(frozen=True)

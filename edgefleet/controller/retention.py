@@ -34,6 +34,7 @@ def cutoffs_for(config: RetentionConfig, now: float) -> RetentionCutoffs:
         commands=now - config.commands_s,
         dedup=now - config.dedup_s,
         sessions=now,
+        hard_examples=now - config.hard_examples_s,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.cloud_sync.protocol import CommandName
+from edgefleet.controller.fallback_stats import DeviceFallback
 
 __all__ = [
     "COMMAND_NAMES",
@@ -89,6 +90,8 @@ class DeviceDetail(_Out):
     latest_telemetry: dict[str, float]
     recent_commands: list[CommandRecord]
     delivery: DeliveryReport | None = None
+    fallback: DeviceFallback | None = None
+    """The last 24 hours of cloud fallback (``GET /api/devices/{id}/fallback`` for other ranges)."""
 
 
 class TelemetryPoint(_Out):

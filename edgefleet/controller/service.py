@@ -15,6 +15,7 @@ from edgefleet.controller.auth import bootstrap_credentials
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.config import ControllerConfig, inactive_kinds_warning
 from edgefleet.controller.dal import Database, open_database
+from edgefleet.controller.hard_examples import HardExampleRecorder
 from edgefleet.controller.inference.worker import InferencePool
 from edgefleet.controller.ingest import IngestPipeline
 from edgefleet.controller.live import FleetChanges
@@ -51,7 +52,20 @@ class ControllerService:
         self.mqtt = ControllerMqtt(config.mqtt, config.ingest.kinds if ingest else [], self.ingest.submit)
         self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
         self.retention = RetentionWorker(self.database, config.retention)
-        self.inference = InferencePool(config.mqtt, config.inference) if config.inference.enabled else None
+        self.hard_examples: HardExampleRecorder | None = None
+        self.inference: InferencePool | None = None
+        if config.inference.enabled:
+            if config.mqtt.username and not config.inference.usernames:
+                log.warning(
+                    "[inference] workers log in as mqtt.username %r, the controller's own user: on a"
+                    " broker that makes the user name the client id (the shipped deploy/mosquitto"
+                    " config) they and the controller replace each other; set inference.usernames",
+                    config.mqtt.username,
+                )
+            if config.inference.keep_hard_examples:
+                self.hard_examples = HardExampleRecorder(self.database)
+            on_answered = self.hard_examples.record if self.hard_examples else None
+            self.inference = InferencePool(config.mqtt, config.inference, on_answered=on_answered)
         self.context = ControllerContext(
             config=config,
             database=self.database,
@@ -81,6 +95,8 @@ class ControllerService:
         self.acks.start()
         self.mqtt.start()
         self.retention.start()
+        if self.hard_examples is not None:
+            self.hard_examples.start()
         if self.inference is not None:
             self.inference.start()
         self._background = True
@@ -95,6 +111,8 @@ class ControllerService:
         self.retention.stop()
         if self.inference is not None:
             self.inference.stop()
+        if self.hard_examples is not None:
+            self.hard_examples.stop()
         self._background = False
 
     # --- HTTP -------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edgefleet.controller.drift_counts import DriftCountsRow
+from edgefleet.controller.fallback_stats import DeviceFallback
+from edgefleet.controller.hard_examples import HardExample
 from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
@@ -57,6 +59,7 @@ class RetentionCutoffs:
     commands: float
     dedup: float
     sessions: float
+    hard_examples: float = 0.0
 
 
 @dataclass
@@ -175,6 +178,31 @@ class Database(abc.ABC):
     ) -> OverviewPage:
         """The dashboard's fleet table: a filtered, sorted page of devices with their latest
         throughput, p95 latency, fallback share, drift and recent results, plus fleet-wide counts."""
+
+    # --- cloud fallback ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fallback_stats(
+        self, device_id: str | None, *, since: float, until: float, limit: int = 5000
+    ) -> list[DeviceFallback]:
+        """Per device (one, or every device with results or a fallback status): cloud share and
+        reasons of the results stored in [since, until), and its last ``status.fallback``."""
+
+    # --- hard examples (cloud fallback) ----------------------------------------------------------
+    @abc.abstractmethod
+    def store_hard_examples(self, examples: Sequence[HardExample]) -> int: ...
+
+    @abc.abstractmethod
+    def hard_examples(
+        self,
+        *,
+        device_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        with_windows: bool = False,
+    ) -> tuple[list[HardExample], int]:
+        """A page of hard examples, oldest first, and how many match in all."""
 
     # --- commands -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,6 +1,6 @@
 """Numbered schema migrations, one text for both databases.
 
-``{real}``, ``{bigint}`` and ``{id_pk}`` are filled in per dialect. Migrations are append-only:
+``{real}``, ``{bigint}``, ``{id_pk}`` and ``{blob}`` are filled in per dialect. Migrations are append-only:
 never edit a released one, add the next number.
 """
 
@@ -155,9 +155,52 @@ CREATE INDEX drift_reports_version_ts ON drift_reports (model_version, ts);
 CREATE INDEX drift_reports_ts ON drift_reports (ts);
 """
 
+# Cloud fallback (issue 15): the windows devices sent to the cloud, with both answers.
+_V4 = """
+CREATE TABLE hard_examples (
+    id {id_pk},
+    device_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    answered_at {real} NOT NULL,
+    stream TEXT NOT NULL,
+    window_start {real} NOT NULL,
+    window_end {real} NOT NULL,
+    fallback_reason TEXT NOT NULL,
+    edge_label TEXT,
+    edge_score {real},
+    cloud_label TEXT NOT NULL,
+    cloud_score {real},
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    data {blob} NOT NULL
+);
+CREATE INDEX hard_examples_answered ON hard_examples (answered_at);
+CREATE INDEX hard_examples_device ON hard_examples (device_id, answered_at);
+"""
+
+# Cloud fallback on the dashboard (issue 15): stored results per fallback reason, and each
+# device's last status.fallback (budget use, cloud latency). Number 5 belongs to OTA (issue 15's
+# sibling branches); versions apply by number, so the gap is harmless.
+_V6 = """
+ALTER TABLE devices ADD COLUMN fallback TEXT;
+ALTER TABLE devices ADD COLUMN fallback_at {real};
+CREATE TABLE result_fallback_reasons (
+    device_id TEXT NOT NULL,
+    bucket_start {real} NOT NULL,
+    reason TEXT NOT NULL,
+    answered_by TEXT NOT NULL,
+    count {bigint} NOT NULL,
+    PRIMARY KEY (device_id, bucket_start, reason, answered_by)
+);
+CREATE INDEX result_fallback_reasons_bucket ON result_fallback_reasons (bucket_start);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1),
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
     (3, "fleet drift: raw bin counts and model of each drift report", _V3),
+    (4, "cloud fallback: hard examples (windows sent to the cloud with both answers)", _V4),
+    (6, "cloud fallback: results per fallback reason, each device's last status.fallback", _V6),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

@@ -83,10 +83,16 @@ class SqlRetention(SqlBase):
                 "DELETE FROM result_latency_bins WHERE bucket_start < ?",
                 cutoffs.results,
             ),
+            (
+                "result_fallback_reasons",
+                "DELETE FROM result_fallback_reasons WHERE bucket_start < ?",
+                cutoffs.results,
+            ),
             ("events", "DELETE FROM events WHERE ts < ?", cutoffs.events),
             ("drift_reports", "DELETE FROM drift_reports WHERE ts < ?", cutoffs.drift),
             ("commands", "DELETE FROM commands WHERE updated_at < ?", cutoffs.commands),
             ("sessions", "DELETE FROM sessions WHERE expires_at < ?", cutoffs.sessions),
+            ("hard_examples", "DELETE FROM hard_examples WHERE answered_at < ?", cutoffs.hard_examples),
         )
         for name, sql, cutoff in deletes:
             # One short transaction per table keeps the ingest writer from waiting long on SQLite's lock.

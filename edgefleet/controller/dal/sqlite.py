@@ -54,6 +54,7 @@ class SqliteDatabase(SqlDatabase):
         "real": "REAL",
         "bigint": "INTEGER",
         "id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "blob": "BLOB",
     }
 
     def __init__(self, path: Path, *, pool_size: int = 4) -> None:

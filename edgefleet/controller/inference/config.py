@@ -28,6 +28,32 @@ class InferenceConfig(BaseModel):
         description="MQTT 5 shared-subscription group the workers split infer/request in",
     )
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, description="larger requests are refused")
+    usernames: list[str] = Field(
+        default_factory=list,
+        description="one MQTT user name per worker (empty: mqtt.username for all); needed where the broker"
+        " makes the user name the client id (the shipped config): workers sharing one would replace each"
+        " other and the controller's own connection",
+    )
+    password_env: str = Field(
+        default="",
+        description="environment variable with the password of `usernames` (empty: mqtt.password_env)",
+    )
+    keep_hard_examples: bool = Field(
+        default=True,
+        description="store each answered window with the edge's and the cloud's answers in the controller"
+        " database (retention.hard_examples_s)",
+    )
+
+    @model_validator(mode="after")
+    def _one_user_per_worker(self) -> InferenceConfig:
+        if self.usernames and len(self.usernames) != self.workers:
+            raise ValueError(
+                f"inference.usernames names {len(self.usernames)} users for {self.workers} workers;"
+                " name one per worker (or none to use mqtt.username)"
+            )
+        if len(set(self.usernames)) != len(self.usernames):
+            raise ValueError("inference.usernames repeats a name; each worker needs its own")
+        return self
 
     @model_validator(mode="after")
     def _needs_bundle(self) -> InferenceConfig:

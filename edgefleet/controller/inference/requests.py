@@ -44,6 +44,8 @@ class Job:
     window: FloatArray
     received_at: float
     correlation_data: bytes | None = None
+    request: InferRequestBody | None = None
+    """The request as sent (stream, window times, reason, the edge answer): a hard example's metadata."""
 
 
 def parse_request(
@@ -92,7 +94,7 @@ def parse_request(
             reason="bad_data",
             **known,
         )
-    return Job(envelope.device_id, body.request_id, window, received_at, correlation_data)
+    return Job(envelope.device_id, body.request_id, window, received_at, correlation_data, body)
 
 
 def response_topic(device_id: str, prefix: str) -> str:

@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgefleet.cloud_sync.topics import controller_filters
 from edgefleet.controller.config import MqttConfig
+from edgefleet.controller.hard_examples import HardExample
 from edgefleet.controller.inference.config import InferenceConfig
 from edgefleet.controller.inference.requests import (
     Job,
@@ -48,7 +50,10 @@ from edgefleet.runtime.batcher import collate
 from edgefleet.runtime.bundle import Bundle, load_bundle
 from edgefleet.runtime.windows import Window
 
-__all__ = ["InferencePool", "InferenceWorker", "WorkerStats"]
+__all__ = ["InferencePool", "InferenceWorker", "OnAnswered", "WorkerStats", "worker_mqtt"]
+
+OnAnswered = Callable[[list[HardExample]], None]
+"""Receives each answered batch as hard examples (after the answers went out); must not block."""
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,15 @@ class InferenceWorker:
     """One MQTT client + one model session + one batching thread."""
 
     def __init__(
-        self, mqtt_config: MqttConfig, config: InferenceConfig, bundle: Bundle, *, name: str
+        self,
+        mqtt_config: MqttConfig,
+        config: InferenceConfig,
+        bundle: Bundle,
+        *,
+        name: str,
+        on_answered: OnAnswered | None = None,
     ) -> None:
+        self.on_answered = on_answered
         self.mqtt_config = mqtt_config
         self.config = config
         self.bundle = bundle
@@ -112,7 +124,10 @@ class InferenceWorker:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
             self.client.tls_insecure_set(tls.insecure)
-        self.client.max_inflight_messages_set(1000)
+        # paho walks every in-flight message on each PUBACK (_update_inflight): with 1000 allowed in
+        # flight a flood made that walk the worker's largest single cost. 64 keeps the pipe full
+        # on a local broker (a PUBACK takes well under a millisecond) at a fifteenth of the walk.
+        self.client.max_inflight_messages_set(64)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
@@ -209,7 +224,11 @@ class InferenceWorker:
         )
         with self._cond:
             self._pending.append((window, job))
-            self._cond.notify_all()
+            # Wake the batching thread only when it has something new to decide: the first request
+            # (its max_wait_ms starts) or a full batch. A wake-up per request cost a GIL hand-over
+            # and a collate() per message under load, for nothing.
+            if len(self._pending) == 1 or len(self._pending) >= self.config.max_batch_size:
+                self._cond.notify_all()
 
     # --- batching thread ------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -263,6 +282,40 @@ class InferenceWorker:
         with self._cond:
             self.stats.batches += 1
             self.stats.answered += len(jobs)
+        if self.on_answered is not None:
+            try:
+                self.on_answered(self._hard_examples(jobs, answers.labels, answers.scores))
+            except Exception:  # keeping examples is secondary: answering goes on
+                log.exception("inference worker %s: could not hand over hard examples", self.name)
+
+    def _hard_examples(
+        self, jobs: list[Job], labels: list[str | None], scores: list[float | None]
+    ) -> list[HardExample]:
+        manifest = self.bundle.manifest
+        now = time.time()
+        out = []
+        for job, label, score in zip(jobs, labels, scores, strict=True):
+            request = job.request
+            out.append(
+                HardExample(
+                    device_id=job.device_id,
+                    request_id=job.request_id,
+                    answered_at=now,
+                    stream=request.stream if request else "",
+                    window_start=request.window_start if request else 0.0,
+                    window_end=request.window_end if request else 0.0,
+                    fallback_reason=request.fallback_reason if request else "",
+                    edge_label=request.edge_label if request else None,
+                    edge_score=request.edge_score if request else None,
+                    cloud_label=label if label is not None else "",
+                    cloud_score=score,
+                    model_name=manifest.name,
+                    model_version=manifest.version,
+                    shape=self.window_shape,
+                    data=np.ascontiguousarray(job.window, dtype="<f4").tobytes(),
+                )
+            )
+        return out
 
     def _publish(self, device_id: str, request_id: str, correlation: bytes | None, **answer: Any) -> None:
         payload = response_payload(device_id, request_id, **answer)
@@ -282,18 +335,43 @@ class InferenceWorker:
             )
 
 
+def worker_mqtt(mqtt_config: MqttConfig, config: InferenceConfig, index: int) -> MqttConfig:
+    """Worker ``index``'s MQTT settings: its own user name from ``inference.usernames`` when set."""
+    if not config.usernames:
+        return mqtt_config
+    return mqtt_config.model_copy(
+        update={
+            "username": config.usernames[index],
+            "password_env": config.password_env or mqtt_config.password_env,
+        }
+    )
+
+
 class InferencePool:
     """``config.workers`` workers over one loaded bundle."""
 
-    def __init__(self, mqtt_config: MqttConfig, config: InferenceConfig) -> None:
+    def __init__(
+        self, mqtt_config: MqttConfig, config: InferenceConfig, *, on_answered: OnAnswered | None = None
+    ) -> None:
         if config.bundle is None:
             raise EdgefleetError(
                 "no cloud bundle configured", hint="set inference.bundle in the controller config"
             )
         self.bundle = load_bundle(config.bundle)
         self.workers = [
-            InferenceWorker(mqtt_config, config, self.bundle, name=str(i)) for i in range(config.workers)
+            InferenceWorker(
+                worker_mqtt(mqtt_config, config, i), config, self.bundle, name=str(i), on_answered=on_answered
+            )
+            for i in range(config.workers)
         ]
+        if mqtt_config.username and not config.usernames and config.workers > 1:
+            log.warning(
+                "%d inference workers all log in as mqtt.username %r: on a broker that makes the user"
+                " name the client id (use_username_as_clientid, the shipped deploy/mosquitto config)"
+                " they replace each other; set inference.usernames, one per worker",
+                config.workers,
+                mqtt_config.username,
+            )
         if mqtt_config.protocol == "mqtt311" and config.workers > 1:
             log.warning(
                 "inference.workers = %d under MQTT 3.1.1: without shared subscriptions every worker"

@@ -11,6 +11,8 @@ module             routes
 ``fleet``          ``/api/fleet/summary``, ``/api/results/summary``, ``/api/events``,
                    ``/api/ingest/stats``
 ``drift``          ``/api/fleet/drift``, ``/api/devices/{id}/drift/merged`` (merged counts)
+``hard_examples``  ``/api/hard-examples`` (windows sent to the cloud, with both answers)
+``fallback``       ``/api/fleet/fallback``, ``/api/devices/{id}/fallback`` (cloud share, reasons)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -26,7 +28,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edgefleet.controller.routers import auth, commands, dashboard, devices, drift, fleet, service
+from edgefleet.controller.routers import (
+    auth,
+    commands,
+    dashboard,
+    devices,
+    drift,
+    fallback,
+    fleet,
+    hard_examples,
+    service,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -39,4 +51,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     commands.router,
     fleet.router,
     drift.router,
+    hard_examples.router,
+    fallback.router,
 )

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgefleet.controller.dependencies import Context, Device, Reader
+from edgefleet.controller.routers.fallback import device_fallback_since
 from edgefleet.controller.routers.windows import results_summary, since_epoch
 from edgefleet.controller.schemas import (
     DeviceDetail,
@@ -58,6 +59,7 @@ def get_device(device_id: str, found: Reader, context: Context) -> DeviceDetail:
     detail = context.database.device_detail(device_id)
     if detail is None:
         raise StarletteHTTPException(404, f"no device {device_id!r} is known to this controller")
+    detail.fallback = device_fallback_since(context, device_id, None, None)
     return detail
 
 

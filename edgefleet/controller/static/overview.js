@@ -68,6 +68,7 @@ function row(d) {
     el("td", { class: "num", "data-throughput": String(d.throughput ?? 0), text: fmtNumber(d.throughput, 2) }),
     el("td", { class: "num", text: fmtNumber(d.p95_latency_ms, 2) }),
     el("td", { class: "num", text: fmtPercent(d.fallback_share) }),
+    el("td", { class: "num cloud-share", "data-cloud-for": d.device_id, text: "–" }),
     el("td", { class: "num", "data-results": String(d.results_recent), text: d.results_recent.toLocaleString() }),
     el("td", { text: d.top_label || "–" }),
     el("td", {}, el("span", driftBadge(d.drifted, d.drift_at, d.drift_score))),
@@ -78,6 +79,7 @@ function row(d) {
 function renderTable(data) {
   rows = data.devices;
   body.replaceChildren(...rows.map(row));
+  document.dispatchEvent(new Event("devices-rendered")); // fallback.js fills the cloud share cells
   table.setAttribute("aria-busy", "false");
   document.getElementById("matched").textContent = `(${data.matched} of ${data.counts.total} match)`;
   document.getElementById("empty").hidden = data.matched > 0;

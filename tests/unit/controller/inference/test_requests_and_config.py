@@ -18,6 +18,7 @@ from edgefleet.controller.inference.requests import (
     response_payload,
     response_topic,
 )
+from edgefleet.controller.inference.worker import worker_mqtt
 from edgefleet.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -114,3 +115,29 @@ def test_a_relative_bundle_resolves_against_the_config_file(tmp_path: Path) -> N
     config = load_controller_config(path)
     assert config.inference.bundle == tmp_path / "bundles" / "watch-cloud"
     assert (config.inference.workers, config.inference.enabled) == (3, False)
+
+
+@pytest.mark.parametrize(
+    ("usernames", "expected"),
+    [('["infer-1"]', "names 1 users for 2 workers"), ('["infer-1", "infer-1"]', "repeats a name")],
+)
+def test_worker_user_names_must_be_one_per_worker(tmp_path: Path, usernames: str, expected: str) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text(f"[inference]\nworkers = 2\nusernames = {usernames}\n")
+    with pytest.raises(ConfigError) as info:
+        load_controller_config(path)
+    assert expected in str(info.value) + "".join(str(i) for i in info.value.issues)
+
+
+def test_each_worker_logs_in_as_its_own_user(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text(
+        '[mqtt]\nusername = "controller-1"\npassword_env = "CTL_PW"\n'
+        '[inference]\nworkers = 2\nusernames = ["infer-1", "infer-2"]\npassword_env = "INFER_PW"\n'
+    )
+    config = load_controller_config(path)
+    users = [worker_mqtt(config.mqtt, config.inference, i) for i in range(2)]
+    assert [(u.username, u.password_env) for u in users] == [("infer-1", "INFER_PW"), ("infer-2", "INFER_PW")]
+    assert config.mqtt.username == "controller-1"  # the controller's own identity is untouched
+    shared = load_controller_config(None)
+    assert worker_mqtt(shared.mqtt, shared.inference, 0) is shared.mqtt
