@@ -99,8 +99,18 @@ class PartialDownload:
     plan: ChunkPlan
 
     @classmethod
-    def open(cls, directory: Path, plan: ChunkPlan, *, free_bytes: int | None = None) -> PartialDownload:
+    def open(
+        cls,
+        directory: Path,
+        plan: ChunkPlan,
+        *,
+        free_bytes: int | None = None,
+        margin_bytes: int = _DISK_MARGIN_BYTES,
+    ) -> PartialDownload:
         """Resume the download in ``directory`` (or start it: disk checked first).
+
+        ``free_bytes`` overrides what the disk reports (tests simulate a full disk with it);
+        ``margin_bytes`` must stay free beside the bundle (``[ota] min_free_bytes``).
 
         A directory holding a different plan is started afresh: its chunks belong to another file.
         """
@@ -114,11 +124,11 @@ class PartialDownload:
             for name in (_PART, _RECEIVED, _DONE):
                 (directory / name).unlink(missing_ok=True)
             free = shutil.disk_usage(directory).free if free_bytes is None else free_bytes
-            needed = plan.size_bytes + _DISK_MARGIN_BYTES
+            needed = plan.size_bytes + margin_bytes
             if free < needed:
                 raise DownloadError(
                     f"not enough free disk for the bundle: {free} bytes free in {directory},"
-                    f" {needed} needed ({plan.size_bytes} bundle + {_DISK_MARGIN_BYTES} margin)",
+                    f" {needed} needed ({plan.size_bytes} bundle + {margin_bytes} margin)",
                     reason="disk_full",
                     hint="free space on the device's state directory, then offer the bundle again",
                 )

@@ -235,6 +235,13 @@ def _render(
             + (f", ERROR {stream['source_error']}" if stream.get("source_error") else "")
         )
     lines += _drift_lines(status)
+    ota = status.get("ota")
+    if isinstance(ota, dict) and (ota.get("offer_id") or ota.get("state") != "idle"):
+        lines.append(
+            f"ota:        {ota.get('state')} {ota.get('bundle') or ''} {ota.get('chunks') or ''}"
+            f" via {ota.get('via') or '-'}".replace("  ", " ")
+            + (f" ({ota['detail']})" if ota.get("detail") else "")
+        )
     facts = store_facts or {}
     if facts.get("size_bytes") is not None:
         backlog = facts.get("outbox_backlog") or {}

@@ -155,9 +155,49 @@ CREATE INDEX drift_reports_version_ts ON drift_reports (model_version, ts);
 CREATE INDEX drift_reports_ts ON drift_reports (ts);
 """
 
+# OTA transfer (issue 16): bundles the controller hosts, and each device's last reported OTA state
+# per offer, and the offers themselves (a controller restarted mid-transfer still answers the
+# device's chunk requests). Campaign tables come in a later migration.
+_V5 = """
+CREATE TABLE ota_bundles (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes {bigint} NOT NULL,
+    path TEXT NOT NULL,
+    signed_key_id TEXT,
+    created_at {real} NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE ota_device_state (
+    device_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    campaign_id TEXT,
+    bundle_name TEXT,
+    bundle_version TEXT,
+    state TEXT NOT NULL,
+    progress {real} NOT NULL DEFAULT 0,
+    detail TEXT,
+    metrics TEXT,
+    updated_at {real} NOT NULL,
+    PRIMARY KEY (device_id, offer_id)
+);
+CREATE INDEX ota_device_state_updated ON ota_device_state (device_id, updated_at);
+CREATE TABLE ota_offers (
+    offer_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    campaign_id TEXT,
+    created_at {real} NOT NULL,
+    expires_at {real}
+);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1),
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
     (3, "fleet drift: raw bin counts and model of each drift report", _V3),
+    (5, "OTA transfer: hosted bundles, offers, per-device OTA state per offer", _V5),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

@@ -17,6 +17,7 @@ from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
 from edgefleet.controller.dal.sql_delivery import SqlDelivery
 from edgefleet.controller.dal.sql_drift import SqlDrift
+from edgefleet.controller.dal.sql_ota import SqlOta
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -56,7 +57,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift):
+class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift, SqlOta):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------
