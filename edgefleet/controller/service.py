@@ -67,6 +67,7 @@ class ControllerService:
             ingest_counters=self.ingest.stats,
             queue_depth=self.ingest.queue_depth,
             mqtt_connected=lambda: self.mqtt.connected,
+            ota=self.ota,
         )
         self.app = create_app(self.context)
         self._server: uvicorn.Server | None = None

@@ -11,6 +11,7 @@ module             routes
 ``fleet``          ``/api/fleet/summary``, ``/api/results/summary``, ``/api/events``,
                    ``/api/ingest/stats``
 ``drift``          ``/api/fleet/drift``, ``/api/devices/{id}/drift/merged`` (merged counts)
+``ota``            ``/api/ota/bundles`` (list, register), ``/api/devices/{id}/ota`` (OTA state)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edgefleet.controller.routers import auth, commands, dashboard, devices, drift, fleet, service
+from edgefleet.controller.routers import auth, commands, dashboard, devices, drift, fleet, ota, service
 
 __all__ = ["ROUTERS"]
 
@@ -39,4 +40,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     commands.router,
     fleet.router,
     drift.router,
+    ota.router,
 )
