@@ -7,6 +7,7 @@ the caller's ``accept``), the whole file against its sha256 afterwards. A server
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 import urllib.error
@@ -45,7 +46,7 @@ def fetch_http(
             return
         try:
             _read_from(offer, download, missing[0], accept, gone)
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
             if attempt == tries:
                 raise HttpFetchError(f"{offer.url}: {exc}") from None
             log.warning("OTA offer %s: HTTP download interrupted (%s); resuming", offer.offer_id, exc)

@@ -67,7 +67,9 @@ class CheckingInstaller:
         if not result.ok:
             report("failed", 0.0, "; ".join(result.problems))
         elif result.version != offer.bundle_version:
-            report("failed", 0.0, f"the archive holds version {result.version}, offered {offer.bundle_version}")
+            report(
+                "failed", 0.0, f"the archive holds version {result.version}, offered {offer.bundle_version}"
+            )
         else:
             self.installed.append((archive, result.version or ""))
             report("done", 1.0, None, {"canary": 1.0})
@@ -90,6 +92,7 @@ class OtaRig:
         window: int = 4,
         chunk_timeout_s: float = 1.0,
         max_window: int = 32,
+        serve_chunks: bool = True,
     ) -> None:
         self.broker = broker
         self.work = work
@@ -97,7 +100,9 @@ class OtaRig:
         self.database: Database = open_database(DatabaseConfig(sqlite_path=work / "controller.db"))
         self.controller_mqtt: ControllerMqtt | None = None
         self.host = OtaHost(self.database, self._publish, chunk_bytes=chunk_bytes, max_window=max_window)
-        self.controller_mqtt = ControllerMqtt(MqttConfig(port=broker.port), OTA_KINDS, self.host.submit)
+        # serve_chunks=False: the host never sees chunk requests; the test sends the chunks itself.
+        kinds = OTA_KINDS if serve_chunks else ("ota/progress",)
+        self.controller_mqtt = ControllerMqtt(MqttConfig(port=broker.port), kinds, self.host.submit)
         self.host.start()
         self.controller_mqtt.start()
         assert self.controller_mqtt.wait_ready(15), "the controller did not subscribe"

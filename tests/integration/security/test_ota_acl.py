@@ -16,7 +16,11 @@ pytestmark = pytest.mark.integration
 
 def _device(broker: ShippedBroker, device_id: str) -> Client:
     cert, key = broker.device(device_id)
-    return Client(device_id, unmount=True).with_certificate(broker.ca_cert, cert, key).connect(broker.device_port)
+    return (
+        Client(device_id, unmount=True)
+        .with_certificate(broker.ca_cert, cert, key)
+        .connect(broker.device_port)
+    )
 
 
 def _controller(broker: ShippedBroker) -> Client:
@@ -39,12 +43,19 @@ def test_a_device_writes_its_own_ota_uplink_and_reads_its_own_ota_downlink(broke
         for kind in ("ota/offer", "ota/chunk"):
             assert not controller.publish(f"{DEVICE_PREFIX}/dev-{tag}/{kind}", kind.encode()).is_failure
         assert wait_until(
-            lambda: {(f"{DEVICE_PREFIX}/dev-{tag}/{k}", k.encode()) for k in ("ota/chunk_request", "ota/progress")}
-            <= set(controller.received())
+            lambda: (
+                {
+                    (f"{DEVICE_PREFIX}/dev-{tag}/{k}", k.encode())
+                    for k in ("ota/chunk_request", "ota/progress")
+                }
+                <= set(controller.received())
+            )
         )
         assert wait_until(
-            lambda: {(f"edgefleet/v1/dev-{tag}/{k}", k.encode()) for k in ("ota/offer", "ota/chunk")}
-            <= set(dev.received())
+            lambda: (
+                {(f"edgefleet/v1/dev-{tag}/{k}", k.encode()) for k in ("ota/offer", "ota/chunk")}
+                <= set(dev.received())
+            )
         )
         time.sleep(0.5)
         assert other.received() == []
@@ -63,7 +74,9 @@ def test_a_device_writes_its_own_ota_uplink_and_reads_its_own_ota_downlink(broke
         "edgefleet/v1/{victim}/ota/progress",  # forge another device's progress
     ],
 )
-def test_a_device_cannot_write_ota_topics_that_are_not_its_own_uplink(broker: ShippedBroker, topic: str) -> None:
+def test_a_device_cannot_write_ota_topics_that_are_not_its_own_uplink(
+    broker: ShippedBroker, topic: str
+) -> None:
     tag = uuid.uuid4().hex[:6]
     attacker = _device(broker, f"att-{tag}")
     victim = _device(broker, f"vic-{tag}")
