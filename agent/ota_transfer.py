@@ -8,9 +8,8 @@ Chunks may arrive in any order; a duplicate is ignored; a chunk of the wrong len
 or with the wrong sha256 is refused; free disk is checked before the first byte is written; the
 finished file is accepted only when its whole sha256 matches.
 
-Status: this is the storage half of issue 16's transfer. The MQTT exchange that fills it
-(``ota/offer``, chunk requests and replies) is NOT built yet: nothing in the agent or the
-controller calls this module so far.
+The MQTT and HTTP exchange that fills it is agent/ota_client.py; the controller's side is
+controller/ota_hosting.py (docs/ota.md, "Transfer").
 """
 
 from __future__ import annotations
