@@ -133,6 +133,8 @@ class OtaClient:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._offer: OtaOfferBody | None = None
+        self._shown: OtaOfferBody | None = None
+        """The last offer taken, kept for ``status()`` after its transfer ended."""
         self._download: PartialDownload | None = None
         self._state = "idle"
         self._detail: str | None = None
@@ -173,7 +175,7 @@ class OtaClient:
     def status(self) -> dict[str, Any]:
         """What ``edgefleet agent status`` shows under ``ota``."""
         with self._lock:
-            offer = self._offer
+            offer = self._offer or self._shown
             return {
                 "state": self._state,
                 "detail": self._detail,
@@ -335,6 +337,7 @@ class OtaClient:
             self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id}")
         _write_json(active / _OFFER, offer.model_dump(mode="json"))
         self._offer, self._download = offer, download
+        self._shown = offer
         self._outstanding.clear()
         self._have = len(download.received())
         log.info(
@@ -367,6 +370,7 @@ class OtaClient:
             chunks=tuple(offer.chunk_sha256),
         )
         self._offer, self._download = offer, PartialDownload(active, plan)
+        self._shown = offer
         self._have = len(self._download.received())
         if offer.expires_at is not None and self.clock() > offer.expires_at:
             self._fail("expired", "the offer expired before its download finished")

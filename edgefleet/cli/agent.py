@@ -237,11 +237,14 @@ def _render(
     lines += _drift_lines(status)
     ota = status.get("ota")
     if isinstance(ota, dict) and (ota.get("offer_id") or ota.get("state") != "idle"):
-        lines.append(
-            f"ota:        {ota.get('state')} {ota.get('bundle') or ''} {ota.get('chunks') or ''}"
-            f" via {ota.get('via') or '-'}".replace("  ", " ")
-            + (f" ({ota['detail']})" if ota.get("detail") else "")
-        )
+        parts = [
+            str(ota.get("state")),
+            ota.get("bundle"),
+            ota.get("chunks"),
+            ota.get("via") and f"via {ota['via']}",
+        ]
+        detail = f" ({ota['detail']})" if ota.get("detail") else ""
+        lines.append("ota:        " + " ".join(str(p) for p in parts if p) + detail)
     facts = store_facts or {}
     if facts.get("size_bytes") is not None:
         backlog = facts.get("outbox_backlog") or {}
