@@ -128,9 +128,7 @@ def main() -> None:
             raw_wire = raw[0][1]
             print(f"{'raw publish (baseline)':<34}{raw_s * 1000:>9.1f} ms {raw_wire / size:>8.3f} wire B/B")
             for chunk in args.chunk_bytes:
-                runs = [
-                    ota_round(broker, root / f"c{chunk}-r{i}", tar, chunk) for i in range(args.rounds)
-                ]
+                runs = [ota_round(broker, root / f"c{chunk}-r{i}", tar, chunk) for i in range(args.rounds)]
                 ota_s = statistics.median(r[0] for r in runs)
                 ota_wire = statistics.median(r[1] for r in runs)
                 chunks = -(-size // chunk)
