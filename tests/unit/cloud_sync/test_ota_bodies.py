@@ -57,7 +57,7 @@ def test_an_offer_that_does_not_add_up_is_refused_naming_why(
 
 def test_progress_states_are_exactly_the_interface_ones() -> None:
     for state in ("received", "downloaded", "shadow", "probation", "refused", "rolled_back"):
-        assert OtaProgressBody(offer_id="o", state=state).state == state  # type: ignore[arg-type]
+        assert OtaProgressBody(offer_id="o", state=state).state == state
     with pytest.raises(ValidationError):
         OtaProgressBody(offer_id="o", state="installing")  # type: ignore[arg-type]
 
