@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
-import re
 import shutil
 import threading
 import time
@@ -35,7 +33,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgefleet.agent.ota_http import HttpFetchError, fetch_http
-from edgefleet.agent.ota_transfer import ChunkPlan, DownloadError, PartialDownload
+from edgefleet.agent.ota_policy import refusal
+from edgefleet.agent.ota_transfer import ChunkPlan, DownloadError, PartialDownload, write_json_atomic
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import (
     Envelope,
@@ -47,7 +46,7 @@ from edgefleet.cloud_sync.protocol import (
 )
 from edgefleet.cloud_sync.topics import device_topic
 
-__all__ = ["Installer", "OtaClient", "Report", "version_key"]
+__all__ = ["Installer", "OtaClient", "Report"]
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +72,6 @@ class Installer(Protocol):
     ``install`` runs on a thread of its own; ``report`` publishes ``ota/progress``."""
 
     def install(self, archive: Path, offer: OtaOfferBody, report: Report) -> None: ...
-
-
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Orders ``1.2.10`` after ``1.2.9``: numeric parts as numbers, others as text after them."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[^0-9A-Za-z]+", version) if p)
-
-
-def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class OtaClient:
@@ -163,15 +148,6 @@ class OtaClient:
             self._thread.join(timeout)
             self._thread = None
 
-    def wait_idle(self, timeout: float) -> bool:
-        """True once everything enqueued so far is handled (tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
-                return True
-            time.sleep(0.01)
-        return False
-
     def status(self) -> dict[str, Any]:
         """What ``edgefleet agent status`` shows under ``ota``."""
         with self._lock:
@@ -216,7 +192,7 @@ class OtaClient:
             self._state, self._detail = state, detail
         if self._download is not None and self._offer is not None:
             try:
-                _write_json(self._download.directory / _STATE, {"state": state, "detail": detail})
+                write_json_atomic(self._download.directory / _STATE, {"state": state, "detail": detail})
             except OSError as exc:
                 log.warning("OTA: cannot record the transfer state: %s", exc)
 
@@ -283,33 +259,15 @@ class OtaClient:
     # --- offers ---------------------------------------------------------------------------------
     def _on_offer(self, offer: OtaOfferBody) -> None:
         self.counters["offers"] += 1
-        if offer.device_id != self.device_id:
-            self._refuse(
-                offer,
-                "wrong_device",
-                f"the offer is for device {offer.device_id!r}; this is {self.device_id!r}",
-            )
-            return
-        if offer.expires_at is not None and self.clock() > offer.expires_at:
-            self._refuse(
-                offer, "expired", f"the offer expired at {offer.expires_at:.0f} (now {self.clock():.0f})"
-            )
-            return
-        if self._offer is not None and self._offer.offer_id == offer.offer_id:
-            return  # the same offer again (a resend): the transfer goes on
-        name, version = self.current_model()
         if (
-            not offer.allow_downgrade
-            and version is not None
-            and name == offer.bundle_name
-            and version_key(offer.bundle_version) < version_key(version)
+            self._offer is not None
+            and self._offer.offer_id == offer.offer_id
+            and offer.device_id == self.device_id
         ):
-            self._refuse(
-                offer,
-                "downgrade",
-                f"{offer.bundle_name} {offer.bundle_version} is older than the {version} being served;"
-                " offer it with allow_downgrade to install it anyway",
-            )
+            return  # the same offer again (a resend): the transfer goes on
+        refused = refusal(offer, device_id=self.device_id, now=self.clock(), serving=self.current_model())
+        if refused is not None:
+            self._refuse(offer, *refused)
             return
         if self._install_thread is not None and self._install_thread.is_alive():
             self._refuse(offer, "busy", "another bundle is being installed; offer again when it is done")
@@ -335,7 +293,7 @@ class OtaClient:
             return
         if previous is not None:
             self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id}")
-        _write_json(active / _OFFER, offer.model_dump(mode="json"))
+        write_json_atomic(active / _OFFER, offer.model_dump(mode="json"))
         self._offer, self._download = offer, download
         self._shown = offer
         self._outstanding.clear()
@@ -369,10 +327,20 @@ class OtaClient:
             chunk_bytes=offer.chunk_bytes,
             chunks=tuple(offer.chunk_sha256),
         )
-        self._offer, self._download = offer, PartialDownload(active, plan)
-        self._shown = offer
-        self._have = len(self._download.received())
-        if offer.expires_at is not None and self.clock() > offer.expires_at:
+        download = PartialDownload(active, plan)
+        self._shown, self._have = offer, len(download.received())
+        if state not in ("downloading", "verifying", "downloaded"):
+            # Failed, handed to the installer (which recovers its own steps) or kept without one.
+            with self._lock:
+                self._state, self._detail = str(state), "before the agent restarted"
+            return
+        if state == "downloaded" and self.installer is None:
+            with self._lock:
+                self._state = "downloaded"
+                self._detail = "OTA activation not available on this agent: the bundle is kept, not installed"
+            return
+        self._offer, self._download = offer, download
+        if offer.expires_at is not None and self.clock() > offer.expires_at and state == "downloading":
             self._fail("expired", "the offer expired before its download finished")
             return
         log.info(
@@ -381,8 +349,7 @@ class OtaClient:
         if state == "downloading":
             self._set("downloading")
             self._start_fetch()
-        elif state == "downloaded":
-            self._set("downloaded")
+        else:  # the whole file may be here: check it and hand it over
             self._finish()
 
     # --- chunks over MQTT -----------------------------------------------------------------------

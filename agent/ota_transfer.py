@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.errors import EdgefleetError
 
-__all__ = ["ChunkPlan", "DownloadError", "PartialDownload", "chunks_of", "plan_for_file"]
+__all__ = ["ChunkPlan", "DownloadError", "PartialDownload", "chunks_of", "plan_for_file", "write_json_atomic"]
 
 _PART = "bundle.part"
 _RECEIVED = "received.json"
@@ -83,7 +83,8 @@ def plan_for_file(path: Path, chunk_bytes: int) -> ChunkPlan:
     )
 
 
-def _write_json(path: Path, data: object) -> None:
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         json.dump(data, fh)
@@ -131,7 +132,7 @@ class PartialDownload:
                     reason="disk_full",
                     hint="free space on the device's state directory, then offer the bundle again",
                 )
-            _write_json(plan_path, plan.model_dump(mode="json"))
+            write_json_atomic(plan_path, plan.model_dump(mode="json"))
         return cls(directory, plan)
 
     def received(self) -> set[int]:
@@ -177,7 +178,7 @@ class PartialDownload:
             reason = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
             raise DownloadError(f"cannot write chunk {index}: {exc}", reason=reason) from None
         # The chunk is on disk before it is recorded: a power cut can only make it be asked again.
-        _write_json(self.directory / _RECEIVED, sorted(have | {index}))
+        write_json_atomic(self.directory / _RECEIVED, sorted(have | {index}))
         return True
 
     def complete(self) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.agent.ota_client import version_key
+from edgefleet.agent.ota_policy import version_key
 
 pytestmark = pytest.mark.unit
 
