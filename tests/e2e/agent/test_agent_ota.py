@@ -1,6 +1,7 @@
-"""The OTA transfer end to end: the real controller (its OTA host on its own MQTT connection, the
-HTTP routes) and the real ``edgefleet agent run`` process. The agent keeps serving its model
-throughout: a refused offer and a finished download change nothing it serves."""
+"""The OTA transfer end to end: the real controller (its OTA host behind the controller's MQTT
+connection, the HTTP routes) and the real ``edgefleet agent run`` process. The agent keeps serving
+its model throughout: refused offers (a downgrade, another device's, a malformed one) and a
+finished download change nothing it serves."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefleet.cloud_sync.codec import encode_message
+from edgefleet.cloud_sync.protocol import make_envelope
 from tests.e2e.agent.agentproc import (
     AgentProcess,
     count_results,
+    events,
     read_status,
     replay_source,
     run_cli,
@@ -81,6 +85,18 @@ def test_offers_are_refused_or_downloaded_while_the_agent_keeps_serving(
             what="the downgrade refused",
         )
         assert refused["detail"].startswith("downgrade: "), refused
+        # An offer naming another device, and bytes that are no offer at all, on this device's topic.
+        foreign = downgrade.model_copy(update={"offer_id": "foreign-1", "device_id": "someone-else"})
+        topic = f"edgefleet/v1/{DEVICE}/ota/offer"
+        mqtt = controller.service.mqtt
+        assert mqtt.publish(topic, encode_message(make_envelope(DEVICE, "ota/offer", foreign))) is None
+        assert mqtt.publish(topic, b"EF\x01\x00not msgpack") is None
+        wrong = wait_until(
+            lambda: (s := ota_state(controller, "foreign-1")) and s["state"] == "refused" and s,
+            what="the foreign offer refused",
+        )
+        assert wrong["detail"].startswith("wrong_device: "), wrong
+        wait_until(lambda: events(db, "sync.downlink_refused"), what="the malformed offer refused")
 
         before = count_results(db)
         offer = host.offer(DEVICE, registered[0])  # type: ignore[arg-type]
