@@ -5,6 +5,7 @@ finished download change nothing it serves."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def ota_state(controller: RunningController, offer_id: str) -> dict[str, Any] | 
     return None
 
 
-def test_offers_are_refused_or_downloaded_while_the_agent_keeps_serving(
+def test_offers_are_refused_or_resumed_across_a_kill_while_the_agent_keeps_serving(
     mosquitto: MosquittoBroker, controller: RunningController, tmp_path: Path
 ) -> None:
     config = write_config(
@@ -68,6 +69,7 @@ def test_offers_are_refused_or_downloaded_while_the_agent_keeps_serving(
         wait_until(lambda: controller.service.database.get_device(DEVICE), what="the agent to register")
         wait_until(lambda: count_results(db) > 0, what="the first results")
         host = controller.service.ota
+        host.chunk_bytes = 4096  # several chunks for the demo bundle
         registered = []
         for tar in (newer, older):
             reply = httpx.post(
@@ -98,12 +100,20 @@ def test_offers_are_refused_or_downloaded_while_the_agent_keeps_serving(
         assert wrong["detail"].startswith("wrong_device: "), wrong
         wait_until(lambda: events(db, "sync.downlink_refused"), what="the malformed offer refused")
 
-        before = count_results(db)
+        # The host grants one window of 3 chunks, then nothing: the agent is killed mid-transfer.
+        host.max_window, host.chunks_per_s = 3, 1e-6
         offer = host.offer(DEVICE, registered[0])  # type: ignore[arg-type]
+        received = tmp_path / "state" / "ota" / "active" / "received.json"
+        wait_until(lambda: received.exists() and len(json.loads(received.read_text())) == 3, what="3 chunks")
+        agent.kill()
+    host.max_window, host.chunks_per_s = 32, 1000.0
+    with AgentProcess(config, tmp_path / "agent-2.log") as agent:
+        before = count_results(db)
         downloaded = wait_until(
             lambda: (s := ota_state(controller, offer.offer_id)) and s["state"] == "downloaded" and s,
-            what="the bundle downloaded",
+            what="the bundle downloaded after the restart",
         )
+        assert host.stats.chunks_sent == offer.chunk_count  # the 3 chunks on disk were not asked again
         # This build has no installer: the archive is checked and kept, the model is not changed.
         assert "OTA activation not available" in downloaded["detail"], downloaded
         archive = tmp_path / "state" / "ota" / "active" / "bundle.tar"
@@ -113,5 +123,4 @@ def test_offers_are_refused_or_downloaded_while_the_agent_keeps_serving(
         assert status["model"]["version"] == "1.0.0"
         shown = run_cli("agent", "status", "--config", str(config))
         assert "ota:        downloaded basicmotions-edge-tflite 1.1.0" in shown.stdout, shown.stdout
-        assert host.stats.chunks_sent == offer.chunk_count
         assert agent.terminate_and_wait() == 0, agent.output()
