@@ -235,6 +235,26 @@ class OtaConfig(_Section):
         description="Ed25519 public keys (.pub from `edgefleet keys generate`); with any listed, only"
         " bundles signed by one of them are loaded",
     )
+    # --- transfer (issue 16, edgefleet/agent/ota_client.py)
+    download_dir: Path | None = Field(
+        default=None,
+        description="where offered bundles are downloaded (resumable across restarts); default"
+        " <device.state_dir>/ota",
+    )
+    min_free_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="free disk that must remain beside a downloaded bundle; an offer that would leave"
+        " less is refused before the first byte",
+    )
+    chunk_window: int = Field(
+        default=8, ge=1, le=256, description="chunks asked for at once over MQTT (the request window)"
+    )
+    chunk_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="no chunk for this long: ask again for what is still missing",
+    )
 
 
 class LoggingConfig(_Section):

@@ -8,9 +8,8 @@ Chunks may arrive in any order; a duplicate is ignored; a chunk of the wrong len
 or with the wrong sha256 is refused; free disk is checked before the first byte is written; the
 finished file is accepted only when its whole sha256 matches.
 
-Status: this is the storage half of issue 16's transfer. The MQTT exchange that fills it
-(``ota/offer``, chunk requests and replies) is NOT built yet: nothing in the agent or the
-controller calls this module so far.
+The MQTT and HTTP exchange that fills it is agent/ota_client.py; the controller's side is
+controller/ota_hosting.py (docs/ota.md, "Transfer").
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.errors import EdgefleetError
 
-__all__ = ["ChunkPlan", "DownloadError", "PartialDownload", "chunks_of", "plan_for_file"]
+__all__ = ["ChunkPlan", "DownloadError", "PartialDownload", "chunks_of", "plan_for_file", "write_json_atomic"]
 
 _PART = "bundle.part"
 _RECEIVED = "received.json"
@@ -84,7 +83,8 @@ def plan_for_file(path: Path, chunk_bytes: int) -> ChunkPlan:
     )
 
 
-def _write_json(path: Path, data: object) -> None:
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         json.dump(data, fh)
@@ -99,8 +99,18 @@ class PartialDownload:
     plan: ChunkPlan
 
     @classmethod
-    def open(cls, directory: Path, plan: ChunkPlan, *, free_bytes: int | None = None) -> PartialDownload:
+    def open(
+        cls,
+        directory: Path,
+        plan: ChunkPlan,
+        *,
+        free_bytes: int | None = None,
+        margin_bytes: int = _DISK_MARGIN_BYTES,
+    ) -> PartialDownload:
         """Resume the download in ``directory`` (or start it: disk checked first).
+
+        ``free_bytes`` overrides what the disk reports (tests simulate a full disk with it);
+        ``margin_bytes`` must stay free beside the bundle (``[ota] min_free_bytes``).
 
         A directory holding a different plan is started afresh: its chunks belong to another file.
         """
@@ -114,15 +124,15 @@ class PartialDownload:
             for name in (_PART, _RECEIVED, _DONE):
                 (directory / name).unlink(missing_ok=True)
             free = shutil.disk_usage(directory).free if free_bytes is None else free_bytes
-            needed = plan.size_bytes + _DISK_MARGIN_BYTES
+            needed = plan.size_bytes + margin_bytes
             if free < needed:
                 raise DownloadError(
                     f"not enough free disk for the bundle: {free} bytes free in {directory},"
-                    f" {needed} needed ({plan.size_bytes} bundle + {_DISK_MARGIN_BYTES} margin)",
+                    f" {needed} needed ({plan.size_bytes} bundle + {margin_bytes} margin)",
                     reason="disk_full",
                     hint="free space on the device's state directory, then offer the bundle again",
                 )
-            _write_json(plan_path, plan.model_dump(mode="json"))
+            write_json_atomic(plan_path, plan.model_dump(mode="json"))
         return cls(directory, plan)
 
     def received(self) -> set[int]:
@@ -168,7 +178,7 @@ class PartialDownload:
             reason = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
             raise DownloadError(f"cannot write chunk {index}: {exc}", reason=reason) from None
         # The chunk is on disk before it is recorded: a power cut can only make it be asked again.
-        _write_json(self.directory / _RECEIVED, sorted(have | {index}))
+        write_json_atomic(self.directory / _RECEIVED, sorted(have | {index}))
         return True
 
     def complete(self) -> Path:

@@ -42,6 +42,8 @@ from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExport
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.ota_client import OtaClient
+from edgefleet.agent.ota_wiring import start_ota_client
 from edgefleet.agent.pipeline import Pipeline
 from edgefleet.agent.pipeline_build import build_pipeline
 from edgefleet.agent.remote_config import apply_saved_overrides
@@ -88,6 +90,7 @@ class AgentService:
         self.health: HealthMonitor | None = None
         self.sync: Any | None = None
         self.router: CloudRouter | None = None
+        self.ota: OtaClient | None = None
         self.counters = PipelineCounters()
         self.started_at = time.time()
         self._state = "starting"
@@ -256,6 +259,7 @@ class AgentService:
                 command_handler=self._on_command,
             )
             sync.register_handler("infer/response", self._on_infer_response)
+            self.ota = start_ota_client(self, config, sync)
             sync.start()
         except Exception as exc:  # sync is optional: inference and storage go on without it
             log.error("sync not started: %s", exc)
@@ -295,6 +299,9 @@ class AgentService:
         if self.health is not None:
             self.health.stop()
         if self.sync is not None and not keep_sync:
+            if self.ota is not None:
+                self.ota.stop()
+                self.ota = None
             try:
                 self.sync.stop()
             except Exception as exc:
@@ -470,6 +477,8 @@ class AgentService:
         snapshot["sync"] = sync_section(self.sync, enabled=bool(config is not None and config.sync.enabled))
         router = self.router
         snapshot["fallback"] = router.fallback_stats() if router is not None else None
+        if self.ota is not None:
+            snapshot["ota"] = self.ota.status()
         return snapshot
 
     def _write_status_on_change(self) -> None:

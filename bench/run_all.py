@@ -33,6 +33,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("agent_memory", []),
     ("agent_startup", []),
     ("sync_drain", []),
+    ("ota_transfer", []),
     ("flash_wear", []),
     ("controller_ingest", []),
     ("cloud_inference", []),

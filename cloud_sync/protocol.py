@@ -33,8 +33,11 @@ __all__ = [
     "InferRequestBody",
     "InferResponseBody",
     "MetricPoint",
+    "OtaChunkBody",
+    "OtaChunkRequestBody",
     "OtaOfferBody",
     "OtaProgressBody",
+    "OtaState",
     "OutputDrift",
     "ResultItem",
     "ResultsBody",
@@ -175,11 +178,42 @@ class DriftBody(_Model):
     outputs: OutputDrift | None = None
 
 
+OtaState: TypeAlias = Literal[
+    "received",
+    "downloading",
+    "downloaded",
+    "verifying",
+    "validating",
+    "shadow",
+    "activating",
+    "probation",
+    "done",
+    "failed",
+    "rolled_back",
+    "refused",
+]
+"""``done``: probation passed, committed; ``failed``/``refused`` carry the reason in ``detail``;
+``rolled_back``: by probation or by command, ``detail`` says why (docs/ota.md)."""
+
+_SHA256 = r"^[0-9a-f]{64}$"
+_OFFER_ID = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class OtaProgressBody(_Model):
-    offer_id: str
-    state: Literal["received", "downloading", "verifying", "installing", "done", "failed", "rolled_back"]
+    offer_id: _OFFER_ID
+    campaign_id: str | None = None
+    state: OtaState
     progress: float = Field(default=0.0, ge=0.0, le=1.0)
     detail: str | None = None
+    bundle_version: str | None = None
+    metrics: dict[str, Any] | None = None
+
+
+class OtaChunkRequestBody(_Model):
+    """The device asks for these chunks of an offer (it lacks them; at most one window at a time)."""
+
+    offer_id: _OFFER_ID
+    indices: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=1024)
 
 
 class InferRequestBody(_Model):
@@ -219,12 +253,45 @@ class ConfigBody(_Model):
 
 
 class OtaOfferBody(_Model):
-    offer_id: str
-    bundle_name: str
-    bundle_version: str
-    url: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
+    """A bundle ``.tar`` offered to one device: its chunk plan over MQTT, or an HTTP(S) ``url``."""
+
+    offer_id: _OFFER_ID
+    campaign_id: str | None = None
+    device_id: str
+    """The target; an agent refuses an offer naming another device."""
+    bundle_name: str = Field(min_length=1)
+    bundle_version: str = Field(min_length=1)
+    sha256: str = Field(pattern=_SHA256)
+    size_bytes: int = Field(ge=1)
+    chunk_bytes: int = Field(ge=1)
+    chunk_count: int = Field(ge=1)
+    chunk_sha256: list[Annotated[str, Field(pattern=_SHA256)]]
+    url: str | None = None
+    allow_downgrade: bool = False
+    shadow_s: float = Field(default=0.0, ge=0.0)
+    expires_at: float | None = None
+
+    @model_validator(mode="after")
+    def _plan(self) -> OtaOfferBody:
+        expected = -(-self.size_bytes // self.chunk_bytes)
+        if self.chunk_count != expected or len(self.chunk_sha256) != expected:
+            raise ValueError(
+                f"{self.size_bytes} bytes in chunks of {self.chunk_bytes} make {expected} chunks; the offer"
+                f" says chunk_count {self.chunk_count} with {len(self.chunk_sha256)} chunk hashes"
+            )
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be http:// or https://, got {self.url[:40]!r}")
+        return self
+
+
+class OtaChunkBody(_Model):
+    """One chunk of an offered bundle; ``sha256`` is the chunk's (the device checks it against the
+    offer's ``chunk_sha256``, not against this field alone)."""
+
+    offer_id: _OFFER_ID
+    index: int = Field(ge=0)
+    data: bytes
+    sha256: str = Field(pattern=_SHA256)
 
 
 class InferResponseBody(_Model):
@@ -272,6 +339,8 @@ Body: TypeAlias = (
     | OtaOfferBody
     | InferResponseBody
     | AckBody
+    | OtaChunkRequestBody
+    | OtaChunkBody
 )
 
 BODY_TYPES: dict[str, type[Body]] = {
@@ -287,6 +356,8 @@ BODY_TYPES: dict[str, type[Body]] = {
     "ota/offer": OtaOfferBody,
     "infer/response": InferResponseBody,
     "ack": AckBody,
+    "ota/chunk_request": OtaChunkRequestBody,
+    "ota/chunk": OtaChunkBody,
 }
 
 

@@ -33,9 +33,9 @@ __all__ = [
 DEFAULT_PREFIX = "edgefleet/v1"
 
 UplinkKind: TypeAlias = Literal[
-    "status", "telemetry", "results", "drift", "events", "ota/progress", "infer/request"
+    "status", "telemetry", "results", "drift", "events", "ota/progress", "infer/request", "ota/chunk_request"
 ]
-DownlinkKind: TypeAlias = Literal["cmd", "config", "ota/offer", "infer/response", "ack"]
+DownlinkKind: TypeAlias = Literal["cmd", "config", "ota/offer", "infer/response", "ack", "ota/chunk"]
 MessageKind: TypeAlias = Literal[
     "status",
     "telemetry",
@@ -49,6 +49,8 @@ MessageKind: TypeAlias = Literal[
     "ota/offer",
     "infer/response",
     "ack",
+    "ota/chunk_request",
+    "ota/chunk",
 ]
 
 UPLINK_KINDS: tuple[UplinkKind, ...] = get_args(UplinkKind)

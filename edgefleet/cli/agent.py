@@ -238,6 +238,16 @@ def _render(
     fallback = status.get("fallback")
     if isinstance(fallback, dict):
         lines.append(f"fallback:   {_fallback_line(fallback)}")
+    ota = status.get("ota")
+    if isinstance(ota, dict) and (ota.get("offer_id") or ota.get("state") != "idle"):
+        parts = [
+            str(ota.get("state")),
+            ota.get("bundle"),
+            ota.get("chunks"),
+            ota.get("via") and f"via {ota['via']}",
+        ]
+        detail = f" ({ota['detail']})" if ota.get("detail") else ""
+        lines.append("ota:        " + " ".join(str(p) for p in parts if p) + detail)
     facts = store_facts or {}
     if facts.get("size_bytes") is not None:
         backlog = facts.get("outbox_backlog") or {}

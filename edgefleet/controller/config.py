@@ -26,6 +26,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "OTA_HOST_KINDS",
     "STORED_KINDS",
     "UPLINK_KINDS",
     "AuthConfig",
@@ -47,6 +48,8 @@ __all__ = [
 # configured. The controller stores these; the others it receives, de-duplicates and counts as the
 # device's sign of life, but keeps nothing of (their features have not landed yet).
 STORED_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
+OTA_HOST_KINDS: tuple[UplinkKind, ...] = ("ota/progress", "ota/chunk_request")
+"""Always read (under ``controller serve``) by the OTA host (controller/ota_hosting.py), listed or not."""
 
 
 class _Section(BaseModel):
@@ -142,7 +145,7 @@ class IngestConfig(_Section):
 
     def inactive_kinds(self) -> list[UplinkKind]:
         """Configured kinds whose messages the controller receives but does not store yet."""
-        return [kind for kind in self.kinds if kind not in STORED_KINDS]
+        return [kind for kind in self.kinds if kind not in STORED_KINDS and kind not in OTA_HOST_KINDS]
 
 
 class RetentionConfig(_Section):
@@ -295,7 +298,8 @@ queue_max = 200000
 max_message_bytes = 524288
 result_bucket_s = 60                # result summaries are kept per label per this many seconds
 kinds = ["results", "telemetry", "status", "events", "drift"]
-# also accepted, not active yet (received, nothing stored): "ota/progress", "infer/request"
+# also accepted, not active yet (received, nothing stored): "infer/request"
+# (the OTA host always reads "ota/progress" and "ota/chunk_request": docs/ota.md)
 
 [retention]
 interval_s = 60

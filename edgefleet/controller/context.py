@@ -11,6 +11,7 @@ from edgefleet.controller.config import ControllerConfig
 from edgefleet.controller.dal import Database
 from edgefleet.controller.ingest import IngestStats
 from edgefleet.controller.live import FleetChanges
+from edgefleet.controller.ota_hosting import OtaHost
 from edgefleet.controller.schemas import IngestStatsOut
 
 __all__ = ["ControllerContext"]
@@ -33,3 +34,4 @@ class ControllerContext:
     queue_depth: Callable[[], int] | None = None
     mqtt_connected: Callable[[], bool] | None = None
     clock: Callable[[], float] = time.time
+    ota: OtaHost | None = None

@@ -20,6 +20,7 @@ from edgefleet.controller.inference.worker import InferencePool
 from edgefleet.controller.ingest import IngestPipeline
 from edgefleet.controller.live import FleetChanges
 from edgefleet.controller.mqtt import ControllerMqtt
+from edgefleet.controller.ota_hosting import OTA_KINDS, OtaHost
 from edgefleet.controller.retention import RetentionWorker
 from edgefleet.errors import EdgefleetError
 
@@ -49,7 +50,12 @@ class ControllerService:
             on_stored=self.changes.publish,
             on_committed=self.acks.add,
         )
-        self.mqtt = ControllerMqtt(config.mqtt, config.ingest.kinds if ingest else [], self.ingest.submit)
+        # OTA chunk requests and progress go to the OTA host, not to ingest (ota_hosting.py).
+        self.ota = OtaHost(self.database, self._publish_nowait, prefix=config.mqtt.topic_prefix)
+        kinds = (
+            [*config.ingest.kinds, *(k for k in OTA_KINDS if k not in config.ingest.kinds)] if ingest else []
+        )
+        self.mqtt = ControllerMqtt(config.mqtt, kinds, self._route)
         self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
         self.retention = RetentionWorker(self.database, config.retention)
         self.hard_examples: HardExampleRecorder | None = None
@@ -75,11 +81,18 @@ class ControllerService:
             ingest_counters=self.ingest.stats,
             queue_depth=self.ingest.queue_depth,
             mqtt_connected=lambda: self.mqtt.connected,
+            ota=self.ota,
         )
         self.app = create_app(self.context)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._background = False
+
+    def _route(self, topic: str, payload: bytes, received_at: float) -> None:
+        if topic.endswith(OTA_KINDS):
+            self.ota.submit(topic, payload, received_at)
+        else:
+            self.ingest.submit(topic, payload, received_at)
 
     def _publish(self, topic: str, payload: bytes) -> str | None:
         return self.mqtt.publish(topic, payload)
@@ -92,6 +105,7 @@ class ControllerService:
         if self._background:
             return
         self.ingest.start()
+        self.ota.start()
         self.acks.start()
         self.mqtt.start()
         self.retention.start()
@@ -107,6 +121,7 @@ class ControllerService:
         self.mqtt.stop_intake()
         self.ingest.stop()  # store what was received, then acknowledge it before disconnecting
         self.acks.stop()
+        self.ota.stop()
         self.mqtt.stop()
         self.retention.stop()
         if self.inference is not None:

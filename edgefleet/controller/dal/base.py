@@ -10,6 +10,7 @@ from typing import Literal
 from edgefleet.controller.drift_counts import DriftCountsRow
 from edgefleet.controller.fallback_stats import DeviceFallback
 from edgefleet.controller.hard_examples import HardExample
+from edgefleet.controller.ota_schemas import BundleInfo, OfferRecord, OtaDeviceState
 from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage
 from edgefleet.controller.schemas import (
@@ -268,3 +269,25 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def set_state(self, key: str, value: str) -> None: ...
+
+    # --- OTA (issue 16; edgefleet/controller/dal/sql_ota.py) ------------------------------------
+    @abc.abstractmethod
+    def put_ota_bundle(self, bundle: BundleInfo) -> BundleInfo: ...
+
+    @abc.abstractmethod
+    def get_ota_bundle(self, name: str, version: str) -> BundleInfo | None: ...
+
+    @abc.abstractmethod
+    def list_ota_bundles(self) -> list[BundleInfo]: ...
+
+    @abc.abstractmethod
+    def put_ota_state(self, state: OtaDeviceState) -> None: ...
+
+    @abc.abstractmethod
+    def ota_states(self, device_id: str, *, limit: int = 20) -> list[OtaDeviceState]: ...
+
+    @abc.abstractmethod
+    def put_ota_offer(self, offer: OfferRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_ota_offer(self, offer_id: str) -> OfferRecord | None: ...

@@ -194,6 +194,43 @@ CREATE TABLE result_fallback_reasons (
     PRIMARY KEY (device_id, bucket_start, reason, answered_by)
 );
 CREATE INDEX result_fallback_reasons_bucket ON result_fallback_reasons (bucket_start);
+# OTA transfer (issue 16): bundles the controller hosts, and each device's last reported OTA state
+# per offer, and the offers themselves (a controller restarted mid-transfer still answers the
+# device's chunk requests). Campaign tables come in a later migration.
+_V5 = """
+CREATE TABLE ota_bundles (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes {bigint} NOT NULL,
+    path TEXT NOT NULL,
+    signed_key_id TEXT,
+    created_at {real} NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE ota_device_state (
+    device_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    campaign_id TEXT,
+    bundle_name TEXT,
+    bundle_version TEXT,
+    state TEXT NOT NULL,
+    progress {real} NOT NULL DEFAULT 0,
+    detail TEXT,
+    metrics TEXT,
+    updated_at {real} NOT NULL,
+    PRIMARY KEY (device_id, offer_id)
+);
+CREATE INDEX ota_device_state_updated ON ota_device_state (device_id, updated_at);
+CREATE TABLE ota_offers (
+    offer_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    campaign_id TEXT,
+    created_at {real} NOT NULL,
+    expires_at {real}
+);
 """
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
@@ -201,6 +238,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
     (3, "fleet drift: raw bin counts and model of each drift report", _V3),
     (4, "cloud fallback: hard examples (windows sent to the cloud with both answers)", _V4),
+    (5, "OTA transfer: hosted bundles, offers, per-device OTA state per offer", _V5),
     (6, "cloud fallback: results per fallback reason, each device's last status.fallback", _V6),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

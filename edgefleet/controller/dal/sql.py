@@ -19,6 +19,7 @@ from edgefleet.controller.dal.sql_delivery import SqlDelivery
 from edgefleet.controller.dal.sql_drift import SqlDrift
 from edgefleet.controller.dal.sql_fallback import SqlFallback
 from edgefleet.controller.dal.sql_hard_examples import SqlHardExamples
+from edgefleet.controller.dal.sql_ota import SqlOta
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -58,7 +59,9 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift, SqlHardExamples, SqlFallback):
+class SqlDatabase(
+    SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift, SqlHardExamples, SqlFallback, SqlOta
+):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------

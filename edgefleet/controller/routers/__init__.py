@@ -13,6 +13,7 @@ module             routes
 ``drift``          ``/api/fleet/drift``, ``/api/devices/{id}/drift/merged`` (merged counts)
 ``hard_examples``  ``/api/hard-examples`` (windows sent to the cloud, with both answers)
 ``fallback``       ``/api/fleet/fallback``, ``/api/devices/{id}/fallback`` (cloud share, reasons)
+``ota``            ``/api/ota/bundles`` (list, register), ``/api/devices/{id}/ota`` (OTA state)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -37,6 +38,7 @@ from edgefleet.controller.routers import (
     fallback,
     fleet,
     hard_examples,
+    ota,
     service,
 )
 
@@ -53,4 +55,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     drift.router,
     hard_examples.router,
     fallback.router,
+    ota.router,
 )

@@ -76,9 +76,10 @@ def test_every_uplink_kind_of_the_protocol_can_be_configured(tmp_path: Path) -> 
     path.write_text(f"[ingest]\nkinds = {list(topics.UPLINK_KINDS)!r}\n".replace("'", '"'))
     config = load_controller_config(path)
     assert tuple(config.ingest.kinds) == topics.UPLINK_KINDS
-    assert config.ingest.inactive_kinds() == ["ota/progress", "infer/request"]
+    # The OTA host reads ota/progress and ota/chunk_request (controller/ota_hosting.py).
+    assert config.ingest.inactive_kinds() == ["infer/request"]
     warning = controller_config.inactive_kinds_warning(config) or ""
-    assert "'ota/progress', 'infer/request': not active yet" in warning
+    assert "'infer/request': not active yet" in warning
     assert "stores nothing" in warning
 
 
@@ -107,12 +108,12 @@ def test_the_service_warns_at_start_up_about_kinds_it_does_not_store(
 
     config = load_controller_config(
         None,
-        overrides={"database.sqlite_path": tmp_path / "c.db", "ingest.kinds": ["results", "ota/progress"]},
+        overrides={"database.sqlite_path": tmp_path / "c.db", "ingest.kinds": ["results", "infer/request"]},
     )
     with caplog.at_level(logging.WARNING, logger="edgefleet.controller.service"):
         service = ControllerService(config)
     service.database.close()
-    assert any("'ota/progress': not active yet" in r.getMessage() for r in caplog.records)
+    assert any("'infer/request': not active yet" in r.getMessage() for r in caplog.records)
 
 
 def test_a_key_like_no_other_lists_the_known_keys_of_its_section(tmp_path: Path) -> None:
