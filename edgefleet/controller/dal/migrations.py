@@ -180,8 +180,7 @@ CREATE INDEX hard_examples_device ON hard_examples (device_id, answered_at);
 """
 
 # Cloud fallback on the dashboard (issue 15): stored results per fallback reason, and each
-# device's last status.fallback (budget use, cloud latency). Number 5 belongs to OTA (issue 15's
-# sibling branches); versions apply by number, so the gap is harmless.
+# device's last status.fallback (budget use, cloud latency).
 _V6 = """
 ALTER TABLE devices ADD COLUMN fallback TEXT;
 ALTER TABLE devices ADD COLUMN fallback_at {real};
@@ -194,6 +193,8 @@ CREATE TABLE result_fallback_reasons (
     PRIMARY KEY (device_id, bucket_start, reason, answered_by)
 );
 CREATE INDEX result_fallback_reasons_bucket ON result_fallback_reasons (bucket_start);
+"""
+
 # OTA transfer (issue 16): bundles the controller hosts, and each device's last reported OTA state
 # per offer, and the offers themselves (a controller restarted mid-transfer still answers the
 # device's chunk requests). Campaign tables come in a later migration.
