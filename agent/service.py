@@ -42,6 +42,7 @@ from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExport
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.ota_agent import AgentOta, register_ota_commands
 from edgefleet.agent.pipeline import Pipeline
 from edgefleet.agent.pipeline_build import build_pipeline
 from edgefleet.agent.remote_config import apply_saved_overrides
@@ -102,6 +103,8 @@ class AgentService:
         self._overrides_error: str | None = None
         self.commands = CommandRegistry(lambda: self.store)
         register_agent_commands(self.commands, self)
+        self.ota = AgentOta(self)  # OTA activation: edgefleet/agent/ota_agent.py
+        register_ota_commands(self.commands, self.ota)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class AgentService:
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
         announce_waits(config)
+        self.ota.recover()
         self._start_components(config)
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)
@@ -172,6 +176,7 @@ class AgentService:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+            self.ota.poll()
             self._write_status_on_change()
             if deadline is not None and now >= deadline:
                 self.request_stop("max-seconds reached")
@@ -396,6 +401,7 @@ class AgentService:
         self.notifier.stopping(f"stopping: {self._stop_reason or 'requested'}")
         config = self.config
         timeout = self._stop_timeout(config) if config is not None else DEFAULT_STOP_TIMEOUT_S
+        self.ota.stop()
         self._stop_components(timeout)
         self._state = "stopped"
         if self.store is not None:
