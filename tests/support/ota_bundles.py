@@ -83,3 +83,87 @@ def replace_model_file(bundle: Path, model_bytes: bytes, name: str, fmt: str) ->
         "format": fmt,
     }
     write_manifest(bundle, manifest)
+
+
+ONNX_BASE = REPO_ROOT / "models" / "bundles" / "basicmotions-edge-onnx"
+
+
+def _onnx_model(nodes: list[Any], initializers: list[Any], extra_opsets: dict[str, int] | None = None) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper
+
+    window = helper.make_tensor_value_info("window", TensorProto.FLOAT, [None, 50, 6])
+    probs = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 4])
+    graph = helper.make_graph(nodes, "candidate", [window], [probs], initializer=initializers)
+    opsets = [helper.make_opsetid("", 18)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _head() -> tuple[list[Any], list[Any]]:
+    """window (N, 50, 6) -> mean over time (N, 6) -> MatMul (6, 4) -> Softmax: probabilities."""
+    from onnx import helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((6, 4), dtype=np.float32) * 0.1, "w")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMean", ["window", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
+    ]
+    return nodes, [weights, axes]
+
+
+def custom_op_model() -> bytes:
+    """A model whose last step is a vendor op no runtime here provides."""
+    from onnx import helper
+
+    nodes, inits = _head()
+    nodes.append(helper.make_node("FancySoftmax", ["logits"], ["probabilities"], domain="com.example.vendor"))
+    return _onnx_model(nodes, inits, {"com.example.vendor": 1})
+
+
+def hanging_model() -> bytes:
+    """A model that never finishes a batch: a Loop of 10**15 iterations feeds its output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = _head()
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1]),
+        ],
+        initializer=[numpy_helper.from_array(np.ones(1, dtype=np.float32), "one")],
+    )
+    inits += [
+        numpy_helper.from_array(np.array(10**15, dtype=np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "go"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "acc0"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+    ]
+    nodes += [
+        helper.make_node("Loop", ["trips", "go", "acc0"], ["acc"], body=body),
+        helper.make_node("Mul", ["acc", "zero"], ["nothing"]),
+        helper.make_node("Add", ["logits", "nothing"], ["shifted"]),
+        helper.make_node("Softmax", ["shifted"], ["probabilities"], axis=1),
+    ]
+    return _onnx_model(nodes, inits)
+
+
+def onnx_candidate(dest: Path, version: str, key: Path | None, model_bytes: bytes) -> Path:
+    """The ONNX demo bundle at ``version`` with ``model_bytes`` as its model, signed with ``key``."""
+    make_version(dest, version, None, source=ONNX_BASE)
+    replace_model_file(dest, model_bytes, "candidate.onnx", "onnx")
+    if key is not None:
+        sign_bundle(dest, key)
+    return dest
