@@ -168,12 +168,18 @@ class ProbationWatch:
             elapsed = self._clock() - started
             if windows >= limits.min_windows and figures["error_rate"] > limits.max_error_rate:
                 return ProbationOutcome(False, self._error_reason(figures), figures)
-            if elapsed >= limits.duration_s and windows >= limits.min_windows:
+            # Stored results lag the counters by the store's commit interval: a confidence
+            # verdict waits until the new version's answers are in the store too.
+            scored_enough = not self._needs_scores() or figures["scored"] >= limits.min_windows
+            if elapsed >= limits.duration_s and windows >= limits.min_windows and scored_enough:
                 reason = self.judge(figures)
                 return ProbationOutcome(not reason, reason, figures)
             if elapsed >= limits.give_up_s:
                 figures["note"] = f"only {windows} windows in {elapsed:.0f} s; kept without a verdict"
                 return ProbationOutcome(True, "", figures)
+
+    def _needs_scores(self) -> bool:
+        return self.limits.min_confidence_ratio is not None and bool(self._base.get("mean_score"))
 
     def figures(self, version: str) -> dict[str, Any]:
         assert self._before is not None
@@ -194,9 +200,6 @@ class ProbationWatch:
             "drift_alerts": self.store.count_events("drift.alert", after_id=self._marks[1]),
             "baseline": dict(self._base),
         }
-
-    def _error_rate_reason(self, figures: dict[str, Any]) -> str:
-        return self._error_reason(figures)
 
     def _error_reason(self, figures: dict[str, Any]) -> str:
         return (
