@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from pathlib import Path
 from typing import Any, Protocol
 
 from edgefleet.agent.commands import CommandRegistry, Reply
@@ -54,7 +53,9 @@ def load_kwargs_of(config: AgentConfig) -> dict[str, Any]:
 
 def configured_bundle(config: AgentConfig) -> Bundle:
     trusted = load_trusted_keys(config.ota.trusted_keys) if config.ota.trusted_keys else []
-    return load_bundle(config.model.bundle, cache_dir=config.device.state_dir / "bundles", trusted_keys=trusted)
+    return load_bundle(
+        config.model.bundle, cache_dir=config.device.state_dir / "bundles", trusted_keys=trusted
+    )
 
 
 class AgentOta:
@@ -90,7 +91,8 @@ class AgentOta:
 
     def installer(self) -> OtaInstaller:
         config, store = self._host.config, self._host.store
-        assert config is not None and store is not None
+        assert config is not None
+        assert store is not None
         with self._lock:
             if self._installer is None:
                 self._installer = OtaInstaller(
@@ -139,13 +141,20 @@ class AgentOta:
 
     def _reporter(self, offer_id: str, progress: ProgressFile | None = None) -> Report:
         def report(
-            state: str, progress_value: float = 0.0, detail: str | None = None, metrics: dict[str, Any] | None = None
+            state: str,
+            progress_value: float = 0.0,
+            detail: str | None = None,
+            metrics: dict[str, Any] | None = None,
         ) -> None:
-            level = "error" if state in ("failed", "refused") else "warning" if state == "rolled_back" else "info"
+            level = (
+                "error" if state in ("failed", "refused") else "warning" if state == "rolled_back" else "info"
+            )
             data = {"offer_id": offer_id, "state": state, "progress": progress_value, "detail": detail}
             if metrics:
                 data["metrics"] = metrics
-            self._event(f"ota.{state}", f"OTA {offer_id}: {state}" + (f": {detail}" if detail else ""), level, data)
+            self._event(
+                f"ota.{state}", f"OTA {offer_id}: {state}" + (f": {detail}" if detail else ""), level, data
+            )
             if progress is not None:
                 try:
                     progress.add(state, progress_value, detail, metrics)
@@ -154,7 +163,9 @@ class AgentOta:
 
         return report  # type: ignore[return-value]
 
-    def _event(self, kind: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def _event(
+        self, kind: str, message: str, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         store = self._host.store
         if store is None:
             return
@@ -175,7 +186,9 @@ class AgentOta:
             error = installer.request_rollback(reason)
             if error is None:
                 registry.report(body, "done", "previous model swapped back in")
-                self._event("ota.rolled_back", f"rolled back by command: {reason}", "warning", {"reason": reason})
+                self._event(
+                    "ota.rolled_back", f"rolled back by command: {reason}", "warning", {"reason": reason}
+                )
             else:
                 registry.report(body, "failed", error)
 

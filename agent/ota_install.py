@@ -52,7 +52,11 @@ named step (see :mod:`edgefleet.agent.ota_slots`). Unset in production."""
 
 class Report(Protocol):
     def __call__(
-        self, state: str, progress: float = 0.0, detail: str | None = None, metrics: dict[str, Any] | None = None
+        self,
+        state: str,
+        progress: float = 0.0,
+        detail: str | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -160,7 +164,9 @@ class OtaInstaller:
         """:meth:`install` in the calling thread; returns the final state."""
         report("received", 0.0, f"bundle {archive.name}")
         if not self._busy.acquire(blocking=False):
-            return _end(report, "refused", "another install is in progress on this device; try again after it")
+            return _end(
+                report, "refused", "another install is in progress on this device; try again after it"
+            )
         try:
             return self._install(archive, offer, report)
         except Exception as exc:  # a bug must end as a failed install, never a dead agent
@@ -181,7 +187,9 @@ class OtaInstaller:
         if refusal:
             return _end(report, "refused", refusal, version=version)
         if current is None:
-            return _end(report, "failed", "the agent has no model loaded yet; install once it serves", version=version)
+            return _end(
+                report, "failed", "the agent has no model loaded yet; install once it serves", version=version
+            )
         prep = current.manifest.preprocessing
         report("validating", 0.3)
         result = validate_in_subprocess(
@@ -196,7 +204,9 @@ class OtaInstaller:
             load_kwargs=self.load_kwargs,
         )
         if not result.ok:
-            return _end(report, "failed", f"validation: {result.reason}", version=version, metrics=result.metrics)
+            return _end(
+                report, "failed", f"validation: {result.reason}", version=version, metrics=result.metrics
+            )
         report("activating", 0.7, metrics=result.metrics)
         return self._activate(candidate, current, report, result.metrics)
 
@@ -244,7 +254,14 @@ class OtaInstaller:
         if outcome.ok:
             self.slots.commit()
             self._hook("committed")
-            return _end(report, "done", "probation passed; committed", version=version, metrics=outcome.metrics, ok=True)
+            return _end(
+                report,
+                "done",
+                "probation passed; committed",
+                version=version,
+                metrics=outcome.metrics,
+                ok=True,
+            )
         if self._stop.is_set() and not watch.abort.is_set():
             # Stopping: leave the pointer uncommitted; the next start goes back to the previous model.
             return _end(report, "failed", outcome.reason, version=version)

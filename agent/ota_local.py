@@ -88,7 +88,13 @@ class ProgressFile:
 
     def add(self, state: str, progress: float, detail: str | None, metrics: dict[str, Any] | None) -> None:
         self.states.append(
-            {"state": state, "progress": progress, "detail": detail, "metrics": metrics or {}, "at": time.time()}
+            {
+                "state": state,
+                "progress": progress,
+                "detail": detail,
+                "metrics": metrics or {},
+                "at": time.time(),
+            }
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps({"states": self.states}, default=str).encode("utf-8"))

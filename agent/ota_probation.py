@@ -78,7 +78,9 @@ class StoreReader:
         events = self._query("SELECT coalesce(max(id), 0) FROM events")
         return (int(results[0]) if results else 0, int(events[0]) if events else 0)
 
-    def mean_score(self, version: str, *, after_id: int = 0, last: int | None = None) -> tuple[float | None, int]:
+    def mean_score(
+        self, version: str, *, after_id: int = 0, last: int | None = None
+    ) -> tuple[float | None, int]:
         """Mean score of edge answers by ``version``: after ``after_id``, or the ``last`` N."""
         if last is not None:
             sql = (
@@ -133,7 +135,9 @@ class ProbationWatch:
         """The previous model's figures, just before the swap."""
         snap = self.counters.snapshot()
         recent = snap.latencies_ms[-256:]
-        score, n = (None, 0) if previous_version is None else self.store.mean_score(previous_version, last=500)
+        score, n = (
+            (None, 0) if previous_version is None else self.store.mean_score(previous_version, last=500)
+        )
         total = snap.windows_inferred + snap.windows_to_fallback
         self._base = {
             "p95_ms": percentile(recent, 95),
@@ -215,8 +219,15 @@ class ProbationWatch:
             reasons.append(self._error_reason(figures))
         p95, base_p95 = figures["p95_ms"], base.get("p95_ms")
         if p95 is not None and limits.max_p95_ms is not None and p95 > limits.max_p95_ms:
-            reasons.append(f"p95 latency {p95:.3g} ms is above [ota] probation_max_p95_ms {limits.max_p95_ms:g}")
-        if p95 is not None and base_p95 and limits.max_p95_ratio is not None and p95 / base_p95 > limits.max_p95_ratio:
+            reasons.append(
+                f"p95 latency {p95:.3g} ms is above [ota] probation_max_p95_ms {limits.max_p95_ms:g}"
+            )
+        if (
+            p95 is not None
+            and base_p95
+            and limits.max_p95_ratio is not None
+            and p95 / base_p95 > limits.max_p95_ratio
+        ):
             reasons.append(
                 f"p95 latency {p95:.3g} ms is {p95 / base_p95:.2f}x the previous model's {base_p95:.3g} ms"
                 f" (limit {limits.max_p95_ratio:g}x)"

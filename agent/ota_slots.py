@@ -124,10 +124,16 @@ class SlotStore:
         except (OSError, ValueError) as exc:
             # Only a bug or a disk fault gets here (the file is replaced atomically); the
             # configured bundle is always a valid place to come back to.
-            log.error("model slot pointer %s is unreadable (%s); using the configured bundle", self.pointer_path, exc)
+            log.error(
+                "model slot pointer %s is unreadable (%s); using the configured bundle",
+                self.pointer_path,
+                exc,
+            )
             return SlotPointer()
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-            log.error("model slot pointer %s has an unknown format; using the configured bundle", self.pointer_path)
+            log.error(
+                "model slot pointer %s has an unknown format; using the configured bundle", self.pointer_path
+            )
             return SlotPointer()
         active, previous = doc.get("active"), doc.get("previous")
         versions = doc.get("versions")
@@ -232,7 +238,7 @@ class SlotStore:
         trusted: Sequence[TrustedKey],
         cache_dir: Path,
         *,
-        on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[str, str, dict[str, Any]], object] | None = None,
     ) -> Bundle:
         """The bundle to start on: the active slot, verified; else the previous; else the configured."""
         pointer = self.read()

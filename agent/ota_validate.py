@@ -171,7 +171,9 @@ def _p95_ms(model: Any, batch: Any) -> float:
     return times[min(len(times) - 1, int(0.95 * len(times)))]
 
 
-def _check(path: Path, windows: WindowShape, load_kwargs: dict[str, Any], baseline: Path | None) -> dict[str, Any]:
+def _check(
+    path: Path, windows: WindowShape, load_kwargs: dict[str, Any], baseline: Path | None
+) -> dict[str, Any]:
     import numpy as np
 
     from edgefleet.errors import EdgefleetError

@@ -64,7 +64,8 @@ def _install(args: argparse.Namespace) -> int:
     if status.get("state") not in ("running", "reloading") or not pid_alive(pid):
         raise EdgefleetError(
             f"no agent is running for {args.config} (status file in {state_dir})",
-            hint="start it (`edgefleet agent run --config FILE` or its service); the running agent installs the bundle",
+            hint="start it (`edgefleet agent run --config FILE` or its service): the running agent"
+            " installs the bundle",
         )
     request_id = submit(state_dir, bundle, allow_downgrade=args.allow_downgrade)
     print(f"install {request_id}: handed {bundle} to agent pid {pid}", flush=True)

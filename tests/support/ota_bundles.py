@@ -88,14 +88,17 @@ def replace_model_file(bundle: Path, model_bytes: bytes, name: str, fmt: str) ->
 ONNX_BASE = REPO_ROOT / "models" / "bundles" / "basicmotions-edge-onnx"
 
 
-def _onnx_model(nodes: list[Any], initializers: list[Any], extra_opsets: dict[str, int] | None = None) -> bytes:
-    import onnx
+def _onnx_model(
+    nodes: list[Any], initializers: list[Any], extra_opsets: dict[str, int] | None = None
+) -> bytes:
     from onnx import TensorProto, helper
 
     window = helper.make_tensor_value_info("window", TensorProto.FLOAT, [None, 50, 6])
     probs = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 4])
     graph = helper.make_graph(nodes, "candidate", [window], [probs], initializer=initializers)
-    opsets = [helper.make_opsetid("", 18)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
+    opsets = [helper.make_opsetid("", 18)] + [
+        helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()
+    ]
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return bytes(model.SerializeToString())

@@ -8,6 +8,7 @@ import json
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def ota_config(tmp_path: Path, bundles: dict[str, Path], *, loop: bool, **ota: o
     return path
 
 
-def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return list(conn.execute(sql))
@@ -68,7 +69,9 @@ def test_hot_swap_loses_and_repeats_no_window(tmp_path: Path, bundles: dict[str,
         done = run_cli("ota", "install", str(bundles["v2"]), "--config", str(config), timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         states = [line.split(":")[0] for line in done.stdout.splitlines()[1:]]
-        assert states == ["received", "verifying", "validating", "activating", "probation", "done"], done.stdout
+        assert states == ["received", "verifying", "validating", "activating", "probation", "done"], (
+            done.stdout
+        )
         wait_until(
             lambda: rows(db, "SELECT count(*) FROM results WHERE model_version = '1.1.0'")[0][0] >= 20,
             what="results from 1.1.0",
@@ -80,9 +83,12 @@ def test_hot_swap_loses_and_repeats_no_window(tmp_path: Path, bundles: dict[str,
     # ...the ones before it by 1.0.0, the ones after by 1.1.0, never interleaved.
     versions = [version for _, version in seqs]
     switch = versions.index("1.1.0")
-    assert switch > 0 and set(versions[:switch]) == {"1.0.0"} and set(versions[switch:]) == {"1.1.0"}
+    assert switch > 0
+    assert set(versions[:switch]) == {"1.0.0"}
+    assert set(versions[switch:]) == {"1.1.0"}
     swapped = events(db, "model_swapped")
-    assert len(swapped) == 1 and "1.1.0 swapped in" in str(swapped[0]["message"])
+    assert len(swapped) == 1
+    assert "1.1.0 swapped in" in str(swapped[0]["message"])
     # The next start serves the committed slot.
     with AgentProcess(config, tmp_path / "agent2.log") as agent:
         loaded = wait_until(lambda: events(db, "model_loaded")[1:], what="the model loaded at restart")
@@ -104,8 +110,12 @@ def test_bad_version_is_rolled_back_by_probation(tmp_path: Path, bundles: dict[s
         assert isinstance(last_bad, int)
         # 1.0.0 serves again after the rollback.
         wait_until(
-            lambda: rows(db, f"SELECT count(*) FROM results WHERE model_version = '1.0.0' AND id > {last_bad}")[0][0]
-            >= 10,
+            lambda: (
+                rows(db, f"SELECT count(*) FROM results WHERE model_version = '1.0.0' AND id > {last_bad}")[
+                    0
+                ][0]
+                >= 10
+            ),
             what="results from 1.0.0 after the rollback",
         )
         assert agent.terminate_and_wait() == 0, agent.output()

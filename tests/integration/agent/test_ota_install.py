@@ -22,7 +22,7 @@ from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.model_slot import ModelSlot
 from edgefleet.agent.ota_install import LocalOffer, OtaInstaller
 from edgefleet.runtime.bundle import Bundle, load_bundle
-from edgefleet.runtime.bundle_signing import generate_keys, sign_bundle
+from edgefleet.runtime.bundle_signing import generate_keys
 from tests.support.ota_bundles import (
     WATCH,
     custom_op_model,
@@ -37,7 +37,11 @@ class Progress:
     states: list[tuple[str, str | None]] = field(default_factory=list)
 
     def __call__(
-        self, state: str, progress: float = 0.0, detail: str | None = None, metrics: dict[str, Any] | None = None
+        self,
+        state: str,
+        progress: float = 0.0,
+        detail: str | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         self.states.append((state, detail))
 
@@ -109,7 +113,8 @@ def run(installer: OtaInstaller, bundle: Path, **offer: Any) -> tuple[str, str]:
 
 def assert_old_model_serves(installer: OtaInstaller, target: SlotTarget) -> None:
     current = target.current_bundle()
-    assert current is not None and current.manifest.version == "1.0.0"
+    assert current is not None
+    assert current.manifest.version == "1.0.0"
     assert target.answers() == 4
     assert not installer.slots.pointer_path.exists()
 
@@ -117,7 +122,8 @@ def assert_old_model_serves(installer: OtaInstaller, target: SlotTarget) -> None
 def test_unsigned_bundle_is_refused(tmp_path: Path, setup: tuple[OtaInstaller, SlotTarget]) -> None:
     installer, target = setup
     state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", None))
-    assert state == "refused" and "is unsigned" in detail, detail
+    assert state == "refused", detail
+    assert "is unsigned" in detail, detail
     assert_old_model_serves(installer, target)
 
 
@@ -126,7 +132,8 @@ def test_unknown_key_is_refused(
 ) -> None:
     installer, target = setup
     state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", keys["other"]))
-    assert state == "refused" and "signed by unknown key" in detail, detail
+    assert state == "refused", detail
+    assert "signed by unknown key" in detail, detail
     assert_old_model_serves(installer, target)
 
 
@@ -139,11 +146,14 @@ def test_manifest_changed_after_signing_is_refused(
     manifest["version"] = "9.0.0"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     state, detail = run(installer, bundle)
-    assert state == "refused" and "bad signature" in detail, detail
+    assert state == "refused", detail
+    assert "bad signature" in detail, detail
     assert_old_model_serves(installer, target)
 
 
-def test_tampered_file_is_refused(tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]) -> None:
+def test_tampered_file_is_refused(
+    tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]
+) -> None:
     installer, target = setup
     bundle = make_version(tmp_path / "v2", "1.1.0", keys["private"])
     model = bundle / "basicmotions-int8.tflite"
@@ -151,11 +161,14 @@ def test_tampered_file_is_refused(tmp_path: Path, keys: dict[str, Path], setup: 
     data[-100] ^= 0xFF
     model.write_bytes(bytes(data))
     state, detail = run(installer, bundle)
-    assert state == "refused" and "sha256" in detail, detail
+    assert state == "refused", detail
+    assert "sha256" in detail, detail
     assert_old_model_serves(installer, target)
 
 
-def test_truncated_archive_is_refused(tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]) -> None:
+def test_truncated_archive_is_refused(
+    tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]
+) -> None:
     installer, target = setup
     bundle = make_version(tmp_path / "v2", "1.1.0", keys["private"])
     buffer = io.BytesIO()
@@ -174,11 +187,16 @@ def test_downgrade_and_same_version_are_refused(
 ) -> None:
     installer, target = setup
     state, detail = run(installer, make_version(tmp_path / "old", "0.9.0", keys["private"]))
-    assert state == "refused" and "downgrade from 1.0.0 to 0.9.0 refused" in detail, detail
+    assert state == "refused", detail
+    assert "downgrade from 1.0.0 to 0.9.0 refused" in detail, detail
     state, detail = run(installer, make_version(tmp_path / "same", "1.0.0", keys["private"]))
-    assert state == "refused" and "version 1.0.0 is already active" in detail, detail
-    state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", keys["private"]), bundle_version="1.2.0")
-    assert state == "refused" and "the offer names version 1.2.0" in detail, detail
+    assert state == "refused", detail
+    assert "version 1.0.0 is already active" in detail, detail
+    state, detail = run(
+        installer, make_version(tmp_path / "v2", "1.1.0", keys["private"]), bundle_version="1.2.0"
+    )
+    assert state == "refused", detail
+    assert "the offer names version 1.2.0" in detail, detail
     assert_old_model_serves(installer, target)
 
 
@@ -188,7 +206,9 @@ def test_model_for_other_windows_fails_validation(
     installer, target = setup
     state, detail = run(installer, make_version(tmp_path / "watch", "1.0.0", keys["private"], source=WATCH))
     assert state == "failed", detail
-    assert "takes windows of (channels, length, hop) (6, 100, 50); the running streams cut (6, 50, 10)" in detail
+    assert (
+        "takes windows of (channels, length, hop) (6, 100, 50); the running streams cut (6, 50, 10)" in detail
+    )
     assert_old_model_serves(installer, target)
 
 
@@ -203,7 +223,9 @@ def test_canaries_out_of_tolerance_fail_validation(
             case["expected"][name] = [v + 0.5 for v in values]
 
     state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", keys["private"], edit=shift))
-    assert state == "failed" and "canary: canary 0: output" in detail and "differs by" in detail, detail
+    assert state == "failed", detail
+    assert "canary: canary 0: output" in detail, detail
+    assert "differs by" in detail, detail
     assert_old_model_serves(installer, target)
 
 
@@ -213,16 +235,21 @@ def test_unresolved_custom_op_fails_validation(
     installer, target = setup
     bundle = onnx_candidate(tmp_path / "v2", "1.1.0", keys["private"], custom_op_model())
     state, detail = run(installer, bundle)
-    assert state == "failed" and "uses op 'FancySoftmax', which onnxruntime does not provide" in detail, detail
+    assert state == "failed", detail
+    assert "uses op 'FancySoftmax', which onnxruntime does not provide" in detail
     assert_old_model_serves(installer, target)
 
 
-def test_hanging_model_times_out(tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]) -> None:
+def test_hanging_model_times_out(
+    tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]
+) -> None:
     installer, target = setup
     installer.config = installer.config.model_copy(update={"validation_timeout_s": 6.0})
     bundle = onnx_candidate(tmp_path / "v2", "1.1.0", keys["private"], hanging_model())
     state, detail = run(installer, bundle)
-    assert state == "failed" and "validation timed out" in detail and "within 6 s" in detail, detail
+    assert state == "failed", detail
+    assert "validation timed out" in detail, detail
+    assert "within 6 s" in detail, detail
     assert_old_model_serves(installer, target)
 
 
@@ -233,7 +260,8 @@ def test_over_the_latency_budget_fails_validation(
     # A budget no model meets: the figure is measured, not assumed.
     installer.config = installer.config.model_copy(update={"max_latency_ms": 1e-6})
     state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", keys["private"]))
-    assert state == "failed" and "over the budget of 1e-06 ms ([ota] max_latency_ms)" in detail, detail
+    assert state == "failed", detail
+    assert "over the budget of 1e-06 ms ([ota] max_latency_ms)" in detail, detail
     assert_old_model_serves(installer, target)
 
 
@@ -246,7 +274,8 @@ def test_a_second_install_while_one_runs_is_refused(
         state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", keys["private"]))
     finally:
         installer._busy.release()
-    assert state == "refused" and "another install is in progress" in detail
+    assert state == "refused"
+    assert "another install is in progress" in detail
 
 
 def test_good_bundle_swaps_in_and_a_rollback_restores_the_previous(
@@ -269,7 +298,8 @@ def test_good_bundle_swaps_in_and_a_rollback_restores_the_previous(
         feeder.join()
     assert state == "done", detail
     current = target.current_bundle()
-    assert current is not None and current.manifest.version == "1.1.0"
+    assert current is not None
+    assert current.manifest.version == "1.1.0"
     assert current.path == installer.slots.slot_path("a")
     assert target.answers() == 4
     pointer = installer.slots.read()
@@ -277,7 +307,8 @@ def test_good_bundle_swaps_in_and_a_rollback_restores_the_previous(
 
     assert installer.request_rollback("rollback_model command") is None
     current = target.current_bundle()
-    assert current is not None and current.manifest.version == "1.0.0"
+    assert current is not None
+    assert current.manifest.version == "1.0.0"
     assert target.answers() == 4
     pointer = installer.slots.read()
     assert (pointer.active, pointer.previous, pointer.committed) == (None, "a", True)

@@ -17,7 +17,7 @@ from edgefleet.runtime.bundle_signing import generate_keys, load_trusted_keys
 from tests.support.ota_bundles import DEMO, make_version
 
 
-class Crash(Exception):
+class CrashError(Exception):
     pass
 
 
@@ -58,7 +58,8 @@ def test_without_a_pointer_the_configured_bundle_serves(tmp_path: Path, versions
 def test_install_commit_and_rollback(tmp_path: Path, versions: dict[str, Path]) -> None:
     store = SlotStore(tmp_path / "models")
     install(store, versions["1.1.0"], "1.1.0")
-    assert store.read().active == "a" and store.read().previous is None
+    assert store.read().active == "a"
+    assert store.read().previous is None
     assert start_version(store, versions, tmp_path) == "1.1.0"
     install(store, versions["1.2.0"], "1.2.0")
     assert (store.read().active, store.read().previous) == ("b", "a")
@@ -84,7 +85,8 @@ def test_uncommitted_activation_is_rolled_back_at_start(tmp_path: Path, versions
     install(store, versions["1.1.0"], "1.1.0")
     store.activate(store.stage(versions["1.2.0"]), "1.2.0")  # killed during probation: no commit
     assert "restarted during the probation of slot b" in (store.recover() or "")
-    assert store.read().active == "a" and store.read().committed
+    assert store.read().active == "a"
+    assert store.read().committed
     assert start_version(store, versions, tmp_path) == "1.1.0"
 
 
@@ -96,7 +98,10 @@ def test_tampered_active_slot_falls_back(tmp_path: Path, versions: dict[str, Pat
     canary.write_bytes(canary.read_bytes()[:-10])
     seen: list[str] = []
     version = store.resolve(
-        configured, load_trusted_keys([versions["pub"]]), tmp_path / "c", on_event=lambda k, m, d: seen.append(m)
+        configured,
+        load_trusted_keys([versions["pub"]]),
+        tmp_path / "c",
+        on_event=lambda k, m, d: seen.append(m),
     ).manifest.version
     assert version == "1.1.0"
     assert "model slot b refused" in seen[0]
@@ -111,13 +116,21 @@ def test_unreadable_pointer_means_the_configured_bundle(tmp_path: Path, versions
     assert start_version(store, versions, tmp_path) == "1.0.0"
 
 
-STEPS_BEFORE_SWITCH = ["stage_partial", "stage_copied", "stage_old_moved", "staged", "activate_pointer_written"]
+STEPS_BEFORE_SWITCH = [
+    "stage_partial",
+    "stage_copied",
+    "stage_old_moved",
+    "staged",
+    "activate_pointer_written",
+]
 STEPS_UNCOMMITTED = ["activate_pointer_renamed", "commit_pointer_written"]
 STEPS_COMMITTED = ["commit_pointer_renamed"]
 
 
 @pytest.mark.parametrize("step", STEPS_BEFORE_SWITCH + STEPS_UNCOMMITTED + STEPS_COMMITTED)
-def test_crash_at_every_step_leaves_a_valid_model(tmp_path: Path, versions: dict[str, Path], step: str) -> None:
+def test_crash_at_every_step_leaves_a_valid_model(
+    tmp_path: Path, versions: dict[str, Path], step: str
+) -> None:
     """1.2.0 active in b, 1.1.0 previous in a; a third install goes into a, replacing it, so the
     step that moves an old slot away is exercised too."""
     store = SlotStore(tmp_path / "models")
@@ -126,13 +139,17 @@ def test_crash_at_every_step_leaves_a_valid_model(tmp_path: Path, versions: dict
 
     def hook(name: str) -> None:
         if name == step:
-            raise Crash(name)
+            raise CrashError(name)
 
     crashing = SlotStore(tmp_path / "models", hook=hook)
-    with pytest.raises(Crash):
+
+    def switch() -> None:
         slot = crashing.stage(versions["1.1.0"])  # staged into a (the previous slot)
         crashing.activate(slot, "1.1.0")
         crashing.commit()
+
+    with pytest.raises(CrashError):
+        switch()
     after = start_version(SlotStore(tmp_path / "models"), versions, tmp_path)
     # Before the pointer names the new slot, and while it is uncommitted, the agent comes back on
     # the model that was active (1.2.0); only a committed switch serves the new one.
