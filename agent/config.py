@@ -203,7 +203,10 @@ class OtaConfig(_Section):
         default=0.05, ge=0, le=1, description="share of windows failing inference that rolls a new model back"
     )
     probation_max_p95_ratio: float | None = Field(
-        default=3.0, gt=0, description="p95 latency over the previous model's that rolls a new model back"
+        default=None,
+        gt=0,
+        description="p95 latency over the previous model's that rolls a new model back (off when unset:"
+        " a swapped-in model takes the float input path, so small batches run slower than before the swap)",
     )
     probation_max_p95_ms: float | None = Field(
         default=None, gt=0, description="p95 batch latency (ms) that rolls a new model back"

@@ -180,7 +180,7 @@ class AgentOta:
         if self._host.config is None or self._host.store is None:
             return Reply("failed", "the agent is not running yet")
         installer = self.installer()
-        reason = str(body.args.get("reason") or "rollback_model command")
+        reason = f"rollback_model command {body.command_id}"
 
         def run() -> None:
             error = installer.request_rollback(reason)

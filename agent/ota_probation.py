@@ -37,7 +37,7 @@ class ProbationLimits:
     duration_s: float = 60.0
     min_windows: int = 50
     max_error_rate: float = 0.05
-    max_p95_ratio: float | None = 3.0
+    max_p95_ratio: float | None = None
     max_p95_ms: float | None = None
     min_confidence_ratio: float | None = 0.8
     max_fallback_increase: float | None = 0.2
