@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 
 from agentbench import BUNDLE, ROOT, agent_log_tail, count_results, spawn_agent, wait_for, write_config
@@ -82,7 +83,9 @@ def one_round(speed: float) -> tuple[float, float, float]:
                 check=False,
             )
             if install.returncode != 0:
-                raise SystemExit(f"install failed:\n{install.stdout}{install.stderr}\n{agent_log_tail(config)}")
+                raise SystemExit(
+                    f"install failed:\n{install.stdout}{install.stderr}\n{agent_log_tail(config)}"
+                )
             request = install.stdout.split()[1].rstrip(":")
             progress = json.loads((workdir / "state" / "ota" / "progress" / f"{request}.json").read_text())
             at = {s["state"]: s["at"] for s in progress["states"]}
@@ -92,10 +95,10 @@ def one_round(speed: float) -> tuple[float, float, float]:
             agent.terminate()
             agent.wait(60)
         times = batch_times(db)
-    steady = statistics.median(b[0] - a[0] for a, b in zip(before, before[1:], strict=False))
+    steady = statistics.median(b[0] - a[0] for a, b in pairwise(before))
     first_new = next(t for t, v in times if v == "1.1.0")
     around = [t for t, _ in times if first_new - 2.0 <= t <= first_new + 2.0]
-    gap = max(b - a for a, b in zip(around, around[1:], strict=False))
+    gap = max(b - a for a, b in pairwise(around))
     return to_active, gap, steady
 
 
@@ -109,7 +112,8 @@ def main() -> int:
     for i, (active, gap, steady) in enumerate(results, 1):
         print(f"{i:>5} {active:>18.2f} {gap * 1000:>12.1f} {steady * 1000:>10.1f} {gap / steady:>10.2f}x")
     worst = max(gap / steady for _, gap, steady in results)
-    print(f"worst gap/steady {worst:.2f}x (goal <= {GOAL_RATIO:g}x): {'met' if worst <= GOAL_RATIO else 'NOT met'}")
+    verdict = "met" if worst <= GOAL_RATIO else "NOT met"
+    print(f"worst gap/steady {worst:.2f}x (goal <= {GOAL_RATIO:g}x): {verdict}")
     return 0
 
 
