@@ -173,6 +173,7 @@ class OtaInstaller:
             log.exception("OTA install of %s failed unexpectedly", archive)
             return _end(report, "failed", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
+            self.clean_cache()  # the unpacked archive; the slot holds its own verified copy
             self._busy.release()
 
     def _install(self, archive: Path, offer: Offer, report: Report) -> str:
