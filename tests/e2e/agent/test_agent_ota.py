@@ -4,6 +4,7 @@ repeats no window, a bad version rolled back by probation on its own, and the ag
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sqlite3
@@ -52,6 +53,10 @@ def ota_config(tmp_path: Path, bundles: dict[str, Path], *, loop: bool, **ota: o
     lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     path.write_text(path.read_text() + "\n[ota]\n" + "\n".join(lines) + "\n")
     return path
+
+
+def more_results(db: Path, before: int, wanted: int) -> bool:
+    return count_results(db) - before >= wanted
 
 
 def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -156,7 +161,7 @@ def test_killed_at_every_step_comes_back_on_a_verified_model(
         env = {KILL_ENV: step} if step else {}
         before = rows(db, "SELECT coalesce(max(id), 0) FROM results")[0][0] if db.exists() else 0
         with AgentProcess(config, tmp_path / f"agent{i}.log", env=env) as agent:
-            wait_until(lambda before=before: count_results(db) - before >= 5, what=f"results in life {i}")
+            wait_until(functools.partial(more_results, db, before, 5), what=f"results in life {i}")
             versions = rows(db, f"SELECT DISTINCT model_version FROM results WHERE id > {before}")
             assert versions == [(serving,)], (i, step, versions, agent.output())
             assert events(db, "ota.slot_invalid") == []
