@@ -3,32 +3,38 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from edgefleet.agent.config import AgentConfig
-from edgefleet.agent.ota_client import Installer, OtaClient
+from edgefleet.agent.ota_agent import AgentOta
+from edgefleet.agent.ota_client import Installer, OtaClient, Report
+from edgefleet.cloud_sync.protocol import OtaOfferBody
 
 __all__ = ["load_installer", "start_ota_client"]
 
 log = logging.getLogger(__name__)
 
 
+class _AgentInstaller:
+    """The agent's installer (edgefleet/agent/ota_install.py, through ``AgentOta``), looked up at
+    each install so that a reload's new ``[ota]`` and ``[model]`` settings apply."""
+
+    def __init__(self, ota: AgentOta) -> None:
+        self._ota = ota
+
+    def install(self, archive: Path, offer: OtaOfferBody, report: Report) -> None:
+        self._ota.installer().install(archive, offer, report)
+
+
 def load_installer(agent: Any) -> Installer | None:
-    """``edgefleet.agent.ota_install.OtaInstaller.from_agent(agent)`` when this build has it, else None
-    (downloads are then verified and kept, and reported ``downloaded``, never installed)."""
-    try:
-        from edgefleet.agent import ota_install  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+    """The running agent's installer; None for an agent without one (then downloads are verified,
+    kept and reported ``downloaded``, never installed)."""
+    ota = getattr(agent, "ota", None)
+    if not isinstance(ota, AgentOta):
         log.warning("OTA activation not available: offered bundles are downloaded and kept, not installed")
         return None
-    factory = getattr(getattr(ota_install, "OtaInstaller", None), "from_agent", None)
-    if factory is None:
-        log.warning(
-            "OTA activation not available: edgefleet.agent.ota_install has no OtaInstaller.from_agent"
-        )
-        return None
-    installer: Installer = factory(agent)
-    return installer
+    return _AgentInstaller(ota)
 
 
 def start_ota_client(agent: Any, config: AgentConfig, sync: Any) -> OtaClient:
