@@ -42,6 +42,7 @@ import numpy as np
 
 from edgefleet.agent.config import AgentConfig, FallbackConfig
 from edgefleet.agent.fallback_budget import FallbackBudget
+from edgefleet.agent.fallback_share import ShareTarget
 from edgefleet.agent.fallback_policy import (
     CapacityPolicy,
     ConfidencePolicy,
@@ -312,7 +313,7 @@ class CloudRouter:
 
 def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
     """The policies ``[fallback]`` asks for (``[fallback.models.<name>]`` keys override its
-    confidence thresholds for that model)."""
+    confidence thresholds for that model; ``target_share`` replaces them all)."""
     default = ConfidencePolicy(
         min_confidence=fallback.min_confidence,
         min_margin=fallback.min_margin,
@@ -331,6 +332,9 @@ def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
         capacity=CapacityPolicy(
             queue_high_water=fallback.queue_high_water, latency_p95_ms=fallback.inference_p95_slo_ms
         ),
+        share=None
+        if fallback.target_share is None
+        else ShareTarget(fallback.target_share, window=fallback.target_window, score=fallback.score),
     )
 
 
