@@ -42,7 +42,6 @@ import numpy as np
 
 from edgefleet.agent.config import AgentConfig, FallbackConfig
 from edgefleet.agent.fallback_budget import FallbackBudget
-from edgefleet.agent.fallback_share import ShareTarget
 from edgefleet.agent.fallback_policy import (
     CapacityPolicy,
     ConfidencePolicy,
@@ -51,6 +50,7 @@ from edgefleet.agent.fallback_policy import (
     Signals,
     SignalSource,
 )
+from edgefleet.agent.fallback_share import ShareTarget
 from edgefleet.agent.metrics import percentile
 from edgefleet.agent.store import ResultRecord
 from edgefleet.cloud_sync.codec import decode_message, encode_message

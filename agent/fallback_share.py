@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SCORES", "REASON", "ScoreKind", "ShareTarget", "uncertainty"]
+__all__ = ["REASON", "SCORES", "ScoreKind", "ShareTarget", "uncertainty"]
 
 ScoreKind = Literal["confidence", "margin", "entropy"]
 SCORES: tuple[ScoreKind, ...] = ("confidence", "margin", "entropy")

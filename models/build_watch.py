@@ -235,7 +235,7 @@ def share_mix(
     if window is None:
         order = np.argsort(-scores, kind="stable")
         sent = np.zeros(len(scores), dtype=bool)
-        sent[order[: int(round(share * len(scores)))]] = True
+        sent[order[: round(share * len(scores))]] = True
     else:
         target = ShareTarget(share, window=window, score=kind)
         sent = np.concatenate([target.claim(scores[i : i + 32]) for i in range(0, len(scores), 32)])
@@ -249,7 +249,9 @@ def validate_shares(edge: FArray, cloud: FArray, y: IArray, shares: Sequence[flo
     cloud_only = float((cloud.argmax(axis=1) == y).mean())
     rows: list[dict[str, Any]] = []
     print(f"validation cloud-only {cloud_only:.4f}; edge-only {float((edge.argmax(axis=1) == y).mean()):.4f}")
-    print("score       target  exact: sent  accuracy  vs cloud | streamed (ring 500): sent  accuracy  vs cloud")
+    print(
+        "score       target  exact: sent  accuracy  vs cloud | streamed (ring 500): sent  accuracy  vs cloud"
+    )
     for kind in SCORES:
         for share in shares:
             exact = share_mix(edge, cloud, y, share, kind, window=None)
@@ -263,15 +265,14 @@ def validate_shares(edge: FArray, cloud: FArray, y: IArray, shares: Sequence[flo
                 }
             )
             print(
-                f"{kind:<11} {share:6.2f}  {exact[0]:11.3f}  {exact[1]:8.4f}  {(exact[1] - cloud_only) * 100:+6.1f} pt"
-                f" | {streamed[0]:24.3f}  {streamed[1]:8.4f}  {(streamed[1] - cloud_only) * 100:+6.1f} pt"
+                f"{kind:<11} {share:6.2f}  {exact[0]:11.3f}  {exact[1]:8.4f}  "
+                f"{(exact[1] - cloud_only) * 100:+6.1f} pt | {streamed[0]:24.3f}  {streamed[1]:8.4f}  "
+                f"{(streamed[1] - cloud_only) * 100:+6.1f} pt"
             )
     return {"cloud_only": round(cloud_only, 4), "window": SHARE_WINDOW, "rows": rows}
 
 
-def stage_validate(
-    epochs: int, *, shares: Sequence[float] = (), cache: Path | None = None
-) -> dict[str, Any]:
+def stage_validate(epochs: int, *, shares: Sequence[float] = (), cache: Path | None = None) -> dict[str, Any]:
     """Choose ``fallback.min_confidence`` without the held-out subjects: train both models on
     subjects 1-6 exactly as the shipped ones, run the int8 edge model and the cloud model on subjects
     7 and 8, and take the largest threshold (step 0.01) that sends at most VALIDATION_SHARE of those
@@ -475,7 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ds = WatchData()
     print(f"train windows {ds.train_windows.shape}, test windows {ds.test_windows.shape}")
-    policy = stage_validate(args.epochs, shares=args.shares, cache=args.probs_cache) if args.stage in ("all", "validate") else None
+    policy = (
+        stage_validate(args.epochs, shares=args.shares, cache=args.probs_cache)
+        if args.stage in ("all", "validate")
+        else None
+    )
     if args.stage in ("all", "models"):
         stage_models(ds, args.epochs, keep_cloud=args.keep_cloud, policy=policy)
     if args.stage in ("all", "bundles"):

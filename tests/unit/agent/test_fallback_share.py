@@ -138,7 +138,7 @@ def test_the_share_target_replaces_the_fixed_thresholds_and_keeps_capacity_first
 
 def test_every_share_key_reaches_the_policy() -> None:
     config = parse_config(
-        _MINIMAL + "[fallback]\nenabled = true\ntarget_share = 0.25\ntarget_window = 200\nscore = \"entropy\"\n"
+        _MINIMAL + '[fallback]\nenabled = true\ntarget_share = 0.25\ntarget_window = 200\nscore = "entropy"\n'
     )
     share = policy_from_config(config.fallback).share
     assert share is not None
