@@ -71,14 +71,14 @@ def main() -> int:
         f"edge-only accuracy {result.edge_only:.4f}, cloud-only accuracy {result.cloud_only:.4f} (same run)"
     )
     print(
-        "policy                 threshold  sent   accuracy  vs cloud-only  "
+        "policy                   threshold  sent   accuracy  vs cloud-only  "
         "goal (<= 30 % sent, >= cloud-only - 1 pt)"
     )
     for p in result.points:
         gap = p.accuracy - result.cloud_only
         met = p.cloud_share <= GOAL_SHARE and gap >= -GOAL_POINTS - 1e-9
         print(
-            f"{p.policy:<22} {p.threshold:9.2f}  {p.cloud_share:5.3f}  {p.accuracy:8.4f}  "
+            f"{p.policy:<24} {p.threshold:9.2f}  {p.cloud_share:5.3f}  {p.accuracy:8.4f}  "
             f"{gap * 100:+8.1f} pt  {'yes' if met else 'no'}"
             + ("  <- chosen on validation subjects 7-8" if (p.policy, p.threshold) in chosen else "")
         )
