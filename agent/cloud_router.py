@@ -4,7 +4,8 @@
 :class:`~edgefleet.agent.fallback_policy.FallbackPolicy` claims a window when the edge cannot
 answer well (no model, buffer over its high-water mark, inference latency p95 over its objective),
 when the input is out of distribution (drift alert, outside the reference's range) or when the
-edge answer is unsure (top probability, top-2 margin, entropy); the device's state comes from a
+edge answer is unsure (top probability, top-2 margin, entropy, or among the least confident
+``fallback.target_share`` of recent windows); the device's state comes from a
 signal source (:mod:`edgefleet.agent.fallback_signals`) attached once the pipeline exists. A
 claimed window goes **straight to the broker** as an ``infer/request`` (through ``publish``, not
 the store's outbox, whose priorities and budget would defeat the latency objective) and waits at
