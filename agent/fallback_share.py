@@ -118,9 +118,12 @@ class ShareTarget:
         # Of the windows tied with the cut, the share that brings the recent share to the target.
         tie_share = min(1.0, max(0.0, (self.target - above) / tied)) if tied > 0 else 0.0
         claims = batch > cut
-        for i in np.flatnonzero(batch == cut).tolist():
-            self._credit += tie_share
-            if self._credit >= 1.0:
-                self._credit -= 1.0
-                claims[i] = True
+        ties = np.flatnonzero(batch == cut)
+        if ties.size and tie_share > 0:
+            # Each tie adds tie_share to a running credit; a tie is claimed where the credit passes
+            # a whole number, so the ties claimed over a run come to tie_share of them.
+            credit = self._credit + tie_share * np.arange(1, ties.size + 1)
+            passed = np.floor(credit) > np.floor(np.concatenate(([self._credit], credit[:-1])))
+            claims[ties[passed]] = True
+            self._credit = float(credit[-1] - np.floor(credit[-1]))
         return claims
