@@ -4,7 +4,8 @@
 :class:`~edgefleet.agent.fallback_policy.FallbackPolicy` claims a window when the edge cannot
 answer well (no model, buffer over its high-water mark, inference latency p95 over its objective),
 when the input is out of distribution (drift alert, outside the reference's range) or when the
-edge answer is unsure (top probability, top-2 margin, entropy); the device's state comes from a
+edge answer is unsure (top probability, top-2 margin, entropy, or among the least confident
+``fallback.target_share`` of recent windows); the device's state comes from a
 signal source (:mod:`edgefleet.agent.fallback_signals`) attached once the pipeline exists. A
 claimed window goes **straight to the broker** as an ``infer/request`` (through ``publish``, not
 the store's outbox, whose priorities and budget would defeat the latency objective) and waits at
@@ -50,6 +51,7 @@ from edgefleet.agent.fallback_policy import (
     Signals,
     SignalSource,
 )
+from edgefleet.agent.fallback_share import ShareTarget
 from edgefleet.agent.metrics import percentile
 from edgefleet.agent.store import ResultRecord
 from edgefleet.cloud_sync.codec import decode_message, encode_message
@@ -314,7 +316,7 @@ class CloudRouter:
 
 def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
     """The policies ``[fallback]`` asks for (``[fallback.models.<name>]`` keys override its
-    confidence thresholds for that model)."""
+    confidence thresholds for that model; ``target_share`` replaces them all)."""
     default = ConfidencePolicy(
         min_confidence=fallback.min_confidence,
         min_margin=fallback.min_margin,
@@ -333,6 +335,9 @@ def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
         capacity=CapacityPolicy(
             queue_high_water=fallback.queue_high_water, latency_p95_ms=fallback.inference_p95_slo_ms
         ),
+        share=None
+        if fallback.target_share is None
+        else ShareTarget(fallback.target_share, window=fallback.target_window, score=fallback.score),
     )
 
 

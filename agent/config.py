@@ -171,6 +171,20 @@ class FallbackConfig(_Section):
         default_factory=dict,
         description="per model name (the bundle manifest's), its own confidence thresholds",
     )
+    target_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="send the least confident share (0..1) of recent windows instead of fixed confidence"
+        " thresholds (unset: off)",
+    )
+    target_window: int = Field(
+        default=500, ge=10, description="recent windows whose scores rank each window for target_share"
+    )
+    score: Literal["confidence", "margin", "entropy"] = Field(
+        default="confidence",
+        description="how target_share ranks windows: top probability, top-2 margin or normalized entropy",
+    )
 
 
 class DriftConfig(_Section):

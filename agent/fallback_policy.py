@@ -1,6 +1,6 @@
 """Which windows the cloud should answer, and why: the fallback policies, pure and small.
 
-Each policy is one class that holds no state and takes no lock, so the router
+Each policy (but the share target) is one class that holds no state and takes no lock, so the router
 (:mod:`edgefleet.agent.cloud_router`) can call it on the inference thread and tests on literals.
 Each judges a whole batch at once (``flags``: a reason or None per window, a few numpy calls per
 batch, no Python loop over samples: the policies must cost little next to the model itself) and
@@ -12,6 +12,9 @@ one window (``reason``, the same rule on a batch of one):
 * :class:`OutOfDistributionPolicy` - the input is not what the model was trained on: an active
   drift alert on an input channel (``drift_alert``) or a window outside the bundle reference's
   per-channel range widened by ``range_tolerance`` (``out_of_range``);
+* :class:`~edgefleet.agent.fallback_share.ShareTarget` - the edge answer ranks among the device's
+  least confident ``target_share`` of recent windows (``least_confident``); with state, it replaces
+  the fixed confidence thresholds when set;
 * :class:`CapacityPolicy` - the edge cannot answer well now: no model active (``no_model``), the
   stream's ring buffer over ``queue_high_water`` of its capacity (``queue_high``), or the
   inference latency p95 over ``latency_p95_ms`` (``latency_slo``).
@@ -33,6 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edgefleet.agent.fallback_share import REASON as SHARE_REASON
+from edgefleet.agent.fallback_share import ShareTarget, uncertainty
 from edgefleet.runtime.bundle import Prediction
 from edgefleet.runtime.profile import ReferenceProfile
 from edgefleet.runtime.ringbuffer import Window
@@ -44,6 +49,7 @@ __all__ = [
     "ConfidencePolicy",
     "FallbackPolicy",
     "OutOfDistributionPolicy",
+    "ShareTarget",
     "SignalSource",
     "Signals",
     "probabilities",
@@ -213,6 +219,14 @@ class CapacityPolicy:
         return self.stream_reason(window.stream, signals)
 
 
+def _share_flags(share: ShareTarget, predictions: Sequence[Prediction], model: str | None) -> Reasons:
+    values = [np.ravel(np.asarray(p.values, dtype=np.float64)) for p in predictions]
+    if len({v.size for v in values}) != 1 or values[0].size < 2:
+        return [None] * len(predictions)  # regression or mixed outputs: nothing to rank
+    scores = uncertainty(probabilities(np.stack(values)), share.score)
+    return [SHARE_REASON if c else None for c in share.claim(scores, model).tolist()]
+
+
 @dataclass(frozen=True)
 class FallbackPolicy:
     """The three policies together: capacity first, then out of distribution, then confidence;
@@ -222,6 +236,10 @@ class FallbackPolicy:
     ood: OutOfDistributionPolicy = field(default_factory=OutOfDistributionPolicy)
     capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
     per_model: Mapping[str, ConfidencePolicy] = field(default_factory=dict)
+    share: ShareTarget | None = None
+    """``fallback.target_share``: when set, it replaces the fixed confidence thresholds (those of
+    ``per_model`` too) with the device's least confident share of recent windows
+    (:mod:`edgefleet.agent.fallback_share`); the only part with state."""
 
     def flags(
         self, windows: Sequence[Window], predictions: Sequence[Prediction] | None, signals: Signals
@@ -239,8 +257,11 @@ class FallbackPolicy:
         needs_data = self.ood.on_out_of_range and signals.ranges is not None
         data = np.stack([w.data for w in windows]) if needs_data else None
         ood = self.ood.flags(data, count, signals)
-        values = np.stack([np.ravel(p.values) for p in predictions]) if confidence.needs_values else None
-        unsure = confidence.flags([p.score for p in predictions], values)
+        if self.share is not None:
+            unsure = _share_flags(self.share, predictions, signals.model_name)
+        else:
+            values = np.stack([np.ravel(p.values) for p in predictions]) if confidence.needs_values else None
+            unsure = confidence.flags([p.score for p in predictions], values)
         return _first(capacity, ood, unsure)
 
     def reason(self, window: Window, prediction: Prediction | None, signals: Signals) -> str | None:

@@ -27,6 +27,20 @@ def inactive_settings(config: AgentConfig) -> list[str]:
             "fallback.on_drift needs [drift] enabled: without the drift monitor no alert is ever "
             "active, so no window goes to the cloud for drift"
         )
+    replaced = sorted(
+        config.fallback.model_fields_set & {"min_confidence", "min_margin", "max_entropy", "models"}
+    )
+    if config.fallback.enabled and config.fallback.target_share is not None and replaced:
+        found.append(
+            f"fallback.target_share replaces the fixed confidence thresholds: {', '.join(replaced)} "
+            "set in [fallback] have no effect (remove them, or unset target_share)"
+        )
+    unused = sorted(config.fallback.model_fields_set & {"target_window", "score"})
+    if config.fallback.enabled and config.fallback.target_share is None and unused:
+        found.append(
+            f"fallback.{' and fallback.'.join(unused)} only rank windows for fallback.target_share, "
+            "which is not set: they have no effect"
+        )
     if config.model.cloud_bundle is not None:
         found.append(
             f"model.cloud_bundle ({config.model.cloud_bundle}) is not used yet: nothing runs it in "

@@ -3,10 +3,14 @@
 ``edgefleet demo`` runs its first three devices on the shoulder-exercise recordings of the test
 subjects (9 and 10 of ``models/data/watch.npz``, never seen in training) through the shipped watch
 edge bundles, with ``[fallback]`` on: windows the edge model is unsure of go over the demo's broker
-to the controller's inference workers, which answer with the ``watch-cloud`` bundle. The threshold is
-the one the build chose on validation subjects (``fallback_policy`` in
-``models/demo/watch_metrics.json``). Each device replays the held-out recordings back to back,
-starting at a different recording, so the three show different exercises at any moment.
+to the controller's inference workers, which answer with the ``watch-cloud`` bundle. The policy is
+the share target chosen on validation subjects (``chosen`` in
+``models/demo/watch_share_validation.json``: each device sends its least confident quarter of
+windows, ranked by top-2 margin), which met the fallback goal on the held-out subjects where the
+fixed threshold chosen the same way did not (README, "Fallback curve"); without that file, the
+``min_confidence`` the build chose (``fallback_policy`` in ``models/demo/watch_metrics.json``).
+Each device replays the held-out recordings back to back, starting at a different recording, so the
+three show different exercises at any moment.
 
 Their drift reports span about one pass over the recordings (:data:`DRIFT_WINDOWS`), one report
 every few minutes. They may still be flagged after two of them: subjects 9 and 10 move differently
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CLOUD_BUNDLE", "EDGE_BUNDLES", "fallback_threshold", "watch_device_toml"]
+__all__ = ["CLOUD_BUNDLE", "EDGE_BUNDLES", "fallback_share", "fallback_threshold", "watch_device_toml"]
 
 EDGE_BUNDLES = ("watch-edge-tflite", "watch-edge-onnx", "watch-edge-tflite")
 CLOUD_BUNDLE = "watch-cloud"
@@ -42,6 +46,23 @@ def fallback_threshold(models: Path) -> float:
         return float(metrics["fallback_policy"]["min_confidence"])
     except (OSError, ValueError, KeyError, TypeError):
         return _DEFAULT_THRESHOLD
+
+
+def fallback_share(models: Path) -> tuple[float, str] | None:
+    """``target_share`` and ``score`` chosen by ``models/build_watch.py --shares``, if any."""
+    try:
+        table = json.loads((models / "demo" / "watch_share_validation.json").read_text(encoding="utf-8"))
+        return float(table["chosen"]["target_share"]), str(table["chosen"]["score"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fallback_toml(models: Path) -> str:
+    """The ``[fallback]`` policy keys of the demo's watch devices."""
+    share = fallback_share(models)
+    if share is None:
+        return f"min_confidence = {fallback_threshold(models)}\n"
+    return f'target_share = {share[0]}\nscore = "{share[1]}"\n'
 
 
 def held_out_stream(models: Path, start: int) -> np.ndarray[tuple[int, int], np.dtype[np.float32]]:
@@ -74,8 +95,7 @@ loop = true
 
 [fallback]
 enabled = true
-min_confidence = {fallback_threshold(models)}
-
+{fallback_toml(models)}
 [drift]
 windows = {DRIFT_WINDOWS}
 interval_s = {DRIFT_INTERVAL_S}

@@ -1,7 +1,7 @@
 """The cloud-fallback curve: held-out watch recordings through a real agent and a real inference worker.
 
 What ``bench/fallback_curve.py`` runs. Every point of the curve is one real ``edgefleet agent run``
-process with ``[fallback] enabled`` at one ``min_confidence`` threshold, replaying the held-out
+process with ``[fallback] enabled`` at one setting of one policy (:data:`POLICY_KEYS`), replaying the held-out
 recordings (subjects 9 and 10 of ``models/data/watch.npz``, one replay stream per recording, as fast
 as it can) through the shipped edge bundle, sending its unsure windows over a local Mosquitto to one
 ``edgefleet controller infer`` process serving the cloud bundle. Accuracy is read back from the
@@ -13,9 +13,12 @@ The latency objective is set far above the round trip (:data:`LATENCY_SLO_MS`), 
 the policy, not the link; a window whose cloud answer still missed it would keep its edge answer and
 is counted in ``timeouts``.
 
-Only the confidence policy is swept: it is the only one ``[fallback]`` configures on this branch
-(top-2 margin exists in :class:`~edgefleet.agent.cloud_router.ConfidencePolicy` but has no config
-key; entropy does not exist yet).
+Policies swept (a point's ``policy``): ``confidence`` (``min_confidence``), ``margin``
+(``min_margin``, with ``min_confidence = 0``), ``entropy`` (``max_entropy``, likewise) and
+``target_share:<score>`` (``target_share`` with ``score`` = confidence, margin or entropy: the
+device's least confident share of recent windows, :mod:`edgefleet.agent.fallback_share`). The
+share-targeted points depend a little on how the agent happens to batch the 28 concurrent streams
+(each window is ranked against the windows before it), so they move by a window or two between runs.
 """
 
 from __future__ import annotations
@@ -39,12 +42,17 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DEFAULT_SETTINGS",
     "DEFAULT_THRESHOLDS",
+    "POLICY_KEYS",
+    "QUICK_SETTINGS",
     "QUICK_THRESHOLDS",
     "CurveError",
     "CurvePoint",
     "CurveResult",
     "HeldOut",
+    "Setting",
+    "chosen_share",
     "chosen_threshold",
     "held_out_recordings",
     "run_curve",
@@ -63,6 +71,31 @@ SAMPLE_RATE_HZ = 50.0
 LATENCY_SLO_MS = 60_000.0
 DEFAULT_THRESHOLDS = (0.0, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 QUICK_THRESHOLDS = (0.0, 0.7, 1.0)
+SHARE_VALIDATION = MODELS / "demo" / "watch_share_validation.json"
+
+Setting = tuple[str, float]
+"""One point's policy (a key of :data:`POLICY_KEYS`) and its threshold or share."""
+POLICY_KEYS: dict[str, str] = {
+    "confidence": "min_confidence = {value!r}\n",
+    "margin": "min_confidence = 0.0\nmin_margin = {value!r}\n",
+    "entropy": "min_confidence = 0.0\nmax_entropy = {value!r}\n",
+    **{
+        f"target_share:{score}": f'target_share = {{value!r}}\nscore = "{score}"\n'
+        for score in ("confidence", "margin", "entropy")
+    },
+}
+"""Per policy swept, its ``[fallback]`` keys at one value (thresholds and shares all lie in 0..1)."""
+SHARES = (0.15, 0.2, 0.25, 0.3)
+DEFAULT_SETTINGS: tuple[Setting, ...] = (
+    *(("confidence", t) for t in DEFAULT_THRESHOLDS),
+    *(("margin", t) for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)),
+    *(("entropy", t) for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
+    *((f"target_share:{score}", t) for score in ("confidence", "margin", "entropy") for t in SHARES),
+)
+QUICK_SETTINGS: tuple[Setting, ...] = (
+    *(("confidence", t) for t in QUICK_THRESHOLDS),
+    ("target_share:margin", 0.25),
+)
 
 
 class CurveError(RuntimeError):
@@ -97,7 +130,10 @@ class CurveResult:
     points: list[CurvePoint]
     windows: int = 0
     timeouts: int = 0
-    run_seconds: dict[float, float] = field(default_factory=dict)
+    run_seconds: dict[Setting, float] = field(default_factory=dict)
+
+    def point(self, policy: str, threshold: float) -> CurvePoint | None:
+        return next((p for p in self.points if (p.policy, p.threshold) == (policy, threshold)), None)
 
     def as_json(self) -> dict[str, Any]:
         """Exactly the documented shape: edge_only, cloud_only, points."""
@@ -137,6 +173,16 @@ def chosen_threshold(models: Path = MODELS) -> float | None:
     try:
         metrics = json.loads((models / "demo" / "watch_metrics.json").read_text(encoding="utf-8"))
         return float(metrics["fallback_policy"]["min_confidence"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def chosen_share(models: Path = MODELS) -> Setting | None:
+    """The ``target_share`` and ``score`` that ``models/build_watch.py --shares`` chose on
+    validation subjects, as a setting (``("target_share:margin", 0.25)``), if any."""
+    try:
+        table = json.loads((models / "demo" / SHARE_VALIDATION.name).read_text(encoding="utf-8"))
+        return f"target_share:{table['chosen']['score']}", float(table["chosen"]["target_share"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -226,7 +272,7 @@ class _Fleet:
                     proc.wait()
         self.children.clear()
 
-    def agent_config(self, point_dir: Path, recordings: Sequence[Path], threshold: float) -> Path:
+    def agent_config(self, point_dir: Path, recordings: Sequence[Path], setting: Setting) -> Path:
         sources = "".join(
             f'[[sources]]\ntype = "replay"\nname = "{path.stem}"\nfile = "{path}"\n'
             'timestamps = "recorded"\nrealtime = false\nblock_size = 500\n\n'
@@ -241,17 +287,17 @@ class _Fleet:
             'backpressure = "block"\n\n'
             f'[store]\npath = "{point_dir / "store.db"}"\ncommit_interval_s = 0\n\n'
             f'[sync]\nenabled = true\nhost = "127.0.0.1"\nport = {self.port}\nend_to_end_ack = false\n\n'
-            f"[fallback]\nenabled = true\nmin_confidence = {threshold!r}\n"
+            f"[fallback]\nenabled = true\n{POLICY_KEYS[setting[0]].format(value=setting[1])}"
             f"max_queue_windows = 100000\nlatency_slo_ms = {LATENCY_SLO_MS!r}\n\n"
             "[drift]\nenabled = false\n\n"
             '[logging]\nlevel = "WARNING"\n'
         )
         return config
 
-    def run_point(self, point_dir: Path, recordings: Sequence[Path], threshold: float, expected: int) -> Path:
+    def run_point(self, point_dir: Path, recordings: Sequence[Path], setting: Setting, expected: int) -> Path:
         """Run one agent until every expected window has a stored result; the store's path."""
         point_dir.mkdir(parents=True)
-        config = self.agent_config(point_dir, recordings, threshold)
+        config = self.agent_config(point_dir, recordings, setting)
         db = point_dir / "store.db"
         log = point_dir / "agent.log"
         agent = self._spawn([sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config)], log)
@@ -259,7 +305,7 @@ class _Fleet:
             _wait(
                 lambda: agent.poll() is not None or _count(db) >= expected,
                 300,
-                f"the agent at threshold {threshold} did not store {expected} results",
+                f"the agent at {setting[0]} {setting[1]} did not store {expected} results",
                 log,
             )
             if agent.poll() is not None:
@@ -332,7 +378,7 @@ def write_recordings(recordings: Sequence[HeldOut], folder: Path) -> list[Path]:
 
 
 def run_curve(
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    settings: Sequence[Setting] = DEFAULT_SETTINGS,
     *,
     recordings_limit: int | None = None,
     edge_bundle: Path = EDGE_BUNDLE,
@@ -340,10 +386,13 @@ def run_curve(
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CurveResult:
-    """Sweep ``min_confidence`` over ``thresholds`` (0 and 1 are added: edge-only and cloud-only)."""
-    sweep = sorted({0.0, 1.0, *(float(t) for t in thresholds)})
-    if any(not 0.0 <= t <= 1.0 for t in sweep):
-        raise CurveError("thresholds must lie in [0, 1] (fallback.min_confidence's range)")
+    """Run one agent per setting (``confidence`` 0 and 1 are added: edge-only and cloud-only)."""
+    sweep = sorted({("confidence", 0.0), ("confidence", 1.0), *((str(p), float(t)) for p, t in settings)})
+    for policy, value in sweep:
+        if policy not in POLICY_KEYS:
+            raise CurveError(f"unknown policy {policy!r}; expected one of {', '.join(POLICY_KEYS)}")
+        if not 0.0 <= value <= 1.0:
+            raise CurveError(f"{policy} {value} is outside [0, 1] (the range of every key swept)")
     recordings, labels = held_out_recordings(recordings_limit)
     truth = {rec.stream: rec.label for rec in recordings}
     expected = sum(rec.windows for rec in recordings)
@@ -353,34 +402,30 @@ def run_curve(
         fleet = _Fleet(base, edge_bundle, cloud_bundle)
         points: list[CurvePoint] = []
         timeouts = 0
-        seconds: dict[float, float] = {}
+        seconds: dict[Setting, float] = {}
         try:
             fleet.start()
-            for i, threshold in enumerate(sweep):
+            for i, setting in enumerate(sweep):
                 start = time.perf_counter()
-                db = fleet.run_point(base / f"p{i:02d}", files, threshold, expected)
-                seconds[threshold] = time.perf_counter() - start
+                db = fleet.run_point(base / f"p{i:02d}", files, setting, expected)
+                seconds[setting] = time.perf_counter() - start
                 scored = score_store(db, truth, labels, expected)
                 timeouts += scored.timeouts
-                points.append(CurvePoint("confidence", threshold, scored.cloud_share, scored.accuracy))
+                points.append(CurvePoint(setting[0], setting[1], scored.cloud_share, scored.accuracy))
                 if progress:
                     progress(
-                        f"min_confidence {threshold:.2f}: sent {scored.cloud_share:.3f}, "
-                        f"accuracy {scored.accuracy:.4f} ({seconds[threshold]:.1f} s)"
+                        f"{setting[0]} {setting[1]:.2f}: sent {scored.cloud_share:.3f}, "
+                        f"accuracy {scored.accuracy:.4f} ({seconds[setting]:.1f} s)"
                     )
         finally:
             fleet.stop()
-    by_threshold = {p.threshold: p for p in points}
-    if by_threshold[1.0].cloud_share != 1.0:
-        raise CurveError(f"threshold 1 sent {by_threshold[1.0].cloud_share:.3f} of windows, not all")
-    return CurveResult(
-        edge_only=by_threshold[0.0].accuracy,
-        cloud_only=by_threshold[1.0].accuracy,
-        points=points,
-        windows=expected,
-        timeouts=timeouts,
-        run_seconds=seconds,
-    )
+    result = CurveResult(0.0, 0.0, points, windows=expected, timeouts=timeouts, run_seconds=seconds)
+    edge, cloud = result.point("confidence", 0.0), result.point("confidence", 1.0)
+    if edge is None or cloud is None or cloud.cloud_share != 1.0:
+        share = None if cloud is None else f"{cloud.cloud_share:.3f}"
+        raise CurveError(f"min_confidence 1 sent {share} of windows, not all")
+    result.edge_only, result.cloud_only = edge.accuracy, cloud.accuracy
+    return result
 
 
 def dumps(result: CurveResult) -> str:

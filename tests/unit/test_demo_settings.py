@@ -57,14 +57,15 @@ def test_three_devices_replay_held_out_watch_recordings_with_fallback_and_the_fo
     fleet = DemoFleet(DemoSettings(workdir=tmp_path))
     fleet.workdir, fleet.broker_port, fleet.http_port = tmp_path, 1883, 8080
     configs = [parse_config(fleet.agent_config(i, models), base_dir=tmp_path) for i in range(4)]
-    threshold = json.loads((models / "demo" / "watch_metrics.json").read_text())["fallback_policy"][
-        "min_confidence"
-    ]
+    chosen = json.loads((models / "demo" / "watch_share_validation.json").read_text())["chosen"]
     for config in configs[:3]:
         assert config.model.bundle.name.startswith("watch-edge-")
         assert config.fallback.enabled
         assert config.sync.enabled
-        assert config.fallback.min_confidence == threshold
+        assert (config.fallback.target_share, config.fallback.score) == (
+            chosen["target_share"],
+            chosen["score"],
+        )
         with np.load(replay_file(config)) as replay:
             assert replay["samples"].shape == (held_out_samples(models), 6)
     # Each device starts at a different held-out recording.

@@ -51,3 +51,21 @@ def test_on_drift_is_active_with_drift_and_named_without_it() -> None:
     found = inactive_settings(parse_config(on + "[drift]\nenabled = false\n"))
     assert len(found) == 1
     assert found[0].startswith("fallback.on_drift needs [drift]")
+
+
+def test_thresholds_replaced_by_the_share_target_and_share_keys_without_it_are_named() -> None:
+    sync = '[sync]\nenabled = true\nhost = "localhost"\n'
+    both = (
+        BASE
+        + sync
+        + "[fallback]\nenabled = true\ntarget_share = 0.25\nmin_confidence = 0.7\nmin_margin = 0.1\n"
+    )
+    (line,) = inactive_settings(parse_config(both))
+    assert line.startswith("fallback.target_share replaces")
+    assert "min_confidence, min_margin" in line
+    alone = BASE + sync + '[fallback]\nenabled = true\nscore = "margin"\n'
+    (line,) = inactive_settings(parse_config(alone))
+    assert line.startswith("fallback.score only rank")
+    assert "not set" in line
+    chosen = BASE + sync + '[fallback]\nenabled = true\ntarget_share = 0.25\nscore = "margin"\n'
+    assert inactive_settings(parse_config(chosen)) == []
