@@ -111,7 +111,9 @@ def test_offers_are_refused_or_resumed_across_a_kill_while_the_agent_keeps_servi
         before = count_results(db)
         # The download resumes, then the agent's installer validates and hot-swaps the new version.
         active = wait_until(
-            lambda: (s := ota_state(controller, offer.offer_id)) and s["state"] in ("probation", "done") and s,
+            lambda: (
+                (s := ota_state(controller, offer.offer_id)) and s["state"] in {"probation", "done"} and s
+            ),
             what="the bundle downloaded after the restart and activated",
         )
         assert host.stats.chunks_sent == offer.chunk_count  # the 3 chunks on disk were not asked again
