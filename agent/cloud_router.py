@@ -16,8 +16,10 @@ Nothing waits forever and every claimed window with an edge answer ends up store
 a response that arrives after its deadline, or for an id never sent, is only counted
 (``late_responses``, ``unknown_responses``). The agent builds one from ``[fallback]`` when
 ``fallback.enabled`` and sync are on (requests through ``SyncService.publish_live``, answers through
-its ``infer/response`` handler). Not built yet (issue 15): budgets, deferred escalation of
-timed-out windows, out-of-distribution and capacity policies.
+its ``infer/response`` handler). A window that ends in ``timeout``, ``offline`` or ``budget`` is
+kept in the store for a late answer when a :class:`~edgefleet.agent.fallback_deferred.DeferredEscalation`
+is given (``fallback.deferred_max_bytes`` > 0); the late answer is attached to the same result.
+Not built yet (issue 15): budgets, out-of-distribution and capacity policies.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgefleet.agent.config import AgentConfig
-from edgefleet.agent.store import ResultRecord
+from edgefleet.agent.fallback_deferred import DeferredEscalation
+from edgefleet.agent.store import ResultRecord, Store
+from edgefleet.agent.store.deferred import DeferredStore
 from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.cloud_sync.topics import device_topic
@@ -72,6 +76,7 @@ class ConfidencePolicy:
 
 @dataclass
 class _Pending:
+    request_id: str
     reason: str
     edge: ResultRecord | None
     window: Window
@@ -93,8 +98,11 @@ class CloudRouter:
         max_pending: int = 256,
         prefix: str = "edgefleet/v1",
         clock: Callable[[], float] = time.monotonic,
+        deferred: DeferredEscalation | None = None,
     ) -> None:
         self.device_id = device_id
+        self.deferred = deferred
+        """Keeps windows that timed out (or could not be sent) for a late answer; None: not kept."""
         self.policy = policy or ConfidencePolicy()
         self.latency_slo_s = latency_slo_ms / 1000.0
         self.max_pending = max_pending
@@ -146,7 +154,9 @@ class CloudRouter:
         payload = encode_message(make_envelope(self.device_id, "infer/request", body))
         now = self._clock()
         with self._cond:
-            self._pending[request_id] = _Pending(reason, edge_result, window, now, now + self.latency_slo_s)
+            self._pending[request_id] = _Pending(
+                request_id, reason, edge_result, window, now, now + self.latency_slo_s
+            )
             self._cond.notify_all()
         error = self._publish(self.request_topic, payload)
         if error is not None:
@@ -176,6 +186,9 @@ class CloudRouter:
             return
         with self._cond:
             pending = self._pending.pop(body.request_id, None)
+        if pending is None and self.deferred is not None and self.deferred.on_response(body):
+            return  # a late answer for a deferred window (fallback_deferred.py): attached there
+        with self._cond:
             if pending is None:
                 key = "late_responses" if body.request_id in self._expired else "unknown_responses"
                 self.counts[key] += 1
@@ -236,7 +249,10 @@ class CloudRouter:
         with self._cond:
             self.counts[outcome] += 1
         if pending.edge is not None:
-            self._deliver([replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")])
+            edge = replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")
+            if self.deferred is not None and self.deferred.keep(pending.window, edge, outcome, pending.request_id):
+                return  # stored with its window, for a late answer (fallback_deferred.py)
+            self._deliver([edge])
 
     def pending(self) -> int:
         with self._cond:
@@ -251,15 +267,31 @@ class CloudRouter:
         self._timer.join(5)
         for rid in leftover:
             self._settle(rid, outcome="shutdown")
+        if self.deferred is not None:
+            self.deferred.close()  # its windows stay in the store, sent after the next start
 
 
-def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Deliver) -> CloudRouter | None:
+def router_from_config(
+    config: AgentConfig, *, publish: Publish, deliver: Deliver, store: Store | None = None
+) -> CloudRouter | None:
     """The agent's router from ``[fallback]``; None unless fallback and sync are both enabled
-    (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is)."""
+    (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is). With a
+    ``store`` and ``deferred_max_bytes`` > 0 it keeps timed-out windows for a late answer."""
     fallback = config.fallback
     if not (fallback.enabled and config.sync.enabled):
         return None
+    deferred = None
+    if store is not None and fallback.deferred_max_bytes > 0:
+        deferred = DeferredEscalation(
+            deferred=DeferredStore(store, max_bytes=fallback.deferred_max_bytes),
+            device_id=config.device.id,
+            publish=publish,
+            prefix=config.sync.topic_prefix,
+            retry_after_s=max(30.0, fallback.latency_slo_ms / 1000.0 * 4),
+        )
+        deferred.start()
     return CloudRouter(
+        deferred=deferred,
         device_id=config.device.id,
         publish=publish,
         deliver=deliver,

@@ -115,6 +115,12 @@ class FallbackConfig(_Section):
         default=500.0, gt=0, description="cloud answers later than this are replaced by the edge answer"
     )
     on_drift: bool = Field(default=False, description="also send windows while input drift is detected")
+    deferred_max_bytes: int = Field(
+        default=1_048_576,
+        ge=0,
+        description="window bytes kept in the store for a late cloud answer after a timeout, offline "
+        "or budget outcome (oldest dropped first; 0: none kept)",
+    )
 
 
 class DriftConfig(_Section):

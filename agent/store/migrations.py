@@ -198,6 +198,53 @@ def _v6_no_metrics_name_index(conn: sqlite3.Connection) -> None:
     _run(conn, ["DROP INDEX IF EXISTS metrics_name_ts"])
 
 
+def _v7_cloud_answers_and_deferred_windows(conn: sqlite3.Connection) -> None:
+    # Cloud fallback (issue 15): a result keeps the cloud's answer beside the edge one, and a
+    # window the cloud could not answer in time waits in deferred_windows for a late answer.
+    # ADD COLUMN only (no table rebuild): existing rows take the defaults, the insert path is
+    # unchanged (new columns are set by the rare fallback writes). fallback_outcome is VIRTUAL:
+    # computed on read, so it costs the hot insert path nothing and cannot disagree with the
+    # columns it is derived from (docs/store.md, "Cloud answers").
+    _run(
+        conn,
+        [
+            "ALTER TABLE results ADD COLUMN cloud_label TEXT",
+            "ALTER TABLE results ADD COLUMN cloud_score REAL",
+            "ALTER TABLE results ADD COLUMN cloud_outputs BLOB",
+            "ALTER TABLE results ADD COLUMN cloud_model_version TEXT",
+            "ALTER TABLE results ADD COLUMN late INTEGER NOT NULL DEFAULT 0 CHECK (late IN (0, 1))",
+            "ALTER TABLE results ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1))",
+            """ALTER TABLE results ADD COLUMN fallback_outcome TEXT GENERATED ALWAYS AS (
+                CASE
+                    WHEN answered_by = 'cloud' THEN 'cloud'
+                    WHEN late = 1 THEN 'late'
+                    WHEN deferred = 1 THEN 'deferred'
+                    WHEN instr(coalesce(fallback_reason, ''), ':') > 0
+                        THEN substr(fallback_reason, instr(fallback_reason, ':') + 1)
+                    ELSE 'edge'
+                END
+            ) VIRTUAL""",
+            """CREATE TABLE deferred_windows (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                result_id INTEGER NOT NULL UNIQUE,
+                request_id TEXT NOT NULL UNIQUE,
+                stream TEXT NOT NULL,
+                window_seq INTEGER,
+                window_start REAL NOT NULL,
+                window_end REAL NOT NULL,
+                shape TEXT NOT NULL,
+                data BLOB NOT NULL,
+                nbytes INTEGER NOT NULL,
+                fallback_reason TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_try_at REAL NOT NULL
+            )""",
+            "INSERT INTO store_meta (key, value) VALUES ('deferred_dropped_total', 0)",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, metrics, events, outbox", _v1_initial),
     Migration(
@@ -218,6 +265,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "drop metrics_name_ts: no reader, a page per metric name per health tick",
         _v6_no_metrics_name_index,
+    ),
+    Migration(
+        7,
+        "results: cloud answer, late/deferred markers, fallback_outcome; deferred_windows",
+        _v7_cloud_answers_and_deferred_windows,
     ),
 )
 

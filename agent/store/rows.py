@@ -14,6 +14,7 @@ from edgefleet.agent.store.codec import decode_outputs, encode_outputs
 from edgefleet.agent.store.records import ResultRecord
 
 __all__ = [
+    "FALLBACK_COLUMNS",
     "INSERT_RESULT",
     "RESULT_COLUMNS",
     "SELECT_RESULT",
@@ -44,7 +45,19 @@ RESULT_COLUMNS = (
 INSERT_RESULT = (
     f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
 )
-SELECT_RESULT = f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at FROM results"
+# Read-only columns (schema v7): the cloud's answer beside the edge one and who answered finally.
+# After synced_at, so the positions of the others in a SELECT_RESULT row stay as they were.
+FALLBACK_COLUMNS = (
+    "cloud_label",
+    "cloud_score",
+    "cloud_outputs",
+    "cloud_model_version",
+    "late",
+    "fallback_outcome",
+)
+SELECT_RESULT = (
+    f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at, {', '.join(FALLBACK_COLUMNS)} FROM results"
+)
 _WIDTH = len(RESULT_COLUMNS)
 _OUTPUTS = RESULT_COLUMNS.index("outputs")
 # Columns that may be None: where a chunk has None in every row, the statement says NULL.
@@ -119,9 +132,12 @@ def insert_results_statement(rows: Sequence[tuple[Any, ...]], *, raw_outputs: bo
 
 
 def result_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", *RESULT_COLUMNS, "synced_at")
+    keys = ("id", *RESULT_COLUMNS, "synced_at", *FALLBACK_COLUMNS)
     record = dict(zip(keys, row, strict=False))
     record["outputs"] = decode_outputs(record["outputs"])
+    if "cloud_outputs" in record:
+        record["cloud_outputs"] = decode_outputs(record["cloud_outputs"])
+        record["late"] = bool(record["late"])
     return record
 
 
