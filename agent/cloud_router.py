@@ -250,7 +250,9 @@ class CloudRouter:
             self.counts[outcome] += 1
         if pending.edge is not None:
             edge = replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")
-            if self.deferred is not None and self.deferred.keep(pending.window, edge, outcome, pending.request_id):
+            if self.deferred is not None and self.deferred.keep(
+                pending.window, edge, outcome, pending.request_id
+            ):
                 return  # stored with its window, for a late answer (fallback_deferred.py)
             self._deliver([edge])
 

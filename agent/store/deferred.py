@@ -213,8 +213,17 @@ class DeferredStore:
             ).fetchall()
         return [
             DeferredWindow(
-                int(r[0]), int(r[1]), str(r[2]), str(r[3]), r[4], float(r[5]), float(r[6]),
-                tuple(int(v) for v in json.loads(r[7])), bytes(r[8]), str(r[9]), int(r[10]),
+                int(r[0]),
+                int(r[1]),
+                str(r[2]),
+                str(r[3]),
+                r[4],
+                float(r[5]),
+                float(r[6]),
+                tuple(int(v) for v in json.loads(r[7])),
+                bytes(r[8]),
+                str(r[9]),
+                int(r[10]),
             )  # fmt: skip
             for r in rows
         ]
@@ -239,7 +248,9 @@ class DeferredStore:
 
     def stats(self) -> DeferredStats:
         with self.store._read() as conn:
-            count, total = conn.execute("SELECT count(*), coalesce(sum(nbytes), 0) FROM deferred_windows").fetchone()
+            count, total = conn.execute(
+                "SELECT count(*), coalesce(sum(nbytes), 0) FROM deferred_windows"
+            ).fetchone()
             dropped = conn.execute(
                 "SELECT value FROM store_meta WHERE key = 'deferred_dropped_total'"
             ).fetchone()
@@ -256,9 +267,7 @@ def _drop(conn: sqlite3.Connection, ids: list[int]) -> int:
         ids,
     )
     dropped = conn.execute(f"DELETE FROM deferred_windows WHERE id IN ({marks})", ids).rowcount
-    conn.execute(
-        "UPDATE store_meta SET value = value + ? WHERE key = 'deferred_dropped_total'", (dropped,)
-    )
+    conn.execute("UPDATE store_meta SET value = value + ? WHERE key = 'deferred_dropped_total'", (dropped,))
     return int(dropped)
 
 

@@ -155,9 +155,32 @@ CREATE INDEX drift_reports_version_ts ON drift_reports (model_version, ts);
 CREATE INDEX drift_reports_ts ON drift_reports (ts);
 """
 
+# Cloud fallback (issue 15): late cloud answers the devices attached to results they stored
+# earlier (uplink kind result_update). One row per device result: an update that arrives twice
+# (under two message ids) is applied once. Number 6 was pre-assigned to this change.
+_V6 = """
+CREATE TABLE late_answers (
+    device_id TEXT NOT NULL,
+    result_id {bigint} NOT NULL,
+    ts {real} NOT NULL,
+    received_at {real} NOT NULL,
+    stream TEXT NOT NULL,
+    window_seq {bigint},
+    edge_label TEXT NOT NULL,
+    edge_model_version TEXT NOT NULL,
+    fallback_reason TEXT,
+    cloud_label TEXT NOT NULL,
+    cloud_score {real},
+    cloud_model_version TEXT NOT NULL,
+    PRIMARY KEY (device_id, result_id)
+);
+CREATE INDEX late_answers_ts ON late_answers (ts);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1),
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
     (3, "fleet drift: raw bin counts and model of each drift report", _V3),
+    (6, "cloud fallback: late cloud answers attached to device results", _V6),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

@@ -17,6 +17,7 @@ from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
 from edgefleet.controller.dal.sql_delivery import SqlDelivery
 from edgefleet.controller.dal.sql_drift import SqlDrift
+from edgefleet.controller.dal.sql_late import SqlLateAnswers
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -56,7 +57,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift):
+class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift, SqlLateAnswers):
     """Everything but connecting."""
 
     # --- ingest -----------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class SqlDatabase(SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift):
                 "INSERT INTO telemetry_raw (device_id, metric, ts, value) VALUES (?, ?, ?, ?)", telemetry
             )
         self._store_results(conn, accepted, bucket_s)
+        self._store_late_answers(conn, accepted)
         self._record_delivery(conn, accepted)
         events = [
             (m.device_id, e.ts, m.received_at, e.kind, e.level, e.message, json.dumps(e.data, sort_keys=True))
