@@ -151,13 +151,13 @@ class DeferredStore:
         by_result = int(match.group(1)) if match else -1
         with self.store._write("attach a late cloud answer") as conn:
             row = conn.execute(
-                "SELECT id, result_id FROM deferred_windows WHERE request_id = ? OR result_id = ?",
+                "SELECT result_id, result_id FROM deferred_windows WHERE request_id = ? OR result_id = ?",
                 (request_id, by_result),
             ).fetchone()
             if row is None:
                 return None
             deferred_id, result_id = int(row[0]), int(row[1])
-            conn.execute("DELETE FROM deferred_windows WHERE id = ?", (deferred_id,))
+            conn.execute("DELETE FROM deferred_windows WHERE result_id = ?", (deferred_id,))
             edge = conn.execute(
                 "SELECT stream, window_seq, window_end, label, fallback_reason, model_version "
                 "FROM results WHERE id = ?",
@@ -206,9 +206,9 @@ class DeferredStore:
         now = time.time() if now is None else now
         with self.store._read() as conn:
             rows = conn.execute(
-                "SELECT id, result_id, request_id, stream, window_seq, window_start, window_end, shape, "
+                "SELECT result_id, result_id, request_id, stream, window_seq, window_start, window_end, shape, "
                 "data, fallback_reason, attempts FROM deferred_windows WHERE next_try_at <= ? "
-                "ORDER BY id LIMIT ?",
+                "ORDER BY result_id LIMIT ?",
                 (now, max(int(limit), 0)),
             ).fetchall()
         return [
@@ -233,13 +233,13 @@ class DeferredStore:
         with self.store._write("record a deferred resend") as conn:
             conn.execute(
                 "UPDATE deferred_windows SET request_id = ?, attempts = attempts + 1, next_try_at = ? "
-                "WHERE id = ?",
+                "WHERE result_id = ?",
                 (request_id, retry_at, deferred_id),
             )
 
     def postpone(self, deferred_id: int, *, retry_at: float) -> None:
         with self.store._write("postpone a deferred window") as conn:
-            conn.execute("UPDATE deferred_windows SET next_try_at = ? WHERE id = ?", (retry_at, deferred_id))
+            conn.execute("UPDATE deferred_windows SET next_try_at = ? WHERE result_id = ?", (retry_at, deferred_id))
 
     def give_up(self, deferred_id: int) -> bool:
         """Forget a window the cloud keeps refusing; its result stays the edge answer. Counted as dropped."""
@@ -263,17 +263,17 @@ def _drop(conn: sqlite3.Connection, ids: list[int]) -> int:
         return 0
     marks = ", ".join("?" * len(ids))
     conn.execute(
-        f"UPDATE results SET deferred = 0 WHERE id IN (SELECT result_id FROM deferred_windows WHERE id IN ({marks}))",
+        f"UPDATE results SET deferred = 0 WHERE id IN ({marks})",
         ids,
     )
-    dropped = conn.execute(f"DELETE FROM deferred_windows WHERE id IN ({marks})", ids).rowcount
+    dropped = conn.execute(f"DELETE FROM deferred_windows WHERE result_id IN ({marks})", ids).rowcount
     conn.execute("UPDATE store_meta SET value = value + ? WHERE key = 'deferred_dropped_total'", (dropped,))
     return int(dropped)
 
 
 def _trim(conn: sqlite3.Connection, max_bytes: int) -> int:
     """Drop the oldest windows until the rest fit in ``max_bytes``; returns how many."""
-    rows = conn.execute("SELECT id, nbytes FROM deferred_windows ORDER BY id DESC").fetchall()
+    rows = conn.execute("SELECT result_id, nbytes FROM deferred_windows ORDER BY result_id DESC").fetchall()
     kept = 0
     full = False
     drop: list[int] = []

@@ -205,41 +205,26 @@ def _v7_cloud_answers_and_deferred_windows(conn: sqlite3.Connection) -> None:
     # unchanged (new columns are set by the rare fallback writes). fallback_outcome is VIRTUAL:
     # computed on read, so it costs the hot insert path nothing and cannot disagree with the
     # columns it is derived from (docs/store.md, "Cloud answers").
+    # Written compactly: SQLite keeps DDL text verbatim in sqlite_master, which must stay in page 1
+    # (a schema spilling to a later page is unreadable once that page is damaged: store check).
     _run(
         conn,
         [
-            "ALTER TABLE results ADD COLUMN cloud_label TEXT",
-            "ALTER TABLE results ADD COLUMN cloud_score REAL",
-            "ALTER TABLE results ADD COLUMN cloud_outputs BLOB",
-            "ALTER TABLE results ADD COLUMN cloud_model_version TEXT",
-            "ALTER TABLE results ADD COLUMN late INTEGER NOT NULL DEFAULT 0 CHECK (late IN (0, 1))",
-            "ALTER TABLE results ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1))",
-            """ALTER TABLE results ADD COLUMN fallback_outcome TEXT GENERATED ALWAYS AS (
-                CASE
-                    WHEN answered_by = 'cloud' THEN 'cloud'
-                    WHEN late = 1 THEN 'late'
-                    WHEN deferred = 1 THEN 'deferred'
-                    WHEN instr(coalesce(fallback_reason, ''), ':') > 0
-                        THEN substr(fallback_reason, instr(fallback_reason, ':') + 1)
-                    ELSE 'edge'
-                END
-            ) VIRTUAL""",
-            """CREATE TABLE deferred_windows (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                result_id INTEGER NOT NULL UNIQUE,
-                request_id TEXT NOT NULL UNIQUE,
-                stream TEXT NOT NULL,
-                window_seq INTEGER,
-                window_start REAL NOT NULL,
-                window_end REAL NOT NULL,
-                shape TEXT NOT NULL,
-                data BLOB NOT NULL,
-                nbytes INTEGER NOT NULL,
-                fallback_reason TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0,
-                next_try_at REAL NOT NULL
-            )""",
+            "ALTER TABLE results ADD cloud_label TEXT",
+            "ALTER TABLE results ADD cloud_score REAL",
+            "ALTER TABLE results ADD cloud_outputs BLOB",
+            "ALTER TABLE results ADD cloud_model_version TEXT",
+            "ALTER TABLE results ADD late INT NOT NULL DEFAULT 0",
+            "ALTER TABLE results ADD deferred INT NOT NULL DEFAULT 0",
+            "ALTER TABLE results ADD fallback_outcome AS (CASE WHEN answered_by='cloud' THEN 'cloud' "
+            "WHEN late THEN 'late' WHEN deferred THEN 'deferred' WHEN instr(fallback_reason,':') "
+            "THEN substr(fallback_reason,instr(fallback_reason,':')+1) ELSE 'edge' END)",
+            # Keyed by its result (ids only grow: oldest first is key order). No other index: the
+            # table is capped (fallback.deferred_max_bytes), a scan of it is short.
+            "CREATE TABLE deferred_windows (result_id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
+            "stream TEXT NOT NULL, window_seq INT, window_start REAL NOT NULL, window_end REAL NOT NULL, "
+            "shape TEXT NOT NULL, data BLOB NOT NULL, nbytes INT NOT NULL, fallback_reason TEXT NOT NULL, "
+            "created_at REAL NOT NULL, attempts INT NOT NULL DEFAULT 0, next_try_at REAL NOT NULL)",
             "INSERT INTO store_meta (key, value) VALUES ('deferred_dropped_total', 0)",
         ],
     )

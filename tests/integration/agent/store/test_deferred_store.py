@@ -91,9 +91,14 @@ def test_kept_window_then_late_answer_updates_the_same_result_once(tmp_path: Pat
         result_id, dropped = deferred.keep(edge(1), request_id="live-1", shape=(100, 6), data=WINDOW)
         assert dropped == 0
         stored = row(store, result_id)
-        assert (stored["answered_by"], stored["fallback_outcome"], stored["label"]) == ("edge", "deferred", "ABD")
+        assert (stored["answered_by"], stored["fallback_outcome"], stored["label"]) == (
+            "edge",
+            "deferred",
+            "ABD",
+        )
         assert store.outbox_backlog() == {"results": 1}  # the edge answer is synced as usual
-        assert deferred.knows("live-1") and not deferred.knows("live-2")
+        assert deferred.knows("live-1")
+        assert not deferred.knows("live-2")
         [waiting] = deferred.due(limit=10)
         assert (waiting.result_id, waiting.shape, waiting.data) == (result_id, (100, 6), WINDOW)
 
@@ -101,7 +106,11 @@ def test_kept_window_then_late_answer_updates_the_same_result_once(tmp_path: Pat
         assert deferred.attach("live-1", answer) == result_id
         stored = row(store, result_id)
         assert stored["label"] == "ABD"  # the real-time decision stays
-        assert (stored["cloud_label"], stored["cloud_score"], stored["cloud_model_version"]) == ("FLX", 0.93, "2.0.0")
+        assert (stored["cloud_label"], stored["cloud_score"], stored["cloud_model_version"]) == (
+            "FLX",
+            0.93,
+            "2.0.0",
+        )
         assert stored["cloud_outputs"] == [0.01, 0.93]
         assert (stored["late"], stored["fallback_outcome"]) == (True, "late")
         assert stored["fallback_reason"] == "low_confidence:timeout"
@@ -130,8 +139,14 @@ def test_an_answer_to_a_resend_is_found_by_its_result_id(tmp_path: Path) -> None
         [again] = deferred.due(limit=1)
         assert (again.attempts, again.request_id) == (1, deferred_request_id(result_id, "aaaa"))
         # The answer to an earlier attempt (another nonce) still belongs to this window.
-        assert deferred.attach(deferred_request_id(result_id, "0bbb"), CloudAnswer("FLX", 0.9, None, "2")) == result_id
-        assert deferred.attach(deferred_request_id(result_id + 1, "aaaa"), CloudAnswer("A", 1, None, "2")) is None
+        assert (
+            deferred.attach(deferred_request_id(result_id, "0bbb"), CloudAnswer("FLX", 0.9, None, "2"))
+            == result_id
+        )
+        assert (
+            deferred.attach(deferred_request_id(result_id + 1, "aaaa"), CloudAnswer("A", 1, None, "2"))
+            is None
+        )
 
 
 def test_the_byte_cap_drops_the_oldest_windows_and_counts_them(tmp_path: Path) -> None:
@@ -147,7 +162,8 @@ def test_the_byte_cap_drops_the_oldest_windows_and_counts_them(tmp_path: Path) -
         assert len(store.query_results(limit=100)) == 4  # no result lost
         # One window bigger than the whole cap is dropped alone; the others stay.
         big, dropped = deferred.keep(edge(9), request_id="big", shape=(1000, 6), data=WINDOW * 10)
-        assert dropped == 1 and row(store, big)["fallback_outcome"] == "timeout"
+        assert dropped == 1
+        assert row(store, big)["fallback_outcome"] == "timeout"
         assert deferred.stats().windows == 2
 
 
@@ -171,5 +187,10 @@ def test_bad_records_and_caps_are_refused_with_a_hint(tmp_path: Path) -> None:
         bad.window_start = float("nan")
         with pytest.raises(StoreError, match="window_start must be a finite number"):
             deferred.keep(bad, request_id="x", shape=(1,), data=b"1234")
-        assert store.query_results(limit=10) == [] and deferred.stats().windows == 0
-        assert json.loads(json.dumps(deferred.stats().__dict__)) == {"windows": 0, "bytes": 0, "dropped_total": 0}
+        assert store.query_results(limit=10) == []
+        assert deferred.stats().windows == 0
+        assert json.loads(json.dumps(deferred.stats().__dict__)) == {
+            "windows": 0,
+            "bytes": 0,
+            "dropped_total": 0,
+        }
