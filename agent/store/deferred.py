@@ -206,8 +206,8 @@ class DeferredStore:
         now = time.time() if now is None else now
         with self.store._read() as conn:
             rows = conn.execute(
-                "SELECT result_id, result_id, request_id, stream, window_seq, window_start, window_end, shape, "
-                "data, fallback_reason, attempts FROM deferred_windows WHERE next_try_at <= ? "
+                "SELECT result_id, result_id, request_id, stream, window_seq, window_start, window_end, "
+                "shape, data, fallback_reason, attempts FROM deferred_windows WHERE next_try_at <= ? "
                 "ORDER BY result_id LIMIT ?",
                 (now, max(int(limit), 0)),
             ).fetchall()
@@ -224,7 +224,7 @@ class DeferredStore:
                 bytes(r[8]),
                 str(r[9]),
                 int(r[10]),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -239,7 +239,9 @@ class DeferredStore:
 
     def postpone(self, deferred_id: int, *, retry_at: float) -> None:
         with self.store._write("postpone a deferred window") as conn:
-            conn.execute("UPDATE deferred_windows SET next_try_at = ? WHERE result_id = ?", (retry_at, deferred_id))
+            conn.execute(
+                "UPDATE deferred_windows SET next_try_at = ? WHERE result_id = ?", (retry_at, deferred_id)
+            )
 
     def give_up(self, deferred_id: int) -> bool:
         """Forget a window the cloud keeps refusing; its result stays the edge answer. Counted as dropped."""

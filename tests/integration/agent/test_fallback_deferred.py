@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefleet.agent.cloud_router import CloudRouter
+from edgefleet.agent.cloud_router import CloudRouter, Publish
 from edgefleet.agent.fallback_deferred import DeferredEscalation
 from edgefleet.agent.store import Store, StoreConfig
 from edgefleet.agent.store.deferred import DeferredStore
@@ -55,12 +55,12 @@ def link(mosquitto: MosquittoBroker) -> Iterator[Link]:
 
 
 def make_router(
-    store: Store, publish: object, *, budget: Budget | None = None, slo_ms: float = 300, cap: int = 1 << 20
+    store: Store, publish: Publish, *, budget: Budget | None = None, slo_ms: float = 300, cap: int = 1 << 20
 ) -> tuple[CloudRouter, DeferredEscalation, Stored]:
     escalation = DeferredEscalation(
         deferred=DeferredStore(store, max_bytes=cap),
         device_id=DEVICE,
-        publish=publish,  # type: ignore[arg-type]
+        publish=publish,
         budget=budget,
         retry_after_s=60.0,
     )
@@ -70,13 +70,13 @@ def make_router(
         publish=publish,
         deliver=stored,
         latency_slo_ms=slo_ms,
-        deferred=escalation,  # type: ignore[arg-type]
+        deferred=escalation,
     )
     return router, escalation, stored
 
 
 def results(store: Store) -> dict[int, dict[str, object]]:
-    return {int(r["window_seq"]): r for r in store.query_results(limit=1000)}  # type: ignore[arg-type]
+    return {int(r["window_seq"]): r for r in store.query_results(limit=1000)}
 
 
 def submit_all(router: CloudRouter, n: int) -> tuple[np.ndarray, list[str | None]]:
