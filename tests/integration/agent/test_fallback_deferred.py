@@ -255,3 +255,41 @@ def test_with_a_zero_cap_nothing_is_kept_and_the_edge_answer_goes_the_usual_way(
         assert store.query_results(limit=10) == []
     finally:
         router.close()
+
+
+def test_the_broker_going_away_keeps_windows_until_it_is_back(
+    mosquitto: MosquittoBroker, store: Store
+) -> None:
+    link = Link(mosquitto, DEVICE)
+    topic = f"edgefleet/v1/{DEVICE}/infer/response"
+    link.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)  # again after a reconnect
+    link.client.reconnect_delay_set(min_delay=1, max_delay=1)
+    pool = start_pool(mosquitto, max_wait_ms=2.0)
+    router, escalation, stored = make_router(store, link.publish)
+    escalation.retry_after_s = 1.0  # resend until answered: answers to earlier tries only count
+    link.router = router
+    try:
+        mosquitto.kill()
+        wait_for(lambda: not link.client.is_connected(), what="the device to notice")
+        submit_all(router, 4)  # the publish fails, or the request dies with the broker: kept either way
+        wait_for(lambda: escalation.snapshot().get("kept") == 4, what="4 kept windows")
+        assert escalation.send_due() == 0
+        assert escalation.snapshot()["offline"] == 1
+        mosquitto.start()
+        wait_for(lambda: link.client.is_connected(), what="the device to reconnect")
+        assert pool.wait_ready(15)
+
+        def answered() -> bool:
+            escalation.send_due()
+            return escalation.snapshot().get("late") == 4
+
+        wait_for(answered, timeout=30, what="late answers after the broker came back")
+        rows = results(store)
+        assert len(store.query_results(limit=100)) == 4  # nothing lost, nothing stored twice
+        assert {rows[i]["fallback_outcome"] for i in range(4)} == {"late"}
+        assert stored.all() == []
+        assert len([i for i in store.outbox_peek(100) if i.kind == "result_update"]) == 4
+    finally:
+        router.close()
+        pool.stop()
+        link.close()
