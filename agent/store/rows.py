@@ -18,6 +18,7 @@ __all__ = [
     "INSERT_RESULT",
     "RESULT_COLUMNS",
     "SELECT_RESULT",
+    "SELECT_RESULT_READ",
     "check_record",
     "converted_rows",
     "insert_results_sql",
@@ -55,9 +56,12 @@ FALLBACK_COLUMNS = (
     "late",
     "fallback_outcome",
 )
-SELECT_RESULT = (
+SELECT_RESULT = f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at FROM results"
+"""What sync sends (the outbox's results rows): the wire's ResultItem has no fallback columns."""
+SELECT_RESULT_READ = (
     f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at, {', '.join(FALLBACK_COLUMNS)} FROM results"
 )
+"""What readers see (``Store.query_results``, ``edgefleet results``): with the cloud's answer."""
 _WIDTH = len(RESULT_COLUMNS)
 _OUTPUTS = RESULT_COLUMNS.index("outputs")
 # Columns that may be None: where a chunk has None in every row, the statement says NULL.
