@@ -288,6 +288,7 @@ def router_from_config(
             deferred=DeferredStore(store, max_bytes=fallback.deferred_max_bytes),
             device_id=config.device.id,
             publish=publish,
+            deliver=deliver,
             prefix=config.sync.topic_prefix,
             retry_after_s=max(30.0, fallback.latency_slo_ms / 1000.0 * 4),
         )

@@ -2,9 +2,11 @@
 
 When a live cloud request ends in ``timeout``, ``offline`` or ``budget``, :class:`CloudRouter`
 hands the window to :meth:`DeferredEscalation.keep` instead of only storing the edge answer: the
-edge answer is stored as usual (it stays the real-time decision) and the window's samples are
-kept beside it in the store (:mod:`edgefleet.agent.store.deferred`, capped by
-``fallback.deferred_max_bytes``, oldest dropped first and counted).
+edge answer is stored (it stays the real-time decision) and the window's samples are kept beside
+it in the store (:mod:`edgefleet.agent.store.deferred`, capped by ``fallback.deferred_max_bytes``,
+oldest dropped first and counted). ``keep`` only queues the pair in memory; the sender thread
+stores the queue in one transaction (a window at a time would cost a transaction each during an
+outage), and a queue the store refuses goes to the pipeline's writer as plain edge answers.
 
 A sender thread resends due windows, oldest first, whenever the link is up (the publish succeeds)
 and the budget allows (:class:`Budget`, a ``try_spend(nbytes)`` hook; the default allows
@@ -22,13 +24,19 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from edgefleet.agent.store import ResultRecord
-from edgefleet.agent.store.deferred import CloudAnswer, DeferredStore, DeferredWindow, deferred_request_id
+from edgefleet.agent.store.deferred import (
+    CloudAnswer,
+    DeferredStore,
+    DeferredWindow,
+    KeptWindow,
+    deferred_request_id,
+)
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.cloud_sync.topics import device_topic
@@ -44,6 +52,7 @@ DEFERRABLE = frozenset({"timeout", "offline", "budget"})
 cloud looked and refused) nor ``queue_full`` (never claimed, so never submitted)."""
 
 Publish = Callable[[str, bytes], str | None]
+Deliver = Callable[[Sequence[ResultRecord]], None]
 
 
 class Budget(Protocol):
@@ -70,6 +79,7 @@ class DeferredEscalation:
         deferred: DeferredStore,
         device_id: str,
         publish: Publish,
+        deliver: Deliver,
         budget: Budget | None = None,
         prefix: str = "edgefleet/v1",
         interval_s: float = 1.0,
@@ -86,6 +96,10 @@ class DeferredEscalation:
         self.max_attempts = max_attempts
         self.batch = batch
         self._publish = publish
+        self._deliver = deliver
+        self._queued: list[KeptWindow] = []
+        self._flush_lock = threading.Lock()
+        self._send_now = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -94,37 +108,55 @@ class DeferredEscalation:
         """``kept``, ``dropped`` (over the byte cap), ``resent``, ``late`` (answers attached),
         ``cloud_error``, ``budget_wait``, ``offline``, ``given_up``, ``store_errors``."""
 
-    # --- from the router --------------------------------------------------------------------------
+    # --- from the router ---------------------------------------------------------------------------
     def keep(self, window: Window, edge: ResultRecord | None, outcome: str, request_id: str) -> bool:
-        """Store ``edge`` (already flagged with its outcome) with ``window`` for a late answer.
+        """Take ``edge`` (already flagged with its outcome) and ``window`` for a late answer.
 
-        False when the window is not deferred (outcome not deferrable, no edge answer, cap 0, or
-        the store refused it): the caller then stores the edge answer the usual way.
+        Does not block (FallbackRouter.submit must not): the pair is queued in memory and the
+        sender thread stores the queue in one transaction, as the pipeline's writer batches its
+        results; if the store refuses it, the edge answers go to ``deliver`` instead. False when
+        the window is not deferred (outcome not deferrable, no edge answer, cap 0): the caller
+        then stores the edge answer the usual way.
         """
         if outcome not in DEFERRABLE or edge is None or self.deferred.max_bytes <= 0:
             return False
         data = np.ascontiguousarray(window.data, dtype="<f4")
-        try:
-            _, dropped = self.deferred.keep(
-                edge, request_id=request_id, shape=tuple(data.shape), data=data.tobytes()
-            )
-        except StoreError as exc:
-            log.warning("deferred escalation: window not kept: %s", exc)
-            self._count("store_errors")
-            return False
-        self._count("kept")
-        if dropped:
-            self._count("dropped", dropped)
+        with self._lock:
+            self._queued.append(KeptWindow(edge, request_id, tuple(data.shape), data.tobytes()))
+        self._wake.set()
         return True
+
+    def flush(self) -> int:
+        """Store the queued windows now; returns how many. Never raises: refused ones are delivered."""
+        with self._flush_lock:
+            with self._lock:
+                queued, self._queued = self._queued, []
+            if not queued:
+                return 0
+            try:
+                _, dropped = self.deferred.keep_many(queued)
+            except StoreError as exc:
+                log.warning(
+                    "deferred escalation: %d windows not kept, edge answers stored: %s", len(queued), exc
+                )
+                self._count("store_errors")
+                self._deliver([item.record for item in queued])
+                return 0
+            self._count("kept", len(queued))
+            if dropped:
+                self._count("dropped", dropped)
+            return len(queued)
 
     def on_response(self, body: InferResponseBody) -> bool:
         """Handle a response no live request waits for; True if it belonged to a deferred window."""
         if body.error is not None or body.label is None:
+            self.flush()
             if self.deferred.knows(body.request_id):
                 self._count("cloud_error")  # kept: tried again after retry_after_s
                 return True
             return False
         answer = CloudAnswer(body.label, body.score, body.outputs, body.model_version)
+        self.flush()  # the window this answers may still be queued
         try:
             result_id = self.deferred.attach(body.request_id, answer)
         except StoreError as exc:
@@ -143,28 +175,38 @@ class DeferredEscalation:
             self._thread.start()
 
     def nudge(self) -> None:
-        """Try now (e.g. the link just came back) rather than at the next interval."""
+        """Resend now (e.g. the link just came back) rather than at the next interval."""
+        self._send_now = True
         self._wake.set()
 
     def close(self) -> None:
+        """Stop the sender; the queued windows are stored (kept for the next start)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        self.flush()
 
     def _loop(self) -> None:
+        next_send = time.monotonic()
         while not self._stop.is_set():
-            try:
-                self.send_due()
-            except Exception:  # a store hiccup must not end the sender: the windows stay kept
-                log.exception("deferred escalation: sending failed; trying again")
-                self._count("store_errors")
-            self._wake.wait(self.interval_s)
+            self.flush()  # woken by keep(): store at once, resend only every interval_s
+            now = time.monotonic()
+            if now >= next_send or self._send_now:
+                self._send_now = False
+                next_send = now + self.interval_s
+                try:
+                    self.send_due()
+                except Exception:  # a store hiccup must not end the sender: the windows stay kept
+                    log.exception("deferred escalation: sending failed; trying again")
+                    self._count("store_errors")
+            self._wake.wait(max(0.0, next_send - time.monotonic()))
             self._wake.clear()
 
     def send_due(self, *, now: float | None = None) -> int:
         """Resend the due windows while the link and budget allow; returns how many went out."""
+        self.flush()
         now = time.time() if now is None else now
         sent = 0
         for window in self.deferred.due(limit=self.batch, now=now):

@@ -16,6 +16,7 @@ import json
 import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,14 @@ from edgefleet.errors import StoreError
 if TYPE_CHECKING:
     from edgefleet.agent.store.store import Store
 
-__all__ = ["CloudAnswer", "DeferredStats", "DeferredStore", "DeferredWindow", "deferred_request_id"]
+__all__ = [
+    "CloudAnswer",
+    "DeferredStats",
+    "DeferredStore",
+    "DeferredWindow",
+    "KeptWindow",
+    "deferred_request_id",
+]
 
 _RESULT_ROW_BYTES = 160  # as store.py: only sizes sync batches
 _DEFERRED_ID = re.compile(r"^deferred-(\d+)-[0-9a-f]+$")
@@ -57,6 +65,17 @@ class DeferredWindow:
     """Little-endian float32 samples, as ``infer/request`` carries them."""
     fallback_reason: str
     attempts: int
+
+
+@dataclass(frozen=True)
+class KeptWindow:
+    """An edge answer to store with the window it answered, for a late cloud answer."""
+
+    record: ResultRecord
+    request_id: str
+    """The live request's id: its answer, arriving after the deadline, is still attached."""
+    shape: tuple[int, ...]
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -97,49 +116,65 @@ class DeferredStore:
         data: bytes,
         now: float | None = None,
     ) -> tuple[int, int]:
-        """Store ``record`` (the edge answer) and its window in one transaction.
+        """:meth:`keep_many` of one window: ``(result id, windows dropped)``."""
+        ids, dropped = self.keep_many([KeptWindow(record, request_id, shape, data)], now=now)
+        return ids[0], dropped
 
-        Returns ``(result id, windows dropped to stay under max_bytes)``; the new window itself
-        is dropped (its result kept, not deferred) when it alone is over the cap. Raises
-        StoreError for a record the results table refuses (nothing is written then).
+    def keep_many(self, kept: Sequence[KeptWindow], *, now: float | None = None) -> tuple[list[int], int]:
+        """Store the edge answers and their windows in one transaction (one outbox item).
+
+        Returns ``(result ids, windows dropped to stay under max_bytes)``; a new window is dropped
+        too (its result kept, not deferred) when it alone is over the cap. Raises StoreError naming
+        the first record the results table would refuse; nothing is written then.
         """
-        problem = check_record(record)
-        if problem is not None:
-            raise StoreError(f"cannot defer a result: {problem}", hint="this is a bug in the caller")
+        if not kept:
+            return [], 0
+        for index, item in enumerate(kept):
+            problem = check_record(item.record)
+            if problem is not None:
+                raise StoreError(
+                    f"cannot defer result {index} of {len(kept)}: {problem}",
+                    hint="this is a bug in the caller",
+                )
         now = time.time() if now is None else now
         raw = self.store.config.store_raw_outputs
-        sql, params = insert_results_statement(converted_rows([record], raw_outputs=raw), raw_outputs=raw)
+        records = [item.record for item in kept]
+        sql, params = insert_results_statement(converted_rows(records, raw_outputs=raw), raw_outputs=raw)
 
-        def insert() -> tuple[int, int]:
-            with self.store._write("defer a window") as conn:
-                result_id = int(conn.execute(sql, params).lastrowid or 0)
+        def insert() -> tuple[list[int], int]:
+            with self.store._write("defer windows") as conn:
+                last = int(conn.execute(sql, params).lastrowid or 0)
+                first = last - len(kept) + 1  # one writer, AUTOINCREMENT: contiguous (as store.py)
                 conn.execute(
                     "INSERT INTO outbox (kind, priority, created_at, payload, first_result_id, "
                     "last_result_id, approx_bytes) VALUES ('results', ?, ?, NULL, ?, ?, ?)",
-                    (PRIORITY_RESULTS, now, result_id, result_id, _RESULT_ROW_BYTES),
+                    (PRIORITY_RESULTS, now, first, last, _RESULT_ROW_BYTES * len(kept)),
                 )
-                record_bounds(conn, result_id, result_id)
-                conn.execute("UPDATE results SET deferred = 1 WHERE id = ?", (result_id,))
-                conn.execute(
+                record_bounds(conn, first, last)
+                conn.execute("UPDATE results SET deferred = 1 WHERE id BETWEEN ? AND ?", (first, last))
+                conn.executemany(
                     "INSERT INTO deferred_windows (result_id, request_id, stream, window_seq, window_start, "
                     "window_end, shape, data, nbytes, fallback_reason, created_at, next_try_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        result_id,
-                        request_id,
-                        record.stream,
-                        None if record.window_seq is None else int(record.window_seq),
-                        float(record.window_start),
-                        float(record.window_end),
-                        json.dumps(list(shape)),
-                        data,
-                        len(data),
-                        record.fallback_reason or "",
-                        now,
-                        now,
-                    ),
+                    [
+                        (
+                            first + i,
+                            item.request_id,
+                            item.record.stream,
+                            None if item.record.window_seq is None else int(item.record.window_seq),
+                            float(item.record.window_start),
+                            float(item.record.window_end),
+                            json.dumps(list(item.shape)),
+                            item.data,
+                            len(item.data),
+                            item.record.fallback_reason or "",
+                            now,
+                            now,
+                        )
+                        for i, item in enumerate(kept)
+                    ],
                 )
-                return result_id, _trim(conn, self.max_bytes)
+                return list(range(first, last + 1)), _trim(conn, self.max_bytes)
 
         return self.store._with_space(insert)
 

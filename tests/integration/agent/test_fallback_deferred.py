@@ -57,14 +57,17 @@ def link(mosquitto: MosquittoBroker) -> Iterator[Link]:
 def make_router(
     store: Store, publish: Publish, *, budget: Budget | None = None, slo_ms: float = 300, cap: int = 1 << 20
 ) -> tuple[CloudRouter, DeferredEscalation, Stored]:
+    stored = Stored()
     escalation = DeferredEscalation(
         deferred=DeferredStore(store, max_bytes=cap),
         device_id=DEVICE,
         publish=publish,
+        deliver=stored,
         budget=budget,
+        interval_s=3600.0,  # the sender thread stores kept windows; the tests resend (send_due)
         retry_after_s=60.0,
     )
-    stored = Stored()
+    escalation.start()
     router = CloudRouter(
         device_id=DEVICE,
         publish=publish,
@@ -198,7 +201,7 @@ def test_offline_and_over_budget_windows_wait_until_both_allow(link: Link, store
     try:
         submit_all(router, 3)  # offline at once: kept, not waiting for the SLO
         assert router.counts["offline"] == 3
-        assert escalation.snapshot()["kept"] == 3
+        wait_for(lambda: escalation.snapshot().get("kept") == 3, what="3 kept windows")
         rows = results(store)
         assert [rows[i]["fallback_reason"] for i in range(3)] == ["low_confidence:offline"] * 3
         assert escalation.send_due() == 0  # over budget: nothing is even tried
@@ -221,6 +224,7 @@ def test_bad_responses_are_counted_and_change_nothing(link: Link, store: Store) 
     router, escalation, _ = make_router(store, lambda t, p: "offline")
     try:
         submit_all(router, 2)
+        escalation.flush()
         before = store.query_results(limit=10)
         topic = router.response_topic
         router.on_response(topic, b"\x00not a message")
@@ -293,3 +297,18 @@ def test_the_broker_going_away_keeps_windows_until_it_is_back(
         router.close()
         pool.stop()
         link.close()
+
+
+def test_windows_the_store_refuses_keep_their_edge_answer(tmp_path: Path) -> None:
+    path = tmp_path / "refusing.db"
+    store = Store.open(path, StoreConfig(path=path))
+    router, escalation, stored = make_router(store, lambda t, p: "offline")
+    try:
+        store.close()  # every write now fails with a StoreError
+        submit_all(router, 2)
+        wait_for(lambda: len(stored.all()) == 2, what="the edge answers handed to the writer")
+        assert [r.fallback_reason for r in stored.all()] == ["low_confidence:offline"] * 2
+        assert escalation.snapshot()["store_errors"] >= 1
+        assert escalation.snapshot().get("kept", 0) == 0
+    finally:
+        router.close()
