@@ -249,3 +249,21 @@ class DeferredEscalation:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
+
+
+def deferred_status(escalation: DeferredEscalation | None) -> dict[str, object]:
+    """The ``fallback_deferred`` section of the agent's status: windows waiting and the counters."""
+    if escalation is None:
+        return {"enabled": False}
+    try:
+        stats = escalation.deferred.stats()
+    except StoreError as exc:  # the status must not fail with the store
+        return {"enabled": True, "error": str(exc), "counts": escalation.snapshot()}
+    return {
+        "enabled": True,
+        "windows": stats.windows,
+        "bytes": stats.bytes,
+        "max_bytes": escalation.deferred.max_bytes,
+        "dropped_total": stats.dropped_total,
+        "counts": escalation.snapshot(),
+    }

@@ -38,6 +38,7 @@ from edgefleet.agent.command_handlers import register_agent_commands
 from edgefleet.agent.commands import CommandRegistry
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.drift_observer import DriftObserver
+from edgefleet.agent.fallback_deferred import deferred_status
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
@@ -468,6 +469,10 @@ class AgentService:
             snapshot["latency_ms"] = counters.latency_percentiles()
         snapshot["store"] = store_section(config.store.path if config is not None else None, report)
         snapshot["sync"] = sync_section(self.sync, enabled=bool(config is not None and config.sync.enabled))
+        # Windows kept for a late cloud answer (agent/fallback_deferred.py).
+        snapshot["fallback_deferred"] = deferred_status(
+            self.router.deferred if self.router is not None else None
+        )
         return snapshot
 
     def _write_status_on_change(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent.agentproc import AgentProcess, count_results, wait_until, write_config
+from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, wait_until, write_config
 from tests.e2e.agent.test_agent_cloud_fallback import MODELS, held_out_recording
 from tests.integration.controller.conftest import controller_config, start_controller
 from tests.integration.controller.inference.test_inference_worker import start_pool
@@ -88,6 +88,21 @@ def test_late_cloud_answers_improve_the_stored_results_and_reach_the_controller(
                 )
                 assert agent.proc.poll() is None, agent.output()
                 final = rows(db)
+
+                def deferred_status() -> dict[str, Any]:
+                    status = read_status(state) or {}
+                    section: dict[str, Any] = status.get("fallback_deferred") or {}
+                    return section
+
+                wait_until(
+                    lambda: deferred_status().get("counts", {}).get("late", 0) >= len(timed_out),
+                    timeout=30,
+                    what="the status file to count the late answers",
+                )
+                section = deferred_status()
+                assert section["enabled"] is True
+                assert section["counts"]["kept"] == len(timed_out)
+                assert section["max_bytes"] == 1_048_576
         finally:
             late_at_controller = controller.service.database.late_answers(DEVICE, limit=10_000)
             controller.service.stop()
