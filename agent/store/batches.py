@@ -66,17 +66,17 @@ def newest_results(
     limit = max(int(limit), 0)
     if limit == 0:
         return []
-    where = ["id BETWEEN ? AND ?"]
+    where = ["results.id BETWEEN ? AND ?"]
     extra: list[Any] = []
     batches_sql = "SELECT first_id, last_id, max_created_at FROM result_batches"
     batch_params: list[Any] = []
     if since is not None:
-        where.append("created_at >= ?")
+        where.append("results.created_at >= ?")
         extra.append(float(since))
         batches_sql += " WHERE max_created_at >= ?"
         batch_params.append(float(since))
     if stream is not None:
-        where.append("stream = ?")
+        where.append("results.stream = ?")
         extra.append(stream)
     batches_sql += " ORDER BY max_created_at DESC, first_id DESC"
     rows_sql = f"{SELECT_RESULT_READ} WHERE {' AND '.join(where)}"

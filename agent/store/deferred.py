@@ -4,8 +4,9 @@ A window whose live cloud request timed out, could not be published (offline) or
 by the budget is stored with its edge answer *and* its samples (``deferred_windows``, schema v7),
 in one transaction, so neither can exist without the other. The samples wait, within
 ``max_bytes`` (oldest dropped first and counted in ``store_meta.deferred_dropped_total``), until
-:mod:`edgefleet.agent.fallback_deferred` sends them again; the cloud's late answer is then written
-onto the **same** result row (``late = 1``) and queued for the controller as one
+:mod:`edgefleet.agent.fallback_deferred` sends them again; the cloud's late answer is then attached
+to the **same** result (a ``cloud_answers`` row keyed by its id, ``late = 1``; readers see it as
+columns of the result, see ``rows.SELECT_RESULT_READ``) and queued for the controller as one
 ``result_update`` outbox item, in one transaction that also deletes the deferred row - so a
 second answer for the same window finds nothing and changes nothing.
 """
@@ -151,7 +152,7 @@ class DeferredStore:
                     (PRIORITY_RESULTS, now, first, last, _RESULT_ROW_BYTES * len(kept)),
                 )
                 record_bounds(conn, first, last)
-                conn.execute("UPDATE results SET deferred = 1 WHERE id BETWEEN ? AND ?", (first, last))
+                _forget_removed_results(conn)
                 conn.executemany(
                     "INSERT INTO deferred_windows (result_id, request_id, stream, window_seq, window_start, "
                     "window_end, shape, data, nbytes, fallback_reason, created_at, next_try_at) "
@@ -201,14 +202,14 @@ class DeferredStore:
             if edge is None:
                 return None  # retention removed the result meanwhile: nothing to improve
             conn.execute(
-                "UPDATE results SET cloud_label = ?, cloud_score = ?, cloud_outputs = ?, "
-                "cloud_model_version = ?, late = 1, deferred = 0 WHERE id = ?",
+                "INSERT INTO cloud_answers (result_id, label, score, outputs, model_version, late) "
+                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (result_id) DO NOTHING",
                 (
+                    result_id,
                     answer.label,
                     None if answer.score is None else float(answer.score),
                     encode_outputs(answer.outputs) if self.store.config.store_raw_outputs else None,
                     answer.model_version,
-                    result_id,
                 ),
             )
             update: dict[str, Any] = {
@@ -299,13 +300,19 @@ def _drop(conn: sqlite3.Connection, ids: list[int]) -> int:
     if not ids:
         return 0
     marks = ", ".join("?" * len(ids))
-    conn.execute(
-        f"UPDATE results SET deferred = 0 WHERE id IN ({marks})",
-        ids,
-    )
     dropped = conn.execute(f"DELETE FROM deferred_windows WHERE result_id IN ({marks})", ids).rowcount
     conn.execute("UPDATE store_meta SET value = value + ? WHERE key = 'deferred_dropped_total'", (dropped,))
     return int(dropped)
+
+
+def _forget_removed_results(conn: sqlite3.Connection) -> None:
+    """Drop side rows whose results retention deleted (it deletes oldest first, by id ranges).
+
+    Run on the (rare) deferred writes rather than in retention: two key-range deletes."""
+    low = conn.execute("SELECT min(id) FROM results").fetchone()[0]
+    if low is not None:
+        conn.execute("DELETE FROM cloud_answers WHERE result_id < ?", (low,))
+        conn.execute("DELETE FROM deferred_windows WHERE result_id < ?", (low,))
 
 
 def _trim(conn: sqlite3.Connection, max_bytes: int) -> int:

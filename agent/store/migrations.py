@@ -201,26 +201,17 @@ def _v6_no_metrics_name_index(conn: sqlite3.Connection) -> None:
 def _v7_cloud_answers_and_deferred_windows(conn: sqlite3.Connection) -> None:
     # Cloud fallback (issue 15): a result keeps the cloud's answer beside the edge one, and a
     # window the cloud could not answer in time waits in deferred_windows for a late answer.
-    # ADD COLUMN only (no table rebuild): existing rows take the defaults, the insert path is
-    # unchanged (new columns are set by the rare fallback writes). fallback_outcome is VIRTUAL:
-    # computed on read, so it costs the hot insert path nothing and cannot disagree with the
-    # columns it is derived from (docs/store.md, "Cloud answers").
+    # Both are side tables keyed by the result id, not columns of results: a few percent of the
+    # results have a cloud answer, and six more columns cost every result ~11 bytes of WAL (10
+    # -> ~300 bytes per result, bench/store_writer.py). The read path joins them (rows.py).
     # Written compactly: SQLite keeps DDL text verbatim in sqlite_master, which must stay in page 1
     # (a schema spilling to a later page is unreadable once that page is damaged: store check).
     _run(
         conn,
         [
-            "ALTER TABLE results ADD cloud_label TEXT",
-            "ALTER TABLE results ADD cloud_score REAL",
-            "ALTER TABLE results ADD cloud_outputs BLOB",
-            "ALTER TABLE results ADD cloud_model_version TEXT",
-            "ALTER TABLE results ADD late INT NOT NULL DEFAULT 0",
-            "ALTER TABLE results ADD deferred INT NOT NULL DEFAULT 0",
-            "ALTER TABLE results ADD fallback_outcome AS (CASE WHEN answered_by='cloud' THEN 'cloud' "
-            "WHEN late THEN 'late' WHEN deferred THEN 'deferred' WHEN instr(fallback_reason,':') "
-            "THEN substr(fallback_reason,instr(fallback_reason,':')+1) ELSE 'edge' END)",
-            # Keyed by its result (ids only grow: oldest first is key order). No other index: the
-            # table is capped (fallback.deferred_max_bytes), a scan of it is short.
+            "CREATE TABLE cloud_answers (result_id INTEGER PRIMARY KEY, label TEXT, score REAL, "
+            "outputs BLOB, model_version TEXT, late INT NOT NULL)",
+            # No index but the key: the table is capped (fallback.deferred_max_bytes), scans are short.
             "CREATE TABLE deferred_windows (result_id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
             "stream TEXT NOT NULL, window_seq INT, window_start REAL NOT NULL, window_end REAL NOT NULL, "
             "shape TEXT NOT NULL, data BLOB NOT NULL, nbytes INT NOT NULL, fallback_reason TEXT NOT NULL, "
@@ -253,7 +244,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "results: cloud answer, late/deferred markers, fallback_outcome; deferred_windows",
+        "cloud_answers and deferred_windows beside results (cloud fallback, late answers)",
         _v7_cloud_answers_and_deferred_windows,
     ),
 )

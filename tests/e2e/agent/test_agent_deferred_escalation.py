@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from edgefleet.agent.store.rows import SELECT_RESULT_READ, result_dict
 from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, wait_until, write_config
 from tests.e2e.agent.test_agent_cloud_fallback import MODELS, held_out_recording
 from tests.integration.controller.conftest import controller_config, start_controller
@@ -25,10 +26,11 @@ DEVICE = "watch-late"
 def rows(db: Path) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return conn.execute(
-            "SELECT id, window_seq, answered_by, fallback_reason, fallback_outcome, label, cloud_label, late "
-            "FROM results ORDER BY id"
-        ).fetchall()
+        return [
+            (r["id"], r["window_seq"], r["answered_by"], r["fallback_reason"], r["fallback_outcome"],
+             r["label"], r["cloud_label"], r["late"])
+            for r in map(result_dict, conn.execute(f"{SELECT_RESULT_READ} ORDER BY results.id"))
+        ]  # fmt: skip
     finally:
         conn.close()
 

@@ -69,7 +69,7 @@ def test_a_failing_v7_leaves_v6_and_the_next_open_applies_it(
     from edgefleet.agent.store import migrations
 
     def broken(c: sqlite3.Connection) -> None:
-        c.execute("ALTER TABLE results ADD COLUMN cloud_label TEXT")
+        c.execute("CREATE TABLE cloud_answers (result_id INTEGER PRIMARY KEY)")
         raise sqlite3.OperationalError("disk I/O error (simulated)")
 
     real = migrations.MIGRATIONS
@@ -78,8 +78,8 @@ def test_a_failing_v7_leaves_v6_and_the_next_open_applies_it(
         Store.open(path, StoreConfig(path=path))
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 6
-        columns = [r[1] for r in check.execute("PRAGMA table_xinfo(results)")]
-        assert "cloud_label" not in columns  # the half-applied ALTER was rolled back
+        tables = [r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "cloud_answers" not in tables  # the half-applied CREATE was rolled back
     monkeypatch.setattr(migrations, "MIGRATIONS", real)
     with Store.open(path, StoreConfig(path=path)) as store:
         assert store.schema_version == 7
