@@ -202,8 +202,8 @@ def _v7_cloud_answers_and_deferred_windows(conn: sqlite3.Connection) -> None:
     # Cloud fallback (issue 15): a result keeps the cloud's answer beside the edge one, and a
     # window the cloud could not answer in time waits in deferred_windows for a late answer.
     # Both are side tables keyed by the result id, not columns of results: a few percent of the
-    # results have a cloud answer, and six more columns cost every result ~11 bytes of WAL (10
-    # -> ~300 bytes per result, bench/store_writer.py). The read path joins them (rows.py).
+    # results have a cloud answer, and six more columns on results cost every result ~11 bytes
+    # written (286 -> 297 bytes per result, bench/store_writer.py). Readers join them (rows.py).
     # Written compactly: SQLite keeps DDL text verbatim in sqlite_master, which must stay in page 1
     # (a schema spilling to a later page is unreadable once that page is damaged: store check).
     _run(
