@@ -25,7 +25,9 @@ a response that arrives after its deadline, or for an id never sent, is only cou
 (``late_responses``, ``unknown_responses``). The agent builds one from ``[fallback]`` when
 ``fallback.enabled`` and sync are on (requests through ``SyncService.publish_live``, answers through
 its ``infer/response`` handler); :meth:`CloudRouter.fallback_stats` is what its status reports.
-Not built here: deferred escalation of timed-out windows (issue 15).
+A window that ends in ``timeout``, ``offline`` or ``budget`` is kept in the store for a late answer
+when a :class:`~edgefleet.agent.fallback_deferred.DeferredEscalation` is given
+(``fallback.deferred_max_bytes`` > 0); the late answer is attached to the same result.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ from edgefleet.agent.fallback_policy import (
 )
 from edgefleet.agent.fallback_share import ShareTarget
 from edgefleet.agent.metrics import percentile
-from edgefleet.agent.store import ResultRecord
+from edgefleet.agent.fallback_deferred import DeferredEscalation
+from edgefleet.agent.store import ResultRecord, Store
+from edgefleet.agent.store.deferred import DeferredStore
 from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.cloud_sync.topics import device_topic
@@ -83,6 +87,7 @@ _NO_SIGNALS = Signals()
 
 @dataclass
 class _Pending:
+    request_id: str
     reason: str
     edge: ResultRecord | None
     window: Window
@@ -106,6 +111,7 @@ class CloudRouter:
         budget: FallbackBudget | None = None,
         signals: SignalSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        deferred: DeferredEscalation | None = None,
     ) -> None:
         self.device_id = device_id
         if isinstance(policy, ConfidencePolicy):
@@ -113,6 +119,8 @@ class CloudRouter:
         self.policy = policy or FallbackPolicy()
         self.budget = budget or FallbackBudget(clock=clock)
         self._signals = signals
+        self.deferred = deferred
+        """Keeps windows that timed out (or could not be sent) for a late answer; None: not kept."""
         self.latency_slo_s = latency_slo_ms / 1000.0
         self.max_pending = max_pending
         self.prefix = prefix
@@ -176,7 +184,7 @@ class CloudRouter:
         )
         payload = encode_message(make_envelope(self.device_id, "infer/request", body))
         now = self._clock()
-        pending = _Pending(reason, edge_result, window, now, now + self.latency_slo_s)
+        pending = _Pending(request_id, reason, edge_result, window, now, now + self.latency_slo_s)
         if not self.budget.spend(len(payload)):
             self._finish_edge(pending, "budget")
             return
@@ -211,6 +219,9 @@ class CloudRouter:
             return
         with self._cond:
             pending = self._pending.pop(body.request_id, None)
+        if pending is None and self.deferred is not None and self.deferred.on_response(body):
+            return  # a late answer for a deferred window (fallback_deferred.py): attached there
+        with self._cond:
             if pending is None:
                 key = "late_responses" if body.request_id in self._expired else "unknown_responses"
                 self.counts[key] += 1
@@ -271,7 +282,12 @@ class CloudRouter:
         with self._cond:
             self.counts[outcome] += 1
         if pending.edge is not None:
-            self._deliver([replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")])
+            edge = replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")
+            if self.deferred is not None and self.deferred.keep(
+                pending.window, edge, outcome, pending.request_id
+            ):
+                return  # stored with its window, for a late answer (fallback_deferred.py)
+            self._deliver([edge])
 
     def pending(self) -> int:
         with self._cond:
@@ -286,14 +302,16 @@ class CloudRouter:
             latencies = list(self.cloud_latency_ms)
             reasons = dict(self.reasons)
         p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        deferred = Counter(self.deferred.snapshot()) if self.deferred is not None else Counter()
         return {
             "sent": counts["sent"],
             "answered_cloud": counts["cloud"],
             "timeouts": counts["timeout"],
             "budget_refused": counts["budget"],
             "offline": counts["offline"],
-            "deferred": 0,  # deferred escalation is not built here
-            "late_answers": counts["late_responses"],
+            "deferred": deferred["kept"],
+            # with deferred escalation a late answer is attached to its stored result; without, only counted
+            "late_answers": deferred["late"] if self.deferred is not None else counts["late_responses"],
             "requests_last_min": requests,
             "bytes_last_hour": spent,
             "max_requests_per_min": self.budget.max_requests_per_min or 0,
@@ -312,6 +330,8 @@ class CloudRouter:
         self._timer.join(5)
         for rid in leftover:
             self._settle(rid, outcome="shutdown")
+        if self.deferred is not None:
+            self.deferred.close()  # its windows stay in the store, sent after the next start
 
 
 def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
@@ -341,14 +361,34 @@ def policy_from_config(fallback: FallbackConfig) -> FallbackPolicy:
     )
 
 
-def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Deliver) -> CloudRouter | None:
+def router_from_config(
+    config: AgentConfig, *, publish: Publish, deliver: Deliver, store: Store | None = None
+) -> CloudRouter | None:
     """The agent's router from ``[fallback]``; None unless fallback and sync are both enabled
     (:func:`edgefleet.agent.inactive.inactive_settings` says so when only fallback is). Its
-    signals are attached once the pipeline exists (:func:`edgefleet.agent.pipeline_build.build_pipeline`)."""
+    signals are attached once the pipeline exists (:func:`edgefleet.agent.pipeline_build.build_pipeline`).
+    With a ``store`` and ``deferred_max_bytes`` > 0 it keeps timed-out windows for a late answer."""
     fallback = config.fallback
     if not (fallback.enabled and config.sync.enabled):
         return None
+    # One budget for live requests and deferred resends: a resend spends what a live request would.
+    budget = FallbackBudget(
+        max_requests_per_min=fallback.max_requests_per_min, max_bytes_per_hour=fallback.max_bytes_per_hour
+    )
+    deferred = None
+    if store is not None and fallback.deferred_max_bytes > 0:
+        deferred = DeferredEscalation(
+            budget=budget,
+            deferred=DeferredStore(store, max_bytes=fallback.deferred_max_bytes),
+            device_id=config.device.id,
+            publish=publish,
+            deliver=deliver,
+            prefix=config.sync.topic_prefix,
+            retry_after_s=max(30.0, fallback.latency_slo_ms / 1000.0 * 4),
+        )
+        deferred.start()
     return CloudRouter(
+        deferred=deferred,
         device_id=config.device.id,
         publish=publish,
         deliver=deliver,
@@ -356,7 +396,5 @@ def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Delive
         latency_slo_ms=fallback.latency_slo_ms,
         max_pending=fallback.max_queue_windows,
         prefix=config.sync.topic_prefix,
-        budget=FallbackBudget(
-            max_requests_per_min=fallback.max_requests_per_min, max_bytes_per_hour=fallback.max_bytes_per_hour
-        ),
+        budget=budget,
     )

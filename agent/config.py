@@ -185,6 +185,12 @@ class FallbackConfig(_Section):
         default="confidence",
         description="how target_share ranks windows: top probability, top-2 margin or normalized entropy",
     )
+    deferred_max_bytes: int = Field(
+        default=1_048_576,
+        ge=0,
+        description="window bytes kept in the store for a late cloud answer after a timeout, offline "
+        "or budget outcome (oldest dropped first; 0: none kept)",
+    )
 
 
 class DriftConfig(_Section):

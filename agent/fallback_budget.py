@@ -57,6 +57,14 @@ class FallbackBudget:
 
     def spend(self, size: int) -> bool:
         """Spend one request of ``size`` bytes if both limits allow it; False (and counted) if not."""
+        return self._spend(size, count_refusal=True)
+
+    def try_spend(self, nbytes: int) -> bool:
+        """The deferred resends' hook (:class:`edgefleet.agent.fallback_deferred.Budget`): like
+        :meth:`spend`, but a resend that waits for budget is not a live request refused."""
+        return self._spend(nbytes, count_refusal=False)
+
+    def _spend(self, size: int, *, count_refusal: bool) -> bool:
         with self._lock:
             now = self._clock()
             requests_ok = (
@@ -67,7 +75,7 @@ class FallbackBudget:
                 self.max_bytes_per_hour is None or self._bytes.total(now) + size <= self.max_bytes_per_hour
             )
             if not (requests_ok and bytes_ok):
-                self.refused += 1
+                self.refused += count_refusal
                 return False
             self._requests.add(now, 1)
             self._bytes.add(now, size)

@@ -85,7 +85,7 @@ def build_pipeline(
     streams = [
         StreamSpec(name=src.name, make_source=functools.partial(create_source, src)) for src in config.sources
     ]
-    router = router_from_config(config, publish=publish_live, deliver=deliver)
+    router = router_from_config(config, publish=publish_live, deliver=deliver, store=store)
     pipeline = Pipeline(
         store=store,
         streams=streams,

@@ -38,6 +38,7 @@ from edgefleet.agent.command_handlers import register_agent_commands
 from edgefleet.agent.commands import CommandRegistry
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.drift_observer import DriftObserver
+from edgefleet.agent.fallback_deferred import deferred_status
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
@@ -485,6 +486,10 @@ class AgentService:
         snapshot["fallback"] = router.fallback_stats() if router is not None else None
         if self.ota_client is not None:
             snapshot["ota"] = self.ota_client.status()
+        # Windows kept for a late cloud answer (agent/fallback_deferred.py).
+        snapshot["fallback_deferred"] = deferred_status(
+            self.router.deferred if self.router is not None else None
+        )
         return snapshot
 
     def _write_status_on_change(self) -> None:

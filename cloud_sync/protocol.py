@@ -40,6 +40,7 @@ __all__ = [
     "OtaState",
     "OutputDrift",
     "ResultItem",
+    "ResultUpdateBody",
     "ResultsBody",
     "StatusBody",
     "TelemetryBody",
@@ -233,6 +234,23 @@ class InferRequestBody(_Model):
     edge_score: float | None = None
 
 
+class ResultUpdateBody(_Model):
+    """A late cloud answer attached to a result the device stored (and may have sent) before:
+    the edge answer stays the real-time decision; ``result_id`` (the device store's id) names
+    the result, so receivers apply an update once whatever the ``message_id`` it came in."""
+
+    result_id: int = Field(ge=1, le=_MAX_ID)
+    stream: str
+    window_seq: int | None = None
+    window_end: float
+    edge_label: str | None = None
+    edge_model_version: str
+    fallback_reason: str | None = None
+    cloud_label: str
+    cloud_score: float | None = None
+    cloud_model_version: str | None = None
+
+
 # ---------------------------------------------------------------- downlink bodies
 
 CommandName: TypeAlias = Literal[
@@ -336,6 +354,7 @@ Body: TypeAlias = (
     | DriftBody
     | OtaProgressBody
     | InferRequestBody
+    | ResultUpdateBody
     | CommandBody
     | ConfigBody
     | OtaOfferBody
@@ -353,6 +372,7 @@ BODY_TYPES: dict[str, type[Body]] = {
     "events": EventsBody,
     "ota/progress": OtaProgressBody,
     "infer/request": InferRequestBody,
+    "result_update": ResultUpdateBody,
     "cmd": CommandBody,
     "config": ConfigBody,
     "ota/offer": OtaOfferBody,

@@ -33,7 +33,15 @@ __all__ = [
 DEFAULT_PREFIX = "edgefleet/v1"
 
 UplinkKind: TypeAlias = Literal[
-    "status", "telemetry", "results", "drift", "events", "ota/progress", "infer/request", "ota/chunk_request"
+    "status",
+    "telemetry",
+    "results",
+    "drift",
+    "events",
+    "ota/progress",
+    "infer/request",
+    "ota/chunk_request",
+    "result_update",
 ]
 DownlinkKind: TypeAlias = Literal["cmd", "config", "ota/offer", "infer/response", "ack", "ota/chunk"]
 MessageKind: TypeAlias = Literal[
@@ -44,6 +52,7 @@ MessageKind: TypeAlias = Literal[
     "events",
     "ota/progress",
     "infer/request",
+    "result_update",
     "cmd",
     "config",
     "ota/offer",
@@ -56,7 +65,9 @@ MessageKind: TypeAlias = Literal[
 UPLINK_KINDS: tuple[UplinkKind, ...] = get_args(UplinkKind)
 DOWNLINK_KINDS: tuple[DownlinkKind, ...] = get_args(DownlinkKind)
 ALL_KINDS: tuple[MessageKind, ...] = get_args(MessageKind)
-ACKNOWLEDGED_KINDS: frozenset[str] = frozenset({"status", "telemetry", "results", "drift", "events"})
+ACKNOWLEDGED_KINDS: frozenset[str] = frozenset(
+    {"status", "telemetry", "results", "drift", "events", "result_update"}
+)
 """Uplink kinds a controller ingests and acknowledges with an ``ack`` downlink (docs/protocol.md).
 Outbox rows of other kinds are done once the broker acknowledged them."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from edgefleet.agent.store.rows import RESULT_COLUMNS, SELECT_RESULT
+from edgefleet.agent.store.rows import RESULT_COLUMNS, SELECT_RESULT_READ
 
 __all__ = ["BATCH_ROWS", "newest_results", "record_bounds"]
 
@@ -20,7 +20,7 @@ BATCH_ROWS = 256
 """Ids one bounds row covers at most when small writes are merged into it."""
 
 _NEW_ROWS = "FROM results WHERE id BETWEEN ?1 AND ?2"
-# Where created_at sits in a SELECT_RESULT row (after the id).
+# Where created_at sits in a SELECT_RESULT(_READ) row (after the id).
 _CREATED_AT = 1 + RESULT_COLUMNS.index("created_at")
 
 
@@ -56,7 +56,7 @@ def _newest_first(row: tuple[Any, ...]) -> tuple[float, int]:
 def newest_results(
     conn: sqlite3.Connection, *, since: float | None, stream: str | None, limit: int
 ) -> list[tuple[Any, ...]]:
-    """SELECT_RESULT rows, newest created_at first (then id), at most ``limit``.
+    """SELECT_RESULT_READ rows, newest created_at first (then id), at most ``limit``.
 
     Walks the bounds rows from the greatest max_created_at down, reads each one's results by
     rowid range, and stops once no bounds row left can hold a result newer than the ``limit``
@@ -66,20 +66,20 @@ def newest_results(
     limit = max(int(limit), 0)
     if limit == 0:
         return []
-    where = ["id BETWEEN ? AND ?"]
+    where = ["results.id BETWEEN ? AND ?"]
     extra: list[Any] = []
     batches_sql = "SELECT first_id, last_id, max_created_at FROM result_batches"
     batch_params: list[Any] = []
     if since is not None:
-        where.append("created_at >= ?")
+        where.append("results.created_at >= ?")
         extra.append(float(since))
         batches_sql += " WHERE max_created_at >= ?"
         batch_params.append(float(since))
     if stream is not None:
-        where.append("stream = ?")
+        where.append("results.stream = ?")
         extra.append(stream)
     batches_sql += " ORDER BY max_created_at DESC, first_id DESC"
-    rows_sql = f"{SELECT_RESULT} WHERE {' AND '.join(where)}"
+    rows_sql = f"{SELECT_RESULT_READ} WHERE {' AND '.join(where)}"
     found: list[tuple[Any, ...]] = []
     for first, last, newest in conn.execute(batches_sql, batch_params):
         if len(found) >= limit and newest < found[limit - 1][_CREATED_AT]:

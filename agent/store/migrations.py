@@ -198,6 +198,29 @@ def _v6_no_metrics_name_index(conn: sqlite3.Connection) -> None:
     _run(conn, ["DROP INDEX IF EXISTS metrics_name_ts"])
 
 
+def _v7_cloud_answers_and_deferred_windows(conn: sqlite3.Connection) -> None:
+    # Cloud fallback (issue 15): a result keeps the cloud's answer beside the edge one, and a
+    # window the cloud could not answer in time waits in deferred_windows for a late answer.
+    # Both are side tables keyed by the result id, not columns of results: a few percent of the
+    # results have a cloud answer, and six more columns on results cost every result ~11 bytes
+    # written (286 -> 297 bytes per result, bench/store_writer.py). Readers join them (rows.py).
+    # Written compactly: SQLite keeps DDL text verbatim in sqlite_master, which must stay in page 1
+    # (a schema spilling to a later page is unreadable once that page is damaged: store check).
+    _run(
+        conn,
+        [
+            "CREATE TABLE cloud_answers (result_id INTEGER PRIMARY KEY, label TEXT, score REAL, "
+            "outputs BLOB, model_version TEXT, late INT NOT NULL)",
+            # No index but the key: the table is capped (fallback.deferred_max_bytes), scans are short.
+            "CREATE TABLE deferred_windows (result_id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
+            "stream TEXT NOT NULL, window_seq INT, window_start REAL NOT NULL, window_end REAL NOT NULL, "
+            "shape TEXT NOT NULL, data BLOB NOT NULL, nbytes INT NOT NULL, fallback_reason TEXT NOT NULL, "
+            "created_at REAL NOT NULL, attempts INT NOT NULL DEFAULT 0, next_try_at REAL NOT NULL)",
+            "INSERT INTO store_meta (key, value) VALUES ('deferred_dropped_total', 0)",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, metrics, events, outbox", _v1_initial),
     Migration(
@@ -218,6 +241,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "drop metrics_name_ts: no reader, a page per metric name per health tick",
         _v6_no_metrics_name_index,
+    ),
+    Migration(
+        7,
+        "cloud_answers and deferred_windows beside results (cloud fallback, late answers)",
+        _v7_cloud_answers_and_deferred_windows,
     ),
 )
 

@@ -14,9 +14,11 @@ from edgefleet.agent.store.codec import decode_outputs, encode_outputs
 from edgefleet.agent.store.records import ResultRecord
 
 __all__ = [
+    "FALLBACK_COLUMNS",
     "INSERT_RESULT",
     "RESULT_COLUMNS",
     "SELECT_RESULT",
+    "SELECT_RESULT_READ",
     "check_record",
     "converted_rows",
     "insert_results_sql",
@@ -44,7 +46,34 @@ RESULT_COLUMNS = (
 INSERT_RESULT = (
     f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
 )
+# Read-only columns (schema v7): the cloud's answer beside the edge one and how the fallback ended,
+# from the side tables keyed by the result id. After synced_at, so the positions of the others in a
+# row stay those of SELECT_RESULT.
+FALLBACK_COLUMNS = (
+    "cloud_label",
+    "cloud_score",
+    "cloud_outputs",
+    "cloud_model_version",
+    "late",
+    "fallback_outcome",
+)
 SELECT_RESULT = f"SELECT id, {', '.join(RESULT_COLUMNS)}, synced_at FROM results"
+"""What sync sends (the outbox's results rows): the wire's ResultItem has no fallback columns."""
+_OUTCOME = (
+    "CASE WHEN results.answered_by = 'cloud' THEN 'cloud' WHEN c.late THEN 'late' "
+    "WHEN EXISTS (SELECT 1 FROM deferred_windows d WHERE d.result_id = results.id) THEN 'deferred' "
+    "WHEN instr(results.fallback_reason, ':') "
+    "THEN substr(results.fallback_reason, instr(results.fallback_reason, ':') + 1) "
+    "ELSE 'edge' END"
+)
+SELECT_RESULT_READ = (
+    f"SELECT results.id, {', '.join(f'results.{c}' for c in RESULT_COLUMNS)}, synced_at, "
+    f"c.label, c.score, c.outputs, c.model_version, coalesce(c.late, 0), {_OUTCOME} "
+    "FROM results LEFT JOIN cloud_answers c ON c.result_id = results.id"
+)
+"""What readers see (``Store.query_results``, ``edgefleet results``): with the cloud's answer and
+``fallback_outcome`` (``cloud``, ``late``, ``deferred``, the live request's outcome, or ``edge``).
+Its WHERE clauses name ``results.`` columns."""
 _WIDTH = len(RESULT_COLUMNS)
 _OUTPUTS = RESULT_COLUMNS.index("outputs")
 # Columns that may be None: where a chunk has None in every row, the statement says NULL.
@@ -119,9 +148,12 @@ def insert_results_statement(rows: Sequence[tuple[Any, ...]], *, raw_outputs: bo
 
 
 def result_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", *RESULT_COLUMNS, "synced_at")
+    keys = ("id", *RESULT_COLUMNS, "synced_at", *FALLBACK_COLUMNS)
     record = dict(zip(keys, row, strict=False))
     record["outputs"] = decode_outputs(record["outputs"])
+    if "cloud_outputs" in record:
+        record["cloud_outputs"] = decode_outputs(record["cloud_outputs"])
+        record["late"] = bool(record["late"])
     return record
 
 

@@ -30,6 +30,11 @@ COLUMNS = (
     "latency_ms",
     "answered_by",
     "fallback_reason",
+    "fallback_outcome",
+    "late",
+    "cloud_label",
+    "cloud_score",
+    "cloud_model_version",
     "model_name",
     "model_version",
 )
@@ -161,7 +166,17 @@ def _fmt_time(value: object) -> str:
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no results)"
-    header = ["time (window end)", "stream", "label", "score", "latency", "by", "model"]
+    header = [
+        "time (window end)",
+        "stream",
+        "label",
+        "score",
+        "latency",
+        "by",
+        "outcome",
+        "cloud answer",
+        "model",
+    ]
     body = []
     for row in rows:
         score = row.get("score")
@@ -177,6 +192,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
                 f"{score:.3f}" if isinstance(score, int | float) else "-",
                 f"{latency:.1f} ms" if isinstance(latency, int | float) else "-",
                 by,
+                str(row.get("fallback_outcome") or "edge"),
+                _cloud_answer(row),
                 f"{row.get('model_name', '')} {row.get('model_version', '')}".strip(),
             ]
         )
@@ -185,3 +202,17 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cloud_answer(row: dict[str, Any]) -> str:
+    """The cloud's answer kept beside the edge one (a late answer), or "-" when there is none.
+
+    A result answered by the cloud in time shows its answer in the label column already."""
+    label = row.get("cloud_label")
+    if label is None:
+        return "-"
+    score = row.get("cloud_score")
+    text = f"{label} {score:.3f}" if isinstance(score, int | float) else str(label)
+    if row.get("cloud_model_version"):
+        text += f" (v{row['cloud_model_version']})"
+    return text + (" late" if row.get("late") else "")

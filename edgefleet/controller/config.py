@@ -47,7 +47,7 @@ __all__ = [
 # ``UplinkKind``/``UPLINK_KINDS`` are the protocol's (cloud_sync/topics.py): every uplink kind can be
 # configured. The controller stores these; the others it receives, de-duplicates and counts as the
 # device's sign of life, but keeps nothing of (their features have not landed yet).
-STORED_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift")
+STORED_KINDS: tuple[UplinkKind, ...] = ("results", "telemetry", "status", "events", "drift", "result_update")
 OTA_HOST_KINDS: tuple[UplinkKind, ...] = ("ota/progress", "ota/chunk_request")
 """Always read (under ``controller serve``) by the OTA host (controller/ota_hosting.py), listed or not."""
 
@@ -297,7 +297,7 @@ batch_max_delay_ms = 150            # ... or per this many milliseconds, whichev
 queue_max = 200000
 max_message_bytes = 524288
 result_bucket_s = 60                # result summaries are kept per label per this many seconds
-kinds = ["results", "telemetry", "status", "events", "drift"]
+kinds = ["results", "telemetry", "status", "events", "drift", "result_update"]
 # also accepted, not active yet (received, nothing stored): "infer/request"
 # (the OTA host always reads "ota/progress" and "ota/chunk_request": docs/ota.md)
 

@@ -23,6 +23,7 @@ from edgefleet.cloud_sync.protocol import (
     Envelope,
     EventsBody,
     ResultsBody,
+    ResultUpdateBody,
     StatusBody,
     TelemetryBody,
 )
@@ -35,6 +36,7 @@ from edgefleet.controller.records import (
     CommandAck,
     DriftItem,
     IngestMessage,
+    LateAnswer,
     StatusUpdate,
     StoredEvent,
     StoredResult,
@@ -139,6 +141,23 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             )
             for r in body.results
         ]
+    elif isinstance(body, ResultUpdateBody):
+        message.late_answers.append(
+            LateAnswer(
+                result_id=body.result_id,
+                ts=when(body.window_end),
+                stream=body.stream,
+                window_seq=body.window_seq,
+                edge_label=body.edge_label if body.edge_label is not None else NO_LABEL,
+                edge_model_version=body.edge_model_version,
+                fallback_reason=body.fallback_reason,
+                cloud_label=body.cloud_label,
+                cloud_score=body.cloud_score
+                if body.cloud_score is None or math.isfinite(body.cloud_score)
+                else None,
+                cloud_model_version=body.cloud_model_version or "",
+            )
+        )
     elif isinstance(body, StatusBody):
         hardware: dict[str, JSONValue] = _clean_json(body.hardware)
         message.status = StatusUpdate(

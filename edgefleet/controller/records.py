@@ -19,6 +19,7 @@ __all__ = [
     "CommandAck",
     "DriftItem",
     "IngestMessage",
+    "LateAnswer",
     "LatencyBinRow",
     "ResultBucketRow",
     "StatusUpdate",
@@ -52,6 +53,21 @@ class StoredResult(NamedTuple):
     answered_by: str
     model_version: str = ""
     fallback_reason: str | None = None
+
+
+class LateAnswer(NamedTuple):
+    """A late cloud answer for a result the device stored earlier (``result_update`` kind)."""
+
+    result_id: int
+    ts: float
+    stream: str
+    window_seq: int | None
+    edge_label: str
+    edge_model_version: str
+    fallback_reason: str | None
+    cloud_label: str
+    cloud_score: float | None
+    cloud_model_version: str
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,7 @@ class IngestMessage:
     """From a status: the lowest outbox id the device still holds."""
     skipped_ids: list[int] = field(default_factory=list)
     """Outbox ids the device reports it will never send (a ``sync.outbox_dropped`` event)."""
+    late_answers: list[LateAnswer] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from edgefleet.controller.fallback_stats import DeviceFallback
 from edgefleet.controller.hard_examples import HardExample
 from edgefleet.controller.ota_schemas import BundleInfo, OfferRecord, OtaDeviceState
 from edgefleet.controller.overview import OverviewPage, OverviewSort
-from edgefleet.controller.records import IngestMessage
+from edgefleet.controller.records import IngestMessage, LateAnswer
 from edgefleet.controller.schemas import (
     CommandRecord,
     CommandStatus,
@@ -161,6 +161,10 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def fleet_summary(self, *, now: float, window_s: int) -> FleetSummary: ...
+
+    @abc.abstractmethod
+    def late_answers(self, device_id: str, *, limit: int = 100) -> list[LateAnswer]:
+        """The device's late cloud answers (``result_update``), newest window first."""
 
     @abc.abstractmethod
     def fleet_overview(

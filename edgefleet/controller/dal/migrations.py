@@ -234,6 +234,28 @@ CREATE TABLE ota_offers (
 );
 """
 
+# Cloud fallback (issue 15): late cloud answers the devices attached to results they stored
+# earlier (uplink kind result_update). One row per device result: an update that arrives twice
+# (under two message ids) is applied once.
+_V8 = """
+CREATE TABLE late_answers (
+    device_id TEXT NOT NULL,
+    result_id {bigint} NOT NULL,
+    ts {real} NOT NULL,
+    received_at {real} NOT NULL,
+    stream TEXT NOT NULL,
+    window_seq {bigint},
+    edge_label TEXT NOT NULL,
+    edge_model_version TEXT NOT NULL,
+    fallback_reason TEXT,
+    cloud_label TEXT NOT NULL,
+    cloud_score {real},
+    cloud_model_version TEXT NOT NULL,
+    PRIMARY KEY (device_id, result_id)
+);
+CREATE INDEX late_answers_ts ON late_answers (ts);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial schema", _V1),
     (2, "delivery tracking: results received, outbox floor, stored message-id ranges per device", _V2),
@@ -241,5 +263,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "cloud fallback: hard examples (windows sent to the cloud with both answers)", _V4),
     (5, "OTA transfer: hosted bundles, offers, per-device OTA state per offer", _V5),
     (6, "cloud fallback: results per fallback reason, each device's last status.fallback", _V6),
+    (8, "cloud fallback: late cloud answers attached to device results", _V8),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

@@ -20,6 +20,7 @@ from edgefleet.controller.dal.sql_drift import SqlDrift
 from edgefleet.controller.dal.sql_fallback import SqlFallback
 from edgefleet.controller.dal.sql_hard_examples import SqlHardExamples
 from edgefleet.controller.dal.sql_ota import SqlOta
+from edgefleet.controller.dal.sql_late import SqlLateAnswers
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
@@ -60,7 +61,15 @@ def _like(text: str) -> str:
 
 
 class SqlDatabase(
-    SqlAdmin, SqlRetention, SqlOverview, SqlDelivery, SqlDrift, SqlHardExamples, SqlFallback, SqlOta
+    SqlAdmin,
+    SqlRetention,
+    SqlOverview,
+    SqlDelivery,
+    SqlDrift,
+    SqlHardExamples,
+    SqlFallback,
+    SqlOta,
+    SqlLateAnswers,
 ):
     """Everything but connecting."""
 
@@ -151,6 +160,7 @@ class SqlDatabase(
             )
         self._store_results(conn, accepted, bucket_s)
         self._store_fallback(conn, accepted, bucket_s)
+        self._store_late_answers(conn, accepted)
         self._record_delivery(conn, accepted)
         events = [
             (m.device_id, e.ts, m.received_at, e.kind, e.level, e.message, json.dumps(e.data, sort_keys=True))

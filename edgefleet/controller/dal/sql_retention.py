@@ -88,6 +88,8 @@ class SqlRetention(SqlBase):
                 "DELETE FROM result_fallback_reasons WHERE bucket_start < ?",
                 cutoffs.results,
             ),
+            # Late cloud answers (migration 8) live as long as the results they improve.
+            ("late_answers", "DELETE FROM late_answers WHERE ts < ?", cutoffs.results),
             ("events", "DELETE FROM events WHERE ts < ?", cutoffs.events),
             ("drift_reports", "DELETE FROM drift_reports WHERE ts < ?", cutoffs.drift),
             ("commands", "DELETE FROM commands WHERE updated_at < ?", cutoffs.commands),

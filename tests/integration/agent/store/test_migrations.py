@@ -220,7 +220,7 @@ def test_v6_drops_the_metrics_name_index_and_keeps_every_metric(tmp_path: Path) 
     )
     conn.execute("COMMIT")
     before = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
-    assert migrate(conn) == [6]
+    assert migrate(conn, target=6) == [6]
     indexes = {
         row[0]
         for row in conn.execute(
