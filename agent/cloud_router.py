@@ -45,6 +45,7 @@ import numpy as np
 
 from edgefleet.agent.config import AgentConfig, FallbackConfig
 from edgefleet.agent.fallback_budget import FallbackBudget
+from edgefleet.agent.fallback_deferred import DeferredEscalation
 from edgefleet.agent.fallback_policy import (
     CapacityPolicy,
     ConfidencePolicy,
@@ -55,7 +56,6 @@ from edgefleet.agent.fallback_policy import (
 )
 from edgefleet.agent.fallback_share import ShareTarget
 from edgefleet.agent.metrics import percentile
-from edgefleet.agent.fallback_deferred import DeferredEscalation
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.store.deferred import DeferredStore
 from edgefleet.cloud_sync.codec import decode_message, encode_message

@@ -38,7 +38,6 @@ from edgefleet.agent.command_handlers import register_agent_commands
 from edgefleet.agent.commands import CommandRegistry
 from edgefleet.agent.config import AgentConfig, load_config
 from edgefleet.agent.drift_observer import DriftObserver
-from edgefleet.agent.fallback_deferred import deferred_status
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
@@ -50,7 +49,7 @@ from edgefleet.agent.pipeline import Pipeline
 from edgefleet.agent.pipeline_build import build_pipeline
 from edgefleet.agent.remote_config import apply_saved_overrides
 from edgefleet.agent.sdnotify import Notifier
-from edgefleet.agent.status import STATUS_FILENAME, status_line, store_section, sync_section, write_status
+from edgefleet.agent.status import STATUS_FILENAME, component_sections, status_line, write_status
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.waiting import announce_waits
 from edgefleet.errors import ConfigError, EdgefleetError
@@ -469,27 +468,7 @@ class AgentService:
                 for name, stream in self._streams_health().items()
             },
         }
-        drift = self.drift
-        snapshot["drift"] = drift.status() if drift is not None else {"enabled": False, "reason": "disabled"}
-        counters = self.counters.snapshot()
-        snapshot["totals"] = {
-            "windows_inferred": counters.windows_inferred,
-            "results_stored": counters.results_stored,
-            "inference_errors": counters.inference_errors,
-            "store_errors": counters.store_errors,
-        }
-        if report is None:
-            snapshot["latency_ms"] = counters.latency_percentiles()
-        snapshot["store"] = store_section(config.store.path if config is not None else None, report)
-        snapshot["sync"] = sync_section(self.sync, enabled=bool(config is not None and config.sync.enabled))
-        router = self.router
-        snapshot["fallback"] = router.fallback_stats() if router is not None else None
-        if self.ota_client is not None:
-            snapshot["ota"] = self.ota_client.status()
-        # Windows kept for a late cloud answer (agent/fallback_deferred.py).
-        snapshot["fallback_deferred"] = deferred_status(
-            self.router.deferred if self.router is not None else None
-        )
+        snapshot.update(component_sections(self, report))
         return snapshot
 
     def _write_status_on_change(self) -> None:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from edgefleet.errors import EdgefleetError
 
 if TYPE_CHECKING:
-    from edgefleet.agent.health import HealthReport
+    from edgefleet.agent.fallback_deferred import deferred_status
+from edgefleet.agent.health import HealthReport
 
 __all__ = [
     "STATUS_FILENAME",
@@ -85,6 +86,33 @@ def sync_section(sync: Any | None, *, enabled: bool) -> dict[str, Any]:
         return {"error": str(exc)}
     result: dict[str, Any] = state.model_dump(mode="json") if hasattr(state, "model_dump") else state
     return result
+
+
+def component_sections(agent: Any, report: HealthReport | None) -> dict[str, Any]:
+    """The status of the agent's parts (``AgentService``): drift, totals, store, sync, cloud
+    fallback and OTA, beside the service's own fields in ``AgentService.status_snapshot``."""
+    config = agent.config
+    sections: dict[str, Any] = {}
+    drift = agent.drift
+    sections["drift"] = drift.status() if drift is not None else {"enabled": False, "reason": "disabled"}
+    counters = agent.counters.snapshot()
+    sections["totals"] = {
+        "windows_inferred": counters.windows_inferred,
+        "results_stored": counters.results_stored,
+        "inference_errors": counters.inference_errors,
+        "store_errors": counters.store_errors,
+    }
+    if report is None:
+        sections["latency_ms"] = counters.latency_percentiles()
+    sections["store"] = store_section(config.store.path if config is not None else None, report)
+    sections["sync"] = sync_section(agent.sync, enabled=bool(config is not None and config.sync.enabled))
+    router = agent.router
+    sections["fallback"] = router.fallback_stats() if router is not None else None
+    if agent.ota_client is not None:
+        sections["ota"] = agent.ota_client.status()
+    # Windows kept for a late cloud answer (agent/fallback_deferred.py).
+    sections["fallback_deferred"] = deferred_status(router.deferred if router is not None else None)
+    return sections
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:

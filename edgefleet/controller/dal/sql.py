@@ -19,8 +19,8 @@ from edgefleet.controller.dal.sql_delivery import SqlDelivery
 from edgefleet.controller.dal.sql_drift import SqlDrift
 from edgefleet.controller.dal.sql_fallback import SqlFallback
 from edgefleet.controller.dal.sql_hard_examples import SqlHardExamples
-from edgefleet.controller.dal.sql_ota import SqlOta
 from edgefleet.controller.dal.sql_late import SqlLateAnswers
+from edgefleet.controller.dal.sql_ota import SqlOta
 from edgefleet.controller.dal.sql_overview import SqlOverview
 from edgefleet.controller.dal.sql_retention import SqlRetention
 from edgefleet.controller.records import IngestMessage, aggregate_results, percentile_from_bins
