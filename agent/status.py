@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 from edgefleet.errors import EdgefleetError
 
 if TYPE_CHECKING:
-    from edgefleet.agent.fallback_deferred import deferred_status
-from edgefleet.agent.health import HealthReport
+    from edgefleet.agent.health import HealthReport
 
 __all__ = [
     "STATUS_FILENAME",
@@ -91,6 +90,9 @@ def sync_section(sync: Any | None, *, enabled: bool) -> dict[str, Any]:
 def component_sections(agent: Any, report: HealthReport | None) -> dict[str, Any]:
     """The status of the agent's parts (``AgentService``): drift, totals, store, sync, cloud
     fallback and OTA, beside the service's own fields in ``AgentService.status_snapshot``."""
+    # Imported here: the CLI's `agent status` reads this module and needs none of the agent's parts.
+    from edgefleet.agent.fallback_deferred import deferred_status
+
     config = agent.config
     sections: dict[str, Any] = {}
     drift = agent.drift
