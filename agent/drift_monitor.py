@@ -10,8 +10,8 @@ report and alert identically.
   case (consecutive windows) that is the last ``hop`` rows of every window, one slice per batch.
 * **Reports** close after ``windows`` windows or ``interval_s`` seconds, whichever comes first,
   and are scored with :func:`edgefleet.runtime.drift_stats.score_counts`.
-* **Hysteresis.** A channel is *over* in a report when any of its PSI / JS / KS scores is over its
-  threshold; it is flagged after ``alert_after`` consecutive reports over and cleared after
+* **Hysteresis.** A channel is *over* in a report when any of its PSI / JS / KS / scale / swap
+  scores is over its threshold; it is flagged after ``alert_after`` consecutive reports over and cleared after
   ``clear_after`` consecutive reports under every threshold. Reports with fewer than
   ``min_samples`` samples on a channel are scored and sent but leave its state alone.
 """
@@ -38,7 +38,7 @@ __all__ = [
     "DriftSettings",
 ]
 
-METRICS = ("psi", "js", "ks")
+METRICS = ("psi", "js", "ks", "scale", "swap")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class DriftSettings:
     psi_threshold: float = 0.1
     js_threshold: float = 0.15
     ks_threshold: float = 0.15
+    scale_threshold: float = 0.2
+    swap_threshold: float = 0.3
     alert_after: int = 2
     clear_after: int = 3
     min_samples: int = 1000
@@ -62,13 +64,21 @@ class DriftSettings:
             psi_threshold=config.psi_threshold,
             js_threshold=config.js_threshold,
             ks_threshold=config.ks_threshold,
+            scale_threshold=config.scale_threshold,
+            swap_threshold=config.swap_threshold,
             alert_after=config.alert_after,
             clear_after=config.clear_after,
             min_samples=config.min_samples,
         )
 
     def thresholds(self) -> dict[str, float]:
-        return {"psi": self.psi_threshold, "js": self.js_threshold, "ks": self.ks_threshold}
+        return {
+            "psi": self.psi_threshold,
+            "js": self.js_threshold,
+            "ks": self.ks_threshold,
+            "scale": self.scale_threshold,
+            "swap": self.swap_threshold,
+        }
 
 
 @dataclass(frozen=True)

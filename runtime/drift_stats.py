@@ -10,6 +10,11 @@ counts equals scoring the concatenated data. :func:`score_counts` compares count
   reference's deciles (the fine percentile bins summed ten at a time: fewer, fuller bins keep
   both stable on a few thousand samples), the **Kolmogorov-Smirnov statistic** over the fine
   percentile CDF, and mean/std against the reference's;
+* per input channel, two statistics made for what the marginal ones miss on real sensor data
+  (:mod:`edgefleet.runtime.drift_cross`): **scale**, the change of the channel's spread relative
+  to the other channels' (a gain on one axis), and **swap**, how much better the channel's live
+  correlations with the others match another channel's reference correlations than its own
+  (two axes wired the other way round);
 * for the outputs: PSI of the predicted class distribution and of the top-class confidence
   histogram against the reference's.
 
@@ -21,11 +26,12 @@ percentile bins of a schema 2 profile, at most about 0.01 (see :func:`ks_error_b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from edgefleet.runtime.drift_cross import correlation_from_moments, scale_scores, swap_scores
 from edgefleet.runtime.profile import (
     CONFIDENCE_EDGES,
     ChannelProfile,
@@ -61,7 +67,10 @@ class DriftCounts:
     ``bins[c, i]``: finite samples of channel ``c`` in reference bin ``i``; ``sums`` and
     ``sumsq`` their sum and sum of squares per channel; ``nonfinite`` NaN/inf samples per
     channel (not in ``bins``); ``classes[k]``: windows whose predicted class was label ``k``;
-    ``confidence[j]``: windows whose top-class confidence fell in confidence bin ``j``.
+    ``confidence[j]``: windows whose top-class confidence fell in confidence bin ``j``;
+    ``moments``: over the rows where every channel is finite, the ``(C + 1, C + 1)`` sums of
+    ``[1, x] [1, x]^T`` (row count, sums, cross products), for the correlations; None where the
+    counts were rebuilt without it (a controller merging version 2 reports).
     """
 
     bins: IntArray
@@ -70,6 +79,7 @@ class DriftCounts:
     nonfinite: IntArray
     classes: IntArray
     confidence: IntArray
+    moments: F64Array | None = None
 
     @classmethod
     def zeros(cls, channels: int, bins: int, classes: int = 0, confidence_bins: int = 0) -> DriftCounts:
@@ -80,6 +90,7 @@ class DriftCounts:
             nonfinite=np.zeros(channels, dtype=np.int64),
             classes=np.zeros(classes, dtype=np.int64),
             confidence=np.zeros(confidence_bins, dtype=np.int64),
+            moments=np.zeros((channels + 1, channels + 1), dtype=np.float64),
         )
 
     def __add__(self, other: DriftCounts) -> DriftCounts:
@@ -95,6 +106,7 @@ class DriftCounts:
             nonfinite=self.nonfinite + other.nonfinite,
             classes=self.classes + other.classes,
             confidence=self.confidence + other.confidence,
+            moments=None if self.moments is None or other.moments is None else self.moments + other.moments,
         )
 
     @property
@@ -148,8 +160,11 @@ class BinCounter:
         if finite.all():
             flat = self._grid.bin_of(data).ravel()
             ones = np.ones(data.shape[0])
-            counts.sums += ones @ data  # a matrix product reduces columns faster than sum(axis=0)
-            counts.sumsq += ones @ (data * data)
+            sums = ones @ data  # a matrix product reduces columns faster than sum(axis=0)
+            cross = data.T @ data
+            counts.sums += sums
+            counts.sumsq += np.diagonal(cross)
+            self._add_moments(data.shape[0], sums, cross)
         else:
             counts.nonfinite += (~finite).sum(axis=0)
             parts = []
@@ -159,9 +174,20 @@ class BinCounter:
                 counts.sums[c] += column.sum()
                 counts.sumsq[c] += column @ column
             flat = np.concatenate(parts)
+            rows = data[finite.all(axis=1)]
+            self._add_moments(rows.shape[0], rows.sum(axis=0), rows.T @ rows)
         counts.bins += np.bincount(flat, minlength=self.channels * self.bins).reshape(
             self.channels, self.bins
         )
+
+    def _add_moments(self, n: int, sums: F64Array, cross: F64Array) -> None:
+        moments = self.counts.moments
+        if moments is None or n == 0:
+            return
+        moments[0, 0] += n
+        moments[0, 1:] += sums
+        moments[1:, 0] += sums
+        moments[1:, 1:] += cross
 
     def add_outputs(self, labels: Sequence[str | None], confidences: npt.ArrayLike) -> None:
         """Count one predicted label and top-class confidence per window (classifiers only)."""
@@ -326,6 +352,11 @@ class ChannelScore:
     reference_mean: float
     reference_std: float
     bins: list[int] = field(default_factory=list)
+    scale: float | None = None
+    """Spread change relative to the other channels' (:mod:`edgefleet.runtime.drift_cross`)."""
+    swap: float | None = None
+    """How much better the live correlations fit channel ``swap_with``'s reference than its own."""
+    swap_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -400,7 +431,18 @@ def score_counts(profile: ReferenceProfile, counts: DriftCounts, labels: Sequenc
     """Score ``counts`` (from a :class:`BinCounter` of ``profile``, possibly merged) against ``profile``."""
     if counts.bins.shape[0] != len(profile.channels):
         raise ValueError(f"counts have {counts.bins.shape[0]} channels; the profile {len(profile.channels)}")
+    channels = [_channel_score(ref, counts, c) for c, ref in enumerate(profile.channels)]
+    scales = scale_scores([c.std for c in channels], [c.reference_std for c in channels])
+    swaps: list[tuple[float | None, int | None]] = [(None, None)] * len(channels)
+    if profile.correlation is not None and counts.moments is not None:
+        live, valid = correlation_from_moments(counts.moments)
+        valid &= np.array([c.reference_std > 0 for c in channels])
+        swaps = swap_scores(live, np.asarray(profile.correlation, dtype=np.float64), valid)
+    names = [c.name for c in channels]
     return DriftScores(
-        channels=[_channel_score(ref, counts, c) for c, ref in enumerate(profile.channels)],
+        channels=[
+            replace(c, scale=scale, swap=swap, swap_with=None if other is None else names[other])
+            for c, scale, (swap, other) in zip(channels, scales, swaps, strict=True)
+        ],
         outputs=_output_score(profile, labels, counts) if counts.classes.size else None,
     )

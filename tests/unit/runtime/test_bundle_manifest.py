@@ -117,8 +117,8 @@ def test_every_problem_is_listed_at_once() -> None:
 
 
 def test_unsupported_schema_version() -> None:
-    with pytest.raises(BundleError, match="schema_version 3 is not supported"):
-        parse(manifest_dict(schema_version=3))
+    with pytest.raises(BundleError, match="schema_version 4 is not supported"):
+        parse(manifest_dict(schema_version=4))
 
 
 def test_invalid_json() -> None:
