@@ -163,7 +163,14 @@ class DriftReport:
             "end_sample": self.end_sample,
             "drifted": self.any_drifted,
             "channels": {
-                c.name: {"psi": c.psi, "js": c.js, "ks": c.ks, "drifted": self.drifted[c.name]}
+                c.name: {
+                    "psi": c.psi,
+                    "js": c.js,
+                    "ks": c.ks,
+                    "scale": c.scale,
+                    "swap": c.swap,
+                    "drifted": self.drifted[c.name],
+                }
                 for c in self.scores.channels
             },
         }
@@ -196,6 +203,9 @@ class DriftReport:
                     "nonfinite": c.nonfinite,
                     "over": self.over[c.name],
                     "bins": c.bins,
+                    "scale": c.scale,
+                    "swap": c.swap,
+                    "swap_with": c.swap_with,
                 }
                 for c in self.scores.channels
             ],
@@ -388,6 +398,9 @@ class DriftMonitor:
                 "psi": None if score is None else score.psi,
                 "js": None if score is None else score.js,
                 "ks": None if score is None else score.ks,
+                "scale": None if score is None else score.scale,
+                "swap": None if score is None else score.swap,
+                "swap_with": None if score is None else score.swap_with,
             }
         outputs = last.scores.outputs if last is not None else None
         return {

@@ -59,12 +59,12 @@ def main() -> None:
     args = parser.parse_args()
     series: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="drift-mem-") as tmp:
-        sides = {name: start(Path(tmp) / name, drift=name == "on", speed=args.speed) for name in ("on", "off")}
+        sides = {n: start(Path(tmp) / n, drift=n == "on", speed=args.speed) for n in ("on", "off")}
         procs = {name: spawn_agent(config) for name, (config, _) in sides.items()}
         try:
             for name, (config, db) in sides.items():
                 try:
-                    wait_for(lambda db=db: count_results(db) > 0, timeout=120)  # type: ignore[misc]
+                    wait_for(lambda db=db: count_results(db) > 0, timeout=120)
                 except TimeoutError:
                     raise SystemExit(f"{name}: no result after 120 s:\n{agent_log_tail(config)}") from None
             t0 = time.monotonic()
@@ -85,7 +85,8 @@ def main() -> None:
                 time.sleep(max(0.0, min(args.every_s, args.minutes * 60 - elapsed)))
                 for name, proc in procs.items():
                     if proc.poll() is not None:
-                        raise SystemExit(f"{name}: agent exited {proc.returncode}:\n{agent_log_tail(sides[name][0])}")
+                        tail = agent_log_tail(sides[name][0])
+                        raise SystemExit(f"{name}: agent exited {proc.returncode}:\n{tail}")
         finally:
             for proc in procs.values():
                 proc.send_signal(signal.SIGTERM)
