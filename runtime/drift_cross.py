@@ -82,25 +82,26 @@ def swap_scores(
     out: list[tuple[float | None, int | None]] = [
         (0.0, None) if valid[c] else (None, None) for c in range(channels)
     ]
-    while len(open_) >= 3:
-        best, pair = 0.0, None
-        for i, a in enumerate(open_):
-            for b in open_[i + 1 :]:
-                rest = [c for c in open_ if c not in (a, b)]
-                same = np.hypot(
-                    np.linalg.norm(live[a, rest] - reference[a, rest]),
-                    np.linalg.norm(live[b, rest] - reference[b, rest]),
-                )
-                swapped = np.hypot(
-                    np.linalg.norm(live[a, rest] - reference[b, rest]),
-                    np.linalg.norm(live[b, rest] - reference[a, rest]),
-                )
-                gain = float(same - swapped)
-                if gain > best:
-                    best, pair = gain, (a, b)
-        if pair is None:
+    # err[a, b, j]: squared gap between live channel a's and reference channel b's correlation
+    # with channel j; every pair is scored at once (a report close, not a hot path, but cheap).
+    err = (live[:, None, :] - reference[None, :, :]) ** 2
+    own = np.diagonal(err, axis1=0, axis2=1).T  # own[a, j] = err[a, a, j]
+    pair_same = own[:, None, :] + own[None, :, :]
+    pair_swapped = err + err.transpose(1, 0, 2)
+    index = np.arange(channels)
+    not_self = (index[:, None, None] != index[None, None, :]) & (index[None, :, None] != index[None, None, :])
+    is_open = np.zeros(channels, dtype=bool)
+    is_open[open_] = True
+    upper = index[:, None] < index[None, :]
+    while is_open.sum() >= 3:
+        rest = not_self & is_open[None, None, :]
+        same = np.sqrt(np.where(rest, pair_same, 0.0).sum(axis=2))
+        swapped = np.sqrt(np.where(rest, pair_swapped, 0.0).sum(axis=2))
+        gain = np.where(upper & is_open[:, None] & is_open[None, :], same - swapped, 0.0)
+        a, b = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        best = float(gain[a, b])
+        if best <= 0.0:
             break
-        a, b = pair
-        out[a], out[b] = (best, b), (best, a)
-        open_ = [c for c in open_ if c not in pair]
+        out[a], out[b] = (best, int(b)), (best, int(a))
+        is_open[[a, b]] = False
     return out
