@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 METRICS = ("psi", "js", "ks", "scale", "swap")
+_COUNT_ROWS = 4096  # pending rows counted at once
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,13 @@ class DriftMonitor:
         self.labels = list(labels)
         self.channel_names = [c.name for c in profile.channels]
         self._counter = BinCounter(profile, self.labels)
+        # Rows and outputs waiting to be counted: numpy's cost per call dwarfs its cost per value
+        # on the few rows one batch adds (16 slow sensors: 10 new rows each), so they are counted
+        # a few thousand at a time, and always before a report closes.
+        self._pending: list[npt.NDArray[Any]] = []
+        self._pending_rows = 0
+        self._pending_labels: list[str | None] = []
+        self._pending_scores: list[npt.NDArray[np.float64]] = []
         self._on_report = on_report
         self._clock = clock
         self._last_end: dict[str, int] = {}
@@ -305,7 +313,8 @@ class DriftMonitor:
                 self._count_mixed(stream[at : at + take], starts[part], data[part])
             if labels is not None and scores is not None:
                 confidences = np.array([np.nan if s is None else s for s in scores[part]], dtype=np.float64)
-                self._counter.add_outputs(labels[part], confidences)
+                self._pending_labels.extend(labels[part])
+                self._pending_scores.append(confidences)
             if t0 is not None and t1 is not None:
                 self._t0 = min(self._t0, float(t0[part].min()))
                 self._t1 = max(self._t1, float(t1[part].max()))
@@ -332,7 +341,7 @@ class DriftMonitor:
             block = np.concatenate([data[0, int(skip[0]) :, :], rest])
         else:
             block = np.concatenate([data[i, int(k) :, :] for i, k in enumerate(skip)])
-        self._counter.add_samples(block)
+        self._defer(block, data)
         new_first = int(starts[0] + skip[0])
         self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
         self._last_sample = max(self._last_sample, int(ends[-1]))
@@ -345,22 +354,43 @@ class DriftMonitor:
         # windows costs less than one numpy pass per stream.
         length = self.window_length
         last = self._last_end
-        skip = np.empty(len(starts), dtype=np.int64)
-        for i, (name, start) in enumerate(zip(streams, starts.tolist(), strict=True)):
+        skips: list[int] = []
+        for name, start in zip(streams, starts.tolist(), strict=True):
             end = last.get(name, -1)
             if end >= 0 and start + length < end:
                 end = -1  # the stream's indices started again (a new source or buffer)
-            skip[i] = min(max(end - start, 0), length)
-            last[name] = max(end, start + length)
+            k = end - start
+            skips.append(0 if k <= 0 else k if k < length else length)
+            last[name] = start + length if start + length > end else end
         channels = data.shape[2]
-        if np.all(skip == skip[0]):
-            block = data[:, int(skip[0]) :, :].reshape(-1, channels)
+        if skips.count(skips[0]) == len(skips):
+            block = data[:, skips[0] :, :].reshape(-1, channels)
         else:
-            block = np.concatenate([data[i, int(k) :, :] for i, k in enumerate(skip)])
-        self._counter.add_samples(block)
-        new_first = int((starts + skip).min())
+            block = np.concatenate([data[i, k:, :] for i, k in enumerate(skips)])
+        self._defer(block, data)
+        first = starts.tolist()
+        new_first = min(s + k for s, k in zip(first, skips, strict=True))
         self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
-        self._last_sample = max(self._last_sample, int(starts.max()) + length)
+        self._last_sample = max(self._last_sample, max(first) + length)
+
+    def _defer(self, block: npt.NDArray[Any], data: npt.NDArray[Any]) -> None:
+        # A copy when the block is a view: the batch's buffer may be reused once we return.
+        self._pending.append(block.copy() if np.shares_memory(block, data) else block)
+        self._pending_rows += len(block)
+        if self._pending_rows >= _COUNT_ROWS:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        if self._pending:
+            pending = self._pending
+            self._counter.add_samples(pending[0] if len(pending) == 1 else np.concatenate(pending))
+            self._pending, self._pending_rows = [], 0
+        if self._pending_scores:
+            scores = self._pending_scores
+            self._counter.add_outputs(
+                self._pending_labels, scores[0] if len(scores) == 1 else np.concatenate(scores)
+            )
+            self._pending_labels, self._pending_scores = [], []
 
     def _due(self) -> bool:
         if self._span_windows >= self.settings.windows:
@@ -378,6 +408,7 @@ class DriftMonitor:
     # -- reports ------------------------------------------------------------------------------
 
     def _close(self) -> DriftReport:
+        self._count_pending()
         counts = self._counter.take()
         scores = score_counts(self.profile, counts, self.labels)
         thresholds = self.settings.thresholds()
