@@ -72,6 +72,8 @@ def fixed_load_cpu(
         config = write_fixed_load_config(workdir, streams, rate_hz)
         with config.open("a") as fh:
             fh.write(f"\n[drift]\nenabled = {str(drift).lower()}\n")
+            if max_cpu is not None:
+                fh.write(f"max_cpu = {max_cpu}\n")
         db = workdir / "state" / "store.db"
         proc = spawn_agent(config)
         try:
@@ -158,6 +160,9 @@ def main() -> None:
     parser.add_argument("--skip-fixed", action="store_true", help="skip the fixed-load rounds")
     parser.add_argument("--fixed-rounds", type=int, default=3)
     parser.add_argument("--fixed-seconds", type=float, default=20.0, help="measured seconds per side")
+    parser.add_argument(
+        "--fixed-max-cpu", type=float, default=None, help="[drift] max_cpu on the fixed-load side"
+    )
     args = parser.parse_args()
     drift_us, predict_us, close_us = per_window_costs(args.batch, min(args.seconds, 3.0))
     print(
@@ -166,12 +171,18 @@ def main() -> None:
     )
     if not args.skip_fixed:
         ratios_fixed = []
-        print("fixed load: 16 streams x 6 channels at 100 Hz, hop 10 = 160 windows/s; CPU, share of one core")
+        budget = "default" if args.fixed_max_cpu is None else f"{args.fixed_max_cpu:g}"
+        print(
+            "fixed load: 16 streams x 6 channels at 100 Hz, hop 10 = 160 windows/s; CPU, share of one core; "
+            f"[drift] max_cpu {budget}"
+        )
         print(f"{'round':>5} {'off':>7} {'on':>7} {'on/off':>7} {'skipped':>8}")
         for r in range(args.fixed_rounds):
             sides = {}
             for drift in (False, True) if r % 2 == 0 else (True, False):
-                sides[drift] = fixed_load_cpu(drift=drift, seconds=args.fixed_seconds)
+                sides[drift] = fixed_load_cpu(
+                    drift=drift, seconds=args.fixed_seconds, max_cpu=args.fixed_max_cpu
+                )
             (off, _), (on, skipped) = sides[False], sides[True]
             ratios_fixed.append(on / off)
             print(f"{r:>5} {off:>7.1%} {on:>7.1%} {on / off:>7.3f} {skipped:>8}")
