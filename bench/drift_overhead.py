@@ -64,7 +64,7 @@ def drift_windows_per_s(*, drift: bool, batch: int, windows: int, seconds: float
 
 
 def fixed_load_cpu(
-    *, drift: bool, seconds: float, streams: int = 16, rate_hz: float = 100.0
+    *, drift: bool, seconds: float, max_cpu: float | None = None, streams: int = 16, rate_hz: float = 100.0
 ) -> tuple[float, int]:
     """(Share of one core the agent used, windows its drift reports skipped) at the fixed load."""
     with tempfile.TemporaryDirectory(prefix="drift-fixed-") as tmp:
