@@ -50,7 +50,7 @@ class DriftObserver:
         self._off_reason: str | None = "no bundle loaded yet"
         self._failures = RateLimitedLog(log, 60.0)
         self._budget_per_s = config.max_cpu
-        self._tokens = 0.0
+        self._tokens = _BURST_S  # full: the first counts and report are not charged to a cold bucket
         self._refilled_at = time.perf_counter()
         self.skipped_windows = 0
 
