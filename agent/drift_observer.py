@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefleet.agent.batch_predictions import BatchPredictions
 from edgefleet.agent.config import DriftConfig
 from edgefleet.agent.drift_monitor import DriftMonitor, DriftReport, DriftSettings
 from edgefleet.agent.sources.base import RateLimitedLog
@@ -91,8 +92,13 @@ class DriftObserver:
         self._tokens -= time.perf_counter() - started
 
     def _count(self, monitor: DriftMonitor, batch: Batch, predictions: Sequence[Prediction]) -> None:
-        labels = [p.label for p in predictions] if monitor.labels else None
-        scores = [p.score for p in predictions] if monitor.labels else None
+        labels: Sequence[str | None] | None = None
+        scores: Sequence[float | None] | None = None
+        if monitor.labels:
+            if isinstance(predictions, BatchPredictions):  # the columns, no object per window
+                labels, scores = predictions.answers.labels, predictions.answers.scores
+            else:
+                labels, scores = [p.label for p in predictions], [p.score for p in predictions]
         parts = batch.parts
         if len(parts) == 1:
             # one stream (saturation, one fast sensor): its windows as they are, zero-copy
