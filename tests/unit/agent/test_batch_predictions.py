@@ -13,7 +13,8 @@ def test_it_reads_like_the_list_of_predictions_it_stands_for() -> None:
     answers = Interpretation(labels=["a", "b", None], scores=[0.9, 0.8, None], values=values)
     lazy = BatchPredictions(answers)
     eager = [
-        Prediction(label, score, row) for label, score, row in zip(answers.labels, answers.scores, values)
+        Prediction(label, score, row)
+        for label, score, row in zip(answers.labels, answers.scores, values, strict=True)
     ]
     assert len(lazy) == 3
     assert [(p.label, p.score, p.values.tolist()) for p in lazy] == [
