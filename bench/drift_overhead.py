@@ -64,7 +64,13 @@ def drift_windows_per_s(*, drift: bool, batch: int, windows: int, seconds: float
 
 
 def fixed_load_cpu(
-    *, drift: bool, seconds: float, max_cpu: float | None = None, streams: int = 16, rate_hz: float = 100.0
+    *,
+    drift: bool,
+    seconds: float,
+    max_cpu: float | None = None,
+    windows: int | None = None,
+    streams: int = 16,
+    rate_hz: float = 100.0,
 ) -> tuple[float, int]:
     """(Share of one core the agent used, windows its drift reports skipped) at the fixed load."""
     with tempfile.TemporaryDirectory(prefix="drift-fixed-") as tmp:
@@ -74,6 +80,8 @@ def fixed_load_cpu(
             fh.write(f"\n[drift]\nenabled = {str(drift).lower()}\n")
             if max_cpu is not None:
                 fh.write(f"max_cpu = {max_cpu}\n")
+            if windows is not None:
+                fh.write(f"windows = {windows}\n")
         db = workdir / "state" / "store.db"
         proc = spawn_agent(config)
         try:
@@ -174,7 +182,7 @@ def main() -> None:
         budget = "default" if args.fixed_max_cpu is None else f"{args.fixed_max_cpu:g}"
         print(
             "fixed load: 16 streams x 6 channels at 100 Hz, hop 10 = 160 windows/s; CPU, share of one core; "
-            f"[drift] max_cpu {budget}"
+            f"[drift] max_cpu {budget}, windows {args.fixed_windows or 'default'}"
         )
         print(f"{'round':>5} {'off':>7} {'on':>7} {'on/off':>7} {'skipped':>8}")
         for r in range(args.fixed_rounds):
