@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument(
         "--fixed-max-cpu", type=float, default=None, help="[drift] max_cpu on the fixed-load side"
     )
+    parser.add_argument(
+        "--fixed-windows", type=int, default=None, help="[drift] windows on the fixed-load side"
+    )
     args = parser.parse_args()
     drift_us, predict_us, close_us = per_window_costs(args.batch, min(args.seconds, 3.0))
     print(
@@ -189,7 +192,10 @@ def main() -> None:
             sides = {}
             for drift in (False, True) if r % 2 == 0 else (True, False):
                 sides[drift] = fixed_load_cpu(
-                    drift=drift, seconds=args.fixed_seconds, max_cpu=args.fixed_max_cpu
+                    drift=drift,
+                    seconds=args.fixed_seconds,
+                    max_cpu=args.fixed_max_cpu,
+                    windows=args.fixed_windows,
                 )
             (off, _), (on, skipped) = sides[False], sides[True]
             ratios_fixed.append(on / off)
