@@ -209,6 +209,16 @@ class DriftConfig(_Section):
     ks_threshold: float = Field(
         default=0.15, gt=0, le=1, description="Kolmogorov-Smirnov statistic that flags drift"
     )
+    scale_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        description="change of a channel's log std relative to the other channels' that flags drift (a gain)",
+    )
+    swap_threshold: float = Field(
+        default=0.3,
+        gt=0,
+        description="correlation-distance gain from exchanging two channels that flags drift (swapped axes)",
+    )
     alert_after: int = Field(
         default=2, ge=1, description="consecutive reports over a threshold before a channel is flagged"
     )

@@ -10,8 +10,8 @@ report and alert identically.
   case (consecutive windows) that is the last ``hop`` rows of every window, one slice per batch.
 * **Reports** close after ``windows`` windows or ``interval_s`` seconds, whichever comes first,
   and are scored with :func:`edgefleet.runtime.drift_stats.score_counts`.
-* **Hysteresis.** A channel is *over* in a report when any of its PSI / JS / KS scores is over its
-  threshold; it is flagged after ``alert_after`` consecutive reports over and cleared after
+* **Hysteresis.** A channel is *over* in a report when any of its PSI / JS / KS / scale / swap
+  scores is over its threshold; it is flagged after ``alert_after`` consecutive reports over and cleared after
   ``clear_after`` consecutive reports under every threshold. Reports with fewer than
   ``min_samples`` samples on a channel are scored and sent but leave its state alone.
 """
@@ -38,7 +38,8 @@ __all__ = [
     "DriftSettings",
 ]
 
-METRICS = ("psi", "js", "ks")
+METRICS = ("psi", "js", "ks", "scale", "swap")
+_COUNT_ROWS = 4096  # pending rows counted at once
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class DriftSettings:
     psi_threshold: float = 0.1
     js_threshold: float = 0.15
     ks_threshold: float = 0.15
+    scale_threshold: float = 0.2
+    swap_threshold: float = 0.3
     alert_after: int = 2
     clear_after: int = 3
     min_samples: int = 1000
@@ -62,13 +65,21 @@ class DriftSettings:
             psi_threshold=config.psi_threshold,
             js_threshold=config.js_threshold,
             ks_threshold=config.ks_threshold,
+            scale_threshold=config.scale_threshold,
+            swap_threshold=config.swap_threshold,
             alert_after=config.alert_after,
             clear_after=config.clear_after,
             min_samples=config.min_samples,
         )
 
     def thresholds(self) -> dict[str, float]:
-        return {"psi": self.psi_threshold, "js": self.js_threshold, "ks": self.ks_threshold}
+        return {
+            "psi": self.psi_threshold,
+            "js": self.js_threshold,
+            "ks": self.ks_threshold,
+            "scale": self.scale_threshold,
+            "swap": self.swap_threshold,
+        }
 
 
 @dataclass(frozen=True)
@@ -153,7 +164,14 @@ class DriftReport:
             "end_sample": self.end_sample,
             "drifted": self.any_drifted,
             "channels": {
-                c.name: {"psi": c.psi, "js": c.js, "ks": c.ks, "drifted": self.drifted[c.name]}
+                c.name: {
+                    "psi": c.psi,
+                    "js": c.js,
+                    "ks": c.ks,
+                    "scale": c.scale,
+                    "swap": c.swap,
+                    "drifted": self.drifted[c.name],
+                }
                 for c in self.scores.channels
             },
         }
@@ -186,6 +204,9 @@ class DriftReport:
                     "nonfinite": c.nonfinite,
                     "over": self.over[c.name],
                     "bins": c.bins,
+                    "scale": c.scale,
+                    "swap": c.swap,
+                    "swap_with": c.swap_with,
                 }
                 for c in self.scores.channels
             ],
@@ -230,6 +251,13 @@ class DriftMonitor:
         self.labels = list(labels)
         self.channel_names = [c.name for c in profile.channels]
         self._counter = BinCounter(profile, self.labels)
+        # Rows and outputs waiting to be counted: numpy's cost per call dwarfs its cost per value
+        # on the few rows one batch adds (16 slow sensors: 10 new rows each), so they are counted
+        # a few thousand at a time, and always before a report closes.
+        self._pending: list[npt.NDArray[Any]] = []
+        self._pending_rows = 0
+        self._pending_labels: list[str | None] = []
+        self._pending_scores: list[npt.NDArray[np.float64]] = []
         self._on_report = on_report
         self._clock = clock
         self._last_end: dict[str, int] = {}
@@ -255,7 +283,7 @@ class DriftMonitor:
 
     def add_windows(
         self,
-        stream: str,
+        stream: str | Sequence[str],
         start_index: npt.ArrayLike,
         data: npt.NDArray[Any],
         *,
@@ -265,7 +293,11 @@ class DriftMonitor:
         scores: Sequence[float | None] | None = None,
     ) -> list[DriftReport]:
         """Count windows ``data`` (``(N, window_length, C)``, oldest first) of ``stream`` whose
-        first samples have indices ``start_index``; returns the reports this closed."""
+        first samples have indices ``start_index``; returns the reports this closed.
+
+        ``stream`` may also name each window's stream (a batch of several streams, each one's
+        windows oldest first): one call then counts them all, far cheaper than one per stream
+        when each stream adds a window or two per batch (many slow sensors)."""
         starts = np.asarray(start_index, dtype=np.int64)
         n = len(starts)
         t0 = None if start_ts is None else np.asarray(start_ts, dtype=np.float64)
@@ -275,10 +307,14 @@ class DriftMonitor:
         while at < n:
             take = min(n - at, self.settings.windows - self._span_windows)
             part = slice(at, at + take)
-            self._count(stream, starts[part], data[part])
+            if isinstance(stream, str):
+                self._count(stream, starts[part], data[part])
+            else:
+                self._count_mixed(stream[at : at + take], starts[part], data[part])
             if labels is not None and scores is not None:
                 confidences = np.array([np.nan if s is None else s for s in scores[part]], dtype=np.float64)
-                self._counter.add_outputs(labels[part], confidences)
+                self._pending_labels.extend(labels[part])
+                self._pending_scores.append(confidences)
             if t0 is not None and t1 is not None:
                 self._t0 = min(self._t0, float(t0[part].min()))
                 self._t1 = max(self._t1, float(t1[part].max()))
@@ -305,11 +341,56 @@ class DriftMonitor:
             block = np.concatenate([data[0, int(skip[0]) :, :], rest])
         else:
             block = np.concatenate([data[i, int(k) :, :] for i, k in enumerate(skip)])
-        self._counter.add_samples(block)
+        self._defer(block, data)
         new_first = int(starts[0] + skip[0])
         self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
         self._last_sample = max(self._last_sample, int(ends[-1]))
         self._last_end[stream] = max(last_end, int(ends[-1]))
+
+    def _count_mixed(
+        self, streams: Sequence[str], starts: npt.NDArray[np.int64], data: npt.NDArray[Any]
+    ) -> None:
+        # The same rule as _count, window by window: a plain loop over a batch's few dozen
+        # windows costs less than one numpy pass per stream.
+        length = self.window_length
+        last = self._last_end
+        skips: list[int] = []
+        for name, start in zip(streams, starts.tolist(), strict=True):
+            end = last.get(name, -1)
+            if end >= 0 and start + length < end:
+                end = -1  # the stream's indices started again (a new source or buffer)
+            k = end - start
+            skips.append(0 if k <= 0 else k if k < length else length)
+            last[name] = start + length if start + length > end else end
+        channels = data.shape[2]
+        if skips.count(skips[0]) == len(skips):
+            block = data[:, skips[0] :, :].reshape(-1, channels)
+        else:
+            block = np.concatenate([data[i, k:, :] for i, k in enumerate(skips)])
+        self._defer(block, data)
+        first = starts.tolist()
+        new_first = min(s + k for s, k in zip(first, skips, strict=True))
+        self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
+        self._last_sample = max(self._last_sample, max(first) + length)
+
+    def _defer(self, block: npt.NDArray[Any], data: npt.NDArray[Any]) -> None:
+        # A copy when the block is a view: the batch's buffer may be reused once we return.
+        self._pending.append(block.copy() if np.shares_memory(block, data) else block)
+        self._pending_rows += len(block)
+        if self._pending_rows >= _COUNT_ROWS:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        if self._pending:
+            pending = self._pending
+            self._counter.add_samples(pending[0] if len(pending) == 1 else np.concatenate(pending))
+            self._pending, self._pending_rows = [], 0
+        if self._pending_scores:
+            scores = self._pending_scores
+            self._counter.add_outputs(
+                self._pending_labels, scores[0] if len(scores) == 1 else np.concatenate(scores)
+            )
+            self._pending_labels, self._pending_scores = [], []
 
     def _due(self) -> bool:
         if self._span_windows >= self.settings.windows:
@@ -327,6 +408,7 @@ class DriftMonitor:
     # -- reports ------------------------------------------------------------------------------
 
     def _close(self) -> DriftReport:
+        self._count_pending()
         counts = self._counter.take()
         scores = score_counts(self.profile, counts, self.labels)
         thresholds = self.settings.thresholds()
@@ -382,6 +464,9 @@ class DriftMonitor:
                 "psi": None if score is None else score.psi,
                 "js": None if score is None else score.js,
                 "ks": None if score is None else score.ks,
+                "scale": None if score is None else score.scale,
+                "swap": None if score is None else score.swap,
+                "swap_with": None if score is None else score.swap_with,
             }
         outputs = last.scores.outputs if last is not None else None
         return {

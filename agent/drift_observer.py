@@ -21,6 +21,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from edgefleet.agent.batch_predictions import BatchPredictions
 from edgefleet.agent.config import DriftConfig
 from edgefleet.agent.drift_monitor import DriftMonitor, DriftReport, DriftSettings
 from edgefleet.agent.sources.base import RateLimitedLog
@@ -48,7 +51,7 @@ class DriftObserver:
         self._off_reason: str | None = "no bundle loaded yet"
         self._failures = RateLimitedLog(log, 60.0)
         self._budget_per_s = config.max_cpu
-        self._tokens = 0.0
+        self._tokens = _BURST_S  # full: the first counts and report are not charged to a cold bucket
         self._refilled_at = time.perf_counter()
         self.skipped_windows = 0
 
@@ -89,19 +92,40 @@ class DriftObserver:
         self._tokens -= time.perf_counter() - started
 
     def _count(self, monitor: DriftMonitor, batch: Batch, predictions: Sequence[Prediction]) -> None:
-        labels = [p.label for p in predictions] if monitor.labels else None
-        scores = [p.score for p in predictions] if monitor.labels else None
-        for stream, rows, starts, data, t0, t1 in _groups(batch):
+        labels: Sequence[str | None] | None = None
+        scores: Sequence[float | None] | None = None
+        if monitor.labels:
+            if isinstance(predictions, BatchPredictions):  # the columns, no object per window
+                labels, scores = predictions.answers.labels, predictions.answers.scores
+            else:
+                labels, scores = [p.label for p in predictions], [p.score for p in predictions]
+        parts = batch.parts
+        if len(parts) == 1:
+            # one stream (saturation, one fast sensor): its windows as they are, zero-copy
+            part = parts[0]
             with self._lock:
                 monitor.add_windows(
-                    stream,
-                    starts,
-                    data,
-                    start_ts=t0,
-                    end_ts=t1,
-                    labels=None if labels is None else [labels[i] for i in rows],
-                    scores=None if scores is None else [scores[i] for i in rows],
+                    part.stream,
+                    part.start_index,
+                    part.data,
+                    start_ts=part.start_ts,
+                    end_ts=part.end_ts,
+                    labels=labels,
+                    scores=scores,
                 )
+            return
+        # Several streams: one call for the whole batch (each stream's windows stay oldest first).
+        starts = batch.start_index
+        order = None if parts else np.argsort(starts, kind="stable")
+        streams = batch.streams
+        data, t0, t1 = batch.data, batch.start_ts, batch.end_ts
+        if order is not None:
+            streams = [streams[i] for i in order]
+            starts, data, t0, t1 = starts[order], data[order], t0[order], t1[order]
+            labels = None if labels is None else [labels[i] for i in order]
+            scores = None if scores is None else [scores[i] for i in order]
+        with self._lock:
+            monitor.add_windows(streams, starts, data, start_ts=t0, end_ts=t1, labels=labels, scores=scores)
 
     def flush(self) -> None:
         """Close and send the open report, if it counted anything (the agent stops or reloads)."""
@@ -151,33 +175,3 @@ class DriftObserver:
             if monitor is None:
                 return {"enabled": False, "reason": self._off_reason}
             return {"enabled": True, "skipped_windows": self.skipped_windows, **monitor.state()}
-
-
-def _groups(batch: Batch) -> list[tuple[str, Sequence[int], Any, Any, Any, Any]]:
-    """The batch per stream: ``(stream, rows, start_index, data, start_ts, end_ts)``, oldest first;
-    ``rows`` are the windows' positions in the batch (and in its predictions)."""
-    if batch.parts:
-        groups: list[tuple[str, Sequence[int], Any, Any, Any, Any]] = []
-        at = 0
-        for p in batch.parts:
-            groups.append((p.stream, range(at, at + len(p)), p.start_index, p.data, p.start_ts, p.end_ts))
-            at += len(p)
-        return groups
-    by_stream: dict[str, list[int]] = {}
-    for i, window in enumerate(batch.windows):
-        by_stream.setdefault(window.stream, []).append(i)
-    windows = batch.windows
-    groups = []
-    for stream, rows in by_stream.items():
-        rows.sort(key=lambda i: windows[i].start_index)
-        groups.append(
-            (
-                stream,
-                rows,
-                [windows[i].start_index for i in rows],
-                batch.data[rows],
-                [windows[i].start_ts for i in rows],
-                [windows[i].end_ts for i in rows],
-            )
-        )
-    return groups

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from edgefleet.agent.batch_predictions import BatchPredictions
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.results import result_records_of, result_rows_of
 from edgefleet.agent.routing import FallbackRouter, offer
@@ -101,7 +102,7 @@ class BatchRunner:
             def deferred_rows() -> list[tuple[Any, ...]]:
                 answers = bundle.interpret_batch(outputs)
                 if self._observers:
-                    self._notify_observers(batch, answers.predictions())
+                    self._notify_observers(batch, BatchPredictions(answers))
                 return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
 
             self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc))

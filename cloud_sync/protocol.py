@@ -144,6 +144,11 @@ class ChannelDrift(_Model):
     over: list[str] = Field(default_factory=list)
     """Metrics over their threshold in this report (before hysteresis)."""
     bins: list[int] | None = None
+    scale: float | None = None
+    """Cross-channel statistics (docs/drift.md): the spread's change relative to the other
+    channels', and the correlation gain from taking this channel for ``swap_with``."""
+    swap: float | None = None
+    swap_with: str | None = None
 
 
 class OutputDrift(_Model):

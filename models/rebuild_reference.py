@@ -1,8 +1,9 @@
-"""Rebuild the shipped bundles' drift reference profiles (manifest schema 2) from the shipped data.
+"""Rebuild the shipped BasicMotions bundles' drift reference profiles (manifest schema 3) from the data.
 
 Needs only numpy and the runtime (no TensorFlow): every BasicMotions TRAIN sample is counted once
 per channel into 100 percentile bins, and the bundle's own model answers the 240 training
-windows (50 samples, hop 10) for the class distribution and the top-class confidence histogram.
+windows (50 samples, hop 10) for the class distribution and the top-class confidence histogram;
+the channels' correlation matrix (schema 3) comes from the same samples.
 Only ``reference`` and ``schema_version`` of each ``manifest.json`` change; model and canary files
 (and so their hashes) stay as they are. The ``.tar`` bundle is left at schema 1 on purpose: it
 shows that bundles built before the change keep loading (drift then uses its 10 bins).
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report manifests that would change")
     args = parser.parse_args(argv)
     stale = []
-    for bundle_dir in sorted(p for p in BUNDLES.iterdir() if (p / MANIFEST_NAME).is_file()):
+    # BasicMotions bundles only: the watch bundles' profiles come from build_watch.py (other data).
+    for bundle_dir in sorted(p for p in BUNDLES.glob("basicmotions-*") if (p / MANIFEST_NAME).is_file()):
         new = rebuilt_manifest(bundle_dir)
         path = bundle_dir / MANIFEST_NAME
         if path.read_bytes() == new:

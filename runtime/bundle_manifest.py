@@ -1,7 +1,8 @@
-"""The bundle manifest (``manifest.json``, schema_version 2; 1 still loads) as pydantic models.
+"""The bundle manifest (``manifest.json``, schema_version 3; 1 and 2 still load) as pydantic models.
 
-Schema 2 adds the drift reference's confidence histogram (``reference.outputs[].confidence_*``);
-a schema 1 manifest carrying it is rejected, so a version always says what a manifest may hold.
+Schema 2 adds the drift reference's confidence histogram (``reference.outputs[].confidence_*``),
+schema 3 the channels' ``reference.correlation`` matrix; an older manifest carrying either is
+rejected, so a version always says what a manifest may hold.
 
 Every model is ``extra="forbid"``: an unknown key is an error, so a typo never silently turns a
 setting off. :func:`parse_manifest` turns any JSON or validation failure into one
@@ -39,8 +40,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION: Literal[2] = 2
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION: Literal[3] = 3
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
 Task = Literal["classification", "regression", "detection", "raw"]
 
 # https://semver.org/#is-there-a-suggested-regular-expression-regex-to-check-a-semver-string
@@ -143,7 +144,7 @@ class CanaryCase(BaseModel):
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     version: str
     task: Task
@@ -180,6 +181,8 @@ class BundleManifest(BaseModel):
             and any(o.confidence_histogram is not None for o in self.reference.outputs)
         ):
             problems.append("reference.outputs[].confidence_histogram needs schema_version 2")
+        if self.reference is not None and self.schema_version < 3 and self.reference.correlation is not None:
+            problems.append("reference.correlation needs schema_version 3")
         if self.reference is not None:
             names = [c.name for c in self.reference.channels]
             if names != self.preprocessing.channel_names:
@@ -205,7 +208,7 @@ def _format_validation(exc: ValidationError) -> list[str]:
         loc = ".".join(str(p) for p in err["loc"]) or "manifest"
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (not part of schema_version 2)"
+            msg = f"unknown key (not part of schema_version {SCHEMA_VERSION})"
         elif err["type"] == "missing":
             msg = "required key is missing"
         out.append(f"{loc}: {msg}")
@@ -222,7 +225,7 @@ def parse_manifest(text: str, *, source: str = MANIFEST_NAME) -> BundleManifest:
         ) from exc
     if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) not in SUPPORTED_SCHEMA_VERSIONS:
         raise BundleError(
-            f"{source}: schema_version {data.get('schema_version')!r} is not supported; expected 1 or 2",
+            f"{source}: schema_version {data.get('schema_version')!r} is not supported; expected 1, 2 or 3",
             path=source,
             hint="upgrade edgefleet, or rebuild the bundle with this version",
         )

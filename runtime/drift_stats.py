@@ -10,6 +10,11 @@ counts equals scoring the concatenated data. :func:`score_counts` compares count
   reference's deciles (the fine percentile bins summed ten at a time: fewer, fuller bins keep
   both stable on a few thousand samples), the **Kolmogorov-Smirnov statistic** over the fine
   percentile CDF, and mean/std against the reference's;
+* per input channel, two statistics made for what the marginal ones miss on real sensor data
+  (:mod:`edgefleet.runtime.drift_cross`): **scale**, the change of the channel's spread relative
+  to the other channels' (a gain on one axis), and **swap**, how much better the channel's live
+  correlations with the others match another channel's reference correlations than its own
+  (two axes wired the other way round);
 * for the outputs: PSI of the predicted class distribution and of the top-class confidence
   histogram against the reference's.
 
@@ -21,14 +26,15 @@ percentile bins of a schema 2 profile, at most about 0.01 (see :func:`ks_error_b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from edgefleet.runtime.drift_cross import correlation_from_moments, scale_scores, swap_scores
 from edgefleet.runtime.profile import (
+    _PSI_FLOOR,
     CONFIDENCE_EDGES,
-    ChannelProfile,
     ReferenceProfile,
     population_stability_index,
 )
@@ -61,7 +67,10 @@ class DriftCounts:
     ``bins[c, i]``: finite samples of channel ``c`` in reference bin ``i``; ``sums`` and
     ``sumsq`` their sum and sum of squares per channel; ``nonfinite`` NaN/inf samples per
     channel (not in ``bins``); ``classes[k]``: windows whose predicted class was label ``k``;
-    ``confidence[j]``: windows whose top-class confidence fell in confidence bin ``j``.
+    ``confidence[j]``: windows whose top-class confidence fell in confidence bin ``j``;
+    ``moments``: over the rows where every channel is finite, the ``(C + 1, C + 1)`` sums of
+    ``[1, x] [1, x]^T`` (row count, sums, cross products), for the correlations; None where the
+    counts were rebuilt without it (a controller merging version 2 reports).
     """
 
     bins: IntArray
@@ -70,6 +79,7 @@ class DriftCounts:
     nonfinite: IntArray
     classes: IntArray
     confidence: IntArray
+    moments: F64Array | None = None
 
     @classmethod
     def zeros(cls, channels: int, bins: int, classes: int = 0, confidence_bins: int = 0) -> DriftCounts:
@@ -80,6 +90,7 @@ class DriftCounts:
             nonfinite=np.zeros(channels, dtype=np.int64),
             classes=np.zeros(classes, dtype=np.int64),
             confidence=np.zeros(confidence_bins, dtype=np.int64),
+            moments=np.zeros((channels + 1, channels + 1), dtype=np.float64),
         )
 
     def __add__(self, other: DriftCounts) -> DriftCounts:
@@ -95,6 +106,7 @@ class DriftCounts:
             nonfinite=self.nonfinite + other.nonfinite,
             classes=self.classes + other.classes,
             confidence=self.confidence + other.confidence,
+            moments=None if self.moments is None or other.moments is None else self.moments + other.moments,
         )
 
     @property
@@ -148,8 +160,11 @@ class BinCounter:
         if finite.all():
             flat = self._grid.bin_of(data).ravel()
             ones = np.ones(data.shape[0])
-            counts.sums += ones @ data  # a matrix product reduces columns faster than sum(axis=0)
-            counts.sumsq += ones @ (data * data)
+            sums = ones @ data  # a matrix product reduces columns faster than sum(axis=0)
+            cross = data.T @ data
+            counts.sums += sums
+            counts.sumsq += np.diagonal(cross)
+            self._add_moments(data.shape[0], sums, cross)
         else:
             counts.nonfinite += (~finite).sum(axis=0)
             parts = []
@@ -159,9 +174,20 @@ class BinCounter:
                 counts.sums[c] += column.sum()
                 counts.sumsq[c] += column @ column
             flat = np.concatenate(parts)
+            rows = data[finite.all(axis=1)]
+            self._add_moments(rows.shape[0], rows.sum(axis=0), rows.T @ rows)
         counts.bins += np.bincount(flat, minlength=self.channels * self.bins).reshape(
             self.channels, self.bins
         )
+
+    def _add_moments(self, n: int, sums: F64Array, cross: F64Array) -> None:
+        moments = self.counts.moments
+        if moments is None or n == 0:
+            return
+        moments[0, 0] += n
+        moments[0, 1:] += sums
+        moments[1:, 0] += sums
+        moments[1:, 1:] += cross
 
     def add_outputs(self, labels: Sequence[str | None], confidences: npt.ArrayLike) -> None:
         """Count one predicted label and top-class confidence per window (classifiers only)."""
@@ -326,6 +352,11 @@ class ChannelScore:
     reference_mean: float
     reference_std: float
     bins: list[int] = field(default_factory=list)
+    scale: float | None = None
+    """Spread change relative to the other channels' (:mod:`edgefleet.runtime.drift_cross`)."""
+    swap: float | None = None
+    """How much better the live correlations fit channel ``swap_with``'s reference than its own."""
+    swap_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -343,33 +374,6 @@ class OutputScore:
 class DriftScores:
     channels: list[ChannelScore]
     outputs: OutputScore | None
-
-
-def _channel_score(ref: ChannelProfile, counts: DriftCounts, c: int) -> ChannelScore:
-    live = counts.bins[c]
-    n = int(live.sum())
-    psi = js = ks = mean = std = None
-    if n > 0:
-        ref_hist = np.asarray(ref.histogram, dtype=np.float64)
-        live_frac = live / n
-        psi = population_stability_index(list(coarsen(ref_hist)), list(coarsen(live_frac)))
-        js = js_distance(coarsen(ref_hist), coarsen(live_frac))
-        ks = ks_statistic(ref_hist, live_frac)
-        mean = float(counts.sums[c] / n)
-        std = float(np.sqrt(max(0.0, float(counts.sumsq[c] / n) - mean * mean)))
-    return ChannelScore(
-        name=ref.name,
-        samples=n,
-        nonfinite=int(counts.nonfinite[c]),
-        psi=psi,
-        js=js,
-        ks=ks,
-        mean=mean,
-        std=std,
-        reference_mean=ref.mean,
-        reference_std=ref.std,
-        bins=[int(v) for v in live],
-    )
 
 
 def _output_score(
@@ -396,11 +400,71 @@ def _output_score(
     )
 
 
+def _channel_scores(profile: ReferenceProfile, counts: DriftCounts) -> list[ChannelScore]:
+    """Every channel's marginal scores at once (the same formulas as :func:`js_distance`,
+    :func:`ks_statistic` and ``population_stability_index``, vectorised over channels)."""
+    n = counts.bins.sum(axis=1)
+    seen = n > 0
+    raw = np.array([c.histogram for c in profile.channels], dtype=np.float64)
+    ref = raw / raw.sum(axis=1, keepdims=True)
+    live = counts.bins / np.maximum(n, 1)[:, None]
+    ref_c, live_c = coarsen(ref), coarsen(live)
+    floor_ref = np.maximum(coarsen(raw), _PSI_FLOOR)
+    floor_live = np.maximum(live_c, _PSI_FLOOR)
+    floor_ref /= floor_ref.sum(axis=1, keepdims=True)
+    floor_live /= floor_live.sum(axis=1, keepdims=True)
+    psi = np.sum((floor_live - floor_ref) * np.log(floor_live / floor_ref), axis=1)
+    p = ref_c / ref_c.sum(axis=1, keepdims=True)
+    q = live_c / np.maximum(live_c.sum(axis=1, keepdims=True), 1e-300)
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0) / np.where(m > 0, m, 1.0)), 0.0).sum(
+            axis=1
+        )
+        kl_q = np.where(q > 0, q * np.log2(np.where(q > 0, q, 1.0) / np.where(m > 0, m, 1.0)), 0.0).sum(
+            axis=1
+        )
+    js = np.sqrt(np.maximum(0.0, (kl_p + kl_q) / 2))
+    ks = np.max(np.abs(np.cumsum(ref, axis=1) - np.cumsum(live, axis=1)), axis=1)
+    mean = counts.sums / np.maximum(n, 1)
+    std = np.sqrt(np.maximum(0.0, counts.sumsq / np.maximum(n, 1) - mean * mean))
+    scores = []
+    for c, channel in enumerate(profile.channels):
+        ok = bool(seen[c])
+        scores.append(
+            ChannelScore(
+                name=channel.name,
+                samples=int(n[c]),
+                nonfinite=int(counts.nonfinite[c]),
+                psi=float(psi[c]) if ok else None,
+                js=float(js[c]) if ok else None,
+                ks=float(ks[c]) if ok else None,
+                mean=float(mean[c]) if ok else None,
+                std=float(std[c]) if ok else None,
+                reference_mean=channel.mean,
+                reference_std=channel.std,
+                bins=counts.bins[c].tolist(),
+            )
+        )
+    return scores
+
+
 def score_counts(profile: ReferenceProfile, counts: DriftCounts, labels: Sequence[str] = ()) -> DriftScores:
     """Score ``counts`` (from a :class:`BinCounter` of ``profile``, possibly merged) against ``profile``."""
     if counts.bins.shape[0] != len(profile.channels):
         raise ValueError(f"counts have {counts.bins.shape[0]} channels; the profile {len(profile.channels)}")
+    channels = _channel_scores(profile, counts)
+    scales = scale_scores([c.std for c in channels], [c.reference_std for c in channels])
+    swaps: list[tuple[float | None, int | None]] = [(None, None)] * len(channels)
+    if profile.correlation is not None and counts.moments is not None:
+        live, valid = correlation_from_moments(counts.moments)
+        valid &= np.array([c.reference_std > 0 for c in channels])
+        swaps = swap_scores(live, np.asarray(profile.correlation, dtype=np.float64), valid)
+    names = [c.name for c in channels]
     return DriftScores(
-        channels=[_channel_score(ref, counts, c) for c, ref in enumerate(profile.channels)],
+        channels=[
+            replace(c, scale=scale, swap=swap, swap_with=None if other is None else names[other])
+            for c, scale, (swap, other) in zip(channels, scales, swaps, strict=True)
+        ],
         outputs=_output_score(profile, labels, counts) if counts.classes.size else None,
     )

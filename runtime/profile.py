@@ -10,7 +10,9 @@ has the full set of drift statistics on mergeable bin counts).
 Profiles written by this version (manifest ``schema_version`` 2) have ``DEFAULT_BINS`` = 100
 percentile bins per channel, fine enough for a binned Kolmogorov-Smirnov statistic, and, for
 classifiers, the top-class confidence histogram; profiles of schema 1 (10 bins, no confidence
-histogram) still load and are scored with what they have.
+histogram) still load and are scored with what they have. Schema 3 adds the channels'
+``correlation`` matrix, which the drift monitor's cross-channel ``swap`` statistic needs; profiles
+without it are scored without that statistic.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "ChannelProfile",
     "OutputProfile",
     "ReferenceProfile",
+    "correlation_matrix",
     "histogram",
     "output_profile",
     "population_stability_index",
@@ -118,6 +121,20 @@ class ReferenceProfile(BaseModel):
     samples: int = Field(ge=0)
     channels: list[ChannelProfile]
     outputs: list[OutputProfile] = Field(default_factory=list)
+    correlation: list[list[float]] | None = None
+    """Pearson correlation between every two channels over the reference samples (manifest schema
+    3), in channel order; 0 beside a constant channel. None in older profiles."""
+
+    @model_validator(mode="after")
+    def _check_correlation(self) -> ReferenceProfile:
+        if self.correlation is None:
+            return self
+        n = len(self.channels)
+        if len(self.correlation) != n or any(len(row) != n for row in self.correlation):
+            raise ValueError(f"correlation must be a {n} x {n} matrix (one row and column per channel)")
+        if any(not -1.0 - 1e-6 <= v <= 1.0 + 1e-6 for row in self.correlation for v in row):
+            raise ValueError("correlation values must lie in [-1, 1]")
+        return self
 
 
 def histogram(values: npt.ArrayLike, edges: npt.ArrayLike) -> FloatArray:
@@ -150,6 +167,22 @@ def population_stability_index(reference: Sequence[float], live: Sequence[float]
         raise ValueError(f"histograms differ in bins: {ref.shape[0]} vs {cur.shape[0]}")
     ref, cur = ref / ref.sum(), cur / cur.sum()
     return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def correlation_matrix(samples: npt.ArrayLike) -> FloatArray:
+    """Pearson correlation of ``(n, channels)`` samples over the rows where every channel is
+    finite; 0 beside a channel that is constant there (its correlation is undefined)."""
+    arr = np.asarray(samples, dtype=np.float64)
+    rows = arr[np.isfinite(arr).all(axis=1)]
+    centred = rows - rows.mean(axis=0)
+    cov = centred.T @ centred
+    scale = np.sqrt(np.diag(cov))
+    live = scale > 0
+    corr = np.zeros_like(cov)
+    corr[np.ix_(live, live)] = cov[np.ix_(live, live)] / np.outer(scale[live], scale[live])
+    np.fill_diagonal(corr, 1.0)
+    clipped: FloatArray = np.clip(corr, -1.0, 1.0)
+    return clipped
 
 
 def _channel_profile(name: str, values: npt.NDArray[np.float64], bins: int) -> ChannelProfile:
@@ -229,4 +262,5 @@ def reference_profile(
         samples=int(per_channel.shape[0]),
         channels=[_channel_profile(n, per_channel[:, i], bins) for i, n in enumerate(channel_names)],
         outputs=[output_profile(name, v, labels) for name, v in (outputs or {}).items()],
+        correlation=[[float(v) for v in row] for row in correlation_matrix(per_channel)],
     )

@@ -73,6 +73,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--ks-threshold", type=positive_float, default=defaults.ks_threshold, help="[drift] ks_threshold"
     )
     check.add_argument(
+        "--scale-threshold",
+        type=positive_float,
+        default=defaults.scale_threshold,
+        help="[drift] scale_threshold",
+    )
+    check.add_argument(
+        "--swap-threshold",
+        type=positive_float,
+        default=defaults.swap_threshold,
+        help="[drift] swap_threshold",
+    )
+    check.add_argument(
         "--alert-after", type=positive_int, default=defaults.alert_after, help="[drift] alert_after"
     )
     check.add_argument(
@@ -92,6 +104,8 @@ def _settings(args: argparse.Namespace) -> DriftSettings:
             psi_threshold=args.psi_threshold,
             js_threshold=args.js_threshold,
             ks_threshold=args.ks_threshold,
+            scale_threshold=args.scale_threshold,
+            swap_threshold=args.swap_threshold,
             alert_after=args.alert_after,
             clear_after=args.clear_after,
             min_samples=args.min_samples,
@@ -236,8 +250,9 @@ def _check(args: argparse.Namespace) -> int:
         for c in report.scores.channels:
             over = report.over[c.name]
             flag = " FLAGGED" if report.drifted[c.name] else (f" over: {', '.join(over)}" if over else "")
-            scores = f"psi {_fmt(c.psi)}  js {_fmt(c.js)}  ks {_fmt(c.ks)}"
-            print(f"  {c.name:<12} {scores}  mean {_fmt(c.mean)}{flag}")
+            scores = f"psi {_fmt(c.psi)}  js {_fmt(c.js)}  ks {_fmt(c.ks)}  scale {_fmt(c.scale)}"
+            swap = f"  swap {_fmt(c.swap)} (with {c.swap_with})" if c.swap_with else ""
+            print(f"  {c.name:<12} {scores}  mean {_fmt(c.mean)}{swap}{flag}")
         for alert in report.alerts:
             verb = "ALERT" if alert.kind == "alert" else "cleared"
             print(f"  {verb}: channel {alert.channel} ({alert.metric} {alert.score:.3f})")
@@ -262,5 +277,8 @@ def drift_status_lines(status: dict[str, Any]) -> list[str]:
     for name, c in channels.items():
         state = f"DRIFTED ({c.get('metric')})" if c.get("drifted") else "ok"
         scores = f"psi {_fmt(c.get('psi'))}  js {_fmt(c.get('js'))}  ks {_fmt(c.get('ks'))}"
+        scores += f"  scale {_fmt(c.get('scale'))}"
+        if c.get("swap_with"):
+            scores += f"  swap {_fmt(c.get('swap'))} (with {c.get('swap_with')})"
         lines.append(f"  {name:<12} {state:<16} {scores}")
     return lines

@@ -2,7 +2,8 @@
 
 The BasicMotions test recording, looped three times, is replayed as fast as possible; with a
 stuck gyr_x the agent raises one ``drift.alert`` naming gyr_x and `agent status` shows the
-channel flagged; clean, nothing is flagged; ``[drift] enabled = false`` turns it off.
+channel flagged; with gyr_x and gyr_y swapped it flags both (the swap statistic); clean,
+nothing is flagged; ``[drift] enabled = false`` turns it off.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ RECORDING = Path(__file__).resolve().parents[3] / "models" / "data" / "basicmoti
 EVERY_BATCH = "max_cpu = 1.0"
 
 
-def _agent(tmp_path: Path, *, stuck: bool, drift: str = EVERY_BATCH) -> tuple[Path, Path]:
+def _agent(tmp_path: Path, *, stuck: bool, drift: str = EVERY_BATCH, swap: bool = False) -> tuple[Path, Path]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = np.tile(np.load(RECORDING)["samples"].astype(np.float32), (3, 1))
     if stuck:
         data[:, 3] = data[0, 3]
+    if swap:
+        data[:, [3, 4]] = data[:, [4, 3]]
     recording = tmp_path / "imu.npy"
     np.save(recording, data)
     state = tmp_path / "state"
@@ -70,6 +73,20 @@ def test_a_stuck_sensor_is_flagged_by_the_running_agent(tmp_path: Path) -> None:
     assert [name for name, c in drift["channels"].items() if c["drifted"]] == ["gyr_x"]
     text = run_cli("agent", "status", "--config", str(config)).stdout
     assert "DRIFTED: gyr_x" in text
+
+
+def test_two_swapped_gyroscope_axes_are_flagged_by_the_running_agent(tmp_path: Path) -> None:
+    # Invisible to per-channel statistics (the two axes are alike); the swap statistic names both.
+    config, db = _agent(tmp_path, stuck=False, swap=True)
+    alerts = _events(db, "drift.alert")
+    found = sorted((e["data"]["channel"], e["data"]["metric"], e["data"]["report"]) for e in alerts)  # type: ignore[index]
+    assert found == [("gyr_x", "swap", 1), ("gyr_y", "swap", 1)]
+    drift = _status(config)["drift"]
+    assert isinstance(drift, dict)
+    assert drift["channels"]["gyr_x"]["swap_with"] == "gyr_y"
+    text = run_cli("agent", "status", "--config", str(config)).stdout
+    assert "DRIFTED: gyr_x, gyr_y" in text
+    assert "(with gyr_y)" in text
 
 
 def test_clean_replay_flags_nothing_and_disabled_drift_is_off(tmp_path: Path) -> None:

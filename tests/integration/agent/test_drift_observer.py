@@ -41,8 +41,19 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def _recording(tmp_path: Path, fault: str | None) -> Path:
     data = np.tile(np.load(RECORDING)["samples"].astype(np.float32), (3, 1))
+    std = np.load(REPO / "models" / "data" / "basicmotions.npz")["X_train"].reshape(-1, 6).std(axis=0)
     if fault == "stuck gyr_x":
         data[:, 3] = data[0, 3]
+    elif fault == "gain x1.5 on gyr_z":
+        data[:, 5] *= 1.5
+    elif fault == "offset of one std on acc_y":
+        data[:, 1] += std[1]
+    elif fault == "gyr_x and gyr_y swapped":
+        data[:, [3, 4]] = data[:, [4, 3]]
+    elif fault == "noise of half a std on acc_x":
+        data[:, 0] += np.random.default_rng(0).normal(0.0, 0.5 * std[0], len(data))
+    elif fault == "dead gyr_y":
+        data[:, 4] = 0.0
     path = tmp_path / f"{fault or 'clean'}.npy".replace(" ", "_")
     np.save(path, data)
     return path
@@ -127,6 +138,25 @@ def test_a_stuck_sensor_raises_one_alert_naming_its_channel(tmp_path: Path, stor
     assert [m.drifted for m in messages] == [False, True, True, True]
     assert messages[1].channels[3].drifted is True
     assert messages[0].channels[3].over  # over in report 0, flagged from report 1 (alert_after 2)
+
+
+@pytest.mark.parametrize(
+    ("fault", "channels"),
+    [
+        ("gain x1.5 on gyr_z", {"gyr_z"}),
+        ("offset of one std on acc_y", {"acc_y"}),
+        ("gyr_x and gyr_y swapped", {"gyr_x", "gyr_y"}),
+        ("noise of half a std on acc_x", {"acc_x"}),
+        ("dead gyr_y", {"gyr_y"}),
+    ],
+)
+def test_each_realistic_fault_alerts_on_its_channels_within_two_reports(
+    fault: str, channels: set[str], tmp_path: Path, store: Store
+) -> None:
+    _run(load_bundle(BUNDLE), store, _recording(tmp_path, fault), EVERY_BATCH)
+    alerts = store.query_events(kind="drift.alert")
+    assert {a["data"]["channel"] for a in alerts} == channels, [a["message"] for a in alerts]
+    assert all(a["data"]["report"] <= 1 for a in alerts)
 
 
 def test_alert_after_one_flags_in_the_first_report(tmp_path: Path, store: Store) -> None:

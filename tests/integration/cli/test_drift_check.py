@@ -56,15 +56,39 @@ def _noise(c: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return apply
 
 
-FAULTS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], set[str]]] = {
-    "gain x1.5 on acc_x": (_column(0, lambda v: v * 1.5), {"acc_x"}),
-    "offset of one std on acc_y": (lambda x, std: x + np.eye(6)[1] * std[1], {"acc_y"}),
-    "offset of one std on gyr_x": (lambda x, std: x + np.eye(6)[3] * std[3], {"gyr_x"}),
-    "acc_x and acc_y swapped": (lambda x, std: x[:, [1, 0, 2, 3, 4, 5]], {"acc_x", "acc_y"}),
-    "stuck acc_z": (_column(2, lambda v: np.full_like(v, v[0])), {"acc_z"}),
-    "noise of half a std on gyr_z": (_noise(5), {"gyr_z"}),
-    "dead gyr_y (zeros)": (_column(4, np.zeros_like), {"gyr_y"}),
-}
+def _offset(c: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def apply(x: np.ndarray, std: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[:, c] += std[c]
+        return out
+
+    return apply
+
+
+def _swap(a: int, b: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def apply(x: np.ndarray, std: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[:, [a, b]] = out[:, [b, a]]
+        return out
+
+    return apply
+
+
+def _faults() -> dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], set[str]]]:
+    """The issue's six realistic faults, each on every channel (swaps: every two axes of one sensor)."""
+    faults: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], set[str]]] = {}
+    for c, name in enumerate(CHANNELS):
+        faults[f"gain x1.5 on {name}"] = (_column(c, lambda v: v * 1.5), {name})
+        faults[f"offset of one std on {name}"] = (_offset(c), {name})
+        faults[f"stuck {name}"] = (_column(c, lambda v: np.full_like(v, v[0])), {name})
+        faults[f"noise of half a std on {name}"] = (_noise(c), {name})
+        faults[f"dead {name} (zeros)"] = (_column(c, np.zeros_like), {name})
+    for a, b in [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]:
+        faults[f"{CHANNELS[a]} and {CHANNELS[b]} swapped"] = (_swap(a, b), {CHANNELS[a], CHANNELS[b]})
+    return faults
+
+
+FAULTS = _faults()
 
 
 def test_the_clean_recording_raises_no_alert(bundle: Bundle, recording: np.ndarray) -> None:
@@ -87,6 +111,34 @@ def test_each_fault_raises_an_alert_on_its_channel_within_two_reports(
     assert all(a.report <= 1 for a in alerts)
 
 
+@pytest.mark.parametrize(
+    ("fault", "metric", "partner"),
+    [
+        ("gain x1.5 on gyr_z", "scale", None),
+        ("gyr_x and gyr_y swapped", "swap", {"gyr_x": "gyr_y", "gyr_y": "gyr_x"}),
+    ],
+)
+def test_the_cross_channel_statistics_catch_what_the_marginal_ones_miss(
+    fault: str, metric: str, partner: dict[str, str] | None, bundle: Bundle, recording: np.ndarray
+) -> None:
+    # The gyroscopes are narrow peaks at zero with long tails: a gain moves little mass across
+    # the deciles, and gyr_x and gyr_y are alike, so PSI, JS and KS alone raise no alert in time.
+    inject, channels = FAULTS[fault]
+    assert bundle.manifest.reference is not None
+    std = np.array([c.std for c in bundle.manifest.reference.channels])
+    data = inject(recording, std)
+    marginal_only = DriftSettings(scale_threshold=1e9, swap_threshold=1e9)
+    assert [a for r in run_check(bundle, data, marginal_only) for a in r.alerts if a.report <= 1] == []
+    reports = run_check(bundle, data, DriftSettings())
+    for report in reports[:2]:
+        for name in channels:
+            assert metric in report.over[name]
+            if partner is not None:
+                assert report.channel(name).swap_with == partner[name]
+    alerts = [a for r in reports for a in r.alerts]
+    assert {(a.report, a.channel, a.metric) for a in alerts} == {(1, name, metric) for name in channels}
+
+
 def test_json_output_has_the_documented_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = np.load(RECORDING)["samples"].astype(np.float64)
     data[:, 2] = data[0, 2]  # stuck acc_z
@@ -100,7 +152,7 @@ def test_json_output_has_the_documented_shape(tmp_path: Path, capsys: pytest.Cap
     assert set(first) == {"index", "start_sample", "end_sample", "drifted", "channels"}
     assert (first["index"], first["start_sample"], first["end_sample"]) == (0, 0, 1040)
     assert list(first["channels"]) == CHANNELS
-    assert set(first["channels"]["acc_z"]) == {"psi", "js", "ks", "drifted"}
+    assert set(first["channels"]["acc_z"]) == {"psi", "js", "ks", "scale", "swap", "drifted"}
     assert out["alerts"] == [
         {
             "report": 1,

@@ -71,6 +71,65 @@ def test_streams_are_counted_apart_and_a_restarted_stream_counts_again() -> None
     assert report.counts.samples.tolist() == [300, 300]
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), hop=st.integers(1, 2 * L), batch=st.integers(1, 40), cut=st.integers(0, 5))
+def test_one_call_for_a_batch_of_several_streams_counts_as_one_call_per_stream(
+    seed: int, hop: int, batch: int, cut: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    streams = {name: _windows(rng.normal(size=(200, 2)), hop) for name in ("a", "b", "c")}
+    per_stream = DriftMonitor(_profile(), window_length=L, settings=DriftSettings(windows=10**6))
+    mixed = DriftMonitor(_profile(), window_length=L, settings=DriftSettings(windows=10**6))
+    for name, (starts, windows) in streams.items():
+        per_stream.add_windows(name, starts, windows)
+        if name == "c":  # stream c restarts: its indices begin again mid-way
+            per_stream.add_windows(name, starts[cut:], windows[cut:])
+    # The same windows interleaved the way a batcher pops streams, a few windows at a time each.
+    names, starts_all, data_all = [], [], []
+    queues = {n: list(zip(*streams[n], strict=True)) for n in streams}
+    queues["c"] += list(zip(*(a[cut:] for a in streams["c"]), strict=True))
+    while any(queues.values()):
+        for name, queue in queues.items():
+            for start, window in queue[:batch]:
+                names.append(name)
+                starts_all.append(start)
+                data_all.append(window)
+            del queue[:batch]
+    for at in range(0, len(names), 3 * batch):
+        part = slice(at, at + 3 * batch)
+        mixed.add_windows(names[part], np.array(starts_all[part]), np.stack(data_all[part]))
+    a, b = per_stream.flush(), mixed.flush()
+    assert a is not None
+    assert b is not None
+    assert np.array_equal(a.counts.bins, b.counts.bins)
+    assert a.counts.sums == pytest.approx(b.counts.sums)
+
+
+def test_the_scale_and_swap_keys_decide_their_metrics() -> None:
+    mixing = np.array([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [-0.3, 0.5, 0.8, 0], [0, -0.7, 0.2, 0.7]])
+    ref = np.random.default_rng(0).normal(size=(8000, 4)) @ mixing.T
+    profile = reference_profile(ref.reshape(-1, 1, 4), ["a", "b", "c", "d"], bins=20)
+    live = np.random.default_rng(1).normal(size=(3000, 4)) @ mixing.T
+    gained, swapped = live * [1.0, 1.0, 1.0, 1.6], live[:, [1, 0, 2, 3]]
+
+    def over(samples: np.ndarray, **keys: Any) -> dict[str, list[str]]:
+        chosen = replace(
+            DriftSettings(windows=10**6, psi_threshold=50, js_threshold=1, ks_threshold=1), **keys
+        )
+        monitor = DriftMonitor(profile, window_length=L, settings=chosen)
+        starts, windows = _windows(samples, L)
+        monitor.add_windows("s", starts, windows)
+        report = monitor.flush()
+        assert report is not None
+        return report.over
+
+    assert over(gained)["d"] == ["scale"]
+    assert over(gained, scale_threshold=5.0)["d"] == []
+    assert over(swapped)["a"] == over(swapped)["b"] == ["swap"]
+    assert over(swapped, swap_threshold=5.0)["a"] == []
+    assert all(v == [] for v in over(live).values())
+
+
 def test_a_report_closes_after_windows_and_splits_a_batch_at_the_boundary() -> None:
     samples = np.random.default_rng(2).normal(size=(400, 2))
     starts, windows = _windows(samples, L)
@@ -180,7 +239,7 @@ def test_channel_state_names_the_metric_furthest_over_its_threshold() -> None:
 def test_settings_mirror_every_drift_config_key() -> None:
     config = DriftConfig(
         interval_s=5, windows=9, psi_threshold=0.3, js_threshold=0.4, ks_threshold=0.5,
-        alert_after=4, clear_after=6, min_samples=7,
+        scale_threshold=0.6, swap_threshold=0.7, alert_after=4, clear_after=6, min_samples=7,
     )  # fmt: skip
     s = DriftSettings.from_config(config)
     keys = set(DriftConfig.model_fields) - {"enabled", "max_cpu"}  # the agent's: drift_observer

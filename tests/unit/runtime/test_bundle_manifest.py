@@ -117,8 +117,8 @@ def test_every_problem_is_listed_at_once() -> None:
 
 
 def test_unsupported_schema_version() -> None:
-    with pytest.raises(BundleError, match="schema_version 3 is not supported"):
-        parse(manifest_dict(schema_version=3))
+    with pytest.raises(BundleError, match="schema_version 4 is not supported"):
+        parse(manifest_dict(schema_version=4))
 
 
 def test_invalid_json() -> None:
@@ -223,3 +223,17 @@ def test_channel_profile_validation() -> None:
         ChannelProfile(name="x", mean=0, std=1, min=0, max=1, bin_edges=[0, 2, 1], histogram=[0.5, 0.5])
     with pytest.raises(ValueError, match="sums to"):
         ChannelProfile(name="x", mean=0, std=1, min=0, max=1, bin_edges=[0, 1, 2], histogram=[0.5, 0.6])
+
+
+def test_a_reference_correlation_needs_schema_3_and_older_schemas_still_load() -> None:
+    windows = np.random.default_rng(0).normal(size=(20, 4, 2))
+    profile = reference_profile(windows, ["x", "y"], bins=4)
+    assert profile.correlation is not None
+    reference = profile.model_dump()
+    assert parse(manifest_dict(schema_version=3, reference=reference)).reference == profile
+    for old in (1, 2):
+        assert "reference.correlation needs schema_version 3" in problems_of(
+            manifest_dict(schema_version=old, reference=reference)
+        )
+        without = {**reference, "correlation": None}
+        assert parse(manifest_dict(schema_version=old, reference=without)).schema_version == old

@@ -26,6 +26,7 @@ from edgefleet.runtime.profile import (
     ReferenceProfile,
     histogram,
     output_profile,
+    population_stability_index,
     reference_profile,
 )
 
@@ -109,6 +110,29 @@ def test_counts_and_moments_match_a_direct_numpy_reference(seed: int, n: int, sh
         floor_ref, floor_live = floor_ref / floor_ref.sum(), floor_live / floor_live.sum()
         direct_psi = float(np.sum((floor_live - floor_ref) * np.log(floor_live / floor_ref)))
         assert score.psi == pytest.approx(direct_psi, rel=1e-6, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, n=st.integers(1, 2000), stuck=st.integers(0, 3))
+def test_scores_of_all_channels_at_once_equal_the_functions_per_channel(
+    seed: int, n: int, stuck: int
+) -> None:
+    profile = _profile(np.random.default_rng(seed + 9).normal(size=(3000, 3)))
+    live = _live(seed, n, 0.7, 2.0, channels=3)
+    if stuck < 3:
+        live[:, stuck] = live[0, stuck]
+    counter = BinCounter(profile)
+    counter.add_samples(live)
+    for c, (channel, score) in enumerate(
+        zip(profile.channels, score_counts(profile, counter.counts).channels, strict=True)
+    ):
+        fractions = counter.counts.bins[c] / n
+        ref, cur = coarsen(channel.histogram), coarsen(fractions)
+        assert score.psi == pytest.approx(
+            population_stability_index(list(ref), list(cur)), rel=1e-9, abs=1e-12
+        )
+        assert score.js == pytest.approx(js_distance(ref, cur), rel=1e-9, abs=1e-12)
+        assert score.ks == pytest.approx(ks_statistic(channel.histogram, fractions), rel=1e-9, abs=1e-12)
 
 
 def test_nan_samples_are_counted_apart_and_never_binned() -> None:
