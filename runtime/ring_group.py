@@ -90,27 +90,33 @@ class RingGroup:
     def __len__(self) -> int:
         return len(self.buffers)
 
-    def pop(self, count: int) -> GroupPop | None:
-        """The oldest ``count`` windows of every stream, or None (nothing popped) when a stream
-        has fewer, a pending gap or an input encoder: then pop stream by stream."""
-        if count < 1:
+    def pop(self, max_count: int) -> GroupPop | None:
+        """The oldest windows of every stream, as many of each as the stream with the fewest has
+        (at most ``max_count``); None (nothing popped) when a stream has none, a pending gap or
+        an input encoder: then pop stream by stream."""
+        if max_count < 1:
             return None
         buffers = self.buffers
         length, hop, cap = self.window_length, self.hop, self.capacity
-        need = (count - 1) * hop + length
         locks = self._locks
         for lock in locks:  # always in this order; a producer only ever holds its own
             lock.acquire()
         try:
             starts: list[int] = []
+            fewest = max_count - 1  # in hops beyond the first window
             for buf in buffers:
                 write = buf._write  # read before the gaps, as pop_batch does
                 if buf._gaps or buf._codes is not None:
                     return None
                 start = buf._next_start
-                if write - start < need:
+                beyond = write - start - length
+                if beyond < 0:
                     return None
+                if beyond < fewest * hop:
+                    fewest = beyond // hop
                 starts.append(start)
+            count = fewest + 1
+            need = fewest * hop + length
             firsts = np.array(starts, dtype=np.int64)[:, None] + np.arange(0, count * hop, hop)
             lasts = (firsts + (length - 1)) % cap
             rows = self._rows

@@ -44,7 +44,7 @@ def test_group_pop_equals_per_stream_pops_across_wrap_and_uneven_streams() -> No
     plain = [make(f"s{i}") for i in range(4)]
     group = RingGroup(grouped)
     written = [0] * 4
-    popped = declined = 0
+    popped = declined = short = 0
     for _ in range(300):
         for i in range(4):
             n = int(rng.integers(0, 5))
@@ -63,6 +63,10 @@ def test_group_pop_equals_per_stream_pops_across_wrap_and_uneven_streams() -> No
                     same(a, b)
             continue
         popped += 1
+        fewest = min(p.windows_ready() for p in plain)
+        assert 1 <= len(got.parts[0]) == min(count, fewest)
+        short += len(got.parts[0]) < count
+        count = len(got.parts[0])
         assert got.data.shape == (4 * count, 5, CHANNELS)
         for i, part in enumerate(got.parts):
             want = plain[i].pop_batch(count)
@@ -78,16 +82,16 @@ def test_group_pop_equals_per_stream_pops_across_wrap_and_uneven_streams() -> No
     assert declined > 10
 
 
-def test_a_stream_short_of_windows_or_with_a_gap_declines_and_pops_nothing() -> None:
+def test_the_stream_with_fewest_windows_sets_the_count_and_a_gap_declines() -> None:
     a, b = make("a", policy="drop_newest"), make("b", policy="drop_newest")
     group = RingGroup([a, b])
     a.push_block(*block(0, 0, 9))  # three windows
     b.push_block(*block(1, 0, 5))  # one window
-    assert group.pop(2) is None
-    assert a.stats.windows_emitted == b.stats.windows_emitted == 0
-    got = group.pop(1)
+    assert RingGroup([make("x"), make("y")]).pop(1) is None  # no window yet: nothing popped
+    got = group.pop(3)  # as many of each as b, the stream with the fewest, has
     assert got is not None
     assert [len(p) for p in got.parts] == [1, 1]
+    assert a.windows_ready() == 2
     # b refuses samples once full: a gap, which only the per-stream path handles
     b.push_block(*block(1, 5, 30))
     a.push_block(*block(0, 9, 4))
