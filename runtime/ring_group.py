@@ -84,8 +84,13 @@ class RingGroup:
                 0, 2, 1
             )
         self._locks = [b._lock for b in buffers]
-        self._rows = np.arange(count, dtype=np.intp)[:, None]
-        self._offsets = np.arange(length, dtype=np.intp)
+        # gathers index the arrays flattened over (stream, row): one ``take`` is several times
+        # cheaper than numpy's general two-axis fancy indexing
+        self._flat_data = self._data.reshape(count * cap, channels)
+        self._flat_ts = self._ts.reshape(count * cap)
+        self._flat_ready = self._ready.reshape(count * cap)
+        self._row0 = (np.arange(count, dtype=np.int64) * cap)[:, None]
+        self._offsets = np.arange(length, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.buffers)
@@ -118,14 +123,15 @@ class RingGroup:
             count = fewest + 1
             need = fewest * hop + length
             firsts = np.array(starts, dtype=np.int64)[:, None] + np.arange(0, count * hop, hop)
-            lasts = (firsts + (length - 1)) % cap
-            rows = self._rows
+            row0 = self._row0
+            lasts = (firsts + (length - 1)) % cap + row0
+            rows = (firsts[:, :, None] + self._offsets) % cap + row0[:, :, None]
             # copied out before next_start moves: until then no producer overwrites these rows
-            data = self._data[rows[:, :, None], (firsts[:, :, None] + self._offsets) % cap]
-            start_ts = self._ts[rows, firsts % cap]
-            end_ts = self._ts[rows, lasts]
-            ready = self._ready[rows, lasts]
-            data = data.reshape(len(buffers) * count, length, data.shape[-1])
+            flat = self._flat_data
+            data = flat.take(rows.reshape(-1), axis=0).reshape(len(buffers) * count, length, flat.shape[1])
+            start_ts = self._flat_ts.take(firsts % cap + row0)
+            end_ts = self._flat_ts.take(lasts)
+            ready = self._flat_ready.take(lasts)
             parts: list[WindowBatch] = []
             seq0s: list[int] = []
             for i, buf in enumerate(buffers):
