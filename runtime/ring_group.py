@@ -103,6 +103,11 @@ class RingGroup:
             return None
         buffers = self.buffers
         length, hop, cap = self.window_length, self.hop, self.capacity
+        for buf in buffers:
+            # Without the locks first: a consumer that looks before the windows are there (each
+            # batch starts so) declines for the price of a read. A stale read only sees fewer.
+            if buf._write - buf._next_start < length:
+                return None
         locks = self._locks
         for lock in locks:  # always in this order; a producer only ever holds its own
             lock.acquire()
