@@ -53,6 +53,7 @@ from edgefleet.runtime import Model
 from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.bundle import Bundle
 from edgefleet.runtime.encoding import InputEncoder, encode_overlapping_windows
+from edgefleet.runtime.ring_group import RingGroup
 from edgefleet.runtime.ringbuffer import StreamBuffer
 from edgefleet.types import BackpressurePolicy, FloatArray
 
@@ -379,10 +380,13 @@ class Pipeline:
         if not self._buffers:
             self.streams_started.set()
             return  # every stream was rejected (each reported); nothing to batch
+        buffers = list(self._buffers.values())
         self._batcher = Batcher(
-            list(self._buffers.values()),
+            buffers,
             max_batch_size=self.settings.max_batch_size,
             batch_timeout=self.settings.batch_timeout_s,
+            # every stream here cuts the model's window shape: one array, one pop for all
+            group=RingGroup(buffers) if len(buffers) > 1 else None,
         )
         if self.settings.backpressure != "block":
             # One consumer wake-up per pass of the sources' I/O thread, for all its streams. Not

@@ -4,12 +4,13 @@
 
 The shape of ``bench/fixed_load.py`` (16 streams x 6 channels, window 50, hop 10, one 10-sample
 block per stream per tick, batch 16, the demo int8 LiteRT model) without threads, sources, SQLite
-or pacing: ``StreamBuffer.push_block`` per stream per tick, ``Batcher.next_batch`` (a pop per
-stream, one ``Batch`` per batch) and ``Model.predict`` (normalization folded into the model's
-input quantizer; with several streams the agent quantizes per batch, not at ingest). Beside it, same
-run: the hand-written loop's work per tick (16 windows cut with numpy, normalised and quantized
-in one pass, LiteRT invoked directly). CPU time per window; comparing the sum with the agent's
-CPU per window in ``bench/fixed_load.py`` says how much of it the core path explains.
+or pacing: ``StreamBuffer.push_block`` per stream per tick, ``Batcher.next_batch`` (the streams'
+ring group popped at once, one ``Batch`` per batch; also measured with a pop per stream) and
+``Model.predict`` (normalization folded into the model's input quantizer; with several streams
+the agent quantizes per batch, not at ingest). Beside it, same run: the hand-written loop's work
+per tick (16 windows cut with numpy, normalised and quantized in one pass, LiteRT invoked
+directly). CPU time per window; comparing the sum with the agent's CPU per window in
+``bench/fixed_load.py`` says how much of it the core path explains.
 """
 
 from __future__ import annotations
@@ -23,14 +24,19 @@ from agentbench import BUNDLE, model_file
 
 from edgefleet.runtime.batcher import Batcher
 from edgefleet.runtime.loading import load_model
+from edgefleet.runtime.ring_group import RingGroup
 from edgefleet.runtime.ringbuffer import StreamBuffer
 
 WINDOW, HOP, CHANNELS = 50, 10, 6
 
 
-def edgefleet_stages(streams: int, ticks: int, *, encode: bool = False) -> tuple[float, float, float]:
+def edgefleet_stages(
+    streams: int, ticks: int, *, encode: bool = False, grouped: bool = True
+) -> tuple[float, float, float]:
     """CPU us per window of (push_block, next_batch, predict); with ``encode``, each stream
-    quantizes at ingest and the model runs ``predict_encoded`` (the agent does so for one stream)."""
+    quantizes at ingest and the model runs ``predict_encoded`` (the agent does so for one stream).
+    ``grouped``: the streams share one :class:`RingGroup` and are popped together (the agent's
+    way with several streams); otherwise one pop per stream (the way before ring groups)."""
     manifest = json.loads((BUNDLE / "manifest.json").read_text())
     prep = manifest["preprocessing"]
     model = load_model(model_file(), threads=1)
@@ -44,7 +50,8 @@ def edgefleet_stages(streams: int, ticks: int, *, encode: bool = False) -> tuple
                 raise SystemExit("the demo model has no input encoder: rebuild models/ (make models)")
             buf.attach_encoder(encoder)
         buffers.append(buf)
-    batcher = Batcher(buffers, max_batch_size=streams, batch_timeout=0.05)
+    group = RingGroup(buffers) if grouped and streams > 1 else None
+    batcher = Batcher(buffers, max_batch_size=streams, batch_timeout=0.05, group=group)
     block = np.random.default_rng(0).standard_normal((HOP, CHANNELS)).astype(np.float32)
     clock = [0.0]
 
@@ -117,17 +124,21 @@ def main() -> int:
     args = parser.parse_args()
     loop_us = hand_written(args.streams, args.ticks)
     push_us, pop_us, predict_us = edgefleet_stages(args.streams, args.ticks)
-    _, enc_pop_us, enc_predict_us = edgefleet_stages(args.streams, args.ticks, encode=True)
+    _, each_pop_us, _ = edgefleet_stages(args.streams, args.ticks, grouped=False)
+    _, enc_pop_us, enc_predict_us = edgefleet_stages(args.streams, args.ticks, encode=True, grouped=False)
     core = push_us + pop_us + predict_us
     shape = f"{args.streams} streams, window {WINDOW}, hop {HOP}, batch {args.streams}"
     print(f"fixed load's shape, one thread: {shape}")
     print(f"  {'stage':44} {'CPU us/window':>14}")
     print(f"  {'StreamBuffer.push_block (per stream per tick)':44} {push_us:14.1f}")
-    print(f"  {'Batcher.next_batch (a pop per stream)':44} {pop_us:14.1f}")
+    print(f"  {'Batcher.next_batch (one ring group pop)':44} {pop_us:14.1f}")
     print(f"  {'Model.predict':44} {predict_us:14.1f}")
     print(f"  {'edgefleet core path, total':44} {core:14.1f}")
     print(f"  {'hand-written loop work, same run':44} {loop_us:14.1f}")
     print(f"  core path / hand-written = {core / loop_us:.2f}x")
+    print(
+        f"  next_batch with a pop per stream instead (no ring group), same run: {each_pop_us:.1f} us/window"
+    )
     print(
         f"  with ingest encoding instead (the agent's choice for one stream): next_batch "
         f"{enc_pop_us:.1f} + predict_encoded {enc_predict_us:.1f} = {enc_pop_us + enc_predict_us:.1f}, "

@@ -20,11 +20,14 @@ from typing import cast
 import numpy as np
 
 from edgefleet.errors import ConfigError, ConfigIssue
+from edgefleet.runtime.ring_group import GroupPop, RingGroup
 from edgefleet.runtime.ringbuffer import StreamBuffer, counts_windows
 from edgefleet.runtime.windows import Window, WindowBatch
 from edgefleet.types import AnyArray, FloatArray
 
 __all__ = ["Batch", "Batcher", "collate"]
+
+_GROUP_META = frozenset({"seq", "start_ts", "end_ts", "ready_at"})
 
 
 class Batch:
@@ -35,13 +38,14 @@ class Batch:
     metadata is also available as arrays (:attr:`seq`, :attr:`start_ts`, ...), which is cheaper.
     """
 
-    __slots__ = ("_parts", "_windows", "data")
+    __slots__ = ("_group", "_parts", "_windows", "data")
 
     def __init__(self, windows: list[Window] | None = None, data: FloatArray | None = None) -> None:
         if windows is None or data is None:
             raise TypeError("Batch(windows, data) needs both; use Batch.of or Batch.of_parts")
         self._windows: list[Window] | None = windows
         self._parts: tuple[WindowBatch, ...] = ()
+        self._group: GroupPop | None = None
         self.data = data
 
     @classmethod
@@ -50,7 +54,18 @@ class Batch:
         batch = cls.__new__(cls)
         batch._windows = None
         batch._parts = (part,)
+        batch._group = None
         batch.data = part.data
+        return batch
+
+    @classmethod
+    def of_group(cls, popped: GroupPop) -> Batch:
+        """The windows of one :meth:`RingGroup.pop`, zero-copy, with its metadata arrays."""
+        batch = cls.__new__(cls)
+        batch._windows = None
+        batch._parts = tuple(popped.parts)
+        batch._group = popped
+        batch.data = popped.data
         return batch
 
     @classmethod
@@ -59,6 +74,7 @@ class Batch:
         batch = cls.__new__(cls)
         batch._windows = None
         batch._parts = tuple(parts)
+        batch._group = None
         if len(parts) == 1:
             batch.data = parts[0].data
         else:
@@ -99,6 +115,9 @@ class Batch:
         return [p.stream for p in self._parts for _ in range(len(p))]
 
     def _meta(self, name: str, dtype: type[np.generic]) -> AnyArray:
+        group = self._group
+        if group is not None and name in _GROUP_META:
+            return cast(AnyArray, getattr(group, name))
         if self._windows is not None:
             return np.array([getattr(w, name) for w in self._windows], dtype=dtype)
         arrays = [getattr(p, name) for p in self._parts]
@@ -225,9 +244,16 @@ class Batcher:
         max_batch_size: int,
         batch_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        group: RingGroup | None = None,
     ) -> None:
         buffers = list(buffers)
         _validate(buffers, max_batch_size, batch_timeout)
+        if group is not None and {id(b) for b in group.buffers} != {id(b) for b in buffers}:
+            raise ValueError("a batcher's ring group must hold exactly the batcher's buffers")
+        # buffers sharing one array: one pop for all of them when each has whole windows
+        self._group = group
+        # the group pop the pending parts are, when they are exactly one (its data is the batch's)
+        self._group_pop: GroupPop | None = None
         self.buffers = buffers
         self.max_batch_size = max_batch_size
         self.batch_timeout = float(batch_timeout)
@@ -316,6 +342,19 @@ class Batcher:
                     self._parts.append(part)
                     self._count += len(part)
             return
+        group = self._group
+        if group is not None and room >= count:
+            # every stream's oldest windows in one gather; None sends us stream by stream
+            popped = group.pop(room // count)
+            if popped is not None:
+                self._group_pop = None if self._parts else popped
+                self._parts.extend(popped.parts)
+                got = len(popped.data)
+                self._count += got
+                room -= got
+                if room <= 0:
+                    return
+        parts_before = len(self._parts)
         first = self._next_stream
         self._next_stream = (first + 1) % count
         active = [(first + k) % count for k in range(count)]
@@ -344,6 +383,8 @@ class Batcher:
             # terminates: either every stream asked filled its share (room reaches 0)
             # or one came up short and leaves the rotation
             active = still
+        if len(self._parts) != parts_before:
+            self._group_pop = None
 
     def _oldest_ready_at(self) -> float:
         # a part's windows are in stream order and arrival times only grow: its first is its oldest
@@ -404,8 +445,11 @@ class Batcher:
             finally:
                 self._sleeping = False
             parts = self._parts
+            popped, self._group_pop = self._group_pop, None
             self._parts = []
             self._count = 0
+        if popped is not None and len(popped.parts) == len(parts):
+            return Batch.of_group(popped)
         return Batch.of_parts(parts)
 
     def close(self) -> None:
@@ -423,6 +467,7 @@ class Batcher:
         with self._cond:
             windows = [w for part in self._parts for w in part.windows]
             self._parts = []
+            self._group_pop = None
             self._count = 0
             for buf in self.buffers:
                 while True:

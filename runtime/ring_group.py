@@ -1,0 +1,166 @@
+"""Streams of one shape held in one array, popped together: one gather for all their windows.
+
+An agent usually feeds one model from many streams with the same window shape (channels,
+window length, hop, ring capacity). Each keeps its own :class:`StreamBuffer` (its own counters,
+backpressure, gaps and window sequence numbers), but a :class:`RingGroup` gives the rings one
+backing array, ``(streams, capacity, channels)``, so that when every stream of the group has
+whole windows ready the consumer takes them all with :meth:`RingGroup.pop`: one numpy gather
+of every stream's windows into one ``(streams * count, window_length, channels)`` batch,
+instead of one ``pop_batch`` (a lock, a slice, four copies and a result object) per stream.
+
+The group pop is a fast path, never a different behaviour: it takes the same windows a
+``pop_batch(count)`` of each stream would (the oldest ``count`` of each, with the same
+``seq``, timestamps, ``ready_at`` and counters), and it declines (returns None) whenever a
+stream needs the general path: a pending gap, an input encoder, or fewer than ``count``
+whole windows. The caller then pops stream by stream as before.
+
+Streams need not be in step: each stream's windows are read at its own ring position (the
+gather indexes rows modulo the capacity, so a window across the ring's end costs nothing extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.runtime.ringbuffer import StreamBuffer
+from edgefleet.runtime.windows import WindowBatch
+from edgefleet.types import FloatArray
+
+__all__ = ["GroupPop", "RingGroup"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPop:
+    """``count`` windows of every stream of a group: ``parts[i]`` is stream ``i``'s, and ``data``
+    holds all of them stream after stream (``parts[i].data`` are views of it); the metadata
+    arrays are in the same order, ready for a :class:`~edgefleet.runtime.batcher.Batch`."""
+
+    parts: list[WindowBatch]
+    data: FloatArray
+    seq: npt.NDArray[np.int64]
+    start_ts: npt.NDArray[np.float64]
+    end_ts: npt.NDArray[np.float64]
+    ready_at: npt.NDArray[np.float64]
+
+
+def _shape(buf: StreamBuffer) -> tuple[int, int, int, int]:
+    return (buf.capacity, buf.channels, buf.window_length, buf.hop)
+
+
+class RingGroup:
+    """Gives ``buffers`` (two or more, one shape, nothing pushed yet) one backing array."""
+
+    def __init__(self, buffers: Sequence[StreamBuffer]) -> None:
+        buffers = list(buffers)
+        if len(buffers) < 2:
+            raise ValueError(f"a ring group needs two or more streams, got {len(buffers)}")
+        shapes = {_shape(b) for b in buffers}
+        if len(shapes) != 1:
+            raise ValueError(
+                "a ring group needs one (capacity, channels, window_length, hop) for every stream, got "
+                + ", ".join(f"{b.name}: {_shape(b)}" for b in buffers)
+            )
+        used = [b.name for b in buffers if b._write or b._codes is not None]
+        if used:
+            raise ValueError(f"a ring group takes fresh buffers only; already used: {', '.join(used)}")
+        self.buffers = buffers
+        cap, channels, length, hop = shapes.pop()
+        self.capacity, self.window_length, self.hop = cap, length, hop
+        count = len(buffers)
+        self._data: FloatArray = np.zeros((count, cap, channels), dtype=np.float32)
+        self._ts: npt.NDArray[np.float64] = np.zeros((count, cap), dtype=np.float64)
+        self._ready: npt.NDArray[np.float64] = np.zeros((count, cap), dtype=np.float64)
+        for i, buf in enumerate(buffers):
+            # The buffer keeps writing its own rows through these views; nothing else changes for it.
+            # Rebound here rather than passed to StreamBuffer so that a buffer needs no group to exist.
+            buf._data = self._data[i]
+            buf._ts = self._ts[i]
+            buf._ready = self._ready[i]
+            buf._sliding = np.lib.stride_tricks.sliding_window_view(buf._data, length, axis=0).transpose(
+                0, 2, 1
+            )
+        self._locks = [b._lock for b in buffers]
+        # gathers index the arrays flattened over (stream, row): one ``take`` is several times
+        # cheaper than numpy's general two-axis fancy indexing
+        self._flat_data = self._data.reshape(count * cap, channels)
+        self._flat_ts = self._ts.reshape(count * cap)
+        self._flat_ready = self._ready.reshape(count * cap)
+        self._row0 = (np.arange(count, dtype=np.int64) * cap)[:, None]
+        self._offsets = np.arange(length, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.buffers)
+
+    def pop(self, max_count: int) -> GroupPop | None:
+        """The oldest windows of every stream, as many of each as the stream with the fewest has
+        (at most ``max_count``); None (nothing popped) when a stream has none, a pending gap or
+        an input encoder: then pop stream by stream."""
+        if max_count < 1:
+            return None
+        buffers = self.buffers
+        length, hop, cap = self.window_length, self.hop, self.capacity
+        for buf in buffers:
+            # Without the locks first: a consumer that looks before the windows are there (each
+            # batch starts so) declines for the price of a read. A stale read only sees fewer.
+            if buf._write - buf._next_start < length:
+                return None
+        locks = self._locks
+        for lock in locks:  # always in this order; a producer only ever holds its own
+            lock.acquire()
+        try:
+            starts: list[int] = []
+            fewest = max_count - 1  # in hops beyond the first window
+            for buf in buffers:
+                write = buf._write  # read before the gaps, as pop_batch does
+                if buf._gaps or buf._codes is not None:
+                    return None
+                start = buf._next_start
+                beyond = write - start - length
+                if beyond < 0:
+                    return None
+                if beyond < fewest * hop:
+                    fewest = beyond // hop
+                starts.append(start)
+            count = fewest + 1
+            need = fewest * hop + length
+            firsts = np.array(starts, dtype=np.int64)[:, None] + np.arange(0, count * hop, hop)
+            row0 = self._row0
+            lasts = (firsts + (length - 1)) % cap + row0
+            rows = (firsts[:, :, None] + self._offsets) % cap + row0[:, :, None]
+            # copied out before next_start moves: until then no producer overwrites these rows
+            flat = self._flat_data
+            data = flat.take(rows.reshape(-1), axis=0).reshape(len(buffers) * count, length, flat.shape[1])
+            start_ts = self._flat_ts.take(firsts % cap + row0)
+            end_ts = self._flat_ts.take(lasts)
+            ready = self._flat_ready.take(lasts)
+            parts: list[WindowBatch] = []
+            seq0s: list[int] = []
+            for i, buf in enumerate(buffers):
+                start = starts[i]
+                last_end = start + need
+                decided = buf._decided
+                buf._covered += last_end - (start if start > decided else decided)
+                buf._decided = last_end
+                seq0 = buf._windows
+                buf._windows = seq0 + count
+                seq0s.append(seq0)
+                segment = ((start, count, buf._gap_flag),)
+                buf._gap_flag = False
+                start += count * hop
+                buf._next_start = start
+                if buf._waiting and cap - (buf._write - start) >= buf._resume_room:
+                    buf._waiting = False
+                    buf._space.notify()
+                row = slice(i * count, (i + 1) * count)
+                parts.append(
+                    WindowBatch(buf.name, seq0, hop, segment, data[row], start_ts[i], end_ts[i], ready[i])
+                )
+        finally:
+            for lock in locks:
+                lock.release()
+        seq = (np.array(seq0s, dtype=np.int64)[:, None] + np.arange(count, dtype=np.int64)).ravel()
+        return GroupPop(parts, data, seq, start_ts.ravel(), end_ts.ravel(), ready.ravel())

@@ -1,0 +1,154 @@
+"""RingGroup: one gather for every stream's windows, the same windows per-stream pops give."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edgefleet.runtime.batcher import Batcher
+from edgefleet.runtime.ring_group import RingGroup
+from edgefleet.runtime.ringbuffer import StreamBuffer
+from edgefleet.runtime.windows import WindowBatch
+
+pytestmark = pytest.mark.unit
+
+CHANNELS = 3
+
+
+def make(name: str, **kwargs: object) -> StreamBuffer:
+    settings: dict[str, object] = {"window_length": 5, "hop": 2, "capacity": 23, **kwargs}
+    return StreamBuffer(name, CHANNELS, clock=lambda: 7.0, **settings)  # type: ignore[arg-type]
+
+
+def block(stream: int, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(start, start + n, dtype=np.float64)
+    data = (idx[:, None] * 10 + np.arange(CHANNELS) + stream * 1000).astype(np.float32)
+    return data, idx + stream * 0.5
+
+
+def same(got: WindowBatch, want: WindowBatch) -> None:
+    assert (got.stream, got.seq0, got.segments) == (want.stream, want.seq0, want.segments)
+    np.testing.assert_array_equal(got.data, want.data)
+    np.testing.assert_array_equal(got.start_ts, want.start_ts)
+    np.testing.assert_array_equal(got.end_ts, want.end_ts)
+    np.testing.assert_array_equal(got.ready_at, want.ready_at)
+
+
+def test_group_pop_equals_per_stream_pops_across_wrap_and_uneven_streams() -> None:
+    """Twin buffers, one grouped and one plain per stream, fed the same blocks: every group pop
+    gives what pop_batch gives on the plain twins, and the counters agree, over many ring wraps."""
+    rng = np.random.default_rng(3)
+    grouped = [make(f"s{i}") for i in range(4)]
+    plain = [make(f"s{i}") for i in range(4)]
+    group = RingGroup(grouped)
+    written = [0] * 4
+    popped = declined = short = 0
+    for _ in range(300):
+        for i in range(4):
+            n = int(rng.integers(0, 5))
+            data, ts = block(i, written[i], n)
+            assert grouped[i].push_block(data, ts) == plain[i].push_block(data, ts)
+            written[i] += n
+        count = int(rng.integers(1, 4))
+        got = group.pop(count)
+        if got is None:
+            declined += 1
+            # the fallback: both sides pop stream by stream, as the batcher does
+            for g, p in zip(grouped, plain, strict=True):
+                a, b = g.pop_batch(count), p.pop_batch(count)
+                assert (a is None) == (b is None)
+                if a is not None and b is not None:
+                    same(a, b)
+            continue
+        popped += 1
+        fewest = min(p.windows_ready() for p in plain)
+        assert 1 <= len(got.parts[0]) == min(count, fewest)
+        short += len(got.parts[0]) < count
+        count = len(got.parts[0])
+        assert got.data.shape == (4 * count, 5, CHANNELS)
+        for i, part in enumerate(got.parts):
+            want = plain[i].pop_batch(count)
+            assert want is not None
+            assert len(want) == count
+            same(part, want)
+            np.testing.assert_array_equal(got.data[i * count : (i + 1) * count], want.data)
+        np.testing.assert_array_equal(got.seq, np.concatenate([p.seq for p in got.parts]))
+        np.testing.assert_array_equal(got.ready_at, np.concatenate([p.ready_at for p in got.parts]))
+    for g, p in zip(grouped, plain, strict=True):
+        assert g.stats == p.stats
+    assert popped > 20
+    assert declined > 10
+
+
+def test_the_stream_with_fewest_windows_sets_the_count_and_a_gap_declines() -> None:
+    a, b = make("a", policy="drop_newest"), make("b", policy="drop_newest")
+    group = RingGroup([a, b])
+    a.push_block(*block(0, 0, 9))  # three windows
+    b.push_block(*block(1, 0, 5))  # one window
+    assert RingGroup([make("x"), make("y")]).pop(1) is None  # no window yet: nothing popped
+    got = group.pop(3)  # as many of each as b, the stream with the fewest, has
+    assert got is not None
+    assert [len(p) for p in got.parts] == [1, 1]
+    assert a.windows_ready() == 2
+    # b refuses samples once full: a gap, which only the per-stream path handles
+    b.push_block(*block(1, 5, 30))
+    a.push_block(*block(0, 9, 4))
+    assert b.stats.refused > 0
+    assert group.pop(1) is None
+    part = b.pop_batch(10)
+    assert part is not None
+    assert part.segments[0][0] >= 0
+
+
+def test_a_producer_blocked_for_room_is_woken_by_a_group_pop() -> None:
+    a, b = make("a", policy="block", block_timeout=30.0), make("b", policy="block")
+    group = RingGroup([a, b])
+    a.push_block(*block(0, 0, 23))
+    b.push_block(*block(1, 0, 23))
+    accepted: list[int] = []
+    thread = threading.Thread(target=lambda: accepted.append(a.push_block(*block(0, 23, 6))))
+    thread.start()
+    while not a._waiting:  # the producer is waiting for room under the buffer's lock
+        thread.join(0.01)
+    assert group.pop(6) is not None  # frees 12 samples, more than the half ring it waits for
+    thread.join(30.0)
+    assert accepted == [6]
+    assert a.stats.refused == 0
+
+
+def test_the_batcher_releases_a_group_pop_as_one_batch_and_falls_back_per_stream() -> None:
+    buffers = [make(f"s{i}") for i in range(3)]
+    batcher = Batcher(buffers, max_batch_size=6, batch_timeout=0.0, group=RingGroup(buffers))
+    for i, buf in enumerate(buffers):
+        buf.push_block(*block(i, 0, 9))  # three windows each
+    batch = batcher.next_batch(timeout=0)
+    assert batch is not None
+    assert len(batch) == 6
+    assert batch.streams == ["s0", "s0", "s1", "s1", "s2", "s2"]
+    np.testing.assert_array_equal(batch.seq, [0, 1, 0, 1, 0, 1])
+    np.testing.assert_array_equal(batch.data, np.stack([w.data for w in batch.windows]))
+    np.testing.assert_array_equal(batch.end_ts, [w.end_ts for w in batch.windows])
+    # one window left in each; s2 gets four more: the group pop declines nothing here (one each),
+    # then the round-robin takes s2's extra ones
+    buffers[2].push_block(*block(2, 9, 8))
+    batch = batcher.next_batch(timeout=0)
+    assert batch is not None
+    assert sorted(batch.streams) == ["s0", "s1", "s2", "s2", "s2", "s2"]
+    assert [w.seq for w in batch.windows if w.stream == "s2"] == [2, 3, 4, 5]
+    np.testing.assert_array_equal(batch.data, np.stack([w.data for w in batch.windows]))
+
+
+def test_groups_refuse_mixed_shapes_used_buffers_and_foreign_buffers() -> None:
+    with pytest.raises(ValueError, match="two or more"):
+        RingGroup([make("a")])
+    with pytest.raises(ValueError, match="one \\(capacity, channels, window_length, hop\\)"):
+        RingGroup([make("a"), make("b", hop=1)])
+    used = make("u")
+    used.push_block(*block(0, 0, 1))
+    with pytest.raises(ValueError, match="already used: u"):
+        RingGroup([make("a"), used])
+    a, b, c = make("a"), make("b"), make("c")
+    with pytest.raises(ValueError, match="exactly the batcher's buffers"):
+        Batcher([a, b, c], max_batch_size=4, batch_timeout=0.1, group=RingGroup([a, b]))
