@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from edgefleet.agent.config import OtaConfig
+from edgefleet.agent.inference import ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.model_slot import ModelSlot
 from edgefleet.agent.ota_install import LocalOffer, OtaInstaller
@@ -51,19 +52,12 @@ class Progress:
         return state, detail or ""
 
 
-@dataclass(frozen=True)
-class ShadowOffer:
-    offer_id: str
-    bundle_version: str | None
-    allow_downgrade: bool
-    shadow_s: float
-
-
 class SlotTarget:
     """The agent side the installer drives: a real ModelSlot serving a real bundle."""
 
     def __init__(self, bundle: Path) -> None:
         self.configured = bundle
+        self.shadow: ShadowTap | None = None
         self.slot = ModelSlot(load_bundle=lambda: load_bundle(bundle))
         loaded = self.slot.acquire_bundle(lambda s: True)
         assert loaded is not None
@@ -78,6 +72,9 @@ class SlotTarget:
 
     def configured_bundle(self) -> Bundle:
         return load_bundle(self.configured)
+
+    def set_shadow(self, tap: ShadowTap | None) -> None:
+        self.shadow = tap
 
     def answers(self) -> int:
         loaded = self.slot.checkout()
@@ -301,8 +298,7 @@ def test_good_bundle_swaps_in_and_a_rollback_restores_the_previous(
     feeder.start()
     try:
         progress = Progress()
-        # An offer asking for a shadow run, which this agent does not do yet: it says so.
-        offer = ShadowOffer("t", None, False, 30.0)
+        offer = LocalOffer("t")
         installer.install(make_version(tmp_path / "v2", "1.1.0", keys["private"]), offer, progress).join(120)
         state, detail = progress.final
     finally:
