@@ -137,7 +137,8 @@ def test_a_good_candidate_is_activated_after_its_shadow_run(
     assert shadow["confidence_ratio"] == pytest.approx(1.0, abs=1e-3)
     assert shadow["candidate_p95_ms"] > 0
     current = target.current_bundle()
-    assert current is not None and current.manifest.version == "1.1.0"
+    assert current is not None
+    assert current.manifest.version == "1.1.0"
     assert target.shadow is None  # the tap is detached after the run
 
 
@@ -149,14 +150,17 @@ def test_a_low_confidence_candidate_is_refused_by_its_shadow_run(
     progress = install(installer, bad, 1.5)
     state, detail, metrics = progress.states[-1]
     assert state == "failed", progress.states
-    assert detail is not None and detail.startswith("shadow: "), detail
+    assert detail is not None
+    assert detail.startswith("shadow: "), detail
     assert "mean confidence" in detail, detail
-    assert metrics is not None and metrics["shadow"]["confidence_ratio"] < 0.8
+    assert metrics is not None
+    assert metrics["shadow"]["confidence_ratio"] < 0.8
     assert "activating" not in [s for s, _, _ in progress.states]
     # Nothing was swapped: 1.0.0 answered every window, before, during and after.
     before = target.answered["1.0.0"]
     current = target.current_bundle()
-    assert current is not None and current.manifest.version == "1.0.0"
+    assert current is not None
+    assert current.manifest.version == "1.0.0"
     assert set(target.answered) == {"1.0.0"}
     assert not installer.slots.pointer_path.exists()
     assert target.shadow is None
@@ -172,6 +176,8 @@ def test_a_shadow_run_without_enough_windows_is_refused(
     progress = install(installer, make_version(tmp_path / "v2", "1.1.0", keys[0]), 0.5)
     state, detail, _ = progress.states[-1]
     assert state == "failed"
-    assert detail is not None and "windows compared in 0.5 s (at least 1000000000 needed" in detail, detail
+    assert detail is not None
+    assert "windows compared in 0.5 s (at least 1000000000 needed" in detail, detail
     current = target.current_bundle()
-    assert current is not None and current.manifest.version == "1.0.0"
+    assert current is not None
+    assert current.manifest.version == "1.0.0"
