@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from edgefleet.runtime.bundle import Bundle, load_bundle
 from edgefleet.runtime.bundle_signing import generate_keys
 from tests.support.ota_bundles import (
     WATCH,
+    crashing_model,
     custom_op_model,
     hanging_model,
     make_version,
@@ -256,6 +258,21 @@ def test_hanging_model_times_out(
     assert "validation timed out" in detail, detail
     assert "within 6 s" in detail, detail
     assert_old_model_serves(installer, target)
+
+
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"),
+    reason="INT32_MIN / -1 traps (SIGFPE) on x86-64; ARM's division returns a value instead",
+)
+def test_model_that_crashes_the_runtime_is_refused_with_the_signal_named(
+    tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]
+) -> None:
+    installer, target = setup
+    bundle = onnx_candidate(tmp_path / "v2", "1.1.0", keys["private"], crashing_model())
+    state, detail = run(installer, bundle)
+    assert state == "failed", detail
+    assert "the candidate crashed the model runtime (validator killed by SIGFPE)" in detail, detail
+    assert_old_model_serves(installer, target)  # this process (the agent's) was never touched
 
 
 def test_over_the_latency_budget_fails_validation(
