@@ -331,6 +331,25 @@ class OtaConfig(_Section):
     probation_max_drift_alerts: int | None = Field(
         default=None, ge=0, description="drift alerts during probation above this roll a new model back"
     )
+    # -- shadow mode (an offer's shadow_s > 0, `ota install --shadow`): edgefleet/agent/ota_shadow.py
+    shadow_share: float = Field(
+        default=0.25, gt=0, le=1, description="share of windows the candidate also infers during a shadow run"
+    )
+    shadow_min_windows: int = Field(
+        default=20, ge=1, description="windows a shadow run must compare, or the candidate is refused"
+    )
+    shadow_min_agreement: float | None = Field(
+        default=0.8, ge=0, le=1, description="share of shadowed windows with the active model's top label"
+    )
+    shadow_min_confidence_ratio: float | None = Field(
+        default=0.8, gt=0, description="candidate's mean confidence over the active model's, same windows"
+    )
+    shadow_max_latency_ratio: float | None = Field(
+        default=None, gt=0, description="candidate's p95 batch latency over the active model's, same batches"
+    )
+    shadow_max_latency_ms: float | None = Field(
+        default=None, gt=0, description="candidate's p95 batch latency (ms) during the shadow run"
+    )
 
 
 class LoggingConfig(_Section):

@@ -33,7 +33,7 @@ from edgefleet.runtime.bundle import Bundle, Prediction
 from edgefleet.runtime.encoding import InputEncoder
 from edgefleet.types import FloatArray
 
-__all__ = ["BatchObserver", "BatchRunner"]
+__all__ = ["BatchObserver", "BatchRunner", "ShadowTap"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ BatchObserver = Callable[[Batch, Sequence[Prediction]], None]
 """Sees every inferred batch and its predictions (e.g. the drift monitor): in the writer thread,
 or in the inference worker when a fallback router is set. Must be quick; exceptions are logged
 and ignored."""
+
+ShadowTap = Callable[[Bundle, Batch, Any, float], None]
+"""OTA shadow mode (:meth:`edgefleet.agent.ota_shadow.ShadowRun.tap`): sees each inferred batch,
+its outputs and latency (ms) in the inference worker; must be quick and never raise."""
 
 _FAILURE_EVENT_EVERY_S = 60.0
 
@@ -66,6 +70,7 @@ class BatchRunner:
         self._observers = list(observers)
         self._observer_log = RateLimitedLog(log, 60.0)
         self._last_failure: tuple[str, float, int] = ("", 0.0, 0)
+        self.shadow: ShadowTap | None = None
 
     def run(
         self,
@@ -94,6 +99,9 @@ class BatchRunner:
             return
         done = time.monotonic()
         self.counters.record_batch(len(batch), (done - started) * 1000.0)
+        shadow = self.shadow
+        if shadow is not None:  # a candidate model in OTA shadow mode (it infers in its own thread)
+            shadow(bundle, batch, outputs, (done - started) * 1000.0)
         keep_outputs = self.keep_outputs
         if self._router is None:
             # The common case: this thread goes straight back to the model; the writer thread

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from edgefleet.agent.commands import CommandRegistry, Reply
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.drift_observer import DriftObserver
+from edgefleet.agent.inference import ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.ota_install import LocalOffer, OtaInstaller, Report, kill_hook_from_env
 from edgefleet.agent.ota_local import ProgressFile, take_requests
@@ -82,6 +83,13 @@ class AgentOta:
         if drift is not None:
             drift.attach(bundle)  # drift compares against the serving model's reference profile
 
+    def set_shadow(self, tap: ShadowTap | None) -> None:
+        # A pipeline rebuilt by a reload during a shadow run starts without the tap: the run then
+        # compares fewer windows (and is refused below shadow_min_windows), never the wrong ones.
+        pipeline = self._host.pipeline
+        if pipeline is not None:
+            pipeline.set_shadow(tap)
+
     def configured_bundle(self) -> Bundle:
         config = self._host.config
         assert config is not None
@@ -129,7 +137,9 @@ class AgentOta:
             if request.bundle is None:
                 report("refused", 1.0, request.error)
                 continue
-            offer = LocalOffer(request.request_id, allow_downgrade=request.allow_downgrade)
+            offer = LocalOffer(
+                request.request_id, allow_downgrade=request.allow_downgrade, shadow_s=request.shadow_s
+            )
             self.installer().install(request.bundle, offer, report)
 
     def stop(self) -> None:

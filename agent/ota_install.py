@@ -27,14 +27,17 @@ import re
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from edgefleet.agent.config import OtaConfig
+from edgefleet.agent.inference import ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.ota_probation import ProbationLimits, ProbationWatch, StoreReader
+from edgefleet.agent.ota_shadow import ShadowLimits, ShadowRun, judge
 from edgefleet.agent.ota_slots import SlotStore
 from edgefleet.agent.ota_validate import ValidationLimits, WindowShape, validate_in_subprocess
 from edgefleet.errors import EdgefleetError
@@ -78,6 +81,7 @@ class LocalOffer:
     offer_id: str
     bundle_version: str | None = None
     allow_downgrade: bool = False
+    shadow_s: float = 0.0
 
 
 class AgentTarget(Protocol):
@@ -86,6 +90,7 @@ class AgentTarget(Protocol):
     def current_bundle(self) -> Bundle | None: ...
     def swap(self, bundle: Bundle) -> None: ...
     def configured_bundle(self) -> Bundle: ...
+    def set_shadow(self, tap: ShadowTap | None) -> None: ...
 
 
 def kill_hook_from_env() -> Callable[[str], None] | None:
@@ -209,13 +214,61 @@ class OtaInstaller:
                 report, "failed", f"validation: {result.reason}", version=version, metrics=result.metrics
             )
         shadow_s = float(getattr(offer, "shadow_s", 0.0) or 0.0)
-        note = None
         if shadow_s > 0:
-            # Loudly: the offer asked for a shadow run this agent cannot do yet (docs/ota.md).
-            note = f"shadow mode is not built on the agent yet; shadow_s={shadow_s:g} ignored, activating now"
-            log.warning("OTA: %s", note)
-        report("activating", 0.7, note, result.metrics)
+            verdict = self._shadow(candidate, shadow_s, report, result.metrics)
+            if verdict is not None:
+                return _end(report, "failed", f"shadow: {verdict}", version=version, metrics=result.metrics)
+        report("activating", 0.7, None, result.metrics)
         return self._activate(candidate, current, report, result.metrics)
+
+    def _shadow(
+        self, candidate: Bundle, seconds: float, report: Report, metrics: dict[str, Any]
+    ) -> str | None:
+        """Run ``candidate`` beside the active model for ``seconds`` (:mod:`ota_shadow`); why it
+        must not be promoted, or None. Its figures go into ``metrics["shadow"]``."""
+        c = self.config
+        limits = ShadowLimits(
+            share=c.shadow_share,
+            min_windows=c.shadow_min_windows,
+            min_agreement=c.shadow_min_agreement,
+            min_confidence_ratio=c.shadow_min_confidence_ratio,
+            max_latency_ratio=c.shadow_max_latency_ratio,
+            max_latency_ms=c.shadow_max_latency_ms,
+            max_error_rate=c.probation_max_error_rate,
+        )
+        try:
+            # Validation already opened it in a separate process: a crash or hang was caught there.
+            model = candidate.open_model(**self.load_kwargs)
+        except Exception as exc:
+            return f"the candidate model did not open: {exc}"
+        run = ShadowRun(candidate, model, limits.share)
+        run.start()
+        self.target.set_shadow(run.tap)
+        started = time.monotonic()
+        try:
+            report(
+                "shadow", 0.4, f"beside the active model for {seconds:g} s on {limits.share:.0%} of windows"
+            )
+            every = max(2.0, seconds / 4)
+            while True:
+                left = seconds - (time.monotonic() - started)
+                if left <= 0:
+                    break
+                if self._stop.wait(min(every, left)):
+                    return "the agent is stopping"
+                if time.monotonic() - started < seconds:
+                    report("shadow", 0.5, None, {**metrics, "shadow": run.metrics()})
+        finally:
+            self.target.set_shadow(None)
+            run.stop()
+            try:
+                model.close()
+            except Exception as exc:
+                log.debug("closing the shadow model failed: %s", exc)
+        metrics["shadow"] = run.metrics()
+        verdict = judge(run.stats, limits, seconds)
+        report("shadow", 0.6, "passed" if verdict is None else "not passed", metrics)
+        return verdict
 
     def _version_refusal(self, candidate: Bundle, current: Bundle | None, offer: Offer) -> str:
         version = str(candidate.manifest.version)

@@ -33,6 +33,8 @@ class LocalRequest:
     allow_downgrade: bool
     error: str | None = None
     """Why the request file could not be used (it is answered ``refused`` with this)."""
+    shadow_s: float = 0.0
+    """``--shadow``: seconds the candidate runs beside the active model before activation."""
 
 
 def _requests_dir(state_dir: Path) -> Path:
@@ -43,12 +45,12 @@ def _progress_path(state_dir: Path, request_id: str) -> Path:
     return state_dir / "ota" / "progress" / f"{request_id}.json"
 
 
-def submit(state_dir: Path, bundle: Path, *, allow_downgrade: bool = False) -> str:
+def submit(state_dir: Path, bundle: Path, *, allow_downgrade: bool = False, shadow_s: float = 0.0) -> str:
     """Queue ``bundle`` for the running agent; returns the request id."""
     request_id = "local-" + uuid.uuid4().hex[:12]
     directory = _requests_dir(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    doc = {"bundle": str(bundle.resolve()), "allow_downgrade": allow_downgrade}
+    doc = {"bundle": str(bundle.resolve()), "allow_downgrade": allow_downgrade, "shadow_s": shadow_s}
     # Written under a name the agent skips, then renamed: it never reads half a request.
     write_atomic(directory / f"{request_id}.json", json.dumps(doc).encode("utf-8"))
     return request_id
@@ -70,7 +72,8 @@ def take_requests(state_dir: Path) -> list[LocalRequest]:
             doc = json.loads(path.read_text(encoding="utf-8"))
             bundle = Path(str(doc["bundle"]))
             allow = bool(doc.get("allow_downgrade", False))
-            taken.append(LocalRequest(request_id, bundle, allow))
+            shadow_s = float(doc.get("shadow_s", 0.0))
+            taken.append(LocalRequest(request_id, bundle, allow, shadow_s=shadow_s))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             taken.append(
                 LocalRequest(request_id, None, False, f"unreadable install request {path.name}: {exc}")

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.agent.health import StreamHealth
-from edgefleet.agent.inference import BatchObserver, BatchRunner
+from edgefleet.agent.inference import BatchObserver, BatchRunner, ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.model_slot import LoadedModel, ModelSlot
 from edgefleet.agent.routing import FallbackRouter, offer
@@ -275,6 +275,10 @@ class Pipeline:
 
     def sources(self) -> dict[str, SourceHandle]:
         return dict(self._sources)
+
+    def set_shadow(self, tap: ShadowTap | None) -> None:
+        """Hand each inferred batch to an OTA shadow run (edgefleet/agent/ota_shadow.py), or stop."""
+        self._runner.shadow = tap
 
     def model_info(self) -> dict[str, Any]:
         return self.model_slot.info(stopping=self._draining.is_set())

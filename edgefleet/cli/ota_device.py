@@ -36,6 +36,14 @@ def register_device_commands(commands: argparse._SubParsersAction[Any]) -> None:
         "--allow-downgrade", action="store_true", help="accept a version older than the active one"
     )
     install.add_argument(
+        "--shadow",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="after validation, run the candidate beside the active model on a share of windows"
+        " ([ota] shadow_share) for SECONDS; activated only if it agrees with it ([ota] shadow_min_*)",
+    )
+    install.add_argument(
         "--timeout",
         type=positive_float,
         default=900.0,
@@ -67,7 +75,7 @@ def _install(args: argparse.Namespace) -> int:
             hint="start it (`edgefleet agent run --config FILE` or its service): the running agent"
             " installs the bundle",
         )
-    request_id = submit(state_dir, bundle, allow_downgrade=args.allow_downgrade)
+    request_id = submit(state_dir, bundle, allow_downgrade=args.allow_downgrade, shadow_s=args.shadow or 0.0)
     print(f"install {request_id}: handed {bundle} to agent pid {pid}", flush=True)
 
     def show(state: dict[str, Any]) -> None:

@@ -163,6 +163,37 @@ def hanging_model() -> bytes:
     return _onnx_model(nodes, inits)
 
 
+def crashing_model() -> bytes:
+    """A model that kills the process running it: onnxruntime's integer ``Div`` computes
+    INT32_MIN / -1 with the CPU's own division, which traps on x86-64 (SIGFPE; the quotient does
+    not fit). Division by zero is checked by onnxruntime; this overflow is not (1.32.0), on
+    tensors of fewer than 8 elements (larger ones take a vectorized path that does not trap). The
+    operands come from the window, so nothing is folded at load: the crash is in the first batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = _head()
+    inits += [
+        numpy_helper.from_array(np.array(0, dtype=np.int32), "izero"),
+        numpy_helper.from_array(np.array(np.iinfo(np.int32).min, dtype=np.int32), "imin"),
+        numpy_helper.from_array(np.array(-1, dtype=np.int32), "minus_one"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "fzero"),
+    ]
+    nodes += [
+        helper.make_node("Cast", ["pooled"], ["pooled_i"], to=TensorProto.INT32),
+        # One element: onnxruntime's vectorized division (8 or more elements) does not trap.
+        helper.make_node("ReduceMax", ["pooled_i"], ["one_i"], keepdims=0),
+        helper.make_node("Mul", ["one_i", "izero"], ["zero_i"]),
+        helper.make_node("Add", ["zero_i", "imin"], ["int_min"]),
+        helper.make_node("Add", ["zero_i", "minus_one"], ["minus_one_rt"]),
+        helper.make_node("Div", ["int_min", "minus_one_rt"], ["overflow"]),  # SIGFPE here
+        helper.make_node("Cast", ["overflow"], ["total"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["total", "fzero"], ["nothing"]),
+        helper.make_node("Add", ["logits", "nothing"], ["shifted"]),
+        helper.make_node("Softmax", ["shifted"], ["probabilities"], axis=1),
+    ]
+    return _onnx_model(nodes, inits)
+
+
 def onnx_candidate(dest: Path, version: str, key: Path | None, model_bytes: bytes) -> Path:
     """The ONNX demo bundle at ``version`` with ``model_bytes`` as its model, signed with ``key``."""
     make_version(dest, version, None, source=ONNX_BASE)

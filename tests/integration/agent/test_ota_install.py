@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from edgefleet.agent.config import OtaConfig
+from edgefleet.agent.inference import ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.model_slot import ModelSlot
 from edgefleet.agent.ota_install import LocalOffer, OtaInstaller
@@ -25,6 +27,7 @@ from edgefleet.runtime.bundle import Bundle, load_bundle
 from edgefleet.runtime.bundle_signing import generate_keys
 from tests.support.ota_bundles import (
     WATCH,
+    crashing_model,
     custom_op_model,
     hanging_model,
     make_version,
@@ -51,19 +54,12 @@ class Progress:
         return state, detail or ""
 
 
-@dataclass(frozen=True)
-class ShadowOffer:
-    offer_id: str
-    bundle_version: str | None
-    allow_downgrade: bool
-    shadow_s: float
-
-
 class SlotTarget:
     """The agent side the installer drives: a real ModelSlot serving a real bundle."""
 
     def __init__(self, bundle: Path) -> None:
         self.configured = bundle
+        self.shadow: ShadowTap | None = None
         self.slot = ModelSlot(load_bundle=lambda: load_bundle(bundle))
         loaded = self.slot.acquire_bundle(lambda s: True)
         assert loaded is not None
@@ -78,6 +74,9 @@ class SlotTarget:
 
     def configured_bundle(self) -> Bundle:
         return load_bundle(self.configured)
+
+    def set_shadow(self, tap: ShadowTap | None) -> None:
+        self.shadow = tap
 
     def answers(self) -> int:
         loaded = self.slot.checkout()
@@ -261,6 +260,21 @@ def test_hanging_model_times_out(
     assert_old_model_serves(installer, target)
 
 
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"),
+    reason="INT32_MIN / -1 traps (SIGFPE) on x86-64; ARM's division returns a value instead",
+)
+def test_model_that_crashes_the_runtime_is_refused_with_the_signal_named(
+    tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]
+) -> None:
+    installer, target = setup
+    bundle = onnx_candidate(tmp_path / "v2", "1.1.0", keys["private"], crashing_model())
+    state, detail = run(installer, bundle)
+    assert state == "failed", detail
+    assert "the candidate crashed the model runtime (validator killed by SIGFPE)" in detail, detail
+    assert_old_model_serves(installer, target)  # this process (the agent's) was never touched
+
+
 def test_over_the_latency_budget_fails_validation(
     tmp_path: Path, keys: dict[str, Path], setup: tuple[OtaInstaller, SlotTarget]
 ) -> None:
@@ -301,8 +315,7 @@ def test_good_bundle_swaps_in_and_a_rollback_restores_the_previous(
     feeder.start()
     try:
         progress = Progress()
-        # An offer asking for a shadow run, which this agent does not do yet: it says so.
-        offer = ShadowOffer("t", None, False, 30.0)
+        offer = LocalOffer("t")
         installer.install(make_version(tmp_path / "v2", "1.1.0", keys["private"]), offer, progress).join(120)
         state, detail = progress.final
     finally:
