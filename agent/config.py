@@ -199,6 +199,52 @@ class OtaConfig(_Section):
         gt=0,
         description="no chunk for this long: ask again for what is still missing",
     )
+    # -- activation (validation, A/B slots, probation): edgefleet/agent/ota_install.py ----------
+    validation_timeout_s: float = Field(
+        default=60.0, gt=0, description="a candidate bundle's validation (own process) is refused after this"
+    )
+    max_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="latency budget for a candidate: p95 of one batch of 16 windows, in ms",
+    )
+    max_latency_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        description="latency budget for a candidate as a multiple of the active model's p95",
+    )
+    probation_s: float = Field(
+        default=60.0, ge=0, description="how long a new model is watched before it is kept"
+    )
+    probation_min_windows: int = Field(
+        default=50, ge=1, description="windows a probation needs before a verdict"
+    )
+    probation_max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="share of windows failing inference that rolls a new model back"
+    )
+    probation_max_p95_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        description="p95 latency over the previous model's that rolls a new model back (off when unset:"
+        " a swapped-in model takes the float input path, so small batches run slower than before the swap)",
+    )
+    probation_max_p95_ms: float | None = Field(
+        default=None, gt=0, description="p95 batch latency (ms) that rolls a new model back"
+    )
+    probation_min_confidence_ratio: float | None = Field(
+        default=0.8,
+        gt=0,
+        description="mean confidence below this multiple of the previous model's rolls back",
+    )
+    probation_max_fallback_increase: float | None = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="rise in the share of windows sent to the cloud fallback that rolls back",
+    )
+    probation_max_drift_alerts: int | None = Field(
+        default=None, ge=0, description="drift alerts during probation above this roll a new model back"
+    )
 
 
 class LoggingConfig(_Section):

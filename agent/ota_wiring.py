@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from edgefleet.agent.config import AgentConfig
-from edgefleet.agent.ota_client import Installer, OtaClient
+from edgefleet.agent.ota_client import Installer, OtaClient, Report
+from edgefleet.cloud_sync.protocol import OtaOfferBody
 
 __all__ = ["load_installer", "start_ota_client"]
 
 log = logging.getLogger(__name__)
 
 
+class _AgentInstaller:
+    """Hands a downloaded archive to the agent's activation side (agent/ota_agent.py), looked up at
+    each install so a reload's [ota]/[model] changes apply."""
+
+    def __init__(self, agent_ota: Any) -> None:
+        self._agent_ota = agent_ota
+
+    def install(self, archive: Path, offer: OtaOfferBody, report: Report) -> None:
+        self._agent_ota.installer().install(archive, offer, report)
+
+
 def load_installer(agent: Any) -> Installer | None:
-    """``edgefleet.agent.ota_install.OtaInstaller.from_agent(agent)`` when this build has it, else None
-    (downloads are then verified and kept, and reported ``downloaded``, never installed)."""
-    try:
-        from edgefleet.agent import ota_install  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+    """The agent's OTA activation (``agent.ota``, an :class:`edgefleet.agent.ota_agent.AgentOta`) when
+    it has one, else None (downloads are then verified and kept, and reported ``downloaded``)."""
+    agent_ota = getattr(agent, "ota", None)
+    if agent_ota is None or not hasattr(agent_ota, "installer"):
         log.warning("OTA activation not available: offered bundles are downloaded and kept, not installed")
         return None
-    factory = getattr(getattr(ota_install, "OtaInstaller", None), "from_agent", None)
-    if factory is None:
-        log.warning(
-            "OTA activation not available: edgefleet.agent.ota_install has no OtaInstaller.from_agent"
-        )
-        return None
-    installer: Installer = factory(agent)
-    return installer
+    return _AgentInstaller(agent_ota)
 
 
 def start_ota_client(agent: Any, config: AgentConfig, sync: Any) -> OtaClient:

@@ -15,6 +15,7 @@ from edgefleet.agent.cloud_router import CloudRouter, Deliver, Publish, router_f
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.ota_slots import SlotStore
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sources import create_source
 from edgefleet.agent.store import Store
@@ -66,7 +67,13 @@ def build_pipeline(
         # The keys are re-read on every try, so a key file fixed on disk is picked up by the retry.
         trusted = load_trusted_keys(config.ota.trusted_keys) if config.ota.trusted_keys else []
         cache_dir = config.device.state_dir / "bundles"
-        bundle = load_bundle(model_cfg.bundle, cache_dir=cache_dir, trusted_keys=trusted)
+        # The active OTA slot when there is one (edgefleet/agent/ota_slots.py), else the configured bundle.
+        bundle = SlotStore(config.device.state_dir / "models").resolve(
+            lambda: load_bundle(model_cfg.bundle, cache_dir=cache_dir, trusted_keys=trusted),
+            trusted,
+            config.device.state_dir / "models" / "incoming",
+            on_event=lambda kind, message, data: store.add_event(kind, message, level="error", data=data),
+        )
         if drift is not None:
             drift.attach(bundle)
         return bundle

@@ -42,6 +42,7 @@ from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExport
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
 from edgefleet.agent.metrics import PipelineCounters
+from edgefleet.agent.ota_agent import AgentOta, register_ota_commands
 from edgefleet.agent.ota_client import OtaClient
 from edgefleet.agent.ota_wiring import start_ota_client
 from edgefleet.agent.pipeline import Pipeline
@@ -90,7 +91,7 @@ class AgentService:
         self.health: HealthMonitor | None = None
         self.sync: Any | None = None
         self.router: CloudRouter | None = None
-        self.ota: OtaClient | None = None
+        self.ota_client: OtaClient | None = None
         self.counters = PipelineCounters()
         self.started_at = time.time()
         self._state = "starting"
@@ -105,6 +106,8 @@ class AgentService:
         self._overrides_error: str | None = None
         self.commands = CommandRegistry(lambda: self.store)
         register_agent_commands(self.commands, self)
+        self.ota = AgentOta(self)  # OTA activation: edgefleet/agent/ota_agent.py
+        register_ota_commands(self.commands, self.ota)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class AgentService:
         self.store = Store.open(config.store.path, config.store)
         self.store.add_event("agent_started", f"agent {__version__} started", data={"pid": os.getpid()})
         announce_waits(config)
+        self.ota.recover()
         self._start_components(config)
         for inactive in inactive_settings(config):
             log.warning("config: %s", inactive)
@@ -175,6 +179,7 @@ class AgentService:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+            self.ota.poll()
             self._write_status_on_change()
             if deadline is not None and now >= deadline:
                 self.request_stop("max-seconds reached")
@@ -259,7 +264,7 @@ class AgentService:
                 command_handler=self._on_command,
             )
             sync.register_handler("infer/response", self._on_infer_response)
-            self.ota = start_ota_client(self, config, sync)
+            self.ota_client = start_ota_client(self, config, sync)
             sync.start()
         except Exception as exc:  # sync is optional: inference and storage go on without it
             log.error("sync not started: %s", exc)
@@ -299,9 +304,9 @@ class AgentService:
         if self.health is not None:
             self.health.stop()
         if self.sync is not None and not keep_sync:
-            if self.ota is not None:
-                self.ota.stop()
-                self.ota = None
+            if self.ota_client is not None:
+                self.ota_client.stop()
+                self.ota_client = None
             try:
                 self.sync.stop()
             except Exception as exc:
@@ -403,6 +408,7 @@ class AgentService:
         self.notifier.stopping(f"stopping: {self._stop_reason or 'requested'}")
         config = self.config
         timeout = self._stop_timeout(config) if config is not None else DEFAULT_STOP_TIMEOUT_S
+        self.ota.stop()
         self._stop_components(timeout)
         self._state = "stopped"
         if self.store is not None:
@@ -475,8 +481,8 @@ class AgentService:
             snapshot["latency_ms"] = counters.latency_percentiles()
         snapshot["store"] = store_section(config.store.path if config is not None else None, report)
         snapshot["sync"] = sync_section(self.sync, enabled=bool(config is not None and config.sync.enabled))
-        if self.ota is not None:
-            snapshot["ota"] = self.ota.status()
+        if self.ota_client is not None:
+            snapshot["ota"] = self.ota_client.status()
         return snapshot
 
     def _write_status_on_change(self) -> None:

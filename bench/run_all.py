@@ -32,6 +32,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("agent_e2e", []),
     ("agent_memory", []),
     ("agent_startup", []),
+    ("ota_swap", []),
     ("sync_drain", []),
     ("ota_transfer", []),
     ("flash_wear", []),

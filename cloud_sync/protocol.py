@@ -230,7 +230,9 @@ class InferRequestBody(_Model):
 
 # ---------------------------------------------------------------- downlink bodies
 
-CommandName: TypeAlias = Literal["restart_pipeline", "set_config", "report_status", "flush_outbox", "ping"]
+CommandName: TypeAlias = Literal[
+    "restart_pipeline", "set_config", "report_status", "flush_outbox", "ping", "rollback_model"
+]
 
 
 class CommandBody(_Model):

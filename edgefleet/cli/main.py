@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "sync",
     "device",
     "keys",
+    "ota",
     "store",
     "controller",
     "simulate",
