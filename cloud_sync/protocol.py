@@ -108,6 +108,11 @@ class StatusBody(_Model):
     backlog: dict[str, int] = Field(default_factory=dict)
     outbox_floor: Annotated[int, Field(ge=1, le=_MAX_ID)] | None = None
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
+    # [device] name and tags (issue 16: campaigns target tags); None = not reported, keep what is known.
+    name: Annotated[str, Field(max_length=128)] | None = None
+    tags: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=32)] | None = (
+        None
+    )
 
 
 class EventItem(_Model):

@@ -94,6 +94,8 @@ def _status_from(snapshot: Mapping[str, Any] | StatusBody) -> dict[str, Any]:
         "model_version": snapshot.get("model_version") or model.get("version") or model.get("model_version"),
         "hardware": dict(hardware) if isinstance(hardware, Mapping) else {},
         "uptime_s": snapshot.get("uptime_s"),
+        "name": snapshot.get("device_name"),
+        "tags": snapshot.get("device_tags"),
     }
     if "hostname" in snapshot and "hostname" not in out["hardware"]:
         out["hardware"]["hostname"] = snapshot["hostname"]

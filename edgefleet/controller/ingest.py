@@ -147,6 +147,8 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             model_name=body.model_name,
             model_version=body.model_version,
             hardware=hardware or None,  # an empty report (e.g. the last will) keeps what is known
+            name=body.name,
+            tags=body.tags,
         )
         message.outbox_floor = body.outbox_floor
     elif isinstance(body, EventsBody):

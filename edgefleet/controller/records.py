@@ -61,6 +61,8 @@ class StatusUpdate:
     model_name: str | None = None
     model_version: str | None = None
     hardware: dict[str, JSONValue] | None = None
+    name: str | None = None
+    tags: list[str] | None = None
 
 
 @dataclass(frozen=True)

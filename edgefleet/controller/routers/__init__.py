@@ -12,6 +12,7 @@ module             routes
                    ``/api/ingest/stats``
 ``drift``          ``/api/fleet/drift``, ``/api/devices/{id}/drift/merged`` (merged counts)
 ``ota``            ``/api/ota/bundles`` (list, register), ``/api/devices/{id}/ota`` (OTA state)
+``ota_campaigns``  ``/api/ota/campaigns`` (list, start, show, ``/rollback``)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -27,7 +28,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edgefleet.controller.routers import auth, commands, dashboard, devices, drift, fleet, ota, service
+from edgefleet.controller.routers import (
+    auth,
+    commands,
+    dashboard,
+    devices,
+    drift,
+    fleet,
+    ota,
+    ota_campaigns,
+    service,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -41,4 +52,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     fleet.router,
     drift.router,
     ota.router,
+    ota_campaigns.router,
 )
