@@ -285,11 +285,15 @@ class OtaClient:
             free = None if self.free_bytes is None else self.free_bytes(self.directory)
             # Same plan as the active download (the same bundle offered again): its chunks are kept.
             download = PartialDownload.open(active, plan, free_bytes=free, margin_bytes=self.min_free_bytes)
-        except DownloadError as exc:
-            self._refuse(offer, exc.reason, exc.message)
-            return
-        except OSError as exc:
-            self._refuse(offer, "write_failed", f"cannot prepare {active}: {exc}")
+        except (DownloadError, OSError) as exc:
+            if previous is not None and previous.sha256 != offer.sha256:
+                # open() dropped the previous file's chunks to make room before it checked the disk.
+                self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id} (refused)")
+                self._offer, self._download = None, None
+            if isinstance(exc, DownloadError):
+                self._refuse(offer, exc.reason, exc.message)
+            else:
+                self._refuse(offer, "write_failed", f"cannot prepare {active}: {exc}")
             return
         if previous is not None:
             self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id}")

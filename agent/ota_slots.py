@@ -166,12 +166,15 @@ class SlotStore:
         tmp = self.root / f"{slot}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        files = sorted(p for p in bundle_root.iterdir() if p.is_file())
+        files = sorted(p for p in bundle_root.rglob("*") if p.is_file())
         for i, src in enumerate(files):
-            _copy_fsynced(src, tmp / src.name)
+            dest = tmp / src.relative_to(bundle_root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _copy_fsynced(src, dest)
             if i == 0:
                 self._step("stage_partial")
-        fsync_dir(tmp)
+        for directory in sorted({p.parent for p in tmp.rglob("*")}, reverse=True):
+            fsync_dir(directory)
         self._step("stage_copied")
         if final.exists():
             # The pointer does not name this slot as active (target_slot), so removing it

@@ -51,6 +51,14 @@ class Progress:
         return state, detail or ""
 
 
+@dataclass(frozen=True)
+class ShadowOffer:
+    offer_id: str
+    bundle_version: str | None
+    allow_downgrade: bool
+    shadow_s: float
+
+
 class SlotTarget:
     """The agent side the installer drives: a real ModelSlot serving a real bundle."""
 
@@ -292,7 +300,11 @@ def test_good_bundle_swaps_in_and_a_rollback_restores_the_previous(
     feeder = threading.Thread(target=traffic)
     feeder.start()
     try:
-        state, detail = run(installer, make_version(tmp_path / "v2", "1.1.0", keys["private"]))
+        progress = Progress()
+        # An offer asking for a shadow run, which this agent does not do yet: it says so.
+        offer = ShadowOffer("t", None, False, 30.0)
+        installer.install(make_version(tmp_path / "v2", "1.1.0", keys["private"]), offer, progress).join(120)
+        state, detail = progress.final
     finally:
         done.set()
         feeder.join()
