@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 from edgefleet.cli.extras import require_extra
 from edgefleet.demo_fault import FAULTY_DEVICE_INDEX, faulty_device_toml
+from edgefleet.demo_ota import OTA_TAG, DemoOta, prepare_demo_ota
 from edgefleet.errors import EdgefleetError
 
 __all__ = ["DemoFleet", "DemoSettings", "find_models_dir"]
@@ -123,6 +124,7 @@ class DemoFleet:
     broker_port: int = 0
     http_port: int = 0
     workdir: Path = Path()
+    ota: DemoOta | None = None  # signed bundles and versions for the campaigns page (demo_ota.py)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     # ------------------------------------------------------------------ processes
@@ -215,7 +217,11 @@ class DemoFleet:
 
     def agent_config(self, index: int, models: Path) -> str:
         device_id = f"demo-{index + 1:02d}"
-        bundle = models / "bundles" / AGENT_BUNDLES[index % len(AGENT_BUNDLES)]
+        name = AGENT_BUNDLES[index % len(AGENT_BUNDLES)]
+        bundle = self.ota.signed[name] if self.ota is not None else models / "bundles" / name
+        tags = ["demo"]
+        if name == "basicmotions-edge-tflite" and index != FAULTY_DEVICE_INDEX:
+            tags.append(OTA_TAG)  # the natural target of a campaign of the TFLite model's new versions
         stream = models / "data" / "basicmotions_test_stream.csv"
         speed = REPLAY_SPEEDS[index % len(REPLAY_SPEEDS)]
         state = self.workdir / device_id
@@ -237,7 +243,7 @@ loop = true
 [device]
 id = "{device_id}"
 name = "Demo device {index + 1}"
-tags = ["demo"]
+tags = {json.dumps(tags)}
 state_dir = "{state}"
 
 {source}
@@ -263,7 +269,7 @@ metrics_interval_s = 2.0
 
 [logging]
 level = "warning"
-{drift}"""
+{drift}{self.ota.agent_toml() if self.ota is not None else ""}"""
 
     def _start_agents(self) -> None:
         models = find_models_dir()
@@ -320,8 +326,11 @@ level = "warning"
     def start(self) -> None:
         self.workdir = self.settings.workdir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        loaded = {AGENT_BUNDLES[i % len(AGENT_BUNDLES)] for i in range(self.settings.devices)}
+        self.ota = prepare_demo_ota(self.workdir, find_models_dir() / "bundles", loaded)
         self._start_broker()
         self._start_controller()
+        versions = self.ota.register(self.http_port, self.token)
         self._start_agents()
         broker = "Mosquitto" if self.protocol == "mqtt5" else "amqtt (MQTT 3.1.1)"
         notice = self.port_notice()
@@ -331,7 +340,10 @@ level = "warning"
             f"edgefleet demo: broker {broker} on 127.0.0.1:{self.broker_port}, "
             f"{self.settings.devices} agents replaying BasicMotions\n"
             f"  dashboard: http://127.0.0.1:{self.http_port}/   (login: admin / {self.password})\n"
-            f"  API token: {self.token}\n  logs and stores: {self.workdir}\n  Ctrl-C stops everything.",
+            f"  API token: {self.token}\n  logs and stores: {self.workdir}\n"
+            f"  OTA: on the Campaigns page, push {versions[0]} to tag {OTA_TAG} (stages 50,100), then"
+            f" {versions[1]} (deliberately bad: halted, rolled back by the device)\n"
+            "  Ctrl-C stops everything.",
             file=self.out,
             flush=True,
         )
