@@ -60,7 +60,12 @@ def register_campaign_commands(commands: argparse._SubParsersAction[Any]) -> Non
         help="cumulative percentages of the targets per stage, ending at 100 (default 100: one stage)",
     )
     push.add_argument(
-        "--shadow", type=float, default=0.0, metavar="SECONDS", help="shadow mode asked of each device"
+        "--shadow",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="shadow mode asked of each device (INACTIVE: passed in the offer, but devices do not run"
+        " shadow mode yet and activate without it)",
     )
     push.add_argument(
         "--max-failures",

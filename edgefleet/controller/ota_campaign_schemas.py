@@ -41,7 +41,11 @@ class CampaignRequest(BaseModel):
         default_factory=lambda: [100.0],
         description="cumulative percentages of the targets per stage, increasing, the last 100",
     )
-    shadow_s: float = Field(default=0.0, ge=0, description="shadow mode seconds asked of each device")
+    shadow_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="shadow mode seconds asked of each device (inactive: devices do not run shadow mode yet)",
+    )
     max_failures: int = Field(
         default=0, ge=0, description="failed devices tolerated; one more halts the campaign"
     )
