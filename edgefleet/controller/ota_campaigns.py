@@ -12,7 +12,8 @@ seen it start drifting since its offer; it fails on ``failed``, ``refused`` or `
 with no final state ``device_timeout_s`` after its offer. The next stage is offered once every
 device of the current one has an outcome; one failure more than ``max_failures`` halts the
 campaign (nothing more is offered). A rollback sends ``rollback_model`` to every device that
-activated the campaign's bundle.
+activated the campaign's bundle, waiting (up to ``device_timeout_s`` after each offer) for those
+still downloading or validating.
 """
 
 from __future__ import annotations
@@ -376,9 +377,17 @@ class CampaignRunner:
         members = self.database.campaign_devices(campaign.campaign_id)
         states = self.database.ota_offer_states([m.offer_id for m in members if m.offer_id])
         pending = 0
+        now = self.clock()
         for m in members:
             state = states.get(m.offer_id) if m.offer_id else None
-            if m.rollback_command_id is not None or state is None or state[0] not in _ACTIVATED_STATES:
+            if m.rollback_command_id is not None or not m.offer_id:
+                continue
+            if state is None or state[0] not in _ACTIVATED_STATES:
+                # Still downloading or validating: wait for it to activate (then roll it back) or
+                # to end, but no longer than the campaign's device time-out.
+                in_flight = state is None or state[0] not in _BAD_STATES
+                if in_flight and m.offered_at is not None and now - m.offered_at <= campaign.device_timeout_s:
+                    pending += 1
                 continue
             try:
                 record = self.commands.send(

@@ -254,3 +254,41 @@ def test_unknown_bundle_and_overlapping_campaigns_are_refused(
     assert busy.value.status == 409
     with pytest.raises(CampaignError, match="no campaign 'nope'"):
         request_rollback(database, "nope")
+
+
+def test_rollback_waits_for_a_device_still_validating(
+    database: Database, rig: tuple[CampaignRunner, Sent, Clock, Path]
+) -> None:
+    runner, sent, clock, tar = rig
+    request = CampaignRequest(bundle=str(tar), devices=["dev-0", "dev-1"], device_timeout_s=60)
+    cid = create_campaign(database, runner.host, request, clock=clock).campaign.campaign_id
+    runner.tick()
+    a, b = sent.offers()
+    report(database, clock, a, "done")
+    report(database, clock, b, "validating")
+    request_rollback(database, cid, clock=clock)
+    runner.tick()
+    assert [d for d, _ in sent.commands()] == ["dev-0"]
+    assert campaign_view(database, cid).campaign.status == "rolling_back"  # dev-1 may still activate
+    report(database, clock, b, "probation")
+    runner.tick()
+    assert [d for d, _ in sent.commands()] == ["dev-0", "dev-1"]
+    assert campaign_view(database, cid).campaign.status == "rolled_back"
+
+
+def test_rollback_gives_up_on_a_device_past_its_time_out(
+    database: Database, rig: tuple[CampaignRunner, Sent, Clock, Path]
+) -> None:
+    runner, sent, clock, tar = rig
+    request = CampaignRequest(bundle=str(tar), devices=["dev-0"], device_timeout_s=60)
+    cid = create_campaign(database, runner.host, request, clock=clock).campaign.campaign_id
+    runner.tick()
+    request_rollback(database, cid, clock=clock)
+    runner.tick()
+    assert campaign_view(database, cid).campaign.status == "rolling_back"  # offered, no answer yet
+    clock.now += 61
+    runner.tick()
+    view = campaign_view(database, cid)
+    assert view.campaign.status == "rolled_back"
+    assert view.campaign.detail == "rollback_model sent to 0 device(s)"
+    assert sent.commands() == []
