@@ -452,6 +452,8 @@ class AgentService:
             "version": __version__,
             "config_path": str(self.config_path),
             "device_id": config.device.id if config is not None else None,
+            "device_name": config.device.name if config is not None else None,
+            "device_tags": list(config.device.tags) if config is not None else None,
             "state": self._state,
             "started_at": self.started_at,
             "updated_at": time.time(),

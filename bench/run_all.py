@@ -35,6 +35,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("ota_swap", []),
     ("sync_drain", []),
     ("ota_transfer", []),
+    ("ota_campaign", []),
     ("flash_wear", []),
     ("controller_ingest", []),
     ("cloud_inference", []),

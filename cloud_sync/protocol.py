@@ -111,6 +111,11 @@ class StatusBody(_Model):
     bytes_sent_by_kind: dict[str, int] = Field(default_factory=dict)
     fallback: dict[str, Any] | None = None
     """The cloud fallback router's figures (``CloudRouter.fallback_stats``); None without one."""
+    # [device] name and tags (issue 16: campaigns target tags); None = not reported, keep what is known.
+    name: Annotated[str, Field(max_length=128)] | None = None
+    tags: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=32)] | None = (
+        None
+    )
 
 
 class EventItem(_Model):

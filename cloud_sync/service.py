@@ -95,6 +95,8 @@ def _status_from(snapshot: Mapping[str, Any] | StatusBody) -> dict[str, Any]:
         "hardware": dict(hardware) if isinstance(hardware, Mapping) else {},
         "uptime_s": snapshot.get("uptime_s"),
         "fallback": snapshot.get("fallback"),
+        "name": snapshot.get("device_name"),
+        "tags": snapshot.get("device_tags"),
     }
     if "hostname" in snapshot and "hostname" not in out["hardware"]:
         out["hardware"]["hostname"] = snapshot["hostname"]

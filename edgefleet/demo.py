@@ -34,7 +34,9 @@ from typing import Any, TextIO
 
 from edgefleet.cli.extras import require_extra
 from edgefleet.demo_fault import FAULTY_DEVICE_INDEX, faulty_device_toml
-from edgefleet.demo_watch import CLOUD_BUNDLE, watch_device_toml
+from edgefleet.demo_ota import OTA_TAG, DemoOta, prepare_demo_ota
+from edgefleet.demo_ota import SOURCE as OTA_SOURCE
+from edgefleet.demo_watch import CLOUD_BUNDLE, EDGE_BUNDLES, watch_device_toml
 from edgefleet.errors import EdgefleetError
 
 __all__ = ["DemoFleet", "DemoSettings", "find_models_dir"]
@@ -126,6 +128,7 @@ class DemoFleet:
     broker_port: int = 0
     http_port: int = 0
     workdir: Path = Path()
+    ota: DemoOta | None = None  # signed bundles and versions for the campaigns page (demo_ota.py)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     # ------------------------------------------------------------------ processes
@@ -218,6 +221,11 @@ class DemoFleet:
             f'[inference]\nenabled = true\nbundle = "{find_models_dir() / "bundles" / CLOUD_BUNDLE}"\n'
         )
 
+    @staticmethod
+    def bundle_name(index: int) -> str:
+        """The shipped bundle device ``index`` loads: the faulty device's BasicMotions, else a watch one."""
+        return FAULTY_BUNDLE if index == FAULTY_DEVICE_INDEX else EDGE_BUNDLES[index % len(EDGE_BUNDLES)]
+
     def agent_config(self, index: int, models: Path) -> str:
         device_id = f"demo-{index + 1:02d}"
         speed = REPLAY_SPEEDS[index % len(REPLAY_SPEEDS)]
@@ -228,11 +236,16 @@ class DemoFleet:
             source, drift = faulty_device_toml(models, self.workdir, max(REPLAY_SPEEDS))
         else:
             bundle, source = watch_device_toml(models, self.workdir, index, speed, device_id)
+        tags = ["demo"]
+        if bundle.name == OTA_SOURCE:
+            tags.append(OTA_TAG)  # the natural target of a campaign of that model's new versions
+        if self.ota is not None:
+            bundle = self.ota.signed[bundle.name]  # signed copies: the agents trust only the demo key
         return f"""\
 [device]
 id = "{device_id}"
 name = "Demo device {index + 1}"
-tags = ["demo"]
+tags = {json.dumps(tags)}
 state_dir = "{state}"
 
 {source}
@@ -258,7 +271,7 @@ metrics_interval_s = 2.0
 
 [logging]
 level = "warning"
-{drift}"""
+{drift}{self.ota.agent_toml() if self.ota is not None else ""}"""
 
     def _start_agents(self) -> None:
         models = find_models_dir()
@@ -316,8 +329,11 @@ level = "warning"
     def start(self) -> None:
         self.workdir = self.settings.workdir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        loaded = {self.bundle_name(i) for i in range(self.settings.devices)}
+        self.ota = prepare_demo_ota(self.workdir, find_models_dir() / "bundles", loaded)
         self._start_broker()
         self._start_controller()
+        versions = self.ota.register(self.http_port, self.token)
         self._start_agents()
         broker = "Mosquitto" if self.protocol == "mqtt5" else "amqtt (MQTT 3.1.1)"
         notice = self.port_notice()
@@ -328,7 +344,10 @@ level = "warning"
             f"{self.settings.devices} agents (held-out watch recordings with cloud fallback; "
             f"demo-{FAULTY_DEVICE_INDEX + 1:02d}: BasicMotions with a sensor fault)\n"
             f"  dashboard: http://127.0.0.1:{self.http_port}/   (login: admin / {self.password})\n"
-            f"  API token: {self.token}\n  logs and stores: {self.workdir}\n  Ctrl-C stops everything.",
+            f"  API token: {self.token}\n  logs and stores: {self.workdir}\n"
+            f"  OTA: on the Campaigns page, push {versions[0]} to tag {OTA_TAG} (stages 50,100), then"
+            f" {versions[1]} (deliberately bad: halted, rolled back by the device)\n"
+            "  Ctrl-C stops everything.",
             file=self.out,
             flush=True,
         )

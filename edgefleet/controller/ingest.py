@@ -168,6 +168,8 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
             model_version=body.model_version,
             hardware=hardware or None,  # an empty report (e.g. the last will) keeps what is known
             fallback=_clean_json(body.fallback) if body.fallback is not None else None,
+            name=body.name,
+            tags=body.tags,
         )
         message.outbox_floor = body.outbox_floor
     elif isinstance(body, EventsBody):

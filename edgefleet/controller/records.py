@@ -80,6 +80,8 @@ class StatusUpdate:
     hardware: dict[str, JSONValue] | None = None
     fallback: dict[str, JSONValue] | None = None
     """The agent's ``status.fallback`` (None: not reported; the last one reported stays)."""
+    name: str | None = None
+    tags: list[str] | None = None
 
 
 @dataclass(frozen=True)

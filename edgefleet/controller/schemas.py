@@ -54,6 +54,8 @@ class DeviceInfo(_Out):
     model_version: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict)
     drifted: bool = False
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 class DeviceList(_Out):

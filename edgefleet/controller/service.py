@@ -20,6 +20,7 @@ from edgefleet.controller.inference.worker import InferencePool
 from edgefleet.controller.ingest import IngestPipeline
 from edgefleet.controller.live import FleetChanges
 from edgefleet.controller.mqtt import ControllerMqtt
+from edgefleet.controller.ota_campaigns import CampaignRunner
 from edgefleet.controller.ota_hosting import OTA_KINDS, OtaHost
 from edgefleet.controller.retention import RetentionWorker
 from edgefleet.errors import EdgefleetError
@@ -58,6 +59,7 @@ class ControllerService:
         self.mqtt = ControllerMqtt(config.mqtt, kinds, self._route)
         self.commands = CommandService(self.database, self._publish, prefix=config.mqtt.topic_prefix)
         self.retention = RetentionWorker(self.database, config.retention)
+        self.campaigns = CampaignRunner(self.database, self.ota, self.commands)  # ota_campaigns.py
         self.hard_examples: HardExampleRecorder | None = None
         self.inference: InferencePool | None = None
         if config.inference.enabled:
@@ -111,6 +113,7 @@ class ControllerService:
         self.retention.start()
         if self.hard_examples is not None:
             self.hard_examples.start()
+        self.campaigns.start()
         if self.inference is not None:
             self.inference.start()
         self._background = True
@@ -118,6 +121,7 @@ class ControllerService:
     def stop_background(self) -> None:
         if not self._background:
             return
+        self.campaigns.stop()
         self.mqtt.stop_intake()
         self.ingest.stop()  # store what was received, then acknowledge it before disconnecting
         self.acks.stop()

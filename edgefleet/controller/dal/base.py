@@ -10,6 +10,7 @@ from typing import Literal
 from edgefleet.controller.drift_counts import DriftCountsRow
 from edgefleet.controller.fallback_stats import DeviceFallback
 from edgefleet.controller.hard_examples import HardExample
+from edgefleet.controller.ota_campaign_schemas import CampaignDevice, CampaignRecord
 from edgefleet.controller.ota_schemas import BundleInfo, OfferRecord, OtaDeviceState
 from edgefleet.controller.overview import OverviewPage, OverviewSort
 from edgefleet.controller.records import IngestMessage, LateAnswer
@@ -295,3 +296,34 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     def get_ota_offer(self, offer_id: str) -> OfferRecord | None: ...
+
+    # --- OTA campaigns (issue 16; edgefleet/controller/dal/sql_campaigns.py) --------------------
+    @abc.abstractmethod
+    def put_campaign(self, campaign: CampaignRecord, devices: list[CampaignDevice]) -> None: ...
+
+    @abc.abstractmethod
+    def get_campaign(self, campaign_id: str) -> CampaignRecord | None: ...
+
+    @abc.abstractmethod
+    def list_campaigns(self, *, statuses: tuple[str, ...] = (), limit: int = 100) -> list[CampaignRecord]: ...
+
+    @abc.abstractmethod
+    def update_campaign(
+        self,
+        campaign_id: str,
+        *,
+        at: float,
+        status: str | None = None,
+        stage: int | None = None,
+        detail: str | None = None,
+        only_if_status: tuple[str, ...] = (),
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    def campaign_devices(self, campaign_id: str) -> list[CampaignDevice]: ...
+
+    @abc.abstractmethod
+    def update_campaign_device(self, device: CampaignDevice) -> None: ...
+
+    @abc.abstractmethod
+    def ota_offer_states(self, offer_ids: list[str]) -> dict[str, tuple[str, float, str | None]]: ...

@@ -234,6 +234,42 @@ CREATE TABLE ota_offers (
 );
 """
 
+# OTA campaigns (issue 16, edgefleet/controller/ota_campaigns.py): device names and tags from the
+# agents' [device] section (campaigns target tags), the campaigns and their devices.
+_V7 = """
+ALTER TABLE devices ADD COLUMN name TEXT;
+ALTER TABLE devices ADD COLUMN tags TEXT;
+CREATE TABLE ota_campaigns (
+    campaign_id TEXT PRIMARY KEY,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    target TEXT NOT NULL,
+    stages TEXT NOT NULL,
+    shadow_s {real} NOT NULL DEFAULT 0,
+    max_failures INTEGER NOT NULL DEFAULT 0,
+    device_timeout_s {real} NOT NULL,
+    status TEXT NOT NULL,
+    stage INTEGER NOT NULL DEFAULT 0,
+    detail TEXT,
+    created_by TEXT,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL
+);
+CREATE TABLE ota_campaign_devices (
+    campaign_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    stage INTEGER NOT NULL,
+    offer_id TEXT,
+    offered_at {real},
+    drifted_before INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    detail TEXT,
+    rollback_command_id TEXT,
+    PRIMARY KEY (campaign_id, device_id)
+);
+"""
+
 # Cloud fallback (issue 15): late cloud answers the devices attached to results they stored
 # earlier (uplink kind result_update). One row per device result: an update that arrives twice
 # (under two message ids) is applied once.
@@ -263,6 +299,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "cloud fallback: hard examples (windows sent to the cloud with both answers)", _V4),
     (5, "OTA transfer: hosted bundles, offers, per-device OTA state per offer", _V5),
     (6, "cloud fallback: results per fallback reason, each device's last status.fallback", _V6),
+    (7, "OTA campaigns: device names and tags, campaigns and their devices", _V7),
     (8, "cloud fallback: late cloud answers attached to device results", _V8),
 )
 """(version, description, SQL template); statements are separated by ``;`` at line ends."""

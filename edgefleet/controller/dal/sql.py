@@ -15,6 +15,7 @@ from edgefleet.controller.dal.base import (
 )
 from edgefleet.controller.dal.sql_admin import SqlAdmin
 from edgefleet.controller.dal.sql_base import SqlBase, SqlConnection, _device, _json_dict
+from edgefleet.controller.dal.sql_campaigns import SqlCampaigns
 from edgefleet.controller.dal.sql_delivery import SqlDelivery
 from edgefleet.controller.dal.sql_drift import SqlDrift
 from edgefleet.controller.dal.sql_fallback import SqlFallback
@@ -43,7 +44,7 @@ __all__ = ["SqlBase", "SqlConnection", "SqlDatabase"]
 _CHUNK = 500
 _DEVICE_COLUMNS = (
     "device_id, online, first_seen, last_seen, status_changed_at, agent_version, model_name, "
-    "model_version, hardware, drifted"
+    "model_version, hardware, drifted, name, tags"
 )
 _SORT_COLUMNS: dict[str, str] = {
     "device_id": "device_id",
@@ -70,6 +71,7 @@ class SqlDatabase(
     SqlFallback,
     SqlOta,
     SqlLateAnswers,
+    SqlCampaigns,
 ):
     """Everything but connecting."""
 
@@ -151,6 +153,12 @@ class SqlDatabase(
                         m.device_id,
                     ),
                 )
+                if s.name is not None or s.tags is not None:  # [device] name/tags (migration 7)
+                    conn.run(
+                        "UPDATE devices SET name = COALESCE(?, name), tags = COALESCE(?, tags)"
+                        " WHERE device_id = ?",
+                        (s.name, None if s.tags is None else json.dumps(s.tags), m.device_id),
+                    )
                 if not before or bool(before[0][0]) != s.online:
                     outcome.status_changes[m.device_id] = s.online
         telemetry = [(m.device_id, t.metric, t.ts, t.value) for m in accepted for t in m.telemetry]
@@ -264,7 +272,14 @@ class SqlDatabase(
             params.append(model_version)
         if search:
             pattern = _like(search)
-            fields = ("device_id", "COALESCE(model_version, '')", "COALESCE(agent_version, '')", "hardware")
+            fields = (
+                "device_id",
+                "COALESCE(model_version, '')",
+                "COALESCE(agent_version, '')",
+                "hardware",
+                "COALESCE(name, '')",
+                "COALESCE(tags, '')",
+            )
             where.append("(" + " OR ".join(f"LOWER({f}) LIKE ? ESCAPE '\\'" for f in fields) + ")")
             params.extend([pattern] * len(fields))
         clause = f" WHERE {' AND '.join(where)}" if where else ""

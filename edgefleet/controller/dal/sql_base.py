@@ -57,7 +57,14 @@ def _device(row: tuple[Any, ...]) -> DeviceInfo:
         model_version=row[7],
         hardware=_json_dict(row[8]),
         drifted=bool(row[9]),
+        name=row[10],
+        tags=_json_tags(row[11]),
     )
+
+
+def _json_tags(text: str | None) -> list[str]:
+    value = json.loads(text) if text else []
+    return [str(t) for t in value] if isinstance(value, list) else []
 
 
 def _command(row: tuple[Any, ...]) -> CommandRecord:

@@ -14,6 +14,7 @@ module             routes
 ``hard_examples``  ``/api/hard-examples`` (windows sent to the cloud, with both answers)
 ``fallback``       ``/api/fleet/fallback``, ``/api/devices/{id}/fallback`` (cloud share, reasons)
 ``ota``            ``/api/ota/bundles`` (list, register), ``/api/devices/{id}/ota`` (OTA state)
+``ota_campaigns``  ``/api/ota/campaigns`` (list, start, show, ``/rollback``)
 =================  ======================================================================
 
 A new resource gets its own module here with a module-level ``router = APIRouter(...)`` and one
@@ -39,6 +40,7 @@ from edgefleet.controller.routers import (
     fleet,
     hard_examples,
     ota,
+    ota_campaigns,
     service,
 )
 
@@ -56,4 +58,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     hard_examples.router,
     fallback.router,
     ota.router,
+    ota_campaigns.router,
 )

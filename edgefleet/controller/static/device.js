@@ -87,6 +87,8 @@ function renderDetail(detail, latestDrift) {
   drift.title = badge.title;
   const facts = document.getElementById("facts");
   facts.replaceChildren();
+  if (d.name) fact(facts, "Name", d.name);
+  if (d.tags && d.tags.length) fact(facts, "Tags", d.tags.join(", "));
   fact(facts, "Model", d.model_name ? `${d.model_name} ${d.model_version || ""}` : d.model_version || "–");
   fact(facts, "Agent", d.agent_version || "–");
   fact(facts, "Last seen", `${fmtAgo(d.last_seen)} (${fmtTime(d.last_seen)})`);
