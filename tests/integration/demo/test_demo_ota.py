@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 
 def test_signed_copies_and_two_versions(tmp_path: Path) -> None:
     bundles = find_models_dir() / "bundles"
-    ota = prepare_demo_ota(tmp_path, bundles, {"watch-edge-tflite", "watch-edge-onnx", "basicmotions-edge-tflite"})
+    ota = prepare_demo_ota(
+        tmp_path, bundles, {"watch-edge-tflite", "watch-edge-onnx", "basicmotions-edge-tflite"}
+    )
     trusted = load_trusted_keys([ota.public_key])
     for name, path in ota.signed.items():
         assert load_bundle(path, cache_dir=tmp_path / "cache", trusted_keys=trusted).manifest.name == name
