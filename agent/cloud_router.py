@@ -43,6 +43,7 @@ import numpy as np
 
 from edgefleet.agent.config import AgentConfig, FallbackConfig
 from edgefleet.agent.fallback_budget import FallbackBudget
+from edgefleet.agent.fallback_offload import CapacityOffload, OffloadSplit
 from edgefleet.agent.fallback_policy import (
     CapacityPolicy,
     ConfidencePolicy,
@@ -58,6 +59,7 @@ from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.cloud_sync.topics import device_topic
 from edgefleet.errors import ProtocolError
+from edgefleet.runtime.batcher import Batch
 from edgefleet.runtime.bundle import Prediction
 from edgefleet.runtime.ringbuffer import Window
 
@@ -106,11 +108,16 @@ class CloudRouter:
         budget: FallbackBudget | None = None,
         signals: SignalSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        offloader: CapacityOffload | None = None,
     ) -> None:
         self.device_id = device_id
         if isinstance(policy, ConfidencePolicy):
             policy = FallbackPolicy(confidence=policy)
         self.policy = policy or FallbackPolicy()
+        self.offloader = offloader
+        """With one, the capacity reasons are judged before inference (:meth:`offload`), not after."""
+        if offloader is not None and offloader.capacity != CapacityPolicy():
+            self.policy = replace(self.policy, capacity=CapacityPolicy())  # judged before inference
         self.budget = budget or FallbackBudget(clock=clock)
         self._signals = signals
         self.latency_slo_s = latency_slo_ms / 1000.0
@@ -189,6 +196,38 @@ class CloudRouter:
             return
         with self._cond:
             self.counts["sent"] += 1
+
+    # --- capacity offload (edgefleet.agent.fallback_offload) ---------------------------------------
+    def offload(self, batch: Batch | None) -> OffloadSplit:
+        """Before the model call: send ``batch``'s windows over capacity instead of inferring them;
+        what the edge must infer now is the rest plus the windows the cloud gave back."""
+        offloader = self.offloader
+        if offloader is None:
+            return OffloadSplit(batch)
+        if batch is None:
+            return offloader.idle()
+        resumed = offloader.resume(batch)
+        if resumed is not None:  # the given-back windows idle() handed out: never offloaded twice
+            return resumed
+        windows = batch.windows
+        with self._cond:
+            room = 0 if self._closed else self.max_pending - len(self._pending)
+        if not windows or room <= 0:
+            return offloader.merge(list(windows), batch)
+        signals = self._signals() if self._signals is not None else _NO_SIGNALS
+        reasons = offloader.reasons(windows, signals, room)
+        if not any(reasons):
+            return offloader.merge(list(windows), batch)
+        keep: list[Window] = []
+        for window, reason in zip(windows, reasons, strict=True):
+            if reason is None:
+                keep.append(window)
+                continue
+            with self._cond:
+                self.reasons[reason] += 1
+            offloader.offloaded += 1
+            self.submit(window, reason, None)  # no edge answer: a failure gives it back
+        return offloader.merge(keep, None)
 
     # --- responses (the MQTT client's thread) ---------------------------------------------------
     def on_response(self, topic: str, payload: bytes) -> None:
@@ -270,8 +309,11 @@ class CloudRouter:
     def _finish_edge(self, pending: _Pending, outcome: str) -> None:
         with self._cond:
             self.counts[outcome] += 1
+        flag = f"{pending.reason}:{outcome}"
         if pending.edge is not None:
-            self._deliver([replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")])
+            self._deliver([replace(pending.edge, fallback_reason=flag)])
+        elif self.offloader is not None:
+            self.offloader.give_back(pending.window, flag)  # the edge infers it late, flagged
 
     def pending(self) -> int:
         with self._cond:
@@ -301,6 +343,18 @@ class CloudRouter:
             "latency_p50_ms": 0.0 if p50 is None else round(p50, 3),
             "latency_p95_ms": 0.0 if p95 is None else round(p95, 3),
             "reasons": reasons,
+            **self._offload_stats(),
+        }
+
+    def _offload_stats(self) -> dict[str, int]:
+        offloader = self.offloader
+        if offloader is None:
+            return {}
+        return {
+            "offloaded": offloader.offloaded,
+            "given_back": offloader.given_back,
+            "given_back_waiting": offloader.pending_given_back(),
+            "given_back_dropped": offloader.given_back_dropped,
         }
 
     def close(self) -> None:
@@ -358,5 +412,14 @@ def router_from_config(config: AgentConfig, *, publish: Publish, deliver: Delive
         prefix=config.sync.topic_prefix,
         budget=FallbackBudget(
             max_requests_per_min=fallback.max_requests_per_min, max_bytes_per_hour=fallback.max_bytes_per_hour
+        ),
+        # Always one: it also holds the no_model windows the cloud gives back until a model loads.
+        offloader=CapacityOffload(
+            CapacityPolicy(
+                queue_high_water=fallback.queue_high_water, latency_p95_ms=fallback.inference_p95_slo_ms
+            )
+            if fallback.offload_capacity
+            else CapacityPolicy(),
+            max_given_back=fallback.give_back_max_windows,
         ),
     )

@@ -466,9 +466,14 @@ class Pipeline:
                         return
                     self._drained += len(remaining.windows)
                     prepared = self._run_on_slot(remaining, prepared)
+                late = self._runner.given_back()  # the router closed first: its windows came back
+                if late is not None:
+                    prepared = self._run_on_slot(late, prepared)
                 return
             self._beat = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
+            if batch is None:  # idle: infer the windows the cloud gave back (fallback_offload)
+                batch = self._runner.given_back()
             if batch is not None:
                 prepared = self._run_on_slot(batch, prepared)
 
