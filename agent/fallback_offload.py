@@ -15,7 +15,8 @@ dropped (counted in ``given_back_dropped``), so memory stays bounded through a l
 
 ``latency_slo`` would otherwise feed itself: with every window offloaded the edge infers nothing,
 and the p95 of its recent batches never comes down. So one batch per ``probe_every_s`` is left to
-the edge while the objective is missed, which keeps the p95 current.
+the edge while the objective is missed (from ``probe_every_s`` after it started being missed), which
+keeps the p95 current.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class CapacityOffload:
         self.max_given_back = max_given_back
         self.probe_every_s = probe_every_s
         self._clock = clock
-        self._next_probe = float("-inf")
+        self._next_probe: float | None = None
         self._lock = threading.Lock()
         self._given_back: deque[tuple[Window, str]] = deque()
         self.offloaded = 0
@@ -78,9 +79,13 @@ class CapacityOffload:
             r if r in OFFLOAD_REASONS else None
             for r in self.capacity.flags([w.stream for w in windows], signals)
         ]
-        if "latency_slo" in reasons:
+        if "latency_slo" not in reasons:
+            self._next_probe = None
+        else:
             now = self._clock()
-            if now >= self._next_probe:  # this batch measures the edge again (module doc)
+            if self._next_probe is None:  # the objective is missed from now on
+                self._next_probe = now + self.probe_every_s
+            elif now >= self._next_probe:  # this batch measures the edge again (module doc)
                 self._next_probe = now + self.probe_every_s
                 reasons = [None if r == "latency_slo" else r for r in reasons]
         for i, reason in enumerate(reasons):
