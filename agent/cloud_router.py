@@ -25,6 +25,10 @@ a response that arrives after its deadline, or for an id never sent, is only cou
 (``late_responses``, ``unknown_responses``). The agent builds one from ``[fallback]`` when
 ``fallback.enabled`` and sync are on (requests through ``SyncService.publish_live``, answers through
 its ``infer/response`` handler); :meth:`CloudRouter.fallback_stats` is what its status reports.
+With a :class:`~edgefleet.agent.fallback_offload.CapacityOffload` (``offloader``;
+``fallback.offload_capacity``) the capacity reasons are judged before the model call
+(:meth:`CloudRouter.offload`) and the windows they claim are sent *without* an edge answer; one
+the cloud fails is given back to the edge (inferred late, flagged), as is a ``no_model`` window.
 Not built here: deferred escalation of timed-out windows (issue 15).
 """
 

@@ -182,7 +182,8 @@ def test_while_the_edge_misses_its_latency_objective_windows_go_to_the_cloud(
     edge = [r for r in rows if r["answered_by"] == "edge"]
     assert {r["fallback_reason"] for r in cloud} == {"latency_slo"}
     # the first batch measures the edge (no p95 yet), and one batch a second probes it again
-    assert edge and {r["fallback_reason"] for r in edge} == {None}
+    assert edge
+    assert {r["fallback_reason"] for r in edge} == {None}
     assert cloud
     assert run.counters.snapshot().windows_inferred == len(edge)
 
