@@ -157,8 +157,11 @@ class CloudRouter:
             room = self.max_pending - len(self._pending)
         claimed: Counter[str] = Counter()
         full = 0
+        # Without a model a window has no edge answer to keep: with an offloader it is claimed even
+        # past the room, and submit() gives it back to wait for the model (queue_full).
+        unlimited = predictions is None and self.offloader is not None
         for reason in self.policy.flags(windows, predictions, signals):
-            if reason is not None and room <= 0:
+            if reason is not None and room <= 0 and not unlimited:
                 full += 1
                 reason = None  # keep the edge answer; the cloud is saturated
             elif reason is not None:
@@ -188,6 +191,12 @@ class CloudRouter:
         payload = encode_message(make_envelope(self.device_id, "infer/request", body))
         now = self._clock()
         pending = _Pending(reason, edge_result, window, now, now + self.latency_slo_s)
+        if edge_result is None and self.offloader is not None:
+            with self._cond:
+                full = len(self._pending) >= self.max_pending
+            if full:
+                self._finish_edge(pending, "queue_full")  # given back: the edge infers it later
+                return
         if not self.budget.spend(len(payload)):
             self._finish_edge(pending, "budget")
             return
@@ -213,15 +222,15 @@ class CloudRouter:
         resumed = offloader.resume(batch)
         if resumed is not None:  # the given-back windows idle() handed out: never offloaded twice
             return resumed
-        windows = batch.windows
         with self._cond:
             room = 0 if self._closed else self.max_pending - len(self._pending)
-        if not windows or room <= 0:
-            return offloader.merge(list(windows), batch)
+        if room <= 0 or not offloader.active:
+            return offloader.merge(None, batch)
+        windows = batch.windows
         signals = self._signals() if self._signals is not None else _NO_SIGNALS
         reasons = offloader.reasons(windows, signals, room)
         if not any(reasons):
-            return offloader.merge(list(windows), batch)
+            return offloader.merge(None, batch)
         keep: list[Window] = []
         for window, reason in zip(windows, reasons, strict=True):
             if reason is None:

@@ -62,6 +62,8 @@ class CapacityOffload:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.capacity = capacity
+        self.active = capacity.queue_high_water is not None or capacity.latency_p95_ms is not None
+        """Whether any capacity test is on (else only the given-back windows pass through here)."""
         self.max_given_back = max_given_back
         self.probe_every_s = probe_every_s
         self._clock = clock
@@ -112,7 +114,7 @@ class CapacityOffload:
     def idle(self) -> OffloadSplit:
         """Every window given back, as a batch of its own (the batcher had none): the next
         :meth:`resume` of that batch returns it with its flags. Inference thread only."""
-        self._idle = self.merge([], None)
+        self._idle = self.merge(None, None)
         return self._idle
 
     def resume(self, batch: Batch) -> OffloadSplit | None:
@@ -120,15 +122,17 @@ class CapacityOffload:
         idle, self._idle = self._idle, None
         return idle if idle is not None and idle.batch is batch else None
 
-    def merge(self, windows: list[Window], whole: Batch | None) -> OffloadSplit:
-        """The batch of ``windows`` (``whole`` when it is all of it) plus every window given back."""
+    def merge(self, keep: list[Window] | None, whole: Batch | None) -> OffloadSplit:
+        """The batch of the windows of ``whole`` to ``keep`` (None: all of it, as it is) plus every
+        window given back."""
         with self._lock:
             late = list(self._given_back)
             self._given_back.clear()
         if not late:
-            if whole is not None:
+            if keep is None:
                 return OffloadSplit(whole)
-            return OffloadSplit(Batch.of(windows) if windows else None)
+            return OffloadSplit(Batch.of(keep) if keep else None)
+        windows = keep if keep is not None else ([] if whole is None else list(whole.windows))
         flags: list[str | None] = [None] * len(windows) + [flag for _, flag in late]
         return OffloadSplit(Batch.of(windows + [w for w, _ in late]), flags)
 

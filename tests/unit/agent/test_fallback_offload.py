@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.agent.cloud_router import router_from_config
+from edgefleet.agent.cloud_router import CloudRouter, router_from_config
 from edgefleet.agent.config import parse_config
 from edgefleet.agent.fallback_offload import CapacityOffload
 from edgefleet.agent.fallback_policy import CapacityPolicy, Signals
@@ -76,6 +76,7 @@ def test_given_back_windows_join_the_next_batch_flagged_and_the_queue_is_capped(
     assert split.flags == [None, "queue_high:timeout1", "queue_high:timeout2"]
     assert offload.pending_given_back() == 0
     assert offload.merge([], None).batch is None
+    assert offload.merge(None, None).batch is None
 
 
 def test_an_idle_batch_of_given_back_windows_is_resumed_with_its_flags_once() -> None:
@@ -108,3 +109,31 @@ def test_the_fallback_keys_wire_the_offload() -> None:
         assert router.policy.capacity == CapacityPolicy(queue_high_water=0.5, latency_p95_ms=40.0)
     finally:
         router.close()
+
+
+def test_without_a_model_a_saturated_cloud_gives_the_window_back_instead_of_losing_it() -> None:
+    published: list[str] = []
+    router = CloudRouter(
+        device_id="d",
+        publish=lambda topic, payload: published.append(topic),
+        deliver=lambda records: None,
+        max_pending=1,
+        latency_slo_ms=60_000,
+        offloader=CapacityOffload(CapacityPolicy()),
+    )
+    try:
+        windows = [_window(0), _window(1), _window(2)]
+        assert router.route(windows, None) == ["no_model"] * 3  # claimed even past the room
+        for window in windows:
+            router.submit(window, "no_model", None)
+        assert len(published) == 1
+        assert router.pending() == 1
+        assert router.offloader is not None
+        split = router.offload(None)  # the idle pipeline asks for them
+        assert split.batch is not None
+        assert [w.seq for w in split.batch.windows] == [1, 2]
+        assert split.flags == ["no_model:queue_full"] * 2
+    finally:
+        router.close()
+    # closing gives back the one still waiting for the cloud
+    assert router.offloader.pending_given_back() == 1
