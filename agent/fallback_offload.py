@@ -6,12 +6,13 @@ objective) are judged here **before** the model call, so the windows they claim 
 on the device unless the cloud fails them. The router (:class:`~edgefleet.agent.cloud_router.CloudRouter`)
 sends them like any claimed window, without an edge answer to fall back on; when the cloud does not
 answer in time (``timeout``, ``offline``, ``budget``, ``cloud_error``, ``shutdown``) the window is
-**given back**: queued here and inferred by the edge with the next batch (or on its own when the
-batcher is idle, or while the pipeline drains), its result flagged ``<reason>:<outcome>`` (e.g.
-``queue_high:timeout``). The same give-back serves ``no_model``: windows sent while no model is
-active that the cloud does not answer wait here for the model. Each window is thus stored exactly
-once, by the cloud or late by the edge; only past ``max_given_back`` queued windows are the oldest
-dropped (counted in ``given_back_dropped``), so memory stays bounded through a long outage.
+**given back**: queued here and inferred by the edge with the next batches, ``late_per_batch`` at a
+time (or on their own when the batcher is idle, or while the pipeline drains), its result flagged
+``<reason>:<outcome>`` (e.g. ``queue_high:timeout``). The same give-back serves ``no_model``:
+windows sent while no model is active that the cloud does not answer wait here for the model.
+Each window is thus stored exactly once, by the cloud or late by the edge; only past
+``max_given_back`` queued windows are the oldest dropped (counted in ``given_back_dropped``), so
+memory stays bounded through a long outage.
 
 ``latency_slo`` would otherwise feed itself: with every window offloaded the edge infers nothing,
 and the p95 of its recent batches never comes down. So one batch per ``probe_every_s`` is left to
@@ -58,6 +59,7 @@ class CapacityOffload:
         capacity: CapacityPolicy,
         *,
         max_given_back: int = 4096,
+        late_per_batch: int = 32,
         probe_every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -65,6 +67,8 @@ class CapacityOffload:
         self.active = capacity.queue_high_water is not None or capacity.latency_p95_ms is not None
         """Whether any capacity test is on (else only the given-back windows pass through here)."""
         self.max_given_back = max_given_back
+        self.late_per_batch = late_per_batch
+        """Given-back windows joining one batch at most, so a backlog never makes one huge model call."""
         self.probe_every_s = probe_every_s
         self._clock = clock
         self._next_probe: float | None = None
@@ -126,8 +130,8 @@ class CapacityOffload:
         """The batch of the windows of ``whole`` to ``keep`` (None: all of it, as it is) plus every
         window given back."""
         with self._lock:
-            late = list(self._given_back)
-            self._given_back.clear()
+            count = min(len(self._given_back), self.late_per_batch)
+            late = [self._given_back.popleft() for _ in range(count)]
         if not late:
             if keep is None:
                 return OffloadSplit(whole)

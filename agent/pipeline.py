@@ -466,8 +466,8 @@ class Pipeline:
                         return
                     self._drained += len(remaining.windows)
                     prepared = self._run_on_slot(remaining, prepared)
-                late = self._runner.given_back()  # the router closed first: its windows came back
-                if late is not None:
+                # The router closed first: the windows it was waiting on came back to the edge.
+                while not self._stop_worker.is_set() and (late := self._runner.given_back()) is not None:
                     prepared = self._run_on_slot(late, prepared)
                 return
             self._beat = time.monotonic()

@@ -201,3 +201,20 @@ def test_windows_sent_without_a_model_and_not_answered_wait_for_the_model(
     rows = run.finish()
     assert {(r["answered_by"], r["fallback_reason"]) for r in rows} == {("edge", "no_model:timeout")}
     assert run.counters.snapshot().windows_inferred == run.expected
+
+
+def test_windows_still_waiting_for_the_cloud_at_shutdown_are_inferred_by_the_draining_edge(
+    tmp_path: Path, link: Link
+) -> None:
+    # No worker and a long objective: every window is still waiting when the agent stops; the
+    # router closes first (as the agent service does), then the draining pipeline infers them.
+    run = Run(tmp_path, link, QUEUE_HIGH, latency_slo_ms=600_000)
+    run.pipeline.start()
+    wait_for(lambda: run.offloader.offloaded >= run.expected, timeout=60, what="windows offloaded")
+    assert run.results() == []
+    run.router.close()
+    run.pipeline.stop(timeout=30)
+    rows = run.results()
+    run.store.close()
+    assert sorted(r["window_seq"] for r in rows) == list(range(run.expected))  # each window once
+    assert {(r["answered_by"], r["fallback_reason"]) for r in rows} == {("edge", "queue_high:shutdown")}

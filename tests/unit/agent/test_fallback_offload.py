@@ -137,3 +137,13 @@ def test_without_a_model_a_saturated_cloud_gives_the_window_back_instead_of_losi
         router.close()
     # closing gives back the one still waiting for the cloud
     assert router.offloader.pending_given_back() == 1
+
+
+def test_a_backlog_of_given_back_windows_joins_the_batches_a_few_at_a_time() -> None:
+    offload = CapacityOffload(CapacityPolicy(), late_per_batch=2)
+    for seq in range(5):
+        offload.give_back(_window(seq), "queue_high:offline")
+    sizes = []
+    while (split := offload.merge(None, None)).batch is not None:
+        sizes.append(len(split.batch.windows))
+    assert sizes == [2, 2, 1]
