@@ -28,6 +28,10 @@ its ``infer/response`` handler); :meth:`CloudRouter.fallback_stats` is what its 
 A window that ends in ``timeout``, ``offline`` or ``budget`` is kept in the store for a late answer
 when a :class:`~edgefleet.agent.fallback_deferred.DeferredEscalation` is given
 (``fallback.deferred_max_bytes`` > 0); the late answer is attached to the same result.
+With a :class:`~edgefleet.agent.fallback_offload.CapacityOffload` (``offloader``;
+``fallback.offload_capacity``) the capacity reasons are judged before the model call
+(:meth:`CloudRouter.offload`) and the windows they claim are sent *without* an edge answer; one
+the cloud fails is given back to the edge (inferred late, flagged), as is a ``no_model`` window.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import numpy as np
 from edgefleet.agent.config import AgentConfig, FallbackConfig
 from edgefleet.agent.fallback_budget import FallbackBudget
 from edgefleet.agent.fallback_deferred import DeferredEscalation
+from edgefleet.agent.fallback_offload import CapacityOffload, OffloadSplit
 from edgefleet.agent.fallback_policy import (
     CapacityPolicy,
     ConfidencePolicy,
@@ -62,6 +67,7 @@ from edgefleet.cloud_sync.codec import decode_message, encode_message
 from edgefleet.cloud_sync.protocol import Envelope, InferRequestBody, InferResponseBody, make_envelope
 from edgefleet.cloud_sync.topics import device_topic
 from edgefleet.errors import ProtocolError
+from edgefleet.runtime.batcher import Batch
 from edgefleet.runtime.bundle import Prediction
 from edgefleet.runtime.ringbuffer import Window
 
@@ -112,11 +118,16 @@ class CloudRouter:
         signals: SignalSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         deferred: DeferredEscalation | None = None,
+        offloader: CapacityOffload | None = None,
     ) -> None:
         self.device_id = device_id
         if isinstance(policy, ConfidencePolicy):
             policy = FallbackPolicy(confidence=policy)
         self.policy = policy or FallbackPolicy()
+        self.offloader = offloader
+        """With one, the capacity reasons are judged before inference (:meth:`offload`), not after."""
+        if offloader is not None and offloader.capacity != CapacityPolicy():
+            self.policy = replace(self.policy, capacity=CapacityPolicy())  # judged before inference
         self.budget = budget or FallbackBudget(clock=clock)
         self._signals = signals
         self.deferred = deferred
@@ -154,8 +165,11 @@ class CloudRouter:
             room = self.max_pending - len(self._pending)
         claimed: Counter[str] = Counter()
         full = 0
+        # Without a model a window has no edge answer to keep: with an offloader it is claimed even
+        # past the room, and submit() gives it back to wait for the model (queue_full).
+        unlimited = predictions is None and self.offloader is not None
         for reason in self.policy.flags(windows, predictions, signals):
-            if reason is not None and room <= 0:
+            if reason is not None and room <= 0 and not unlimited:
                 full += 1
                 reason = None  # keep the edge answer; the cloud is saturated
             elif reason is not None:
@@ -185,6 +199,12 @@ class CloudRouter:
         payload = encode_message(make_envelope(self.device_id, "infer/request", body))
         now = self._clock()
         pending = _Pending(request_id, reason, edge_result, window, now, now + self.latency_slo_s)
+        if edge_result is None and self.offloader is not None:
+            with self._cond:
+                full = len(self._pending) >= self.max_pending
+            if full:
+                self._finish_edge(pending, "queue_full")  # given back: the edge infers it later
+                return
         if not self.budget.spend(len(payload)):
             self._finish_edge(pending, "budget")
             return
@@ -197,6 +217,38 @@ class CloudRouter:
             return
         with self._cond:
             self.counts["sent"] += 1
+
+    # --- capacity offload (edgefleet.agent.fallback_offload) ---------------------------------------
+    def offload(self, batch: Batch | None) -> OffloadSplit:
+        """Before the model call: send ``batch``'s windows over capacity instead of inferring them;
+        what the edge must infer now is the rest plus the windows the cloud gave back."""
+        offloader = self.offloader
+        if offloader is None:
+            return OffloadSplit(batch)
+        if batch is None:
+            return offloader.idle()
+        resumed = offloader.resume(batch)
+        if resumed is not None:  # the given-back windows idle() handed out: never offloaded twice
+            return resumed
+        with self._cond:
+            room = 0 if self._closed else self.max_pending - len(self._pending)
+        if room <= 0 or not offloader.active:
+            return offloader.merge(None, batch)
+        windows = batch.windows
+        signals = self._signals() if self._signals is not None else _NO_SIGNALS
+        reasons = offloader.reasons(windows, signals, room)
+        if not any(reasons):
+            return offloader.merge(None, batch)
+        keep: list[Window] = []
+        for window, reason in zip(windows, reasons, strict=True):
+            if reason is None:
+                keep.append(window)
+                continue
+            with self._cond:
+                self.reasons[reason] += 1
+            offloader.offloaded += 1
+            self.submit(window, reason, None)  # no edge answer: a failure gives it back
+        return offloader.merge(keep, None)
 
     # --- responses (the MQTT client's thread) ---------------------------------------------------
     def on_response(self, topic: str, payload: bytes) -> None:
@@ -281,13 +333,16 @@ class CloudRouter:
     def _finish_edge(self, pending: _Pending, outcome: str) -> None:
         with self._cond:
             self.counts[outcome] += 1
+        flag = f"{pending.reason}:{outcome}"
         if pending.edge is not None:
-            edge = replace(pending.edge, fallback_reason=f"{pending.reason}:{outcome}")
+            edge = replace(pending.edge, fallback_reason=flag)
             if self.deferred is not None and self.deferred.keep(
                 pending.window, edge, outcome, pending.request_id
             ):
                 return  # stored with its window, for a late answer (fallback_deferred.py)
             self._deliver([edge])
+        elif self.offloader is not None:
+            self.offloader.give_back(pending.window, flag)  # the edge infers it late, flagged
 
     def pending(self) -> int:
         with self._cond:
@@ -319,6 +374,18 @@ class CloudRouter:
             "latency_p50_ms": 0.0 if p50 is None else round(p50, 3),
             "latency_p95_ms": 0.0 if p95 is None else round(p95, 3),
             "reasons": reasons,
+            **self._offload_stats(),
+        }
+
+    def _offload_stats(self) -> dict[str, int]:
+        offloader = self.offloader
+        if offloader is None:
+            return {}
+        return {
+            "offloaded": offloader.offloaded,
+            "given_back": offloader.given_back,
+            "given_back_waiting": offloader.pending_given_back(),
+            "given_back_dropped": offloader.given_back_dropped,
         }
 
     def close(self) -> None:
@@ -397,4 +464,13 @@ def router_from_config(
         max_pending=fallback.max_queue_windows,
         prefix=config.sync.topic_prefix,
         budget=budget,
+        # Always one: it also holds the no_model windows the cloud gives back until a model loads.
+        offloader=CapacityOffload(
+            CapacityPolicy(
+                queue_high_water=fallback.queue_high_water, latency_p95_ms=fallback.inference_p95_slo_ms
+            )
+            if fallback.offload_capacity
+            else CapacityPolicy(),
+            max_given_back=fallback.give_back_max_windows,
+        ),
     )

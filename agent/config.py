@@ -156,6 +156,17 @@ class FallbackConfig(_Section):
     inference_p95_slo_ms: float | None = Field(
         default=None, gt=0, description="send windows while the edge inference p95 is over this (unset: off)"
     )
+    offload_capacity: bool = Field(
+        default=True,
+        description="queue_high / latency_slo send windows to the cloud instead of the edge model;"
+        " unanswered ones are given back to the edge (false: ask after the edge inferred them)",
+    )
+    give_back_max_windows: int = Field(
+        default=4096,
+        gt=0,
+        description="windows the cloud gave back (or sent while no model was active) queued for the"
+        " edge at most; past it the oldest are dropped and counted",
+    )
     max_requests_per_min: int | None = Field(
         default=None,
         ge=1,

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgefleet.agent.batch_predictions import BatchPredictions
+from edgefleet.agent.fallback_offload import OffloadSplit, offer_with_given_back
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.results import result_records_of, result_rows_of
-from edgefleet.agent.routing import FallbackRouter, offer
+from edgefleet.agent.routing import FallbackRouter
 from edgefleet.agent.sources.base import RateLimitedLog
 from edgefleet.agent.writer import ResultWriter
 from edgefleet.errors import EdgefleetError
@@ -67,6 +68,9 @@ class BatchRunner:
         self._add_event = add_event
         self.keep_outputs = keep_outputs
         self._router = router
+        # A router that offloads (CloudRouter with [fallback] offload_capacity) sees each batch
+        # before the model call: edgefleet.agent.fallback_offload.
+        self._offload: Callable[[Batch | None], OffloadSplit] | None = getattr(router, "offload", None)
         self._observers = list(observers)
         self._observer_log = RateLimitedLog(log, 60.0)
         self._last_failure: tuple[str, float, int] = ("", 0.0, 0)
@@ -82,6 +86,12 @@ class BatchRunner:
     ) -> None:
         """Infer ``batch`` (from the codes ``encoder`` made, else ``preprocess``-ed floats) and
         hand its results on; a failure is reported through :meth:`failed`."""
+        flags: list[str | None] | None = None
+        if self._offload is not None:  # windows over capacity go to the cloud instead
+            split = self._offload(batch)
+            if split.batch is None:
+                return
+            batch, flags = split.batch, split.flags
         started = time.monotonic()
         try:
             codes = None if encoder is None else batch.codes
@@ -123,9 +133,14 @@ class BatchRunner:
         predictions = answers.predictions()
         self._notify_observers(batch, predictions)
         rows = result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
-        keep = offer(self._router, batch.windows, predictions, result_records_of(rows), self.counters)
+        records = result_records_of(rows)
+        keep = offer_with_given_back(self._router, batch.windows, predictions, records, flags, self.counters)
         if keep:
             self._writer.put(keep)
+
+    def given_back(self) -> Batch | None:
+        """The windows the cloud gave back while no batch came (inferred late); None if none."""
+        return None if self._offload is None else self._offload(None).batch
 
     def _notify_observers(self, batch: Batch, predictions: Sequence[Prediction]) -> None:
         for observer in self._observers:

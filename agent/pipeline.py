@@ -474,9 +474,14 @@ class Pipeline:
                         return
                     self._drained += len(remaining.windows)
                     prepared = self._run_on_slot(remaining, prepared)
+                # The router closed first: the windows it was waiting on came back to the edge.
+                while not self._stop_worker.is_set() and (late := self._runner.given_back()) is not None:
+                    prepared = self._run_on_slot(late, prepared)
                 return
             self._beat = time.monotonic()
             batch = batcher.next_batch(timeout=0.5)
+            if batch is None:  # idle: infer the windows the cloud gave back (fallback_offload)
+                batch = self._runner.given_back()
             if batch is not None:
                 prepared = self._run_on_slot(batch, prepared)
 

@@ -292,6 +292,18 @@ def _fallback_line(stats: dict[str, Any]) -> str:
         f"{stats.get('budget_refused', 0)} over budget; budget {stats.get('requests_last_min', 0)}/{limit} "
         f"requests a minute, {_bytes(stats.get('bytes_last_hour'))}/"
         f"{_bytes(byte_limit) if byte_limit else 'no limit'} an hour; reasons: {reason_text}"
+        + _offload_text(stats)
+    )
+
+
+def _offload_text(stats: dict[str, Any]) -> str:
+    """Capacity offload (edgefleet.agent.fallback_offload): sent instead of inferred, given back."""
+    if "offloaded" not in stats:
+        return ""
+    dropped = stats.get("given_back_dropped", 0)
+    return (
+        f"; {stats['offloaded']} offloaded, {stats.get('given_back', 0)} given back to the edge "
+        f"({stats.get('given_back_waiting', 0)} waiting" + (f", {dropped} dropped)" if dropped else ")")
     )
 
 

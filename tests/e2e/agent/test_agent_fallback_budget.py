@@ -1,7 +1,9 @@
 """`edgefleet agent run` with a capacity policy and a request budget from its config file, a real
 Mosquitto and a real inference worker: every window is claimed (``queue_high``), the first five
 are answered by the cloud, the rest keep the edge answer flagged ``queue_high:budget``; the
-router's figures reach the status file and the device's retained ``status`` message."""
+router's figures reach the status file and the device's retained ``status`` message. The windows are
+judged before inference (capacity offload): sent instead of inferred, and past the budget given back
+to the edge model at once."""
 
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ STATS_KEYS = {
     "latency_p50_ms",
     "latency_p95_ms",
     "reasons",
+    "offloaded",
+    "given_back",
+    "given_back_waiting",
+    "given_back_dropped",
 }
 
 
@@ -142,8 +148,13 @@ def test_a_full_buffer_sends_windows_until_the_budget_is_spent(
         assert stats["requests_last_min"] == 5
         assert stats["max_requests_per_min"] == 5
         assert stats["reasons"] == {"queue_high": windows}
+        # sent instead of inferred; past the budget each was given back to the edge at once
+        assert stats["offloaded"] == windows
+        assert stats["given_back"] == windows - 5
+        assert stats["given_back_waiting"] == 0
     assert shown.returncode == 0, shown.stdout + shown.stderr
     line = next(x for x in shown.stdout.splitlines() if x.startswith("fallback:"))
     assert "5 sent, 5 answered by the cloud" in line
     assert f"{windows - 5} over budget; budget 5/5 requests a minute" in line
     assert f"reasons: queue_high {windows}" in line
+    assert f"{windows} offloaded, {windows - 5} given back to the edge (0 waiting)" in line
