@@ -86,4 +86,6 @@ def test_streams_of_one_recording_get_the_same_answer_for_each_window(
             other = by_stream[s][k]
             assert (other["outputs"], other["label"]) == (first["outputs"], first["label"]), (s, k)
     assert group_pops, "no batch came from the ring group"
-    assert sum(group_pops) + report.drained_windows <= 4 * 396
+    # Drained windows may come out of the ring group too (the drain runs the same batcher), so they
+    # are not added: the rows above already show each window stored once.
+    assert sum(group_pops) <= 4 * 396
