@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import psutil
 from edgefleet.agent.metrics import CountersSnapshot, PipelineCounters
 from edgefleet.agent.store import MetricSample, Store
 from edgefleet.agent.store.wear import ProcessWrites
+from edgefleet.runtime.ringbuffer import StreamBuffer
 
 __all__ = [
     "HealthMonitor",
@@ -308,3 +309,31 @@ class HealthMonitor:
             report.store_results = stats.rows.get("results")
             report.outbox_backlog = dict(stats.outbox_backlog)
         return report
+
+
+def collect_stream_health(
+    names: Sequence[str],
+    buffers: Mapping[str, StreamBuffer],
+    sources: Mapping[str, object],
+    source_errors: Mapping[str, str],
+) -> dict[str, StreamHealth]:
+    """Per stream: its ring buffer's counters, its source's counters (any source with a ``stats``
+    of samples/bad_samples/last_error), and why it is not running if so."""
+    out: dict[str, StreamHealth] = {}
+    for name in names:
+        health = StreamHealth(source_error=source_errors.get(name))
+        buffer = buffers.get(name)
+        if buffer is not None:
+            stats = buffer.stats
+            health.pushed, health.dropped = stats.pushed, stats.dropped
+            health.windows, health.fill, health.capacity = stats.windows_emitted, stats.fill, stats.capacity
+        source = sources.get(name)
+        source_stats = getattr(source, "stats", None) if source is not None else None
+        if source_stats is not None:
+            health.samples = int(getattr(source_stats, "samples", 0))
+            health.bad_samples = int(getattr(source_stats, "bad_samples", 0))
+            last_error = getattr(source_stats, "last_error", None)
+            if health.source_error is None and last_error:
+                health.last_error = str(last_error)
+        out[name] = health
+    return out

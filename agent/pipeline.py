@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.agent.health import StreamHealth
+from edgefleet.agent.health import StreamHealth, collect_stream_health
 from edgefleet.agent.inference import BatchObserver, BatchRunner, ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.model_slot import LoadedModel, ModelSlot
@@ -250,28 +250,8 @@ class Pipeline:
 
     def streams_health(self) -> dict[str, StreamHealth]:
         """Per stream: ring buffer counters, source counters, and why it is not running if so."""
-        out: dict[str, StreamHealth] = {}
-        for spec in self._streams:
-            health = StreamHealth(source_error=self._source_errors.get(spec.name))
-            buffer = self._buffers.get(spec.name)
-            if buffer is not None:
-                stats = buffer.stats
-                health.pushed, health.dropped = stats.pushed, stats.dropped
-                health.windows, health.fill, health.capacity = (
-                    stats.windows_emitted,
-                    stats.fill,
-                    stats.capacity,
-                )
-            source = self._sources.get(spec.name)
-            source_stats = getattr(source, "stats", None) if source is not None else None
-            if source_stats is not None:
-                health.samples = int(getattr(source_stats, "samples", 0))
-                health.bad_samples = int(getattr(source_stats, "bad_samples", 0))
-                last_error = getattr(source_stats, "last_error", None)
-                if health.source_error is None and last_error:
-                    health.last_error = str(last_error)
-            out[spec.name] = health
-        return out
+        names = [spec.name for spec in self._streams]
+        return collect_stream_health(names, self._buffers, self._sources, self._source_errors)
 
     def sources(self) -> dict[str, SourceHandle]:
         return dict(self._sources)
