@@ -34,7 +34,13 @@ from typing import Any, Protocol
 
 from edgefleet.agent.ota_http import HttpFetchError, fetch_http
 from edgefleet.agent.ota_policy import refusal
-from edgefleet.agent.ota_transfer import ChunkPlan, DownloadError, PartialDownload, write_json_atomic
+from edgefleet.agent.ota_transfer import (
+    ChunkPlan,
+    DownloadError,
+    PartialDownload,
+    write_error,
+    write_json_atomic,
+)
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import (
     Envelope,
@@ -293,11 +299,22 @@ class OtaClient:
             if isinstance(exc, DownloadError):
                 self._refuse(offer, exc.reason, exc.message)
             else:
-                self._refuse(offer, "write_failed", f"cannot prepare {active}: {exc}")
+                error = write_error(f"cannot prepare {active}", exc)
+                self._refuse(offer, error.reason, error.message)
+            return
+        try:
+            write_json_atomic(active / _OFFER, offer.model_dump(mode="json"))
+        except OSError as exc:
+            # Without offer.json a restart could not resume it: refuse rather than fetch blind.
+            shutil.rmtree(active, ignore_errors=True)
+            if previous is not None:
+                self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id} (refused)")
+                self._offer, self._download = None, None
+            error = write_error(f"cannot write {active / _OFFER}", exc)
+            self._refuse(offer, error.reason, error.message)
             return
         if previous is not None:
             self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id}")
-        write_json_atomic(active / _OFFER, offer.model_dump(mode="json"))
         self._offer, self._download = offer, download
         self._shown = offer
         self._outstanding.clear()

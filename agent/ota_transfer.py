@@ -27,7 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.errors import EdgefleetError
 
-__all__ = ["ChunkPlan", "DownloadError", "PartialDownload", "chunks_of", "plan_for_file", "write_json_atomic"]
+__all__ = [
+    "ChunkPlan",
+    "DownloadError",
+    "PartialDownload",
+    "chunks_of",
+    "plan_for_file",
+    "write_error",
+    "write_json_atomic",
+]
 
 _PART = "bundle.part"
 _RECEIVED = "received.json"
@@ -86,11 +94,35 @@ def plan_for_file(path: Path, chunk_bytes: int) -> ChunkPlan:
 def write_json_atomic(path: Path, data: object) -> None:
     """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk fails the write half-way: the half file must not take the space it lacks.
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_error(what: str, exc: OSError) -> DownloadError:
+    """``disk_full`` for ENOSPC (and EDQUOT, a full quota is a full disk to us), else ``write_failed``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DownloadError(
+            f"{what}: {exc}",
+            reason="disk_full",
+            hint="free space on the device's OTA download directory, then offer the bundle again",
+        )
+    return DownloadError(f"{what}: {exc}", reason="write_failed", hint="check the OTA download directory")
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    # A nearly full disk may take part of a write; the rest then fails with ENOSPC.
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 @dataclass
@@ -132,7 +164,10 @@ class PartialDownload:
                     reason="disk_full",
                     hint="free space on the device's state directory, then offer the bundle again",
                 )
-            write_json_atomic(plan_path, plan.model_dump(mode="json"))
+            try:
+                write_json_atomic(plan_path, plan.model_dump(mode="json"))
+            except OSError as exc:
+                raise write_error(f"cannot write {plan_path}", exc) from None
         return cls(directory, plan)
 
     def received(self) -> set[int]:
@@ -170,15 +205,17 @@ class PartialDownload:
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
-                os.pwrite(fd, data, index * self.plan.chunk_bytes)
+                _pwrite_all(fd, data, index * self.plan.chunk_bytes)
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
-            reason = "disk_full" if exc.errno == errno.ENOSPC else "write_failed"
-            raise DownloadError(f"cannot write chunk {index}: {exc}", reason=reason) from None
+            raise write_error(f"cannot write chunk {index}", exc) from None
         # The chunk is on disk before it is recorded: a power cut can only make it be asked again.
-        write_json_atomic(self.directory / _RECEIVED, sorted(have | {index}))
+        try:
+            write_json_atomic(self.directory / _RECEIVED, sorted(have | {index}))
+        except OSError as exc:
+            raise write_error(f"cannot record chunk {index} in {_RECEIVED}", exc) from None
         return True
 
     def complete(self) -> Path:

@@ -93,6 +93,8 @@ class OtaRig:
         chunk_timeout_s: float = 1.0,
         max_window: int = 32,
         serve_chunks: bool = True,
+        ota_dir: Path | None = None,
+        min_free_bytes: int | None = None,
     ) -> None:
         self.broker = broker
         self.work = work
@@ -114,7 +116,11 @@ class OtaRig:
         )
         self.installer = installer if installer is not None else CheckingInstaller()
         self.serving = serving
-        self.client = self.make_client(free_bytes=free_bytes, window=window, chunk_timeout_s=chunk_timeout_s)
+        self.ota_dir = ota_dir if ota_dir is not None else work / "device" / "ota"
+        extra: dict[str, Any] = {} if min_free_bytes is None else {"min_free_bytes": min_free_bytes}
+        self.client = self.make_client(
+            free_bytes=free_bytes, window=window, chunk_timeout_s=chunk_timeout_s, **extra
+        )
         self.sync.start()
         assert wait_until(lambda: self.sync.state().connected, 15), "the device did not connect"
 
@@ -128,7 +134,7 @@ class OtaRig:
 
         client = OtaClient(
             device_id=self.device_id,
-            directory=self.work / "device" / "ota",
+            directory=self.ota_dir,
             publish_live=self.sync.publish_live,
             progress_sink=progress,
             current_model=lambda: self.serving,
