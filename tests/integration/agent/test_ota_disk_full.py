@@ -2,8 +2,9 @@
 served bundle and its OTA download directory, the offer passes the free-space check, and a write
 fails with a real ENOSPC half-way through. The offer fails with ``disk_full``, nothing a restart
 would resume is left, the served bundle is untouched, and a later offer succeeds once space is back.
-Where exactly the disk runs out varies, so two precise cases are pinned on PartialDownload: a chunk
-the disk takes only part of, and a chunk written whose record (received.json) cannot be written.
+Where exactly the disk runs out varies, so the precise cases are pinned one by one: a chunk the
+disk takes only part of, a chunk written whose record (received.json) cannot be written, and an
+offer whose offer.json cannot be written (refused, as a restart could not resume it).
 
 Mounting needs root (the client runs in this process, so an unprivileged user namespace cannot
 host it); elsewhere the test is skipped with that reason."""
@@ -14,12 +15,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgefleet.agent.ota_transfer import DownloadError, PartialDownload, plan_for_file
+from edgefleet.cloud_sync.protocol import OtaOfferBody, make_envelope
 from edgefleet.runtime.bundle_verify import verify_bundle
 from tests.support.broker import MosquittoBroker
 from tests.support.ota import DEMO_DIR, OtaRig, versioned_bundle, wait_until
@@ -172,3 +175,38 @@ def test_a_chunk_written_but_not_recordable_is_not_trusted_and_leaves_no_tempora
     filler.unlink()  # space is back: the same chunk is taken and recorded
     assert download.accept(0, first)
     assert download.received() == {0}
+
+
+def test_an_offer_whose_offer_file_cannot_be_written_is_refused_disk_full(
+    mosquitto: MosquittoBroker, tmp_path: Path, tmpfs: Path
+) -> None:
+    ota_dir = tmpfs / "ota"
+    ota_dir.mkdir()
+    _fill_leaving_one_page(tmpfs)  # the check passes for a one-page file; plan.json takes that page
+    source = tmp_path / "small.bin"
+    source.write_bytes(os.urandom(100))
+    plan = plan_for_file(source, _PAGE)
+    rig = OtaRig(mosquitto, tmp_path / "rig", ota_dir=ota_dir, min_free_bytes=0)
+    try:
+        body = OtaOfferBody(
+            offer_id=f"o-{time.monotonic_ns()}",
+            device_id=rig.device_id,
+            bundle_name="small",
+            bundle_version="1.0.0",
+            sha256=plan.sha256,
+            size_bytes=plan.size_bytes,
+            chunk_bytes=plan.chunk_bytes,
+            chunk_count=len(plan.chunks),
+            chunk_sha256=list(plan.chunks),
+            expires_at=time.time() + 600,
+        )
+        rig.client.on_offer(make_envelope(rig.device_id, "ota/offer", body))  # as the downlink does
+        assert wait_until(lambda: rig.state_of(body.offer_id) == "refused"), rig.states()
+        detail = rig.database.ota_states(rig.device_id)[0].detail
+        assert detail is not None
+        assert detail.startswith("disk_full: cannot write "), detail
+        assert "offer.json" in detail
+        assert not (ota_dir / "active").exists()
+        assert rig.client.counters["requests"] == 0
+    finally:
+        rig.close()
