@@ -163,7 +163,7 @@ def devices_in(page: Any, row: str) -> dict[str, str]:
 
 
 def good_then_bad_campaign(page: Any) -> None:
-    # The campaign page refreshes itself; generous caps: install, validation and the probation (see demo_ota.py).
+    # The page refreshes itself; generous caps: install, validation and probation (demo_ota.py).
     page.set_default_timeout(120_000)
     good = start_campaign(page, "1.1.0")
     row = f"#campaigns tbody tr[data-campaign='{good}']"
