@@ -36,8 +36,8 @@ SOURCE = "watch-edge-tflite"
 GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
 BAD_STD_SCALE = 20.0
-# Short enough to watch: a verdict after 15 s and 30 windows (the demo devices make ~4-10 a second).
-PROBATION_TOML = "probation_s = 15.0\nprobation_min_windows = 30\n"
+# Short enough to watch: a verdict after 8 s and 20 windows (the demo devices make ~4-10 a second).
+PROBATION_TOML = "probation_s = 8.0\nprobation_min_windows = 20\n"
 
 
 @dataclass(frozen=True)

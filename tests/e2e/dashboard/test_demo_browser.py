@@ -55,8 +55,9 @@ def test_demo_shows_four_live_devices_with_results_and_the_faulty_one_drifted(
     browser: Any, tmp_path: Path
 ) -> None:
     workdir = tmp_path / "demo"
+    # Long enough for the campaigns too; the test stops the demo itself (SIGINT) when it is done.
     process = subprocess.Popen(
-        edgefleet_command("demo", "--seconds", "90", "--http-port", "0", "--workdir", str(workdir)),
+        edgefleet_command("demo", "--seconds", "600", "--http-port", "0", "--workdir", str(workdir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -117,6 +118,8 @@ def test_demo_shows_four_live_devices_with_results_and_the_faulty_one_drifted(
         )
         page.wait_for_function("() => Number(document.getElementById('results').dataset.total) > 0")
         screenshot(page, "dashboard-demo-device.png")
+
+        good_then_bad_campaign(page)
     finally:
         context.close()
         stop_process(process, timeout=30)
@@ -129,6 +132,75 @@ def test_demo_shows_four_live_devices_with_results_and_the_faulty_one_drifted(
         assert counts.get("cloud", 0) > 0, (device, counts)
         assert counts.get("edge", 0) > 0, (device, counts)
     assert set(answered_by(workdir / "demo-04" / "store.db")) == {"edge"}
+
+
+OTA_DEVICES = ("demo-01", "demo-03")  # the devices running watch-edge-tflite, tagged ota-demo
+
+
+def start_campaign(page: Any, version: str) -> str:
+    """Fill the Campaigns page's form (tag ota-demo, stages 50,100); the new campaign's id."""
+    page.click("nav >> text=Campaigns")
+    page.wait_for_url("**/static/campaigns.html")
+    page.wait_for_selector("#new-section:not([hidden])")
+    page.wait_for_selector(f"#bundle option[value='watch-edge-tflite@{version}']", state="attached")
+    page.select_option("#bundle", f"watch-edge-tflite@{version}")
+    page.select_option("#target-kind", "tag")
+    page.fill("#target", "ota-demo")
+    page.fill("#stages", "50,100")
+    page.click("#new-campaign button[type=submit]")
+    page.wait_for_selector("#new-result:has-text('started')")
+    started = re.search(r"campaign (\S+) started", page.inner_text("#new-result"))
+    assert started, page.inner_text("#new-result")
+    return started.group(1)
+
+
+def devices_in(page: Any, row: str) -> dict[str, str]:
+    """The campaign row's per-device lines, by device id."""
+    items: list[tuple[str, str]] = page.eval_on_selector_all(
+        f"{row} li[data-device]", "items => items.map(i => [i.dataset.device, i.textContent])"
+    )
+    return dict(items)
+
+
+def good_then_bad_campaign(page: Any) -> None:
+    # The page refreshes itself; generous caps: install, validation and probation (demo_ota.py).
+    page.set_default_timeout(120_000)
+    good = start_campaign(page, "1.1.0")
+    row = f"#campaigns tbody tr[data-campaign='{good}']"
+    page.wait_for_selector(f"{row} [data-status=completed]")
+    lines = devices_in(page, row)
+    assert sorted(lines) == list(OTA_DEVICES), lines
+    assert all(" ok" in text for text in lines.values()), lines
+    screenshot(page, "dashboard-demo-campaign-good.png")
+
+    # The devices now run 1.1.0 (their status uplink, shown in the fleet table).
+    page.click("nav >> text=Fleet")
+    page.wait_for_url("**/static/index.html**")
+    for device in OTA_DEVICES:
+        page.wait_for_selector(f"#devices tbody tr[data-device='{device}'] td:nth-child(3):has-text('1.1.0')")
+
+    bad = start_campaign(page, "1.2.0")
+    row = f"#campaigns tbody tr[data-campaign='{bad}']"
+    page.wait_for_selector(f"{row} [data-status=halted]")
+    lines = devices_in(page, row)
+    offered = [device for device, text in lines.items() if "pending" not in text]
+    assert len(offered) == 1, lines  # stage 1 (50% of two devices): one device, then the halt
+    (second,) = [device for device in lines if device not in offered]
+    assert "pending" in lines[second], lines
+    # Its probation failed it (the device put its previous model back); the line says why.
+    assert page.query_selector(f"{row} li[data-device='{offered[0]}'] .badge.failed") is not None, lines
+    assert "rolled_back" in lines[offered[0]], lines
+    assert "mean confidence" in lines[offered[0]], lines  # the demo's bad version: std x20
+    detail = page.inner_text(f"{row} td:nth-child(6)")
+    assert "halted" in detail, detail
+    screenshot(page, "dashboard-demo-campaign-bad.png")
+
+    # The first device put its previous model back by itself: it runs 1.1.0 again, not 1.2.0.
+    page.click("nav >> text=Fleet")
+    page.wait_for_url("**/static/index.html**")
+    first = f"#devices tbody tr[data-device='{offered[0]}'] td:nth-child(3)"
+    page.wait_for_selector(f"{first}:has-text('1.1.0')")
+    assert "1.2.0" not in page.inner_text(first)
 
 
 def answered_by(db: Path) -> dict[str, int]:
