@@ -1,23 +1,18 @@
 """The device's side of the OTA transfer (issue 16): take an offer, fetch the bundle, hand it over.
 
-An ``ota/offer`` is checked before a byte is fetched: it must name this device, must not have
-expired, must not be a downgrade (a lower version of the model being served) unless it says
-``allow_downgrade``, and the disk must hold the bundle plus ``[ota] min_free_bytes``. A refused
-offer is reported ``refused`` with the reason. An accepted one is fetched into
-``<download_dir>/active`` (:class:`~edgefleet.agent.ota_transfer.PartialDownload`: each chunk is
-checked against the offer's ``chunk_sha256`` and written with fsync before it is recorded) either
-over MQTT - ``ota/chunk_request`` asks for at most ``chunk_window`` missing chunks at a time,
-topped up as chunks arrive and asked again after ``chunk_timeout_s`` without one - or, when the
-offer carries a ``url``, over HTTP(S) with a ``Range`` request from the first missing chunk. After
-a disconnect or an agent restart only the missing chunks are asked for. A bad chunk (truncated,
-wrong sha256, outside the plan) is refused and asked for again; a duplicate is ignored. The
-finished file is accepted only with the offer's whole sha256, then handed to the
-:class:`Installer` (validation and activation, edgefleet/agent/ota_install.py) in its own thread.
+An ``ota/offer`` is checked before a byte is fetched (:func:`edgefleet.agent.ota_policy.refusal`:
+this device, not expired, no downgrade unless allowed, room on disk for the bundle plus
+``[ota] min_free_bytes``); a refused offer is reported ``refused`` with the reason. An accepted one
+is fetched into ``<download_dir>/active`` (:class:`~edgefleet.agent.ota_transfer.PartialDownload`:
+each chunk checked against the offer's ``chunk_sha256`` and fsynced before it is recorded) over
+MQTT (``ota/chunk_request`` for at most ``chunk_window`` missing chunks, asked again after
+``chunk_timeout_s``) or, when the offer has a ``url``, over HTTP(S) with ``Range`` resume. After a
+disconnect or a restart only the missing chunks are asked for. The finished file, accepted only
+with the offer's whole sha256, goes to the :class:`Installer` in its own thread.
 
-Progress goes up on ``ota/progress`` through the store outbox (so an offline device reports it
-later); refusals and failures are also store events. Everything runs on the client's own thread:
-the sync thread's handlers only enqueue, so a slow disk never stalls MQTT. The model being served
-is never touched here.
+Progress goes up on ``ota/progress`` through the store outbox; refusals and failures are also
+store events. Everything runs on the client's own thread (the sync thread's handlers only
+enqueue), and the model being served is never touched here.
 """
 
 from __future__ import annotations
@@ -30,8 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from edgefleet.agent.ota_handoff import Installer, Report
 from edgefleet.agent.ota_http import HttpFetchError, fetch_http
 from edgefleet.agent.ota_policy import refusal
 from edgefleet.agent.ota_transfer import (
@@ -61,23 +57,6 @@ _OFFER = "offer.json"
 _STATE = "state.json"
 _TICK_S = 0.25
 _REPORT_EVERY_S = 2.0
-
-
-class Report(Protocol):
-    def __call__(
-        self,
-        state: str,
-        progress: float = 0.0,
-        detail: str | None = None,
-        metrics: dict[str, Any] | None = None,
-    ) -> None: ...
-
-
-class Installer(Protocol):
-    """Validates and activates a downloaded, sha256-checked bundle archive (edgefleet/agent/ota_install.py).
-    ``install`` runs on a thread of its own; ``report`` publishes ``ota/progress``."""
-
-    def install(self, archive: Path, offer: OtaOfferBody, report: Report) -> None: ...
 
 
 class OtaClient:
