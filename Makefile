@@ -31,9 +31,10 @@ lint: install
 # Most tests wait on real processes (brokers, agents, browsers), not on the CPU: three workers
 # on two cores halve the wall time. PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= 3
+PYTEST_DIST ?= worksteal
 
 test: install system-deps lint
-	$(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/run_all.py

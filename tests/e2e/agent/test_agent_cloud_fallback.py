@@ -7,25 +7,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.e2e.agent.agentproc import AgentProcess, count_results, wait_until, write_config
+from tests.e2e.agent.agentproc import AgentProcess, count_results, wait_until
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
+from tests.support.watch_fallback import watch_fallback_agent
 
 pytestmark = pytest.mark.e2e
-
-MODELS = Path(__file__).resolve().parents[3] / "models"
-
-
-def held_out_recording(path: Path, recordings: int = 3) -> int:
-    with np.load(MODELS / "data" / "watch.npz") as d:
-        samples, offsets, test = d["samples"], d["offsets"], d["test"]
-    chosen = np.flatnonzero(test)[:recordings]
-    data = np.concatenate([samples[offsets[i] : offsets[i + 1]] for i in chosen])
-    np.savez(path, samples=data.astype(np.float32))
-    return len(data)
 
 
 def stored(db: Path) -> list[tuple[str, str | None, str | None, int | None]]:
@@ -41,33 +30,10 @@ def stored(db: Path) -> list[tuple[str, str | None, str | None, int | None]]:
 
 def test_unsure_windows_are_answered_by_the_cloud_worker(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     pool = start_pool(mosquitto, max_wait_ms=2.0)
-    recording = tmp_path / "watch.npz"
-    n = held_out_recording(recording)
-    windows = (n - 100) // 50 + 1
-    state = tmp_path / "state"
-    config = write_config(
-        tmp_path / "agent.toml",
-        state_dir=state,
-        bundle=MODELS / "bundles" / "watch-edge-tflite",
-        sources=[
-            {
-                "type": "replay",
-                "name": "imu",
-                "file": recording,
-                "rate_hz": 50.0,
-                "realtime": True,
-                "speed": 20.0,
-            }
-        ],
-        sync={"host": mosquitto.host, "port": mosquitto.port, "drain_interval_s": 0.2},
-        batching={"backpressure": "block"},
-        device_id="watch-e2e",
+    config, windows = watch_fallback_agent(
+        tmp_path, host=mosquitto.host, port=mosquitto.port, device_id="watch-e2e", latency_slo_ms=5000
     )
-    with config.open("a") as fh:
-        fh.write(
-            "\n[fallback]\nenabled = true\nmin_confidence = 0.75\nlatency_slo_ms = 5000\n"
-            "[drift]\nenabled = false\n"
-        )
+    state = tmp_path / "state"
     db = state / "store.db"
     try:
         with AgentProcess(config, tmp_path / "agent.log") as agent:

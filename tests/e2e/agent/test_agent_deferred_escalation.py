@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from edgefleet.agent.store.rows import SELECT_RESULT_READ, result_dict
-from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, wait_until, write_config
-from tests.e2e.agent.test_agent_cloud_fallback import MODELS, held_out_recording
+from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, wait_until
 from tests.integration.controller.conftest import controller_config, start_controller
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
+from tests.support.watch_fallback import watch_fallback_agent
 from tests.unit.controller.db_fixtures import throwaway_database
 
 pytestmark = pytest.mark.e2e
@@ -40,33 +40,10 @@ def test_late_cloud_answers_improve_the_stored_results_and_reach_the_controller(
 ) -> None:
     # The worker waits 1.5 s for a fuller batch; the agent waits 300 ms: every answer is late.
     pool = start_pool(mosquitto, max_wait_ms=1500.0, max_batch_size=256)
-    recording = tmp_path / "watch.npz"
-    n = held_out_recording(recording, recordings=1)
-    windows = (n - 100) // 50 + 1
-    state = tmp_path / "state"
-    config = write_config(
-        tmp_path / "agent.toml",
-        state_dir=state,
-        bundle=MODELS / "bundles" / "watch-edge-tflite",
-        sources=[
-            {
-                "type": "replay",
-                "name": "imu",
-                "file": recording,
-                "rate_hz": 50.0,
-                "realtime": True,
-                "speed": 20.0,
-            }
-        ],
-        sync={"host": mosquitto.host, "port": mosquitto.port, "drain_interval_s": 0.2},
-        batching={"backpressure": "block"},
-        device_id=DEVICE,
+    config, windows = watch_fallback_agent(
+        tmp_path, host=mosquitto.host, port=mosquitto.port, device_id=DEVICE, latency_slo_ms=300, recordings=1
     )
-    with config.open("a") as fh:
-        fh.write(
-            "\n[fallback]\nenabled = true\nmin_confidence = 0.75\nlatency_slo_ms = 300\n"
-            "[drift]\nenabled = false\n"
-        )
+    state = tmp_path / "state"
     db = state / "store.db"
     with throwaway_database("sqlite", tmp_path) as (database, db_config):
         database.close()

@@ -26,9 +26,10 @@ from tests.e2e.agent.agentproc import (
     wait_until,
     write_config,
 )
-from tests.e2e.agent.test_agent_cloud_fallback import MODELS, held_out_recording, stored
+from tests.e2e.agent.test_agent_cloud_fallback import stored
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
+from tests.support.watch_fallback import MODELS, held_out_recording
 
 pytestmark = pytest.mark.e2e
 

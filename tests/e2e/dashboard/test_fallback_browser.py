@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import make_envelope
-from tests.e2e.agent.agentproc import AgentProcess, write_config
+from tests.e2e.agent.agentproc import AgentProcess
 from tests.e2e.dashboard.conftest import (
     ADMIN_PASSWORD,
     ADMIN_TOKEN,
@@ -38,6 +37,7 @@ from tests.e2e.dashboard.conftest import (
     write_controller_config,
 )
 from tests.support.broker import MosquittoBroker, find_mosquitto, free_port
+from tests.support.watch_fallback import watch_fallback_agent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -59,14 +59,6 @@ STATUS_FALLBACK = {
     "latency_p95_ms": 64.0,
     "reasons": {"low_confidence": 57},
 }
-
-
-def held_out_recording(path: Path, recordings: int = 2) -> None:
-    with np.load(MODELS / "data" / "watch.npz") as d:
-        samples, offsets, test = d["samples"], d["offsets"], d["test"]
-    chosen = np.flatnonzero(test)[:recordings]
-    data = np.concatenate([samples[offsets[i] : offsets[i + 1]] for i in chosen])
-    np.savez(path, samples=data.astype(np.float32))
 
 
 def publish_status(broker: MosquittoBroker) -> None:
@@ -107,31 +99,9 @@ def test_cloud_share_reasons_budget_and_latency_are_shown(browser: object, tmp_p
     )
     port = int(text.split("[http]")[1].split("port = ")[1].split("\n")[0])
     stack = FleetStack(broker, controller, f"http://127.0.0.1:{port}", config)
-    recording = tmp_path / "watch.npz"
-    held_out_recording(recording)
-    agent_config = write_config(
-        tmp_path / "agent.toml",
-        state_dir=tmp_path / "state",
-        bundle=MODELS / "bundles" / "watch-edge-tflite",
-        sources=[
-            {
-                "type": "replay",
-                "name": "imu",
-                "file": recording,
-                "rate_hz": 50.0,
-                "realtime": True,
-                "speed": 20.0,
-            }
-        ],
-        sync={"host": broker.host, "port": broker.port, "drain_interval_s": 0.2},
-        batching={"backpressure": "block"},
-        device_id=DEVICE,
+    agent_config, _ = watch_fallback_agent(
+        tmp_path, host=broker.host, port=broker.port, device_id=DEVICE, latency_slo_ms=5000, recordings=2
     )
-    with agent_config.open("a") as fh:
-        fh.write(
-            "\n[fallback]\nenabled = true\nmin_confidence = 0.75\nlatency_slo_ms = 5000\n"
-            "[drift]\nenabled = false\n"
-        )
     try:
 
         def fallback() -> dict[str, Any]:
