@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from edgefleet.agent.ota_install import KILL_ENV
-from edgefleet.runtime.bundle_signing import generate_keys
 from tests.e2e.agent.agentproc import (
     AgentProcess,
     count_results,
@@ -27,19 +26,6 @@ from tests.e2e.agent.agentproc import (
 from tests.support.ota_bundles import make_version
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ota")
-    private, public = generate_keys(root / "keys")
-    return {
-        "key": private,
-        "pub": public,
-        "v1": make_version(root / "v1", "1.0.0", private),
-        "v2": make_version(root / "v2", "1.1.0", private),
-        "bad": make_version(root / "bad", "1.2.0", private, std_scale=20.0),
-    }
 
 
 def ota_config(tmp_path: Path, bundles: dict[str, Path], *, loop: bool, **ota: object) -> Path:

@@ -11,25 +11,10 @@ from typing import Any
 
 import pytest
 
-from edgefleet.runtime.bundle_signing import generate_keys
 from tests.e2e.agent.agentproc import AgentProcess, count_results, events, run_cli, wait_until
 from tests.e2e.agent.test_agent_ota_activation import ota_config
-from tests.support.ota_bundles import make_version
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ota-shadow")
-    private, public = generate_keys(root / "keys")
-    return {
-        "key": private,
-        "pub": public,
-        "v1": make_version(root / "v1", "1.0.0", private),
-        "v2": make_version(root / "v2", "1.1.0", private),
-        "bad": make_version(root / "bad", "1.2.0", private, std_scale=20.0),
-    }
 
 
 def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
