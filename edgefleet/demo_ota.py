@@ -43,7 +43,7 @@ OTA_TAG = "ota-demo"
 SOURCE = "watch-edge-tflite"
 GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
-GOOD_MODEL = "watch-edge-int8-1.1.0.tflite"  # in models/demo/, from models/build_watch_update.py
+GOOD_MODEL = f"watch-edge-int8-{GOOD_VERSION}.tflite"  # in models/demo/, from models/build_watch_update.py
 BAD_STD_SCALE = 20.0
 # Short enough to watch: a verdict after 8 s and 20 windows (the demo devices make ~4-10 a second).
 PROBATION_TOML = "probation_s = 8.0\nprobation_min_windows = 20\n"

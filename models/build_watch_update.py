@@ -85,6 +85,11 @@ def stage_model(epochs: int, validation: list[dict[str, Any]] | None) -> dict[st
     # demo_ota.py packages 1.1.0 with the shipped bundle's normalisation: it must be this model's.
     if not (np.allclose(prep["mean"], ds.mean, atol=1e-6) and np.allclose(prep["std"], ds.std, atol=1e-6)):
         raise SystemExit("the shipped watch-edge-tflite bundle's mean/std differ from subjects 1-8's")
+    import tensorflow as tf
+
+    # Keras numbers layer names per process: without this, the file's tensor names (not its
+    # weights) would depend on whether the validation stage ran first.
+    tf.keras.backend.clear_session()
     model = train_keras(ds, EDGE_ARCH, epochs)
     if param_count(model) > MAX_EDGE_PARAMS:
         raise SystemExit(f"edge model has {param_count(model)} parameters (> {MAX_EDGE_PARAMS})")

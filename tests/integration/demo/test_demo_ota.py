@@ -87,7 +87,9 @@ def test_good_version_carries_the_shipped_new_model(tmp_path: Path) -> None:
     assert [c.expected for c in good.manifest.canary] != [c.expected for c in shipped.manifest.canary]
     assert good.manifest.reference is not None
     assert shipped.manifest.reference is not None
+    # Its input profile comes from the very windows build_watch.py profiled for 1.0.0.
     assert good.manifest.reference.windows == shipped.manifest.reference.windows
+    assert good.manifest.reference.channels == shipped.manifest.reference.channels
     # The packaged bundle scores on the held-out subjects what the build script recorded.
     metrics = json.loads((models / "demo" / "watch_update_metrics.json").read_text())
     windows, y = _held_out_windows(models)
