@@ -45,6 +45,7 @@ models:
 	.venv-build/bin/pip install --quiet -e '.[build]'
 	.venv-build/bin/python models/build_demo.py
 	.venv-build/bin/python models/build_watch.py
+	.venv-build/bin/python models/build_watch_update.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -330,7 +330,7 @@ level = "warning"
         self.workdir = self.settings.workdir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         loaded = {self.bundle_name(i) for i in range(self.settings.devices)}
-        self.ota = prepare_demo_ota(self.workdir, find_models_dir() / "bundles", loaded)
+        self.ota = prepare_demo_ota(self.workdir, find_models_dir(), loaded)
         self._start_broker()
         self._start_controller()
         versions = self.ota.register(self.http_port, self.token)

@@ -1,16 +1,23 @@
 """The demo's over-the-air part: signed model versions for a campaign from the dashboard.
 
 At start the demo makes a signing key (``<workdir>/ota-keys``), signs copies of the bundles its
-agents load (with ``[ota] trusted_keys`` set, an agent loads only signed bundles), and builds two
-new versions of the demo's watch TFLite model from the shipped bundle, signed and packed as ``.tar``:
+agents load (with ``[ota] trusted_keys`` set, an agent loads only signed bundles), and packages two
+new versions of the demo's watch TFLite model (``watch-edge-tflite``), signed and packed as ``.tar``:
 
-* ``1.1.0``: the same model under a new version: it passes validation and probation;
-* ``1.2.0``: deliberately bad but consistently packaged: its normalisation std is scaled x20, so
-  every window is squashed towards zero and answered with low confidence; its canaries are
-  re-recorded with that model, so it passes validation (as a badly trained model would) and only
-  probation catches it (mean confidence below 0.8x the previous model's): rolled back by the
-  device itself, and a campaign of it halts.
+* ``1.1.0``: a new model, ``models/demo/watch-edge-int8-1.1.0.tflite``, trained by
+  ``models/build_watch_update.py`` (the 1.0.0 network and export, trained longer; its held-out
+  accuracy beside 1.0.0's is in ``models/demo/watch_update_metrics.json``). It is bundled here with
+  :func:`~edgefleet.runtime.bundle.build_bundle`: 1.0.0's normalisation (same training subjects),
+  labels and canary windows, its canaries recorded with the new model, and a reference profile made
+  from the training subjects' windows as the build script makes it. It passes validation and
+  probation;
+* ``1.2.0``: deliberately bad but consistently packaged: the shipped 1.0.0 bundle with its
+  normalisation std scaled x20, so every window is squashed towards zero and answered with low
+  confidence; its canaries are re-recorded with that model, so it passes validation (as a badly
+  trained model would) and only probation catches it (mean confidence below 0.8x the previous
+  model's): rolled back by the device itself, and a campaign of it halts.
 
+Keys are made per demo run, so the packaging and signing happen at start, not in the build.
 Both are registered with the controller, so the dashboard's campaigns page offers them. The
 devices tagged :data:`OTA_TAG` (those running the watch TFLite model) are the natural target.
 """
@@ -26,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefleet.runtime.bundle import load_bundle
+from edgefleet.demo_watch import training_windows
+from edgefleet.runtime.bundle import build_bundle, load_bundle
 from edgefleet.runtime.bundle_signing import generate_keys, sign_bundle
 
 __all__ = ["OTA_TAG", "DemoOta", "prepare_demo_ota"]
@@ -35,6 +43,7 @@ OTA_TAG = "ota-demo"
 SOURCE = "watch-edge-tflite"
 GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
+GOOD_MODEL = f"watch-edge-int8-{GOOD_VERSION}.tflite"  # in models/demo/, from models/build_watch_update.py
 BAD_STD_SCALE = 20.0
 # Short enough to watch: a verdict after 8 s and 20 windows (the demo devices make ~4-10 a second).
 PROBATION_TOML = "probation_s = 8.0\nprobation_min_windows = 20\n"
@@ -104,6 +113,26 @@ def _make_bad(bundle_dir: Path) -> None:
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def _build_good(models: Path, dest: Path) -> Path:
+    shipped = load_bundle(models / "bundles" / SOURCE)
+    manifest = shipped.manifest
+    reference = manifest.reference
+    return build_bundle(
+        models / "demo" / GOOD_MODEL,
+        dest,
+        name=manifest.name,
+        version=GOOD_VERSION,
+        task=manifest.task,
+        preprocessing=manifest.preprocessing,
+        labels=manifest.labels,
+        reference_windows=training_windows(models),
+        reference_source=reference.source if reference is not None else "",
+        canary_windows=shipped.canary_inputs(),
+        canary_tolerance=max((c.tolerance for c in manifest.canary), default=None),
+        description=f"{manifest.description} Version {GOOD_VERSION}: the same network trained longer.",
+    )
+
+
 def _tar(directory: Path) -> Path:
     tar_path = directory.with_suffix(".tar")
     with tarfile.open(tar_path, "w") as tar:
@@ -112,21 +141,22 @@ def _tar(directory: Path) -> Path:
     return tar_path
 
 
-def prepare_demo_ota(workdir: Path, bundles_dir: Path, loaded: set[str]) -> DemoOta:
-    """Key, signed copies of the ``loaded`` bundles, and the two new versions (see the module doc)."""
+def prepare_demo_ota(workdir: Path, models: Path, loaded: set[str]) -> DemoOta:
+    """Key, signed copies of the ``loaded`` bundles (in ``models/bundles``), and the two new
+    versions (see the module doc)."""
     private, public = generate_keys(workdir / "ota-keys")
     out = workdir / "ota-bundles"
     out.mkdir(exist_ok=True)
     signed = {}
     for name in sorted(loaded):
-        copy = _copy(bundles_dir / name, out / name, None)
+        copy = _copy(models / "bundles" / name, out / name, None)
         sign_bundle(copy, private)
         signed[name] = copy
     versions = []
-    for version in (GOOD_VERSION, BAD_VERSION):
-        copy = _copy(bundles_dir / SOURCE, out / f"{SOURCE}-{version}", version)
-        if version == BAD_VERSION:
-            _make_bad(copy)
+    good = _build_good(models, out / f"{SOURCE}-{GOOD_VERSION}")
+    bad = _copy(models / "bundles" / SOURCE, out / f"{SOURCE}-{BAD_VERSION}", BAD_VERSION)
+    _make_bad(bad)
+    for copy in (good, bad):
         sign_bundle(copy, private)
         versions.append(_tar(copy))
     return DemoOta(public_key=public, signed=signed, versions=tuple(versions))

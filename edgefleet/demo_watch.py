@@ -26,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CLOUD_BUNDLE", "EDGE_BUNDLES", "fallback_share", "fallback_threshold", "watch_device_toml"]
+__all__ = [
+    "CLOUD_BUNDLE",
+    "EDGE_BUNDLES",
+    "fallback_share",
+    "fallback_threshold",
+    "training_windows",
+    "watch_device_toml",
+]
 
 EDGE_BUNDLES = ("watch-edge-tflite", "watch-edge-onnx", "watch-edge-tflite")
 CLOUD_BUNDLE = "watch-cloud"
@@ -36,6 +43,11 @@ SAMPLE_RATE_HZ = 50.0
 # 1024 windows is about one pass over the held-out recordings (1,002 windows at hop 50).
 DRIFT_WINDOWS = 1024
 DRIFT_INTERVAL_S = 600.0
+# How models/build_watch.py cuts the training subjects for its bundles' reference profile: windows
+# every TRAIN_HOP samples, every REFERENCE_STRIDE-th of them (one per 2 s).
+WINDOW_LENGTH = 100
+TRAIN_HOP = 20
+REFERENCE_STRIDE = 5
 _DEFAULT_THRESHOLD = 0.6  # FallbackConfig's own default, for a models/ folder without the build's choice
 
 
@@ -72,6 +84,18 @@ def held_out_stream(models: Path, start: int) -> np.ndarray[tuple[int, int], np.
     recordings = [samples[offsets[i] : offsets[i + 1]] for i in np.flatnonzero(test)]
     start %= len(recordings)
     return np.concatenate(recordings[start:] + recordings[:start]).astype(np.float32)
+
+
+def training_windows(models: Path) -> np.ndarray[tuple[int, int, int], np.dtype[np.float32]]:
+    """The training subjects' (1-8) windows the shipped watch bundles' reference profile was made of."""
+    with np.load(models / "data" / "watch.npz") as data:
+        samples, offsets, test = data["samples"], data["offsets"], data["test"]
+    windows = [
+        samples[offsets[i] + s : offsets[i] + s + WINDOW_LENGTH]
+        for i in np.flatnonzero(~test)
+        for s in range(0, int(offsets[i + 1] - offsets[i]) - WINDOW_LENGTH + 1, TRAIN_HOP)
+    ]
+    return np.stack(windows[::REFERENCE_STRIDE]).astype(np.float32)
 
 
 def watch_device_toml(
