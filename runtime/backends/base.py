@@ -106,6 +106,8 @@ def run_looped(
             sample[name] = arr[i : i + 1]
         append(run_one(sample))
     outputs: dict[str, AnyArray] = {}
+    if not results:
+        return outputs
     for name, first in results[0].items():
         arrays = [result[name] for result in results]
         shape = first.shape
