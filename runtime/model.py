@@ -39,6 +39,10 @@ __all__ = ["Model"]
 log = logging.getLogger(__name__)
 
 
+class _MaybeNotFiniteError(Exception):
+    """A sample failed the quick finiteness test: the exact batch-wide check decides."""
+
+
 class Model(CallerInputs):
     """A loaded model. Thread-safe (calls are serialised); use as a context manager or ``close()``."""
 
@@ -204,14 +208,53 @@ class Model(CallerInputs):
                 if tensor is None:
                     tensor = quantizer(self._apply_nan_policy(plan.spec.name, arr))
             else:
-                if self._nan_policy != "allow":
-                    arr = self._apply_nan_policy(plan.spec.name, arr)
                 normalizer = plan.normalizer
+                if self._nan_policy != "allow":
+                    if (
+                        normalizer is None
+                        and not session.native_batch
+                        and plan.batched
+                        and arr.flags.c_contiguous
+                        and arr.shape[0] > 1
+                    ):
+                        checked = self._run_checked_samples(session, plan, arr)
+                        if checked is not None:
+                            return checked
+                    arr = self._apply_nan_policy(plan.spec.name, arr)
                 if normalizer is not None:
                     tensor = normalizer(arr)
                 else:
                     tensor = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
             return self._run_fast(session, plan, tensor)
+
+    def _run_checked_samples(
+        self, session: BackendSession, plan: InputPlan, arr: AnyArray
+    ) -> dict[str, AnyArray] | None:
+        """Run a batch the session loops over, checking each sample just before its run.
+
+        The check reads the sample into cache where the runtime's own read finds it, instead of
+        streaming the whole batch through once more first. None when a sample may hold NaN/inf:
+        the caller's batch-wide check then rejects (or zeroes) the batch with the same message
+        as ever; the samples before it ran for nothing, which a stateless model allows.
+        """
+        name = plan.spec.name
+        run, looks_finite = session.run, self._looks_finite
+
+        def run_one(feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
+            if not looks_finite(feeds[name]):
+                raise _MaybeNotFiniteError
+            return run(feeds, 1)
+
+        try:
+            raw = run_looped(run_one, {name: arr}, frozenset((name,)), int(arr.shape[0]))
+        except _MaybeNotFiniteError:
+            return None
+        except EdgefleetError:
+            raise
+        except Exception as exc:  # the native runtime's own exception types
+            raise self._inference_error(exc) from None
+        convert = self._to_caller
+        return {out_name: convert[out_name](out) for out_name, out in raw.items()}
 
     def _run_fast(self, session: BackendSession, plan: InputPlan, tensor: AnyArray) -> dict[str, AnyArray]:
         try:

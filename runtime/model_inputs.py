@@ -11,8 +11,9 @@ set by ``Model.__init__``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ __all__ = ["CallerInputs"]
 
 _IEEE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _all_true = np.logical_and.reduce  # the ufunc method: np.all's wrapper costs more than the work here
+_dot: Callable[[AnyArray, AnyArray], Any] = np.vdot  # typed for any float array: numpy's stubs are not
 
 
 class CallerInputs:
@@ -188,23 +190,28 @@ class CallerInputs:
             hint=hint,
         )
 
-    def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
-        if arr.size == 0:
-            return arr
-        # isfinite into a reused mask, then one reduction: no allocation, and unlike a sum of
-        # squares no overflow, so no np.errstate (whose enter/exit costs more than the check)
+    def _looks_finite(self, arr: AnyArray) -> bool:
+        """True when every value of ``arr`` is finite; False when some may not be (check exactly)."""
         if arr.dtype in _IEEE_FLOATS:
+            if arr.flags.c_contiguous:
+                # The sum of squares is finite iff every value is (squares are >= 0, so an inf
+                # cannot cancel; NaN propagates) or it overflowed on huge finite values, which the
+                # exact check tells apart. One BLAS read instead of isfinite's mask write and the
+                # reduction's read; np.vdot checks no FP flags, so no np.errstate is needed.
+                return math.isfinite(_dot(arr, arr))
+            # isfinite into a reused mask, then one reduction: no allocation
             if self._finite_scratch.shape != arr.shape:
                 self._finite_scratch = np.empty(arr.shape, np.bool_)
             mask = self._finite_scratch
             np.isfinite(arr, out=mask)
-            if _all_true(mask, axis=None):
-                return arr
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                total = float(np.add.reduce(arr, axis=None))
-            if math.isfinite(total):
-                return arr
+            return bool(_all_true(mask, axis=None))
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(np.add.reduce(arr, axis=None))
+        return math.isfinite(total)
+
+    def _apply_nan_policy(self, name: str, arr: AnyArray) -> AnyArray:
+        if arr.size == 0 or self._looks_finite(arr):
+            return arr
         bad = ~np.isfinite(arr)
         count = int(np.count_nonzero(bad))
         if count == 0:

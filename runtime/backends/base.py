@@ -46,6 +46,9 @@ class BackendSession(ABC):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     providers: list[str]
+    native_batch: bool = True
+    """False when ``run`` feeds a batch to the runtime one sample at a time (a model whose batch
+    axis is fixed at 1 and cannot be resized): a caller may then do per-sample work between runs."""
 
     @abstractmethod
     def run(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
@@ -88,31 +91,35 @@ def run_looped(
     batched: frozenset[str],
     batch: int,
 ) -> dict[str, AnyArray]:
-    """Run a batch one sample at a time (models that only take batch 1) and concatenate."""
-    outputs: dict[str, AnyArray] = {}
+    """Run a batch one sample at a time (models that only take batch 1) and concatenate.
+
+    ``run_one`` must return arrays the caller owns (not a buffer the runtime reuses): they are
+    kept until the last sample has run, then joined in one copy per output.
+    """
+    whole = {name: arr for name, arr in feeds.items() if name not in batched}
+    cut = [(name, arr) for name, arr in feeds.items() if name in batched]
+    results: list[dict[str, AnyArray]] = []
+    append = results.append
     for i in range(batch):
-        sample = {name: (arr[i : i + 1] if name in batched else arr) for name, arr in feeds.items()}
-        result = run_one(sample)
-        if not outputs:
-            # Preallocate from the first sample's shapes rather than growing lists per output.
-            for name, arr in result.items():
-                if arr.ndim == 0:
-                    outputs[name] = np.empty((batch,), dtype=arr.dtype)
-                else:
-                    outputs[name] = np.empty((batch * arr.shape[0], *arr.shape[1:]), dtype=arr.dtype)
-        for name, arr in result.items():
-            out = outputs[name]
-            if arr.ndim == 0:
-                out[i] = arr
-            else:
-                rows = arr.shape[0]
-                if out.shape[1:] != arr.shape[1:] or rows * batch != out.shape[0]:
-                    raise ModelError(
-                        f"output {name!r} changes shape between samples "
-                        f"({out.shape[1:]} vs {arr.shape[1:]}); the batch cannot be run one sample at a time",
-                        hint="pass one sample per predict() call for this model",
-                    )
-                out[i * rows : (i + 1) * rows] = arr
+        sample = dict(whole)
+        for name, arr in cut:
+            sample[name] = arr[i : i + 1]
+        append(run_one(sample))
+    outputs: dict[str, AnyArray] = {}
+    if not results:
+        return outputs
+    for name, first in results[0].items():
+        arrays = [result[name] for result in results]
+        shape = first.shape
+        for arr in arrays:
+            if arr.shape != shape:
+                raise ModelError(
+                    f"output {name!r} changes shape between samples ({shape} vs {arr.shape}); "
+                    "the batch cannot be run one sample at a time",
+                    hint="pass one sample per predict() call for this model",
+                )
+        # a 0-d output is one value per sample
+        outputs[name] = np.stack(arrays) if first.ndim == 0 else np.concatenate(arrays)
     return outputs
 
 

@@ -231,10 +231,10 @@ class OnnxSession(BackendSession):
         self._output_names = [a.name for a in out_args]
         self._batched = batched_inputs(self.inputs)
         # ONNX Runtime cannot resize a fixed dimension: batch-1 models are looped.
-        self._native_batch = all(s.shape[0] is None for s in self.inputs if s.name in self._batched)
+        self.native_batch = all(s.shape[0] is None for s in self.inputs if s.name in self._batched)
 
     def run(self, feeds: Mapping[str, AnyArray], batch: int) -> dict[str, AnyArray]:
-        if batch == 1 or self._native_batch:
+        if batch == 1 or self.native_batch:
             return self._run_one(feeds)
         return run_looped(self._run_one, feeds, self._batched, batch)
 

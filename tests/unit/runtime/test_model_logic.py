@@ -142,6 +142,16 @@ def test_run_looped_splits_batched_inputs_and_concatenates() -> None:
     np.testing.assert_array_equal(out["s"], x.sum(axis=1))
 
 
+def test_run_looped_keeps_each_samples_rows_in_order() -> None:
+    def run_one(feeds: Mapping[str, AnyArray]) -> dict[str, AnyArray]:
+        value = float_output(feeds["x"])[0, 0]
+        return {"pair": np.array([[value, -value], [value * 10, 0]], np.float32)}
+
+    out = run_looped(run_one, {"x": np.arange(3, dtype=np.float32).reshape(3, 1)}, frozenset({"x"}), 3)
+    assert out["pair"].tolist() == [[0, 0], [0, 0], [1, -1], [10, 0], [2, -2], [20, 0]]
+    assert run_looped(run_one, {"x": np.zeros((0, 1), np.float32)}, frozenset({"x"}), 0) == {}
+
+
 def test_run_looped_rejects_outputs_that_change_shape() -> None:
     sizes = iter([1, 2])
 
