@@ -27,7 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.agent.config import DriftConfig
-from edgefleet.runtime.drift_stats import BinCounter, ChannelScore, DriftCounts, DriftScores, score_counts
+from edgefleet.runtime.drift_stats import (
+    BinCounter,
+    ChannelScore,
+    DriftCounts,
+    DriftScores,
+    ReferenceArrays,
+    score_counts,
+)
 from edgefleet.runtime.profile import ReferenceProfile
 
 __all__ = [
@@ -251,6 +258,7 @@ class DriftMonitor:
         self.labels = list(labels)
         self.channel_names = [c.name for c in profile.channels]
         self._counter = BinCounter(profile, self.labels)
+        self._reference = ReferenceArrays(profile, self.labels)  # derived once, not per report
         # Rows and outputs waiting to be counted: numpy's cost per call dwarfs its cost per value
         # on the few rows one batch adds (16 slow sensors: 10 new rows each), so they are counted
         # a few thousand at a time, and always before a report closes.
@@ -312,7 +320,7 @@ class DriftMonitor:
             else:
                 self._count_mixed(stream[at : at + take], starts[part], data[part])
             if labels is not None and scores is not None:
-                confidences = np.array([np.nan if s is None else s for s in scores[part]], dtype=np.float64)
+                confidences = np.array(scores[part], dtype=np.float64)  # None -> NaN
                 self._pending_labels.extend(labels[part])
                 self._pending_scores.append(confidences)
             if t0 is not None and t1 is not None:
@@ -354,22 +362,27 @@ class DriftMonitor:
         # windows costs less than one numpy pass per stream.
         length = self.window_length
         last = self._last_end
+        get = last.get
         skips: list[int] = []
-        for name, start in zip(streams, starts.tolist(), strict=True):
-            end = last.get(name, -1)
-            if end >= 0 and start + length < end:
+        first = starts.tolist()
+        new_first = first[0] + length  # no window counts a row past its own end
+        for name, start in zip(streams, first, strict=True):
+            end = get(name, -1)
+            stop = start + length
+            if end >= 0 and stop < end:
                 end = -1  # the stream's indices started again (a new source or buffer)
             k = end - start
-            skips.append(0 if k <= 0 else k if k < length else length)
-            last[name] = start + length if start + length > end else end
+            k = 0 if k <= 0 else k if k < length else length
+            skips.append(k)
+            last[name] = stop if stop > end else end
+            if start + k < new_first:
+                new_first = start + k
         channels = data.shape[2]
         if skips.count(skips[0]) == len(skips):
             block = data[:, skips[0] :, :].reshape(-1, channels)
         else:
             block = np.concatenate([data[i, k:, :] for i, k in enumerate(skips)])
         self._defer(block, data)
-        first = starts.tolist()
-        new_first = min(s + k for s, k in zip(first, skips, strict=True))
         self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
         self._last_sample = max(self._last_sample, max(first) + length)
 
@@ -410,7 +423,7 @@ class DriftMonitor:
     def _close(self) -> DriftReport:
         self._count_pending()
         counts = self._counter.take()
-        scores = score_counts(self.profile, counts, self.labels)
+        scores = score_counts(self.profile, counts, self.labels, reference=self._reference)
         thresholds = self.settings.thresholds()
         index = self.reports
         alerts: list[DriftAlert] = []

@@ -7,10 +7,11 @@ closed report is queued as a ``drift`` message (version 2 body, raw bin counts i
 store's outbox; each alert change becomes a ``drift.alert`` / ``drift.cleared`` event naming the
 channel, metric and score. ``agent status`` shows :meth:`status`.
 
-CPU budget (``[drift] max_cpu``): the observer runs in the pipeline's writer thread and times
-itself with a token bucket that fills at ``max_cpu`` seconds per second. While the bucket is
-empty whole batches are skipped (noted in the report as ``skipped_windows``), so at saturation
-drift never takes more than that share of a core; at sensor rates nothing is ever skipped.
+CPU budget (``[drift] max_cpu``): the observer runs in the pipeline's writer thread and charges
+the thread CPU time it spends to a token bucket that fills at ``max_cpu`` seconds per second (of
+wall time). While the bucket is empty whole batches are skipped (noted in the report as
+``skipped_windows``), so at saturation drift never takes more than that share of a core; at
+sensor rates nothing is ever skipped.
 """
 
 from __future__ import annotations
@@ -88,8 +89,12 @@ class DriftObserver:
                 monitor.skip(len(batch))
                 self.skipped_windows += len(batch)
             return
+        cpu = time.thread_time()
         self._count(monitor, batch, predictions)
-        self._tokens -= time.perf_counter() - started
+        # Charged in this thread's CPU time, not wall time: on a loaded machine the wall time
+        # includes waiting for a core, which would make the share drift gets depend on the
+        # neighbours' load rather than on what drift itself costs.
+        self._tokens -= time.thread_time() - cpu
 
     def _count(self, monitor: DriftMonitor, batch: Batch, predictions: Sequence[Prediction]) -> None:
         labels: Sequence[str | None] | None = None
