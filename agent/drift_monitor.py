@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.agent.config import DriftConfig
+from edgefleet.agent.drift_hold import HOLD_BELOW, HeldWindows, key_of
 from edgefleet.runtime.drift_stats import (
     BinCounter,
     ChannelScore,
@@ -266,6 +267,7 @@ class DriftMonitor:
         self._pending_rows = 0
         self._pending_labels: list[str | None] = []
         self._pending_scores: list[npt.NDArray[np.float64]] = []
+        self._held = HeldWindows()  # small batches, counted together
         self._on_report = on_report
         self._clock = clock
         self._last_end: dict[str, int] = {}
@@ -305,7 +307,40 @@ class DriftMonitor:
 
         ``stream`` may also name each window's stream (a batch of several streams, each one's
         windows oldest first): one call then counts them all, far cheaper than one per stream
-        when each stream adds a window or two per batch (many slow sensors)."""
+        when each stream adds a window or two per batch (many slow sensors). Small calls are held
+        and counted together (:mod:`edgefleet.agent.drift_hold`), never past a report's end."""
+        n = len(data)
+        if 0 < n < HOLD_BELOW:
+            key = key_of(stream, data, start_ts, end_ts, labels, scores)
+            if self._held.accepts(key, n):
+                self._held.add(key, stream, start_index, data, start_ts, end_ts, labels, scores)
+                if (
+                    self._span_windows + self._held.windows < self.settings.windows
+                    and not self._interval_due()
+                ):
+                    return []  # counted later with the next ones: nothing would close now
+                return self._release()
+        closed = self._release()  # the held windows are older: counted first
+        return closed + self._add(stream, start_index, data, start_ts, end_ts, labels, scores)
+
+    def _release(self) -> list[DriftReport]:
+        held = self._held.take()
+        if held is None:
+            return []
+        return self._add(
+            held.stream, held.start_index, held.data, held.start_ts, held.end_ts, held.labels, held.scores
+        )
+
+    def _add(
+        self,
+        stream: str | Sequence[str],
+        start_index: npt.ArrayLike,
+        data: npt.NDArray[Any],
+        start_ts: npt.ArrayLike | None,
+        end_ts: npt.ArrayLike | None,
+        labels: Sequence[str | None] | None,
+        scores: Sequence[float | None] | npt.NDArray[np.float64] | None,
+    ) -> list[DriftReport]:
         starts = np.asarray(start_index, dtype=np.int64)
         n = len(starts)
         t0 = None if start_ts is None else np.asarray(start_ts, dtype=np.float64)
@@ -410,13 +445,22 @@ class DriftMonitor:
             return True
         return self._span_windows > 0 and self._clock() - self._span_started >= self.settings.interval_s
 
+    def _interval_due(self) -> bool:
+        return self._clock() - self._span_started >= self.settings.interval_s
+
     def poll(self) -> DriftReport | None:
         """Close the report if its interval has passed (call when no windows come)."""
-        return self._close() if self._due() else None
+        closed = self._release() if self._held and self._interval_due() else []
+        if not closed and self._due():
+            closed.append(self._close())
+        return closed[-1] if closed else None
 
     def flush(self) -> DriftReport | None:
         """Close the report now if it counted anything (end of a recording, shutdown)."""
-        return self._close() if self._span_windows > 0 else None
+        closed = self._release()  # held windows are counted (their interval may close a report)
+        if self._span_windows > 0:
+            closed.append(self._close())
+        return closed[-1] if closed else None
 
     # -- reports ------------------------------------------------------------------------------
 

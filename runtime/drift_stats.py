@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.runtime.drift_grid import GridIndex
 from edgefleet.runtime.drift_cross import correlation_from_moments, scale_scores, swap_scores
+from edgefleet.runtime.drift_grid import GridIndex
 from edgefleet.runtime.profile import (
     _PSI_FLOOR,
     CONFIDENCE_EDGES,
@@ -339,7 +339,8 @@ class ReferenceArrays:
             out = profile.outputs[0]
             if out.class_distribution is not None:
                 dist = out.class_distribution
-                self.expected_classes = np.array([dist.get(label, 0.0) for label in self.labels], dtype=np.float64)
+                expected = [dist.get(label, 0.0) for label in self.labels]
+                self.expected_classes = np.array(expected, dtype=np.float64)
             if out.confidence_histogram is not None:
                 self.confidence_histogram = np.asarray(out.confidence_histogram, dtype=np.float64)
 
@@ -435,10 +436,10 @@ def score_counts(
             reference_std=reference.ref_stds[c],
             bins=bins[c],
             scale=scales[c],
-            swap=swaps[c][0],
-            swap_with=None if swaps[c][1] is None else names[swaps[c][1]],
+            swap=swap,
+            swap_with=None if other is None else names[other],
         )
-        for c in range(len(names))
+        for c, (swap, other) in enumerate(swaps)
     ]
     return DriftScores(
         channels=channels,
