@@ -16,8 +16,7 @@ closing, :meth:`~edgefleet.agent.drift_monitor.DriftMonitor.flush`, ``poll``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +30,9 @@ HOLD_MAX = 512
 """Windows held at most (about 600 kB of float32 windows of 50 x 6) before they are counted."""
 
 
-@dataclass(frozen=True)
-class HeldBatch:
-    """Held windows, ready for one count: the arguments of ``DriftMonitor.add_windows``."""
+class HeldBatch(NamedTuple):
+    """Held windows, ready for one count: the arguments of ``DriftMonitor.add_windows`` (a tuple:
+    one is built per held batch)."""
 
     stream: str | list[str]
     start_index: npt.NDArray[np.int64]
