@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.agent.config import DriftConfig
-from edgefleet.runtime.drift_stats import BinCounter, ChannelScore, DriftCounts, DriftScores, score_counts
+from edgefleet.agent.drift_hold import HOLD_BELOW, HeldWindows, key_of
+from edgefleet.agent.drift_report import METRICS, ChannelState, DriftAlert, DriftReport, DriftSettings
+from edgefleet.runtime.drift_stats import BinCounter, ReferenceArrays, score_counts
 from edgefleet.runtime.profile import ReferenceProfile
 
 __all__ = [
@@ -38,194 +38,7 @@ __all__ = [
     "DriftSettings",
 ]
 
-METRICS = ("psi", "js", "ks", "scale", "swap")
 _COUNT_ROWS = 4096  # pending rows counted at once
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    """The ``[drift]`` keys the monitor uses (``enabled`` is the caller's business)."""
-
-    interval_s: float = 300.0
-    windows: int = 256
-    psi_threshold: float = 0.1
-    js_threshold: float = 0.15
-    ks_threshold: float = 0.15
-    scale_threshold: float = 0.2
-    swap_threshold: float = 0.3
-    alert_after: int = 2
-    clear_after: int = 3
-    min_samples: int = 1000
-
-    @classmethod
-    def from_config(cls, config: DriftConfig) -> DriftSettings:
-        return cls(
-            interval_s=config.interval_s,
-            windows=config.windows,
-            psi_threshold=config.psi_threshold,
-            js_threshold=config.js_threshold,
-            ks_threshold=config.ks_threshold,
-            scale_threshold=config.scale_threshold,
-            swap_threshold=config.swap_threshold,
-            alert_after=config.alert_after,
-            clear_after=config.clear_after,
-            min_samples=config.min_samples,
-        )
-
-    def thresholds(self) -> dict[str, float]:
-        return {
-            "psi": self.psi_threshold,
-            "js": self.js_threshold,
-            "ks": self.ks_threshold,
-            "scale": self.scale_threshold,
-            "swap": self.swap_threshold,
-        }
-
-
-@dataclass(frozen=True)
-class DriftAlert:
-    """A channel's alert state changed in report ``report``: ``kind`` ``alert`` or ``cleared``."""
-
-    kind: Literal["alert", "cleared"]
-    report: int
-    channel: str
-    metric: str
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"report": self.report, "channel": self.channel, "metric": self.metric, "score": self.score}
-
-
-@dataclass
-class ChannelState:
-    """Hysteresis state of one channel."""
-
-    drifted: bool = False
-    over_streak: int = 0
-    under_streak: int = 0
-    metric: str | None = None
-    score: float | None = None
-    since_report: int | None = None
-
-    def update(
-        self,
-        report: int,
-        channel: str,
-        over: dict[str, float],
-        ratios: dict[str, float],
-        settings: DriftSettings,
-    ) -> DriftAlert | None:
-        if over:
-            self.over_streak += 1
-            self.under_streak = 0
-            self.metric = max(over, key=lambda m: ratios[m])
-            self.score = over[self.metric]
-        else:
-            self.under_streak += 1
-            self.over_streak = 0
-        if not self.drifted and self.over_streak >= settings.alert_after:
-            self.drifted, self.since_report = True, report
-            return DriftAlert("alert", report, channel, self.metric or "psi", self.score or 0.0)
-        if self.drifted and self.under_streak >= settings.clear_after:
-            self.drifted, self.since_report = False, report
-            return DriftAlert("cleared", report, channel, self.metric or "psi", self.score or 0.0)
-        return None
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """One closed report: its span, scores, raw counts and the alerts it raised or cleared."""
-
-    index: int
-    start_sample: int
-    end_sample: int
-    window_start: float
-    window_end: float
-    windows: int
-    skipped_windows: int
-    scores: DriftScores
-    counts: DriftCounts
-    over: dict[str, list[str]]
-    drifted: dict[str, bool]
-    alerts: list[DriftAlert] = field(default_factory=list)
-
-    @property
-    def any_drifted(self) -> bool:
-        return any(self.drifted.values())
-
-    def channel(self, name: str) -> ChannelScore:
-        return next(c for c in self.scores.channels if c.name == name)
-
-    def summary(self) -> dict[str, Any]:
-        """The report as ``edgefleet drift check --json`` prints it."""
-        return {
-            "index": self.index,
-            "start_sample": self.start_sample,
-            "end_sample": self.end_sample,
-            "drifted": self.any_drifted,
-            "channels": {
-                c.name: {
-                    "psi": c.psi,
-                    "js": c.js,
-                    "ks": c.ks,
-                    "scale": c.scale,
-                    "swap": c.swap,
-                    "drifted": self.drifted[c.name],
-                }
-                for c in self.scores.channels
-            },
-        }
-
-    def body(
-        self, *, model_name: str | None, model_version: str | None, stream: str | None
-    ) -> dict[str, Any]:
-        """The report as a ``drift`` message body (``DriftBody`` version 2, cloud_sync.protocol)."""
-        psis = [c.psi for c in self.scores.channels if c.psi is not None]
-        outputs = self.scores.outputs
-        return {
-            "stream": stream,
-            "model_name": model_name,
-            "model_version": model_version,
-            "window_start": self.window_start,
-            "window_end": self.window_end,
-            "samples": int(self.counts.samples.max(initial=0)),
-            "channels": [
-                {
-                    "channel": c.name,
-                    "mean": c.mean,
-                    "std": c.std,
-                    "reference_mean": c.reference_mean,
-                    "reference_std": c.reference_std,
-                    "psi": c.psi,
-                    "drifted": self.drifted[c.name],
-                    "js": c.js,
-                    "ks": c.ks,
-                    "samples": c.samples,
-                    "nonfinite": c.nonfinite,
-                    "over": self.over[c.name],
-                    "bins": c.bins,
-                    "scale": c.scale,
-                    "swap": c.swap,
-                    "swap_with": c.swap_with,
-                }
-                for c in self.scores.channels
-            ],
-            "psi": max(psis) if psis else None,
-            "drifted": self.any_drifted,
-            "drift_version": 2,
-            "report": self.index,
-            "windows": self.windows,
-            "skipped_windows": self.skipped_windows,
-            "outputs": None
-            if outputs is None
-            else {
-                "windows": outputs.windows,
-                "class_psi": outputs.class_psi,
-                "confidence_psi": outputs.confidence_psi,
-                "classes": outputs.classes,
-                "confidence": outputs.confidence,
-            },
-        }
 
 
 class DriftMonitor:
@@ -251,6 +64,7 @@ class DriftMonitor:
         self.labels = list(labels)
         self.channel_names = [c.name for c in profile.channels]
         self._counter = BinCounter(profile, self.labels)
+        self._reference = ReferenceArrays(profile, self.labels)  # derived once, not per report
         # Rows and outputs waiting to be counted: numpy's cost per call dwarfs its cost per value
         # on the few rows one batch adds (16 slow sensors: 10 new rows each), so they are counted
         # a few thousand at a time, and always before a report closes.
@@ -258,6 +72,7 @@ class DriftMonitor:
         self._pending_rows = 0
         self._pending_labels: list[str | None] = []
         self._pending_scores: list[npt.NDArray[np.float64]] = []
+        self._held = HeldWindows()  # small batches, counted together
         self._on_report = on_report
         self._clock = clock
         self._last_end: dict[str, int] = {}
@@ -297,7 +112,40 @@ class DriftMonitor:
 
         ``stream`` may also name each window's stream (a batch of several streams, each one's
         windows oldest first): one call then counts them all, far cheaper than one per stream
-        when each stream adds a window or two per batch (many slow sensors)."""
+        when each stream adds a window or two per batch (many slow sensors). Small calls are held
+        and counted together (:mod:`edgefleet.agent.drift_hold`), never past a report's end."""
+        n = len(data)
+        if 0 < n < HOLD_BELOW:
+            key = key_of(stream, data, start_ts, end_ts, labels, scores)
+            if self._held.accepts(key, n):
+                self._held.add(key, stream, start_index, data, start_ts, end_ts, labels, scores)
+                if (
+                    self._span_windows + self._held.windows < self.settings.windows
+                    and not self._interval_due()
+                ):
+                    return []  # counted later with the next ones: nothing would close now
+                return self._release()
+        closed = self._release()  # the held windows are older: counted first
+        return closed + self._add(stream, start_index, data, start_ts, end_ts, labels, scores)
+
+    def _release(self) -> list[DriftReport]:
+        held = self._held.take()
+        if held is None:
+            return []
+        return self._add(
+            held.stream, held.start_index, held.data, held.start_ts, held.end_ts, held.labels, held.scores
+        )
+
+    def _add(
+        self,
+        stream: str | Sequence[str],
+        start_index: npt.ArrayLike,
+        data: npt.NDArray[Any],
+        start_ts: npt.ArrayLike | None,
+        end_ts: npt.ArrayLike | None,
+        labels: Sequence[str | None] | None,
+        scores: Sequence[float | None] | npt.NDArray[np.float64] | None,
+    ) -> list[DriftReport]:
         starts = np.asarray(start_index, dtype=np.int64)
         n = len(starts)
         t0 = None if start_ts is None else np.asarray(start_ts, dtype=np.float64)
@@ -312,7 +160,7 @@ class DriftMonitor:
             else:
                 self._count_mixed(stream[at : at + take], starts[part], data[part])
             if labels is not None and scores is not None:
-                confidences = np.array([np.nan if s is None else s for s in scores[part]], dtype=np.float64)
+                confidences = np.array(scores[part], dtype=np.float64)  # None -> NaN
                 self._pending_labels.extend(labels[part])
                 self._pending_scores.append(confidences)
             if t0 is not None and t1 is not None:
@@ -354,22 +202,27 @@ class DriftMonitor:
         # windows costs less than one numpy pass per stream.
         length = self.window_length
         last = self._last_end
+        get = last.get
         skips: list[int] = []
-        for name, start in zip(streams, starts.tolist(), strict=True):
-            end = last.get(name, -1)
-            if end >= 0 and start + length < end:
+        first = starts.tolist()
+        new_first = first[0] + length  # no window counts a row past its own end
+        for name, start in zip(streams, first, strict=True):
+            end = get(name, -1)
+            stop = start + length
+            if end >= 0 and stop < end:
                 end = -1  # the stream's indices started again (a new source or buffer)
             k = end - start
-            skips.append(0 if k <= 0 else k if k < length else length)
-            last[name] = start + length if start + length > end else end
+            k = 0 if k <= 0 else k if k < length else length
+            skips.append(k)
+            last[name] = stop if stop > end else end
+            if start + k < new_first:
+                new_first = start + k
         channels = data.shape[2]
         if skips.count(skips[0]) == len(skips):
             block = data[:, skips[0] :, :].reshape(-1, channels)
         else:
             block = np.concatenate([data[i, k:, :] for i, k in enumerate(skips)])
         self._defer(block, data)
-        first = starts.tolist()
-        new_first = min(s + k for s, k in zip(first, skips, strict=True))
         self._first_sample = new_first if self._first_sample is None else min(self._first_sample, new_first)
         self._last_sample = max(self._last_sample, max(first) + length)
 
@@ -397,20 +250,29 @@ class DriftMonitor:
             return True
         return self._span_windows > 0 and self._clock() - self._span_started >= self.settings.interval_s
 
+    def _interval_due(self) -> bool:
+        return self._clock() - self._span_started >= self.settings.interval_s
+
     def poll(self) -> DriftReport | None:
         """Close the report if its interval has passed (call when no windows come)."""
-        return self._close() if self._due() else None
+        closed = self._release() if self._held and self._interval_due() else []
+        if not closed and self._due():
+            closed.append(self._close())
+        return closed[-1] if closed else None
 
     def flush(self) -> DriftReport | None:
         """Close the report now if it counted anything (end of a recording, shutdown)."""
-        return self._close() if self._span_windows > 0 else None
+        closed = self._release()  # held windows are counted (their interval may close a report)
+        if self._span_windows > 0:
+            closed.append(self._close())
+        return closed[-1] if closed else None
 
     # -- reports ------------------------------------------------------------------------------
 
     def _close(self) -> DriftReport:
         self._count_pending()
         counts = self._counter.take()
-        scores = score_counts(self.profile, counts, self.labels)
+        scores = score_counts(self.profile, counts, self.labels, reference=self._reference)
         thresholds = self.settings.thresholds()
         index = self.reports
         alerts: list[DriftAlert] = []

@@ -21,6 +21,7 @@ at zero with long tails, and two axes of similar distribution swapped. Both are 
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -67,8 +68,20 @@ def correlation_from_moments(moments: F64Array) -> tuple[F64Array, npt.NDArray[n
     valid = var > 1e-12 * np.maximum(np.diagonal(moments[1:, 1:]) / n, 1e-300)
     corr = np.zeros_like(cov)
     scale = np.sqrt(var[valid])
-    corr[np.ix_(valid, valid)] = cov[np.ix_(valid, valid)] / np.outer(scale, scale)
+    both = np.ix_(valid, valid)
+    corr[both] = cov[both] / np.outer(scale, scale)
     return np.clip(corr, -1.0, 1.0), valid
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_masks(channels: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    # not_self[a, b, j]: j is neither a nor b; upper[a, b]: a < b. Read-only: shared between calls.
+    index = np.arange(channels)
+    not_self = (index[:, None, None] != index[None, None, :]) & (index[None, :, None] != index[None, None, :])
+    upper = index[:, None] < index[None, :]
+    not_self.flags.writeable = False
+    upper.flags.writeable = False
+    return not_self, upper
 
 
 def swap_scores(
@@ -89,11 +102,9 @@ def swap_scores(
     own = np.diagonal(err, axis1=0, axis2=1).T  # own[a, j] = err[a, a, j]
     pair_same = own[:, None, :] + own[None, :, :]
     pair_swapped = err + err.transpose(1, 0, 2)
-    index = np.arange(channels)
-    not_self = (index[:, None, None] != index[None, None, :]) & (index[None, :, None] != index[None, None, :])
+    not_self, upper = _pair_masks(channels)
     is_open = np.zeros(channels, dtype=bool)
     is_open[open_] = True
-    upper = index[:, None] < index[None, :]
     while is_open.sum() >= 3:
         rest = not_self & is_open[None, None, :]
         same = np.sqrt(np.where(rest, pair_same, 0.0).sum(axis=2))

@@ -25,13 +25,15 @@ percentile bins of a schema 2 profile, at most about 0.01 (see :func:`ks_error_b
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from edgefleet.runtime.drift_cross import correlation_from_moments, scale_scores, swap_scores
+from edgefleet.runtime.drift_grid import GridIndex
 from edgefleet.runtime.profile import (
     _PSI_FLOOR,
     CONFIDENCE_EDGES,
@@ -46,6 +48,7 @@ __all__ = [
     "DriftCounts",
     "DriftScores",
     "OutputScore",
+    "ReferenceArrays",
     "coarsen",
     "js_distance",
     "ks_error_bound",
@@ -141,7 +144,7 @@ class BinCounter:
         self.labels = list(labels)
         self._label_index = {label: i for i, label in enumerate(self.labels)}
         self._confidence_inner = np.asarray(CONFIDENCE_EDGES[1:-1], dtype=np.float64)
-        self._grid = _GridIndex(self._inner, self.bins)
+        self._grid = GridIndex(self._inner, self.bins)
         self.counts = self._zeros()
 
     def _zeros(self) -> DriftCounts:
@@ -209,82 +212,11 @@ class BinCounter:
         return taken
 
 
-_GRID_CELLS = 4096
-
-
-class _GridIndex:
-    """Global bin index (``channel * bins + bin``) of finite samples by table look-up.
-
-    Each channel's edge range (widened by 1 % on both sides) is cut into ``_GRID_CELLS`` equal
-    cells, plus one cell below and one above. A cell lying wholly inside one bin maps straight
-    to it; a cell that holds an edge (with a margin far wider than rounding) is marked -1 and its
-    samples are placed by ``searchsorted``, so the result always equals ``searchsorted`` on the
-    edges. Below the range everything is bin 0 and above it the last bin (the open end bins).
-    This replaces one binary search per value (the monitor's main cost) with a few passes.
-    """
-
-    def __init__(self, inner: Sequence[F64Array], bins: int) -> None:
-        self.inner = list(inner)
-        self.bins = bins
-        channels = len(self.inner)
-        self.cells = _GRID_CELLS + 2
-        self.lo = np.zeros(channels)
-        self.scale = np.ones(channels)
-        lut = np.full((channels, self.cells), -1, dtype=np.int64)
-        for c, edges in enumerate(self.inner):
-            if edges.size == 0:
-                lut[c] = c * bins  # a single bin: everything is bin 0
-                continue
-            span = float(edges[-1] - edges[0]) or max(abs(float(edges[0])), 1.0)
-            lo, hi = float(edges[0]) - 0.01 * span, float(edges[-1]) + 0.01 * span
-            self.lo[c], self.scale[c] = lo, _GRID_CELLS / (hi - lo)
-            width = 1.0 / self.scale[c]
-            k = np.arange(_GRID_CELLS, dtype=np.float64)
-            margin = 1e-6 * width
-            left = np.searchsorted(edges, lo + k * width - margin, side="right")
-            right = np.searchsorted(edges, lo + (k + 1) * width + margin, side="right")
-            inside = np.where(left == right, left + c * bins, -1)
-            lut[c, 0] = c * bins  # below lo: under the first edge
-            lut[c, 1:-1] = inside
-            lut[c, -1] = c * bins + bins - 1  # above hi: over the last edge
-        self.lut = lut.ravel()
-        self.row_offsets = np.arange(channels, dtype=np.int64) * self.cells
-        self._tiled_rows = 0
-        self._lo_t = self._scale_t = np.zeros(0)
-        self._offset_t = np.zeros(0, dtype=np.int64)
-
-    def _rows(self, n: int) -> tuple[F64Array, F64Array, IntArray]:
-        # Per-channel constants tiled over n rows: elementwise passes over one long row run
-        # several times faster than broadcasting a (channels,) row over (n, channels).
-        if self._tiled_rows < n:
-            rows = max(n, 2 * self._tiled_rows)
-            self._lo_t = np.tile(self.lo, rows)
-            self._scale_t = np.tile(self.scale, rows)
-            self._offset_t = np.tile(self.row_offsets, rows)
-            self._tiled_rows = rows
-        size = n * len(self.lo)
-        return self._lo_t[:size], self._scale_t[:size], self._offset_t[:size]
-
-    def bin_of(self, data: F64Array) -> IntArray:
-        """``(n, channels)`` finite samples -> ``(n, channels)`` global bin indices."""
-        n, channels = data.shape
-        lo, scale, offsets = self._rows(n)
-        flat = np.ascontiguousarray(data).ravel()
-        z = flat - lo
-        z *= scale
-        z += 1.0
-        np.clip(z, 0.0, self.cells - 1, out=z)
-        cell = z.astype(np.int64)
-        cell += offsets
-        index: IntArray = self.lut[cell]
-        ambiguous = np.flatnonzero(index < 0)
-        if ambiguous.size:
-            cols = ambiguous % channels
-            for c in range(channels):
-                at = ambiguous[cols == c]
-                if at.size:
-                    index[at] = np.searchsorted(self.inner[c], flat[at], side="right") + c * self.bins
-        return index.reshape(n, channels)
+@functools.lru_cache(maxsize=16)
+def _group_starts(fine: int, bins: int) -> IntArray:
+    starts = np.round(np.linspace(0, fine, bins + 1)[:-1]).astype(np.int64)
+    starts.flags.writeable = False  # shared between calls
+    return starts
 
 
 def coarsen(fractions: npt.ArrayLike, bins: int = COARSE_BINS) -> F64Array:
@@ -292,8 +224,7 @@ def coarsen(fractions: npt.ArrayLike, bins: int = COARSE_BINS) -> F64Array:
     fine = np.asarray(fractions, dtype=np.float64)
     if fine.shape[-1] <= bins:
         return fine
-    starts = np.round(np.linspace(0, fine.shape[-1], bins + 1)[:-1]).astype(np.int64)
-    grouped: F64Array = np.add.reduceat(fine, starts, axis=-1)
+    grouped: F64Array = np.add.reduceat(fine, _group_starts(fine.shape[-1], bins), axis=-1)
     return grouped
 
 
@@ -376,95 +307,141 @@ class DriftScores:
     outputs: OutputScore | None
 
 
-def _output_score(
-    profile: ReferenceProfile, labels: Sequence[str], counts: DriftCounts
-) -> OutputScore | None:
-    if not labels or not profile.outputs:
+class ReferenceArrays:
+    """What scoring needs of a profile, as arrays, derived once per bundle instead of per report.
+
+    Every array is computed exactly as scoring used to compute it from the profile at each
+    report, so scores are bit-for-bit those of :func:`score_counts` without it (tested).
+    """
+
+    def __init__(self, profile: ReferenceProfile, labels: Sequence[str] = ()) -> None:
+        self.profile = profile
+        self.labels = list(labels)
+        self.names = [c.name for c in profile.channels]
+        raw = np.array([c.histogram for c in profile.channels], dtype=np.float64)
+        ref = raw / raw.sum(axis=1, keepdims=True)
+        self.ref_cdf = np.cumsum(ref, axis=1)
+        ref_c = coarsen(ref)
+        floor_ref = np.maximum(coarsen(raw), _PSI_FLOOR)
+        floor_ref /= floor_ref.sum(axis=1, keepdims=True)
+        self.floor_ref = floor_ref
+        self.log_floor_ref = np.log(floor_ref)
+        self.p = ref_c / ref_c.sum(axis=1, keepdims=True)
+        self.ref_means = [c.mean for c in profile.channels]
+        self.ref_stds = [c.std for c in profile.channels]
+        self.has_spread = np.array([c.std > 0 for c in profile.channels])
+        self.correlation = (
+            None if profile.correlation is None else np.asarray(profile.correlation, dtype=np.float64)
+        )
+        self.expected_classes: F64Array | None = None
+        self.confidence_histogram: F64Array | None = None
+        if self.labels and profile.outputs:
+            out = profile.outputs[0]
+            if out.class_distribution is not None:
+                dist = out.class_distribution
+                expected = [dist.get(label, 0.0) for label in self.labels]
+                self.expected_classes = np.array(expected, dtype=np.float64)
+            if out.confidence_histogram is not None:
+                self.confidence_histogram = np.asarray(out.confidence_histogram, dtype=np.float64)
+
+
+def _output_score(reference: ReferenceArrays, counts: DriftCounts) -> OutputScore | None:
+    labels = reference.labels
+    if not labels or not reference.profile.outputs:
         return None
-    ref = profile.outputs[0]
     class_psi = None
-    if ref.class_distribution is not None and counts.classes.sum() > 0:
-        expected = [ref.class_distribution.get(label, 0.0) for label in labels]
-        class_psi = population_stability_index(expected, list(counts.classes / counts.classes.sum()))
+    classes_total = counts.classes.sum()
+    if reference.expected_classes is not None and classes_total > 0:
+        class_psi = population_stability_index(reference.expected_classes, counts.classes / classes_total)
     confidence_psi = None
-    if ref.confidence_histogram is not None and counts.confidence.sum() > 0:
+    confidence_total = counts.confidence.sum()
+    if reference.confidence_histogram is not None and confidence_total > 0:
         confidence_psi = population_stability_index(
-            ref.confidence_histogram, list(counts.confidence / counts.confidence.sum())
+            reference.confidence_histogram, counts.confidence / confidence_total
         )
     return OutputScore(
         windows=counts.windows,
         class_psi=class_psi,
         confidence_psi=confidence_psi,
-        classes={label: int(v) for label, v in zip(labels, counts.classes, strict=True)},
-        confidence=[int(v) for v in counts.confidence],
+        classes=dict(zip(labels, counts.classes.tolist(), strict=True)),
+        confidence=counts.confidence.tolist(),
     )
 
 
-def _channel_scores(profile: ReferenceProfile, counts: DriftCounts) -> list[ChannelScore]:
-    """Every channel's marginal scores at once (the same formulas as :func:`js_distance`,
+def _marginals(reference: ReferenceArrays, counts: DriftCounts) -> tuple[IntArray, F64Array]:
+    """Per channel: samples, and rows psi, js, ks, mean, std (the formulas of :func:`js_distance`,
     :func:`ks_statistic` and ``population_stability_index``, vectorised over channels)."""
     n = counts.bins.sum(axis=1)
-    seen = n > 0
-    raw = np.array([c.histogram for c in profile.channels], dtype=np.float64)
-    ref = raw / raw.sum(axis=1, keepdims=True)
     live = counts.bins / np.maximum(n, 1)[:, None]
-    ref_c, live_c = coarsen(ref), coarsen(live)
-    floor_ref = np.maximum(coarsen(raw), _PSI_FLOOR)
+    live_c = coarsen(live)
     floor_live = np.maximum(live_c, _PSI_FLOOR)
-    floor_ref /= floor_ref.sum(axis=1, keepdims=True)
     floor_live /= floor_live.sum(axis=1, keepdims=True)
+    floor_ref = reference.floor_ref
     psi = np.sum((floor_live - floor_ref) * np.log(floor_live / floor_ref), axis=1)
-    p = ref_c / ref_c.sum(axis=1, keepdims=True)
+    p = reference.p
     q = live_c / np.maximum(live_c.sum(axis=1, keepdims=True), 1e-300)
     m = (p + q) / 2
+    # Where p (or q) > 0, m > 0 too; elsewhere the term is 0 and its NaN is never read.
     with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0) / np.where(m > 0, m, 1.0)), 0.0).sum(
-            axis=1
-        )
-        kl_q = np.where(q > 0, q * np.log2(np.where(q > 0, q, 1.0) / np.where(m > 0, m, 1.0)), 0.0).sum(
-            axis=1
-        )
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
     js = np.sqrt(np.maximum(0.0, (kl_p + kl_q) / 2))
-    ks = np.max(np.abs(np.cumsum(ref, axis=1) - np.cumsum(live, axis=1)), axis=1)
+    ks = np.max(np.abs(reference.ref_cdf - np.cumsum(live, axis=1)), axis=1)
     mean = counts.sums / np.maximum(n, 1)
     std = np.sqrt(np.maximum(0.0, counts.sumsq / np.maximum(n, 1) - mean * mean))
-    scores = []
-    for c, channel in enumerate(profile.channels):
-        ok = bool(seen[c])
-        scores.append(
-            ChannelScore(
-                name=channel.name,
-                samples=int(n[c]),
-                nonfinite=int(counts.nonfinite[c]),
-                psi=float(psi[c]) if ok else None,
-                js=float(js[c]) if ok else None,
-                ks=float(ks[c]) if ok else None,
-                mean=float(mean[c]) if ok else None,
-                std=float(std[c]) if ok else None,
-                reference_mean=channel.mean,
-                reference_std=channel.std,
-                bins=counts.bins[c].tolist(),
-            )
-        )
-    return scores
+    return n, np.stack([psi, js, ks, mean, std])
 
 
-def score_counts(profile: ReferenceProfile, counts: DriftCounts, labels: Sequence[str] = ()) -> DriftScores:
-    """Score ``counts`` (from a :class:`BinCounter` of ``profile``, possibly merged) against ``profile``."""
+def score_counts(
+    profile: ReferenceProfile,
+    counts: DriftCounts,
+    labels: Sequence[str] = (),
+    *,
+    reference: ReferenceArrays | None = None,
+) -> DriftScores:
+    """Score ``counts`` (from a :class:`BinCounter` of ``profile``, possibly merged) against ``profile``.
+
+    ``reference``: ``ReferenceArrays(profile, labels)`` kept by a caller that scores many
+    reports against one profile (the monitor), so the profile is not re-read each time."""
     if counts.bins.shape[0] != len(profile.channels):
         raise ValueError(f"counts have {counts.bins.shape[0]} channels; the profile {len(profile.channels)}")
-    channels = _channel_scores(profile, counts)
-    scales = scale_scores([c.std for c in channels], [c.reference_std for c in channels])
-    swaps: list[tuple[float | None, int | None]] = [(None, None)] * len(channels)
-    if profile.correlation is not None and counts.moments is not None:
+    if reference is None or reference.profile is not profile or reference.labels != list(labels):
+        reference = ReferenceArrays(profile, labels)
+    n, rows = _marginals(reference, counts)
+    seen = (n > 0).tolist()
+    samples = n.tolist()
+    psi, js, ks, mean, std = (
+        [v if ok else None for v, ok in zip(row, seen, strict=True)] for row in rows.tolist()
+    )
+    scales = scale_scores(std, reference.ref_stds)
+    swaps: list[tuple[float | None, int | None]] = [(None, None)] * len(samples)
+    if reference.correlation is not None and counts.moments is not None:
         live, valid = correlation_from_moments(counts.moments)
-        valid &= np.array([c.reference_std > 0 for c in channels])
-        swaps = swap_scores(live, np.asarray(profile.correlation, dtype=np.float64), valid)
-    names = [c.name for c in channels]
+        valid &= reference.has_spread
+        swaps = swap_scores(live, reference.correlation, valid)
+    names = reference.names
+    nonfinite = counts.nonfinite.tolist()
+    bins = counts.bins.tolist()
+    channels = [
+        ChannelScore(
+            name=names[c],
+            samples=samples[c],
+            nonfinite=nonfinite[c],
+            psi=psi[c],
+            js=js[c],
+            ks=ks[c],
+            mean=mean[c],
+            std=std[c],
+            reference_mean=reference.ref_means[c],
+            reference_std=reference.ref_stds[c],
+            bins=bins[c],
+            scale=scales[c],
+            swap=swap,
+            swap_with=None if other is None else names[other],
+        )
+        for c, (swap, other) in enumerate(swaps)
+    ]
     return DriftScores(
-        channels=[
-            replace(c, scale=scale, swap=swap, swap_with=None if other is None else names[other])
-            for c, scale, (swap, other) in zip(channels, scales, swaps, strict=True)
-        ],
-        outputs=_output_score(profile, labels, counts) if counts.classes.size else None,
+        channels=channels,
+        outputs=_output_score(reference, counts) if counts.classes.size else None,
     )

@@ -159,7 +159,7 @@ def histogram(values: npt.ArrayLike, edges: npt.ArrayLike) -> FloatArray:
     return result
 
 
-def population_stability_index(reference: Sequence[float], live: Sequence[float]) -> float:
+def population_stability_index(reference: npt.ArrayLike, live: npt.ArrayLike) -> float:
     """PSI between two normalized histograms over the same bins (0: same; > 0.25: large shift)."""
     ref = np.maximum(np.asarray(reference, dtype=np.float64), _PSI_FLOOR)
     cur = np.maximum(np.asarray(live, dtype=np.float64), _PSI_FLOOR)

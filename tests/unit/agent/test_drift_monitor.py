@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -103,6 +104,136 @@ def test_one_call_for_a_batch_of_several_streams_counts_as_one_call_per_stream(
     assert b is not None
     assert np.array_equal(a.counts.bins, b.counts.bins)
     assert a.counts.sums == pytest.approx(b.counts.sums)
+
+
+def _summary(report: DriftReport) -> tuple[Any, ...]:
+    c = report.counts
+    return (
+        report.index,
+        report.windows,
+        report.start_sample,
+        report.end_sample,
+        report.window_start,
+        report.window_end,
+        c.bins.tolist(),
+        c.nonfinite.tolist(),
+        c.classes.tolist(),
+        c.confidence.tolist(),
+        c.sums.tolist(),
+        c.sumsq.tolist(),
+        None if c.moments is None else c.moments.tolist(),
+        [(a.kind, a.channel, a.metric) for a in report.alerts],
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    hop=st.integers(1, 2 * L),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=60),
+    windows=st.integers(8, 120),
+    restart=st.integers(0, 30),
+)
+def test_small_calls_held_and_counted_together_report_what_one_call_per_report_does(
+    seed: int, hop: int, sizes: list[int], windows: int, restart: int
+) -> None:
+    # Calls under HOLD_BELOW windows are held and counted later; every report (its windows, span,
+    # times, counts, outputs, alerts) must be what counting at once gives: the reference gets each
+    # report's windows in one call with holding off.
+    labels = ["x", "y"]
+    rng = np.random.default_rng(seed)
+    profile = _profile()
+    profile.outputs = [output_profile("out", np.array([[0.7, 0.3], [0.2, 0.8]] * 20), labels)]
+    names, starts_all, data_all = [], [], []
+    for name in ("a", "b", "c"):
+        # Multiples of 1/8: sums and products exact, so counting order cannot change a bit.
+        starts, w = _windows(np.round(rng.normal(size=(300, 2)) * 8) / 8, hop)
+        if name == "c":  # stream c restarts: its indices begin again
+            starts, w = np.concatenate([starts, starts[:restart]]), np.concatenate([w, w[:restart]])
+        names += [name] * len(starts)
+        starts_all.append(starts)
+        data_all.append(w)
+    names_arr = np.array(names)
+    # Interleave streams but keep each stream's windows oldest first.
+    keys = rng.random(len(names))
+    per_stream_rank = np.zeros(len(names))
+    for n in ("a", "b", "c"):
+        idx = np.flatnonzero(names_arr == n)
+        per_stream_rank[idx] = np.sort(keys[idx])
+    order = np.argsort(per_stream_rank, kind="stable")
+    stream_of = [names[i] for i in order]
+    starts_cat = np.concatenate(starts_all)[order]
+    data_cat = np.concatenate(data_all)[order]
+    t0 = np.arange(len(order), dtype=np.float64)
+    scores = [None if i % 7 == 0 else float(v) for i, v in enumerate(rng.uniform(0.5, 1.0, len(order)))]
+    out_labels = [labels[i % 2] for i in range(len(order))]
+    chosen = DriftSettings(windows=windows, min_samples=1, alert_after=1, clear_after=1)
+    held = DriftMonitor(profile, window_length=L, labels=labels, settings=chosen, clock=lambda: 0.0)
+    direct = DriftMonitor(profile, window_length=L, labels=labels, settings=chosen, clock=lambda: 0.0)
+    got: list[DriftReport] = []
+    at = 0
+    for size in [*sizes, len(order)]:
+        part = slice(at, min(at + size, len(order)))
+        if part.start >= part.stop:
+            break
+        got += held.add_windows(
+            stream_of[part],
+            starts_cat[part],
+            data_cat[part],
+            start_ts=t0[part],
+            end_ts=t0[part] + 1,
+            labels=out_labels[part],
+            scores=scores[part],
+        )
+        at = part.stop
+        assert held.reports == at // windows  # a report closes in the call that completes it
+    last = held.flush()
+    if last is not None:
+        got.append(last)
+    # The reference: every report's windows in one call, never held.
+    want: list[DriftReport] = []
+    for at in range(0, len(order), windows):
+        part = slice(at, at + windows)
+        with patch("edgefleet.agent.drift_monitor.HOLD_BELOW", 0):
+            want += direct.add_windows(
+                stream_of[part],
+                starts_cat[part],
+                data_cat[part],
+                start_ts=t0[part],
+                end_ts=t0[part] + 1,
+                labels=out_labels[part],
+                scores=scores[part],
+            )
+    last = direct.flush()
+    if last is not None:
+        want.append(last)
+    assert [_summary(r) for r in got] == [_summary(r) for r in want]
+
+
+def test_held_windows_close_a_report_at_its_interval_and_are_flushed() -> None:
+    now = [0.0]
+    samples = np.random.default_rng(4).normal(size=(300, 2))
+    starts, windows = _windows(samples, L)
+    monitor = DriftMonitor(
+        _profile(),
+        window_length=L,
+        settings=DriftSettings(windows=1000, interval_s=30.0),
+        clock=lambda: now[0],
+    )
+    assert monitor.add_windows("s", starts[:2], windows[:2]) == []  # held: nothing due
+    now[0] = 31.0
+    closed = monitor.add_windows("s", starts[2:3], windows[2:3])  # the interval has passed
+    assert [r.windows for r in closed] == [3]
+    assert closed[0].end_sample == 3 * L
+    assert monitor.add_windows("s", starts[3:5], windows[3:5]) == []
+    now[0] = 70.0
+    polled = monitor.poll()
+    assert polled is not None
+    assert polled.windows == 2
+    assert monitor.add_windows("s", starts[5:6], windows[5:6]) == []
+    flushed = monitor.flush()
+    assert flushed is not None
+    assert (flushed.windows, flushed.start_sample, flushed.end_sample) == (1, 5 * L, 6 * L)
 
 
 def test_the_scale_and_swap_keys_decide_their_metrics() -> None:

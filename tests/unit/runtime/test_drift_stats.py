@@ -14,6 +14,7 @@ from scipy.spatial import distance  # type: ignore[import-untyped]
 from edgefleet.runtime.drift_stats import (
     BinCounter,
     DriftCounts,
+    ReferenceArrays,
     coarsen,
     js_distance,
     ks_error_bound,
@@ -255,3 +256,85 @@ def test_bin_lookup_equals_searchsorted_at_edges_ties_and_outliers(
     counter.add_samples(values.reshape(-1, 1))
     expected = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
     assert np.array_equal(counter.counts.bins[0], expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, sizes=st.lists(st.integers(0, 1500), min_size=1, max_size=4), stuck=st.integers(0, 4))
+def test_scores_from_reference_arrays_kept_across_reports_equal_scores_from_the_profile(
+    seed: int, sizes: list[int], stuck: int
+) -> None:
+    # The monitor derives the profile's arrays once and scores every report with them: each
+    # report must score exactly (==, not approximately) as scoring from the profile does.
+    labels = ["a", "b", "c"]
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(3000, 4))
+    ref[:, 1] += 0.5 * ref[:, 0]
+    profile = _profile(ref)
+    ref_out = rng.dirichlet([1.0, 1.0, 1.0], size=200)
+    profile.outputs = [output_profile("out", ref_out, labels, confidences=ref_out.max(axis=1))]
+    kept = ReferenceArrays(profile, labels)
+    counter = BinCounter(profile, labels)
+    for n in sizes:
+        live = rng.normal(rng.uniform(-1, 1), rng.uniform(0.3, 2.0), size=(n, 4))
+        if stuck < 4:
+            live[:, stuck] = 0.25
+        live[rng.random(n) < 0.02, 2] = np.nan
+        counter.add_samples(live)
+        counter.add_outputs([labels[i] for i in rng.integers(0, 3, n)], rng.uniform(0.3, 1.0, n))
+        counts = counter.take()
+        scores = score_counts(profile, counts, labels, reference=kept)
+        assert scores == score_counts(profile, counts, labels)
+        assert [(c.psi, c.js, c.ks, c.mean, c.std) for c in scores.channels] == _marginals_from_profile(
+            profile, counts
+        )
+        outputs = scores.outputs
+        assert outputs is not None
+        expected = profile.outputs[0]
+        assert expected.class_distribution is not None
+        assert expected.confidence_histogram is not None
+        if n:
+            assert outputs.class_psi == population_stability_index(
+                [expected.class_distribution[k] for k in labels], list(counts.classes / counts.classes.sum())
+            )
+            assert outputs.confidence_psi == population_stability_index(
+                expected.confidence_histogram, list(counts.confidence / counts.confidence.sum())
+            )
+
+
+def _marginals_from_profile(profile: ReferenceProfile, counts: DriftCounts) -> list[tuple[float | None, ...]]:
+    # The scoring as it was before the monitor kept the profile's arrays (every array re-derived
+    # from the profile at each report): the kept arrays must give the very same floats.
+    n = counts.bins.sum(axis=1)
+    raw = np.array([c.histogram for c in profile.channels], dtype=np.float64)
+    ref = raw / raw.sum(axis=1, keepdims=True)
+    live = counts.bins / np.maximum(n, 1)[:, None]
+    ref_c, live_c = coarsen(ref), coarsen(live)
+    floor_ref = np.maximum(coarsen(raw), 1e-4)
+    floor_live = np.maximum(live_c, 1e-4)
+    floor_ref /= floor_ref.sum(axis=1, keepdims=True)
+    floor_live /= floor_live.sum(axis=1, keepdims=True)
+    psi = np.sum((floor_live - floor_ref) * np.log(floor_live / floor_ref), axis=1)
+    p = ref_c / ref_c.sum(axis=1, keepdims=True)
+    q = live_c / np.maximum(live_c.sum(axis=1, keepdims=True), 1e-300)
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = [
+            np.where(a > 0, a * np.log2(np.where(a > 0, a, 1.0) / np.where(m > 0, m, 1.0)), 0.0).sum(axis=1)
+            for a in (p, q)
+        ]
+    js = np.sqrt(np.maximum(0.0, (kl[0] + kl[1]) / 2))
+    ks = np.max(np.abs(np.cumsum(ref, axis=1) - np.cumsum(live, axis=1)), axis=1)
+    mean = counts.sums / np.maximum(n, 1)
+    std = np.sqrt(np.maximum(0.0, counts.sumsq / np.maximum(n, 1) - mean * mean))
+    return [tuple(float(v[c]) if n[c] > 0 else None for v in (psi, js, ks, mean, std)) for c in range(len(n))]
+
+
+def test_reference_arrays_of_another_profile_or_labels_are_not_used() -> None:
+    a = _profile(np.random.default_rng(0).normal(size=(1000, 2)))
+    b = _profile(np.random.default_rng(1).normal(3.0, 1.0, size=(1000, 2)))
+    counter = BinCounter(a)
+    counter.add_samples(np.random.default_rng(2).normal(size=(500, 2)))
+    counts = counter.take()
+    expected = score_counts(a, counts)
+    assert score_counts(a, counts, reference=ReferenceArrays(b)) == expected
+    assert score_counts(a, counts, reference=ReferenceArrays(a, ["x"])) == expected
