@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgefleet.agent.config import DriftConfig
+from edgefleet.runtime.drift_cross import pack_moments
 from edgefleet.runtime.drift_stats import ChannelScore, DriftCounts, DriftScores
 
 __all__ = ["METRICS", "ChannelState", "DriftAlert", "DriftReport", "DriftSettings"]
@@ -154,7 +155,7 @@ class DriftReport:
     def body(
         self, *, model_name: str | None, model_version: str | None, stream: str | None
     ) -> dict[str, Any]:
-        """The report as a ``drift`` message body (``DriftBody`` version 2, cloud_sync.protocol)."""
+        """The report as a ``drift`` message body (``DriftBody`` version 3, cloud_sync.protocol)."""
         psis = [c.psi for c in self.scores.channels if c.psi is not None]
         outputs = self.scores.outputs
         return {
@@ -187,7 +188,7 @@ class DriftReport:
             ],
             "psi": max(psis) if psis else None,
             "drifted": self.any_drifted,
-            "drift_version": 2,
+            "drift_version": 3,
             "report": self.index,
             "windows": self.windows,
             "skipped_windows": self.skipped_windows,
@@ -200,4 +201,7 @@ class DriftReport:
                 "classes": outputs.classes,
                 "confidence": outputs.confidence,
             },
+            "moments": None
+            if self.counts.moments is None or not self.scores.channels
+            else pack_moments(self.counts.moments),
         }

@@ -169,8 +169,8 @@ class OutputDrift(_Model):
 
 class DriftBody(_Model):
     """A drift report. Version 1 (no ``drift_version``) had channels' mean/std/psi only; version 2
-    adds ``report``, ``windows``, per-channel JS/KS/bins and ``outputs``. Every field added by
-    version 2 has a default, so version 1 bodies still validate."""
+    adds ``report``, ``windows``, per-channel JS/KS/bins and ``outputs``; version 3 adds
+    ``moments``. Every field added by a version has a default, so older bodies still validate."""
 
     stream: str | None = None
     model_name: str | None = None
@@ -181,12 +181,31 @@ class DriftBody(_Model):
     channels: list[ChannelDrift] = Field(default_factory=list)
     psi: float | None = None
     drifted: bool = False
-    drift_version: Literal[1, 2] = 1
+    drift_version: Literal[1, 2, 3] = 1
     report: int | None = Field(default=None, ge=0)
     windows: int | None = Field(default=None, ge=0)
     skipped_windows: int | None = Field(default=None, ge=0)
     """Windows inferred while the report was open but not counted (the agent's CPU budget)."""
     outputs: OutputDrift | None = None
+    moments: list[float] | None = None
+    """Version 3: the upper triangle, row by row, of the ``(C + 1, C + 1)`` sums of ``[1, x] [1, x]^T``
+    over the report's rows where every channel is finite (row count, sums, cross products;
+    :func:`edgefleet.runtime.drift_cross.pack_moments`), so receivers can merge the cross-channel
+    statistics by addition too. None when the report has no channels."""
+
+    @model_validator(mode="after")
+    def _moments_fit(self) -> DriftBody:
+        if self.moments is None:
+            return self
+        if self.drift_version < 3:
+            raise ValueError(f"moments need drift_version 3; got {self.drift_version}")
+        size = len(self.channels) + 1
+        if len(self.moments) != size * (size + 1) // 2:
+            raise ValueError(
+                f"{len(self.moments)} moments do not fit {len(self.channels)} channels;"
+                f" expected {size * (size + 1) // 2}"
+            )
+        return self
 
 
 OtaState: TypeAlias = Literal[

@@ -29,7 +29,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SCALE_FLOOR", "correlation_from_moments", "scale_scores", "swap_scores"]
+__all__ = [
+    "SCALE_FLOOR",
+    "correlation_from_moments",
+    "pack_moments",
+    "scale_scores",
+    "swap_scores",
+    "unpack_moments",
+]
 
 SCALE_FLOOR = 1e-3
 """A live std below this share of the reference's counts as this share (a stuck or dead channel
@@ -71,6 +78,31 @@ def correlation_from_moments(moments: F64Array) -> tuple[F64Array, npt.NDArray[n
     both = np.ix_(valid, valid)
     corr[both] = cov[both] / np.outer(scale, scale)
     return np.clip(corr, -1.0, 1.0), valid
+
+
+def pack_moments(moments: F64Array) -> list[float]:
+    """The upper triangle (diagonal included, row by row) of a symmetric ``(C + 1, C + 1)`` moment
+    matrix: what a drift report carries up, ``(C + 1)(C + 2) / 2`` numbers instead of ``(C + 1)^2``."""
+    packed: list[float] = moments[np.triu_indices(moments.shape[0])].tolist()
+    return packed
+
+
+def unpack_moments(packed: Sequence[float], channels: int) -> F64Array:
+    """The symmetric moment matrix of :func:`pack_moments`; ValueError when the length does not fit
+    ``channels`` or a value is not finite."""
+    size = channels + 1
+    values = np.asarray(packed, dtype=np.float64)
+    if values.shape != (size * (size + 1) // 2,):
+        raise ValueError(
+            f"{values.size} moments do not fit {channels} channels; expected {size * (size + 1) // 2}"
+        )
+    if not np.all(np.isfinite(values)) or values[0] < 0:
+        raise ValueError("moments must be finite, with a row count of at least 0")
+    upper = np.triu_indices(size)
+    moments = np.zeros((size, size), dtype=np.float64)
+    moments[upper] = values
+    moments.T[upper] = values
+    return moments
 
 
 @functools.lru_cache(maxsize=8)

@@ -336,4 +336,6 @@ reference_bundles = []              # e.g. ["/srv/edgefleet/bundles"]; relative 
 psi_threshold = 0.1                 # merged scores above these are marked "over"
 js_threshold = 0.15
 ks_threshold = 0.15
+scale_threshold = 0.2
+swap_threshold = 0.3
 """

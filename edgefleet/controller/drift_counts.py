@@ -1,13 +1,16 @@
-"""Fleet drift: the raw counts of version 2 drift reports, merged by addition and scored once.
+"""Fleet drift: the raw counts of version 2 and 3 drift reports, merged by addition and scored once.
 
-Ingest keeps each report's counts as one JSON object (:func:`counts_of_body`). A fleet, model
+Ingest keeps each report's counts as one JSON object (:func:`counts_of_body`); a version 3
+report's cross-channel moments join them under ``moments``, so ``swap`` merges by addition too. A fleet, model
 version or device query sums the counts of every report in range with
 :class:`~edgefleet.runtime.drift_stats.DriftCounts` ``+`` and scores the sum against the model
 version's reference profile with the device's own pure function
 (:func:`~edgefleet.runtime.drift_stats.score_counts`), so a merged score is the score of the
 concatenated data, never an average of report scores. Reports whose bins do not fit the first
 report of their model version (a different profile under the same version) are left out and
-counted, never mixed in.
+counted, never mixed in. ``swap`` is scored from the moments of the reports that carry them
+(version 3), and the group says how many did; ``scale`` needs only each channel's spread, which
+every version 2 report carries.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import base64
 import binascii
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.cloud_sync.protocol import DriftBody
+from edgefleet.runtime.drift_cross import unpack_moments
 from edgefleet.runtime.drift_stats import DriftCounts, coarsen, score_counts
 from edgefleet.runtime.profile import ReferenceProfile
 from edgefleet.types import JSONValue
@@ -52,6 +56,8 @@ class Thresholds:
     psi: float = 0.1
     js: float = 0.15
     ks: float = 0.15
+    scale: float = 0.2
+    swap: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -66,10 +72,11 @@ class DriftCountsRow:
 
 
 def counts_of_body(body: DriftBody) -> dict[str, JSONValue] | None:
-    """The raw counts of a version 2 report (None for version 1, or when a channel has no bins).
+    """The raw counts of a version 2 or 3 report (None for version 1, or when a channel has no bins).
 
     ``sums``/``sumsq`` are rebuilt from each channel's mean and std over its finite samples, so they
-    merge by addition like the bins.
+    merge by addition like the bins. A version 3 report's ``moments`` are kept as sent (packed);
+    non-finite ones (a sender bug) are dropped, and the report merges without them.
     """
     if body.drift_version < 2 or not body.channels or any(c.bins is None for c in body.channels):
         return None
@@ -86,7 +93,7 @@ def counts_of_body(body: DriftBody) -> dict[str, JSONValue] | None:
         sums.append(mean * n)
         sumsq.append((std * std + mean * mean) * n)
     outputs = body.outputs
-    return {
+    stored: dict[str, JSONValue] = {
         "channels": [c.channel for c in body.channels],
         "bins": encode_bins([c.bins or [] for c in body.channels]),
         "sums": sums,
@@ -96,6 +103,13 @@ def counts_of_body(body: DriftBody) -> dict[str, JSONValue] | None:
         "classes": list(outputs.classes.values()) if outputs is not None else [],
         "confidence": list(outputs.confidence) if outputs is not None else [],
     }
+    if body.moments is not None:
+        try:
+            unpack_moments(body.moments, len(body.channels))
+        except ValueError:
+            return stored
+        stored["moments"] = list(body.moments)
+    return stored
 
 
 def drift_counts_of(counts: dict[str, Any]) -> DriftCounts:
@@ -109,6 +123,9 @@ def drift_counts_of(counts: dict[str, Any]) -> DriftCounts:
             nonfinite=np.asarray(counts["nonfinite"], dtype=np.int64),
             classes=np.asarray(counts.get("classes", []), dtype=np.int64),
             confidence=np.asarray(counts.get("confidence", []), dtype=np.int64),
+            moments=None
+            if counts.get("moments") is None
+            else unpack_moments(counts["moments"], bins.shape[0]),
         )
     except (KeyError, TypeError, binascii.Error, zlib.error) as exc:
         raise ValueError(f"stored drift counts are malformed: {exc}") from exc
@@ -150,6 +167,11 @@ class FleetDriftChannel(_Out):
     psi: float | None = None
     js: float | None = None
     ks: float | None = None
+    scale: float | None = None
+    """Spread change relative to the other channels' (``edgefleet.runtime.drift_cross``)."""
+    swap: float | None = None
+    """Correlation gain from taking this channel for ``swap_with`` (from the reports with moments)."""
+    swap_with: str | None = None
     over: list[str] = []
     """Metrics of the merged counts over the controller's thresholds."""
     live: list[float]
@@ -181,6 +203,9 @@ class FleetDriftGroup(_Out):
     """Why the merged counts are not scored (no reference profile on the controller)."""
     skipped_reports: int = 0
     """Reports of this version whose bins did not fit the others (left out, not mixed in)."""
+    moment_reports: int = 0
+    """Merged reports that carry cross-channel moments (version 3): ``swap`` is scored from these
+    only, and is None when there are none."""
     channels: list[FleetDriftChannel]
     outputs: FleetDriftOutputs | None = None
 
@@ -228,6 +253,8 @@ def _group(
     channel_names: list[str] = list(first.get("channels", []))
     labels: list[str] = list(first.get("labels", []))
     total: DriftCounts | None = None
+    moments: npt.NDArray[np.float64] | None = None
+    moment_reports = 0
     used: list[DriftCountsRow] = []
     skipped = 0
     for row in rows:
@@ -238,11 +265,20 @@ def _group(
                 or list(row.counts.get("labels", [])) != labels
             ):
                 raise ValueError("different channels or labels")
+            # Moments are summed apart: a version 2 report among version 3 ones must not drop
+            # them all (DriftCounts + keeps moments only when both sides have them).
+            own = counts.moments
+            counts = replace(counts, moments=None)
             total = counts if total is None else total + counts
         except ValueError:
             skipped += 1
             continue
+        if own is not None:
+            moments = own if moments is None else moments + own
+            moment_reports += 1
         used.append(row)
+    if total is not None and moments is not None:
+        total = replace(total, moments=moments)
     reason = None
     if reference is not None and [c.name for c in reference.channels] != channel_names:
         reason = (
@@ -275,6 +311,7 @@ def _group(
         scored=reference is not None and total is not None,
         reason=reason,
         skipped_reports=skipped,
+        moment_reports=moment_reports,
         channels=channels,
         outputs=outputs,
     )
@@ -330,6 +367,8 @@ def _score(
                 ("psi", score.psi, thresholds.psi),
                 ("js", score.js, thresholds.js),
                 ("ks", score.ks, thresholds.ks),
+                ("scale", score.scale, thresholds.scale),
+                ("swap", score.swap, thresholds.swap),
             )
             if value is not None and value > limit
         ]
@@ -345,6 +384,9 @@ def _score(
                 psi=score.psi,
                 js=score.js,
                 ks=score.ks,
+                scale=score.scale,
+                swap=score.swap,
+                swap_with=score.swap_with,
                 over=over,
                 live=_fractions(coarsen(total.bins[c].astype(np.float64))),
                 reference=_fractions(coarsen(np.asarray(reference.channels[c].histogram, dtype=np.float64))),

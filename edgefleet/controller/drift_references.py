@@ -39,10 +39,20 @@ class FleetDriftConfig(BaseModel):
     ks_threshold: float = Field(
         default=0.15, gt=0, le=1, description="merged Kolmogorov-Smirnov statistic over"
     )
+    scale_threshold: float = Field(
+        default=0.2, gt=0, description="merged spread change relative to the other channels' over"
+    )
+    swap_threshold: float = Field(default=0.3, gt=0, description="merged channel-swap correlation gain over")
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(psi=self.psi_threshold, js=self.js_threshold, ks=self.ks_threshold)
+        return Thresholds(
+            psi=self.psi_threshold,
+            js=self.js_threshold,
+            ks=self.ks_threshold,
+            scale=self.scale_threshold,
+            swap=self.swap_threshold,
+        )
 
 
 class DriftReferences:

@@ -190,6 +190,7 @@ def envelope_to_message(envelope: Envelope, *, received_at: float) -> IngestMess
         exclude: dict[str, Any] = {"drifted": True, "psi": True}
         if counts is not None:
             exclude["channels"] = {"__all__": {"bins"}}
+            exclude["moments"] = True
         details: dict[str, JSONValue] = _clean_json(body.model_dump(mode="json", exclude=exclude))
         score = body.psi if body.psi is not None and math.isfinite(body.psi) else None
         message.drift.append(

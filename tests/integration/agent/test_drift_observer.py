@@ -98,9 +98,11 @@ def test_clean_replay_sends_reports_and_raises_no_alert(tmp_path: Path, store: S
     drift = _run(bundle, store, _recording(tmp_path, None), EVERY_BATCH)
     messages = _drift_messages(store)
     assert len(messages) == 4  # 1198 windows: four full reports of 256, the rest still open
-    assert all(m.drift_version == 2 and m.windows == 256 for m in messages)
+    assert all(m.drift_version == 3 and m.windows == 256 for m in messages)
     assert all(m.model_name == bundle.manifest.name for m in messages)
     assert sum(messages[0].channels[0].bins or []) == 50 + 255 * 10  # each sample once
+    assert messages[0].moments is not None
+    assert messages[0].moments[0] == 50 + 255 * 10
     assert messages[0].outputs is not None
     assert sum(messages[0].outputs.classes.values()) == 256
     assert store.query_events(kind="drift.alert") == []

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from edgefleet.agent.config import DriftConfig
 from edgefleet.agent.drift_monitor import ChannelState, DriftMonitor, DriftReport, DriftSettings
 from edgefleet.cloud_sync.protocol import DriftBody
+from edgefleet.runtime.drift_cross import unpack_moments
 from edgefleet.runtime.drift_stats import BinCounter
 from edgefleet.runtime.profile import ReferenceProfile, output_profile, reference_profile
 
@@ -377,7 +378,7 @@ def test_settings_mirror_every_drift_config_key() -> None:
     assert {k: getattr(s, k) for k in keys} == {k: getattr(config, k) for k in keys}
 
 
-def test_report_body_is_a_valid_drift_body_version_2_and_version_1_still_validates() -> None:
+def test_report_body_is_a_valid_drift_body_version_3_and_version_1_still_validates() -> None:
     profile = _profile()
     labels = ["a", "b"]
     profile.outputs = [
@@ -390,8 +391,11 @@ def test_report_body_is_a_valid_drift_body_version_2_and_version_1_still_validat
     report = monitor.flush()
     assert report is not None
     body = DriftBody.model_validate(report.body(model_name="m", model_version="1.0.0", stream=None))
-    assert body.drift_version == 2
+    assert body.drift_version == 3
     assert body.windows == len(starts)
+    assert body.moments is not None
+    assert unpack_moments(body.moments, 2) == pytest.approx(report.counts.moments)
+    assert body.moments[0] == 100  # every row finite: the row count
     assert body.channels[0].bins is not None
     assert sum(body.channels[0].bins) == 100
     assert body.outputs is not None
