@@ -91,16 +91,22 @@ def ingest(database: Database, device: str, message_id: int, body: dict[str, Any
     database.ingest([envelope_to_message(envelope, received_at=time.time())], result_bucket_s=60)
 
 
-def fleet_with(kind: str, tmp_path: Path, references: list[Path]) -> Iterator[Fleet]:
+def fleet_with(
+    kind: str, tmp_path: Path, references: list[Path], reports: list[tuple[str, DriftCounts]] | None = None
+) -> Iterator[Fleet]:
+    """A controller over a fresh database holding ``reports`` (device, counts), each made into a
+    body by the agent's code; by default three spans of the recording of different lengths, the
+    last one with acc_y offset by a reference std."""
     with throwaway_database(kind, tmp_path) as (database, db_config):
         config = ControllerConfig(database=db_config, drift=FleetDriftConfig(reference_bundles=references))
-        # Three spans of different lengths, the last one with acc_y offset by a reference std.
-        faulty = RECORDING[2500:].copy()
-        faulty[:, 1] += PROFILE.channels[1].std if PROFILE is not None else 0.0
-        parts = [counted(RECORDING[:1000], 1), counted(RECORDING[1000:2500], 2), counted(faulty, 3)]
-        ingest(database, "dev-a", 1, report_body(parts[0], 0))
-        ingest(database, "dev-a", 2, report_body(parts[1], 1))
-        ingest(database, "dev-b", 1, report_body(parts[2], 2))
+        if reports is None:
+            faulty = RECORDING[2500:].copy()
+            faulty[:, 1] += PROFILE.channels[1].std if PROFILE is not None else 0.0
+            parts = [counted(RECORDING[:1000], 1), counted(RECORDING[1000:2500], 2), counted(faulty, 3)]
+            reports = [("dev-a", parts[0]), ("dev-a", parts[1]), ("dev-b", parts[2])]
+        for index, (device, counts) in enumerate(reports):
+            ingest(database, device, index + 1, report_body(counts, index))
+        parts = [counts for _, counts in reports]
         context = ControllerContext(
             config=config,
             database=database,
@@ -130,6 +136,11 @@ def assert_scores_equal(group: dict[str, Any], expected: DriftCounts) -> None:
         assert got["samples"] == score.samples
         for metric in ("psi", "js", "ks"):
             assert got[metric] == pytest.approx(getattr(score, metric), rel=1e-9, abs=1e-12)
+        # std is rebuilt from each report's mean/std and the moments summed in another order:
+        # equal to round-off, not bit for bit.
+        for metric in ("scale", "swap"):
+            assert got[metric] == pytest.approx(getattr(score, metric), rel=1e-6, abs=1e-9)
+        assert got["swap_with"] == score.swap_with
         assert got["mean"] == pytest.approx(score.mean, rel=1e-6, abs=1e-9)
         assert got["std"] == pytest.approx(score.std, rel=1e-6, abs=1e-9)
     assert truth.outputs is not None
@@ -271,3 +282,73 @@ def test_a_database_of_schema_1_migrates_and_keeps_its_drift_reports(
                 assert decode_bins(row.counts["bins"]).sum(axis=1).tolist() == [500] * 6
             finally:
                 database.close()
+
+
+def faulted(samples: np.ndarray, fault: str) -> np.ndarray:
+    """The recording with a realistic wiring fault: acc_y's gain x1.5, or acc_x and gyr_x swapped."""
+    out = samples.copy()
+    if fault == "gain":
+        out[:, 1] *= 1.5
+    else:
+        out[:, [0, 3]] = out[:, [3, 0]]
+    return out
+
+
+@pytest.mark.parametrize("kind", DB_KINDS)
+def test_a_device_with_a_gain_shows_scale_over_in_the_fleet_drift(kind: str, tmp_path: Path) -> None:
+    reports = [
+        ("dev-a", counted(RECORDING[:2000], 1)),
+        ("dev-a", counted(RECORDING[2000:], 2)),
+        ("dev-g", counted(faulted(RECORDING[:2000], "gain"), 3)),
+        ("dev-g", counted(faulted(RECORDING[2000:], "gain"), 4)),
+    ]
+    for fleet in fleet_with(kind, tmp_path, [MODELS_DIR / "bundles"], reports):
+        response = fleet.client.get("/api/fleet/drift", params={"since": 0}, headers=fleet.headers)
+        assert response.status_code == 200, response.text
+        [group] = response.json()["groups"]
+        assert (group["reports"], group["moment_reports"]) == (4, 4)
+        assert [c["name"] for c in group["channels"] if "scale" in c["over"]] == ["acc_y"]
+        assert all("swap" not in c["over"] for c in group["channels"])
+        assert_scores_equal(group, sum(fleet.parts[1:], fleet.parts[0]))
+        [clean] = fleet.client.get(
+            "/api/fleet/drift", params={"since": 0, "device_id": "dev-a"}, headers=fleet.headers
+        ).json()["groups"]
+        assert all("scale" not in c["over"] for c in clean["channels"])
+
+
+@pytest.mark.parametrize("kind", DB_KINDS)
+def test_a_device_with_swapped_axes_shows_swap_over_in_its_merged_drift(kind: str, tmp_path: Path) -> None:
+    reports = [
+        ("dev-a", counted(RECORDING[:2000], 1)),
+        ("dev-s", counted(faulted(RECORDING[:2000], "swap"), 2)),
+        ("dev-s", counted(faulted(RECORDING[2000:], "swap"), 3)),
+    ]
+    for fleet in fleet_with(kind, tmp_path, [MODELS_DIR / "bundles"], reports):
+        # A version 2 report (an agent from before moments) merges too, without moments.
+        old = report_body(counted(faulted(RECORDING[2000:3000], "swap"), 4), 3)
+        old["drift_version"], old["moments"] = 2, None
+        ingest(fleet.database, "dev-s", 9, old)
+        response = fleet.client.get(
+            "/api/devices/dev-s/drift/merged", params={"since": 0}, headers=fleet.headers
+        )
+        assert response.status_code == 200, response.text
+        [group] = response.json()["groups"]
+        assert (group["reports"], group["moment_reports"]) == (3, 2)
+        swapped = {c["name"]: c["swap_with"] for c in group["channels"] if "swap" in c["over"]}
+        assert swapped == {"acc_x": "gyr_x", "gyr_x": "acc_x"}
+        # swap from the two version 3 reports' moments; every other statistic from all three.
+        expected = fleet.parts[1] + fleet.parts[2]
+        assert PROFILE is not None
+        truth = score_counts(PROFILE, expected, LABELS)
+        for got, want in zip(group["channels"], truth.channels, strict=True):
+            assert got["swap"] == pytest.approx(want.swap, rel=1e-6, abs=1e-9)
+        assert group["channels"][0]["samples"] == 4000 + 1000
+        # Fleet-wide, a third of the data is clean: the live correlations sit between the two
+        # wirings and the swap is diluted under its threshold (docs/drift.md, Fleet), but an
+        # accelerometer axis swapped with a gyroscope axis still shows, as both channels' scale.
+        [fleet_group] = fleet.client.get(
+            "/api/fleet/drift", params={"since": 0}, headers=fleet.headers
+        ).json()["groups"]
+        assert fleet_group["moment_reports"] == 3
+        assert all("swap" not in c["over"] for c in fleet_group["channels"])
+        assert [c["name"] for c in fleet_group["channels"] if "scale" in c["over"]] == ["acc_x", "gyr_x"]
