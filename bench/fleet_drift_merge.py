@@ -1,8 +1,9 @@
 """Controller: merging drift reports by model version vs listing the same reports, same run.
 
-    python bench/fleet_drift_merge.py [--reports 5000] [--devices 20] [--rounds 3]
+    python bench/fleet_drift_merge.py [--reports 5000] [--devices 20] [--rounds 3] [--drift-version 3]
 
-A throw-away SQLite controller database gets ``--reports`` version 2 drift reports (the shipped
+A throw-away SQLite controller database gets ``--reports`` drift reports (``--drift-version`` 3,
+what agents send, with the cross-channel moments; 2 without them) (the shipped
 bundle's 6 channels x 100 bins and 4 classes, counts of the real test recording) spread over
 ``--devices`` devices. Then, alternating, per round:
 
@@ -35,6 +36,7 @@ from edgefleet.controller.drift_counts import Thresholds, merge_drift  # noqa: E
 from edgefleet.controller.drift_references import DriftReferences  # noqa: E402
 from edgefleet.controller.ingest import envelope_to_message  # noqa: E402
 from edgefleet.runtime.bundle_manifest import parse_manifest  # noqa: E402
+from edgefleet.runtime.drift_cross import pack_moments  # noqa: E402
 from edgefleet.runtime.drift_stats import BinCounter, score_counts  # noqa: E402
 
 BUNDLES = REPO / "models" / "bundles"
@@ -42,20 +44,23 @@ MANIFEST = parse_manifest((BUNDLES / "basicmotions-edge-tflite" / "manifest.json
 RECORDING = REPO / "models" / "data" / "basicmotions_test_stream.npz"
 
 
-def report_body(samples: np.ndarray, labels: list[str]) -> dict[str, object]:
+def report_body(samples: np.ndarray, labels: list[str], version: int) -> dict[str, object]:
     profile = MANIFEST.reference
     assert profile is not None
     counter = BinCounter(profile, MANIFEST.labels)
     counter.add_samples(samples)
     counter.add_outputs(labels, np.full(len(labels), 0.9))
-    scores = score_counts(profile, counter.take(), MANIFEST.labels)
+    counts = counter.take()
+    scores = score_counts(profile, counts, MANIFEST.labels)
     assert scores.outputs is not None
+    assert counts.moments is not None
     return {
         "model_name": MANIFEST.name,
         "model_version": MANIFEST.version,
         "window_start": 0.0,
         "window_end": 0.0,
-        "drift_version": 2,
+        "drift_version": version,
+        "moments": pack_moments(counts.moments) if version >= 3 else None,
         "channels": [
             {
                 "channel": c.name,
@@ -83,6 +88,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=5000)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--drift-version", type=int, choices=(2, 3), default=3)
     args = parser.parse_args()
     data = np.load(RECORDING)["samples"].astype(np.float64)
     rng = np.random.default_rng(0)
@@ -92,7 +98,9 @@ def main() -> None:
         messages = []
         for i in range(args.reports):
             at = int(rng.integers(0, len(data) - 2600))
-            body = report_body(data[at : at + 2600], list(rng.choice(MANIFEST.labels, 256)))
+            body = report_body(
+                data[at : at + 2600], list(rng.choice(MANIFEST.labels, 256)), args.drift_version
+            )
             body["window_start"], body["window_end"] = start + i - 1, start + i
             device = f"dev-{i % args.devices:03d}"
             envelope = make_envelope(device, "drift", body, message_id=i + 1)
@@ -120,7 +128,10 @@ def main() -> None:
             assert listed == args.reports
         database.close()
     merge, base = statistics.median(merge_ms), statistics.median(list_ms)
-    print(f"{args.reports} reports, {args.devices} devices, SQLite, median of {args.rounds} rounds")
+    print(
+        f"{args.reports} version {args.drift_version} reports, {args.devices} devices, SQLite,"
+        f" median of {args.rounds} rounds"
+    )
     print(f"  merge (fleet drift)       {merge:8.1f} ms  {merge * 1000 / args.reports:7.1f} us/report")
     print(f"  baseline (list reports)   {base:8.1f} ms  {base * 1000 / args.reports:7.1f} us/report")
     print(f"  merge / baseline          {merge / base:8.2f}x")

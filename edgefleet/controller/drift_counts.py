@@ -108,12 +108,29 @@ def counts_of_body(body: DriftBody) -> dict[str, JSONValue] | None:
             unpack_moments(body.moments, len(body.channels))
         except ValueError:
             return stored
-        stored["moments"] = list(body.moments)
+        stored["moments"] = encode_moments(body.moments)
     return stored
 
 
-def drift_counts_of(counts: dict[str, Any]) -> DriftCounts:
-    """The stored JSON counts as :class:`DriftCounts` (raises ValueError on a malformed object)."""
+def encode_moments(packed: Sequence[float]) -> dict[str, JSONValue]:
+    """Packed moments (:func:`~edgefleet.runtime.drift_cross.pack_moments`) as stored: little-endian
+    float64, base64. Parsing them as JSON numbers cost a merge more than the bins did."""
+    raw = np.asarray(packed, dtype="<f8").tobytes()
+    return {"f64_b64": base64.b64encode(raw).decode("ascii")}
+
+
+def _moment_bytes(stored: Any, size: int) -> bytes:
+    if not isinstance(stored, dict) or not isinstance(stored.get("f64_b64"), str):
+        raise ValueError("stored moments are malformed")
+    raw = base64.b64decode(stored["f64_b64"], validate=True)
+    if len(raw) != 8 * size:
+        raise ValueError(f"stored moments are {len(raw)} bytes; expected {8 * size}")
+    return raw
+
+
+def drift_counts_of(counts: dict[str, Any], *, moments: bool = True) -> DriftCounts:
+    """The stored JSON counts as :class:`DriftCounts` (raises ValueError on a malformed object);
+    ``moments=False`` leaves the moments out (a merge sums them packed, see :func:`merge_drift`)."""
     try:
         bins = decode_bins(counts["bins"])
         return DriftCounts(
@@ -124,11 +141,17 @@ def drift_counts_of(counts: dict[str, Any]) -> DriftCounts:
             classes=np.asarray(counts.get("classes", []), dtype=np.int64),
             confidence=np.asarray(counts.get("confidence", []), dtype=np.int64),
             moments=None
-            if counts.get("moments") is None
-            else unpack_moments(counts["moments"], bins.shape[0]),
+            if not moments or counts.get("moments") is None
+            else _unpack_stored(counts["moments"], bins.shape[0]),
         )
     except (KeyError, TypeError, binascii.Error, zlib.error) as exc:
         raise ValueError(f"stored drift counts are malformed: {exc}") from exc
+
+
+def _unpack_stored(stored: Any, channels: int) -> npt.NDArray[np.float64]:
+    size = (channels + 1) * (channels + 2) // 2
+    packed = np.frombuffer(_moment_bytes(stored, size), dtype="<f8")
+    return unpack_moments(packed.tolist(), channels)
 
 
 def encode_bins(bins: Sequence[Sequence[int]]) -> dict[str, JSONValue]:
@@ -253,32 +276,34 @@ def _group(
     channel_names: list[str] = list(first.get("channels", []))
     labels: list[str] = list(first.get("labels", []))
     total: DriftCounts | None = None
-    moments: npt.NDArray[np.float64] | None = None
-    moment_reports = 0
+    packed: list[bytes] = []
+    size = (len(channel_names) + 1) * (len(channel_names) + 2) // 2
     used: list[DriftCountsRow] = []
     skipped = 0
     for row in rows:
         try:
-            counts = drift_counts_of(row.counts)
+            # Moments are summed apart, packed (one matrix is rebuilt at the end, not one per
+            # report), and a version 2 report among version 3 ones must not drop them all
+            # (DriftCounts + keeps moments only when both sides have them).
+            counts = drift_counts_of(row.counts, moments=False)
             if (
                 list(row.counts.get("channels", [])) != channel_names
                 or list(row.counts.get("labels", [])) != labels
             ):
                 raise ValueError("different channels or labels")
-            # Moments are summed apart: a version 2 report among version 3 ones must not drop
-            # them all (DriftCounts + keeps moments only when both sides have them).
-            own = counts.moments
-            counts = replace(counts, moments=None)
+            stored = row.counts.get("moments")
+            own = None if stored is None else _moment_bytes(stored, size)
             total = counts if total is None else total + counts
-        except ValueError:
+        except (ValueError, binascii.Error):
             skipped += 1
             continue
         if own is not None:
-            moments = own if moments is None else moments + own
-            moment_reports += 1
+            packed.append(own)
         used.append(row)
-    if total is not None and moments is not None:
-        total = replace(total, moments=moments)
+    moment_reports = len(packed)
+    if total is not None and packed:
+        summed = np.frombuffer(b"".join(packed), dtype="<f8").reshape(-1, size).sum(axis=0)
+        total = replace(total, moments=unpack_moments(summed.tolist(), len(channel_names)))
     reason = None
     if reference is not None and [c.name for c in reference.channels] != channel_names:
         reason = (

@@ -20,6 +20,7 @@ from edgefleet.controller.drift_counts import (
     Thresholds,
     counts_of_body,
     decode_bins,
+    drift_counts_of,
     encode_bins,
     merge_drift,
 )
@@ -333,4 +334,10 @@ def test_moments_that_do_not_fit_are_refused_or_left_out() -> None:
     assert "moments" not in counts
     good = counts_of_body(DriftBody.model_validate(body))
     assert good is not None
-    assert good["moments"] == body["moments"]
+    counts_back = drift_counts_of(good)
+    assert counts_back.moments is not None
+    assert pack_moments(counts_back.moments) == body["moments"]  # stored as float64: exact
+    # Stored moments that do not decode leave the report out of the merge, counted.
+    broken = DriftCountsRow("dev", 1.0, MANIFEST.name, "1.0.0", {**good, "moments": {"f64_b64": "AAAA"}})
+    [group] = merge_drift([broken, row(body)], references, Thresholds(), since=0, until=2).groups
+    assert (group.reports, group.skipped_reports, group.moment_reports) == (1, 1, 1)
