@@ -26,6 +26,13 @@ def _profile(channels: int = 2, bins: int = 20) -> ReferenceProfile:
     return reference_profile(ref.reshape(-1, 1, channels), [f"c{i}" for i in range(channels)], bins=bins)
 
 
+def _clocked_monitor() -> tuple[DriftMonitor, list[float]]:
+    """A monitor closing reports every 30 s of the returned clock (``now[0]``), or 1000 windows."""
+    now = [0.0]
+    settings = DriftSettings(windows=1000, interval_s=30.0)
+    return DriftMonitor(_profile(), window_length=L, settings=settings, clock=lambda: now[0]), now
+
+
 def _windows(samples: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
     starts = np.arange(0, len(samples) - L + 1, hop)
     return starts, np.stack([samples[s : s + L] for s in starts])
@@ -212,15 +219,8 @@ def test_small_calls_held_and_counted_together_report_what_one_call_per_report_d
 
 
 def test_held_windows_close_a_report_at_its_interval_and_are_flushed() -> None:
-    now = [0.0]
-    samples = np.random.default_rng(4).normal(size=(300, 2))
-    starts, windows = _windows(samples, L)
-    monitor = DriftMonitor(
-        _profile(),
-        window_length=L,
-        settings=DriftSettings(windows=1000, interval_s=30.0),
-        clock=lambda: now[0],
-    )
+    monitor, now = _clocked_monitor()
+    starts, windows = _windows(np.random.default_rng(4).normal(size=(300, 2)), L)
     assert monitor.add_windows("s", starts[:2], windows[:2]) == []  # held: nothing due
     now[0] = 31.0
     closed = monitor.add_windows("s", starts[2:3], windows[2:3])  # the interval has passed
@@ -276,15 +276,8 @@ def test_a_report_closes_after_windows_and_splits_a_batch_at_the_boundary() -> N
 
 
 def test_a_report_closes_after_interval_s_whichever_comes_first() -> None:
-    now = [0.0]
-    samples = np.random.default_rng(3).normal(size=(200, 2))
-    starts, windows = _windows(samples, L)
-    monitor = DriftMonitor(
-        _profile(),
-        window_length=L,
-        settings=DriftSettings(windows=1000, interval_s=30.0),
-        clock=lambda: now[0],
-    )
+    monitor, now = _clocked_monitor()
+    starts, windows = _windows(np.random.default_rng(3).normal(size=(200, 2)), L)
     assert monitor.add_windows("s", starts[:3], windows[:3]) == []
     assert monitor.poll() is None
     now[0] = 31.0
