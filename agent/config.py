@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.agent.config_ota import OtaConfig
@@ -212,6 +212,14 @@ class DriftConfig(_Section):
         default=300.0, gt=0, description="longest time between two drift reports (seconds)"
     )
     windows: int = Field(default=256, ge=8, description="windows per drift report at most")
+    min_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "shortest time between two drift reports (seconds): at high window rates a report gathers "
+            "more than `windows` windows rather than closing every few seconds (0: no minimum)"
+        ),
+    )
     psi_threshold: float = Field(default=0.1, gt=0, description="population stability index that flags drift")
     js_threshold: float = Field(
         default=0.15, gt=0, le=1, description="Jensen-Shannon distance (base 2) that flags drift"
@@ -246,6 +254,17 @@ class DriftConfig(_Section):
         le=1,
         description="share of one core drift may use; batches beyond it are skipped (and counted as skipped)",
     )
+
+    @field_validator("min_interval_s")
+    @classmethod
+    def _min_not_over_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval_s")
+        if interval is not None and value > interval:
+            raise ValueError(
+                f"min_interval_s ({value:g}) must not exceed interval_s ({interval:g}): a report closes "
+                "after interval_s at the latest; lower min_interval_s or raise interval_s"
+            )
+        return value
 
 
 class PrometheusConfig(_Section):

@@ -9,7 +9,9 @@ report and alert identically.
   the end of the last counted window and counts each window's rows from there on. In the usual
   case (consecutive windows) that is the last ``hop`` rows of every window, one slice per batch.
 * **Reports** close after ``windows`` windows or ``interval_s`` seconds, whichever comes first,
-  and are scored with :func:`edgefleet.runtime.drift_stats.score_counts`.
+  but not on windows alone sooner than ``min_interval_s`` after the previous report (at high
+  window rates a report then holds more windows); they are scored with
+  :func:`edgefleet.runtime.drift_stats.score_counts`.
 * **Hysteresis.** A channel is *over* in a report when any of its PSI / JS / KS / scale / swap
   scores is over its threshold; it is flagged after ``alert_after`` consecutive reports over and cleared after
   ``clear_after`` consecutive reports under every threshold. Reports with fewer than
@@ -71,11 +73,16 @@ class DriftMonitor:
         self._pending: list[npt.NDArray[Any]] = []
         self._pending_rows = 0
         self._pending_labels: list[str | None] = []
-        self._pending_scores: list[npt.NDArray[np.float64]] = []
+        self._pending_scores: list[float | None] = []  # flat: one np.array per count
+        self._pending_ts: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
         self._held = HeldWindows()  # small batches, counted together
         self._on_report = on_report
         self._clock = clock
         self._last_end: dict[str, int] = {}
+        # Ring groups' stream positions, newer than _last_end for their streams (add_group), and
+        # the (starts, skip, span) of their calls since the report opened (its sample range).
+        self._group_ends: dict[tuple[str, ...], tuple[npt.NDArray[np.int64], bytes]] = {}
+        self._group_spans: list[tuple[npt.NDArray[np.int64], int, int]] = []
         self.states = {name: ChannelState() for name in self.channel_names}
         self.reports = 0
         self.last_report: DriftReport | None = None
@@ -119,14 +126,77 @@ class DriftMonitor:
             key = key_of(stream, data, start_ts, end_ts, labels, scores)
             if self._held.accepts(key, n):
                 self._held.add(key, stream, start_index, data, start_ts, end_ts, labels, scores)
-                if (
-                    self._span_windows + self._held.windows < self.settings.windows
-                    and not self._interval_due()
-                ):
+                if not self._closes_at(self._span_windows + self._held.windows):
                     return []  # counted later with the next ones: nothing would close now
                 return self._release()
         closed = self._release()  # the held windows are older: counted first
         return closed + self._add(stream, start_index, data, start_ts, end_ts, labels, scores)
+
+    def add_group(
+        self,
+        streams: tuple[str, ...],
+        starts: npt.NDArray[np.int64],
+        count: int,
+        hop: int,
+        data: npt.NDArray[Any],
+        *,
+        start_ts: npt.NDArray[np.float64] | None = None,
+        end_ts: npt.NDArray[np.float64] | None = None,
+        labels: Sequence[str | None] | None = None,
+        scores: Sequence[float | None] | None = None,
+    ) -> list[DriftReport]:
+        """Count ``count`` windows ``hop`` apart of each of ``streams``, stream after stream in
+        ``data``, the first of stream ``i`` starting at sample ``starts[i]``: one ring group pop
+        (:class:`~edgefleet.runtime.ring_group.GroupPop`). The same counts as :meth:`add_windows`
+        with every window named. When every stream goes on where its last counted window ended
+        (a running sensor) and no report closes, the new rows are one slice and the streams'
+        positions one array for the group: no Python per window or per stream."""
+        closed = self._release() if self._held else []  # held windows are older: counted first
+        n = len(data)
+        length = self.window_length
+        skip = length - hop
+        known = self._group_ends.get(streams)
+        if known is None:
+            self._sync_groups()  # one tuple per group; another one's streams may be among these
+            get = self._last_end.get
+            ends = np.array([get(name, -1) for name in streams], dtype=np.int64)
+            expected = (ends - skip).tobytes()
+        else:
+            expected = known[1]
+        if (
+            starts.tobytes() != expected  # (bytes: a tenth of the cost of np.array_equal here)
+            or not 0 <= skip < length
+            or n != len(streams) * count
+            or self._closes_at(self._span_windows + n)
+        ):
+            # a stream's first windows, after a gap, or a report closing: window by window
+            names = [name for name in streams for _ in range(count)]
+            first = (starts[:, None] + np.arange(count, dtype=np.int64) * hop).ravel()
+            return closed + self._add(names, first, data, start_ts, end_ts, labels, scores)
+        channels = data.shape[2]
+        # np.array copies: the batch's buffer may be reused once we return
+        rows = data.reshape(len(streams), count, length, channels)[:, :, skip:, :]
+        self._pending.append(np.array(rows).reshape(-1, channels))
+        self._pending_rows += n * hop
+        span = (count - 1) * hop + length
+        ends = starts + span
+        self._group_ends[streams] = (ends, (ends - skip).tobytes())
+        self._group_spans.append((starts, skip, span))
+        if labels is not None and scores is not None:
+            self._pending_labels.extend(labels)
+            self._pending_scores.extend(scores)
+        if start_ts is not None and end_ts is not None:
+            self._pending_ts.append((start_ts, end_ts))
+        self._span_windows += n
+        if self._pending_rows >= _COUNT_ROWS:
+            self._count_pending()
+        return closed
+
+    def _sync_groups(self) -> None:
+        """Write the groups' stream positions back to ``_last_end`` (before anything reads it)."""
+        for streams, (ends, _) in self._group_ends.items():
+            self._last_end.update(zip(streams, ends.tolist(), strict=True))
+        self._group_ends.clear()
 
     def _release(self) -> list[DriftReport]:
         held = self._held.take()
@@ -146,6 +216,7 @@ class DriftMonitor:
         labels: Sequence[str | None] | None,
         scores: Sequence[float | None] | npt.NDArray[np.float64] | None,
     ) -> list[DriftReport]:
+        self._sync_groups()
         starts = np.asarray(start_index, dtype=np.int64)
         n = len(starts)
         t0 = None if start_ts is None else np.asarray(start_ts, dtype=np.float64)
@@ -153,16 +224,18 @@ class DriftMonitor:
         closed: list[DriftReport] = []
         at = 0
         while at < n:
-            take = min(n - at, self.settings.windows - self._span_windows)
+            room = self.settings.windows - self._span_windows
+            # Split at the report's window count; past it (min_interval_s holding the report
+            # open) the report takes whole calls.
+            take = n - at if room <= 0 else min(n - at, room)
             part = slice(at, at + take)
             if isinstance(stream, str):
                 self._count(stream, starts[part], data[part])
             else:
                 self._count_mixed(stream[at : at + take], starts[part], data[part])
             if labels is not None and scores is not None:
-                confidences = np.array(scores[part], dtype=np.float64)  # None -> NaN
                 self._pending_labels.extend(labels[part])
-                self._pending_scores.append(confidences)
+                self._pending_scores.extend(scores[part])
             if t0 is not None and t1 is not None:
                 self._t0 = min(self._t0, float(t0[part].min()))
                 self._t1 = max(self._t1, float(t1[part].max()))
@@ -239,23 +312,26 @@ class DriftMonitor:
             self._counter.add_samples(pending[0] if len(pending) == 1 else np.concatenate(pending))
             self._pending, self._pending_rows = [], 0
         if self._pending_scores:
-            scores = self._pending_scores
-            self._counter.add_outputs(
-                self._pending_labels, scores[0] if len(scores) == 1 else np.concatenate(scores)
-            )
+            scores = np.array(self._pending_scores, dtype=np.float64)  # None -> NaN
+            self._counter.add_outputs(self._pending_labels, scores)
             self._pending_labels, self._pending_scores = [], []
 
-    def _due(self) -> bool:
-        if self._span_windows >= self.settings.windows:
-            return True
-        return self._span_windows > 0 and self._clock() - self._span_started >= self.settings.interval_s
+    def _closes_at(self, windows: int) -> bool:
+        """Whether the open report closes now if it holds ``windows`` windows."""
+        if windows <= 0:
+            return False
+        elapsed = self._clock() - self._span_started
+        settings = self.settings
+        return elapsed >= settings.interval_s or (
+            windows >= settings.windows and elapsed >= settings.min_interval_s
+        )
 
-    def _interval_due(self) -> bool:
-        return self._clock() - self._span_started >= self.settings.interval_s
+    def _due(self) -> bool:
+        return self._closes_at(self._span_windows)
 
     def poll(self) -> DriftReport | None:
-        """Close the report if its interval has passed (call when no windows come)."""
-        closed = self._release() if self._held and self._interval_due() else []
+        """Close the report if it is due (call when no windows come)."""
+        closed = self._release() if self._held and self._closes_at(self._span_windows + self._held.windows) else []
         if not closed and self._due():
             closed.append(self._close())
         return closed[-1] if closed else None
@@ -271,6 +347,16 @@ class DriftMonitor:
 
     def _close(self) -> DriftReport:
         self._count_pending()
+        if self._group_spans:
+            spans = self._group_spans
+            first = min(int(starts.min()) + skip for starts, skip, _ in spans)
+            self._first_sample = first if self._first_sample is None else min(self._first_sample, first)
+            self._last_sample = max(self._last_sample, max(int(starts.max()) + span for starts, _, span in spans))
+            self._group_spans = []
+        if self._pending_ts:
+            self._t0 = min(self._t0, float(np.concatenate([t0 for t0, _ in self._pending_ts]).min()))
+            self._t1 = max(self._t1, float(np.concatenate([t1 for _, t1 in self._pending_ts]).max()))
+            self._pending_ts = []
         counts = self._counter.take()
         scores = score_counts(self.profile, counts, self.labels, reference=self._reference)
         thresholds = self.settings.thresholds()

@@ -126,6 +126,22 @@ class DriftObserver:
                 labels, scores = predictions.answers.labels, predictions.answers.scores
             else:
                 labels, scores = [p.label for p in predictions], [p.score for p in predictions]
+        group = batch.group
+        if group is not None:
+            # a ring group pop (many sensors of one shape): its windows as it describes them
+            with self._lock:
+                monitor.add_group(
+                    group.streams,
+                    group.starts,
+                    group.count,
+                    group.hop,
+                    batch.data,
+                    start_ts=group.start_ts,
+                    end_ts=group.end_ts,
+                    labels=labels,
+                    scores=scores,
+                )
+            return
         parts = batch.parts
         if len(parts) == 1:
             # one stream (saturation, one fast sensor): its windows as they are, zero-copy

@@ -24,6 +24,7 @@ class DriftSettings:
 
     interval_s: float = 300.0
     windows: int = 256
+    min_interval_s: float = 30.0
     psi_threshold: float = 0.1
     js_threshold: float = 0.15
     ks_threshold: float = 0.15
@@ -38,6 +39,7 @@ class DriftSettings:
         return cls(
             interval_s=config.interval_s,
             windows=config.windows,
+            min_interval_s=config.min_interval_s,
             psi_threshold=config.psi_threshold,
             js_threshold=config.js_threshold,
             ks_threshold=config.ks_threshold,

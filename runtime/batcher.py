@@ -104,6 +104,11 @@ class Batch:
         """The per-stream pops the batch was built from (empty for a batch built from windows)."""
         return self._parts
 
+    @property
+    def group(self) -> GroupPop | None:
+        """The ring group pop the batch is (its windows stream after stream), else None."""
+        return self._group
+
     def __len__(self) -> int:
         return int(self.data.shape[0])
 

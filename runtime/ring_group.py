@@ -45,6 +45,13 @@ class GroupPop:
     start_ts: npt.NDArray[np.float64]
     end_ts: npt.NDArray[np.float64]
     ready_at: npt.NDArray[np.float64]
+    streams: tuple[str, ...]
+    """The group's stream names, in ``parts`` order (the same tuple for every pop of a group)."""
+    starts: npt.NDArray[np.int64]
+    """Sample index of each stream's first window; its other windows follow ``hop`` apart."""
+    count: int
+    """Windows of each stream."""
+    hop: int
 
 
 def _shape(buf: StreamBuffer) -> tuple[int, int, int, int]:
@@ -84,6 +91,7 @@ class RingGroup:
                 0, 2, 1
             )
         self._locks = [b._lock for b in buffers]
+        self.streams = tuple(b.name for b in buffers)
         # gathers index the arrays flattened over (stream, row): one ``take`` is several times
         # cheaper than numpy's general two-axis fancy indexing
         self._flat_data = self._data.reshape(count * cap, channels)
@@ -127,7 +135,8 @@ class RingGroup:
                 starts.append(start)
             count = fewest + 1
             need = fewest * hop + length
-            firsts = np.array(starts, dtype=np.int64)[:, None] + np.arange(0, count * hop, hop)
+            first_index = np.array(starts, dtype=np.int64)
+            firsts = first_index[:, None] + np.arange(0, count * hop, hop)
             row0 = self._row0
             lasts = (firsts + (length - 1)) % cap + row0
             rows = (firsts[:, :, None] + self._offsets) % cap + row0[:, :, None]
@@ -163,4 +172,6 @@ class RingGroup:
             for lock in locks:
                 lock.release()
         seq = (np.array(seq0s, dtype=np.int64)[:, None] + np.arange(count, dtype=np.int64)).ravel()
-        return GroupPop(parts, data, seq, start_ts.ravel(), end_ts.ravel(), ready.ravel())
+        return GroupPop(
+            parts, data, seq, start_ts.ravel(), end_ts.ravel(), ready.ravel(), self.streams, first_index, count, hop
+        )
