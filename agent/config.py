@@ -220,6 +220,14 @@ class DriftConfig(_Section):
             "more than `windows` windows rather than closing every few seconds (0: no minimum)"
         ),
     )
+    sample: bool = Field(
+        default=True,
+        description=(
+            "at window rates where a report held open for min_interval_s would count more than twice "
+            "`windows` windows, count a systematic sample of the batches (at least that many); false: "
+            "count every sample"
+        ),
+    )
     psi_threshold: float = Field(default=0.1, gt=0, description="population stability index that flags drift")
     js_threshold: float = Field(
         default=0.15, gt=0, le=1, description="Jensen-Shannon distance (base 2) that flags drift"

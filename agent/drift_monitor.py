@@ -86,12 +86,15 @@ class DriftMonitor:
         self.states = {name: ChannelState() for name in self.channel_names}
         self.reports = 0
         self.last_report: DriftReport | None = None
+        self.sample_every = 1  # 1 call in this many is counted (sampling, set at each report's close)
+        self._sample_phase = 0
         self._reset_span()
 
     def _reset_span(self) -> None:
         self._span_windows = 0
         self._span_skipped = 0
         self._span_started = self._clock()
+        self._rate_known = False  # the window rate is measured once a report holds `windows`
         self._first_sample: int | None = None
         self._last_sample = 0
         self._t0 = float("inf")
@@ -122,6 +125,12 @@ class DriftMonitor:
         when each stream adds a window or two per batch (many slow sensors). Small calls are held
         and counted together (:mod:`edgefleet.agent.drift_hold`), never past a report's end."""
         n = len(data)
+        if self.sample_every > 1 and self._sampled_out():
+            closed = self._release()  # older: counted before the positions move past them
+            self._pass_windows(stream, start_index, n)
+            if start_ts is not None and end_ts is not None and n:
+                self._note_time(np.asarray(start_ts, dtype=np.float64), np.asarray(end_ts, dtype=np.float64))
+            return closed + self._close_if_due()
         if 0 < n < HOLD_BELOW:
             key = key_of(stream, data, start_ts, end_ts, labels, scores)
             if self._held.accepts(key, n):
@@ -155,6 +164,15 @@ class DriftMonitor:
         n = len(data)
         length = self.window_length
         skip = length - hop
+        if self.sample_every > 1 and self._sampled_out():
+            if streams not in self._group_ends:
+                self._sync_groups()
+            ends = starts + ((count - 1) * hop + length)
+            self._group_ends[streams] = (ends, (ends - skip).tobytes())
+            self._span_skipped += n
+            if start_ts is not None and end_ts is not None:
+                self._note_time(start_ts, end_ts)
+            return closed + self._close_if_due()
         known = self._group_ends.get(streams)
         if known is None:
             self._sync_groups()  # one tuple per group; another one's streams may be among these
@@ -186,11 +204,46 @@ class DriftMonitor:
             self._pending_labels.extend(labels)
             self._pending_scores.extend(scores)
         if start_ts is not None and end_ts is not None:
-            self._pending_ts.append((start_ts, end_ts))
+            self._pending_ts.append((start_ts, end_ts))  # exact range at the close
+            self._note_time(start_ts, end_ts)
         self._span_windows += n
+        if self._span_windows >= self.settings.windows and not self._rate_known:
+            self._set_sampling()
         if self._pending_rows >= _COUNT_ROWS:
             self._count_pending()
         return closed
+
+    def _sampled_out(self) -> bool:
+        """Whether this call is one of those sampling leaves out (every call but one in
+        ``sample_every``)."""
+        self._sample_phase += 1
+        if self._sample_phase < self.sample_every:
+            return True
+        self._sample_phase = 0
+        return False
+
+    def _pass_windows(self, stream: str | Sequence[str], start_index: npt.ArrayLike, n: int) -> None:
+        """Windows sampling leaves out: noted as skipped, and their streams' positions moved past
+        them, so that the next counted window of each stream counts only its new rows."""
+        self._sync_groups()
+        self._span_skipped += n
+        starts = np.asarray(start_index, dtype=np.int64).tolist()
+        names = [stream] * n if isinstance(stream, str) else stream
+        last, length = self._last_end, self.window_length
+        for name, start in zip(names, starts, strict=True):
+            last[name] = max(last.get(name, -1), start + length)
+
+    def _note_time(self, start_ts: npt.NDArray[np.float64], end_ts: npt.NDArray[np.float64]) -> None:
+        # The report's data time, for min_interval_s: the first call's earliest start and the
+        # latest call's last end (streams keep pace; the exact range is taken at the close).
+        if self._t0 == float("inf"):
+            self._t0 = float(start_ts.min())
+        last = float(end_ts[-1])
+        if last > self._t1:
+            self._t1 = last
+
+    def _close_if_due(self) -> list[DriftReport]:
+        return [self._close()] if self._due() else []
 
     def _sync_groups(self) -> None:
         """Write the groups' stream positions back to ``_last_end`` (before anything reads it)."""
@@ -241,6 +294,8 @@ class DriftMonitor:
                 self._t1 = max(self._t1, float(t1[part].max()))
             self._span_windows += take
             at += take
+            if self._span_windows >= self.settings.windows and not self._rate_known:
+                self._set_sampling()
             if self._due():
                 closed.append(self._close())
         return closed
@@ -317,14 +372,23 @@ class DriftMonitor:
             self._pending_labels, self._pending_scores = [], []
 
     def _closes_at(self, windows: int) -> bool:
-        """Whether the open report closes now if it holds ``windows`` windows."""
+        """Whether the open report closes now if it holds ``windows`` windows: after
+        ``interval_s`` of wall time, or after ``windows`` windows once it spans ``min_interval_s``
+        of data time (of the windows' timestamps, else wall time: a recording replayed fast
+        gets the reports it would get in real time)."""
         if windows <= 0:
             return False
-        elapsed = self._clock() - self._span_started
         settings = self.settings
-        return elapsed >= settings.interval_s or (
-            windows >= settings.windows and elapsed >= settings.min_interval_s
-        )
+        elapsed = self._clock() - self._span_started
+        if elapsed >= settings.interval_s:
+            return True
+        if windows < settings.windows:
+            return False
+        return settings.min_interval_s <= 0 or self._span_seconds(elapsed) >= settings.min_interval_s
+
+    def _span_seconds(self, elapsed: float) -> float:
+        """Data time the open report spans (``elapsed`` wall time when windows have no timestamps)."""
+        return self._t1 - self._t0 if self._t1 > self._t0 else elapsed
 
     def _due(self) -> bool:
         return self._closes_at(self._span_windows)
@@ -390,10 +454,25 @@ class DriftMonitor:
         )
         self.reports += 1
         self.last_report = report
+        self._set_sampling()
         self._reset_span()
         if self._on_report is not None:
             self._on_report(report)
         return report
+
+    def _set_sampling(self) -> None:
+        """Calls per counted call from the open report's window rate (measured once it holds
+        ``windows`` windows, and again at its close): at rates where a report held open for
+        ``min_interval_s`` would count more than twice ``windows`` windows, only a systematic
+        sample of the calls is counted (``[drift] sample``), still at least that many."""
+        self._rate_known = True
+        settings = self.settings
+        seconds = self._span_seconds(self._clock() - self._span_started)
+        if not settings.sample or settings.min_interval_s <= 0 or seconds <= 0:
+            self.sample_every = 1
+            return
+        per_report = (self._span_windows + self._span_skipped) / seconds * settings.min_interval_s
+        self.sample_every = max(1, int(per_report // (2 * settings.windows)))
 
     def drifted_channels(self) -> frozenset[str]:
         """The input channels whose drift alert is active now (the fallback's ``on_drift``)."""
@@ -419,6 +498,7 @@ class DriftMonitor:
         outputs = last.scores.outputs if last is not None else None
         return {
             "reports": self.reports,
+            "sample_every": self.sample_every,
             "drifted": any(s.drifted for s in self.states.values()),
             "channels": channels,
             "outputs": None

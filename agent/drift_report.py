@@ -25,6 +25,7 @@ class DriftSettings:
     interval_s: float = 300.0
     windows: int = 256
     min_interval_s: float = 30.0
+    sample: bool = True
     psi_threshold: float = 0.1
     js_threshold: float = 0.15
     ks_threshold: float = 0.15
@@ -40,6 +41,7 @@ class DriftSettings:
             interval_s=config.interval_s,
             windows=config.windows,
             min_interval_s=config.min_interval_s,
+            sample=config.sample,
             psi_threshold=config.psi_threshold,
             js_threshold=config.js_threshold,
             ks_threshold=config.ks_threshold,

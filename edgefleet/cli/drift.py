@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from edgefleet.agent.config import DriftConfig
 from edgefleet.agent.drift_monitor import DriftMonitor, DriftReport, DriftSettings
-from edgefleet.cli.arguments import positive_float, positive_int, print_usage
+from edgefleet.cli.arguments import non_negative_float, positive_float, positive_int, print_usage
 from edgefleet.errors import EdgefleetError
 from edgefleet.runtime.bundle import Bundle, load_bundle
 
@@ -64,6 +64,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument("--windows", type=positive_int, default=defaults.windows, help="[drift] windows")
     check.add_argument(
+        "--min-interval-s",
+        type=non_negative_float,
+        default=defaults.min_interval_s,
+        help="[drift] min_interval_s (recording time)",
+    )
+    check.add_argument(
+        "--sample",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.sample,
+        help="[drift] sample",
+    )
+    check.add_argument(
         "--psi-threshold", type=positive_float, default=defaults.psi_threshold, help="[drift] psi_threshold"
     )
     check.add_argument(
@@ -101,6 +113,8 @@ def _settings(args: argparse.Namespace) -> DriftSettings:
         config = DriftConfig(
             interval_s=args.interval_s,
             windows=args.windows,
+            min_interval_s=args.min_interval_s,
+            sample=args.sample,
             psi_threshold=args.psi_threshold,
             js_threshold=args.js_threshold,
             ks_threshold=args.ks_threshold,

@@ -175,7 +175,7 @@ def test_small_calls_held_and_counted_together_report_what_one_call_per_report_d
     t0 = np.arange(len(order), dtype=np.float64)
     scores = [None if i % 7 == 0 else float(v) for i, v in enumerate(rng.uniform(0.5, 1.0, len(order)))]
     out_labels = [labels[i % 2] for i in range(len(order))]
-    chosen = DriftSettings(windows=windows, min_samples=1, alert_after=1, clear_after=1)
+    chosen = DriftSettings(windows=windows, min_interval_s=0, min_samples=1, alert_after=1, clear_after=1)
     held = DriftMonitor(profile, window_length=L, labels=labels, settings=chosen, clock=lambda: 0.0)
     direct = DriftMonitor(profile, window_length=L, labels=labels, settings=chosen, clock=lambda: 0.0)
     got: list[DriftReport] = []
@@ -265,7 +265,7 @@ def test_the_scale_and_swap_keys_decide_their_metrics() -> None:
 def test_a_report_closes_after_windows_and_splits_a_batch_at_the_boundary() -> None:
     samples = np.random.default_rng(2).normal(size=(400, 2))
     starts, windows = _windows(samples, L)
-    monitor = DriftMonitor(_profile(), window_length=L, settings=DriftSettings(windows=16, min_samples=1))
+    monitor = DriftMonitor(_profile(), window_length=L, settings=DriftSettings(windows=16, min_interval_s=0, min_samples=1))
     closed = monitor.add_windows("s", starts[:39], windows[:39])
     assert [r.windows for r in closed] == [16, 16]
     assert [(r.start_sample, r.end_sample) for r in closed] == [(0, 160), (160, 320)]
