@@ -125,12 +125,6 @@ class DriftMonitor:
         when each stream adds a window or two per batch (many slow sensors). Small calls are held
         and counted together (:mod:`edgefleet.agent.drift_hold`), never past a report's end."""
         n = len(data)
-        if self.sample_every > 1 and self._sampled_out():
-            closed = self._release()  # older: counted before the positions move past them
-            self._pass_windows(stream, start_index, n)
-            if start_ts is not None and end_ts is not None and n:
-                self._note_time(np.asarray(start_ts, dtype=np.float64), np.asarray(end_ts, dtype=np.float64))
-            return closed + self._close_if_due()
         if 0 < n < HOLD_BELOW:
             key = key_of(stream, data, start_ts, end_ts, labels, scores)
             if self._held.accepts(key, n):
@@ -164,15 +158,6 @@ class DriftMonitor:
         n = len(data)
         length = self.window_length
         skip = length - hop
-        if self.sample_every > 1 and self._sampled_out():
-            if streams not in self._group_ends:
-                self._sync_groups()
-            ends = starts + ((count - 1) * hop + length)
-            self._group_ends[streams] = (ends, (ends - skip).tobytes())
-            self._span_skipped += n
-            if start_ts is not None and end_ts is not None:
-                self._note_time(start_ts, end_ts)
-            return closed + self._close_if_due()
         known = self._group_ends.get(streams)
         if known is None:
             self._sync_groups()  # one tuple per group; another one's streams may be among these
@@ -182,7 +167,7 @@ class DriftMonitor:
         else:
             expected = known[1]
         if (
-            starts.tobytes() != expected  # (bytes: a tenth of the cost of np.array_equal here)
+            not self._goes_on(starts, expected, skip)
             or not 0 <= skip < length
             or n != len(streams) * count
             or self._closes_at(self._span_windows + n)
@@ -213,25 +198,28 @@ class DriftMonitor:
             self._count_pending()
         return closed
 
-    def _sampled_out(self) -> bool:
-        """Whether this call is one of those sampling leaves out (every call but one in
-        ``sample_every``)."""
+    def pass_over(self, windows: int) -> bool:
+        """Sampling (``[drift] sample``): call before counting a call's ``windows``; True means
+        leave them out (they are reported as skipped): all calls but one in ``sample_every``.
+        Nothing else is done for them, so a left-out batch costs next to nothing; the next
+        counted window of each stream counts its new rows only (:meth:`_goes_on`)."""
         self._sample_phase += 1
         if self._sample_phase < self.sample_every:
+            self._span_skipped += windows
             return True
         self._sample_phase = 0
         return False
 
-    def _pass_windows(self, stream: str | Sequence[str], start_index: npt.ArrayLike, n: int) -> None:
-        """Windows sampling leaves out: noted as skipped, and their streams' positions moved past
-        them, so that the next counted window of each stream counts only its new rows."""
-        self._sync_groups()
-        self._span_skipped += n
-        starts = np.asarray(start_index, dtype=np.int64).tolist()
-        names = [stream] * n if isinstance(stream, str) else stream
-        last, length = self._last_end, self.window_length
-        for name, start in zip(names, starts, strict=True):
-            last[name] = max(last.get(name, -1), start + length)
+    def _goes_on(self, starts: npt.NDArray[np.int64], expected: bytes, skip: int) -> bool:
+        """Whether each stream's first window follows its last counted one: straight on (the
+        bytes compare: a tenth of the cost of np.array_equal here), or, while sampling leaves
+        batches out, later (the rows in between were left out with them)."""
+        if starts.tobytes() == expected:
+            return True
+        if self.sample_every == 1:
+            return False
+        after: bool = (starts >= np.frombuffer(expected, dtype=np.int64)).all()
+        return after
 
     def _note_time(self, start_ts: npt.NDArray[np.float64], end_ts: npt.NDArray[np.float64]) -> None:
         # The report's data time, for min_interval_s: the first call's earliest start and the
@@ -241,9 +229,6 @@ class DriftMonitor:
         last = float(end_ts[-1])
         if last > self._t1:
             self._t1 = last
-
-    def _close_if_due(self) -> list[DriftReport]:
-        return [self._close()] if self._due() else []
 
     def _sync_groups(self) -> None:
         """Write the groups' stream positions back to ``_last_end`` (before anything reads it)."""

@@ -217,6 +217,8 @@ def run_check(bundle: Bundle, data: npt.NDArray[np.float64], settings: DriftSett
         t0 = starts[part] / prep.sample_rate_hz
         t1 = (starts[part] + length) / prep.sample_rate_hz
         now[0] = float(t1[-1])
+        if monitor.sample_every > 1 and monitor.pass_over(len(t0)):
+            continue  # left out by sampling, as the agent does
         reports += monitor.add_windows("recording", starts[part], windows[part], start_ts=t0, end_ts=t1)
     last = monitor.flush()
     if last is not None:
