@@ -223,8 +223,8 @@ class DriftConfig(_Section):
     sample: bool = Field(
         default=True,
         description=(
-            "at window rates where a report held open for min_interval_s would count more than twice "
-            "`windows` windows, count a systematic sample of the batches (at least that many); false: "
+            "at window rates where a report held open for min_interval_s would count more than "
+            "`windows` windows, count a systematic sample of the batches (about that many); false: "
             "count every sample"
         ),
     )

@@ -166,13 +166,19 @@ class DriftMonitor:
             expected = (ends - skip).tobytes()
         else:
             expected = known[1]
+        span_time = self._t0, self._t1
+        if start_ts is not None and end_ts is not None:
+            self._note_time(start_ts, end_ts)  # before deciding whether the report closes
+        closes = self._closes_at(self._span_windows + n)
+        room = self.settings.windows - self._span_windows
         if (
             not self._goes_on(starts, expected, skip)
             or not 0 <= skip < length
             or n != len(streams) * count
-            or self._closes_at(self._span_windows + n)
+            or (closes and 0 < room < n)
         ):
-            # a stream's first windows, after a gap, or a report closing: window by window
+            # a stream's first windows, after a gap, or a report ending inside the call: window by window
+            self._t0, self._t1 = span_time  # noted window by window there
             names = [name for name in streams for _ in range(count)]
             first = (starts[:, None] + np.arange(count, dtype=np.int64) * hop).ravel()
             return closed + self._add(names, first, data, start_ts, end_ts, labels, scores)
@@ -190,12 +196,13 @@ class DriftMonitor:
             self._pending_scores.extend(scores)
         if start_ts is not None and end_ts is not None:
             self._pending_ts.append((start_ts, end_ts))  # exact range at the close
-            self._note_time(start_ts, end_ts)
         self._span_windows += n
         if self._span_windows >= self.settings.windows and not self._rate_known:
             self._set_sampling()
         if self._pending_rows >= _COUNT_ROWS:
             self._count_pending()
+        if closes:
+            closed.append(self._close())
         return closed
 
     def pass_over(self, windows: int) -> bool:
@@ -218,8 +225,7 @@ class DriftMonitor:
             return True
         if self.sample_every == 1:
             return False
-        after: bool = (starts >= np.frombuffer(expected, dtype=np.int64)).all()
-        return after
+        return bool((starts >= np.frombuffer(expected, dtype=np.int64)).all())
 
     def _note_time(self, start_ts: npt.NDArray[np.float64], end_ts: npt.NDArray[np.float64]) -> None:
         # The report's data time, for min_interval_s: the first call's earliest start and the
@@ -380,7 +386,9 @@ class DriftMonitor:
 
     def poll(self) -> DriftReport | None:
         """Close the report if it is due (call when no windows come)."""
-        closed = self._release() if self._held and self._closes_at(self._span_windows + self._held.windows) else []
+        closed = (
+            self._release() if self._held and self._closes_at(self._span_windows + self._held.windows) else []
+        )
         if not closed and self._due():
             closed.append(self._close())
         return closed[-1] if closed else None
@@ -400,7 +408,9 @@ class DriftMonitor:
             spans = self._group_spans
             first = min(int(starts.min()) + skip for starts, skip, _ in spans)
             self._first_sample = first if self._first_sample is None else min(self._first_sample, first)
-            self._last_sample = max(self._last_sample, max(int(starts.max()) + span for starts, _, span in spans))
+            self._last_sample = max(
+                self._last_sample, max(int(starts.max()) + span for starts, _, span in spans)
+            )
             self._group_spans = []
         if self._pending_ts:
             self._t0 = min(self._t0, float(np.concatenate([t0 for t0, _ in self._pending_ts]).min()))
@@ -448,8 +458,9 @@ class DriftMonitor:
     def _set_sampling(self) -> None:
         """Calls per counted call from the open report's window rate (measured once it holds
         ``windows`` windows, and again at its close): at rates where a report held open for
-        ``min_interval_s`` would count more than twice ``windows`` windows, only a systematic
-        sample of the calls is counted (``[drift] sample``), still at least that many."""
+        ``min_interval_s`` would count more than ``windows`` windows, only a systematic sample of
+        the calls is counted (``[drift] sample``), about ``windows`` windows per report (a report
+        never closes on windows before it has counted that many)."""
         self._rate_known = True
         settings = self.settings
         seconds = self._span_seconds(self._clock() - self._span_started)
@@ -457,7 +468,7 @@ class DriftMonitor:
             self.sample_every = 1
             return
         per_report = (self._span_windows + self._span_skipped) / seconds * settings.min_interval_s
-        self.sample_every = max(1, int(per_report // (2 * settings.windows)))
+        self.sample_every = max(1, int(per_report // settings.windows))
 
     def drifted_channels(self) -> frozenset[str]:
         """The input channels whose drift alert is active now (the fallback's ``on_drift``)."""

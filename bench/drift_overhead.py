@@ -81,7 +81,15 @@ def process_cpu_s(pid: int) -> float:
     return total / 1e9
 
 
-def _fixed_load_config(workdir: Path, *, drift: bool, max_cpu: float | None, windows: int | None) -> Path:
+def _fixed_load_config(
+    workdir: Path,
+    *,
+    drift: bool,
+    max_cpu: float | None,
+    windows: int | None,
+    min_interval_s: float | None = None,
+    sample: bool | None = None,
+) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_fixed_load_config(workdir, 16, 100.0)
     with config.open("a") as fh:
@@ -90,6 +98,10 @@ def _fixed_load_config(workdir: Path, *, drift: bool, max_cpu: float | None, win
             fh.write(f"max_cpu = {max_cpu}\n")
         if windows is not None:
             fh.write(f"windows = {windows}\n")
+        if min_interval_s is not None:
+            fh.write(f"min_interval_s = {min_interval_s}\n")
+        if sample is not None:
+            fh.write(f"sample = {str(sample).lower()}\n")
     return config
 
 
@@ -107,7 +119,13 @@ def _drift_reports(db: Path) -> tuple[int, int]:
 
 
 def fixed_load_pair(
-    *, seconds: float, on_first: bool, max_cpu: float | None = None, windows: int | None = None
+    *,
+    seconds: float,
+    on_first: bool,
+    max_cpu: float | None = None,
+    windows: int | None = None,
+    min_interval_s: float | None = None,
+    sample: bool | None = None,
 ) -> tuple[float, float, int, int]:
     """(Share of one core of the drift-off agent, of the drift-on agent, drift reports, skipped
     windows) at the fixed load, both agents running side by side over the same seconds.
@@ -120,7 +138,12 @@ def fixed_load_pair(
         sides = (True, False) if on_first else (False, True)
         configs = {
             drift: _fixed_load_config(
-                Path(tmp) / ("on" if drift else "off"), drift=drift, max_cpu=max_cpu, windows=windows
+                Path(tmp) / ("on" if drift else "off"),
+                drift=drift,
+                max_cpu=max_cpu,
+                windows=windows,
+                min_interval_s=min_interval_s,
+                sample=sample,
             )
             for drift in sides
         }
@@ -209,13 +232,27 @@ def main() -> None:
     parser.add_argument("--skip-fixed", action="store_true", help="skip the fixed-load rounds")
     parser.add_argument("--fixed-rounds", type=int, default=3)
     parser.add_argument(
-        "--fixed-seconds", type=float, default=20.0, help="measured seconds per round (both sides at once)"
+        "--fixed-seconds",
+        type=float,
+        default=65.0,
+        help="measured seconds per round (both sides at once); over 60 so that two reports close "
+        "in it at the default min_interval_s of 30 s",
     )
     parser.add_argument(
         "--fixed-max-cpu", type=float, default=None, help="[drift] max_cpu on the fixed-load side"
     )
     parser.add_argument(
         "--fixed-windows", type=int, default=None, help="[drift] windows on the fixed-load side"
+    )
+    parser.add_argument(
+        "--fixed-min-interval-s",
+        type=float,
+        default=None,
+        help="[drift] min_interval_s on the fixed-load side (0: a report every `windows` windows, "
+        "no sampling)",
+    )
+    parser.add_argument(
+        "--fixed-no-sample", action="store_true", help="[drift] sample = false on the fixed-load side"
     )
     args = parser.parse_args()
     drift_us, predict_us, close_us = per_window_costs(args.batch, min(args.seconds, 3.0))
@@ -228,7 +265,9 @@ def main() -> None:
         budget = "default" if args.fixed_max_cpu is None else f"{args.fixed_max_cpu:g}"
         print(
             "fixed load: 16 streams x 6 channels at 100 Hz, hop 10 = 160 windows/s; CPU, share of one core; "
-            f"[drift] max_cpu {budget}, windows {args.fixed_windows or 'default'}"
+            f"[drift] max_cpu {budget}, windows {args.fixed_windows or 'default'}, min_interval_s "
+            f"{'default' if args.fixed_min_interval_s is None else args.fixed_min_interval_s}, "
+            f"sample {'false' if args.fixed_no_sample else 'default'}"
         )
         print(f"{'round':>5} {'off':>7} {'on':>7} {'on/off':>7} {'reports':>8} {'skipped':>8} {'load':>5}")
         for r in range(args.fixed_rounds):
@@ -237,6 +276,8 @@ def main() -> None:
                 on_first=r % 2 == 1,  # neither side always started first
                 max_cpu=args.fixed_max_cpu,
                 windows=args.fixed_windows,
+                min_interval_s=args.fixed_min_interval_s,
+                sample=False if args.fixed_no_sample else None,
             )
             ratios_fixed.append(on / off)
             load = os.getloadavg()[0]

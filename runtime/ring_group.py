@@ -173,5 +173,14 @@ class RingGroup:
                 lock.release()
         seq = (np.array(seq0s, dtype=np.int64)[:, None] + np.arange(count, dtype=np.int64)).ravel()
         return GroupPop(
-            parts, data, seq, start_ts.ravel(), end_ts.ravel(), ready.ravel(), self.streams, first_index, count, hop
+            parts,
+            data,
+            seq,
+            start_ts.ravel(),
+            end_ts.ravel(),
+            ready.ravel(),
+            self.streams,
+            first_index,
+            count,
+            hop,
         )

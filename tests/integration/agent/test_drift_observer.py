@@ -116,7 +116,9 @@ def test_clean_replay_sends_reports_and_raises_no_alert(tmp_path: Path, store: S
 
 def test_max_cpu_skips_whole_batches_beyond_the_budget_and_says_so(tmp_path: Path, store: Store) -> None:
     bundle = load_bundle(BUNDLE)
-    drift = _run(bundle, store, _recording(tmp_path, None), DriftConfig(max_cpu=1e-9, windows=8, min_interval_s=0))
+    drift = _run(
+        bundle, store, _recording(tmp_path, None), DriftConfig(max_cpu=1e-9, windows=8, min_interval_s=0)
+    )
     status = drift.status()
     inferred = len(store.query_results(limit=100_000))
     assert status["skipped_windows"] > 0

@@ -265,7 +265,9 @@ def test_the_scale_and_swap_keys_decide_their_metrics() -> None:
 def test_a_report_closes_after_windows_and_splits_a_batch_at_the_boundary() -> None:
     samples = np.random.default_rng(2).normal(size=(400, 2))
     starts, windows = _windows(samples, L)
-    monitor = DriftMonitor(_profile(), window_length=L, settings=DriftSettings(windows=16, min_interval_s=0, min_samples=1))
+    monitor = DriftMonitor(
+        _profile(), window_length=L, settings=DriftSettings(windows=16, min_interval_s=0, min_samples=1)
+    )
     closed = monitor.add_windows("s", starts[:39], windows[:39])
     assert [r.windows for r in closed] == [16, 16]
     assert [(r.start_sample, r.end_sample) for r in closed] == [(0, 160), (160, 320)]

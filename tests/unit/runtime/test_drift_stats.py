@@ -256,6 +256,13 @@ def test_bin_lookup_equals_searchsorted_at_edges_ties_and_outliers(
     counter.add_samples(values.reshape(-1, 1))
     expected = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
     assert np.array_equal(counter.counts.bins[0], expected)
+    # the agent's windows are float32: the same placement as searchsorted on their exact values
+    narrow = values.astype(np.float32)
+    counter32 = BinCounter(profile)
+    counter32.add_samples(narrow.reshape(-1, 1))
+    wide = narrow.astype(np.float64)
+    expected32 = np.bincount(np.searchsorted(inner, wide, side="right"), minlength=len(inner) + 1)
+    assert np.array_equal(counter32.counts.bins[0], expected32)
 
 
 @settings(max_examples=30, deadline=None)
