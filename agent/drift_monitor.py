@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 _COUNT_ROWS = 4096  # pending rows counted at once
+_FOLD_CALLS = 256  # group calls whose ranges are kept before they are folded
 
 
 class DriftMonitor:
@@ -201,6 +202,8 @@ class DriftMonitor:
             self._set_sampling()
         if self._pending_rows >= _COUNT_ROWS:
             self._count_pending()
+        if len(self._group_spans) >= _FOLD_CALLS:
+            self._fold_group_ranges()
         if closes:
             closed.append(self._close())
         return closed
@@ -235,6 +238,21 @@ class DriftMonitor:
         last = float(end_ts[-1])
         if last > self._t1:
             self._t1 = last
+
+    def _fold_group_ranges(self) -> None:
+        """The exact sample and time ranges of the group calls so far (kept per call until a
+        report closes or a few hundred calls have come, so that memory stays bounded)."""
+        if self._group_spans:
+            spans = self._group_spans
+            first = min(int(starts.min()) + skip for starts, skip, _ in spans)
+            self._first_sample = first if self._first_sample is None else min(self._first_sample, first)
+            last = max(int(starts.max()) + span for starts, _, span in spans)
+            self._last_sample = max(self._last_sample, last)
+            self._group_spans = []
+        if self._pending_ts:
+            self._t0 = min(self._t0, float(np.concatenate([t0 for t0, _ in self._pending_ts]).min()))
+            self._t1 = max(self._t1, float(np.concatenate([t1 for _, t1 in self._pending_ts]).max()))
+            self._pending_ts = []
 
     def _sync_groups(self) -> None:
         """Write the groups' stream positions back to ``_last_end`` (before anything reads it)."""
@@ -404,18 +422,7 @@ class DriftMonitor:
 
     def _close(self) -> DriftReport:
         self._count_pending()
-        if self._group_spans:
-            spans = self._group_spans
-            first = min(int(starts.min()) + skip for starts, skip, _ in spans)
-            self._first_sample = first if self._first_sample is None else min(self._first_sample, first)
-            self._last_sample = max(
-                self._last_sample, max(int(starts.max()) + span for starts, _, span in spans)
-            )
-            self._group_spans = []
-        if self._pending_ts:
-            self._t0 = min(self._t0, float(np.concatenate([t0 for t0, _ in self._pending_ts]).min()))
-            self._t1 = max(self._t1, float(np.concatenate([t1 for _, t1 in self._pending_ts]).max()))
-            self._pending_ts = []
+        self._fold_group_ranges()
         counts = self._counter.take()
         scores = score_counts(self.profile, counts, self.labels, reference=self._reference)
         thresholds = self.settings.thresholds()

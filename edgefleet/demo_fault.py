@@ -2,9 +2,10 @@
 
 ``edgefleet demo`` runs the BasicMotions test recording on every device; the fourth one
 (``demo-04``) replays a copy whose acc_y is offset by one reference standard deviation, as a
-knocked sensor mount would. Its ``[drift]`` reports are smaller than the default (64 windows,
-640 samples) so the alert comes within the demo's first minute; on this fault PSI is about 2,
-far over any threshold, so small reports cannot hide it (docs/drift.md has the figures).
+knocked sensor mount would. Its ``[drift]`` reports are smaller and closer than the defaults
+(64 windows, 640 samples, at least 10 s apart) so the alert comes within the demo's first minute;
+on this fault PSI is about 2, far over any threshold, so small reports cannot hide it
+(docs/drift.md has the figures).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ loop = true
 [drift]
 windows = 64
 interval_s = 30.0
+min_interval_s = 10.0
 min_samples = 500
 """
     return source, drift

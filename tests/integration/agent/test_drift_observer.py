@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from edgefleet.agent.config import DriftConfig
+from edgefleet.agent.drift_monitor import DriftMonitor, DriftReport
 from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.pipeline import Pipeline, PipelineSettings, StreamSpec
 from edgefleet.agent.sources import ReplaySourceConfig, create_source
@@ -59,17 +61,27 @@ def _recording(tmp_path: Path, fault: str | None) -> Path:
     return path
 
 
-def _run(bundle: Bundle, store: Store, recording: Path, config: DriftConfig) -> DriftObserver:
+def _run(
+    bundle: Bundle, store: Store, recording: Path, config: DriftConfig, streams: tuple[str, ...] = ("imu",)
+) -> DriftObserver:
     drift = DriftObserver(config, store)
 
     def load() -> Bundle:
         drift.attach(bundle)
         return bundle
 
-    source = ReplaySourceConfig(name="imu", file=recording, realtime=False, rate_hz=10.0)
+    specs = [
+        StreamSpec(
+            name,
+            partial(
+                create_source, ReplaySourceConfig(name=name, file=recording, realtime=False, rate_hz=10.0)
+            ),
+        )
+        for name in streams
+    ]
     pipeline = Pipeline(
         store=store,
-        streams=[StreamSpec("imu", partial(create_source, source))],
+        streams=specs,
         load_bundle=load,
         settings=PipelineSettings(backpressure="block", max_batch_size=16),
         observers=[drift],
@@ -182,3 +194,31 @@ def test_a_bundle_without_a_reference_profile_runs_with_drift_off(tmp_path: Path
     assert len(store.query_events(kind="drift_off")) == 1
     assert _drift_messages(store) == []
     assert len(store.query_results(limit=10_000)) > 0  # inference went on
+
+
+def test_streams_popped_as_one_ring_group_count_every_sample_once(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four replay streams of one shape share a ring group: their batches reach the monitor as
+    # group calls (add_group) while all three have windows, window by window otherwise.
+    group_calls: list[int] = []
+    add_group = DriftMonitor.add_group
+
+    def counted(monitor: DriftMonitor, *args: Any, **kwargs: Any) -> list[DriftReport]:
+        group_calls.append(1)
+        return add_group(monitor, *args, **kwargs)
+
+    monkeypatch.setattr(DriftMonitor, "add_group", counted)
+    bundle = load_bundle(BUNDLE)
+    config = DriftConfig(max_cpu=1.0, windows=64, min_interval_s=0)
+    streams = ("imu-a", "imu-b", "imu-c", "imu-d")  # 4 x 4 windows fill a batch of 16 in one group pop
+    drift = _run(bundle, store, _recording(tmp_path, None), config, streams=streams)
+    drift.flush()
+    assert group_calls, "no batch came as a ring group pop"
+    messages = _drift_messages(store)
+    inferred = len(store.query_results(limit=100_000))
+    assert inferred == 4 * 1196  # 12,000 samples per stream, window 50, hop 10
+    assert sum(m.windows or 0 for m in messages) == inferred
+    assert all(not m.skipped_windows for m in messages)
+    for c in range(6):  # every sample of every stream once, on each channel
+        assert sum(sum(m.channels[c].bins or []) for m in messages) == 4 * 12_000
