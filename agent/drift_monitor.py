@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgefleet.agent.drift_group_calls import COUNT_ROWS, GroupCalls
 from edgefleet.agent.drift_hold import HOLD_BELOW, HeldWindows, key_of
 from edgefleet.agent.drift_report import METRICS, ChannelState, DriftAlert, DriftReport, DriftSettings
 from edgefleet.runtime.drift_stats import BinCounter, ReferenceArrays, score_counts
@@ -40,11 +41,8 @@ __all__ = [
     "DriftSettings",
 ]
 
-_COUNT_ROWS = 4096  # pending rows counted at once
-_FOLD_CALLS = 256  # group calls whose ranges are kept before they are folded
 
-
-class DriftMonitor:
+class DriftMonitor(GroupCalls):
     """Counts live windows against ``profile`` and closes a :class:`DriftReport` when one is due.
 
     Single-threaded: call :meth:`add_windows` / :meth:`flush` from one thread. :meth:`state`
@@ -80,10 +78,7 @@ class DriftMonitor:
         self._on_report = on_report
         self._clock = clock
         self._last_end: dict[str, int] = {}
-        # Ring groups' stream positions, newer than _last_end for their streams (add_group), and
-        # the (starts, skip, span) of their calls since the report opened (its sample range).
-        self._group_ends: dict[tuple[str, ...], tuple[npt.NDArray[np.int64], bytes]] = {}
-        self._group_spans: list[tuple[npt.NDArray[np.int64], int, int]] = []
+        self._init_group_calls()  # ring group calls: agent/drift_group_calls.py
         self.states = {name: ChannelState() for name in self.channel_names}
         self.reports = 0
         self.last_report: DriftReport | None = None
@@ -126,87 +121,18 @@ class DriftMonitor:
         when each stream adds a window or two per batch (many slow sensors). Small calls are held
         and counted together (:mod:`edgefleet.agent.drift_hold`), never past a report's end."""
         n = len(data)
+        closed = self._release_groups() if self._held_calls else []  # older: counted first
         if 0 < n < HOLD_BELOW:
             key = key_of(stream, data, start_ts, end_ts, labels, scores)
             if self._held.accepts(key, n):
                 self._held.add(key, stream, start_index, data, start_ts, end_ts, labels, scores)
-                if not self._closes_at(self._span_windows + self._held.windows):
-                    return []  # counted later with the next ones: nothing would close now
-                return self._release()
-        closed = self._release()  # the held windows are older: counted first
+                if start_ts is not None and end_ts is not None:
+                    self._seen(float(np.min(start_ts)), float(np.max(end_ts)))
+                if not self._closes_at(self._span_windows + self._held.windows, seen=True):
+                    return closed  # counted later with the next ones: nothing would close now
+                return closed + self._release()
+        closed += self._release()  # the held windows are older: counted first
         return closed + self._add(stream, start_index, data, start_ts, end_ts, labels, scores)
-
-    def add_group(
-        self,
-        streams: tuple[str, ...],
-        starts: npt.NDArray[np.int64],
-        count: int,
-        hop: int,
-        data: npt.NDArray[Any],
-        *,
-        start_ts: npt.NDArray[np.float64] | None = None,
-        end_ts: npt.NDArray[np.float64] | None = None,
-        labels: Sequence[str | None] | None = None,
-        scores: Sequence[float | None] | None = None,
-    ) -> list[DriftReport]:
-        """Count ``count`` windows ``hop`` apart of each of ``streams``, stream after stream in
-        ``data``, the first of stream ``i`` starting at sample ``starts[i]``: one ring group pop
-        (:class:`~edgefleet.runtime.ring_group.GroupPop`). The same counts as :meth:`add_windows`
-        with every window named. When every stream goes on where its last counted window ended
-        (a running sensor) and no report closes, the new rows are one slice and the streams'
-        positions one array for the group: no Python per window or per stream."""
-        closed = self._release() if self._held else []  # held windows are older: counted first
-        n = len(data)
-        length = self.window_length
-        skip = length - hop
-        known = self._group_ends.get(streams)
-        if known is None:
-            self._sync_groups()  # one tuple per group; another one's streams may be among these
-            get = self._last_end.get
-            ends = np.array([get(name, -1) for name in streams], dtype=np.int64)
-            expected = (ends - skip).tobytes()
-        else:
-            expected = known[1]
-        span_time = self._t0, self._t1
-        if start_ts is not None and end_ts is not None:
-            self._note_time(start_ts, end_ts)  # before deciding whether the report closes
-        closes = self._closes_at(self._span_windows + n)
-        room = self.settings.windows - self._span_windows
-        if (
-            not self._goes_on(starts, expected, skip)
-            or not 0 <= skip < length
-            or n != len(streams) * count
-            or (closes and 0 < room < n)
-        ):
-            # a stream's first windows, after a gap, or a report ending inside the call: window by window
-            self._t0, self._t1 = span_time  # noted window by window there
-            names = [name for name in streams for _ in range(count)]
-            first = (starts[:, None] + np.arange(count, dtype=np.int64) * hop).ravel()
-            return closed + self._add(names, first, data, start_ts, end_ts, labels, scores)
-        channels = data.shape[2]
-        # np.array copies: the batch's buffer may be reused once we return
-        rows = data.reshape(len(streams), count, length, channels)[:, :, skip:, :]
-        self._pending.append(np.array(rows).reshape(-1, channels))
-        self._pending_rows += n * hop
-        span = (count - 1) * hop + length
-        ends = starts + span
-        self._group_ends[streams] = (ends, (ends - skip).tobytes())
-        self._group_spans.append((starts, skip, span))
-        if labels is not None and scores is not None:
-            self._pending_labels.extend(labels)
-            self._pending_scores.extend(scores)
-        if start_ts is not None and end_ts is not None:
-            self._pending_ts.append((start_ts, end_ts))  # exact range at the close
-        self._span_windows += n
-        if self._span_windows >= self.settings.windows and not self._rate_known:
-            self._set_sampling()
-        if self._pending_rows >= _COUNT_ROWS:
-            self._count_pending()
-        if len(self._group_spans) >= _FOLD_CALLS:
-            self._fold_group_ranges()
-        if closes:
-            closed.append(self._close())
-        return closed
 
     def pass_over(self, windows: int) -> bool:
         """Sampling (``[drift] sample``): call before counting a call's ``windows``; True means
@@ -216,19 +142,10 @@ class DriftMonitor:
         self._sample_phase += 1
         if self._sample_phase < self.sample_every:
             self._span_skipped += windows
+            self._left_out = True
             return True
         self._sample_phase = 0
         return False
-
-    def _goes_on(self, starts: npt.NDArray[np.int64], expected: bytes, skip: int) -> bool:
-        """Whether each stream's first window follows its last counted one: straight on (the
-        bytes compare: a tenth of the cost of np.array_equal here), or, while sampling leaves
-        batches out, later (the rows in between were left out with them)."""
-        if starts.tobytes() == expected:
-            return True
-        if self.sample_every == 1:
-            return False
-        return bool((starts >= np.frombuffer(expected, dtype=np.int64)).all())
 
     def _note_time(self, start_ts: npt.NDArray[np.float64], end_ts: npt.NDArray[np.float64]) -> None:
         # The report's data time, for min_interval_s: the first call's earliest start and the
@@ -239,31 +156,11 @@ class DriftMonitor:
         if last > self._t1:
             self._t1 = last
 
-    def _fold_group_ranges(self) -> None:
-        """The exact sample and time ranges of the group calls so far (kept per call until a
-        report closes or a few hundred calls have come, so that memory stays bounded)."""
-        if self._group_spans:
-            spans = self._group_spans
-            first = min(int(starts.min()) + skip for starts, skip, _ in spans)
-            self._first_sample = first if self._first_sample is None else min(self._first_sample, first)
-            last = max(int(starts.max()) + span for starts, _, span in spans)
-            self._last_sample = max(self._last_sample, last)
-            self._group_spans = []
-        if self._pending_ts:
-            self._t0 = min(self._t0, float(np.concatenate([t0 for t0, _ in self._pending_ts]).min()))
-            self._t1 = max(self._t1, float(np.concatenate([t1 for _, t1 in self._pending_ts]).max()))
-            self._pending_ts = []
-
-    def _sync_groups(self) -> None:
-        """Write the groups' stream positions back to ``_last_end`` (before anything reads it)."""
-        for streams, (ends, _) in self._group_ends.items():
-            self._last_end.update(zip(streams, ends.tolist(), strict=True))
-        self._group_ends.clear()
-
     def _release(self) -> list[DriftReport]:
         held = self._held.take()
         if held is None:
             return []
+        self._seen_t0, self._seen_t1 = float("inf"), float("-inf")
         return self._add(
             held.stream, held.start_index, held.data, held.start_ts, held.end_ts, held.labels, held.scores
         )
@@ -367,7 +264,7 @@ class DriftMonitor:
         # A copy when the block is a view: the batch's buffer may be reused once we return.
         self._pending.append(block.copy() if np.shares_memory(block, data) else block)
         self._pending_rows += len(block)
-        if self._pending_rows >= _COUNT_ROWS:
+        if self._pending_rows >= COUNT_ROWS:
             self._count_pending()
 
     def _count_pending(self) -> None:
@@ -380,11 +277,11 @@ class DriftMonitor:
             self._counter.add_outputs(self._pending_labels, scores)
             self._pending_labels, self._pending_scores = [], []
 
-    def _closes_at(self, windows: int) -> bool:
+    def _closes_at(self, windows: int, *, seen: bool = False) -> bool:
         """Whether the open report closes now if it holds ``windows`` windows: after
         ``interval_s`` of wall time, or after ``windows`` windows once it spans ``min_interval_s``
         of data time (of the windows' timestamps, else wall time: a recording replayed fast
-        gets the reports it would get in real time)."""
+        gets the reports it would get in real time). ``seen``: with the held group calls' time."""
         if windows <= 0:
             return False
         settings = self.settings
@@ -393,27 +290,32 @@ class DriftMonitor:
             return True
         if windows < settings.windows:
             return False
-        return settings.min_interval_s <= 0 or self._span_seconds(elapsed) >= settings.min_interval_s
+        return settings.min_interval_s <= 0 or self._span_seconds(elapsed, seen) >= settings.min_interval_s
 
-    def _span_seconds(self, elapsed: float) -> float:
+    def _span_seconds(self, elapsed: float, seen: bool = False) -> float:
         """Data time the open report spans (``elapsed`` wall time when windows have no timestamps)."""
-        return self._t1 - self._t0 if self._t1 > self._t0 else elapsed
+        t0, t1 = self._t0, self._t1
+        if seen:
+            t0, t1 = min(t0, self._seen_t0), max(t1, self._seen_t1)
+        return t1 - t0 if t1 > t0 else elapsed
 
     def _due(self) -> bool:
         return self._closes_at(self._span_windows)
 
     def poll(self) -> DriftReport | None:
         """Close the report if it is due (call when no windows come)."""
-        closed = (
-            self._release() if self._held and self._closes_at(self._span_windows + self._held.windows) else []
-        )
+        held = self._held.windows + self._held_call_windows
+        closed = []
+        if held and self._closes_at(self._span_windows + held, seen=True):
+            closed = self._release_groups() + self._release()  # only one of the two holds any
         if not closed and self._due():
             closed.append(self._close())
         return closed[-1] if closed else None
 
     def flush(self) -> DriftReport | None:
         """Close the report now if it counted anything (end of a recording, shutdown)."""
-        closed = self._release()  # held windows are counted (their interval may close a report)
+        # held windows are counted (their interval may close a report)
+        closed = self._release_groups() + self._release()
         if self._span_windows > 0:
             closed.append(self._close())
         return closed[-1] if closed else None

@@ -3,6 +3,8 @@ sample``) and ring group calls (``add_group``). Pure logic, synthetic profiles a
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -94,8 +96,9 @@ def test_sampling_counts_about_windows_windows_per_report_and_reports_the_rest_a
     for report in reports[1:]:  # the first counts everything until it knows the rate
         assert chosen.windows <= report.windows <= 2 * chosen.windows
         assert report.skipped_windows > 10 * report.windows
-    open_windows = monitor._span_windows + monitor._span_skipped
-    assert sum(r.windows + r.skipped_windows for r in reports) + open_windows == feed.windows
+    last = monitor.flush()
+    assert last is not None
+    assert sum(r.windows + r.skipped_windows for r in [*reports, last]) == feed.windows
     # the left-out rows are never counted later: a counted window counts its new rows only
     # (a stream's first window: all of its rows)
     first_rows = len(STREAMS) * (L - HOP)
@@ -119,16 +122,20 @@ def test_sample_false_counts_every_window() -> None:
     counts=st.lists(st.integers(1, 4), min_size=1, max_size=30),
     gap_at=st.integers(0, 40),
     windows=st.integers(8, 40),
+    min_interval_s=st.sampled_from([0.0, 30.0, 100.0]),
 )
 def test_a_group_call_counts_what_the_same_windows_named_one_by_one_count(
-    counts: list[int], gap_at: int, windows: int
+    counts: list[int], gap_at: int, windows: int, min_interval_s: float
 ) -> None:
-    chosen = DriftSettings(windows=windows, min_interval_s=0.0, min_samples=1)
+    # Group calls are held and counted a few at a time: the reports must be the same, closed at
+    # the same windows (min_interval_s in the windows' data time: 1 per sample here).
+    chosen = DriftSettings(windows=windows, min_interval_s=min_interval_s, min_samples=1)
     group = DriftMonitor(_profile(), window_length=L, settings=chosen, clock=lambda: 0.0)
     named = DriftMonitor(_profile(), window_length=L, settings=chosen, clock=lambda: 0.0)
+    direct = DriftMonitor(_profile(), window_length=L, settings=chosen, clock=lambda: 0.0)  # nothing held
     rng = np.random.default_rng(3)
     samples = {n: rng.normal(size=(2000, 2)).astype(np.float32) for n in STREAMS}
-    start, got, want = 0, [], []
+    start, got, want, plain = 0, [], [], []
     for call, count in enumerate(counts):
         if call == gap_at:
             start += 7 * HOP  # windows lost (a gap): the next ones do not follow on
@@ -139,12 +146,17 @@ def test_a_group_call_counts_what_the_same_windows_named_one_by_one_count(
         got += group.add_group(STREAMS, starts, count, HOP, data, start_ts=t0, end_ts=t0 + L)
         names = [n for n in STREAMS for _ in range(count)]
         want += named.add_windows(names, np.tile(firsts, len(STREAMS)), data, start_ts=t0, end_ts=t0 + L)
+        with patch("edgefleet.agent.drift_monitor.HOLD_BELOW", 0):
+            plain += direct.add_windows(
+                names, np.tile(firsts, len(STREAMS)), data, start_ts=t0, end_ts=t0 + L
+            )
         start += count * HOP
-    for last in (group.flush(), named.flush()):
+    for monitor, reports in ((group, got), (named, want), (direct, plain)):
+        last = monitor.flush()
         if last is not None:
-            (got if last is group.last_report else want).append(last)
-    assert [r.windows for r in got] == [r.windows for r in want]
-    for a, b in zip(got, want, strict=True):
+            reports.append(last)
+    assert [r.windows for r in got] == [r.windows for r in want] == [r.windows for r in plain]
+    for a, b in [*zip(got, want, strict=True), *zip(got, plain, strict=True)]:
         assert np.array_equal(a.counts.bins, b.counts.bins)
         assert (a.start_sample, a.end_sample) == (b.start_sample, b.end_sample)
         assert (a.window_start, a.window_end) == (b.window_start, b.window_end)
