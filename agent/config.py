@@ -213,11 +213,11 @@ class DriftConfig(_Section):
     )
     windows: int = Field(default=256, ge=8, description="windows per drift report at most")
     min_interval_s: float = Field(
-        default=30.0,
+        default=60.0,
         ge=0,
         description=(
-            "shortest time between two drift reports (seconds): at high window rates a report gathers "
-            "more than `windows` windows rather than closing every few seconds (0: no minimum)"
+            "shortest time between two drift reports (seconds of data time): at high window rates a report "
+            "gathers more than `windows` windows rather than closing every few seconds (0: no minimum)"
         ),
     )
     sample: bool = Field(

@@ -24,7 +24,7 @@ class DriftSettings:
 
     interval_s: float = 300.0
     windows: int = 256
-    min_interval_s: float = 30.0
+    min_interval_s: float = 60.0
     sample: bool = True
     psi_threshold: float = 0.1
     js_threshold: float = 0.15

@@ -1,6 +1,6 @@
 """Agent resident memory over a long run with drift on, beside the same agent with drift off.
 
-    python bench/drift_memory.py [--minutes 60] [--speed 500] [--every-s 60] [--out FILE.json]
+    python bench/drift_memory.py [--minutes 60] [--speed 500] [--streams 1] [--every-s 60] [--out FILE.json]
 
 Two real ``edgefleet agent run`` processes on the demo int8 LiteRT bundle run side by side for
 the whole run, each replaying the BasicMotions test stream in a loop at ``--speed`` times its
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from agentbench import REPLAY, agent_log_tail, count_results, rss_mib, spawn_agent, wait_for, write_config
+from fixed_load import write_fixed_load_config
 
 
 def drift_reports(db: Path) -> int:
@@ -40,8 +41,11 @@ def drift_reports(db: Path) -> int:
         conn.close()
 
 
-def start(workdir: Path, *, drift: bool, speed: float) -> tuple[Path, Path]:
+def start(workdir: Path, *, drift: bool, speed: float, streams: int = 1) -> tuple[Path, Path]:
     workdir.mkdir()
+    if streams > 1:  # the fixed load's shape: many sensors, one ring group
+        config = write_fixed_load_config(workdir, streams, 10.0 * speed, drift=drift)
+        return config, workdir / "state" / "store.db"
     config = write_config(workdir, realtime=True, block_size=100)
     text = config.read_text().replace(f'file = "{REPLAY}"', f'file = "{REPLAY}"\nspeed = {speed}')
     config.write_text(text + f"\n[drift]\nenabled = {str(drift).lower()}\n")
@@ -55,11 +59,20 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--speed", type=float, default=500.0, help="replay speed factor (10 Hz recording)")
     parser.add_argument("--every-s", type=float, default=60.0, help="seconds between two RSS samples")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="replay streams per agent (more than 1: bench/fixed_load.py's config, each at 10 Hz x --speed)",
+    )
     parser.add_argument("--out", type=Path, default=Path("drift_memory.json"))
     args = parser.parse_args()
     series: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="drift-mem-") as tmp:
-        sides = {n: start(Path(tmp) / n, drift=n == "on", speed=args.speed) for n in ("on", "off")}
+        sides = {
+            n: start(Path(tmp) / n, drift=n == "on", speed=args.speed, streams=args.streams)
+            for n in ("on", "off")
+        }
         procs = {name: spawn_agent(config) for name, (config, _) in sides.items()}
         try:
             for name, (config, db) in sides.items():
@@ -77,7 +90,15 @@ def main() -> None:
                 row["drift_reports_on"] = drift_reports(sides["on"][1])
                 series.append(row)
                 args.out.write_text(
-                    json.dumps({"speed": args.speed, "every_s": args.every_s, "series": series}, indent=1)
+                    json.dumps(
+                        {
+                            "speed": args.speed,
+                            "streams": args.streams,
+                            "every_s": args.every_s,
+                            "series": series,
+                        },
+                        indent=1,
+                    )
                 )
                 print(json.dumps(row), flush=True)
                 if elapsed >= args.minutes * 60:

@@ -132,7 +132,7 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 def test_unknown_key_without_close_match_lists_known_keys(tmp_path: Path) -> None:
     issues = issues_of(MINIMAL + "\n[drift]\nzzz = 1\n", tmp_path)
     assert (
-        "known keys: enabled, interval_s, windows, psi_threshold, js_threshold, ks_threshold"
+        "known keys: enabled, interval_s, windows, min_interval_s, sample, psi_threshold, js_threshold"
         in issues["drift.zzz"].expected
     )
 
