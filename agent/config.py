@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.agent.config_ota import OtaConfig
@@ -262,17 +262,6 @@ class DriftConfig(_Section):
         le=1,
         description="share of one core drift may use; batches beyond it are skipped (and counted as skipped)",
     )
-
-    @field_validator("min_interval_s")
-    @classmethod
-    def _min_not_over_interval(cls, value: float, info: ValidationInfo) -> float:
-        interval = info.data.get("interval_s")
-        if interval is not None and value > interval:
-            raise ValueError(
-                f"min_interval_s ({value:g}) must not exceed interval_s ({interval:g}): a report closes "
-                "after interval_s at the latest; lower min_interval_s or raise interval_s"
-            )
-        return value
 
 
 class PrometheusConfig(_Section):

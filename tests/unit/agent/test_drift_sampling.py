@@ -6,10 +6,8 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from edgefleet.agent.config import DriftConfig
 from edgefleet.agent.drift_monitor import DriftMonitor, DriftReport, DriftSettings
@@ -162,10 +160,15 @@ def test_a_group_call_counts_what_the_same_windows_named_one_by_one_count(
         assert (a.window_start, a.window_end) == (b.window_start, b.window_end)
 
 
-def test_min_interval_s_over_interval_s_is_refused_naming_both_keys() -> None:
-    with pytest.raises(ValidationError) as info:
-        DriftConfig(interval_s=20.0, min_interval_s=30.0)
-    assert "min_interval_s (30) must not exceed interval_s (20)" in str(info.value)
+def test_min_interval_s_over_interval_s_means_a_report_every_interval_s() -> None:
+    # interval_s is the longest a report stays open, whatever min_interval_s says
+    now = [0.0]
+    chosen = DriftSettings(windows=4, min_interval_s=600.0, interval_s=50.0, sample=False)
+    monitor = DriftMonitor(_profile(), window_length=L, settings=chosen, clock=lambda: now[0])
+    data = np.random.default_rng(4).normal(size=(80, L, 2))
+    assert monitor.add_windows("s", np.arange(40) * L, data[:40]) == []
+    now[0] = 50.0
+    assert [r.windows for r in monitor.add_windows("s", np.arange(40, 80) * L, data[40:])] == [80]
     assert DriftSettings.from_config(DriftConfig(min_interval_s=0, sample=False)) == DriftSettings(
         min_interval_s=0.0, sample=False
     )
