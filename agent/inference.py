@@ -123,7 +123,7 @@ class BatchRunner:
                     self._notify_observers(batch, BatchPredictions(answers))
                 return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
 
-            self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc))
+            self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc), len(batch))
             return
         try:
             answers = bundle.interpret_batch(outputs)
