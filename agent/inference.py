@@ -117,13 +117,18 @@ class BatchRunner:
             # The common case: this thread goes straight back to the model; the writer thread
             # turns the outputs into answers and rows (and runs the observers, e.g. drift) while
             # the next batch is inferred.
+            # stamped now: the writer builds the rows when it commits, up to its interval later
+            created_at = time.time()
+
             def deferred_rows() -> list[tuple[Any, ...]]:
                 answers = bundle.interpret_batch(outputs)
                 if self._observers:
                     self._notify_observers(batch, BatchPredictions(answers))
-                return result_rows_of(bundle, batch, answers, done, keep_outputs=keep_outputs)
+                return result_rows_of(
+                    bundle, batch, answers, done, keep_outputs=keep_outputs, created_at=created_at
+                )
 
-            self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc))
+            self._writer.put_deferred(deferred_rows, lambda exc: self.failed(batch, exc), len(batch))
             return
         try:
             answers = bundle.interpret_batch(outputs)

@@ -19,7 +19,7 @@ from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.inference import ShadowTap
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.ota_install import LocalOffer, OtaInstaller, Report, kill_hook_from_env
-from edgefleet.agent.ota_local import ProgressFile, take_requests
+from edgefleet.agent.ota_local import ProgressFile, RequestWatch
 from edgefleet.agent.ota_slots import SlotStore
 from edgefleet.agent.pipeline import Pipeline
 from edgefleet.agent.store import Store
@@ -66,6 +66,7 @@ class AgentOta:
         self._host = host
         self._installer: OtaInstaller | None = None
         self._lock = threading.Lock()
+        self._requests = RequestWatch()  # `edgefleet ota install` requests, looked for every tick
 
     # -- AgentTarget for the installer -----------------------------------------------------
 
@@ -131,7 +132,7 @@ class AgentOta:
         config = self._host.config
         if config is None or self._host.store is None:
             return
-        for request in take_requests(config.device.state_dir):
+        for request in self._requests.take(config.device.state_dir):
             progress = ProgressFile(config.device.state_dir, request.request_id)
             report = self._reporter(request.request_id, progress)
             if request.bundle is None:

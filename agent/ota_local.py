@@ -21,7 +21,7 @@ from typing import Any
 
 from edgefleet.agent.ota_slots import write_atomic
 
-__all__ = ["FINAL_STATES", "LocalRequest", "ProgressFile", "submit", "take_requests"]
+__all__ = ["FINAL_STATES", "LocalRequest", "ProgressFile", "RequestWatch", "submit", "take_requests"]
 
 FINAL_STATES = frozenset({"done", "failed", "refused", "rolled_back"})
 
@@ -80,6 +80,46 @@ def take_requests(state_dir: Path) -> list[LocalRequest]:
             )
         path.unlink(missing_ok=True)
     return taken
+
+
+class RequestWatch:
+    """:func:`take_requests` for the main loop's every tick, at the price of one ``stat`` while
+    nothing changed: listing an empty directory costs several system calls, each one slow on a
+    thread that has just woken up (cold caches), four times a second.
+
+    The listing is skipped only when the directory's mtime equals the one seen at the last
+    listing (which found nothing) and that mtime was already ``SETTLE_NS`` older than the
+    listing: a request written after it then moves the mtime, even on a file system with
+    coarse (FAT: 2 s) timestamps. Every ``RELIST_S`` it lists anyway (a wall clock stepped back).
+    """
+
+    SETTLE_NS = 3_000_000_000
+    RELIST_S = 30.0
+
+    def __init__(self) -> None:
+        self._unchanged: tuple[str, int] | None = None  # (directory, mtime) safe to skip
+        self._relist_at = 0.0
+
+    def take(self, state_dir: Path) -> list[LocalRequest]:
+        directory = os.path.join(state_dir, "ota", "requests")
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except FileNotFoundError:
+            self._unchanged = None
+            return []  # nothing queued yet: take_requests says the same
+        except OSError:
+            mtime = -1
+        now = time.monotonic()
+        if self._unchanged == (directory, mtime) and now < self._relist_at:
+            return []
+        listed_at = time.time_ns()
+        taken = take_requests(state_dir)
+        if not taken and 0 <= mtime < listed_at - self.SETTLE_NS:
+            self._unchanged = (directory, mtime)
+            self._relist_at = now + self.RELIST_S
+        else:
+            self._unchanged = None
+        return taken
 
 
 class ProgressFile:

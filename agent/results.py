@@ -34,9 +34,16 @@ def packed_outputs(values: FloatArray) -> list[bytes]:
 
 
 def result_rows_of(
-    bundle: Bundle, batch: Batch, answers: Interpretation, done: float, *, keep_outputs: bool
+    bundle: Bundle,
+    batch: Batch,
+    answers: Interpretation,
+    done: float,
+    *,
+    keep_outputs: bool,
+    created_at: float | None = None,
 ) -> list[tuple[Any, ...]]:
-    """One store row per window of ``batch``, answered by the edge model of ``bundle``."""
+    """One store row per window of ``batch``, answered by the edge model of ``bundle``;
+    ``created_at`` (epoch seconds) defaults to now."""
     # Edge latency: window complete -> answer (queueing + batching + inference).
     ready: npt.NDArray[np.float64] = np.asarray(batch.ready_at, dtype=np.float64)
     latencies = np.maximum((done - ready) * 1000.0, 0.0).tolist()
@@ -55,7 +62,7 @@ def result_rows_of(
             repeat("edge"),
             repeat(None),
             batch.seq.tolist(),
-            repeat(time.time()),
+            repeat(time.time() if created_at is None else created_at),
         )
     )
 

@@ -41,6 +41,7 @@ from edgefleet.agent.drift_observer import DriftObserver
 from edgefleet.agent.health import HealthMonitor, HealthReport, PrometheusExporter, StreamHealth
 from edgefleet.agent.inactive import inactive_settings
 from edgefleet.agent.log_setup import configure_logging
+from edgefleet.agent.main_wait import MainWait
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.ota_agent import AgentOta, register_ota_commands
 from edgefleet.agent.ota_client import OtaClient
@@ -59,7 +60,8 @@ __all__ = ["AgentService", "RunLimits"]
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT_S = 10.0
-_POLL_S = 0.25
+_POLL_S = 0.25  # the main loop's tick while starting up (until the first result is committed)
+_IDLE_POLL_S = 1.0  # then: signals and requests end a wait at once (MainWait)
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,14 @@ class AgentService:
         self.commands = CommandRegistry(lambda: self.store)
         register_agent_commands(self.commands, self)
         self.ota = AgentOta(self)  # OTA activation: edgefleet/agent/ota_agent.py
+        self._wait = MainWait()
         register_ota_commands(self.commands, self.ota)
 
     # -- signals ------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         del frame
-        # Only flags here: the main loop (same thread) acts on them within _POLL_S.
+        # Only flags here: the main loop (same thread) acts on them once MainWait returns.
         if signum == signal.SIGHUP:
             self._reload_requested = True
         else:
@@ -123,13 +126,16 @@ class AgentService:
     def _install_signals(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
+        self._wait.wake_on_signals()
 
     def request_stop(self, reason: str = "requested") -> None:
         self._stop_requested = True
         self._stop_reason = reason
+        self._wait.wake()
 
     def request_reload(self) -> None:
         self._reload_requested = True
+        self._wait.wake()
 
     # -- run ------------------------------------------------------------------------------------
 
@@ -187,10 +193,11 @@ class AgentService:
             if self.limits.until_sources_finish and self._sources_finished():
                 self.request_stop("sources finished")
                 break
-            wait = _POLL_S
-            if watchdog_every is not None:
-                wait = min(wait, max(0.0, next_ping - time.monotonic()))
-            time.sleep(wait)
+            starting = self.pipeline is None or not self.pipeline.first_result.is_set()
+            wait = _POLL_S if starting or self.limits.until_sources_finish else _IDLE_POLL_S
+            for until in (None if watchdog_every is None else next_ping, deadline):
+                wait = wait if until is None else min(wait, until - time.monotonic())
+            self._wait.wait(wait)
 
     def _sources_finished(self) -> bool:
         """Every started source has delivered everything (none started: nothing will come)."""
@@ -416,6 +423,7 @@ class AgentService:
             self._write_status()
             self.store.close()
         self.notifier.close()
+        self._wait.close()
 
     # -- status ---------------------------------------------------------------------------
 

@@ -11,6 +11,13 @@ shows its first result without delay). The hand-over queue is bounded, so when t
 falls behind the producer waits, the ring buffers fill and their back-pressure policy
 decides - memory stays flat. A failing store is retried; meanwhile at most
 ``max_pending`` results are kept (the oldest beyond that are dropped and counted).
+
+The hand-over (:class:`_Inbox`) wakes the writer thread only when it wants the items now: when
+it has nothing pending (the first result commits at once), when a full transaction's worth is
+there, when the queue is half full (a producer never waits for a writer that sleeps) and to stop.
+Otherwise items wait for the writer's due time; at a steady load of one batch per sources' tick
+that is one wake-up per transaction instead of one per batch, and a wake-up of a thread costs
+far more CPU than the little it does per batch.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,6 +53,7 @@ class _DeferredRows:
 
     make: Callable[[], list[tuple[Any, ...]]]
     on_error: Callable[[Exception], None]
+    results: int = 1
 
 
 @dataclass(slots=True)
@@ -54,6 +63,72 @@ class _Pending:
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.records)
+
+
+class _Inbox:
+    """Producers -> writer thread: a bounded FIFO of items, each worth some results, whose
+    :meth:`put` wakes the waiting writer only when the writer wants the items now (module doc)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[tuple[object, int]] = deque()
+        self._maxsize = maxsize
+        self._results = 0  # results in the queued items
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # the writer waits on it
+        self._room = threading.Condition(self._lock)  # producers wait on it while full
+        self._producers_waiting = 0
+        self._writer_waiting = False
+        self._want = 1  # queued results the waiting writer wants to be woken for
+
+    def put(self, item: object, results: int, timeout: float | None = None) -> None:
+        """Queue ``item``; blocks while full (at most ``timeout`` seconds: then ``queue.Full``)."""
+        with self._lock:
+            if len(self._items) >= self._maxsize:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._producers_waiting += 1
+                try:
+                    while len(self._items) >= self._maxsize:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            raise queue.Full
+                        self._room.wait(remaining)
+                finally:
+                    self._producers_waiting -= 1
+            self._items.append((item, results))
+            self._results += results
+            if self._writer_waiting and (
+                self._results >= self._want or 2 * len(self._items) >= self._maxsize or item is _STOP
+            ):
+                self._writer_waiting = False
+                self._ready.notify()
+
+    def get(self, timeout: float, want: int) -> object:
+        """The oldest item; when there is none, wait up to ``timeout`` seconds, woken early once
+        ``want`` results are queued (or the queue is half full, or stop). ``queue.Empty`` if none."""
+        with self._lock:
+            if not self._items and timeout > 0:
+                self._want = max(1, want)
+                self._writer_waiting = True
+                self._ready.wait(timeout)
+                self._writer_waiting = False
+            return self._take()
+
+    def get_nowait(self) -> object:
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> object:
+        if not self._items:
+            raise queue.Empty
+        item, results = self._items.popleft()
+        self._results -= results
+        if self._producers_waiting:
+            self._room.notify()
+        return item
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._items
 
 
 @dataclass(frozen=True)
@@ -71,7 +146,7 @@ class ResultWriter:
         self.store = store
         self.counters = counters
         self.settings = settings or WriterSettings()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.settings.max_queued_batches)
+        self._queue = _Inbox(self.settings.max_queued_batches)
         self._thread: threading.Thread | None = None
         self.first_commit = threading.Event()
         """Set once the first results are committed."""
@@ -90,25 +165,29 @@ class ResultWriter:
     def put(self, records: Sequence[ResultRecord]) -> None:
         """Hand results over; blocks while the queue is full (back-pressure)."""
         if records:
-            self._queue.put(list(records))
+            self._queue.put(list(records), len(records))
 
     def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Hand over result rows (``RESULT_COLUMNS`` order, plain values; see
         ``Store.write_result_rows``); the list is the writer's from now on. Blocks while full."""
         if rows:
-            self._queue.put(_RowBatch(rows))
+            self._queue.put(_RowBatch(rows), len(rows))
 
     def put_deferred(
-        self, make: Callable[[], list[tuple[Any, ...]]], on_error: Callable[[Exception], None]
+        self,
+        make: Callable[[], list[tuple[Any, ...]]],
+        on_error: Callable[[Exception], None],
+        results: int = 1,
     ) -> None:
         """Hand over a batch whose rows ``make()`` builds in the writer thread.
 
         Building rows (argmax, scores, one tuple per window) is Python work that holds the GIL;
         done here it overlaps the inference thread's next model call instead of delaying it.
         Should ``make`` raise, ``on_error`` gets the exception (in the writer thread) and the
-        batch is skipped. Blocks while the queue is full, like :meth:`put_rows`.
+        batch is skipped. Blocks while the queue is full, like :meth:`put_rows`. ``results``: how
+        many rows ``make`` will build (it decides when a full transaction's worth is waiting).
         """
-        self._queue.put(_DeferredRows(make, on_error))
+        self._queue.put(_DeferredRows(make, on_error, results), results)
 
     @property
     def alive(self) -> bool:
@@ -118,7 +197,7 @@ class ResultWriter:
         """Commit everything handed over so far; True when it finished within ``timeout``."""
         deadline = time.monotonic() + timeout
         try:
-            self._queue.put(_STOP, timeout=max(0.1, timeout))
+            self._queue.put(_STOP, 0, timeout=max(0.1, timeout))
         except queue.Full:
             return False
         if self._thread is not None:
@@ -139,9 +218,12 @@ class ResultWriter:
                 if stopping:
                     item = self._queue.get_nowait()
                 elif pending:
-                    item = self._queue.get(timeout=max(0.0, due_at - time.monotonic()))
+                    # until due, or until a full transaction's worth is queued; at least once a
+                    # second round the loop (the heartbeat)
+                    wait = min(1.0, max(0.0, due_at - time.monotonic()))
+                    item = self._queue.get(wait, want=batch_size - len(pending))
                 else:
-                    item = self._queue.get(timeout=1.0)
+                    item = self._queue.get(1.0, want=1)
             except queue.Empty:
                 item = None
                 if not pending:

@@ -44,7 +44,7 @@ class Batch:
         if windows is None or data is None:
             raise TypeError("Batch(windows, data) needs both; use Batch.of or Batch.of_parts")
         self._windows: list[Window] | None = windows
-        self._parts: tuple[WindowBatch, ...] = ()
+        self._parts: tuple[WindowBatch, ...] | None = ()
         self._group: GroupPop | None = None
         self.data = data
 
@@ -60,10 +60,11 @@ class Batch:
 
     @classmethod
     def of_group(cls, popped: GroupPop) -> Batch:
-        """The windows of one :meth:`RingGroup.pop`, zero-copy, with its metadata arrays."""
+        """The windows of one :meth:`RingGroup.pop`, zero-copy, with its metadata arrays (its
+        per-stream parts are built only if :attr:`parts`, :attr:`windows` & co. are read)."""
         batch = cls.__new__(cls)
         batch._windows = None
-        batch._parts = tuple(popped.parts)
+        batch._parts = None
         batch._group = popped
         batch.data = popped.data
         return batch
@@ -81,9 +82,18 @@ class Batch:
             batch.data = np.concatenate([p.data for p in parts])
         return batch
 
+    def _all_parts(self) -> tuple[WindowBatch, ...]:
+        parts = self._parts
+        if parts is None:  # a group pop's, built on first use
+            group = self._group
+            parts = self._parts = () if group is None else tuple(group.parts)
+        return parts
+
     @property
     def codes(self) -> AnyArray | None:
         """``data`` quantized by the streams' input encoders; None unless every part has codes."""
+        if self._parts is None:
+            return None  # a group pop: RingGroup.pop declines streams with an input encoder
         parts = self._parts
         if len(parts) == 1:
             return parts[0].codes
@@ -95,14 +105,14 @@ class Batch:
     def windows(self) -> list[Window]:
         """One :class:`Window` per row of ``data``, built on first access for batches of parts."""
         if self._windows is None:
-            parts = self._parts
+            parts = self._all_parts()
             self._windows = parts[0].windows if len(parts) == 1 else [w for p in parts for w in p.windows]
         return self._windows
 
     @property
     def parts(self) -> tuple[WindowBatch, ...]:
         """The per-stream pops the batch was built from (empty for a batch built from windows)."""
-        return self._parts
+        return self._all_parts()
 
     @property
     def group(self) -> GroupPop | None:
@@ -117,7 +127,9 @@ class Batch:
         """The stream of every window, in order."""
         if self._windows is not None:
             return [w.stream for w in self._windows]
-        return [p.stream for p in self._parts for _ in range(len(p))]
+        if self._parts is None and self._group is not None:
+            return self._group.window_streams
+        return [p.stream for p in self._all_parts() for _ in range(len(p))]
 
     def _meta(self, name: str, dtype: type[np.generic]) -> AnyArray:
         group = self._group
@@ -125,7 +137,7 @@ class Batch:
             return cast(AnyArray, getattr(group, name))
         if self._windows is not None:
             return np.array([getattr(w, name) for w in self._windows], dtype=dtype)
-        arrays = [getattr(p, name) for p in self._parts]
+        arrays = [getattr(p, name) for p in self._all_parts()]
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
     @property
@@ -352,14 +364,16 @@ class Batcher:
             # every stream's oldest windows in one gather; None sends us stream by stream
             popped = group.pop(room // count)
             if popped is not None:
-                self._group_pop = None if self._parts else popped
-                self._parts.extend(popped.parts)
+                if self._parts or self._group_pop is not None:
+                    self._spill()
+                    self._parts.extend(popped.parts)
+                else:
+                    self._group_pop = popped  # all that is pending: its parts are built if needed
                 got = len(popped.data)
                 self._count += got
                 room -= got
                 if room <= 0:
                     return
-        parts_before = len(self._parts)
         first = self._next_stream
         self._next_stream = (first + 1) % count
         active = [(first + k) % count for k in range(count)]
@@ -380,6 +394,8 @@ class Batcher:
                 part = buf.pop_batch(want)
                 got = 0 if part is None else len(part)
                 if part is not None:
+                    if self._group_pop is not None:
+                        self._spill()
                     self._parts.append(part)
                     self._count += got
                 room -= got
@@ -388,10 +404,16 @@ class Batcher:
             # terminates: either every stream asked filled its share (room reaches 0)
             # or one came up short and leaves the rotation
             active = still
-        if len(self._parts) != parts_before:
-            self._group_pop = None
+
+    def _spill(self) -> None:
+        """More windows join a pending group pop: from now on it is pending as its parts."""
+        popped, self._group_pop = self._group_pop, None
+        if popped is not None:
+            self._parts[:0] = popped.parts
 
     def _oldest_ready_at(self) -> float:
+        if self._group_pop is not None:
+            return self._group_pop.oldest_ready_at
         # a part's windows are in stream order and arrival times only grow: its first is its oldest
         return min(p.oldest_ready_at for p in self._parts)
 
@@ -453,7 +475,7 @@ class Batcher:
             popped, self._group_pop = self._group_pop, None
             self._parts = []
             self._count = 0
-        if popped is not None and len(popped.parts) == len(parts):
+        if popped is not None:  # the whole batch is one group pop (nothing else joined it)
             return Batch.of_group(popped)
         return Batch.of_parts(parts)
 
@@ -470,6 +492,7 @@ class Batcher:
     def drain(self) -> list[Batch]:
         """Everything still pending or complete in the buffers, as batches of at most ``max_batch_size``."""
         with self._cond:
+            self._spill()
             windows = [w for part in self._parts for w in part.windows]
             self._parts = []
             self._group_pop = None

@@ -21,37 +21,107 @@ gather indexes rows modulo the capacity, so a window across the ring's end costs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from edgefleet.runtime.ringbuffer import StreamBuffer
-from edgefleet.runtime.windows import WindowBatch
+from edgefleet.runtime.windows import Segment, WindowBatch
 from edgefleet.types import FloatArray
 
 __all__ = ["GroupPop", "RingGroup"]
 
 
-@dataclass(frozen=True, slots=True)
 class GroupPop:
-    """``count`` windows of every stream of a group: ``parts[i]`` is stream ``i``'s, and ``data``
-    holds all of them stream after stream (``parts[i].data`` are views of it); the metadata
-    arrays are in the same order, ready for a :class:`~edgefleet.runtime.batcher.Batch`."""
+    """``count`` windows of every stream of a group. ``data`` holds all of them stream after
+    stream, and the metadata arrays are in the same order, ready for a
+    :class:`~edgefleet.runtime.batcher.Batch`. ``streams`` are the group's stream names (the same
+    tuple for every pop of a group), ``starts`` the sample index of each stream's first window
+    (its other windows follow ``hop`` apart); :attr:`window_streams` names each window's stream.
 
-    parts: list[WindowBatch]
-    data: FloatArray
-    seq: npt.NDArray[np.int64]
-    start_ts: npt.NDArray[np.float64]
-    end_ts: npt.NDArray[np.float64]
-    ready_at: npt.NDArray[np.float64]
-    streams: tuple[str, ...]
-    """The group's stream names, in ``parts`` order (the same tuple for every pop of a group)."""
-    starts: npt.NDArray[np.int64]
-    """Sample index of each stream's first window; its other windows follow ``hop`` apart."""
-    count: int
-    """Windows of each stream."""
-    hop: int
+    :attr:`parts` (``parts[i]`` is stream ``i``'s windows as a :class:`WindowBatch` of views of
+    ``data``) is built on first use only: a batch whose results are made from the arrays (the
+    pipeline's hot path) never needs one object and four array views per stream.
+    """
+
+    __slots__ = (
+        "_parts",
+        "_segments",
+        "count",
+        "data",
+        "end_ts",
+        "hop",
+        "ready_at",
+        "seq",
+        "seq0s",
+        "start_ts",
+        "starts",
+        "streams",
+    )
+
+    def __init__(
+        self,
+        streams: tuple[str, ...],
+        seq0s: list[int],
+        segments: list[Segment],
+        starts: npt.NDArray[np.int64],
+        count: int,
+        hop: int,
+        data: FloatArray,
+        seq: npt.NDArray[np.int64],
+        start_ts: npt.NDArray[np.float64],
+        end_ts: npt.NDArray[np.float64],
+        ready_at: npt.NDArray[np.float64],
+    ) -> None:
+        self.streams = streams
+        self.seq0s = seq0s
+        self._segments = segments
+        self.starts = starts
+        self.count = count
+        self.hop = hop
+        self.data = data
+        self.seq = seq
+        self.start_ts = start_ts
+        self.end_ts = end_ts
+        self.ready_at = ready_at
+        self._parts: list[WindowBatch] | None = None
+
+    @property
+    def parts(self) -> list[WindowBatch]:
+        """One :class:`WindowBatch` per stream, in the group's order (views of the arrays)."""
+        if self._parts is None:
+            n, hop = self.count, self.hop
+            data, start_ts, end_ts, ready = self.data, self.start_ts, self.end_ts, self.ready_at
+            self._parts = [
+                WindowBatch(
+                    name,
+                    seq0,
+                    hop,
+                    (segment,),
+                    data[i * n : (i + 1) * n],
+                    start_ts[i * n : (i + 1) * n],
+                    end_ts[i * n : (i + 1) * n],
+                    ready[i * n : (i + 1) * n],
+                )
+                for i, (name, seq0, segment) in enumerate(
+                    zip(self.streams, self.seq0s, self._segments, strict=True)
+                )
+            ]
+        return self._parts
+
+    @property
+    def window_streams(self) -> list[str]:
+        """The stream of every window, in order."""
+        n = self.count
+        return [name for name in self.streams for _ in range(n)]
+
+    @property
+    def oldest_ready_at(self) -> float:
+        """The earliest ``ready_at``: each stream's first window is its oldest."""
+        return float(self.ready_at[:: self.count].min())
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
 
 
 def _shape(buf: StreamBuffer) -> tuple[int, int, int, int]:
@@ -146,7 +216,7 @@ class RingGroup:
             start_ts = self._flat_ts.take(firsts % cap + row0)
             end_ts = self._flat_ts.take(lasts)
             ready = self._flat_ready.take(lasts)
-            parts: list[WindowBatch] = []
+            segments: list[Segment] = []
             seq0s: list[int] = []
             for i, buf in enumerate(buffers):
                 start = starts[i]
@@ -157,30 +227,27 @@ class RingGroup:
                 seq0 = buf._windows
                 buf._windows = seq0 + count
                 seq0s.append(seq0)
-                segment = ((start, count, buf._gap_flag),)
+                segments.append((start, count, buf._gap_flag))
                 buf._gap_flag = False
                 start += count * hop
                 buf._next_start = start
                 if buf._waiting and cap - (buf._write - start) >= buf._resume_room:
                     buf._waiting = False
                     buf._space.notify()
-                row = slice(i * count, (i + 1) * count)
-                parts.append(
-                    WindowBatch(buf.name, seq0, hop, segment, data[row], start_ts[i], end_ts[i], ready[i])
-                )
         finally:
             for lock in locks:
                 lock.release()
         seq = (np.array(seq0s, dtype=np.int64)[:, None] + np.arange(count, dtype=np.int64)).ravel()
         return GroupPop(
-            parts,
+            self.streams,
+            seq0s,
+            segments,
+            first_index,
+            count,
+            hop,
             data,
             seq,
             start_ts.ravel(),
             end_ts.ravel(),
             ready.ravel(),
-            self.streams,
-            first_index,
-            count,
-            hop,
         )

@@ -20,8 +20,9 @@ import math
 import time
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -283,6 +284,10 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         rec = self.recording
         bad = ~(np.isfinite(rec.samples).all(axis=1) & np.isfinite(rec.offsets))
         self._bad_before: list[int] = [0, *np.cumsum(bad).tolist()]
+        self._all_clean = self._bad_before[-1] == 0  # then no turn looks the counts up
+        # the offsets as the Python floats they compare as, without a copy: bisect on a memoryview
+        # neither boxes a numpy scalar per probe nor takes half as long
+        self._offset_view = cast(Sequence[float], memoryview(np.ascontiguousarray(rec.offsets)))  # type: ignore[arg-type]
         self._position = 0
         self._cycle = 0
         self._scale = 1.0
@@ -328,7 +333,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
                 # recording time due now; bisect, unlike numpy, never lets go of the GIL mid-turn
                 now_t = (now - self._mono0) * cfg.speed - self._cycle * rec.period
                 if self._finite_times:
-                    due = bisect.bisect_right(rec.offsets, now_t, self._position, end) - self._position
+                    due = bisect.bisect_right(self._offset_view, now_t, self._position, end) - self._position
                 else:
                     due = int(np.searchsorted(rec.offsets[self._position : end], now_t, side="right"))
                 if due == 0:
@@ -342,7 +347,9 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
             times = self._scaled_offsets[chunk] + shift
             start, self._position = self._position, end
             bad_before = self._bad_before
-            if bad_before[end] == bad_before[start] and abs(shift) < _NO_OVERFLOW > self._offset_bound:
+            if (self._all_clean or bad_before[end] == bad_before[start]) and abs(
+                shift
+            ) < _NO_OVERFLOW > self._offset_bound:
                 # clean rows; their times (finite offset + shift, both far below the float64
                 # maximum) are finite too
                 self._emit_clean(rec.samples[chunk], times)
@@ -358,7 +365,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
 
     def _wait_for(self, index: int, now_t: float) -> float:
         """Wall seconds until sample ``index`` is due (recording time ``now_t`` is now); 0 for a NaN time."""
-        at = float(self.recording.offsets[index])
+        at = self._offset_view[index]
         return (at - now_t) / self.config.speed if math.isfinite(at) else 0.0
 
     def _stream_time(self) -> float:

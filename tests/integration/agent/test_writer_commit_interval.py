@@ -11,6 +11,7 @@ import pytest
 
 from edgefleet.agent.metrics import PipelineCounters
 from edgefleet.agent.store import ResultRecord, Store, StoreConfig
+from edgefleet.agent.store.rows import result_rows
 from edgefleet.agent.writer import ResultWriter, WriterSettings
 
 pytestmark = pytest.mark.integration
@@ -73,5 +74,47 @@ def test_a_full_batch_does_not_wait_for_the_interval(tmp_path: Path) -> None:
         assert _committed(store.path, "results") == 101  # two full batches; 20 wait for the interval
         assert writer.stop(30)
         assert _committed(store.path, "results") == 121
+    finally:
+        store.close()
+
+
+def test_deferred_batches_wake_the_writer_once_a_full_transaction_is_queued(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
+    writer = ResultWriter(store, PipelineCounters(), WriterSettings(batch_size=50, interval_s=3600.0))
+    writer.start()
+    try:
+        writer.put(_records(1))
+        assert writer.first_commit.wait(30)
+        rows = result_rows(_records(30, start=1), raw_outputs=False)
+        more = result_rows(_records(30, start=31), raw_outputs=False)
+        failures: list[Exception] = []
+        writer.put_deferred(lambda: rows, failures.append, len(rows))
+        writer.put_deferred(lambda: more, failures.append, len(more))
+        deadline = time.monotonic() + 60
+        while _committed(store.path, "results") < 51 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _committed(store.path, "results") == 51  # one full batch; 10 wait for the interval
+        assert writer.stop(30)
+        assert _committed(store.path, "results") == 61
+        assert failures == []
+    finally:
+        store.close()
+
+
+def test_the_writer_comes_round_its_loop_while_results_wait_for_a_long_interval(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
+    writer = ResultWriter(store, PipelineCounters(), WriterSettings(batch_size=256, interval_s=3600.0))
+    writer.start()
+    try:
+        writer.put(_records(1))
+        assert writer.first_commit.wait(30)
+        writer.put(_records(3, start=1))  # pending for an hour
+        beat = writer.heartbeat
+        deadline = time.monotonic() + 60
+        while writer.heartbeat == beat and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert writer.heartbeat != beat  # stall detection keeps seeing the thread
+        assert writer.stop(30)
+        assert _committed(store.path, "results") == 4
     finally:
         store.close()

@@ -130,3 +130,11 @@ def test_packed_outputs_match_encode_outputs() -> None:
     values = np.array([[0.1, 0.2, 0.3], [1e30, -2.5, 0.0]], np.float32)
     assert packed_outputs(values) == [encode_outputs(row.tolist()) for row in values]
     assert packed_outputs(np.zeros((0, 3), np.float32)) == []
+
+
+def test_rows_carry_the_given_creation_time(bundle: Bundle) -> None:
+    windows = _windows(3)
+    probs = np.random.default_rng(1).random((3, 4)).astype(np.float32)
+    answers = bundle.interpret_batch({"probabilities": probs})
+    rows = result_rows_of(bundle, Batch.of(windows), answers, 0.0, keep_outputs=False, created_at=1234.5)
+    assert [row[-1] for row in rows] == [1234.5] * 3

@@ -152,3 +152,48 @@ def test_groups_refuse_mixed_shapes_used_buffers_and_foreign_buffers() -> None:
     a, b, c = make("a"), make("b"), make("c")
     with pytest.raises(ValueError, match="exactly the batcher's buffers"):
         Batcher([a, b, c], max_batch_size=4, batch_timeout=0.1, group=RingGroup([a, b]))
+
+
+def test_a_group_batch_builds_its_parts_only_when_read_and_they_match_the_arrays() -> None:
+    buffers = [make(f"s{i}") for i in range(3)]
+    group = RingGroup(buffers)
+    for i, buf in enumerate(buffers):
+        buf.push_block(*block(i, 0, 9))  # three windows each
+    batcher = Batcher(buffers, max_batch_size=6, batch_timeout=1.0, group=group)
+    batch = batcher.next_batch(timeout=0)
+    assert batch is not None
+    assert len(batch) == 6
+    assert batch._parts is None  # the hot path reads arrays: no per-stream objects yet
+    assert batch.streams == ["s0", "s0", "s1", "s1", "s2", "s2"]
+    assert batch.codes is None
+    assert batch._parts is None
+    parts = batch.parts  # built on demand, views of the batch's arrays
+    assert [(p.stream, p.seq0, len(p)) for p in parts] == [("s0", 0, 2), ("s1", 0, 2), ("s2", 0, 2)]
+    np.testing.assert_array_equal(np.concatenate([p.data for p in parts]), batch.data)
+    np.testing.assert_array_equal(np.concatenate([p.start_ts for p in parts]), batch.start_ts)
+    np.testing.assert_array_equal(batch.start_index, [0, 2, 0, 2, 0, 2])
+    assert [w.stream for w in batch.windows] == batch.streams
+    assert [w.seq for w in batch.windows] == batch.seq.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_windows_popped_per_stream_after_a_group_pop_join_it_in_order() -> None:
+    buffers = [make(f"s{i}") for i in range(2)]
+    group = RingGroup(buffers)
+    plain = [make(f"s{i}") for i in range(2)]
+    for i in range(2):
+        for buf in (buffers[i], plain[i]):
+            buf.push_block(*block(i, 0, 13))  # five windows each
+    # room 5 for 2 streams: a group pop of 2 each, then one more from a stream on its own
+    batcher = Batcher(buffers, max_batch_size=5, batch_timeout=1.0, group=group)
+    batch = batcher.next_batch(timeout=0)
+    assert batch is not None
+    assert len(batch) == 5
+    want = [plain[0].pop_batch(2), plain[1].pop_batch(2)]
+    extra = batch.parts[2]
+    want.append(plain[int(extra.stream[1])].pop_batch(1))
+    assert len(batch.parts) == 3
+    for got, expected in zip(batch.parts, want, strict=True):
+        assert expected is not None
+        same(got, expected)
+    np.testing.assert_array_equal(batch.data, np.concatenate([p.data for p in batch.parts]))
+    assert batch.streams == ["s0", "s0", "s1", "s1", extra.stream]
