@@ -27,6 +27,10 @@ store: how many closed and how many windows sampling left out (``skipped``). The
 seconds (125 by default) hold two report closes at the default ``min_interval_s`` of 60 s, so
 the figure is the steady state, closes included. Goal: within 3 %.
 
+``--side-by-side`` runs the saturation rounds with both agents at once instead, and reports each
+one's results per CPU-second (what a window costs, whatever share of the cores each got) beside
+its results per second: one after the other, 8 s each, rounds spread over ±20 %.
+
 Third part, in process: the CPU one batch costs the monitor (``DriftMonitor.add_windows`` on
 64 windows of the test stream, hop 10, outputs included; and closing a report) beside
 ``Model.predict`` on the same batch, same run. At a fixed load of R windows/s drift costs
@@ -54,6 +58,7 @@ from agentbench import (
     count_results,
     spawn_agent,
     wait_for,
+    write_config,
 )
 from fixed_load import write_fixed_load_config
 
@@ -180,6 +185,47 @@ def fixed_load_pair(
         return share[False], share[True], reports, skipped
 
 
+def saturation_pair(
+    *, batch: int, windows: int, seconds: float, warmup: float, on_first: bool
+) -> dict[str, float]:
+    """Both agents at saturation at once (drift on and off), each replaying as fast as it can:
+    results per second and results per CPU-second of each over the same seconds. Per CPU-second
+    is the figure that does not depend on how the two cores were shared between them."""
+    with tempfile.TemporaryDirectory(prefix="drift-sat-") as tmp:
+        sides = (True, False) if on_first else (False, True)
+        configs = {}
+        for drift in sides:
+            workdir = Path(tmp) / ("on" if drift else "off")
+            workdir.mkdir()
+            config = write_config(workdir, batch=batch, bundle=BUNDLE)
+            with config.open("a") as fh:
+                fh.write(f"\n[drift]\nenabled = {str(drift).lower()}\nwindows = {windows}\n")
+            configs[drift] = config
+        procs = {}
+        try:
+            for drift in sides:
+                procs[drift] = spawn_agent(configs[drift])
+            dbs = {drift: configs[drift].parent / "state" / "store.db" for drift in sides}
+            for drift in sides:
+                wait_for(lambda db=dbs[drift]: count_results(db) > 0, timeout=90, poll=0.1)
+            time.sleep(warmup)
+            n0 = {d: count_results(dbs[d]) for d in sides}
+            c0 = {d: process_cpu_s(procs[d].pid) for d in sides}
+            t0 = time.perf_counter()
+            time.sleep(seconds)
+            n1 = {d: count_results(dbs[d]) for d in sides}
+            c1 = {d: process_cpu_s(procs[d].pid) for d in sides}
+            t1 = time.perf_counter()
+        finally:
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs.values():
+                proc.wait(60)
+    rate = {d: (n1[d] - n0[d]) / (t1 - t0) for d in sides}
+    per_cpu = {d: (n1[d] - n0[d]) / max(c1[d] - c0[d], 1e-9) for d in sides}
+    return {"off": rate[False], "on": rate[True], "off_per_cpu": per_cpu[False], "on_per_cpu": per_cpu[True]}
+
+
 def per_window_costs(batch: int, seconds: float) -> tuple[float, float, float]:
     """Microseconds per window: drift counting, Model.predict; and microseconds per report close."""
     bundle = load_bundle(BUNDLE)
@@ -232,6 +278,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--windows", type=int, default=256, help="[drift] windows: report size")
     parser.add_argument("--skip-agent", action="store_true", help="skip the saturation rounds")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="saturation: both agents at once, results per second and per CPU-second of each",
+    )
     parser.add_argument("--skip-fixed", action="store_true", help="skip the fixed-load rounds")
     parser.add_argument("--fixed-rounds", type=int, default=3)
     parser.add_argument(
@@ -295,6 +346,36 @@ def main() -> None:
             f"min {min(ratios_fixed):.3f}, max {max(ratios_fixed):.3f})"
         )
     if args.skip_agent:
+        return
+    if args.side_by_side:
+        print(
+            f"saturation side by side: bundle {BUNDLE.name}, batch {args.batch}, {args.seconds:g} s a round"
+        )
+        print(
+            f"{'round':>5} {'off w/s':>9} {'on w/s':>9} {'on/off':>7} "
+            f"{'off w/cpu-s':>12} {'on w/cpu-s':>11} {'on/off':>7}"
+        )
+        per_cpu_ratios = []
+        for r in range(args.rounds):
+            got = saturation_pair(
+                batch=args.batch,
+                windows=args.windows,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                on_first=r % 2 == 1,
+            )
+            per_cpu_ratios.append(got["on_per_cpu"] / got["off_per_cpu"])
+            print(
+                f"{r:>5} {got['off']:>9.0f} {got['on']:>9.0f} {got['on'] / got['off']:>7.3f} "
+                f"{got['off_per_cpu']:>12.0f} {got['on_per_cpu']:>11.0f} {per_cpu_ratios[-1]:>7.3f}",
+                flush=True,
+            )
+        median = statistics.median(per_cpu_ratios)
+        verdict = "meets" if median >= TARGET else "MISSES"
+        print(
+            f"median on/off results per CPU-second {median:.3f} ({verdict} the {TARGET} target; "
+            f"min {min(per_cpu_ratios):.3f}, max {max(per_cpu_ratios):.3f})"
+        )
         return
     ratios = []
     print(f"bundle {BUNDLE.name}, batch {args.batch}, drift report every {args.windows} windows")
