@@ -23,10 +23,7 @@ import numpy.typing as npt
 from edgefleet.agent.drift_hold import HeldWindows
 from edgefleet.agent.drift_report import DriftReport, DriftSettings
 
-__all__ = ["COUNT_ROWS", "HOLD_CALLS", "GroupCall", "GroupCalls"]
-
-COUNT_ROWS = 4096
-"""Pending rows counted at once (numpy's cost per call dwarfs its cost per value on a few rows)."""
+__all__ = ["HOLD_CALLS", "GroupCall", "GroupCalls"]
 
 HOLD_CALLS = 32
 """Group calls held at most before they are counted (their arrays are the pops' own: no copy)."""
@@ -58,8 +55,6 @@ class GroupCalls:
     if TYPE_CHECKING:  # provided by DriftMonitor
         settings: DriftSettings
         window_length: int
-        _pending: list[npt.NDArray[Any]]
-        _pending_rows: int
         _pending_labels: list[str | None]
         _pending_scores: list[float | None]
         _pending_ts: list[tuple[F64Array, F64Array]]
@@ -87,7 +82,7 @@ class GroupCalls:
         def _closes_at(self, windows: int, *, seen: bool = False) -> bool: ...
         def _note_time(self, start_ts: F64Array, end_ts: F64Array) -> None: ...
         def _set_sampling(self) -> None: ...
-        def _count_pending(self) -> None: ...
+        def _queue_rows(self, rows: npt.NDArray[Any]) -> None: ...
         def _close(self) -> DriftReport: ...
 
     def _init_group_calls(self) -> None:
@@ -180,8 +175,7 @@ class GroupCalls:
             return self._add(names, first, data, start_ts, end_ts, labels, scores)
         channels = data.shape[2]
         rows = data.reshape(len(streams), count, length, channels)[:, :, skip:, :]
-        self._pending.append(np.array(rows).reshape(-1, channels))
-        self._pending_rows += n * hop
+        self._queue_rows(np.array(rows).reshape(-1, channels))  # np.array: a copy, ours to keep
         span = (count - 1) * hop + length
         ends = starts + span
         self._group_ends[streams] = (ends, (ends - skip).tobytes())
@@ -194,8 +188,6 @@ class GroupCalls:
         self._span_windows += n
         if self._span_windows >= self.settings.windows and not self._rate_known:
             self._set_sampling()
-        if self._pending_rows >= COUNT_ROWS:
-            self._count_pending()
         if len(self._group_spans) >= _FOLD_CALLS:
             self._fold_group_ranges()
         return [self._close()] if closes else []

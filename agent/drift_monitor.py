@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.agent.drift_group_calls import COUNT_ROWS, GroupCalls
+from edgefleet.agent.drift_group_calls import GroupCalls
 from edgefleet.agent.drift_hold import HOLD_BELOW, HeldWindows, key_of
 from edgefleet.agent.drift_report import METRICS, ChannelState, DriftAlert, DriftReport, DriftSettings
 from edgefleet.runtime.drift_stats import BinCounter, ReferenceArrays, score_counts
@@ -40,6 +40,9 @@ __all__ = [
     "DriftReport",
     "DriftSettings",
 ]
+
+
+COUNT_ROWS = 4096  # pending rows counted at once (numpy's cost per call dwarfs its cost per value)
 
 
 class DriftMonitor(GroupCalls):
@@ -262,8 +265,12 @@ class DriftMonitor(GroupCalls):
 
     def _defer(self, block: npt.NDArray[Any], data: npt.NDArray[Any]) -> None:
         # A copy when the block is a view: the batch's buffer may be reused once we return.
-        self._pending.append(block.copy() if np.shares_memory(block, data) else block)
-        self._pending_rows += len(block)
+        self._queue_rows(block.copy() if np.shares_memory(block, data) else block)
+
+    def _queue_rows(self, rows: npt.NDArray[Any]) -> None:
+        """Keep ``rows`` (owned, ``(n, channels)``) for counting; count once enough are queued."""
+        self._pending.append(rows)
+        self._pending_rows += len(rows)
         if self._pending_rows >= COUNT_ROWS:
             self._count_pending()
 
