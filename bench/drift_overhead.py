@@ -126,6 +126,41 @@ def _drift_reports(db: Path) -> tuple[int, int]:
     return int(rows[0]), int(rows[1])
 
 
+def _side_by_side(
+    configs: dict[bool, Path], *, warmup: float, seconds: float
+) -> dict[bool, tuple[int, float, float]]:
+    """Start the agents of ``configs`` (drift on/off, in its order), wait for each one's first
+    result and ``warmup`` seconds more, then measure ``seconds``: per side the results committed,
+    the CPU seconds and the wall seconds elapsed, all over the same seconds."""
+    sides = list(configs)
+    dbs = {drift: configs[drift].parent / "state" / "store.db" for drift in sides}
+    procs = {}
+    try:
+        for drift in sides:
+            procs[drift] = spawn_agent(configs[drift])
+        for drift in sides:
+            try:
+                wait_for(lambda db=dbs[drift]: count_results(db) > 0, timeout=90, poll=0.1)
+            except TimeoutError:
+                raise SystemExit(
+                    f"no result after 90 s; agent log:\n{agent_log_tail(configs[drift])}"
+                ) from None
+        time.sleep(warmup)
+        n0 = {d: count_results(dbs[d]) for d in sides}
+        c0 = {d: process_cpu_s(procs[d].pid) for d in sides}
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        n1 = {d: count_results(dbs[d]) for d in sides}
+        c1 = {d: process_cpu_s(procs[d].pid) for d in sides}
+        t1 = time.perf_counter()
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(60)
+    return {d: (n1[d] - n0[d], c1[d] - c0[d], t1 - t0) for d in sides}
+
+
 def fixed_load_pair(
     *,
     seconds: float,
@@ -155,33 +190,12 @@ def fixed_load_pair(
             )
             for drift in sides
         }
-        procs = {}
-        try:
-            for drift in sides:
-                procs[drift] = spawn_agent(configs[drift])
-            for drift in sides:
-                db = configs[drift].parent / "state" / "store.db"
-                try:
-                    wait_for(lambda db=db: count_results(db) > 0, timeout=90, poll=0.1)
-                except TimeoutError:
-                    raise SystemExit(
-                        f"no result after 90 s; agent log:\n{agent_log_tail(configs[drift])}"
-                    ) from None
-            time.sleep(3.0)  # warm-up: every stream has filled its first window and runs at pace
-            cpu0 = {drift: process_cpu_s(procs[drift].pid) for drift in sides}
-            t0 = time.perf_counter()
-            time.sleep(seconds)
-            cpu1 = {drift: process_cpu_s(procs[drift].pid) for drift in sides}
-            t1 = time.perf_counter()
-        finally:
-            for proc in procs.values():
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs.values():
-                proc.wait(60)
+        # warm-up: every stream has filled its first window and runs at pace
+        got = _side_by_side(configs, warmup=3.0, seconds=seconds)
         reports, skipped = _drift_reports(configs[True].parent / "state" / "store.db")
         if not reports:
             raise SystemExit("drift was on but no drift report was stored")
-        share = {drift: (cpu1[drift] - cpu0[drift]) / (t1 - t0) for drift in sides}
+        share = {drift: cpu / elapsed for drift, (_, cpu, elapsed) in got.items()}
         return share[False], share[True], reports, skipped
 
 
@@ -192,37 +206,17 @@ def saturation_pair(
     results per second and results per CPU-second of each over the same seconds. Per CPU-second
     is the figure that does not depend on how the two cores were shared between them."""
     with tempfile.TemporaryDirectory(prefix="drift-sat-") as tmp:
-        sides = (True, False) if on_first else (False, True)
         configs = {}
-        for drift in sides:
+        for drift in (True, False) if on_first else (False, True):
             workdir = Path(tmp) / ("on" if drift else "off")
             workdir.mkdir()
             config = write_config(workdir, batch=batch, bundle=BUNDLE)
             with config.open("a") as fh:
                 fh.write(f"\n[drift]\nenabled = {str(drift).lower()}\nwindows = {windows}\n")
             configs[drift] = config
-        procs = {}
-        try:
-            for drift in sides:
-                procs[drift] = spawn_agent(configs[drift])
-            dbs = {drift: configs[drift].parent / "state" / "store.db" for drift in sides}
-            for drift in sides:
-                wait_for(lambda db=dbs[drift]: count_results(db) > 0, timeout=90, poll=0.1)
-            time.sleep(warmup)
-            n0 = {d: count_results(dbs[d]) for d in sides}
-            c0 = {d: process_cpu_s(procs[d].pid) for d in sides}
-            t0 = time.perf_counter()
-            time.sleep(seconds)
-            n1 = {d: count_results(dbs[d]) for d in sides}
-            c1 = {d: process_cpu_s(procs[d].pid) for d in sides}
-            t1 = time.perf_counter()
-        finally:
-            for proc in procs.values():
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs.values():
-                proc.wait(60)
-    rate = {d: (n1[d] - n0[d]) / (t1 - t0) for d in sides}
-    per_cpu = {d: (n1[d] - n0[d]) / max(c1[d] - c0[d], 1e-9) for d in sides}
+        got = _side_by_side(configs, warmup=warmup, seconds=seconds)
+    rate = {d: results / elapsed for d, (results, _, elapsed) in got.items()}
+    per_cpu = {d: results / max(cpu, 1e-9) for d, (results, cpu, _) in got.items()}
     return {"off": rate[False], "on": rate[True], "off_per_cpu": per_cpu[False], "on_per_cpu": per_cpu[True]}
 
 
