@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,35 @@ def _committed(path: Path, table: str) -> int:
         conn.close()
 
 
-def test_results_and_acks_wait_for_the_interval_and_stop_commits_them(tmp_path: Path) -> None:
+@contextmanager
+def _writer_past_its_first_commit(
+    tmp_path: Path, batch_size: int, counters: PipelineCounters | None = None
+) -> Iterator[tuple[Store, ResultWriter]]:
+    """A started writer on a fresh store, an hour's commit interval, its first result committed
+    (the first is never held back); the store is closed after the test."""
     store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
-    counters = PipelineCounters()
-    writer = ResultWriter(store, counters, WriterSettings(batch_size=256, interval_s=3600.0))
+    counters = PipelineCounters() if counters is None else counters
+    writer = ResultWriter(store, counters, WriterSettings(batch_size=batch_size, interval_s=3600.0))
     writer.start()
     try:
         writer.put(_records(1))
-        assert writer.first_commit.wait(30)  # the first result is not held back
+        assert writer.first_commit.wait(30)
+        yield store, writer
+    finally:
+        store.close()
+
+
+def _wait_for_results(store: Store, n: int) -> int:
+    """The results committed once ``n`` are, or after 60 s."""
+    deadline = time.monotonic() + 60
+    while _committed(store.path, "results") < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _committed(store.path, "results")
+
+
+def test_results_and_acks_wait_for_the_interval_and_stop_commits_them(tmp_path: Path) -> None:
+    counters = PipelineCounters()
+    with _writer_past_its_first_commit(tmp_path, 256, counters) as (store, writer):
         for i in range(5):
             writer.put(_records(3, start=1 + 3 * i))
         assert store.outbox_ack([item.id for item in store.outbox_peek(10)]) == 1
@@ -56,58 +79,31 @@ def test_results_and_acks_wait_for_the_interval_and_stop_commits_them(tmp_path: 
         # Stopped: the store writes straight through again.
         store.outbox_ack([item.id for item in store.outbox_peek(10)])
         assert _committed(store.path, "outbox") == 0
-    finally:
-        store.close()
 
 
 def test_a_full_batch_does_not_wait_for_the_interval(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
-    writer = ResultWriter(store, PipelineCounters(), WriterSettings(batch_size=50, interval_s=3600.0))
-    writer.start()
-    try:
-        writer.put(_records(1))
-        assert writer.first_commit.wait(30)
+    with _writer_past_its_first_commit(tmp_path, 50) as (store, writer):
         writer.put(_records(120, start=1))
-        deadline = time.monotonic() + 60
-        while _committed(store.path, "results") < 101 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _committed(store.path, "results") == 101  # two full batches; 20 wait for the interval
+        assert _wait_for_results(store, 101) == 101  # two full batches; 20 wait for the interval
         assert writer.stop(30)
         assert _committed(store.path, "results") == 121
-    finally:
-        store.close()
 
 
 def test_deferred_batches_wake_the_writer_once_a_full_transaction_is_queued(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
-    writer = ResultWriter(store, PipelineCounters(), WriterSettings(batch_size=50, interval_s=3600.0))
-    writer.start()
-    try:
-        writer.put(_records(1))
-        assert writer.first_commit.wait(30)
+    with _writer_past_its_first_commit(tmp_path, 50) as (store, writer):
         rows = result_rows(_records(30, start=1), raw_outputs=False)
         more = result_rows(_records(30, start=31), raw_outputs=False)
         failures: list[Exception] = []
         writer.put_deferred(lambda: rows, failures.append, len(rows))
         writer.put_deferred(lambda: more, failures.append, len(more))
-        deadline = time.monotonic() + 60
-        while _committed(store.path, "results") < 51 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _committed(store.path, "results") == 51  # one full batch; 10 wait for the interval
+        assert _wait_for_results(store, 51) == 51  # one full batch; 10 wait for the interval
         assert writer.stop(30)
         assert _committed(store.path, "results") == 61
         assert failures == []
-    finally:
-        store.close()
 
 
 def test_the_writer_comes_round_its_loop_while_results_wait_for_a_long_interval(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
-    writer = ResultWriter(store, PipelineCounters(), WriterSettings(batch_size=256, interval_s=3600.0))
-    writer.start()
-    try:
-        writer.put(_records(1))
-        assert writer.first_commit.wait(30)
+    with _writer_past_its_first_commit(tmp_path, 256) as (store, writer):
         writer.put(_records(3, start=1))  # pending for an hour
         beat = writer.heartbeat
         deadline = time.monotonic() + 60
@@ -116,5 +112,3 @@ def test_the_writer_comes_round_its_loop_while_results_wait_for_a_long_interval(
         assert writer.heartbeat != beat  # stall detection keeps seeing the thread
         assert writer.stop(30)
         assert _committed(store.path, "results") == 4
-    finally:
-        store.close()
