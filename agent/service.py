@@ -23,11 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -50,7 +49,7 @@ from edgefleet.agent.pipeline import Pipeline
 from edgefleet.agent.pipeline_build import build_pipeline
 from edgefleet.agent.remote_config import apply_saved_overrides
 from edgefleet.agent.sdnotify import Notifier
-from edgefleet.agent.status import STATUS_FILENAME, component_sections, status_line, write_status
+from edgefleet.agent.status import STATUS_FILENAME, agent_snapshot, status_line, write_status
 from edgefleet.agent.store import ResultRecord, Store
 from edgefleet.agent.waiting import announce_waits
 from edgefleet.errors import ConfigError, EdgefleetError
@@ -451,35 +450,13 @@ class AgentService:
 
     def status_snapshot(self) -> dict[str, Any]:
         """Everything `edgefleet agent status` shows; also what sync reports as device status."""
-        config = self.config
-        report = self._last_report
-        problems = self.problems()
-        snapshot: dict[str, Any] = {
-            "pid": os.getpid(),
-            "hostname": socket.gethostname(),
-            "version": __version__,
-            "config_path": str(self.config_path),
-            "device_id": config.device.id if config is not None else None,
-            "device_name": config.device.name if config is not None else None,
-            "device_tags": list(config.device.tags) if config is not None else None,
-            "state": self._state,
-            "started_at": self.started_at,
-            "updated_at": time.time(),
-            "uptime_s": time.time() - self.started_at,
-            "interval_s": config.health.metrics_interval_s if config is not None else None,
-            "healthy": not problems and self._state in ("running", "reloading"),
-            "problems": problems,
-            "warnings": self.warnings(),
-            "reloads": self._reloads,
-            "model": self.pipeline.model_info() if self.pipeline is not None else None,
-            "health": report.to_dict() if report is not None else None,
-            "streams": {
-                name: {**asdict(stream), "fill_ratio": round(stream.fill_ratio, 4)}
-                for name, stream in self._streams_health().items()
-            },
-        }
-        snapshot.update(component_sections(self, report))
-        return snapshot
+        return agent_snapshot(
+            self,
+            state=self._state,
+            reloads=self._reloads,
+            report=self._last_report,
+            streams=self._streams_health(),
+        )
 
     def _write_status_on_change(self) -> None:
         """Rewrite the status file once the model loads (or fails), the first results commit or

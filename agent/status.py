@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgefleet import __version__
 from edgefleet.errors import EdgefleetError
 
 if TYPE_CHECKING:
-    from edgefleet.agent.health import HealthReport
+    from edgefleet.agent.health import HealthReport, StreamHealth
 
 __all__ = [
     "STATUS_FILENAME",
     "Assessment",
     "StatusUnavailableError",
+    "agent_snapshot",
     "assess_status",
     "read_status",
     "status_line",
@@ -87,9 +90,43 @@ def sync_section(sync: Any | None, *, enabled: bool) -> dict[str, Any]:
     return result
 
 
+def agent_snapshot(
+    agent: Any, *, state: str, reloads: int, report: HealthReport | None, streams: dict[str, StreamHealth]
+) -> dict[str, Any]:
+    """What ``AgentService.status_snapshot`` returns: the service's own fields and its parts'."""
+    config = agent.config
+    problems = agent.problems()
+    snapshot: dict[str, Any] = {
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "version": __version__,
+        "config_path": str(agent.config_path),
+        "device_id": config.device.id if config is not None else None,
+        "device_name": config.device.name if config is not None else None,
+        "device_tags": list(config.device.tags) if config is not None else None,
+        "state": state,
+        "started_at": agent.started_at,
+        "updated_at": time.time(),
+        "uptime_s": time.time() - agent.started_at,
+        "interval_s": config.health.metrics_interval_s if config is not None else None,
+        "healthy": not problems and state in ("running", "reloading"),
+        "problems": problems,
+        "warnings": agent.warnings(),
+        "reloads": reloads,
+        "model": agent.pipeline.model_info() if agent.pipeline is not None else None,
+        "health": report.to_dict() if report is not None else None,
+        "streams": {
+            name: {**asdict(stream), "fill_ratio": round(stream.fill_ratio, 4)}
+            for name, stream in streams.items()
+        },
+    }
+    snapshot.update(component_sections(agent, report))
+    return snapshot
+
+
 def component_sections(agent: Any, report: HealthReport | None) -> dict[str, Any]:
     """The status of the agent's parts (``AgentService``): drift, totals, store, sync, cloud
-    fallback and OTA, beside the service's own fields in ``AgentService.status_snapshot``."""
+    fallback and OTA, beside the service's own fields (:func:`agent_snapshot`)."""
     # Imported here: the CLI's `agent status` reads this module and needs none of the agent's parts.
     from edgefleet.agent.fallback_deferred import deferred_status
 
