@@ -200,11 +200,12 @@ def fixed_load_pair(
 
 
 def saturation_pair(
-    *, batch: int, windows: int, seconds: float, warmup: float, on_first: bool
+    *, batch: int, windows: int, seconds: float, warmup: float, on_first: bool, a_a: bool = False
 ) -> dict[str, float]:
     """Both agents at saturation at once (drift on and off), each replaying as fast as it can:
     results per second and results per CPU-second of each over the same seconds. Per CPU-second
-    is the figure that does not depend on how the two cores were shared between them."""
+    is the figure that does not depend on how the two cores were shared between them. ``a_a``:
+    the "on" side runs with drift off too (the method's own spread and bias)."""
     with tempfile.TemporaryDirectory(prefix="drift-sat-") as tmp:
         configs = {}
         for drift in (True, False) if on_first else (False, True):
@@ -212,7 +213,8 @@ def saturation_pair(
             workdir.mkdir()
             config = write_config(workdir, batch=batch, bundle=BUNDLE)
             with config.open("a") as fh:
-                fh.write(f"\n[drift]\nenabled = {str(drift).lower()}\nwindows = {windows}\n")
+                enabled = drift and not a_a
+                fh.write(f"\n[drift]\nenabled = {str(enabled).lower()}\nwindows = {windows}\n")
             configs[drift] = config
         got = _side_by_side(configs, warmup=warmup, seconds=seconds)
     rate = {d: results / elapsed for d, (results, _, elapsed) in got.items()}
@@ -276,6 +278,12 @@ def main() -> None:
         "--side-by-side",
         action="store_true",
         help="saturation: both agents at once, results per second and per CPU-second of each",
+    )
+    parser.add_argument(
+        "--a-a",
+        action="store_true",
+        help="with --side-by-side: the drift-on side runs with drift off too (an A/A run: the "
+        "method's own spread)",
     )
     parser.add_argument("--skip-fixed", action="store_true", help="skip the fixed-load rounds")
     parser.add_argument("--fixed-rounds", type=int, default=3)
@@ -342,8 +350,10 @@ def main() -> None:
     if args.skip_agent:
         return
     if args.side_by_side:
+        a_a = " (A/A: the on side runs with drift off too)" if args.a_a else ""
         print(
             f"saturation side by side: bundle {BUNDLE.name}, batch {args.batch}, {args.seconds:g} s a round"
+            + a_a
         )
         print(
             f"{'round':>5} {'off w/s':>9} {'on w/s':>9} {'on/off':>7} "
@@ -357,6 +367,7 @@ def main() -> None:
                 seconds=args.seconds,
                 warmup=args.warmup,
                 on_first=r % 2 == 1,
+                a_a=args.a_a,
             )
             per_cpu_ratios.append(got["on_per_cpu"] / got["off_per_cpu"])
             print(
