@@ -7,8 +7,9 @@ is fetched into ``<download_dir>/active`` (:class:`~edgefleet.agent.ota_transfer
 each chunk checked against the offer's ``chunk_sha256`` and fsynced before it is recorded) over
 MQTT (``ota/chunk_request`` for at most ``chunk_window`` missing chunks, asked again after
 ``chunk_timeout_s``) or, when the offer has a ``url``, over HTTP(S) with ``Range`` resume. After a
-disconnect or a restart only the missing chunks are asked for. The finished file, accepted only
-with the offer's whole sha256, goes to the :class:`Installer` in its own thread.
+disconnect or a restart only the missing chunks are asked for (a restart finds the offer and its
+state where :mod:`~edgefleet.agent.ota_resume` keeps them). The finished file, accepted only with
+the offer's whole sha256, goes to the :class:`Installer` in its own thread.
 
 Progress goes up on ``ota/progress`` through the store outbox; refusals and failures are also
 store events. Everything runs on the client's own thread (the sync thread's handlers only
@@ -17,7 +18,6 @@ enqueue), and the model being served is never touched here.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import shutil
@@ -30,13 +30,15 @@ from typing import Any
 from edgefleet.agent.ota_handoff import Installer, Report
 from edgefleet.agent.ota_http import HttpFetchError, fetch_http
 from edgefleet.agent.ota_policy import refusal
-from edgefleet.agent.ota_transfer import (
-    ChunkPlan,
-    DownloadError,
-    PartialDownload,
-    write_error,
-    write_json_atomic,
+from edgefleet.agent.ota_resume import (
+    active_dir,
+    offer_path,
+    plan_of,
+    read_unfinished,
+    write_offer,
+    write_state,
 )
+from edgefleet.agent.ota_transfer import DownloadError, PartialDownload, write_error
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import (
     Envelope,
@@ -52,9 +54,6 @@ __all__ = ["Installer", "OtaClient", "Report"]
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = "active"
-_OFFER = "offer.json"
-_STATE = "state.json"
 _TICK_S = 0.25
 _REPORT_EVERY_S = 2.0
 
@@ -177,7 +176,7 @@ class OtaClient:
             self._state, self._detail = state, detail
         if self._download is not None and self._offer is not None:
             try:
-                write_json_atomic(self._download.directory / _STATE, {"state": state, "detail": detail})
+                write_state(self._download.directory, state, detail)
             except OSError as exc:
                 log.warning("OTA: cannot record the transfer state: %s", exc)
 
@@ -239,7 +238,7 @@ class OtaClient:
     def _clear(self) -> None:
         self._offer, self._download = None, None
         self._outstanding.clear()
-        shutil.rmtree(self.directory / _ACTIVE, ignore_errors=True)
+        shutil.rmtree(active_dir(self.directory), ignore_errors=True)
 
     # --- offers ---------------------------------------------------------------------------------
     def _on_offer(self, offer: OtaOfferBody) -> None:
@@ -257,13 +256,8 @@ class OtaClient:
         if self._install_thread is not None and self._install_thread.is_alive():
             self._refuse(offer, "busy", "another bundle is being installed; offer again when it is done")
             return
-        plan = ChunkPlan(
-            sha256=offer.sha256,
-            size_bytes=offer.size_bytes,
-            chunk_bytes=offer.chunk_bytes,
-            chunks=tuple(offer.chunk_sha256),
-        )
-        active = self.directory / _ACTIVE
+        plan = plan_of(offer)
+        active = active_dir(self.directory)
         previous = self._offer
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -282,14 +276,14 @@ class OtaClient:
                 self._refuse(offer, error.reason, error.message)
             return
         try:
-            write_json_atomic(active / _OFFER, offer.model_dump(mode="json"))
+            write_offer(active, offer)
         except OSError as exc:
             # Without offer.json a restart could not resume it: refuse rather than fetch blind.
             shutil.rmtree(active, ignore_errors=True)
             if previous is not None:
                 self._report(previous, "failed", detail=f"superseded by offer {offer.offer_id} (refused)")
                 self._offer, self._download = None, None
-            error = write_error(f"cannot write {active / _OFFER}", exc)
+            error = write_error(f"cannot write {offer_path(active)}", exc)
             self._refuse(offer, error.reason, error.message)
             return
         if previous is not None:
@@ -315,19 +309,12 @@ class OtaClient:
 
     def _resume(self) -> None:
         """After a restart: take the unfinished offer up again where it stopped."""
-        active = self.directory / _ACTIVE
-        try:
-            offer = OtaOfferBody.model_validate_json((active / _OFFER).read_text(encoding="utf-8"))
-            state = json.loads((active / _STATE).read_text(encoding="utf-8")).get("state")
-        except (OSError, ValueError):
+        active = active_dir(self.directory)
+        unfinished = read_unfinished(active)
+        if unfinished is None:
             return
-        plan = ChunkPlan(
-            sha256=offer.sha256,
-            size_bytes=offer.size_bytes,
-            chunk_bytes=offer.chunk_bytes,
-            chunks=tuple(offer.chunk_sha256),
-        )
-        download = PartialDownload(active, plan)
+        offer, state = unfinished
+        download = PartialDownload(active, plan_of(offer))
         self._shown, self._have = offer, len(download.received())
         if state not in ("downloading", "verifying", "downloaded"):
             # Failed, handed to the installer (which recovers its own steps) or kept without one.

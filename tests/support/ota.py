@@ -7,7 +7,6 @@ import json
 import shutil
 import tarfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from edgefleet.controller.ota_hosting import OTA_KINDS, OtaHost
 from edgefleet.runtime.bundle_verify import verify_bundle
 from tests.support.broker import MosquittoBroker
 from tests.support.sync_fixtures import open_store, unique_device
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "models" / "bundles" / "basicmotions-edge-tflite"
@@ -42,15 +42,6 @@ def versioned_bundle(out_dir: Path, version: str) -> Path:
         for path in sorted(work.iterdir()):
             tar.add(path, arcname=path.name)
     return tar_path
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 @dataclass
@@ -122,7 +113,7 @@ class OtaRig:
             free_bytes=free_bytes, window=window, chunk_timeout_s=chunk_timeout_s, **extra
         )
         self.sync.start()
-        assert wait_until(lambda: self.sync.state().connected, 15), "the device did not connect"
+        wait_until(lambda: self.sync.state().connected, 15, what="the device to connect")
 
     def make_client(self, **kwargs: Any) -> OtaClient:
         def progress(body: dict[str, Any]) -> None:

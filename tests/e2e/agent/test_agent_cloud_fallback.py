@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agent.agentproc import AgentProcess, count_results, wait_until
+from tests.e2e.agent.agentproc import AgentProcess, count_results
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
+from tests.support.waiting import wait_until
 from tests.support.watch_fallback import watch_fallback_agent
 
 pytestmark = pytest.mark.e2e

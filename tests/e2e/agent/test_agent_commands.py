@@ -17,15 +17,10 @@ import pytest
 
 from edgefleet.controller.commands import CommandService
 from edgefleet.controller.schemas import CommandRequest
-from tests.e2e.agent.agentproc import (
-    AgentProcess,
-    read_status,
-    replay_source,
-    wait_until,
-    write_config,
-)
+from tests.e2e.agent.agentproc import AgentProcess, read_status, replay_source, write_config
 from tests.integration.controller.conftest import RunningController, controller_config, start_controller
 from tests.support.broker import MosquittoBroker
+from tests.support.waiting import wait_until
 from tests.unit.controller.db_fixtures import throwaway_database
 
 pytestmark = pytest.mark.e2e

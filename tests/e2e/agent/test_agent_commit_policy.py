@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent.agentproc import (
-    AgentProcess,
-    count_results,
-    read_status,
-    run_cli,
-    wait_until,
-    write_config,
-)
+from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, run_cli, write_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

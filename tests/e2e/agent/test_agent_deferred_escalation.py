@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from edgefleet.agent.store.rows import SELECT_RESULT_READ, result_dict
-from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, wait_until
+from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status
 from tests.integration.controller.conftest import controller_config, start_controller
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
+from tests.support.waiting import wait_until
 from tests.support.watch_fallback import watch_fallback_agent
 from tests.unit.controller.db_fixtures import throwaway_database
 

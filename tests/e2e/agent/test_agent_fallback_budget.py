@@ -18,17 +18,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud_sync.codec import decode_message
 from edgefleet.cloud_sync.protocol import StatusBody
-from tests.e2e.agent.agentproc import (
-    AgentProcess,
-    count_results,
-    read_status,
-    run_cli,
-    wait_until,
-    write_config,
-)
+from tests.e2e.agent.agentproc import AgentProcess, count_results, read_status, run_cli, write_config
 from tests.e2e.agent.test_agent_cloud_fallback import stored
 from tests.integration.controller.inference.test_inference_worker import start_pool
 from tests.support.broker import MosquittoBroker
+from tests.support.waiting import wait_until
 from tests.support.watch_fallback import MODELS, held_out_recording
 
 pytestmark = pytest.mark.e2e

@@ -22,9 +22,9 @@ from tests.e2e.agent.agentproc import (
     read_status,
     replay_source,
     run_cli,
-    wait_until,
     write_config,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -20,10 +20,10 @@ from tests.e2e.agent.agentproc import (
     events,
     replay_source,
     run_cli,
-    wait_until,
     write_config,
 )
 from tests.support.ota_bundles import make_version
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

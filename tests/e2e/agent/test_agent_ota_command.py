@@ -9,19 +9,13 @@ from pathlib import Path
 import pytest
 
 from edgefleet.runtime.bundle_signing import generate_keys
-from tests.e2e.agent.agentproc import (
-    AgentProcess,
-    count_results,
-    replay_source,
-    run_cli,
-    wait_until,
-    write_config,
-)
+from tests.e2e.agent.agentproc import AgentProcess, count_results, replay_source, run_cli, write_config
 from tests.e2e.agent.test_agent_commands import final, send
 from tests.e2e.agent.test_agent_ota_activation import rows
 from tests.integration.controller.conftest import RunningController, controller_config, start_controller
 from tests.support.broker import MosquittoBroker
 from tests.support.ota_bundles import make_version
+from tests.support.waiting import wait_until
 from tests.unit.controller.db_fixtures import throwaway_database
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent.agentproc import AgentProcess, count_results, events, run_cli, wait_until
+from tests.e2e.agent.agentproc import AgentProcess, count_results, events, run_cli
 from tests.e2e.agent.test_agent_ota_activation import ota_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

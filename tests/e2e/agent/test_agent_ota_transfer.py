@@ -22,12 +22,12 @@ from tests.e2e.agent.agentproc import (
     read_status,
     replay_source,
     run_cli,
-    wait_until,
     write_config,
 )
 from tests.integration.controller.conftest import RunningController, controller_config, start_controller
 from tests.support.broker import MosquittoBroker
 from tests.support.ota import versioned_bundle
+from tests.support.waiting import wait_until
 from tests.unit.controller.db_fixtures import throwaway_database
 
 pytestmark = pytest.mark.e2e

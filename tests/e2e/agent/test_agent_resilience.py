@@ -23,10 +23,10 @@ from tests.e2e.agent.agentproc import (
     replay_source,
     result_ids,
     run_cli,
-    wait_until,
     write_config,
 )
 from tests.support.broker import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,9 @@ from tests.e2e.agent.agentproc import (
     demo_bundle,
     events,
     replay_source,
-    wait_until,
     write_config,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,8 @@ from edgefleet.agent.ota_transfer import chunks_of, plan_for_file
 from edgefleet.cloud_sync.codec import encode_message
 from edgefleet.cloud_sync.protocol import OtaChunkBody, OtaOfferBody, make_envelope
 from tests.support.broker import MosquittoBroker
-from tests.support.ota import DEMO_NAME, OtaRig, versioned_bundle, wait_until
+from tests.support.ota import DEMO_NAME, OtaRig, versioned_bundle
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ def test_an_offered_bundle_is_fetched_in_windows_checked_and_handed_to_the_insta
     assert (info.name, info.version, info.size_bytes) == (DEMO_NAME, "1.1.0", tar.stat().st_size)
     offer = rig.host.offer(rig.device_id, info)
     assert offer.chunk_count > rig.client.window  # more than one request window
-    assert wait_until(lambda: rig.state_of(offer.offer_id) == "done"), rig.states()
+    assert wait_until(lambda: rig.state_of(offer.offer_id) == "done", fail=False), rig.states()
     archive, version = rig.installer.installed[0]
     assert version == "1.1.0"
     assert archive.read_bytes() == tar.read_bytes()
@@ -119,7 +120,7 @@ def test_after_an_agent_restart_only_the_missing_chunks_are_asked_for(rig: OtaRi
     rig.host.chunks_per_s = 1000.0
     restarted = rig.make_client(window=4, chunk_timeout_s=1.0)  # ... and starts again
     try:
-        assert wait_until(lambda: rig.state_of(offer.offer_id) == "done"), rig.states()
+        assert wait_until(lambda: rig.state_of(offer.offer_id) == "done", fail=False), rig.states()
         assert restarted.counters["chunks"] == offer.chunk_count - 3
         assert rig.host.stats.chunks_sent == offer.chunk_count  # the first 3 were not sent again
     finally:
@@ -134,7 +135,7 @@ def test_after_the_broker_drops_the_transfer_resumes_where_it_stopped(
     assert wait_until(lambda: not rig.sync.state().connected, 15)
     rig.host.chunks_per_s = 1000.0
     mosquitto.start()
-    assert wait_until(lambda: rig.state_of(offer.offer_id) == "done", 60), rig.states()
+    assert wait_until(lambda: rig.state_of(offer.offer_id) == "done", 60, fail=False), rig.states()
     assert rig.client.counters["chunks"] == offer.chunk_count
     assert rig.host.stats.chunks_sent == offer.chunk_count
 
@@ -198,7 +199,7 @@ def test_a_bundle_whose_whole_sha256_is_wrong_is_refused_and_never_installed(
         sender.offer(rig.device_id, body)
         for index, data in chunks.items():
             sender.chunk(rig.device_id, body.offer_id, index, data)
-        assert wait_until(lambda: rig.state_of(body.offer_id) == "failed"), rig.states()
+        assert wait_until(lambda: rig.state_of(body.offer_id) == "failed", fail=False), rig.states()
     finally:
         sender.close()
     state = rig.database.ota_states(rig.device_id)[0]
@@ -209,7 +210,7 @@ def test_a_bundle_whose_whole_sha256_is_wrong_is_refused_and_never_installed(
 
 
 def _refused(rig: OtaRig, offer_id: str) -> str:
-    assert wait_until(lambda: rig.state_of(offer_id) == "refused"), rig.states()
+    assert wait_until(lambda: rig.state_of(offer_id) == "refused", fail=False), rig.states()
     detail = rig.database.ota_states(rig.device_id)[0].detail
     assert detail is not None
     assert rig.installer.installed == []
@@ -222,7 +223,7 @@ def test_a_downgrade_is_refused_unless_the_offer_allows_it(rig: OtaRig, tmp_path
     offer = rig.host.offer(rig.device_id, info)
     assert _refused(rig, offer.offer_id).startswith("downgrade: ")
     allowed = rig.host.offer(rig.device_id, info, allow_downgrade=True)
-    assert wait_until(lambda: rig.state_of(allowed.offer_id) == "done"), rig.states()
+    assert wait_until(lambda: rig.state_of(allowed.offer_id) == "done", fail=False), rig.states()
     assert rig.installer.installed[0][1] == "0.9.0"
 
 

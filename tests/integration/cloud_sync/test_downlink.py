@@ -14,18 +14,9 @@ from edgefleet.cloud_sync.config import MqttProtocol
 from edgefleet.cloud_sync.protocol import CommandBody, Envelope
 from tests.support.broker import MosquittoBroker
 from tests.support.sync_fixtures import Collector, body_of, unique_device
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate: object, timeout: float = 20.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 @pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])

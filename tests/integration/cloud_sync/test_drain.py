@@ -26,6 +26,7 @@ from tests.support.sync_fixtures import (
     open_store,
     unique_device,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +56,6 @@ def drained(store: Store) -> bool:
     return not store.outbox_backlog()
 
 
-def wait_until(predicate: object, timeout: float = 30.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
 def _bytes_metric(collector: Collector, device: str, kind: str) -> float | None:
     values = [
         s.value
@@ -88,7 +79,7 @@ def test_backlog_drains_exactly_once_in_order(
         service = SyncService(store, config, device)
         service.start()
         try:
-            assert wait_until(lambda: drained(store)), store.outbox_backlog()
+            assert wait_until(lambda: drained(store), fail=False), store.outbox_backlog()
             assert collector.wait_for(lambda: len(collector.results(device)) >= 1200)
             state = service.state()
             # Bytes sent per kind are also reported as telemetry.
@@ -203,7 +194,7 @@ def test_broker_killed_mid_drain_and_restarted(tmp_path: Path) -> None:
             assert collector.wait_for(lambda: len(collector.results(device)) >= 1000, 60)
             store = open_store(store_path)
             try:
-                assert wait_until(lambda: drained(store), 20), store.outbox_backlog()
+                assert wait_until(lambda: drained(store), 20, fail=False), store.outbox_backlog()
             finally:
                 store.close()
         finally:
@@ -225,7 +216,7 @@ def test_broker_stalled_with_sigstop_then_resumed(mosquitto: MosquittoBroker, st
             # keep-alive 2 s / ack timeout 4 s: the device notices the silent broker and drops the link
             assert wait_until(lambda: not service.state().connected, 20)
             mosquitto.resume()
-            assert wait_until(lambda: drained(store), 60), store.outbox_backlog()
+            assert wait_until(lambda: drained(store), 60, fail=False), store.outbox_backlog()
             assert collector.wait_for(lambda: len(collector.results()) >= 600, 30)
         finally:
             mosquitto.resume()
@@ -285,7 +276,7 @@ def test_sender_killed_with_sigkill_mid_drain_and_restarted(
             assert collector.wait_for(lambda: len(collector.results(device)) >= 1000, 60)
             store = open_store(store_path)
             try:
-                assert wait_until(lambda: drained(store), 20), store.outbox_backlog()
+                assert wait_until(lambda: drained(store), 20, fail=False), store.outbox_backlog()
             finally:
                 store.close()
         finally:

@@ -28,18 +28,9 @@ from tests.support.sync_fixtures import (
     unique_device,
 )
 from tests.support.tls import Pki, make_pki
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate: object, timeout: float = 20.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def mtls_config(broker: MosquittoBroker, pki: Pki, cn: str, **extra: object) -> SyncConfig:

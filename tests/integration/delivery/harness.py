@@ -13,9 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -26,21 +24,12 @@ from edgefleet.controller.dal import open_database
 from edgefleet.controller.schemas import DeliveryReport
 from tests.support.broker import MosquittoBroker, free_port
 from tests.support.sync_fixtures import open_store
+from tests.support.waiting import wait_until
 
 # Each result gets its own one-second bucket at the controller (ingest.result_bucket_s = 1), so
 # the controller's result_buckets table holds one row per result: a per-result comparison.
 T0 = float(int(time.time()) - 86_400)
 STREAM = "imu"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def device_config(broker: MosquittoBroker, protocol: str = "mqtt5", **overrides: object) -> SyncConfig:
@@ -200,7 +189,7 @@ class ControllerProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        wait_until(self._subscribed, 60, f"the controller on port {self.port} to connect to the broker")
+        wait_until(self._subscribed, 60, what=f"the controller on port {self.port} to connect to the broker")
         return self
 
     def _subscribed(self) -> bool:

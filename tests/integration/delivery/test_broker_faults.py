@@ -23,15 +23,10 @@ from edgefleet.controller.config import (
     RetentionConfig,
 )
 from edgefleet.controller.service import ControllerService
-from tests.integration.delivery.harness import (
-    ControllerProcess,
-    Device,
-    assert_exactly_once,
-    device_config,
-    wait_until,
-)
+from tests.integration.delivery.harness import ControllerProcess, Device, assert_exactly_once, device_config
 from tests.support.broker import MosquittoBroker, find_mosquitto
 from tests.support.sync_fixtures import Collector, password_broker, unique_device
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +59,7 @@ def database(tmp_path: Path) -> DatabaseConfig:
 def settle(device: Device, seconds: float = 45.0) -> None:
     """Stop writing, then wait until the controller acknowledged every row the device holds."""
     device.stop_writing()
-    wait_until(device.drained, seconds, "the device's outbox to be acknowledged by the controller")
+    wait_until(device.drained, seconds, what="the device's outbox to be acknowledged by the controller")
 
 
 @pytest.mark.parametrize(("protocol", "rounds"), [("mqtt5", 10), ("mqtt311", 3)])
@@ -75,7 +70,7 @@ def test_broker_killed_at_random_moments_loses_nothing(
     controller = in_process_controller(mosquitto, database, protocol)
     device = Device(tmp_path / "device", unique_device(), device_config(mosquitto, protocol)).start()
     try:
-        wait_until(lambda: device.sync.state().controller_acks > 0, 20, "a first controller ack")
+        wait_until(lambda: device.sync.state().controller_acks > 0, 20, what="a first controller ack")
         for _ in range(rounds):
             time.sleep(rng.uniform(0.2, 1.0))  # the device keeps writing and sending meanwhile
             mosquitto.kill()
@@ -99,7 +94,7 @@ def test_controller_killed_and_restarted_loses_nothing(mosquitto: MosquittoBroke
     controller = ControllerProcess(tmp_path / "ctl", mosquitto, db).start()
     device = Device(tmp_path / "device", unique_device(), device_config(mosquitto)).start()
     try:
-        wait_until(lambda: device.sync.state().controller_acks > 0, 20, "a first controller ack")
+        wait_until(lambda: device.sync.state().controller_acks > 0, 20, what="a first controller ack")
         for pause in (0.7, 1.5):
             time.sleep(pause)
             controller.kill()  # whatever it had received and not committed is gone with it
@@ -141,7 +136,7 @@ def test_two_controllers_in_one_group_one_killed_mid_stream(
     second = ControllerProcess(tmp_path / "ctl-b", mosquitto, db).start()
     device = Device(tmp_path / "device", unique_device(), device_config(mosquitto)).start()
     try:
-        wait_until(lambda: device.written > 150, 30, "results flowing through both controllers")
+        wait_until(lambda: device.written > 150, 30, what="results flowing through both controllers")
         first.kill()
         time.sleep(1.5)
         settle(device)
@@ -180,7 +175,7 @@ def test_acknowledgements_pass_the_shipped_acl(
             sync = device_config(broker, username=device, password="dev-pass")
             dev = Device(tmp_path / "device", device, sync).start()
             try:
-                wait_until(lambda: dev.written > 60, 20, "results written")
+                wait_until(lambda: dev.written > 60, 20, what="results written")
                 settle(dev)
             finally:
                 dev.close()

@@ -22,8 +22,9 @@ from edgefleet.cloud_sync.topics import device_topic
 from edgefleet.controller.acks import AckPublisher, AckRef
 from edgefleet.controller.config import MqttConfig, MqttTlsConfig
 from edgefleet.controller.mqtt import ControllerMqtt
-from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker
 from tests.support.sync_fixtures import fill_results, open_store, unique_device
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

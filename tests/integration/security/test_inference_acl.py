@@ -20,7 +20,8 @@ from edgefleet.controller.config import MqttConfig, MqttTlsConfig
 from edgefleet.controller.inference import InferenceConfig
 from edgefleet.controller.inference.worker import InferencePool
 from edgefleet.controller.mqtt import ControllerMqtt
-from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker, wait_until
+from tests.support.shipped_broker import CONTROLLERS, DEVICE_PREFIX, Client, ShippedBroker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

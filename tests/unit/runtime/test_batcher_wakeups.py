@@ -8,13 +8,12 @@ all. Each test waits for real events with generous limits; none asserts a durati
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 
 from edgefleet.runtime.batcher import Batch, Batcher
 from edgefleet.runtime.ringbuffer import StreamBuffer, counts_windows
+from tests.support.waiting import wait_until
 
 
 def make(name: str) -> StreamBuffer:
@@ -24,14 +23,6 @@ def make(name: str) -> StreamBuffer:
 def feed(buf: StreamBuffer, windows: int) -> None:
     idx = np.arange(2 * windows, dtype=np.float32)
     buf.push_block(idx[:, None], idx.astype(np.float64))
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.001)
 
 
 def test_a_counted_listener_hears_how_many_windows_a_push_completed() -> None:
@@ -64,7 +55,7 @@ def test_consumer_sleeps_through_windows_that_cannot_fill_the_batch() -> None:
     consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
     consumer.start()
     feed(streams[0], 1)  # the first window wakes the consumer: it starts the timeout
-    wait_until(lambda: batcher.pending == 1 and batcher._need == 7, "the consumer to wait for 7 more")
+    wait_until(lambda: batcher.pending == 1 and batcher._need == 7, what="the consumer to wait for 7 more")
     notified: list[int] = []
     notify_all = batcher._cond.notify_all
 
@@ -92,7 +83,7 @@ def test_one_push_of_several_windows_fills_the_batch_and_wakes_the_consumer() ->
     consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
     consumer.start()
     feed(a, 1)
-    wait_until(lambda: batcher.pending == 1 and batcher._need == 4, "the consumer to wait for 4 more")
+    wait_until(lambda: batcher.pending == 1 and batcher._need == 4, what="the consumer to wait for 4 more")
     feed(b, 4)  # one push, four windows: counted as four
     consumer.join(timeout=90)
     assert got
@@ -109,7 +100,7 @@ def test_held_wakeups_wake_the_consumer_once_at_release() -> None:
     got: list[Batch | None] = []
     consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
     consumer.start()
-    wait_until(lambda: batcher._sleeping and batcher._need == 1, "the consumer to sleep")
+    wait_until(lambda: batcher._sleeping and batcher._need == 1, what="the consumer to sleep")
     notified: list[int] = []
     notify_all = batcher._cond.notify_all
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -44,13 +42,3 @@ class Collector:
             if not self._samples:
                 return np.empty((0, channels), np.float32), np.empty((0,), np.float64)
             return np.concatenate(self._samples), np.concatenate(self._times)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll until ``predicate()``; fail the test (not on timing, on never happening) after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")

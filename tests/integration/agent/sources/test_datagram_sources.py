@@ -20,7 +20,8 @@ from edgefleet.agent.sources import (
     UnixSourceConfig,
     create_source,
 )
-from tests.integration.agent.sources.helpers import Collector, wait_until
+from tests.integration.agent.sources.helpers import Collector
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

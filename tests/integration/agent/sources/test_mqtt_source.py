@@ -14,8 +14,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.agent.sources import MqttSource, MqttSourceConfig
-from tests.integration.agent.sources.helpers import Collector, wait_until
+from tests.integration.agent.sources.helpers import Collector
 from tests.support.broker import MosquittoBroker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

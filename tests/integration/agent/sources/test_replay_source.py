@@ -11,7 +11,8 @@ import pytest
 
 from edgefleet.agent.sources import ReplaySource, ReplaySourceConfig, SourceError, create_source
 from tests.conftest import MODELS_DIR
-from tests.integration.agent.sources.helpers import Collector, wait_until
+from tests.integration.agent.sources.helpers import Collector
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,8 @@ from edgefleet.agent.sources import (
 )
 from edgefleet.agent.sources.hub import default_hub
 from tests.conftest import MODELS_DIR
-from tests.integration.agent.sources.helpers import Collector, wait_until
+from tests.integration.agent.sources.helpers import Collector
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

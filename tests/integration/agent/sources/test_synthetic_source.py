@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edgefleet.agent.sources import SyntheticSignal, SyntheticSource, SyntheticSourceConfig
-from tests.integration.agent.sources.helpers import Collector, wait_until
+from tests.integration.agent.sources.helpers import Collector
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

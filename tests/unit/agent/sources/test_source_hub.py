@@ -13,6 +13,7 @@ import pytest
 from edgefleet.agent.sources import BaseSourceConfig, Sink
 from edgefleet.agent.sources.hub import HubSource, SourceHub
 from edgefleet.types import FloatArray
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -69,14 +70,6 @@ class CountingSink:
     def __call__(self, samples: FloatArray, timestamps: npt.NDArray[np.float64]) -> None:
         with self.lock:
             self.rows += len(samples)
-
-
-def wait_until(condition: object, timeout: float = 10.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_sources_on_one_hub_share_its_single_thread() -> None:
