@@ -26,6 +26,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("model_predict", []),
     ("model_path", []),
     ("store_writer", []),
+    ("store_stats", []),
     ("fixed_load", []),
     ("fixed_load_stages", []),
     ("saturation", []),

@@ -84,6 +84,8 @@ class StoreStats:
     """Free pages inside the file (reused by new rows, or returned by an incremental vacuum)."""
     wal_bytes: int
     rows: dict[str, int]
+    """Rows per table (results, metrics, events, outbox), exact; the first three are read from
+    counters kept with every insert and delete, not counted (``agent/store/rowcounts.py``)."""
     unsynced_results: int
     outbox_backlog: dict[str, int]
     bytes_written_total: int

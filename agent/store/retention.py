@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefleet.agent.store.config import StoreConfig
+from edgefleet.agent.store.rowcounts import delete_rows, history_rows
 
 __all__ = ["RetentionReport", "disk_bytes", "enforce_retention", "used_bytes"]
 
@@ -35,7 +36,8 @@ _MAX_CHUNK_ROWS = 20000
 _VACUUM_STEP_PAGES = 2048
 
 # Synced-history tables and the column that orders them by age. Metrics and events rows are local
-# history: what sync still needs of them is a copy in the outbox.
+# history: what sync still needs of them is a copy in the outbox. Rows leave these tables only
+# through rowcounts.delete_rows, which keeps their row counts (Store.stats() reads those).
 _HISTORY = {
     "results": ("created_at", "synced_at IS NOT NULL"),
     "metrics": ("ts", "1"),
@@ -114,10 +116,12 @@ def _delete_by_age(conn: sqlite3.Connection, cutoff: float, report: RetentionRep
             continue
         while True:
             with _transaction(conn):
-                n = conn.execute(
+                n = delete_rows(
+                    conn,
+                    table,
                     f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {ts_column} < ? LIMIT ?)",
                     (cutoff, _AGE_CHUNK_ROWS),
-                ).rowcount
+                )
             _add(report.deleted_by_age, table, n)
             if n < _AGE_CHUNK_ROWS:
                 break
@@ -136,10 +140,13 @@ def _delete_results_by_age(conn: sqlite3.Connection, cutoff: float, report: Rete
             ids += ranges[end][1] - ranges[end][0] + 1
             end += 1
         with _transaction(conn):
-            n = conn.executemany(
+            n = delete_rows(
+                conn,
+                "results",
                 "DELETE FROM results WHERE id BETWEEN ? AND ? AND created_at < ? AND synced_at IS NOT NULL",
                 [(first, last, cutoff) for first, last in ranges[start:end]],
-            ).rowcount
+                many=True,
+            )
         _add(report.deleted_by_age, "results", n)
         start = end
 
@@ -156,7 +163,9 @@ def _forget_emptied_batches(conn: sqlite3.Connection) -> None:
 
 def _rows_for(conn: sqlite3.Connection, excess: int) -> int:
     """How many rows to delete to free about ``excess`` bytes, from the average row size."""
-    rows = sum(int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in (*_HISTORY, "outbox"))
+    # The history tables' counts cost nothing (rowcounts.py); the outbox is only what is pending.
+    outbox = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    rows = sum(history_rows(conn).values()) + outbox
     per_row = max(used_bytes(conn) / max(rows, 1), 1.0)
     return min(max(math.ceil(excess / per_row * 1.1), _MIN_CHUNK_ROWS), _MAX_CHUNK_ROWS)
 
@@ -179,11 +188,13 @@ def _delete_synced_for_size(conn: sqlite3.Connection, target: int, report: Reten
             return
         _, deletable = _HISTORY[table]
         with _transaction(conn):
-            n = conn.execute(
+            n = delete_rows(
+                conn,
+                table,
                 f"DELETE FROM {table} WHERE id IN "
                 f"(SELECT id FROM {table} WHERE {deletable} ORDER BY id LIMIT ?)",
                 (_rows_for(conn, excess),),
-            ).rowcount
+            )
         _add(report.deleted_for_size, table, n)
 
 
@@ -213,7 +224,7 @@ def _evict_unsynced_results(conn: sqlite3.Connection, limit: int) -> int:
     upto = _oldest_unsynced_upto(conn, limit)
     if upto is None:
         return 0
-    n = conn.execute("DELETE FROM results WHERE synced_at IS NULL AND id <= ?", (upto,)).rowcount
+    n = delete_rows(conn, "results", "DELETE FROM results WHERE synced_at IS NULL AND id <= ?", (upto,))
     # Outbox items reference id ranges: drop the ranges now empty, trim the one cut in two.
     conn.execute("DELETE FROM outbox WHERE kind = 'results' AND last_result_id <= ?", (upto,))
     conn.execute(

@@ -92,9 +92,14 @@ def _assert_migrated_and_intact(store: Store) -> None:
     assert [r["id"] for r in items[1].payload] == [3, 4, 5]  # type: ignore[index]
     assert store.db.execute("SELECT labels FROM metrics").fetchone()[0] == '{"core": "0"}'
     assert store.query_events()[0]["kind"] == "boot"
+    # v8: counted, not scanned, although id 6 is a gap (rows = seq - deleted: 6 - 1).
+    assert store.stats().rows == {"results": 5, "metrics": 1, "events": 1, "outbox": 2}
     # The store carries on: new ids continue after the old high-water mark.
     record = ResultRecord("imu", 1.0, 2.0, "motion", "1.0.0", "c", 0.5, [1.0], 1.0)
     assert store.write_results([record]) == [7]
+    # That write ran retention: max_age_s (30 days) took the synced rows of 1970 (ids 1-2), the
+    # metric and the event.
+    assert store.stats().rows == {"results": 4, "metrics": 0, "events": 0, "outbox": 3}
     # v5: the old rows' created_at bounds were backfilled; the small new write widened them.
     assert store.db.execute("SELECT * FROM result_batches ORDER BY first_id").fetchall() == [
         (1, 7, 200.0, record.created_at)
@@ -230,3 +235,56 @@ def test_v6_drops_the_metrics_name_index_and_keeps_every_metric(tmp_path: Path) 
     assert indexes == {"metrics_ts"}  # retention's age cut still has its index
     assert conn.execute("SELECT count(*) FROM metrics").fetchone()[0] == before
     conn.close()
+
+
+def test_v8_counts_the_rows_a_v7_store_already_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    build_v1_store(path)  # results ids 1-5, id 6 inserted and deleted
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=7) == [2, 3, 4, 5, 6, 7]
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO results (stream, window_start, window_end, model_name, model_version, latency_ms, "
+        "created_at, synced_at) VALUES ('imu', 0.0, 1.0, 'm', '1', 1.0, ?, ?)",
+        [(1000.0 + i, 2000.0 if i < 200 else None) for i in range(300)],
+    )
+    conn.executemany(
+        "INSERT INTO metrics (ts, name, value) VALUES (?, 'cpu', 1.0)", [(10.0 + i,) for i in range(40)]
+    )
+    conn.executemany(
+        "INSERT INTO events (ts, kind, level, message) VALUES (?, 'x', 'info', 'm')",
+        [(20.0 + i,) for i in range(9)],
+    )
+    conn.execute("INSERT INTO result_batches VALUES (7, 306, 1000.0, 1299.0)")  # as a v7 write records it
+    conn.execute("COMMIT")
+    # What v7's retention did: deletes from every history table, counted nowhere.
+    conn.execute("DELETE FROM results WHERE id BETWEEN 10 AND 150")
+    conn.execute("DELETE FROM metrics WHERE ts < 35.0")
+    conn.execute("DELETE FROM events WHERE ts < 24.0")
+    expected = {
+        t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("results", "metrics", "events")
+    }
+    assert expected == {"results": 305 - 141, "metrics": 15, "events": 5}
+
+    assert migrate(conn, target=8) == [8]
+
+    deleted = dict(conn.execute("SELECT key, value FROM store_meta WHERE key LIKE '%_deleted_total'"))
+    assert deleted == {
+        "results_deleted_total": 306 - 164,
+        "metrics_deleted_total": 26,
+        "events_deleted_total": 5,
+    }
+    conn.close()
+    config = StoreConfig(path=path, max_age_s=None, retention_interval_s=3600.0)
+    with Store.open(path, config) as store:
+        assert store.stats().rows == {**expected, "outbox": 2}
+        store.write_results([ResultRecord("imu", 1.0, 2.0, "m", "1", "c", 0.5, None, 1.0)] * 3)
+        store.enforce_retention(now=1e12)  # nothing to age out (max_age_s None) nor to trim
+        assert store.stats().rows["results"] == 167
+    config = config.model_copy(update={"max_age_s": 1.0})
+    with Store.open(path, config) as store:  # reopened; retention now deletes every synced row
+        report = store.enforce_retention(now=1e12)
+        assert report.deleted_by_age == {"results": 2 + 200 - 141, "metrics": 15, "events": 5}
+        counts = {t: store.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in expected}
+        assert {t: n for t, n in store.stats().rows.items() if t != "outbox"} == counts
+        assert counts == {"results": 167 - 61, "metrics": 0, "events": 0}
