@@ -424,7 +424,7 @@ def main() -> int:
                 drift_ratios.append(on_us / off_us)
             print(
                 f"{r:>5} {loop_us:>8.1f} {off_us:>7.1f} {on_us:>7.1f} {ratios[-1]:>9.2f} "
-                f"{on_us / off_us:>7.3f} {os.getloadavg()[0]:>5.1f}",
+                f"{on_us / off_us:>7.3f} {os.getloadavg()[0]:>5.1f}".replace("nan", "  -"),
                 flush=True,
             )
         print("last round:")
@@ -440,9 +440,9 @@ def main() -> int:
         f"  goal, same work as the loop (inference + store, no drift monitoring): agent / loop = "
         f"{ratio:.2f}x{spread} ({verdict} <= {GOAL}x)"
     )
-    print(
-        f"  drift monitoring (on by default): defaults / drift off = {statistics.median(drift_ratios):.3f}x"
-    )
+    if drift_ratios:
+        drift = statistics.median(drift_ratios)
+        print(f"  drift monitoring (on by default): defaults / drift off = {drift:.3f}x")
     return 0
 
 
