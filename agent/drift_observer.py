@@ -200,7 +200,8 @@ class DriftObserver:
             monitor.add_windows(streams, starts, data, start_ts=t0, end_ts=t1, labels=labels, scores=scores)
 
     def flush(self) -> None:
-        """Close and send the open report, if it counted anything (the agent stops or reloads)."""
+        """Close and send the open report, if it counted anything (the agent stops or reloads,
+        after the pipeline has stopped: so the skips can be told to the monitor here)."""
         with self._lock:
             if self._monitor is not None:
                 self._note_skips(self._monitor)
@@ -247,5 +248,6 @@ class DriftObserver:
             monitor = self._monitor
             if monitor is None:
                 return {"enabled": False, "reason": self._off_reason}
-            self._note_skips(monitor)
+            # No _note_skips here: this runs on another thread than the pipeline's, whose
+            # sampling path adds to the monitor's skipped count without the lock.
             return {"enabled": True, "skipped_windows": self.skipped_windows, **monitor.state()}
