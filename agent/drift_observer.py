@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,14 @@ def _streams_and_starts(
 class DriftObserver:
     """Pipeline observer feeding a :class:`DriftMonitor`; thread-safe for :meth:`status`."""
 
-    def __init__(self, config: DriftConfig, store: Store) -> None:
+    def __init__(
+        self,
+        config: DriftConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
         self.config = config
         self.settings = DriftSettings.from_config(config)
         self.store = store
@@ -75,7 +82,8 @@ class DriftObserver:
         self._failures = RateLimitedLog(log, 60.0)
         self._budget_per_s = config.max_cpu
         self._tokens = _BURST_S  # full: the first counts and report are not charged to a cold bucket
-        self._refilled_at = time.perf_counter()
+        self._clock, self._cpu_clock = clock, cpu_clock  # wall time for the refill; CPU time charged
+        self._refilled_at = clock()
         self._resume_at = 0.0  # while the bucket is empty: when it holds a token again
         # Windows skipped by the budget, written by the writer thread alone (so no lock on the
         # skip path, which at saturation runs for most batches); the monitor is told of them
@@ -112,7 +120,7 @@ class DriftObserver:
             return
         if monitor.sample_every > 1 and monitor.pass_over(windows):
             return  # left out by sampling: first, so that it costs next to nothing
-        started = time.perf_counter()
+        started = self._clock()
         if started < self._resume_at:
             # The budget is spent: at saturation most batches end here, so this path is a
             # compare and an add (measured: with nearly every batch skipped, the lock and calls
@@ -122,12 +130,12 @@ class DriftObserver:
         budget = self._budget_per_s
         tokens = min(_BURST_S, self._tokens + (started - self._refilled_at) * budget)
         self._refilled_at = started
-        cpu = time.thread_time()
+        cpu = self._cpu_clock()
         self._count(monitor, batch, predictions)
         # Charged in this thread's CPU time, not wall time: on a loaded machine the wall time
         # includes waiting for a core, which would make the share drift gets depend on the
         # neighbours' load rather than on what drift itself costs.
-        tokens -= time.thread_time() - cpu
+        tokens -= self._cpu_clock() - cpu
         self._tokens = tokens
         if tokens < 0:
             self._resume_at = started + -tokens / budget
