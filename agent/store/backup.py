@@ -12,11 +12,12 @@ import fcntl
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefleet.agent.store.connection import lock_path_for
 from edgefleet.agent.store.migrations import SCHEMA_VERSION, read_schema_version
+from edgefleet.agent.store.rowcounts import COUNTED_SINCE, miscounted
 from edgefleet.errors import StoreError
 
 __all__ = ["BackupReport", "DatabaseInfo", "backup", "check_database", "describe_database", "restore"]
@@ -32,6 +33,8 @@ class DatabaseInfo:
     schema_version: int | None
     size_bytes: int
     tables: list[str]
+    miscounted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """History tables whose kept row count is wrong: ``{table: (kept, actual)}`` (see rowcounts)."""
 
 
 @dataclass
@@ -91,6 +94,8 @@ def check_database(path: str | os.PathLike[str]) -> tuple[DatabaseInfo, list[str
     try:
         info = _info(conn, db_path)
         lines = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
+        if lines == ["ok"] and info.kind == "device-store" and (info.schema_version or 0) >= COUNTED_SINCE:
+            info.miscounted = miscounted(conn)
     except sqlite3.DatabaseError as exc:
         return DatabaseInfo(str(db_path), "unknown", None, db_path.stat().st_size, []), [str(exc)]
     finally:

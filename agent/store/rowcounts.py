@@ -22,9 +22,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["HISTORY_TABLES", "delete_rows", "history_rows"]
+__all__ = ["COUNTED_SINCE", "HISTORY_TABLES", "delete_rows", "history_rows", "miscounted", "recount"]
 
 HISTORY_TABLES = ("results", "metrics", "events")
+COUNTED_SINCE = 8
+"""The schema version (migration 8) from which stores keep these counters."""
 
 
 def _key(table: str) -> str:
@@ -56,3 +58,26 @@ def history_rows(conn: sqlite3.Connection) -> dict[str, int]:
         ).fetchone()
         counts[table] = int(row[0])
     return counts
+
+
+def miscounted(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """The history tables whose kept count is not their ``count(*)``: ``{table: (kept, actual)}``.
+
+    Scans every table (for ``store check`` and ``store vacuum``, never the health tick). Only rows
+    deleted behind edgefleet's back (e.g. in the ``sqlite3`` shell) make a count wrong."""
+    kept = history_rows(conn)
+    wrong = {}
+    for table in HISTORY_TABLES:
+        actual = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        if actual != kept[table]:
+            wrong[table] = (kept[table], actual)
+    return wrong
+
+
+def recount(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """Make every kept count ``count(*)`` again (inside a write transaction); returns what was
+    wrong, as :func:`miscounted`."""
+    wrong = miscounted(conn)
+    for table, (kept, actual) in wrong.items():
+        conn.execute("UPDATE store_meta SET value = value + ? WHERE key = ?", (kept - actual, _key(table)))
+    return wrong

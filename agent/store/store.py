@@ -28,7 +28,7 @@ from edgefleet.agent.store.records import (
     StoreStats,
 )
 from edgefleet.agent.store.retention import disk_bytes
-from edgefleet.agent.store.rowcounts import history_rows
+from edgefleet.agent.store.rowcounts import history_rows, recount
 from edgefleet.agent.store.rows import (
     RESULT_COLUMNS,
     check_record,
@@ -409,6 +409,12 @@ class Store(StoreCore):
         rows = history_rows(conn)
         rows["outbox"] = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
         return rows
+
+    def recount_rows(self) -> dict[str, tuple[int, int]]:
+        """Make the kept row counts right again after rows were deleted behind edgefleet's back
+        (scans each history table); returns what was wrong, ``{table: (kept, actual)}``."""
+        with self._write("recount rows") as conn:
+            return recount(conn)
 
     def stats(self) -> StoreStats:
         with self._read() as conn:

@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     check_cmd.add_argument("--json", action="store_true", help="print JSON")
     check_cmd.set_defaults(handler=_check)
 
-    vacuum_cmd = commands.add_parser("vacuum", help="give free pages back to the filesystem")
+    vacuum_cmd = commands.add_parser(
+        "vacuum", help="give free pages back to the filesystem (and recount rows deleted outside edgefleet)"
+    )
     _add_db_options(vacuum_cmd)
     vacuum_cmd.add_argument(
         "--full", action="store_true", help="rewrite the whole file (needs as much free disk as the store)"
@@ -144,6 +146,11 @@ def _check(args: argparse.Namespace) -> int:
         )
     for problem in problems:
         print(f"  - {problem}")
+    for table, (kept, actual) in info.miscounted.items():
+        print(
+            f"  note: {table} holds {actual} rows but its kept count says {kept} (rows deleted outside "
+            "edgefleet?); hint: `edgefleet store vacuum` recounts them"
+        )
     if problems:
         print("  hint: restore a backup with `edgefleet store restore BACKUP --db PATH --force`")
     return 0 if not problems else 1
@@ -169,6 +176,8 @@ def _vacuum(args: argparse.Namespace) -> int:
                 f"(age {report.deleted_by_age}, size {report.deleted_for_size}, "
                 f"unsynced evicted {report.evicted_unsynced})"
             )
+        for table, (kept, actual) in store.recount_rows().items():
+            print(f"recounted {table}: {actual} rows (the kept count said {kept})")
         saved = store.vacuum(full=args.full)
         size = store.stats().size_bytes
     print(f"vacuumed {store.path}: {saved} bytes returned to the filesystem, now {size} bytes")

@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.agent.store import MetricSample, ResultRecord, Store, StoreConfig
+from edgefleet.agent.store.backup import check_database
 from edgefleet.agent.store.rowcounts import delete_rows
+from edgefleet.cli.main import main
 
 from .conftest import MakeRecords, OpenStore
 
@@ -250,3 +252,32 @@ def test_counts_equal_count_star_after_any_sequence(tmp_path: Path, ops: list[tu
             assert counted(store) == actual(store), (op, arg)
     finally:
         store.close()
+
+
+def test_rows_deleted_behind_its_back_are_reported_by_check_and_recounted_by_vacuum(
+    tmp_path: Path, open_store: OpenStore, make_records: MakeRecords, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store()
+    store.write_results(make_records(50))
+    store.write_metrics(metrics(7, time.time()))
+    store.close()
+    db = tmp_path / "store.db"
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM results WHERE id % 5 = 0")  # the sqlite3 shell, not edgefleet
+    conn.commit()
+    conn.close()
+
+    info, problems = check_database(db)
+    assert problems == []  # the file is sound; only a kept count is wrong
+    assert info.miscounted == {"results": (50, 40)}
+    assert main(["store", "check", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "results holds 40 rows but its kept count says 50" in out
+    assert "store vacuum" in out
+
+    assert main(["store", "vacuum", "--db", str(db)]) == 0
+    assert "recounted results: 40 rows (the kept count said 50)" in capsys.readouterr().out
+    assert check_database(db)[0].miscounted == {}
+    reopened = open_store()
+    assert counted(reopened) == actual(reopened)
+    assert reopened.recount_rows() == {}  # nothing left to repair
