@@ -35,9 +35,25 @@ function histogram(channel) {
   return svg;
 }
 
+// Every merged score of a channel; the ones the controller lists in `over` (its [drift]
+// thresholds) are marked. swap names the channel it would be exchanged with.
+const METRICS = [["psi", "PSI"], ["js", "JS"], ["ks", "KS"], ["scale", "scale"], ["swap", "swap"]];
+
 function scores(channel) {
-  if (channel.psi == null) return `${channel.samples.toLocaleString()} samples, not scored`;
-  return `PSI ${fmtNumber(channel.psi, 3)} · JS ${fmtNumber(channel.js, 3)} · KS ${fmtNumber(channel.ks, 3)}`;
+  if (channel.psi == null) {
+    return el("span", { class: "scores", text: `${channel.samples.toLocaleString()} samples, not scored` });
+  }
+  const parts = METRICS.map(([metric, label]) => {
+    const over = channel.over.includes(metric);
+    const partner = metric === "swap" && channel.swap_with ? ` (with ${channel.swap_with})` : "";
+    return el("span", {
+      class: over ? "metric over" : "metric",
+      "data-metric": metric,
+      title: over ? `${label} is over the controller's ${metric}_threshold` : null,
+      text: `${label} ${fmtNumber(channel[metric], 3)}${partner}`,
+    });
+  });
+  return el("span", { class: "scores" }, ...parts.flatMap((part, i) => (i ? [" · ", part] : [part])));
 }
 
 function render(data) {
@@ -68,7 +84,7 @@ function render(data) {
   if (group.skipped_reports) note.textContent += ` ${group.skipped_reports} reports did not fit and were left out.`;
   box.replaceChildren(...group.channels.map((c) => el("figure",
     { class: c.over.length ? "histogram over" : "histogram", "data-channel": c.name },
-    el("figcaption", {}, el("strong", { text: c.name }), el("span", { class: "scores", text: scores(c) })),
+    el("figcaption", {}, el("strong", { text: c.name }), scores(c)),
     histogram(c))));
   outputs.textContent = group.outputs
     ? `Predicted classes (${group.outputs.windows.toLocaleString()} windows): `

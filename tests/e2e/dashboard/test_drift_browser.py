@@ -10,6 +10,10 @@ monitor, windowing and thresholds the agent uses) with acc_y offset by one refer
 
 The controller's ``[drift] reference_bundles`` names the shipped bundles, so the fleet panel
 shows merged live vs reference histograms per channel.
+
+A second controller holds one miswired device, ``drift-w`` (acc_y's gain x1.5, gyr_x and gyr_y
+swapped), so the fleet panel shows ``scale`` and ``swap`` over their thresholds undiluted by
+clean devices (docs/drift.md, Fleet).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +55,24 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 BUNDLE = MODELS_DIR / "bundles" / "basicmotions-edge-tflite"
 RECORDING = MODELS_DIR / "data" / "basicmotions_test_stream.npz"
 CHANNELS = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
+NO_VALUE = "\u2013"  # what the dashboard's fmtNumber shows for null (an en dash)
 
 
-def agent_reports(segments: list[bool]) -> list[dict[str, Any]]:
-    """Drift message bodies for a recording made of clean (False) and faulty (True) segments."""
+def agent_reports(segments: list[bool], fault: str = "offset") -> list[dict[str, Any]]:
+    """Drift message bodies for a recording made of clean (False) and faulty (True) segments.
+
+    ``fault``: "offset" (acc_y offset by one reference std) or "wiring" (acc_y's gain x1.5, and
+    gyr_x and gyr_y swapped)."""
     bundle = load_bundle(BUNDLE)
     reference = bundle.manifest.reference
     assert reference is not None
     clean = np.tile(np.load(RECORDING)["samples"].astype(np.float64), (3, 1))
     faulty = clean.copy()
-    faulty[:, 1] += reference.channels[1].std
+    if fault == "offset":
+        faulty[:, 1] += reference.channels[1].std
+    else:
+        faulty[:, 1] *= 1.5
+        faulty[:, [3, 4]] = faulty[:, [4, 3]]
     data = np.concatenate([faulty if fault else clean for fault in segments])
     reports = run_check(bundle, data, DriftSettings())
     now = time.time()
@@ -93,13 +106,14 @@ def publish(stack: FleetStack, device_id: str, kind: str, bodies: list[dict[str,
         client.disconnect()
 
 
-@pytest.fixture(scope="module")
-def drift_fleet(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[FleetStack, dict[str, list[dict[str, Any]]]]]:
+@contextmanager
+def drift_stack(
+    workdir: Path, drift: dict[str, list[dict[str, Any]]], online: list[str]
+) -> Iterator[FleetStack]:
+    """Mosquitto and a controller whose ``reference_bundles`` names the shipped bundles, holding
+    ``drift`` (device: report bodies) and an online status from each device in ``online``."""
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed; `make test` installs it with apt-get when run as root")
-    workdir = tmp_path_factory.mktemp("drift-fleet")
     (workdir / "broker").mkdir()
     broker = MosquittoBroker(workdir / "broker").start()
     http_port = free_port()
@@ -128,26 +142,44 @@ def drift_fleet(
             timeout=30,
             what="the controller's /healthz",
         )
-        sent = {"drift-a": agent_reports([False, True, False]), "drift-b": agent_reports([False, True])}
-        for device, bodies in sent.items():
+        for device, bodies in drift.items():
             publish(stack, device, "drift", bodies)
-        publish(
-            stack, "drift-c", "status", [{"state": "online", "model_name": "x", "model_version": "1.0.0"}]
-        )
+        for device in online:
+            publish(
+                stack, device, "status", [{"state": "online", "model_name": "x", "model_version": "1.0.0"}]
+            )
         wait_for(
             lambda: (
-                len(stack.get("/api/devices/drift-a/drift", since=0, limit=1000)) == len(sent["drift-a"])
-                and len(stack.get("/api/devices/drift-b/drift", since=0, limit=1000)) == len(sent["drift-b"])
-                and stack.get("/api/dashboard/overview")["counts"]["total"] == 3
+                all(
+                    len(stack.get(f"/api/devices/{device}/drift", since=0, limit=1000)) == len(bodies)
+                    for device, bodies in drift.items()
+                )
+                and stack.get("/api/dashboard/overview")["counts"]["total"] == len(drift) + len(online)
             ),
             timeout=30,
             what="every drift report stored",
         )
-        yield stack, sent
+        yield stack
     finally:
         stop_process(controller)
         log.close()
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def drift_fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FleetStack, dict[str, list[dict[str, Any]]]]]:
+    sent = {"drift-a": agent_reports([False, True, False]), "drift-b": agent_reports([False, True])}
+    with drift_stack(tmp_path_factory.mktemp("drift-fleet"), sent, online=["drift-c"]) as stack:
+        yield stack, sent
+
+
+@pytest.fixture(scope="module")
+def wiring_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetStack]:
+    sent = {"drift-w": agent_reports([True], fault="wiring")}
+    with drift_stack(tmp_path_factory.mktemp("wiring-fleet"), sent, online=[]) as stack:
+        yield stack
 
 
 def _healthy(stack: FleetStack, workdir: Path) -> bool:
@@ -160,9 +192,8 @@ def _healthy(stack: FleetStack, workdir: Path) -> bool:
         return False
 
 
-@pytest.fixture
-def page(browser: Any, drift_fleet: tuple[FleetStack, Any]) -> Iterator[Any]:
-    stack, _ = drift_fleet
+@contextmanager
+def logged_in_page(browser: Any, stack: FleetStack) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1440, "height": 1100})
     context.set_default_timeout(15_000)
     page = context.new_page()
@@ -176,6 +207,53 @@ def page(browser: Any, drift_fleet: tuple[FleetStack, Any]) -> Iterator[Any]:
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
     assert not elsewhere, f"requests that left the controller: {elsewhere}"
+
+
+@pytest.fixture
+def page(browser: Any, drift_fleet: tuple[FleetStack, Any]) -> Iterator[Any]:
+    with logged_in_page(browser, drift_fleet[0]) as page:
+        yield page
+
+
+@pytest.fixture
+def wiring_page(browser: Any, wiring_fleet: FleetStack) -> Iterator[Any]:
+    with logged_in_page(browser, wiring_fleet) as page:
+        yield page
+
+
+def panel_scores(page: Any) -> dict[str, dict[str, tuple[str, bool]]]:
+    """Per channel of the fleet panel, per metric: its text and whether it is marked over."""
+    shown: dict[str, dict[str, list[Any]]] = page.eval_on_selector_all(
+        "#fleet-drift-channels figure",
+        """fs => Object.fromEntries(fs.map(f => [f.dataset.channel, Object.fromEntries(
+            [...f.querySelectorAll(".scores [data-metric]")].map(m => [
+                m.dataset.metric, [m.textContent, m.classList.contains("over")]]))]))""",
+    )
+    return {
+        channel: {metric: (str(text), bool(over)) for metric, (text, over) in cells.items()}
+        for channel, cells in shown.items()
+    }
+
+
+def expected_text(channel: dict[str, Any], metric: str) -> str:
+    label = {"psi": "PSI", "js": "JS", "ks": "KS"}.get(metric, metric)
+    value = channel[metric]
+    text = f"{label} {value:.3f}" if value is not None else f"{label} {NO_VALUE}"
+    if metric == "swap" and channel["swap_with"]:
+        text += f" (with {channel['swap_with']})"
+    return text
+
+
+def assert_panel_shows(page: Any, group: dict[str, Any]) -> None:
+    """Every channel's five scores as the API merged them, the ones in its ``over`` marked."""
+    shown = panel_scores(page)
+    assert sorted(shown) == sorted(c["name"] for c in group["channels"])
+    for channel in group["channels"]:
+        cells = shown[channel["name"]]
+        assert list(cells) == ["psi", "js", "ks", "scale", "swap"]
+        for metric, (text, over) in cells.items():
+            assert text == expected_text(channel, metric), (channel["name"], metric)
+            assert over == (metric in channel["over"]), (channel["name"], metric, channel["over"])
 
 
 def alerted(bodies: list[dict[str, Any]], channel: str) -> list[bool]:
@@ -249,5 +327,44 @@ def test_fleet_panel_shows_live_against_reference_per_channel(
     merged = stack.get("/api/fleet/drift", since=-86400)["groups"][0]
     psi = next(c["psi"] for c in merged["channels"] if c["name"] == "acc_y")
     assert f"PSI {psi:.3f}" in acc_y.locator(".scores").inner_text()
+    # scale and swap beside PSI/JS/KS on every channel; an offset changes neither.
+    assert_panel_shows(page, merged)
+    acc_x = next(c for c in merged["channels"] if c["name"] == "acc_x")
+    assert acc_x["scale"] is not None
+    assert acc_x["swap"] is not None
+    assert (
+        f"scale {acc_x['scale']:.3f}"
+        in page.locator("#fleet-drift-channels figure[data-channel=acc_x] .scores").inner_text()
+    )
+    assert all("scale" not in c["over"] and "swap" not in c["over"] for c in merged["channels"])
     page.locator("#fleet-drift").scroll_into_view_if_needed()
     screenshot(page, "dashboard-fleet-drift.png")
+
+
+def test_fleet_panel_marks_a_gain_by_scale_and_swapped_axes_by_swap(
+    wiring_page: Any, wiring_fleet: FleetStack
+) -> None:
+    page = wiring_page
+    page.wait_for_selector("#fleet-drift-channels figure[data-channel=gyr_y] [data-metric=swap]")
+    [group] = wiring_fleet.get("/api/fleet/drift", since=-86400)["groups"]
+    over = {c["name"]: c["over"] for c in group["channels"]}
+    # The seeding: the gain shows only as scale, the swap of two gyroscope axes as swap (gyr_y
+    # keeps its spread; gyr_x's changes against the others' and is over on scale too).
+    assert over["acc_y"] == ["scale"]
+    assert over["gyr_y"] == ["swap"]
+    assert set(over["gyr_x"]) == {"scale", "swap"}
+    assert [name for name in ("acc_x", "acc_z", "gyr_z") if over[name]] == []
+    assert_panel_shows(page, group)
+    cells = panel_scores(page)
+    assert cells["acc_y"]["scale"][1] is True
+    assert [m for m, (_, marked) in cells["acc_y"].items() if marked] == ["scale"]
+    assert cells["gyr_y"]["swap"][0].endswith("(with gyr_x)")
+    assert cells["gyr_x"]["swap"][0].endswith("(with gyr_y)")
+    assert [m for m, (_, marked) in cells["gyr_y"].items() if marked] == ["swap"]
+    assert cells["acc_x"]["swap"] == ("swap 0.000", False)
+    marked = page.eval_on_selector_all(
+        "#fleet-drift-channels figure.over", "fs => fs.map(f => f.dataset.channel)"
+    )
+    assert marked == ["acc_y", "gyr_x", "gyr_y"]
+    page.locator("#fleet-drift").scroll_into_view_if_needed()
+    screenshot(page, "dashboard-fleet-drift-wiring.png")
