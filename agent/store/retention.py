@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefleet.agent.store.config import StoreConfig
-from edgefleet.agent.store.rowcounts import delete_rows, history_rows
+from edgefleet.agent.store.rowcounts import delete_rows, table_rows
 
 __all__ = ["RetentionReport", "disk_bytes", "enforce_retention", "used_bytes"]
 
@@ -163,9 +163,7 @@ def _forget_emptied_batches(conn: sqlite3.Connection) -> None:
 
 def _rows_for(conn: sqlite3.Connection, excess: int) -> int:
     """How many rows to delete to free about ``excess`` bytes, from the average row size."""
-    # The history tables' counts cost nothing (rowcounts.py); the outbox is only what is pending.
-    outbox = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-    rows = sum(history_rows(conn).values()) + outbox
+    rows = sum(table_rows(conn).values())  # no scan of the history tables (rowcounts.py)
     per_row = max(used_bytes(conn) / max(rows, 1), 1.0)
     return min(max(math.ceil(excess / per_row * 1.1), _MIN_CHUNK_ROWS), _MAX_CHUNK_ROWS)
 

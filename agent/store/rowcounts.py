@@ -22,7 +22,15 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["COUNTED_SINCE", "HISTORY_TABLES", "delete_rows", "history_rows", "miscounted", "recount"]
+__all__ = [
+    "COUNTED_SINCE",
+    "HISTORY_TABLES",
+    "delete_rows",
+    "history_rows",
+    "miscounted",
+    "recount",
+    "table_rows",
+]
 
 HISTORY_TABLES = ("results", "metrics", "events")
 COUNTED_SINCE = 8
@@ -58,6 +66,14 @@ def history_rows(conn: sqlite3.Connection) -> dict[str, int]:
         ).fetchone()
         counts[table] = int(row[0])
     return counts
+
+
+def table_rows(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows in every table that holds rows: the history tables' kept counts, and the outbox's
+    ``count(*)`` (it holds only what is pending, so counting it stays cheap)."""
+    rows = history_rows(conn)
+    rows["outbox"] = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    return rows
 
 
 def miscounted(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:

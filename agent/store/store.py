@@ -28,7 +28,7 @@ from edgefleet.agent.store.records import (
     StoreStats,
 )
 from edgefleet.agent.store.retention import disk_bytes
-from edgefleet.agent.store.rowcounts import history_rows, recount
+from edgefleet.agent.store.rowcounts import recount, table_rows
 from edgefleet.agent.store.rows import (
     RESULT_COLUMNS,
     check_record,
@@ -401,15 +401,6 @@ class Store(StoreCore):
             row["data"] = json.loads(row["data"]) if row["data"] is not None else None
         return rows
 
-    def _row_counts(self, conn: sqlite3.Connection) -> dict[str, int]:
-        """Rows per table. The history tables' counts are kept, not counted (rowcounts.py): the
-        health thread asks every few seconds, and count(*) reads the whole table (66-83 ms for
-        results at the default soft cap). The outbox holds only what is pending, and stats()
-        reads all of it for the backlog anyway, so counting it costs no more."""
-        rows = history_rows(conn)
-        rows["outbox"] = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        return rows
-
     def recount_rows(self) -> dict[str, tuple[int, int]]:
         """Make the kept row counts right again after rows were deleted behind edgefleet's back
         (scans each history table); returns what was wrong, ``{table: (kept, actual)}``."""
@@ -418,7 +409,9 @@ class Store(StoreCore):
 
     def stats(self) -> StoreStats:
         with self._read() as conn:
-            rows = self._row_counts(conn)
+            # Kept, not counted (rowcounts.py): the health thread asks every few seconds, and
+            # count(*) reads a whole table (66-83 ms for results at the default soft cap).
+            rows = table_rows(conn)
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
             freelist = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
