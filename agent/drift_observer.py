@@ -131,7 +131,9 @@ class DriftObserver:
         tokens = min(_BURST_S, self._tokens + (started - self._refilled_at) * budget)
         self._refilled_at = started
         cpu = self._cpu_clock()
-        self._count(monitor, batch, predictions)
+        with self._lock:
+            self._note_skips(monitor)
+            self._count(monitor, batch, predictions)
         # Charged in this thread's CPU time, not wall time: on a loaded machine the wall time
         # includes waiting for a core, which would make the share drift gets depend on the
         # neighbours' load rather than on what drift itself costs.
@@ -148,6 +150,7 @@ class DriftObserver:
             self._skips_noted = skipped
 
     def _count(self, monitor: DriftMonitor, batch: Batch, predictions: Sequence[Prediction]) -> None:
+        """Hand ``batch`` to ``monitor`` in the form it counts cheapest (hold the lock)."""
         labels: Sequence[str | None] | None = None
         scores: Sequence[float | None] | None = None
         if monitor.labels:
@@ -158,35 +161,31 @@ class DriftObserver:
         group = batch.group
         if group is not None:
             # a ring group pop (many sensors of one shape): its windows as it describes them
-            with self._lock:
-                self._note_skips(monitor)
-                monitor.add_group(
-                    group.streams,
-                    group.starts,
-                    group.count,
-                    group.hop,
-                    batch.data,
-                    start_ts=group.start_ts,
-                    end_ts=group.end_ts,
-                    labels=labels,
-                    scores=scores,
-                )
+            monitor.add_group(
+                group.streams,
+                group.starts,
+                group.count,
+                group.hop,
+                batch.data,
+                start_ts=group.start_ts,
+                end_ts=group.end_ts,
+                labels=labels,
+                scores=scores,
+            )
             return
         parts = batch.parts
         if len(parts) == 1:
             # one stream (saturation, one fast sensor): its windows as they are, zero-copy
             part = parts[0]
-            with self._lock:
-                self._note_skips(monitor)
-                monitor.add_windows(
-                    part.stream,
-                    part.start_index,
-                    part.data,
-                    start_ts=part.start_ts,
-                    end_ts=part.end_ts,
-                    labels=labels,
-                    scores=scores,
-                )
+            monitor.add_windows(
+                part.stream,
+                part.start_index,
+                part.data,
+                start_ts=part.start_ts,
+                end_ts=part.end_ts,
+                labels=labels,
+                scores=scores,
+            )
             return
         # Several streams: one call for the whole batch (each stream's windows stay oldest first).
         order = None
@@ -203,9 +202,7 @@ class DriftObserver:
             starts, data, t0, t1 = starts[order], data[order], t0[order], t1[order]
             labels = None if labels is None else [labels[i] for i in order]
             scores = None if scores is None else [scores[i] for i in order]
-        with self._lock:
-            self._note_skips(monitor)
-            monitor.add_windows(streams, starts, data, start_ts=t0, end_ts=t1, labels=labels, scores=scores)
+        monitor.add_windows(streams, starts, data, start_ts=t0, end_ts=t1, labels=labels, scores=scores)
 
     def flush(self) -> None:
         """Close and send the open report, if it counted anything (the agent stops or reloads,
