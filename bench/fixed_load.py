@@ -418,13 +418,14 @@ def main() -> int:
                 args.streams, args.rate_hz, args.seconds, checkout, with_defaults=args.with_defaults
             )
             off_us = results[0][1][0]
-            on_us = results[1][1][0] if len(results) > 1 else float("nan")
             ratios.append(off_us / loop_us)
+            on_us, on_off = "-", "-"
             if len(results) > 1:
-                drift_ratios.append(on_us / off_us)
+                drift_ratios.append(results[1][1][0] / off_us)
+                on_us, on_off = f"{results[1][1][0]:.1f}", f"{drift_ratios[-1]:.3f}"
             print(
-                f"{r:>5} {loop_us:>8.1f} {off_us:>7.1f} {on_us:>7.1f} {ratios[-1]:>9.2f} "
-                f"{on_us / off_us:>7.3f} {os.getloadavg()[0]:>5.1f}".replace("nan", "  -"),
+                f"{r:>5} {loop_us:>8.1f} {off_us:>7.1f} {on_us:>7} {ratios[-1]:>9.2f} "
+                f"{on_off:>7} {os.getloadavg()[0]:>5.1f}",
                 flush=True,
             )
         print("last round:")
