@@ -257,7 +257,7 @@ class DriftConfig(_Section):
         description="samples per channel a report needs to move the alert state (smaller ones are only sent)",
     )
     max_cpu: float = Field(
-        default=0.01,
+        default=0.005,
         gt=0,
         le=1,
         description="share of one core drift may use; batches beyond it are skipped (and counted as skipped)",

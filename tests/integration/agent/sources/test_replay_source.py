@@ -125,6 +125,22 @@ def test_loop_keeps_timestamps_increasing(tmp_path: Path) -> None:
     assert not source.finished
 
 
+def test_stamps_computed_ahead_match_row_by_row_across_runs_and_loops(tmp_path: Path) -> None:
+    """Emitted times come from runs of stamps computed ahead (``STAMPS_AHEAD`` rows at once): with
+    runs shorter than a block, than the recording and not dividing it, every time is still the
+    recorded offset plus the loop's shift."""
+    path = write_csv(tmp_path / "r.csv", "timestamp,a\n" + "".join(f"{i * 0.25},{i}\n" for i in range(7)))
+    sink = Collector()
+    source = replay(path, sink, realtime=False, loop=True, timestamps="recorded", block_size=2)
+    source.STAMPS_AHEAD = 3
+    source.start()
+    wait_until(lambda: sink.count >= 40, what="several loops")
+    source.stop()
+    samples, times = sink.arrays(1)
+    assert samples[:35, 0].tolist() == list(range(7)) * 5
+    np.testing.assert_array_equal(times[:35], np.arange(35) * 0.25)
+
+
 def test_npy_needs_a_rate_and_replays_by_position(tmp_path: Path) -> None:
     path = tmp_path / "rec.npy"
     np.save(path, np.arange(30, dtype=np.float64).reshape(10, 3))
