@@ -13,11 +13,11 @@ decides - memory stays flat. A failing store is retried; meanwhile at most
 ``max_pending`` results are kept (the oldest beyond that are dropped and counted).
 
 The hand-over (:class:`_Inbox`) wakes the writer thread only when it wants the items now: when
-it has nothing pending (the first result commits at once), when a full transaction's worth is
-there, when the queue is half full (a producer never waits for a writer that sleeps) and to stop.
-Otherwise items wait for the writer's due time; at a steady load of one batch per sources' tick
-that is one wake-up per transaction instead of one per batch, and a wake-up of a thread costs
-far more CPU than the little it does per batch.
+its next transaction is due (after a quiet spell the first result commits at once), when a full
+transaction's worth is there, when the queue is half full (a producer never waits for a writer
+that sleeps) and to stop. Otherwise items wait for the writer's due time; at a steady load of one
+batch per sources' tick that is one wake-up per transaction instead of one per batch, and a
+wake-up of a thread costs far more CPU than the little it does per batch.
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ class ResultWriter:
         self.settings = settings or WriterSettings()
         self._queue = _Inbox(self.settings.max_queued_batches)
         self._thread: threading.Thread | None = None
+        self.wakeups = 0
+        """Times the writer's loop came round (woken or timed out); for benchmarks and tests."""
         self.first_commit = threading.Event()
         """Set once the first results are committed."""
         self.lost = 0
@@ -213,6 +215,7 @@ class ResultWriter:
         stopping = False
         while True:
             self.heartbeat = time.monotonic()
+            self.wakeups += 1
             due_at = last_commit + interval
             try:
                 if stopping:
@@ -223,7 +226,14 @@ class ResultWriter:
                     wait = min(1.0, max(0.0, due_at - time.monotonic()))
                     item = self._queue.get(wait, want=batch_size - len(pending))
                 else:
-                    item = self._queue.get(1.0, want=1)
+                    # Nothing pending. Within ``interval`` of the last commit the next one is not due
+                    # yet: sleep until it is (woken early only for a full transaction), not at the
+                    # first result, which would only wait here again. After a quiet spell, at once.
+                    until_due = due_at - time.monotonic()
+                    if until_due > 0:
+                        item = self._queue.get(min(1.0, until_due), want=batch_size)
+                    else:
+                        item = self._queue.get(1.0, want=1)
             except queue.Empty:
                 item = None
                 if not pending:

@@ -112,3 +112,28 @@ def test_the_writer_comes_round_its_loop_while_results_wait_for_a_long_interval(
         assert writer.heartbeat != beat  # stall detection keeps seeing the thread
         assert writer.stop(30)
         assert _committed(store.path, "results") == 4
+
+
+def test_at_a_steady_load_the_writer_wakes_once_per_transaction(tmp_path: Path) -> None:
+    """A batch every 50 ms and a transaction every 250 ms: the writer sleeps until each commit is
+    due rather than waking at the first batch after a commit and again when the commit is due."""
+    store = Store.open(tmp_path / "s.db", StoreConfig(path=tmp_path / "s.db"))
+    writer = ResultWriter(store, PipelineCounters(), WriterSettings(batch_size=256, interval_s=0.25))
+    writer.start()
+    try:
+        writer.put(_records(1))
+        assert writer.first_commit.wait(30)
+        failures: list[Exception] = []
+        before = writer.wakeups
+        for i in range(50):
+            rows = result_rows(_records(1, start=1 + i), raw_outputs=False)
+            writer.put_deferred(lambda rows=rows: rows, failures.append, 1)
+            time.sleep(0.05)
+        woken = writer.wakeups - before
+        assert writer.stop(30)
+        assert _committed(store.path, "results") == 51
+        assert failures == []
+        # 2.5 s of batches are about ten transactions; waking at each first batch too made it twenty
+        assert 3 <= woken <= 14, woken
+    finally:
+        store.close()
