@@ -258,9 +258,9 @@ class RingGroup:
                 [buf._sliding[p : p + stop : hop] for buf, p in zip(self.buffers, positions, strict=True)]
             )
             steps = range(0, count * hop, hop)
-            firsts = [i * cap + p + step for i, p in enumerate(positions) for step in steps]
-            lasts = np.array([first + length - 1 for first in firsts], dtype=np.int64)
-            start_ts = self._flat_ts.take(np.array(firsts, dtype=np.int64))
+            first_rows = [i * cap + p + step for i, p in enumerate(positions) for step in steps]
+            lasts = np.array([first + length - 1 for first in first_rows], dtype=np.int64)
+            start_ts = self._flat_ts.take(np.array(first_rows, dtype=np.int64))
             return data, start_ts, self._flat_ts.take(lasts), self._flat_ready.take(lasts)
         first_index = np.array(starts, dtype=np.int64)
         firsts = first_index[:, None] + np.arange(0, count * hop, hop)

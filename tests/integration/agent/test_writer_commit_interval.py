@@ -3,6 +3,7 @@ acknowledgements riding on it, everything committed by stop()."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -127,7 +128,7 @@ def test_at_a_steady_load_the_writer_wakes_once_per_transaction(tmp_path: Path) 
         before = writer.wakeups
         for i in range(50):
             rows = result_rows(_records(1, start=1 + i), raw_outputs=False)
-            writer.put_deferred(lambda rows=rows: rows, failures.append, 1)
+            writer.put_deferred(functools.partial(list, rows), failures.append, 1)
             time.sleep(0.05)
         woken = writer.wakeups - before
         assert writer.stop(30)
