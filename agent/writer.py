@@ -217,23 +217,18 @@ class ResultWriter:
             self.heartbeat = time.monotonic()
             self.wakeups += 1
             due_at = last_commit + interval
+            until_due = due_at - time.monotonic()
             try:
                 if stopping:
                     item = self._queue.get_nowait()
-                elif pending:
-                    # until due, or until a full transaction's worth is queued; at least once a
-                    # second round the loop (the heartbeat)
-                    wait = min(1.0, max(0.0, due_at - time.monotonic()))
+                elif pending or until_due > 0:
+                    # Until due, or until a full transaction's worth is queued; at least once a
+                    # second round the loop (the heartbeat). With nothing pending too: within
+                    # ``interval`` of the last commit the first result would only wait here again.
+                    wait = min(1.0, max(0.0, until_due))
                     item = self._queue.get(wait, want=batch_size - len(pending))
                 else:
-                    # Nothing pending. Within ``interval`` of the last commit the next one is not due
-                    # yet: sleep until it is (woken early only for a full transaction), not at the
-                    # first result, which would only wait here again. After a quiet spell, at once.
-                    until_due = due_at - time.monotonic()
-                    if until_due > 0:
-                        item = self._queue.get(min(1.0, until_due), want=batch_size)
-                    else:
-                        item = self._queue.get(1.0, want=1)
+                    item = self._queue.get(1.0, want=1)  # after a quiet spell: commit at once
             except queue.Empty:
                 item = None
                 if not pending:
