@@ -71,7 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TimeArray = npt.NDArray[np.float64]
-Sink = Callable[[FloatArray, TimeArray], None]
+Sink = Callable[[FloatArray, TimeArray], object]
 
 
 class SourceHandle(Protocol):
@@ -333,13 +333,18 @@ class Pipeline:
     def _start_streams(self, bundle: Bundle) -> None:
         prep = bundle.manifest.preprocessing
         for spec in self._streams:
-            slot: list[StreamBuffer] = []
-
-            def sink(samples: FloatArray, timestamps: TimeArray, slot: list[StreamBuffer] = slot) -> None:
-                slot[0].push_block(samples, timestamps)
-
+            # The ring comes first so that the source's sink is the ring's own push (no call in
+            # between on every block); a rejected source's ring is dropped unused.
+            buffer = StreamBuffer(
+                spec.name,
+                prep.channels,
+                max(self.settings.buffer_capacity, prep.window_length * 2),
+                window_length=prep.window_length,
+                hop=prep.hop,
+                policy=self.settings.backpressure,
+            )
             try:
-                source = spec.make_source(sink)
+                source = spec.make_source(buffer.push_block)
             except Exception as exc:
                 self._source_failed(spec.name, f"cannot be built: {exc}", "source_failed")
                 continue
@@ -350,15 +355,6 @@ class Pipeline:
                 )
                 self._source_failed(spec.name, msg, "source_rejected")
                 continue
-            buffer = StreamBuffer(
-                spec.name,
-                prep.channels,
-                max(self.settings.buffer_capacity, prep.window_length * 2),
-                window_length=prep.window_length,
-                hop=prep.hop,
-                policy=self.settings.backpressure,
-            )
-            slot.append(buffer)
             self._buffers[spec.name] = buffer
             self._pending_sources[spec.name] = source
         if not self._buffers:

@@ -6,8 +6,8 @@ pending window has waited ``batch_timeout`` seconds (then everything pending, up
 
 :class:`Batcher` is the single consumer of a set of :class:`StreamBuffer` s. It pulls windows
 round-robin across streams (never more than a batch is pending, so buffers keep their own
-backpressure), applies :func:`collate`, and otherwise sleeps on a Condition that the buffers
-signal when a window completes, or until the oldest pending window is due.
+backpressure), applies :func:`collate`, and otherwise sleeps until the buffers ring it (a window
+completed that the batch waits for), or until the oldest pending window is due.
 """
 
 from __future__ import annotations
@@ -103,7 +103,13 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.batch_timeout = float(batch_timeout)
         self._clock = clock
-        self._cond = threading.Condition()
+        # State is guarded by _lock; the consumer sleeps on _bell, a lock used as a doorbell that
+        # producers ring (release) and the consumer answers (acquire). A Condition would do, but
+        # its notify and wait are Python code: on a core woken from idle for each tick, the notify
+        # alone cost a producer about 35 us more than releasing a lock (docs/batching.md).
+        self._lock = threading.Lock()
+        self._bell = threading.Lock()
+        self._bell.acquire()  # not rung
         # pulled from the buffers, not yet released: one WindowBatch per pop, never more than a batch
         self._parts: list[WindowBatch] = []
         self._count = 0
@@ -115,7 +121,7 @@ class Batcher:
         self._need = 1
         # > 0 while a producer hands over a round of pushes (see hold_wakeups)
         self._holds = 0
-        # the consumer's fast path in next_batch (one stream): pop without the Condition
+        # the consumer's fast path in next_batch (one stream): pop without the lock
         self._single: StreamBuffer | None = buffers[0] if len(buffers) == 1 else None
         for buf in buffers:
             self._attach(buf)
@@ -132,8 +138,7 @@ class Batcher:
             arrived = self._arrived + windows
             self._arrived = arrived
             if arrived >= self._need and not self._holds:
-                with self._cond:
-                    self._cond.notify_all()
+                self._ring()
 
     def hold_wakeups(self) -> None:
         """Count the windows pushed from now on without waking the consumer, until
@@ -146,8 +151,15 @@ class Batcher:
         """End a :meth:`hold_wakeups`; wakes the consumer if the windows it waits for arrived."""
         self._holds -= 1
         if not self._holds and self._sleeping and self._arrived >= self._need:
-            with self._cond:
-                self._cond.notify_all()
+            self._ring()
+
+    def _ring(self) -> None:
+        """Wake the consumer: now if it sleeps, else its next sleep ends at once (it looks again)."""
+        # not contextlib.suppress: on every tick, its three Python calls cost more than the ring
+        try:  # noqa: SIM105
+            self._bell.release()
+        except RuntimeError:  # rung already and not yet answered: one ring is enough
+            pass
 
     def _attach(self, buf: StreamBuffer) -> None:
         existing = buf.notify
@@ -256,16 +268,16 @@ class Batcher:
         single = self._single
         if single is not None and not self._count and not self._closed:
             # One stream, nothing pending: a full pop is the whole batch (collate releases it at
-            # once), so skip the Condition and the clock. Anything less joins the pending parts.
+            # once), so skip the lock and the clock. Anything less joins the pending parts.
             part = single.pop_batch(self.max_batch_size)
             if part is not None:
                 if len(part) == self.max_batch_size:
                     return Batch.of_part(part)
-                with self._cond:
+                with self._lock:
                     self._parts.append(part)
                     self._count += len(part)
         deadline = None if timeout is None else self._clock() + timeout
-        with self._cond:
+        with self._lock:
             try:
                 while True:
                     if self._closed:
@@ -296,7 +308,7 @@ class Batcher:
                     self._need = need
                     if self._arrived >= need:
                         continue  # enough arrived while gathering: look again now
-                    self._cond.wait(None if wake is None else max(0.0, wake - now))
+                    self._sleep(None if wake is None else max(0.0, wake - now))
             finally:
                 self._sleeping = False
             parts = self._parts
@@ -307,11 +319,23 @@ class Batcher:
             return Batch.of_group(popped)
         return Batch.of_parts(parts)
 
+    def _sleep(self, timeout: float | None) -> None:
+        """Until rung or ``timeout`` seconds (None: until rung), without ``_lock`` (held on return).
+
+        A ring from before this sleep (answered by a look that found the windows anyway) ends it at
+        once: the caller looks again and sleeps again, one extra look, never a missed window.
+        """
+        self._lock.release()
+        try:
+            self._bell.acquire(timeout=-1 if timeout is None else timeout)
+        finally:
+            self._lock.acquire()
+
     def close(self) -> None:
         """Make :meth:`next_batch` return None now and from then on."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+        self._ring()
 
     @property
     def closed(self) -> bool:
@@ -319,7 +343,7 @@ class Batcher:
 
     def drain(self) -> list[Batch]:
         """Everything still pending or complete in the buffers, as batches of at most ``max_batch_size``."""
-        with self._cond:
+        with self._lock:
             self._spill()
             windows = [w for part in self._parts for w in part.windows]
             self._parts = []

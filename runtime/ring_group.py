@@ -167,6 +167,10 @@ class RingGroup:
         self._flat_data = self._data.reshape(count * cap, channels)
         self._flat_ts = self._ts.reshape(count * cap)
         self._flat_ready = self._ready.reshape(count * cap)
+        # every stream's windows at once: (stream, first row, window row, channel), for streams in step
+        self._sliding = np.lib.stride_tricks.sliding_window_view(self._data, length, axis=1).transpose(
+            0, 1, 3, 2
+        )
         self._row0 = (np.arange(count, dtype=np.int64) * cap)[:, None]
         self._offsets = np.arange(length, dtype=np.int64)
 
@@ -254,6 +258,19 @@ class RingGroup:
         positions = [start % cap for start in starts]
         if max(positions) + span <= cap:
             stop = (count - 1) * hop + 1
+            first = positions[0]
+            if positions.count(first) == len(positions):
+                # Streams in step (sampled together, or started together at one rate): every
+                # stream's windows lie at the same rows, so each array is one slice across streams.
+                # copy()/flatten() always copy: a view would see the rings move on after the pop.
+                last = first + length - 1
+                data = self._sliding[:, first : first + stop : hop].copy()
+                return (
+                    data.reshape(-1, length, data.shape[3]),
+                    self._ts[:, first : first + stop : hop].flatten(),
+                    self._ts[:, last : last + stop : hop].flatten(),
+                    self._ready[:, last : last + stop : hop].flatten(),
+                )
             data = np.concatenate(
                 [buf._sliding[p : p + stop : hop] for buf, p in zip(self.buffers, positions, strict=True)]
             )

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 STREAM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
-Sink = Callable[[FloatArray, npt.NDArray[np.float64]], None]
-"""Receives ``samples`` (n, channels) float32 and ``timestamps`` (n,) float64 epoch seconds."""
+Sink = Callable[[FloatArray, npt.NDArray[np.float64]], object]
+"""Receives ``samples`` (n, channels) float32 and ``timestamps`` (n,) float64 epoch seconds; what it
+returns is ignored (a ring buffer's ``push_block``, which returns the count it kept, is a sink)."""
 
 
 class SourceError(ConfigError):
@@ -118,9 +119,12 @@ class Source(ABC, Generic[C]):
         self.config = config
         self._sink = sink
         self._lock = threading.Lock()
+        # Samples and frames are counted without the lock: only the thread that reads the source
+        # (its own, the hub's or its client's network loop) writes them, and a stats reader may see
+        # one block's frame before its samples. A lock per block cost more than the block's copy.
         self._samples = 0
-        self._bad = 0
         self._frames = 0
+        self._bad = 0  # with _last_error, under the lock: a snapshot shows the two together
         self._last_error: str | None = None
         self._stopping = threading.Event()
         self._finished = threading.Event()
@@ -195,8 +199,7 @@ class Source(ABC, Generic[C]):
         self._finished.set()
 
     def _count_frame(self, n: int = 1) -> None:
-        with self._lock:
-            self._frames += n
+        self._frames += n
 
     def _reject(self, count: int, reason: str) -> None:
         """Count ``count`` bad samples and log why, at most every few seconds per source."""
@@ -247,8 +250,7 @@ class Source(ABC, Generic[C]):
         except Exception as exc:  # a broken consumer must not kill the reader
             self._record_error(f"sink raised {type(exc).__name__}: {exc}")
             return 0
-        with self._lock:
-            self._samples += data.shape[0]
+        self._samples += data.shape[0]
         return int(data.shape[0])
 
     def _emit_clean(self, samples: FloatArray, timestamps: npt.NDArray[np.float64]) -> None:
@@ -264,9 +266,8 @@ class Source(ABC, Generic[C]):
             self._count_frame()
             self._record_error(f"sink raised {type(exc).__name__}: {exc}")
             return
-        with self._lock:
-            self._frames += 1
-            self._samples += samples.shape[0]
+        self._frames += 1
+        self._samples += samples.shape[0]
 
     def _record_error(self, message: str) -> None:
         with self._lock:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from edgefleet.agent.status import StatusUnavailableError, assess_status, read_status, write_status
+from edgefleet.agent.status import (
+    StatusUnavailableError,
+    assess_status,
+    read_status,
+    status_json,
+    write_status,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +40,29 @@ def test_round_trip(tmp_path: Path) -> None:
     assert data["model"] == {"name": "m"}
     assert data["schema"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["agent-status.json"]
+
+
+def test_the_file_is_the_same_json_with_a_line_per_key_and_per_entry_of_an_object(tmp_path: Path) -> None:
+    document = {
+        "state": "running",
+        "streams": {"imu-01": {"fill": 0.5, "last_error": None}, "imu-00": {"fill": 0.25}},
+        "problems": ["a", "b"],
+        "empty": {},
+        "path": tmp_path,  # not JSON: written as its str()
+        "model": {"name": "m", "labels": ["x", "y"]},
+    }
+    text = status_json(document)
+    assert json.loads(text) == json.loads(json.dumps(document, default=str))
+    lines = text.splitlines()
+    assert lines[0] == "{"
+    assert lines[-1] == "}"
+    assert ' "empty": {},' in lines
+    assert '  "imu-00": {"fill": 0.25},' in lines  # entries sorted, one per line
+    assert '  "imu-01": {"fill": 0.5, "last_error": null}' in lines
+    assert ' "state": "running",' in lines
+    assert lines[-2] == " }"  # the last key's object: no comma
+    # braces, a line per key, the two objects' entries and their closing braces
+    assert len(lines) == 2 + len(document) + 2 * 2 + 2
 
 
 def test_missing_and_corrupt_files(tmp_path: Path) -> None:

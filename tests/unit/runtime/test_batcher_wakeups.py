@@ -57,13 +57,13 @@ def test_consumer_sleeps_through_windows_that_cannot_fill_the_batch() -> None:
     feed(streams[0], 1)  # the first window wakes the consumer: it starts the timeout
     wait_until(lambda: batcher.pending == 1 and batcher._need == 7, what="the consumer to wait for 7 more")
     notified: list[int] = []
-    notify_all = batcher._cond.notify_all
+    ring = batcher._ring
 
-    def counting_notify_all() -> None:
+    def counting_ring() -> None:
         notified.append(1)
-        notify_all()
+        ring()
 
-    batcher._cond.notify_all = counting_notify_all  # type: ignore[method-assign]
+    batcher._ring = counting_ring  # type: ignore[method-assign]
     for buf in streams[1:7]:
         feed(buf, 1)
     assert notified == []  # 7 of 8 windows: no reason to wake
@@ -102,13 +102,13 @@ def test_held_wakeups_wake_the_consumer_once_at_release() -> None:
     consumer.start()
     wait_until(lambda: batcher._sleeping and batcher._need == 1, what="the consumer to sleep")
     notified: list[int] = []
-    notify_all = batcher._cond.notify_all
+    ring = batcher._ring
 
-    def counting_notify_all() -> None:
+    def counting_ring() -> None:
         notified.append(1)
-        notify_all()
+        ring()
 
-    batcher._cond.notify_all = counting_notify_all  # type: ignore[method-assign]
+    batcher._ring = counting_ring  # type: ignore[method-assign]
     batcher.hold_wakeups()
     for buf in streams:
         feed(buf, 1)
@@ -127,7 +127,41 @@ def test_held_wakeups_wake_the_consumer_once_at_release() -> None:
 def test_a_release_with_nothing_arrived_wakes_nobody() -> None:
     batcher = Batcher([make("q")], max_batch_size=2, batch_timeout=3600)
     notified: list[int] = []
-    batcher._cond.notify_all = lambda: notified.append(1)  # type: ignore[method-assign]
+    batcher._ring = lambda: notified.append(1)  # type: ignore[method-assign]
     batcher.hold_wakeups()
     batcher.release_wakeups()
     assert notified == []
+
+
+def test_rings_nobody_answered_cost_one_more_look_and_lose_nothing() -> None:
+    # Producers ring without a lock; a ring the consumer did not sleep through stays rung, so its
+    # next sleep ends at once: it must look again and go back to sleep, not return early.
+    buf = make("r")
+    batcher = Batcher([buf], max_batch_size=4, batch_timeout=3600)
+    batcher._ring()
+    batcher._ring()  # a second ring before any answer is one ring, not an error
+    assert batcher.next_batch(timeout=0.2) is None  # nothing there: slept again until the timeout
+    got: list[Batch | None] = []
+    consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
+    consumer.start()
+    wait_until(lambda: batcher._sleeping, what="the consumer to sleep")
+    feed(buf, 1)  # starts the batch timeout: the consumer wakes, then waits for 3 more
+    wait_until(lambda: batcher._need == 3, what="the consumer to wait for 3 more")
+    feed(buf, 3)
+    consumer.join(timeout=90)
+    assert not consumer.is_alive()
+    batch = got[0]
+    assert batch is not None
+    assert len(batch) == 4
+
+
+def test_close_wakes_a_sleeping_consumer() -> None:
+    batcher = Batcher([make("c")], max_batch_size=4, batch_timeout=3600)
+    got: list[Batch | None] = []
+    consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=None)))
+    consumer.start()
+    wait_until(lambda: batcher._sleeping, what="the consumer to sleep")
+    batcher.close()
+    consumer.join(timeout=90)
+    assert not consumer.is_alive()
+    assert got == [None]

@@ -85,6 +85,41 @@ def test_group_pop_equals_per_stream_pops_across_wrap_and_uneven_streams() -> No
     assert 5 < wrapped < popped - 5
 
 
+def test_streams_in_step_pop_as_one_slice_equal_to_per_stream_pops_and_own_their_copy() -> None:
+    """Streams that always receive the same number of samples sit at the same ring rows: the
+    gather takes one slice across them. Same windows as pop_batch, over wraps and counts > 1, and
+    the popped arrays are copies that later pushes (a whole ring's worth) leave unchanged."""
+    rng = np.random.default_rng(5)
+    grouped = [make(f"s{i}") for i in range(3)]
+    plain = [make(f"s{i}") for i in range(3)]
+    group = RingGroup(grouped)
+    written = in_step = multi = 0
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(200):
+        n = int(rng.integers(0, 5))
+        for i in range(3):
+            data, ts = block(i, written, n)
+            grouped[i].push_block(data, ts)
+            plain[i].push_block(data, ts)
+        written += n
+        got = group.pop(int(rng.integers(1, 4)))
+        if got is None:
+            continue
+        count = got.count
+        wraps = int(got.starts[0]) % 23 + (count - 1) * 2 + 5 > 23
+        in_step += not wraps
+        multi += count > 1 and not wraps
+        for i, part in enumerate(got.parts):
+            want = plain[i].pop_batch(count)
+            assert want is not None
+            same(part, want)
+        kept.append((got.data, got.data.copy()))
+    assert in_step > 40
+    assert multi > 10
+    for data, copy in kept:  # long since overwritten in the rings
+        np.testing.assert_array_equal(data, copy)
+
+
 def test_the_stream_with_fewest_windows_sets_the_count_and_a_gap_declines() -> None:
     a, b = make("a", policy="drop_newest"), make("b", policy="drop_newest")
     group = RingGroup([a, b])
