@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import itertools
 import logging
 import math
 import selectors
@@ -41,7 +40,7 @@ import time
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from edgefleet.agent.sources.base import BaseSourceConfig, Sink, Source
 
@@ -74,8 +73,11 @@ class SourceHub:
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
         self._commands: deque[Command] = deque()
         self._lock = threading.Lock()
-        self._timers: list[tuple[float, int, HubSource[BaseSourceConfig], int]] = []
-        self._seq = itertools.count()
+        # Turns by due time: a heap of the distinct times, and the turns due at each in the order
+        # they were asked for. Paced sources share grid lines, so a pass pops one time, not one
+        # entry per source.
+        self._timers: list[float] = []
+        self._turns: dict[float, list[tuple[HubSource[Any], int]]] = {}
         self._thread: threading.Thread | None = None
         # (before, after) of every pass that runs callbacks or turns (see add_pass_hooks)
         self._pass_hooks: tuple[tuple[Command, Command], ...] = ()
@@ -139,15 +141,23 @@ class SourceHub:
         with contextlib.suppress(KeyError, ValueError):  # never registered, or already closed
             self._selector.unregister(sock)
 
-    def schedule(self, source: HubSource[BaseSourceConfig], when: float, generation: int) -> None:
+    def schedule(
+        self, source: HubSource[Any], when: float, generation: int, now: float | None = None
+    ) -> None:
         """Give ``source`` a turn at monotonic time ``when``, moved up to the next grid line.
 
-        A turn due already (``when`` not in the future) runs on the loop's next pass, after
-        the sockets and the other sources: that is how an unpaced source keeps going.
+        A turn due already (``when`` not after ``now``, the current monotonic time when not given)
+        runs on the loop's next pass, after the sockets and the other sources: that is how an
+        unpaced source keeps going. Turns due at the same time run in the order they were asked for.
         """
-        if when > time.monotonic():
+        if when > (time.monotonic() if now is None else now):
             when = math.ceil(when / self.tick_s - 1e-9) * self.tick_s
-        heapq.heappush(self._timers, (when, next(self._seq), source, generation))
+        turns = self._turns.get(when)
+        if turns is None:
+            self._turns[when] = [(source, generation)]
+            heapq.heappush(self._timers, when)
+        else:
+            turns.append((source, generation))
 
     def _drain_wake(self) -> None:
         try:
@@ -161,7 +171,7 @@ class SourceHub:
             self._run_commands()
             timeout = None
             if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = max(0.0, self._timers[0] - time.monotonic())
             events = self._selector.select(timeout)
             self.wakeups += 1
             hooks = self._pass_hooks
@@ -181,13 +191,18 @@ class SourceHub:
             except Exception:  # a callback guards itself; this only keeps the loop alive
                 log.exception("source hub: reader callback failed")
         now = time.monotonic()
-        due = []
-        while self._timers and self._timers[0][0] <= now:
-            due.append(heapq.heappop(self._timers))
-        for _, _, source, generation in due:  # a turn may reschedule itself for "now"
+        timers = self._timers
+        if not timers or timers[0] > now:
+            return
+        due = self._turns.pop(heapq.heappop(timers))
+        while timers and timers[0] <= now:
+            due += self._turns.pop(heapq.heappop(timers))
+        for source, generation in due:  # a turn may reschedule itself for "now": the next pass
             source._hub_turn(self, generation, now)
 
     def _run_commands(self) -> None:
+        if not self._commands:  # the usual pass: no lock needed to see an empty queue
+            return
         while True:
             with self._lock:
                 if not self._commands:
@@ -272,7 +287,7 @@ class HubSource(Source[C]):
             self._failed(hub, exc)
             return
         if first is not None:
-            hub.schedule(self._as_base(), first, self._generation)
+            hub.schedule(self, first, self._generation)
 
     def _hub_turn(self, hub: SourceHub, generation: int, now: float) -> None:
         if generation != self._generation or self._stopping.is_set():
@@ -291,7 +306,7 @@ class HubSource(Source[C]):
                 self._hub = None  # a finished source is no longer running, as its thread would end
             return
         if following is not None:
-            hub.schedule(self._as_base(), following, generation)
+            hub.schedule(self, following, generation, now)
 
     def _hub_shutdown(self) -> None:
         self._generation += 1
@@ -308,7 +323,4 @@ class HubSource(Source[C]):
         self._record_error(f"{type(exc).__name__}: {exc}; restarting in {delay}s")
         self._hub_shutdown()
         # a reopen is a turn of a closed source: _hub_turn opens it again
-        hub.schedule(self._as_base(), time.monotonic() + delay, self._generation)
-
-    def _as_base(self) -> HubSource[BaseSourceConfig]:
-        return self  # type: ignore[return-value]  # the hub never looks at the config's subtype
+        hub.schedule(self, time.monotonic() + delay, self._generation)

@@ -15,6 +15,7 @@ from edgefleet.agent.health import (
     HealthReport,
     PrometheusExporter,
     StreamHealth,
+    TemperatureWatch,
     read_temperatures,
 )
 from edgefleet.agent.metrics import PipelineCounters
@@ -130,3 +131,23 @@ def test_thermal_zones_are_read_in_celsius(tmp_path: Path) -> None:
     found = read_temperatures(tmp_path)
     assert found["thermal_zone0/cpu-thermal"] == pytest.approx(48.312)
     assert not any(key.startswith("thermal_zone1") for key in found)
+
+
+def test_a_host_without_sensors_is_scanned_again_only_after_rescan_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("psutil.sensors_temperatures", dict)  # this host's own sensors aside
+    now = [0.0]
+    watch = TemperatureWatch(tmp_path, rescan_s=300.0, clock=lambda: now[0])
+    assert watch.read() == {}
+    zone = tmp_path / "thermal_zone0"
+    zone.mkdir()
+    (zone / "temp").write_text("51000\n")
+    (zone / "type").write_text("soc\n")
+    now[0] = 299.0
+    assert watch.read() == {}  # not looked for yet
+    now[0] = 300.0
+    assert watch.read() == {"thermal_zone0/soc": 51.0}
+    (zone / "temp").write_text("52500\n")
+    now[0] = 301.0  # sensors found: read on every tick
+    assert watch.read() == {"thermal_zone0/soc": 52.5}

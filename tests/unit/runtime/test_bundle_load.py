@@ -253,6 +253,12 @@ def test_check_outputs_names_a_wrong_answer_count_or_width(bundle: Bundle) -> No
         bundle.check_outputs({"probabilities": np.zeros((5, 3), np.float32)}, 5)
     with pytest.raises(ModelInputError, match="not among"):
         bundle.check_outputs({"a": np.zeros((5, 4)), "b": np.zeros((5, 4))}, 5)
+    # a shape that passed once passes at once; a known-good shape for another count still fails
+    bundle.check_outputs({"probabilities": np.ones((5, 4), np.float32)}, 5)
+    with pytest.raises(ModelInputError, match="model gave 5 answers for a batch of 6 windows"):
+        bundle.check_outputs({"probabilities": np.zeros((5, 4), np.float32)}, 6)
+    with pytest.raises(ModelInputError, match="3 output values per window"):  # failures are not kept
+        bundle.check_outputs({"probabilities": np.zeros((5, 3), np.float32)}, 5)
 
 
 def test_interpret_classification(bundle: Bundle) -> None:

@@ -108,6 +108,26 @@ def test_paced_sources_due_together_share_a_wake_up() -> None:
     assert wakeups <= turns / 8
 
 
+def test_turns_due_on_one_grid_line_run_in_the_order_asked_each_pass() -> None:
+    hub = SourceHub(name="test-order", tick_s=0.05)
+    order: list[str] = []
+
+    def recorder(name: str) -> Sink:
+        return lambda samples, timestamps: order.append(name)
+
+    sources = [TickSource(f"o{i}", recorder(f"o{i}"), every=0.001) for i in range(5)]
+    for source in sources:
+        source.start(hub)
+    wait_until(lambda: len(order) >= 40, what="eight passes")
+    for source in sources:
+        source.stop()
+    names = [source.name for source in sources]
+    passes = [order[i : i + 5] for i in range(0, 40, 5)]
+    # every pass turns all five (each asks for the next millisecond: all land on the next line),
+    # always in the order they first asked
+    assert passes == [names] * 8
+
+
 def test_a_failing_open_is_recorded_and_retried() -> None:
     hub = SourceHub(name="test-retry", tick_s=0.01)
     sink = CountingSink()
