@@ -119,10 +119,53 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         return now
 
     def _turn(self, now: float) -> float | None:
-        """Emit every sample due by ``now`` (in blocks of ``block_size``); return the next due time."""
+        """Emit every sample due by ``now`` (in blocks of ``block_size``); return the next due time.
+
+        The usual paced turn (real time, a clean recording, the rows due fit one block, their stamps
+        already computed) is written out here in full: on a core woken for the tick each Python call
+        costs microseconds, and with many streams the hub makes this turn many times a tick.
+        Everything else, and any doubt, takes :meth:`_turn_blocks`, which gives the same result.
+        """
+        cfg, rec = self.config, self.recording
+        position = self._position
+        n = rec.samples.shape[0]
+        if not (cfg.realtime and self._finite_times and self._all_clean and position < n):
+            return self._turn_blocks(now)
+        end = min(n, position + cfg.block_size)
+        speed = cfg.speed
+        now_t = (now - self._mono0) * speed - self._cycle * rec.period
+        offsets = self._offset_view
+        due_end = bisect.bisect_right(offsets, now_t, position, end)
+        if due_end == position:  # not due yet (a finite time, so strictly later)
+            return now + (offsets[position] - now_t) / speed
+        shift = self._base + self._cycle * rec.period * self._scale
+        held, first = self._held_stamps, self._held_from
+        if not (
+            shift == self._held_shift
+            and first <= position
+            and due_end - first <= held.shape[0]
+            and abs(shift) < _NO_OVERFLOW > self._offset_bound
+        ):
+            return self._turn_blocks(now)  # stamps to compute, or times near the float64 limit
+        self._position = due_end
+        try:  # Source._emit_clean, written out
+            self._sink(rec.samples[position:due_end], held[position - first : due_end - first])
+        except Exception as exc:  # a broken consumer must not kill the reader
+            self._count_frame()
+            self._record_error(f"sink raised {type(exc).__name__}: {exc}")
+        else:
+            self._frames += 1
+            self._samples += due_end - position
+        if due_end < end:  # the next row is not due: say when it is
+            return now + (offsets[due_end] - now_t) / speed
+        return self._turn_blocks(now, self.BLOCKS_PER_TURN - 1)  # a whole block was due: catching up
+
+    def _turn_blocks(self, now: float, blocks: int | None = None) -> float | None:
+        """:meth:`_turn` for every case, clean or not, paced or not: up to ``blocks`` blocks
+        (``BLOCKS_PER_TURN`` when not given) before the hub serves the others."""
         cfg, rec = self.config, self.recording
         n = rec.samples.shape[0]
-        for _ in range(self.BLOCKS_PER_TURN):
+        for _ in range(self.BLOCKS_PER_TURN if blocks is None else blocks):
             if self._position >= n:
                 if not cfg.loop:
                     self._mark_finished()
