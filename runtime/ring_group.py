@@ -16,6 +16,8 @@ whole windows. The caller then pops stream by stream as before.
 
 Streams need not be in step: each stream's windows are read at its own ring position (the
 gather indexes rows modulo the capacity, so a window across the ring's end costs nothing extra).
+Streams that are in step (every one at the same ring rows: sampled together, or replayed at one
+rate from one start) are copied out with one slice across all of them.
 """
 
 from __future__ import annotations
