@@ -110,6 +110,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._bell = threading.Lock()
         self._bell.acquire()  # not rung
+        self._rung = False  # set by a ring, cleared when the consumer answers it
         # pulled from the buffers, not yet released: one WindowBatch per pop, never more than a batch
         self._parts: list[WindowBatch] = []
         self._count = 0
@@ -155,10 +156,13 @@ class Batcher:
 
     def _ring(self) -> None:
         """Wake the consumer: now if it sleeps, else its next sleep ends at once (it looks again)."""
+        if self._rung:  # rung and not yet answered: a producer pushing fast rings once, not per push
+            return
+        self._rung = True
         # not contextlib.suppress: on every tick, its three Python calls cost more than the ring
         try:  # noqa: SIM105
             self._bell.release()
-        except RuntimeError:  # rung already and not yet answered: one ring is enough
+        except RuntimeError:  # another producer rang in between: one ring is enough
             pass
 
     def _attach(self, buf: StreamBuffer) -> None:
@@ -327,7 +331,8 @@ class Batcher:
         """
         self._lock.release()
         try:
-            self._bell.acquire(timeout=-1 if timeout is None else timeout)
+            if self._bell.acquire(timeout=-1 if timeout is None else timeout):
+                self._rung = False  # answered: the next window rings again (the look comes after)
         finally:
             self._lock.acquire()
 

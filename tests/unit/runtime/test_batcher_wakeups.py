@@ -138,9 +138,23 @@ def test_rings_nobody_answered_cost_one_more_look_and_lose_nothing() -> None:
     # next sleep ends at once: it must look again and go back to sleep, not return early.
     buf = make("r")
     batcher = Batcher([buf], max_batch_size=4, batch_timeout=3600)
+    released: list[int] = []
+    bell = batcher._bell
+
+    class CountingBell:
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            return bell.acquire(blocking, timeout)
+
+        def release(self) -> None:
+            released.append(1)
+            bell.release()
+
+    batcher._bell = CountingBell()  # type: ignore[assignment]
     batcher._ring()
-    batcher._ring()  # a second ring before any answer is one ring, not an error
+    batcher._ring()  # a second ring before any answer is the same ring: no second release
+    assert released == [1]
     assert batcher.next_batch(timeout=0.2) is None  # nothing there: slept again until the timeout
+    assert not batcher._rung  # answered
     got: list[Batch | None] = []
     consumer = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=120)))
     consumer.start()
