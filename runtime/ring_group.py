@@ -278,7 +278,7 @@ class RingGroup:
             )
             steps = range(0, count * hop, hop)
             first_rows = [i * cap + p + step for i, p in enumerate(positions) for step in steps]
-            lasts = np.array([first + length - 1 for first in first_rows], dtype=np.int64)
+            lasts = np.array([row + length - 1 for row in first_rows], dtype=np.int64)
             start_ts = self._flat_ts.take(np.array(first_rows, dtype=np.int64))
             return data, start_ts, self._flat_ts.take(lasts), self._flat_ready.take(lasts)
         first_index = np.array(starts, dtype=np.int64)

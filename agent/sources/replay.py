@@ -76,13 +76,10 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
     def __init__(self, config: ReplaySourceConfig, sink: Sink) -> None:
         super().__init__(config, sink)
         # one copy of a file, however many streams replay it (see shared_recording)
-        self.recording = rec = shared_recording(config)
-        self._finite_times = rec.finite_times
-        # Bad rows (NaN or infinity in a value or its time) are known once loaded: a block with
-        # none skips the bad-sample gate, and one with any goes through it (see _emit_clean).
-        self._bad_before = rec.bad_before
-        self._all_clean = rec.all_clean  # then no turn looks the counts up
-        self._offset_view = rec.offset_view
+        # Bad rows (NaN or infinity in a value or its time) are known once loaded
+        # (Recording.bad_before): a block with none skips the bad-sample gate, and one with any
+        # goes through it (see _emit_clean).
+        self.recording = shared_recording(config)
         self._position = 0
         self._cycle = 0
         self._scale = 1.0
@@ -129,12 +126,12 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
         cfg, rec = self.config, self.recording
         position = self._position
         n = rec.samples.shape[0]
-        if not (cfg.realtime and self._finite_times and self._all_clean and position < n):
+        if not (cfg.realtime and rec.finite_times and rec.all_clean and position < n):
             return self._turn_blocks(now)
         end = min(n, position + cfg.block_size)
         speed = cfg.speed
         now_t = (now - self._mono0) * speed - self._cycle * rec.period
-        offsets = self._offset_view
+        offsets = rec.offset_view
         due_end = bisect.bisect_right(offsets, now_t, position, end)
         if due_end == position:  # not due yet (a finite time, so strictly later)
             return now + (offsets[position] - now_t) / speed
@@ -176,8 +173,8 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
             if cfg.realtime:
                 # recording time due now; bisect, unlike numpy, never lets go of the GIL mid-turn
                 now_t = (now - self._mono0) * cfg.speed - self._cycle * rec.period
-                if self._finite_times:
-                    due = bisect.bisect_right(self._offset_view, now_t, self._position, end) - self._position
+                if rec.finite_times:
+                    due = bisect.bisect_right(rec.offset_view, now_t, self._position, end) - self._position
                 else:
                     due = int(np.searchsorted(rec.offsets[self._position : end], now_t, side="right"))
                 if due == 0:
@@ -190,8 +187,8 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
             shift = self._base + self._cycle * rec.period * self._scale
             times = self._stamps(self._position, end, shift)
             start, self._position = self._position, end
-            bad_before = self._bad_before
-            if (self._all_clean or bad_before[end] == bad_before[start]) and abs(
+            bad_before = rec.bad_before
+            if (rec.all_clean or bad_before[end] == bad_before[start]) and abs(
                 shift
             ) < _NO_OVERFLOW > self._offset_bound:
                 # clean rows; their times (finite offset + shift, both far below the float64
@@ -225,7 +222,7 @@ class ReplaySource(HubSource[ReplaySourceConfig]):
 
     def _wait_for(self, index: int, now_t: float) -> float:
         """Wall seconds until sample ``index`` is due (recording time ``now_t`` is now); 0 for a NaN time."""
-        at = self._offset_view[index]
+        at = self.recording.offset_view[index]
         return (at - now_t) / self.config.speed if math.isfinite(at) else 0.0
 
     def _stream_time(self) -> float:
